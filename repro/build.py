@@ -1,0 +1,132 @@
+"""One build: resolve pins, hash inputs, train, write weights, metrics and lock.
+
+`repro train` and verify's rebuild both come through `run_build`, so the two
+cannot drift apart. Torch is imported only after the pins are in the environment.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repro import lockfile
+from repro.canonical import atomic_write_bytes, atomic_write_json
+from repro.config import require
+from repro.data import DataSpec, data_file_list
+from repro.inputs import code_block, config_digest, files_block
+from repro.pins import Pins, apply_process_env, check_capability, package_versions, resolve_pins
+
+WEIGHTS_NAME = "model.safetensors"
+METRICS_NAME = "metrics.jsonl"
+RUN_NAME = "run.json"
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """Where the outputs went and their headline digests, for the CLI to print."""
+
+    out_dir: Path
+    weights_sha256: str
+    lock_sha256: str
+    config_sha256: str
+    data_root_digest: str
+    metrics: dict[str, float]
+    final_loss: float | None
+    seconds: float
+
+
+def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
+    """Resolve `auto`/`native` pins to values and write them back into the config."""
+    pins = resolve_pins(require(resolved, "build", dict), require(resolved, "seed", int))
+    check_capability(pins.cpu_capability)
+    resolved = copy.deepcopy(resolved)
+    resolved["build"].update(threads=pins.threads, cpu_capability=pins.cpu_capability)
+    return resolved, pins
+
+
+def hash_inputs(resolved: dict[str, Any], root: Path) -> tuple[dict[str, Any], list[str]]:
+    """The lock's `inputs` block (minus the sample order) and the data file list."""
+    files = data_file_list(root, DataSpec.from_config(resolved))
+    include = require(resolved, "code.include", list)
+    inputs = {
+        "config": config_digest(resolved),
+        "data": files_block(root, files),
+        "code": code_block(root, [str(p) for p in include]),
+    }
+    return inputs, files
+
+
+def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
+    """Every `every`-th loss in the lock, and a digest over all of them (float64 LE)."""
+    blob = b"".join(struct.pack("<d", v) for v in losses)
+    logged = [v for i, v in enumerate(losses, 1) if i % every == 0 or i == len(losses)]
+    return {"every": every, "steps": len(losses), "losses": logged, "sha256": hashlib.sha256(blob).hexdigest()}
+
+
+def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True) -> BuildReport:
+    """Train from a resolved config and write `out_dir`; the lock is written last."""
+    started = time.monotonic()
+    resolved, pins = concrete_pins(resolved)
+    apply_process_env(pins)
+    inputs, files = hash_inputs(resolved, root)
+
+    from repro.progress import step_bar
+    from repro.train import train
+    from repro.weights import save_weights, tensor_records
+
+    every = require(resolved, "trainer.log_every", int)
+    with step_bar(require(resolved, "trainer.max_steps", int), quiet) as on_step:
+        result = train(resolved, pins, root, files, out_dir / ".cache", on_step=on_step)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = save_weights(result.state, out_dir / WEIGHTS_NAME)
+    metrics_lines = [
+        json.dumps({"loss": v, "step": i}, sort_keys=True)
+        for i, v in enumerate(result.losses, 1) if i % every == 0 or i == len(result.losses)
+    ]
+    atomic_write_bytes(out_dir / METRICS_NAME, ("\n".join(metrics_lines) + "\n").encode())
+
+    inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
+    build = {**pins.to_json(), "flags": result.flags, "packages": package_versions(), "cuda": result.flags.pop("cuda")}
+    outputs = {
+        "weights": {"path": WEIGHTS_NAME, "size": len(weights), "hashes": {"sha256": hashlib.sha256(weights).hexdigest()},
+                    "tensors": tensor_records(result.state)},
+        "final_loss": result.losses[-1] if result.losses else None,
+        "loss_trajectory": loss_trajectory(result.losses, every),
+        "metrics": result.metrics,
+    }
+    lock = lockfile.assemble(inputs, build, outputs)
+    seconds = time.monotonic() - started
+    # Machine-incidental facts live here, never in the lock.
+    atomic_write_json(out_dir / RUN_NAME, {
+        "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": _cpu_model(), "platform": platform.platform(),
+        "cores": os.cpu_count(), "wall_seconds": round(seconds, 3), "finished_unix": int(time.time()),
+        "datasets_fingerprint": result.dataset_fingerprint, "python_executable": sys.executable,
+    })
+    lock_bytes = lockfile.write(out_dir / lockfile.LOCK_NAME, lock)
+    return BuildReport(
+        out_dir=out_dir, weights_sha256=outputs["weights"]["hashes"]["sha256"],
+        lock_sha256=hashlib.sha256(lock_bytes).hexdigest(), config_sha256=inputs["config"]["sha256"],
+        data_root_digest=inputs["data"]["root_digest"], metrics=result.metrics,
+        final_loss=outputs["final_loss"], seconds=seconds,
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

@@ -1,0 +1,122 @@
+"""Compose the Hydra config once, then hand typed values down.
+
+Hydra/OmegaConf stops here: the rest of repro sees a plain, fully resolved dict
+(what the lock records) and the small typed views built from it below.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repro.errors import ConfigError
+
+EMBEDDED_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+# Keys that say where outputs go, not what they are: never hashed into the lock.
+NOT_HASHED = ("out_dir",)
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where a config came from, and the project root its paths are relative to."""
+
+    config_dir: Path
+    config_name: str
+    root: Path
+    embedded: bool
+
+
+def find_config(config_dir: str | None, config_name: str, root: str | None, cwd: Path) -> ConfigSource:
+    """Pick the project's config, or the embedded example when there is none.
+
+    A project is a folder with `configs/<name>.yaml`; its root is that folder.
+    The embedded example's root is the folder holding the `repro` package, so its
+    data path `repro/examples/digits/digits.csv` is the same in a checkout and in
+    an installed wheel.
+    """
+    if config_dir is not None:
+        cdir = (cwd / config_dir).resolve()
+        if not (cdir / f"{config_name}.yaml").is_file():
+            raise ConfigError(f"--config-dir {config_dir}: no {config_name}.yaml in it")
+        proj_root = (cwd / root).resolve() if root else cdir.parent
+        return ConfigSource(cdir, config_name, proj_root, embedded=False)
+    local = cwd / "configs"
+    if (local / f"{config_name}.yaml").is_file():
+        return ConfigSource(local.resolve(), config_name, (cwd / (root or ".")).resolve(), embedded=False)
+    if not (EMBEDDED_CONFIG_DIR / f"{config_name}.yaml").is_file():
+        raise ConfigError(f"--config-name {config_name}: no configs/{config_name}.yaml here and none embedded")
+    pkg_root = EMBEDDED_CONFIG_DIR.parent.parent
+    return ConfigSource(EMBEDDED_CONFIG_DIR, config_name, (cwd / root).resolve() if root else pkg_root, True)
+
+
+def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
+    """Compose with Hydra and resolve every interpolation; return a plain dict."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    try:
+        with initialize_config_dir(config_dir=str(source.config_dir), version_base="1.3", job_name="repro"):
+            cfg = hydra_compose(config_name=source.config_name, overrides=list(overrides))
+        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as exc:  # Hydra raises many types; all mean "bad config"
+        raise ConfigError(_one_line(exc)) from None
+    if not isinstance(resolved, dict):
+        raise ConfigError(f"{source.config_name}.yaml: expected a mapping at the top level")
+    return {str(k): v for k, v in resolved.items()}
+
+
+def hashed_view(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The part of the config that decides the bits (what the lock stores)."""
+    return {k: copy.deepcopy(v) for k, v in resolved.items() if k not in NOT_HASHED}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
+        text = f"{text}: {str(cause).strip()}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("full_key")]
+    return "config: " + " ".join(lines[:3])
+
+
+def require(cfg: dict[str, Any], dotted: str, kind: type | tuple[type, ...]) -> Any:
+    """Fetch `a.b.c` from a resolved config, checking its type; name the key on error."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"config key {dotted}: missing")
+        node = node[part]
+    if kind is float and isinstance(node, int) and not isinstance(node, bool):
+        node = float(node)
+    if not isinstance(node, kind) or (isinstance(node, bool) and kind in (int, float)):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ConfigError(f"config key {dotted}: expected {names}, got {node!r}")
+    return node
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """The training loop's own knobs, checked once at start-up."""
+
+    max_steps: int
+    batch_size: int
+    log_every: int
+    num_workers: int
+    shuffle: bool
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> TrainerSpec:
+        spec = cls(
+            max_steps=require(cfg, "trainer.max_steps", int),
+            batch_size=require(cfg, "trainer.batch_size", int),
+            log_every=require(cfg, "trainer.log_every", int),
+            num_workers=require(cfg, "trainer.num_workers", int),
+            shuffle=require(cfg, "trainer.shuffle", bool),
+        )
+        for key in ("max_steps", "batch_size", "log_every"):
+            if getattr(spec, key) < 1:
+                raise ConfigError(f"config key trainer.{key}: expected >= 1, got {getattr(spec, key)}")
+        return spec

@@ -1,0 +1,94 @@
+"""Apply the pins inside torch. Every function returns what it set, for the lock.
+
+`repro.pins` decides the values without importing torch; this module is the only
+place that turns them into torch flags, so there is one switchboard to audit.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from repro.errors import EnvironmentMismatch
+from repro.pins import Pins
+
+
+def seed_everything(seed: int) -> dict[str, int]:
+    """Seed python, numpy and torch (all devices) from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return {"python": seed, "numpy": seed % 2**32, "torch": seed}
+
+
+def apply_torch_pins(pins: Pins) -> dict[str, Any]:
+    """Set threads, deterministic algorithms, oneDNN, cuDNN and TF32 from the pins.
+
+    Raises EnvironmentMismatch if torch already dispatches at another CPU level
+    (it was imported before `ATEN_CPU_CAPABILITY` could be set).
+    """
+    actual = torch.backends.cpu.get_cpu_capability().lower()
+    if actual != pins.cpu_capability.lower():
+        raise EnvironmentMismatch(
+            f"torch dispatches at CPU level {actual!r} but the pin is {pins.cpu_capability!r}: "
+            "ATEN_CPU_CAPABILITY must be set before torch is imported (run `repro train` in a fresh process)"
+        )
+    torch.set_num_threads(pins.threads)
+    torch.use_deterministic_algorithms(pins.deterministic, warn_only=False)
+    torch.backends.mkldnn.enabled = pins.mkldnn
+    # TF32 trades mantissa bits for speed on Ampere+; off, always.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    set_flags: dict[str, Any] = {
+        "threads": torch.get_num_threads(),
+        "cpu_capability": actual,
+        "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "mkldnn": torch.backends.mkldnn.enabled,
+        "cudnn_deterministic": True,
+        "cudnn_benchmark": False,
+        "tf32": False,
+    }
+    if pins.device == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        set_flags["cublas_workspace_config"] = os.environ["CUBLAS_WORKSPACE_CONFIG"]
+        # Filling fresh memory with NaN costs time and does not change results for
+        # code that writes before it reads; record the choice either way.
+        import torch.utils.deterministic as tud
+
+        tud.fill_uninitialized_memory = True
+        set_flags["fill_uninitialized_memory"] = True
+    return set_flags
+
+
+def torch_generator(seed: int) -> torch.Generator:
+    """A CPU generator of its own, so sample order never shares state with init."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(seed)
+    return g
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: derive every library's seed from torch's."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def cuda_facts() -> dict[str, Any] | None:
+    """GPU model, capability and library versions, for the lock; None on CPU."""
+    if not torch.cuda.is_available():
+        return None
+    idx = torch.cuda.current_device()
+    major, minor = torch.cuda.get_device_capability(idx)
+    return {
+        "gpu": torch.cuda.get_device_name(idx),
+        "compute_capability": f"{major}.{minor}",
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+    }

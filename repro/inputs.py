@@ -1,0 +1,77 @@
+"""Hash a build's inputs: data files, code files and the resolved config. No torch.
+
+These are the model's *source*; the lock records them so a rebuild can say
+exactly which input changed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from repro import __version__
+from repro.canonical import compact_json, sha256_bytes
+from repro.config import hashed_view
+from repro.hashing import FileDigest, expand_patterns, hash_files, root_digest
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SOURCE_SUFFIXES = (".py", ".yaml", ".json")
+
+
+def config_digest(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The hashed part of the config and the sha256 of its compact canonical JSON."""
+    view = hashed_view(resolved)
+    return {"resolved": view, "sha256": sha256_bytes(compact_json(view))}
+
+
+def files_block(root: Path, rel_paths: list[str]) -> dict[str, Any]:
+    digests = hash_files(root, rel_paths)
+    return {"files": [d.to_json() for d in digests], "root_digest": root_digest(digests)}
+
+
+def repro_source_files() -> list[str]:
+    """repro's own source files, relative to the folder that holds the package."""
+    base = PACKAGE_DIR.parent
+    return sorted(
+        (p.relative_to(base).as_posix() for p in PACKAGE_DIR.rglob("*")
+         if p.is_file() and p.suffix in SOURCE_SUFFIXES and "__pycache__" not in p.parts),
+        key=lambda s: s.encode("utf-8"),
+    )
+
+
+def git_state(root: Path, rel_paths: list[str]) -> dict[str, Any] | None:
+    """The commit checked out at `root` and whether the code files differ from it."""
+    try:
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    if len(top) != 2:
+        return None
+    status = subprocess.run(
+        ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--", *rel_paths],
+        capture_output=True, text=True, check=False,
+    ).stdout if rel_paths else ""
+    return {"commit": top[1], "dirty": bool(status.strip())}
+
+
+def code_block(root: Path, include: list[str]) -> dict[str, Any]:
+    """Project code (globs under root) plus repro's own source, the 'compiler'."""
+    project = expand_patterns(root, include) if include else []
+    repro_files = repro_source_files()
+    repro_digests = hash_files(PACKAGE_DIR.parent, repro_files)
+    return {
+        **files_block(root, project),
+        "git": git_state(root, project),
+        "repro": {
+            "version": __version__,
+            "files": [d.to_json() for d in repro_digests],
+            "root_digest": root_digest(repro_digests),
+        },
+    }
+
+
+def digests_of(block: dict[str, Any]) -> list[FileDigest]:
+    """Back from a lock's `files` list to FileDigest values."""
+    return [FileDigest(f["path"], f["size"], f["hashes"]["sha256"]) for f in block["files"]]

@@ -1,0 +1,84 @@
+"""repro.lock: assemble, write canonically, read and validate. No torch.
+
+The format is specified in docs/lockfile.md and by `lockfile.schema.json` beside
+this module. Nothing machine-incidental goes in: no timestamps, hostnames or
+absolute paths, so two honest builds of the same source give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from repro.canonical import atomic_write_json, canonical_json
+from repro.errors import LockfileError
+from repro.hashing import safe_relpath
+
+VERSION = 1
+LOCK_NAME = "repro.lock"
+SCHEMA_PATH = Path(__file__).resolve().parent / "lockfile.schema.json"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return loaded
+
+
+def assemble(inputs: dict[str, Any], build: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+    """The lock as a dict; `validate` is applied so a writer bug cannot ship a bad lock."""
+    lock = {"version": VERSION, "inputs": inputs, "build": build, "outputs": outputs}
+    validate(lock, "repro.lock (being written)")
+    return lock
+
+
+def dumps(lock: dict[str, Any]) -> bytes:
+    return canonical_json(lock)
+
+
+def write(path: Path, lock: dict[str, Any]) -> bytes:
+    return atomic_write_json(path, lock)
+
+
+def validate(lock: Any, where: str) -> None:
+    """Check version, schema and path safety; raise LockfileError naming the field."""
+    import jsonschema
+
+    if not isinstance(lock, dict):
+        raise LockfileError(f"{where}: expected a JSON object at the top level")
+    version = lock.get("version")
+    if version != VERSION:
+        if isinstance(version, int) and version > VERSION:
+            raise LockfileError(f"{where}: version {version} is newer than this repro understands ({VERSION}); upgrade repro")
+        raise LockfileError(f"{where}: field 'version': expected {VERSION}, got {version!r}")
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(lock), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        field = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise LockfileError(f"{where}: field '{field}': {_short(err.message)}")
+    for section in (lock["inputs"]["data"], lock["inputs"]["code"]):
+        for f in section["files"]:
+            safe_relpath(f["path"], f"{where}: file path")
+
+
+def read(path: Path) -> dict[str, Any]:
+    """Parse and validate a lockfile; every failure is a one-line LockfileError."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise LockfileError(f"{path}: no such lockfile") from None
+    except OSError as exc:
+        raise LockfileError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        lock = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LockfileError(f"{path}: not valid JSON ({exc})") from None
+    validate(lock, str(path))
+    return dict(lock)
+
+
+def _short(message: str) -> str:
+    return message if len(message) < 160 else message[:157] + "..."

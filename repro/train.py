@@ -1,0 +1,140 @@
+"""The training loop. There is exactly one; pipelines, examples and verify call it.
+
+Read it top to bottom: pins, seeds, data, model, then the steps. Everything that
+can change the bits comes in through `cfg` and `pins` and is recorded by the
+caller (`repro.build`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from repro.config import TrainerSpec
+from repro.data import DataSpec, load_splits
+from repro.determinism import apply_torch_pins, cuda_facts, seed_everything, seed_worker, torch_generator
+from repro.errors import ConfigError, TrainingFailed
+from repro.pins import Pins
+from repro.sampling import OrderDigest, SampleOrder
+from repro.tasks import Batch, Task
+
+PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+@dataclass
+class TrainResult:
+    """What one run produced; `repro.build` turns it into files and the lock."""
+
+    state: dict[str, torch.Tensor]
+    losses: list[float]
+    order_sha256: str
+    order_count: int
+    metrics: dict[str, float]
+    flags: dict[str, Any]
+    dataset_fingerprint: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Rows(Dataset[Batch]):
+    """Index a dict of tensors by a whole batch of rows at once (no per-row collate)."""
+
+    def __init__(self, tensors: Batch) -> None:
+        self.tensors = tensors
+
+    def __getitem__(self, rows: torch.Tensor) -> Batch:  # type: ignore[override]
+        return {k: v[rows] for k, v in self.tensors.items()}
+
+
+class _Steps(Sampler[torch.Tensor]):
+    """Yield the global batch for each step in [start, stop)."""
+
+    def __init__(self, order: SampleOrder, start: int, stop: int) -> None:
+        self.order, self.start, self.stop = order, start, stop
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (self.order.batch(s) for s in range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def instantiate(node: dict[str, Any], key: str) -> Any:
+    """Build an object from a `_target_` config node, naming the key on failure."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    if not isinstance(node, dict) or "_target_" not in node:
+        raise ConfigError(f"config key {key}: expected a mapping with _target_")
+    try:
+        return hydra_instantiate(node)
+    except InstantiationException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"config key {key}._target_ {node['_target_']!r}: {first}") from None
+
+
+def train(
+    cfg: dict[str, Any],
+    pins: Pins,
+    root: Path,
+    data_files: list[str],
+    cache_dir: Path,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train once from a resolved config under applied pins; return tensors and traces."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    flags = apply_torch_pins(pins)
+    spec = TrainerSpec.from_config(cfg)
+    task: Task = instantiate(cfg["task"], "task")
+    train_rows, test_rows, fingerprint = load_splits(root, DataSpec.from_config(cfg), data_files, cache_dir)
+    train_t, test_t = task.tensors(train_rows), task.tensors(test_rows)
+    n_train = next(iter(train_t.values())).shape[0]
+    if spec.batch_size > n_train:
+        raise ConfigError(f"config key trainer.batch_size: {spec.batch_size} exceeds the {n_train} training rows")
+
+    # Seed after data loading so model init depends on the seed alone.
+    flags["seeds"] = seed_everything(pins.seed)
+    model = instantiate(cfg["model"], "model")
+    optimizer = instantiate(cfg["trainer"]["optimizer"], "trainer.optimizer")(model.parameters())
+
+    accelerator = Accelerator(cpu=pins.device == "cpu", mixed_precision=PRECISION_TO_ACCELERATE[pins.precision])
+    try:
+        model, optimizer = accelerator.prepare(model, optimizer)
+        order = SampleOrder(n_train, spec.batch_size, pins.seed, spec.shuffle)
+        loader = DataLoader(
+            _Rows(train_t), batch_size=None, sampler=_Steps(order, 0, spec.max_steps),
+            num_workers=spec.num_workers, worker_init_fn=seed_worker, generator=torch_generator(pins.seed),
+        )
+        digest, losses = OrderDigest(), []
+        model.train()
+        for step, batch in enumerate(loader):
+            digest.update(order.batch(step))
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.autocast():
+                loss = task.loss(model, batch)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingFailed(f"loss became {value} at step {step + 1}; lower trainer.lr or check the data")
+            losses.append(value)
+            if on_step is not None:
+                on_step(step + 1, value)
+
+        net = accelerator.unwrap_model(model)
+        net.eval()
+        test = {k: v.to(accelerator.device) for k, v in test_t.items()}
+        metrics = task.evaluate(net, test) if next(iter(test.values())).shape[0] else {}
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        flags["cuda"] = cuda_facts()
+    finally:
+        AcceleratorState._reset_state(True)
+    return TrainResult(state, losses, digest.hexdigest(), digest.count, metrics, flags, fingerprint)
