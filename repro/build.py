@@ -86,7 +86,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
 
     every = require(resolved, "trainer.log_every", int)
     with step_bar(require(resolved, "trainer.max_steps", int), quiet) as on_step:
-        result = train(resolved, pins, root, files, out_dir / ".cache", on_step=on_step)
+        result = train(resolved, pins, root, files, on_step=on_step)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = save_weights(result.state, out_dir / WEIGHTS_NAME)

@@ -58,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReproError as exc:
         print(f"repro {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `repro ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"repro {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -50,7 +50,7 @@ def data_file_list(root: Path, spec: DataSpec) -> list[str]:
     return expand_patterns(root, spec.data_files)
 
 
-def load_splits(root: Path, spec: DataSpec, files: list[str], cache_dir: Path) -> tuple[Any, Any, str]:
+def load_splits(root: Path, spec: DataSpec, files: list[str]) -> tuple[Any, Any, str]:
     """Build the dataset from `files` and split it; return (train, test, fingerprint)."""
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     import datasets
@@ -58,7 +58,7 @@ def load_splits(root: Path, spec: DataSpec, files: list[str], cache_dir: Path) -
     datasets.disable_progress_bars()
     paths = [str(root / f) for f in files]
     try:
-        ds = datasets.load_dataset(spec.builder, data_files=paths, split="train", cache_dir=str(cache_dir))
+        ds = datasets.load_dataset(spec.builder, data_files=paths, split="train")
     except FileNotFoundError as exc:
         raise DataError(f"data.data_files: {exc}") from None
     if spec.test_fraction == 0.0:

@@ -1,0 +1,57 @@
+# Two commands on a fresh machine:  make demo   |   make test
+# Both build .venv from requirements/ (the pinned reference environment) first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+# No telemetry, no hub: repro's builds read local files only.
+export DVC_NO_ANALYTICS := 1
+export HF_DATASETS_OFFLINE := 1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: venv dev demo test test-fast lint bench freeze clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.ref-stamp: requirements/reference.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -r requirements/reference.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+$(VENV)/.dev-stamp: requirements/dev.txt $(VENV)/.ref-stamp
+	$(BIN)/python -m pip install -q -r requirements/dev.txt
+	touch $@
+
+venv: $(VENV)/.ref-stamp
+dev: $(VENV)/.dev-stamp
+
+## demo: train the bundled example, then verify the lockfile it wrote.
+demo: venv
+	$(BIN)/repro train
+	@echo "--- weights digest (sha256sum):"
+	@sha256sum out/digits/model.safetensors
+
+## test: the whole suite, slow end-to-end tests included.
+test: dev
+	$(BIN)/python -m pytest
+
+test-fast: dev
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: dev
+	$(BIN)/ruff check repro tests benchmarks pipelines
+	$(BIN)/mypy
+
+bench: venv
+	$(BIN)/python benchmarks/train_overhead.py
+
+## freeze: rewrite the reference environment from a fresh venv (review the diff!).
+freeze:
+	rm -rf /tmp/repro-freeze && $(PYTHON) -m venv /tmp/repro-freeze
+	/tmp/repro-freeze/bin/pip install -q -e '.[lm,trust]'
+	/tmp/repro-freeze/bin/pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,79 @@
+"""Shared fixtures: run repro in-process or as a real subprocess, on tiny configs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EMBEDDED_CONFIGS = REPO / "repro" / "configs"
+DIGITS = REPO / "repro" / "examples" / "digits" / "digits.csv"
+# Few steps keep end-to-end tests to a couple of seconds each.
+TINY = ["trainer.max_steps=20", "trainer.log_every=5"]
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_repro(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+              prefix: list[str] | None = None, timeout: float = 600) -> Result:
+    """`python -m repro ARGS` in a fresh process, importing repro from this checkout."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.setdefault("HF_DATASETS_OFFLINE", "1")
+    proc = subprocess.run([*(prefix or []), sys.executable, "-m", "repro", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the digits project: configs/ plus the data at its usual relative path."""
+    root = tmp_path / "project"
+    shutil.copytree(EMBEDDED_CONFIGS, root / "configs", ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+    data = root / "repro" / "examples" / "digits"
+    data.mkdir(parents=True)
+    shutil.copy2(DIGITS, data / "digits.csv")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state() -> Iterator[None]:
+    """Tests that train in-process change seeds, env and torch flags; put them back."""
+    env = dict(os.environ)
+    py_state = random.getstate()
+    cwd = os.getcwd()
+    torch_state = None
+    if "torch" in sys.modules:
+        import torch
+
+        torch_state = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                       torch.random.get_rng_state())
+    yield
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    random.setstate(py_state)
+    if torch_state is not None:
+        import torch
+
+        torch.set_num_threads(torch_state[0])
+        torch.use_deterministic_algorithms(torch_state[1])
+        torch.random.set_rng_state(torch_state[2])

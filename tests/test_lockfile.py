@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from repro import lockfile
+from repro.errors import LockfileError
+
+GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v1.lock"
+H = "ab" * 32
+
+
+def sample_lock() -> dict[str, Any]:
+    files = [{"path": "data/train.csv", "size": 3, "hashes": {"sha256": H}}]
+    inputs = {
+        "config": {"resolved": {"seed": 0, "trainer": {"lr": 0.01}}, "sha256": H},
+        "data": {"files": files, "root_digest": H, "sample_order": {"sha256": H, "count": 128}},
+        "code": {"files": [], "root_digest": H, "git": None,
+                 "repro": {"version": "0.1.0", "files": [], "root_digest": H}},
+    }
+    build = {"profile": "default", "device": "cpu", "threads": 2, "cpu_capability": "avx2", "precision": "fp32",
+             "seed": 0, "world_size": 1, "deterministic": True, "mkldnn": True, "mkl_cbwr": None,
+             "flags": {}, "packages": {"python": "3.11.7", "torch": "2.13.0+cpu"}, "cuda": None}
+    outputs = {
+        "weights": {"path": "model.safetensors", "size": 10, "hashes": {"sha256": H},
+                    "tensors": [{"name": "w", "dtype": "float32", "shape": [2, 3], "sha256": H}]},
+        "final_loss": 0.125,
+        "loss_trajectory": {"every": 1, "steps": 2, "losses": [0.5, 0.125], "sha256": H},
+        "metrics": {"accuracy": 0.5},
+    }
+    return lockfile.assemble(inputs, build, outputs)
+
+
+def test_writer_matches_golden_bytes(tmp_path: Path) -> None:
+    lockfile.write(tmp_path / "repro.lock", sample_lock())
+    assert (tmp_path / "repro.lock").read_bytes() == GOLDEN.read_bytes()
+
+
+def test_golden_reads_back() -> None:
+    assert lockfile.read(GOLDEN) == sample_lock()
+
+
+def _write(tmp_path: Path, obj: Any) -> Path:
+    p = tmp_path / "repro.lock"
+    p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return p
+
+
+@pytest.mark.parametrize(("mutate", "needle"), [
+    (lambda lk: lk.update(version=2), "newer than this repro"),
+    (lambda lk: lk.update(version="1"), "field 'version'"),
+    (lambda lk: lk["inputs"].pop("data"), "'data' is a required property"),
+    (lambda lk: lk["build"].update(threads="two"), "build.threads"),
+    (lambda lk: lk["inputs"]["data"]["files"][0].update(path="../../etc/passwd"), "inputs.data.files.0.path"),
+    (lambda lk: lk["inputs"]["data"]["files"][0].update(path="/etc/passwd"), "inputs.data.files.0.path"),
+])
+def test_bad_locks_fail_with_the_field_named(tmp_path: Path, mutate: Any, needle: str) -> None:
+    lock = copy.deepcopy(sample_lock())
+    mutate(lock)
+    with pytest.raises(LockfileError, match=needle.replace("(", r"\(")):
+        lockfile.read(_write(tmp_path, lock))
+
+
+def test_malformed_json(tmp_path: Path) -> None:
+    with pytest.raises(LockfileError, match="not valid JSON"):
+        lockfile.read(_write(tmp_path, "{not json"))

@@ -1,0 +1,130 @@
+"""End-to-end `repro train`: determinism, digests, and user errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, run_repro, sha256_file
+from repro.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def _train(project: Path, out: str, *extra: str, env: dict[str, str] | None = None,
+           prefix: list[str] | None = None) -> Path:
+    r = run_repro(["train", "--quiet", *TINY, f"out_dir={out}", *extra], cwd=project, env=env, prefix=prefix)
+    assert r.code == 0, r.stderr
+    return project / out
+
+
+def _lock(out: Path) -> dict:
+    return json.loads((out / "repro.lock").read_text())
+
+
+def test_two_fresh_processes_give_identical_bytes(project: Path, tmp_path: Path) -> None:
+    a = _train(project, "run-a")
+    other = tmp_path / "elsewhere"
+    shutil.copytree(project, other)
+    b = _train(other, "nested/run-b")
+    assert sha256_file(a / "model.safetensors") == sha256_file(b / "model.safetensors")
+    assert (a / "repro.lock").read_bytes() == (b / "repro.lock").read_bytes()
+    lock = _lock(a)
+    assert lock["outputs"]["weights"]["hashes"]["sha256"] == sha256_file(a / "model.safetensors")
+    raw = (a / "repro.lock").read_text()
+    assert str(tmp_path) not in raw and "hostname" not in raw
+
+
+def test_shell_threads_and_affinity_do_not_change_the_bits(project: Path) -> None:
+    base = _train(project, "base")
+    omp = _train(project, "omp", env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    one_core = _train(project, "taskset", prefix=["taskset", "-c", "0"])
+    digests = {sha256_file(d / "model.safetensors") for d in (base, omp, one_core)}
+    assert len(digests) == 1
+    assert (base / "repro.lock").read_bytes() == (one_core / "repro.lock").read_bytes()
+
+
+def test_the_thread_pin_decides_the_bits_and_is_recorded(project: Path) -> None:
+    two = _train(project, "t2")
+    one = _train(project, "t1", "build.threads=1")
+    assert _lock(one)["build"]["threads"] == 1 and _lock(two)["build"]["threads"] == 2
+    assert sha256_file(one / "model.safetensors") != sha256_file(two / "model.safetensors")
+
+
+def test_config_override_reaches_config_digest_and_weights(project: Path) -> None:
+    a, b = _lock(_train(project, "a")), _lock(_train(project, "b", "model.hidden=32"))
+    assert a["inputs"]["config"]["sha256"] != b["inputs"]["config"]["sha256"]
+    assert b["inputs"]["config"]["resolved"]["model"]["hidden"] == 32
+    assert a["outputs"]["weights"]["hashes"] != b["outputs"]["weights"]["hashes"]
+
+
+def test_one_data_byte_changes_file_digest_and_root(project: Path) -> None:
+    a = _lock(_train(project, "a"))
+    csv = project / "repro" / "examples" / "digits" / "digits.csv"
+    raw = bytearray(csv.read_bytes())
+    idx = raw.index(b"\n") + 1  # first pixel of the first row
+    raw[idx : idx + 1] = b"1" if raw[idx : idx + 1] != b"1" else b"2"
+    csv.write_bytes(bytes(raw))
+    b = _lock(_train(project, "b"))
+    fa, fb = a["inputs"]["data"]["files"][0], b["inputs"]["data"]["files"][0]
+    assert fa["path"] == fb["path"] == "repro/examples/digits/digits.csv"
+    assert fa["hashes"]["sha256"] != fb["hashes"]["sha256"] == sha256_file(csv)
+    assert a["inputs"]["data"]["root_digest"] != b["inputs"]["data"]["root_digest"]
+
+
+def test_seed_changes_sample_order_digest(project: Path) -> None:
+    a, b = _lock(_train(project, "a")), _lock(_train(project, "b", "seed=7"))
+    assert a["inputs"]["data"]["sample_order"]["sha256"] != b["inputs"]["data"]["sample_order"]["sha256"]
+    assert a["inputs"]["data"]["sample_order"]["count"] == 20 * 64
+
+
+def test_outputs_and_metrics_file(project: Path) -> None:
+    out = _train(project, "o")
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "metrics.jsonl", "model.safetensors", "repro.lock", "run.json"]
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [5, 10, 15, 20]
+    lock = _lock(out)
+    assert lock["outputs"]["loss_trajectory"]["losses"] == [x["loss"] for x in lines]
+    assert lock["outputs"]["final_loss"] == lines[-1]["loss"]
+    names = [t["name"] for t in lock["outputs"]["weights"]["tensors"]]
+    assert names == sorted(names) and "net.0.weight" in names
+
+
+def test_embedded_example_reaches_95_percent(tmp_path: Path) -> None:
+    """No configs/ here: the example shipped in the package trains, full length."""
+    r = run_repro(["train", "--quiet"], cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    lock = _lock(tmp_path / "out" / "digits")
+    assert lock["outputs"]["metrics"]["accuracy"] >= 0.95
+    assert "out_dir" in r.stdout and lock["outputs"]["weights"]["hashes"]["sha256"] in r.stdout
+
+
+def test_cli_in_process(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(project)
+    # torch may already be loaded at another level in this process: pin to whatever it uses.
+    import torch
+
+    level = torch.backends.cpu.get_cpu_capability().lower()
+    assert main(["train", "--quiet", *TINY, f"build.cpu_capability={level}", "out_dir=inproc"]) == 0
+    assert "weights      sha256" in capsys.readouterr().out
+    assert (project / "inproc" / "repro.lock").is_file()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["model.hiddenx=3"], "hiddenx"),
+    (["data.data_files=[nothere.csv]"], "nothere.csv"),
+    (["model._target_=nowhere.Model"], "model._target_"),
+    (["build.threads=0"], "build.threads"),
+    (["trainer.batch_size=100000"], "trainer.batch_size"),
+])
+def test_user_errors_are_one_line_exit_2_no_traceback(project: Path, args: list[str], needle: str) -> None:
+    r = run_repro(["train", "--quiet", *TINY, *args], cwd=project)
+    assert r.code == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert needle in r.stderr
+    assert not (project / "out").exists()
