@@ -19,6 +19,7 @@ from repro.errors import EXIT_CODES, ReproError
 # Command name -> module under repro.commands; modules load only when used.
 COMMANDS: dict[str, str] = {
     "train": "Train from a Hydra config and write weights plus repro.lock.",
+    "hash": "Print file and root digests of data paths, exactly as repro.lock records them.",
 }
 
 
