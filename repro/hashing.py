@@ -180,6 +180,8 @@ def _read_once(path: str, algorithms: Sequence[str], on_bytes: OnBytes | None) -
                 size += n
                 if on_bytes is not None:
                     on_bytes(n)
+                if size > before.st_size:
+                    break  # it grew while we read: stop now rather than chase a writer forever
         after = os.fstat(fd)
     finally:
         os.close(fd)
