@@ -34,6 +34,9 @@ def step_bar(total: int, quiet: bool, desc: str = "train") -> Iterator[Callable[
         bar.close()
 
 
+BAR_DELAY_S = 1.0  # hashes quicker than this show no bar at all
+
+
 class _ByteBar:
     """Bytes/s and files/s for hashing; shown only once a hash has taken over a second."""
 
@@ -51,7 +54,7 @@ class _ByteBar:
         self.total_files = total_files
         self.started = self.shown = time.monotonic()
         self.bar = tqdm(total=total_bytes, desc=self.desc, unit="B", unit_scale=True, unit_divisor=1024,
-                        file=sys.stderr, dynamic_ncols=True, delay=1.0, mininterval=0.2)
+                        file=sys.stderr, dynamic_ncols=True, delay=BAR_DELAY_S, mininterval=0.2)
 
     def advance(self, nbytes: int, nfiles: int) -> None:
         with self.lock:  # called from the hashing threads
