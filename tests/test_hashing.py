@@ -282,3 +282,16 @@ def test_a_file_replaced_during_the_read_is_read_again(tmp_path: Path) -> None:
 
     _, digest = hash_file(p, on_bytes=swap_once)
     assert digest == hashlib.sha256(b"b" * (2 * CHUNK)).hexdigest()
+
+
+def test_the_documented_coreutils_pipeline_gives_the_root_digest(tmp_path: Path) -> None:
+    """docs/lockfile.md: `sha256sum -- FILE... | LC_ALL=C sort -k2 | sha256sum`."""
+    _tree(tmp_path)
+    (tmp_path / "a b").mkdir()
+    (tmp_path / "a b" / "z").write_bytes(b"z")
+    (tmp_path / "a-b").write_bytes(b"dash")  # ' ' (0x20) < '-' (0x2d) < '/' (0x2f)
+    (tmp_path / "Ä.txt").write_bytes(b"upper umlaut")
+    rels = expand_patterns(tmp_path, ["."])
+    out = subprocess.run(["sh", "-c", 'sha256sum -- "$@" | LC_ALL=C sort -k2 | sha256sum', "sh", *reversed(rels)],
+                         cwd=tmp_path, capture_output=True, check=True, text=True).stdout
+    assert out.split()[0] == root_digest(hash_files(tmp_path, rels))
