@@ -149,6 +149,10 @@ def _buffer() -> tuple[bytearray, memoryview]:
     return _local.buf, _local.view
 
 
+class _Cancelled(Exception):
+    """Another file failed (or Ctrl-C): stop reading."""
+
+
 class _Changed(Exception):
     """The file's size, timestamps or inode moved while we read it."""
 
@@ -331,13 +335,23 @@ def hash_files(
     if progress is not None:
         progress.start(sum(sizes[i] for i in todo), len(todo))
 
+    stop = threading.Event()  # set on the first error or Ctrl-C: other threads stop mid-file
+
+    def on_big(n: int) -> None:
+        if stop.is_set():
+            raise _Cancelled
+        if progress is not None:
+            progress.advance(n, 0)
+
     def run(batch: list[int]) -> None:
         big = len(batch) == 1 and sizes[batch[0]] >= CHUNK
-        on_bytes = (lambda n: progress.advance(n, 0)) if progress is not None and big else None
         for i in batch:
-            results[i] = digest_path(located[i][0], algos, on_bytes, shown=rel_paths[i])
+            if stop.is_set():
+                raise _Cancelled
+            hashed = digest_path(located[i][0], algos, on_big if big else None, shown=rel_paths[i])
+            results[i] = hashed
             if progress is not None:
-                progress.advance(0 if big else results[i].size, 1)  # type: ignore[union-attr]
+                progress.advance(0 if big else hashed.size, 1)
 
     batches = _batches(todo, sizes)
     if len(batches) <= 1:
@@ -350,12 +364,16 @@ def hash_files(
                 for f in futures:
                     f.result()
             except BaseException:
+                stop.set()
                 for f in futures:
-                    f.cancel()  # the first error wins; do not start more reads
+                    f.cancel()
                 raise
+    final = [r for r in results if r is not None]
+    if len(final) != len(results):
+        raise AssertionError("hash_files: a file was neither cached nor hashed")
     if cache is not None and todo:
-        cache.store([(located[i][0], results[i].key, results[i].digests) for i in todo], started_ns)  # type: ignore[union-attr]
-    return [_file_digest(rel, r) for rel, r in zip(rel_paths, results, strict=True)]  # type: ignore[arg-type]
+        cache.store([(located[i][0], final[i].key, final[i].digests) for i in todo], started_ns)
+    return [_file_digest(rel, r) for rel, r in zip(rel_paths, final, strict=True)]
 
 
 def _file_digest(rel: str, hashed: Hashed) -> FileDigest:
