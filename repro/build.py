@@ -23,7 +23,7 @@ from repro import lockfile
 from repro.canonical import atomic_write_bytes, atomic_write_json
 from repro.config import require
 from repro.data import DataSpec, data_file_list
-from repro.inputs import code_block, config_digest, files_block
+from repro.inputs import code_block, config_digest, files_block, git_state
 from repro.pins import Pins, apply_process_env, check_capability, package_versions, resolve_pins
 
 WEIGHTS_NAME = "model.safetensors"
@@ -112,6 +112,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
         "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": _cpu_model(), "platform": platform.platform(),
         "cores": os.cpu_count(), "wall_seconds": round(seconds, 3), "finished_unix": int(time.time()),
         "datasets_fingerprint": result.dataset_fingerprint, "python_executable": sys.executable,
+        "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]),
     })
     lock_bytes = lockfile.write(out_dir / lockfile.LOCK_NAME, lock)
     return BuildReport(
