@@ -25,6 +25,7 @@ from repro.config import require
 from repro.data import DataSpec, data_file_list
 from repro.inputs import code_block, config_digest, files_block, git_state
 from repro.pins import Pins, apply_process_env, check_capability, package_versions, resolve_pins
+from repro.release import ReleaseTerms
 
 WEIGHTS_NAME = "model.safetensors"
 METRICS_NAME = "metrics.jsonl"
@@ -77,6 +78,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     """Train from a resolved config and write `out_dir`; the lock is written last."""
     started = time.monotonic()
     resolved, pins = concrete_pins(resolved)
+    ReleaseTerms.from_config(resolved)  # a malformed licence or data location must not reach the lock
     apply_process_env(pins)
     inputs, files = hash_inputs(resolved, root)
 
