@@ -19,6 +19,8 @@ from repro.errors import EXIT_CODES, ReproError
 # Command name -> module under repro.commands; modules load only when used.
 COMMANDS: dict[str, str] = {
     "train": "Train from a Hydra config and write weights plus repro.lock.",
+    "sign": "Sign a release folder (weights, lock, card) with OpenSSF model-signing.",
+    "verify-signature": "Check a release folder's signature without rebuilding.",
 }
 
 
