@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train": "Train from a Hydra config and write weights plus repro.lock.",
     "sign": "Sign a release folder (weights, lock, card) with OpenSSF model-signing.",
     "verify-signature": "Check a release folder's signature without rebuilding.",
+    "attest": "Write SLSA provenance (in-toto Statement v1) for a release.",
 }
 
 
