@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "sign": "Sign a release folder (weights, lock, card) with OpenSSF model-signing.",
     "verify-signature": "Check a release folder's signature without rebuilding.",
     "attest": "Write SLSA provenance (in-toto Statement v1) for a release.",
+    "audit": "Rate a release's openness: Debian ML-Policy, OSI OSAID, LF AI MOF, Reproducible.",
 }
 
 
