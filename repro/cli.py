@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "verify-signature": "Check a release folder's signature without rebuilding.",
     "attest": "Write SLSA provenance (in-toto Statement v1) for a release.",
     "audit": "Rate a release's openness: Debian ML-Policy, OSI OSAID, LF AI MOF, Reproducible.",
+    "card": "Write a Hugging Face model card with a loss plot and rebuild commands.",
 }
 
 
