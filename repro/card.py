@@ -1,8 +1,8 @@
 """The model card: README.md with Hugging Face front matter, a loss plot and rebuild commands. No torch.
 
-Everything on the card is derived from the lock (plus metrics.jsonl for the plot
-and the audit's view of the folder), so two releases of one lock get the same
-card bytes. The rebuild commands use `rebuild.yaml`, the lock's resolved config
+Everything on the card is derived from the lock (plus metrics.jsonl for the plot,
+run.json's git commit, and the audit's view of the folder), so two builds of one
+lock at one commit get the same card bytes. The rebuild commands use `rebuild.yaml`, the lock's resolved config
 written back as a Hydra config, so they work with plain `repro train`.
 """
 
@@ -42,8 +42,17 @@ def write_card(out_dir: Path) -> CardReport:
     atomic_write_bytes(out_dir / PLOT_NAME, plot_png(steps, losses))
     atomic_write_bytes(out_dir / REBUILD_NAME, rebuild_yaml(lock))
     report = audit_path(out_dir / lockfile.LOCK_NAME, assume_card=True)
-    atomic_write_bytes(out_dir / CARD_NAME, render(lock, report).encode("utf-8"))
+    atomic_write_bytes(out_dir / CARD_NAME, render(lock, report, build_commit(out_dir)).encode("utf-8"))
     return CardReport(out_dir / CARD_NAME, out_dir / PLOT_NAME, out_dir / REBUILD_NAME, report)
+
+
+def build_commit(out_dir: Path) -> dict[str, Any] | None:
+    """The commit the build ran at, from run.json (the lock cannot hold it)."""
+    try:
+        git = json.loads((out_dir / "run.json").read_text(encoding="utf-8")).get("git")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return git if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
 
 
 def loss_curve(out_dir: Path, lock: dict[str, Any]) -> tuple[list[int], list[float]]:
@@ -109,8 +118,8 @@ def front_matter(lock: dict[str, Any], report: AuditReport) -> str:
     return "---\n" + _yaml(meta) + "---\n"
 
 
-def render(lock: dict[str, Any], report: AuditReport) -> str:
-    """The card's Markdown."""
+def render(lock: dict[str, Any], report: AuditReport, git: dict[str, Any] | None = None) -> str:
+    """The card's Markdown; `git` is run.json's commit record, when the build ran in a checkout."""
     inputs, build, outputs = lock["inputs"], lock["build"], lock["outputs"]
     resolved = inputs["config"]["resolved"]
     rel = report.release
@@ -144,12 +153,11 @@ def render(lock: dict[str, Any], report: AuditReport) -> str:
     out += [f"| {k} | `{json.dumps(build[k])}` |" for k in sorted(build) if k not in ("packages", "flags")]
     out += [f"| package {k} | `{v}` |" for k, v in sorted(build["packages"].items())]
     out += ["", "## Loss curve", "", f"![Training loss by step]({PLOT_NAME})", ""]
-    out += _commands(lock, weights_sha, report.lock_sha256)
+    out += _commands(lock, weights_sha, report.lock_sha256, git)
     return "\n".join(out) + "\n"
 
 
-def _commands(lock: dict[str, Any], weights_sha: str, lock_sha: str) -> list[str]:
-    git = lock["inputs"]["code"]["git"]
+def _commands(lock: dict[str, Any], weights_sha: str, lock_sha: str, git: dict[str, Any] | None) -> list[str]:
     where = f"a checkout of commit `{git['commit']}`" if git else "the project folder"
     return [
         "## Rebuild", "",

@@ -1,8 +1,9 @@
 """SLSA Provenance v1 for a release, as an in-toto Statement v1. No torch.
 
-Everything in `buildDefinition` comes from repro.lock, so two builds with the
-same lock give the same bytes there; `runDetails` comes from run.json and says
-which machine ran the build and when. docs/provenance.md describes the build type.
+Everything in `buildDefinition` comes from repro.lock, except the git commit the
+build ran at (run.json's), so two builds of the same lock at the same commit give
+the same bytes there; `runDetails` comes from run.json and says which machine ran
+the build and when. docs/provenance.md describes the build type.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def statement(lock: dict[str, Any], run: dict[str, Any] | None, byproducts: list
                 "buildType": BUILD_TYPE,
                 "externalParameters": {"config": inputs["config"]["resolved"]},
                 "internalParameters": {k: v for k, v in build.items() if k != "packages"},
-                "resolvedDependencies": _dependencies(lock),
+                "resolvedDependencies": _dependencies(lock, _git(run)),
             },
             "runDetails": {
                 "builder": {"id": builder_id, "version": {"repro": __version__}},
@@ -56,7 +57,7 @@ def statement(lock: dict[str, Any], run: dict[str, Any] | None, byproducts: list
     }
 
 
-def _dependencies(lock: dict[str, Any]) -> list[dict[str, Any]]:
+def _dependencies(lock: dict[str, Any], git: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Data files, the data tree, code files, the code tree and commit, repro itself, packages.
 
     Tree digests are repro root digests, which are exactly in-toto's `dirHash`
@@ -83,9 +84,9 @@ def _dependencies(lock: dict[str, Any]) -> list[dict[str, Any]]:
              for f in code["files"]]
     code_digest: dict[str, str] = {"dirHash": code["root_digest"]}
     code_notes: dict[str, Any] = {"role": "code-tree", "license": release.code_license}
-    if code["git"] is not None:
-        code_digest["gitCommit"] = code["git"]["commit"]
-        code_notes["dirty"] = code["git"]["dirty"]
+    if git:  # the commit is run.json's (a lock cannot name the commit that holds it)
+        code_digest["gitCommit"] = git["commit"]
+        code_notes["dirty"] = git["dirty"]
     deps.append({"name": "code", "digest": code_digest, "annotations": code_notes})
     repro = code["repro"]
     deps.append({"name": "repro", "uri": f"pkg:pypi/repro@{repro['version']}",
@@ -95,6 +96,11 @@ def _dependencies(lock: dict[str, Any]) -> list[dict[str, Any]]:
         purl = f"pkg:{kind}/{name}@{quote(version, safe='.-_~')}"  # purl: '+' in 2.13.0+cpu is %2B
         deps.append({"name": name, "uri": purl, "annotations": {"role": "environment"}})
     return deps
+
+
+def _git(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    git = (run or {}).get("git")  # run.json may predate the field, or the build ran outside git
+    return git if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
 
 
 def _metadata(run: dict[str, Any] | None) -> dict[str, Any]:

@@ -120,3 +120,13 @@ def test_table_and_json_agree() -> None:
 def test_bad_release_terms_name_the_key(release: dict[str, Any], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         ReleaseTerms.from_config({"release": {**FREE, **release}})
+
+
+def test_trust_modules_do_not_import_torch() -> None:
+    """Signature checks, provenance and the audit must run where torch is not installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys, repro.signing, repro.attestation, repro.provenance, repro.audit, repro.card, repro.cli; "
+            "repro.cli.build_parser(); sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
