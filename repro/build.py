@@ -24,8 +24,9 @@ from repro.canonical import atomic_write_bytes, atomic_write_json
 from repro.config import require
 from repro.data import DataSpec, data_file_list
 from repro.hashing import Progress
-from repro.inputs import code_block, config_digest, data_block
+from repro.inputs import code_block, config_digest, data_block, git_state
 from repro.pins import Pins, apply_process_env, check_capability, package_versions, resolve_pins
+from repro.release import ReleaseTerms
 
 WEIGHTS_NAME = "model.safetensors"
 METRICS_NAME = "metrics.jsonl"
@@ -87,6 +88,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     """
     started = time.monotonic()
     resolved, pins = concrete_pins(resolved)
+    ReleaseTerms.from_config(resolved)  # a malformed licence or data location must not reach the lock
     apply_process_env(pins)
     from repro.progress import byte_bar, step_bar
 
@@ -124,6 +126,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
         "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": _cpu_model(), "platform": platform.platform(),
         "cores": os.cpu_count(), "wall_seconds": round(seconds, 3), "finished_unix": int(time.time()),
         "datasets_fingerprint": result.dataset_fingerprint, "python_executable": sys.executable,
+        "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]),
     })
     lock_bytes = lockfile.write(out_dir / lockfile.LOCK_NAME, lock)
     return BuildReport(
