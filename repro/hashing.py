@@ -14,7 +14,6 @@ An optional stat cache (`repro.hashcache`) lets unchanged files skip the read.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import stat
@@ -22,16 +21,22 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from repro.errors import ConfigError, DataError, LockfileError
+from repro.filetree import SKIP_DIRS, check_relpath, expand_patterns, inside, os_reason, resolve_under, safe_relpath
+
+# The path API lived here first; callers keep importing it from repro.hashing.
+__all__ = [
+    "CHUNK", "EXTRA_ALGORITHMS", "SKIP_DIRS", "FileDigest", "Hashed", "Progress", "StatCache", "StatKey",
+    "check_algorithms", "default_workers", "digest_path", "expand_patterns", "hash_file", "hash_files",
+    "resolve_under", "root_digest", "safe_relpath",
+]
 
 CHUNK = 1 << 20  # 1 MiB reads: large enough that hashlib, not Python, dominates.
 SEQUENTIAL_HINT = 8 << 20  # files at least this big get POSIX_FADV_SEQUENTIAL (more readahead)
 BATCH_FILES, BATCH_BYTES = 64, 8 << 20  # one pool task: up to 64 small files or 8 MiB
-# Tool metadata, never data: git internals, DVC's cache, and repro's own cache.
-SKIP_DIRS = frozenset({".git", ".dvc", ".repro"})
 # sha256 is always computed; these may be recorded beside it (config data.extra_hashes).
 EXTRA_ALGORITHMS = ("blake2b", "blake2s", "blake3", "md5", "sha1", "sha3_256", "sha512")
 
@@ -91,29 +96,6 @@ class Hashed(NamedTuple):
     size: int
     digests: dict[str, str]
     key: StatKey
-
-
-def safe_relpath(rel: str, what: str = "path") -> PurePosixPath:
-    """Reject paths that could read outside the root: absolute, `..`, or empty."""
-    _check_relpath(rel, what)
-    return PurePosixPath(rel)
-
-
-def _check_relpath(rel: str, what: str) -> None:
-    """safe_relpath's checks on the string alone: cheap enough to run per file."""
-    if not rel or "\\" in rel or "\n" in rel:
-        raise LockfileError(f"{what} {rel!r}: expected a relative POSIX path")
-    if rel[0] in "/~" or ".." in rel.split("/"):
-        raise LockfileError(f"{what} {rel!r}: escapes the project root (absolute or '..')")
-
-
-def resolve_under(root: Path, rel: str, what: str = "path") -> Path:
-    """`root/rel`, after checking that it stays inside `root`, symlinks included."""
-    safe = safe_relpath(rel, what)
-    full = root.joinpath(*safe.parts)
-    if not _inside(os.path.realpath(root), os.path.realpath(full)):
-        raise LockfileError(f"{what} {rel!r}: resolves outside the project root")
-    return full
 
 
 def check_algorithms(extra: Iterable[str]) -> tuple[str, ...]:
@@ -216,7 +198,7 @@ def digest_path(path: str | Path, algorithms: Sequence[str] = ("sha256",), on_by
                 raise DataError(f"{name}: changed while being hashed, twice; hash it when nothing writes to it"
                                 ) from None
         except OSError as exc:
-            raise DataError(f"{name}: {_os_reason(exc)}") from None
+            raise DataError(f"{name}: {os_reason(exc)}") from None
         except _NotRegular:
             raise DataError(f"{name}: not a regular file (a FIFO, socket or device); expected a file") from None
     raise AssertionError("unreachable")
@@ -226,21 +208,6 @@ def hash_file(path: Path, on_bytes: OnBytes | None = None) -> tuple[int, str]:
     """(size, sha256 hex) of one file; DataError naming the path if it cannot be read."""
     hashed = digest_path(path, ("sha256",), on_bytes)
     return hashed.size, hashed.digests["sha256"]
-
-
-def _os_reason(exc: OSError) -> str:
-    import errno
-
-    reasons = {
-        errno.ENOENT: "file not found",
-        errno.EACCES: "permission denied while reading",
-        errno.EPERM: "permission denied while reading",
-        errno.EISDIR: "expected a file, found a directory",
-        errno.ELOOP: "too many levels of symbolic links",
-    }
-    if isinstance(exc, IsADirectoryError) and exc.errno is None:
-        return reasons[errno.EISDIR]
-    return reasons.get(exc.errno or 0, f"cannot read ({exc.strerror or type(exc).__name__})")
 
 
 def default_workers() -> int:
@@ -263,7 +230,7 @@ def _locate(root: Path, rel_paths: Sequence[str]) -> list[tuple[str, StatKey]]:
     parents: dict[str, str] = {}
     out = []
     for rel in rel_paths:
-        _check_relpath(rel, "data file")
+        check_relpath(rel, "data file")
         full = f"{base}/{rel}"
         parent, _, name = full.rpartition("/")
         if parent not in parents:
@@ -276,8 +243,8 @@ def _locate(root: Path, rel_paths: Sequence[str]) -> list[tuple[str, StatKey]]:
             else:
                 real = f"{parents[parent]}/{name}"
         except OSError as exc:
-            raise DataError(f"{rel}: {_os_reason(exc)}") from None
-        if not _inside(real_root, real):
+            raise DataError(f"{rel}: {os_reason(exc)}") from None
+        if not inside(real_root, real):
             raise LockfileError(f"data file {rel!r}: resolves outside the project root")
         if stat.S_ISDIR(st.st_mode):
             raise DataError(f"{rel}: expected a file, found a directory")
@@ -312,12 +279,15 @@ def hash_files(
     cache: StatCache | None = None,
     rehash: bool = False,
     progress: Progress | None = None,
+    on_file: Callable[[FileDigest], None] | None = None,
 ) -> list[FileDigest]:
     """Hash many files under `root`; results are in the order of `rel_paths`.
 
     With `cache`, files whose stat is unchanged since they were last hashed are
     not read. `rehash=True` (or `cache=None`) reads every byte, as `--rehash` and
     `repro verify` need; fresh digests are stored in `cache` either way.
+    `progress` gets bytes and files as they are read; `on_file` gets each digest
+    as it is known (cached ones first). Both are called from worker threads.
     """
     import time
 
@@ -329,7 +299,9 @@ def hash_files(
     results: list[Hashed | None] = [None] * len(located)
     for i, (full, key) in enumerate(located):
         if full in known:
-            results[i] = Hashed(key.size, known[full], key)
+            hit = results[i] = Hashed(key.size, known[full], key)
+            if on_file is not None:
+                on_file(_file_digest(rel_paths[i], hit))
     todo = [i for i, r in enumerate(results) if r is None]
     sizes = [key.size for _, key in located]
     if progress is not None:
@@ -352,6 +324,8 @@ def hash_files(
             results[i] = hashed
             if progress is not None:
                 progress.advance(0 if big else hashed.size, 1)
+            if on_file is not None:
+                on_file(_file_digest(rel_paths[i], hashed))
 
     batches = _batches(todo, sizes)
     if len(batches) <= 1:
@@ -388,98 +362,3 @@ def root_digest(files: Iterable[FileDigest]) -> str:
     for f in ordered:
         h.update(f"{f.sha256}  {f.path}\n".encode())
     return h.hexdigest()
-
-
-def _inside(real_root: str, real: str) -> bool:
-    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
-
-
-def expand_patterns(root: Path, patterns: Iterable[str]) -> list[str]:
-    """Expand files, directories (recursively) and globs under `root`.
-
-    Returns sorted, unique relative POSIX paths of regular files. Symlinks, to
-    files or directories, are followed and recorded under the link's own path;
-    a link that resolves outside `root` is refused, as is a link loop. `.git`,
-    `.dvc` and `.repro` directories are skipped inside directories. A pattern
-    that matches no file is an error, so a typo cannot silently drop data.
-    """
-    root = Path(root)
-    real_root = os.path.realpath(root)
-    found: set[str] = set()
-    for pattern in patterns:
-        safe_relpath(pattern, "pattern")
-        matches = sorted(glob.glob(pattern, root_dir=root, recursive=True))
-        if not matches:
-            raise DataError(f"{pattern}: no such file under {root.name or root}/ (expected a file, directory or glob)")
-        matched: set[str] = set()
-        for m in matches:
-            rel = PurePosixPath(Path(m).as_posix()).as_posix()
-            if _kind(root, real_root, rel) == "dir":
-                _walk(root, real_root, "" if rel == "." else rel, matched)
-            else:
-                matched.add(_checked_name(rel))
-        if not matched:
-            raise DataError(f"{pattern}: matches only empty directories (empty directories are not data)")
-        found |= matched
-    return sorted(found, key=lambda p: p.encode("utf-8"))
-
-
-def _kind(root: Path, real_root: str, rel: str) -> str:
-    """'file' or 'dir' for `root/rel` after following links (which must stay inside `root`)."""
-    full = os.path.join(root, rel)
-    real = os.path.realpath(full)
-    if not _inside(real_root, real):
-        raise LockfileError(f"{rel!r}: resolves outside the project root; copy it in or track it with DVC")
-    try:
-        st = os.stat(full)
-    except FileNotFoundError:
-        raise DataError(f"{rel}: broken symlink (its target does not exist)") from None
-    except OSError as exc:
-        raise DataError(f"{rel}: {_os_reason(exc)}") from None
-    if stat.S_ISDIR(st.st_mode):
-        return "dir"
-    if stat.S_ISREG(st.st_mode):
-        return "file"
-    raise DataError(f"{rel}: not a regular file (a FIFO, socket or device); expected a file")
-
-
-def _walk(root: Path, real_root: str, top: str, found: set[str]) -> None:
-    """Add every regular file below `root/top`; follow links to directories, refuse loops."""
-    top_real = os.path.realpath(os.path.join(root, top))
-    stack: list[tuple[str, str, frozenset[str]]] = [(top, top_real, frozenset({top_real}))]
-    while stack:
-        rel_dir, real_dir, ancestors = stack.pop()
-        try:
-            entries = list(os.scandir(os.path.join(root, rel_dir) if rel_dir else root))
-        except OSError as exc:
-            raise DataError(f"{rel_dir or '.'}/: cannot list ({exc.strerror})") from None
-        for e in entries:
-            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
-            if e.is_symlink():
-                if _kind(root, real_root, rel) == "file":
-                    found.add(_checked_name(rel))
-                    continue
-                real = os.path.realpath(e.path)
-                if real in ancestors:
-                    raise DataError(f"{rel}: symlink loop (points at a directory that contains it)")
-                stack.append((rel, real, ancestors | {real}))
-            elif e.is_dir(follow_symlinks=False):
-                if e.name not in SKIP_DIRS:
-                    real = os.path.join(real_dir, e.name)
-                    stack.append((rel, real, ancestors | {real}))
-            elif e.is_file(follow_symlinks=False):
-                found.add(_checked_name(rel))
-            else:
-                raise DataError(f"{rel}: not a regular file (a FIFO, socket or device); expected a file")
-
-
-def _checked_name(rel: str) -> str:
-    """A path the lock can record: valid UTF-8, no backslash or newline."""
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = rel.encode("utf-8", "surrogateescape")
-        raise DataError(f"{shown!r}: file name is not valid UTF-8; rename it") from None
-    if "\\" in rel or "\n" in rel:
-        raise DataError(f"{rel!r}: file name contains a backslash or newline, which the lock cannot record; rename it")
-    return rel

@@ -295,3 +295,11 @@ def test_the_documented_coreutils_pipeline_gives_the_root_digest(tmp_path: Path)
     out = subprocess.run(["sh", "-c", 'sha256sum -- "$@" | LC_ALL=C sort -k2 | sha256sum', "sh", *reversed(rels)],
                          cwd=tmp_path, capture_output=True, check=True, text=True).stdout
     assert out.split()[0] == root_digest(hash_files(tmp_path, rels))
+
+
+def test_on_file_sees_every_digest_once(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    rels = expand_patterns(tmp_path, ["."])
+    seen: list[FileDigest] = []
+    got = hash_files(tmp_path, rels, workers=2, on_file=seen.append)
+    assert sorted(seen, key=lambda f: f.path) == got
