@@ -234,3 +234,19 @@ def test_preprocess_failures_name_the_step(prep: tuple[Path, str], fn: str, erro
 def test_preprocess_module_that_does_not_exist(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no module 'nowhere_at_all'"):
         preprocess.record({"_target_": "nowhere_at_all.fn"}, tmp_path)
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("data.builder=mnist", "data must be local files under the project (copy it in, or `dvc pull` it first)"),
+    ("data.data_files=[someone/their-dataset]", "`dvc pull` it first"),
+])
+def test_repro_train_refuses_hub_data_with_exit_2(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str], override: str,
+                                                  needle: str) -> None:
+    from repro.cli import main
+
+    monkeypatch.chdir(project)
+    assert main(["train", "--quiet", override]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not (project / "out").exists()

@@ -7,9 +7,11 @@ import io
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from repro import hashcache, progress
 from repro.cli import main
@@ -126,3 +128,11 @@ def test_the_bar_shows_bytes_and_files_per_second(monkeypatch: pytest.MonkeyPatc
             bar.advance(1 << 20, 1)
     shown = fake.getvalue()
     assert "3.00M/3.00M" in shown and "B/s" in shown and "3/3 files" in shown and "files/s" in shown
+
+
+def test_repro_hash_never_imports_torch_or_datasets(proj: Path) -> None:
+    code = ("import sys; from repro.cli import main; rc = main(['hash', '--quiet', 'data']); "
+            "sys.exit(rc or ('torch' in sys.modules) * 10 or ('datasets' in sys.modules) * 20)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=proj, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, (r.returncode, r.stderr)
