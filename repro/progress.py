@@ -53,7 +53,7 @@ class _ByteBar:
 
         self.total_files = total_files
         self.started = self.shown = time.monotonic()
-        self.bar = tqdm(total=total_bytes, desc=self.desc, unit="B", unit_scale=True, unit_divisor=1024,
+        self.bar = tqdm(total=total_bytes, desc=self.desc, unit="iB", unit_scale=True, unit_divisor=1024,
                         file=sys.stderr, dynamic_ncols=True, delay=BAR_DELAY_S, mininterval=0.2)
 
     def advance(self, nbytes: int, nfiles: int) -> None:

@@ -127,7 +127,7 @@ def test_the_bar_shows_bytes_and_files_per_second(monkeypatch: pytest.MonkeyPatc
         for _ in range(3):
             bar.advance(1 << 20, 1)
     shown = fake.getvalue()
-    assert "3.00M/3.00M" in shown and "B/s" in shown and "3/3 files" in shown and "files/s" in shown
+    assert "3.00M/3.00M" in shown and "iB/s" in shown and "3/3 files" in shown and "files/s" in shown
 
 
 def test_repro_hash_never_imports_torch_or_datasets(proj: Path) -> None:

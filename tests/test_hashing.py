@@ -303,3 +303,11 @@ def test_on_file_sees_every_digest_once(tmp_path: Path) -> None:
     seen: list[FileDigest] = []
     got = hash_files(tmp_path, rels, workers=2, on_file=seen.append)
     assert sorted(seen, key=lambda f: f.path) == got
+
+
+def test_blake3_when_installed(tmp_path: Path) -> None:
+    blake3 = pytest.importorskip("blake3")
+    _tree(tmp_path)
+    rels = expand_patterns(tmp_path, ["."])
+    got = {f.path: f.hashes["blake3"] for f in hash_files(tmp_path, rels, algorithms=["blake3"])}
+    assert got == {r: blake3.blake3((tmp_path / r).read_bytes()).hexdigest() for r in rels}
