@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_lockfile import H, sample_lock
 
 from repro import lockfile
 from repro.errors import LockfileError
-from test_lockfile import H, sample_lock
 
 GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v1-data.lock"
 B2 = "cd" * 64
