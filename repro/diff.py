@@ -63,8 +63,8 @@ def _show(value: Any) -> str:
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts to dotted leaf keys; lists and scalars are leaves."""
-    if not isinstance(obj, dict) or (prefix and not obj):
+    """Nested dicts to dotted leaf keys; lists and scalars are leaves, empty dicts vanish."""
+    if not isinstance(obj, dict):
         return {prefix: obj}
     out: dict[str, Any] = {}
     for key in sorted(obj):
