@@ -136,10 +136,12 @@ def verify(opts: VerifyOptions) -> VerifyReport:
 def find_root(lock_path: Path, lock: dict[str, Any], explicit: Path | None) -> tuple[Path, str]:
     """The folder the lock's relative data and code paths are resolved against.
 
-    `--root` if given; else the git repository holding the lockfile; else the
-    nearest folder above the lockfile that holds one of its data files; else the
-    folder holding the installed repro package (the embedded example's data ships
-    there). Nothing outside the root is ever read.
+    `--root` if given; else the first of these that holds one of the lock's data
+    files: the git repository holding the lockfile, the nearest folder above the
+    lockfile (a project inside a larger repository), the folder holding the
+    installed repro package (the embedded example's data ships there). If none
+    does, the git repository (the missing file is then named), else an error.
+    Only existence is tested here; nothing is read.
     """
     if explicit is not None:
         if not explicit.is_dir():
@@ -147,14 +149,20 @@ def find_root(lock_path: Path, lock: dict[str, Any], explicit: Path | None) -> t
         return explicit.resolve(), "--root"
     start = lock_path.resolve().parent
     top = _git_toplevel(start)
+    data = [f["path"] for f in lock["inputs"]["data"]["files"]]
+
+    def holds_data(folder: Path) -> bool:
+        return any((folder / p).is_file() for p in data)
+
+    if top is not None and holds_data(top):
+        return top, "the git repository holding the lockfile"
+    for folder in (start, *start.parents):
+        if holds_data(folder):
+            return folder, "the nearest folder above the lockfile holding its data"
+    if holds_data(PACKAGE_DIR.parent):
+        return PACKAGE_DIR.parent, "the folder holding the installed repro package"
     if top is not None:
         return top, "the git repository holding the lockfile"
-    data = [f["path"] for f in lock["inputs"]["data"]["files"]]
-    for folder in (start, *start.parents):
-        if any((folder / p).is_file() for p in data):
-            return folder, "the nearest folder above the lockfile holding its data"
-    if any((PACKAGE_DIR.parent / p).is_file() for p in data):
-        return PACKAGE_DIR.parent, "the folder holding the installed repro package"
     first = data[0] if data else "its data"
     raise UserInputError(f"{lock_path}: cannot tell the project root: no folder above the lockfile holds {first} "
                          "and it is not in a git repository; pass --root DIR")
@@ -357,7 +365,7 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
         rebuilt = lockfile.read(out / lockfile.LOCK_NAME)
         seen = {(d.kind, d.name) for d in report.differences + report.notes}
         for d in compare_locks(lock, rebuilt):
-            if d.section == "inputs" and d.kind != "sample_order" or (d.kind, d.name) in seen:
+            if (d.section == "inputs" and d.kind != "sample_order") or (d.kind, d.name) in seen:
                 continue  # inputs were compared before the rebuild, by the same functions
             (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
         report.differences = count_elements(report.differences, lock, weights_path, out / lockfile.LOCK_NAME)

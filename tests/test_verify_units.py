@@ -26,26 +26,33 @@ def lock() -> dict[str, Any]:
 
 
 def test_root_is_explicit_then_git_then_nearest_data_folder(tmp_path: Path) -> None:
-    project = tmp_path / "p"
+    project = tmp_path / "repo" / "sub"
     (project / "data").mkdir(parents=True)
     (project / "data" / "train.csv").write_text("x\n")
     (project / "out" / "run").mkdir(parents=True)
     lock_path = project / "out" / "run" / "repro.lock"
-    assert find_root(lock_path, lock(), None) == (project.resolve(), "the nearest folder above the lockfile holding "
-                                                                      "its data")
+    nearest = (project.resolve(), "the nearest folder above the lockfile holding its data")
+    assert find_root(lock_path, lock(), None) == nearest
     assert find_root(lock_path, lock(), tmp_path)[0] == tmp_path.resolve()
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    assert find_root(lock_path, lock(), None) == (tmp_path.resolve(), "the git repository holding the lockfile")
     with pytest.raises(UserInputError, match="--root"):
         find_root(lock_path, lock(), tmp_path / "missing")
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    assert find_root(lock_path, lock(), None) == nearest  # the repository does not hold data/train.csv
+    (repo / "data").mkdir()
+    (repo / "data" / "train.csv").write_text("x\n")
+    assert find_root(lock_path, lock(), None) == (repo.resolve(), "the git repository holding the lockfile")
 
 
-def test_root_falls_back_to_the_installed_package_then_fails(tmp_path: Path) -> None:
+def test_root_falls_back_to_the_installed_package_then_git_then_fails(tmp_path: Path) -> None:
     embedded = lock()
     embedded["inputs"]["data"]["files"][0]["path"] = "repro/examples/digits/digits.csv"
     assert find_root(tmp_path / "repro.lock", embedded, None)[0] == PACKAGE_DIR.parent
     with pytest.raises(UserInputError, match="cannot tell the project root.*pass --root"):
         find_root(tmp_path / "repro.lock", lock(), None)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    # No folder holds the data: the repository, so that the missing file gets named later.
+    assert find_root(tmp_path / "repro.lock", lock(), None)[0] == tmp_path.resolve()
 
 
 def test_pin_consistency_names_the_edited_pin() -> None:

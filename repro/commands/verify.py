@@ -6,8 +6,8 @@ torch); a weights file (--weights, or the one beside the lock); whether this
 machine can honour the pins; then a rebuild in a fresh process under the lock's
 pins, compared with the lock tensor by tensor. See docs/verify.md.
 
-The project root defaults to the git repository holding the lockfile, else the
-nearest folder above it that holds the lock's data.
+The project root defaults to the git repository holding the lockfile, or else
+the nearest folder above it that holds the lock's data (see docs/verify.md).
 
 verify exits 0 when bit-identical, 1 on a mismatch (with a report), 2 when the
 input is unusable (malformed or unknown-version lock, missing data file, a path
