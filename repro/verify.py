@@ -230,16 +230,27 @@ def explain_config(diffs: list[Difference], lock: dict[str, Any], root: Path) ->
     return [d for d in diffs if d not in digest] + edits
 
 
+# Flags torch reported at build time that must equal a pin (flag name -> pin name).
+FLAG_PINS = {"threads": "threads", "cpu_capability": "cpu_capability",
+             "use_deterministic_algorithms": "deterministic", "mkldnn": "mkldnn"}
+
+
 def pin_consistency(lock: dict[str, Any]) -> list[Difference]:
-    """The lock's build pins must be what its own config resolves to."""
+    """The lock's build pins must be what its own config resolves to, and what torch reported."""
     resolved = lock["inputs"]["config"]["resolved"]
     expected = resolve_pins(require(resolved, "build", dict), require(resolved, "seed", int)).to_json()
     build = lock["build"]
-    return [
+    diffs = [
         Difference("build", "pin", key, "changed", expected[key], build[key],
                    f"the lock's build section says {build[key]!r} but its config resolves to {expected[key]!r}")
         for key in PIN_KEYS if build[key] != expected[key]
     ]
+    for flag, pin in FLAG_PINS.items():
+        if flag in build["flags"] and build["flags"][flag] != build[pin]:
+            diffs.append(Difference("build", "pin", pin, "changed", build["flags"][flag], build[pin],
+                                    f"torch reported {flag}={build['flags'][flag]!r} at build time, "
+                                    f"but the pin says {build[pin]!r}"))
+    return diffs
 
 
 def check_weights_file(path: Path, recorded: dict[str, Any]) -> list[Difference]:

@@ -217,7 +217,9 @@ def test_thread_pin_edited_is_reported_as_a_pin_and_the_rebuild_differs(copy: Pa
     edit_lock(lock, lambda d: d["build"].update(threads=1))
     r = verify(lock, cwd=copy)
     assert r.code == 1
-    assert "pin          changed  threads  2 -> 1" in r.stdout and "rebuild    skipped" in r.stdout
+    assert "pin          changed  threads  2 -> 1  (the lock's build section says 1" in r.stdout
+    assert "pin          changed  threads  2 -> 1  (torch reported threads=2 at build time" in r.stdout
+    assert "rebuild    skipped" in r.stdout
 
     code, report = verify_json(lock, "--rebuild-anyway", cwd=copy)
     assert code == 1 and report["rebuild"]["performed"]
@@ -237,8 +239,8 @@ def test_thread_pin_edited_is_reported_as_a_pin_and_the_rebuild_differs(copy: Pa
 def test_capability_this_cpu_lacks_exits_3_before_any_training(copy: Path) -> None:
     lock = copy / "out" / "repro.lock"
 
-    def to_sve(d: dict[str, Any]) -> None:
-        d["build"]["cpu_capability"] = "sve256"
+    def to_sve(d: dict[str, Any]) -> None:  # a consistent lock, as an Arm SVE machine would write it
+        d["build"]["cpu_capability"] = d["build"]["flags"]["cpu_capability"] = "sve256"
         d["inputs"]["config"]["resolved"]["build"]["cpu_capability"] = "sve256"
 
     edit_lock(lock, to_sve, redigest=True)
@@ -383,3 +385,24 @@ def test_paths_escaping_the_root_exit_2_and_nothing_outside_is_read(copy: Path, 
     opened = json.loads(log.read_text())
     assert opened, "the audit hook saw nothing: the check below would be vacuous"
     assert not [p for p in opened if p.startswith(str(secret_dir.resolve()))]
+
+
+def test_consistent_lock_whose_weights_were_built_otherwise(copy: Path) -> None:
+    """Inputs and pins all agree, yet the lock's weights came from another build (2 threads, it
+    claims 1): what a different CPU looks like. The report must reach the tensors and the step."""
+    lock = copy / "out" / "repro.lock"
+
+    def claim_one_thread(d: dict[str, Any]) -> None:
+        d["build"]["threads"] = d["build"]["flags"]["threads"] = 1
+        d["inputs"]["config"]["resolved"]["build"]["threads"] = 1
+
+    edit_lock(lock, claim_one_thread, redigest=True)
+    assert verify(lock, "--inputs-only", cwd=copy).code == 0  # nothing to see in the inputs
+    r = verify(lock, cwd=copy)
+    assert r.code == 1, r.stdout + r.stderr
+    out = r.stdout
+    assert "rebuild    " in out and "in a fresh process" in out
+    assert "outputs:" in out and "inputs:" not in out
+    assert "tensor       changed  net.0.weight" in out and "elements differ, max abs diff" in out
+    assert "(first differing logged step" in out or "(first logged step already differs)" in out
+    assert "hint: inputs and pins match, yet training diverges at step" in out

@@ -61,6 +61,9 @@ def test_pin_consistency_names_the_edited_pin() -> None:
     edited["build"]["threads"] = 1
     [d] = pin_consistency(edited)
     assert (d.kind, d.name, d.old, d.new) == ("pin", "threads", 2, 1)
+    edited["build"]["flags"] = {"threads": 2, "mkldnn": True}  # what torch reported at build time
+    [_, flag] = pin_consistency(edited)
+    assert (flag.name, flag.old, flag.new) == ("threads", 2, 1) and "torch reported threads=2" in flag.detail
 
 
 def test_rebuild_config_applies_the_build_sections_pins() -> None:
