@@ -17,12 +17,9 @@ uses too. Only `repro.commands.verify` prints.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,30 +27,27 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__, lockfile
-from repro.canonical import atomic_write_json
 from repro.config import require
 from repro.data import DataSpec, data_file_list
 from repro.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, compare_tensor_records
-from repro.errors import EnvironmentMismatch, ReproError, TrainingFailed, UserInputError
+from repro.errors import EnvironmentMismatch, ReproError, UserInputError
 from repro.explain import explain_config_edit, hints, reference_configs
 from repro.hashing import FileDigest, expand_patterns, hash_file, hash_files, resolve_under, root_digest, safe_relpath
 from repro.inputs import PACKAGE_DIR, config_digest, git_state, repro_source_files
 from repro.pins import (
     HARD_PACKAGES,
-    Pins,
     check_capability,
     machine_cores,
     native_capability,
     package_versions,
-    pinned_environ,
     resolve_pins,
 )
 from repro.progress import bytes_bar
+from repro.rebuild import run_rebuild
 
 REPORT_VERSION = 1
 # Differences that describe where and with what a build ran, not what it is.
 NOTE_KINDS = ("git", "package", "cuda")
-_CHILD = "import sys; from repro.build import rebuild_main; sys.exit(rebuild_main(sys.argv[1]))"
 
 
 @dataclass(frozen=True)
@@ -302,63 +296,6 @@ def machine_check(lock: dict[str, Any], rebuilding: bool, allow_env_drift: bool)
     if fatal and rebuilding:
         raise EnvironmentMismatch(fatal[0] + (f" (and {len(fatal) - 1} more problems)" if len(fatal) > 1 else ""))
     return notes
-
-
-def rebuild_config(lock: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
-    """The lock's resolved config with its build section's pins applied on top."""
-    build = lock["build"]
-    pins = Pins(**{key: build[key] for key in PIN_KEYS})
-    resolved = copy.deepcopy(lock["inputs"]["config"]["resolved"])
-    resolved["build"].update({key: build[key] for key in PIN_KEYS if key != "seed"})
-    resolved["seed"] = build["seed"]
-    return resolved, pins
-
-
-def run_rebuild(lock: dict[str, Any], root: Path, work_dir: Path, quiet: bool) -> Path:
-    """Train again in a fresh interpreter under the lock's pins; return the rebuilt out_dir.
-
-    The child's environment is built from the pins alone (`pinned_environ`), so the
-    verifier's OMP_NUM_THREADS, MKL_*, ATEN_CPU_CAPABILITY or CUDA_VISIBLE_DEVICES
-    cannot reach it; it imports the same repro whose source was just hashed, and
-    gets a datasets cache of its own so no stale cache can stand in for the data.
-    """
-    resolved, pins = rebuild_config(lock)
-    out_dir, error_path = work_dir / "out", work_dir / "rebuild-error.json"
-    error_path.unlink(missing_ok=True)
-    spec_path = work_dir / "rebuild-spec.json"
-    atomic_write_json(spec_path, {"resolved": resolved, "root": str(root), "out_dir": str(out_dir),
-                                  "quiet": quiet, "error_path": str(error_path)})
-    env = pinned_environ(pins)
-    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
-    env["HF_DATASETS_CACHE"] = str(work_dir / "hf-datasets-cache")
-    if pins.device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    log = work_dir / "rebuild-stderr.log"
-    with open(log, "wb") as err:
-        proc = subprocess.run([sys.executable, "-c", _CHILD, str(spec_path)], cwd=work_dir, env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=None if not quiet else err)
-    if proc.returncode != 0:
-        raise _child_error(proc.returncode, error_path, log, pins)
-    return out_dir
-
-
-def _child_error(code: int, error_path: Path, log: Path, pins: Pins) -> ReproError:
-    import json
-    import signal
-
-    if error_path.is_file():
-        info = json.loads(error_path.read_text(encoding="utf-8"))
-        classes = {3: EnvironmentMismatch, 4: TrainingFailed}
-        exc = classes.get(int(info["exit_code"]), UserInputError)(f"rebuild: {info['message']}")
-        exc.exit_code = int(info["exit_code"])
-        return exc
-    if code == -signal.SIGILL:
-        return EnvironmentMismatch(f"the rebuild died with SIGILL: this CPU cannot run cpu_capability "
-                                   f"{pins.cpu_capability!r}")
-    tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:] if log.is_file() else []
-    why = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-    return TrainingFailed(f"the rebuild process failed ({why})" + (f": {tail[0]}" if tail else ""))
 
 
 def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, weights_path: Path | None,

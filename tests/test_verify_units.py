@@ -12,7 +12,8 @@ import pytest
 
 from repro.errors import EnvironmentMismatch, UserInputError
 from repro.inputs import PACKAGE_DIR
-from repro.verify import find_root, machine_check, pin_consistency, rebuild_config
+from repro.rebuild import rebuild_config
+from repro.verify import find_root, machine_check, pin_consistency
 
 GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v1.lock"
 BUILD_CFG = {"profile": "default", "device": "cpu", "threads": 2, "cpu_capability": "avx2", "precision": "fp32",
