@@ -23,7 +23,7 @@ class Difference:
     """One thing that differs. `old` is the (first) lock's value, `new` the other's.
 
     section: inputs | build | outputs
-    kind:    data | code | git | repro | config | sample_order | pin | flag | package | cuda |
+    kind:    data | code | repro | config | sample_order | pin | flag | package | cuda |
              weights | tensor | loss | metric | other
     change:  changed | added | removed | renamed
     stats:   numbers behind `detail`, for --json (e.g. a tensor's differing elements)
@@ -124,7 +124,7 @@ def compare_file_block(kind: str, a: dict[str, Any], b: dict[str, Any]) -> list[
 
 
 def compare_inputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
-    """Config by key, data and code files by path, repro's own source, git state."""
+    """Config by key, data and code files by path, repro's own source."""
     diffs: list[Difference] = []
     ca, cb = a["config"], b["config"]
     if ca["sha256"] != cb["sha256"] or ca["resolved"] != cb["resolved"]:
@@ -135,7 +135,6 @@ def compare_inputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
         diffs += compare_values("inputs", "sample_order", a["data"]["sample_order"], b["data"]["sample_order"],
                                 "sample_order")
     diffs += compare_file_block("code", a["code"], b["code"])
-    diffs += compare_values("inputs", "git", a["code"]["git"] or {}, b["code"]["git"] or {}, "git")
     ra, rb = a["code"]["repro"], b["code"]["repro"]
     diffs += compare_file_block("repro", ra, rb)
     if ra["version"] != rb["version"]:

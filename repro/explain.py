@@ -86,8 +86,10 @@ def _names(diffs: list[Difference], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def hints(diffs: list[Difference], notes: list[Difference], lock: dict[str, Any]) -> list[str]:
-    """One sentence per likely cause, most fundamental first."""
+def hints(diffs: list[Difference], notes: list[Difference], lock: dict[str, Any],
+          commit: str | None = None) -> list[str]:
+    """One sentence per likely cause, most fundamental first. `commit`: the git commit
+    the build ran at (from run.json), if known."""
     by_kind: dict[str, list[Difference]] = {}
     for d in diffs:
         by_kind.setdefault(d.kind, []).append(d)
@@ -96,8 +98,8 @@ def hints(diffs: list[Difference], notes: list[Difference], lock: dict[str, Any]
         out.append(f"the data differs ({_names(by_kind['data'])}): restore the exact files the lock names "
                    "(e.g. `dvc pull` or `git checkout`), or retrain with `repro train` if the change is intended")
     if "code" in by_kind:
-        git = lock["inputs"]["code"]["git"]
-        at = f"check out commit {git['commit'][:12]}, which the lock was built at" if git else "restore the files"
+        at = f"check out commit {commit[:12]}, which the lock was built at" if commit else \
+            "restore the files the lock names"
         out.append(f"the project's code differs ({_names(by_kind['code'])}): {at}")
     if "repro" in by_kind:
         out.append(f"the installed repro (the 'compiler') differs from the one that built the lock "

@@ -18,6 +18,9 @@ uses too. Only `repro.commands.verify` prints.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -27,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__, lockfile
+from repro.build import RUN_NAME
 from repro.config import require
 from repro.data import DataSpec, data_file_list
 from repro.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, compare_tensor_records
 from repro.errors import EnvironmentMismatch, ReproError, UserInputError
 from repro.explain import explain_config_edit, hints, reference_configs
 from repro.hashing import FileDigest, expand_patterns, hash_file, hash_files, resolve_under, root_digest, safe_relpath
-from repro.inputs import PACKAGE_DIR, config_digest, git_state, repro_source_files
+from repro.inputs import PACKAGE_DIR, config_digest, repro_source_files
 from repro.pins import (
     HARD_PACKAGES,
     check_capability,
@@ -47,7 +51,7 @@ from repro.rebuild import run_rebuild
 
 REPORT_VERSION = 1
 # Differences that describe where and with what a build ran, not what it is.
-NOTE_KINDS = ("git", "package", "cuda")
+NOTE_KINDS = ("package", "cuda")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ class VerifyOptions:
     allow_env_drift: bool = False
     rebuild_anyway: bool = False
     quiet: bool = True
+    record: bool = True  # after a rebuild, leave verification.json beside the lock (repro audit reads it)
+    signing_key: Path | None = None
 
 
 @dataclass
@@ -77,6 +83,7 @@ class VerifyReport:
     notes: list[Difference] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
     rebuild: dict[str, Any] | None = None
+    record: dict[str, Any] | None = None
 
     @property
     def identical(self) -> bool:
@@ -93,12 +100,14 @@ class VerifyReport:
             "lockfile": self.lockfile, "root": self.root, "root_source": self.root_source, "mode": self.mode,
             "checked": self.checked, "differences": [d.to_json() for d in self.differences],
             "notes": [d.to_json() for d in self.notes], "hints": self.hints, "rebuild": self.rebuild,
+            "record": self.record,
         }
 
 
 def verify(opts: VerifyOptions) -> VerifyReport:
     """Run the checks in order; raise for exit 2/3, return a report for 0/1."""
     lock = lockfile.read(opts.lock_path)
+    lock_sha256 = hashlib.sha256(opts.lock_path.read_bytes()).hexdigest()
     root, root_source = find_root(opts.lock_path, lock, opts.root)
     mode = "inputs-only" if opts.inputs_only else "rebuild"
     found, checked = rehash_inputs(lock, root, opts.quiet)
@@ -119,12 +128,25 @@ def verify(opts: VerifyOptions) -> VerifyReport:
 
     report.notes += machine_check(lock, rebuilding, opts.allow_env_drift)
     if rebuilding:
-        report.rebuild = _rebuild_and_compare(lock, root, opts, weights_path, report)
+        report.rebuild = rebuild = _rebuild_and_compare(lock, root, opts, weights_path, report)
+        if opts.record:
+            report.record = write_record(report, rebuild, opts, lock_sha256)
     elif not opts.inputs_only:
         report.rebuild = {"performed": False,
                           "reason": "skipped: the lock's inputs already differ (--rebuild-anyway rebuilds regardless)"}
-    report.hints = hints(report.differences, report.notes, lock)
+    report.hints = hints(report.differences, report.notes, lock, built_at_commit(opts.lock_path))
     return report
+
+
+def built_at_commit(lock_path: Path) -> str | None:
+    """The git commit the build ran at, from run.json beside the lock (not in the lock:
+    a lock committed to git cannot name the commit that holds it). None if unknown."""
+    try:
+        run = json.loads((lock_path.parent / RUN_NAME).read_text(encoding="utf-8"))
+        commit = run["git"]["commit"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return commit if isinstance(commit, str) else None
 
 
 def find_root(lock_path: Path, lock: dict[str, Any], explicit: Path | None) -> tuple[Path, str]:
@@ -199,8 +221,7 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
     found = {
         "config": {"resolved": resolved, "sha256": config_digest(resolved)["sha256"]},
         "data": _block(data),
-        "code": {**_block(code), "git": git_state(root, code_files),
-                 "repro": {"version": __version__, **_block(ours)}},
+        "code": {**_block(code), "repro": {"version": __version__, **_block(ours)}},
     }
     checked = {"data_files": len(data), "data_bytes": sum(d.size for d in data), "code_files": len(code),
                "repro_files": len(ours), "config_sha256": found["config"]["sha256"], "weights_file": None}
@@ -322,6 +343,26 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def write_record(report: VerifyReport, rebuild: dict[str, Any], opts: VerifyOptions,
+                 lock_sha256: str) -> dict[str, Any]:
+    """Leave verification.json beside the lock: what `repro audit` grants "Reproducible" from.
+
+    A lock folder we may not write to does not undo the verification; the report says so.
+    """
+    from repro.attestation import default_record_path, record_verification
+
+    path = default_record_path(opts.lock_path)
+    details = {"rebuild_seconds": rebuild["seconds"], "platform": platform.platform(),
+               "differences": [d.line() for d in report.differences[:50]],
+               "notes": [d.line() for d in report.notes[:50]]}
+    try:
+        record_verification(path, lock_sha256, rebuild["weights_sha256"], report.identical, details,
+                            signing_key=opts.signing_key)
+    except OSError as exc:
+        return {"path": str(path), "written": False, "error": exc.strerror or str(exc)}
+    return {"path": str(path), "written": True, "signed": opts.signing_key is not None}
 
 
 def count_elements(diffs: list[Difference], lock: dict[str, Any], original: Path | None,

@@ -49,16 +49,17 @@ def test_reference_configs_include_the_embedded_one(tmp_path: Any) -> None:
     assert "out_dir" not in cfg and cfg["trainer"]["max_steps"] == 300
 
 
-LOCK = {"inputs": {"code": {"git": {"commit": "c0ffee" * 6 + "abcd", "dirty": False},
-                            "repro": {"version": "0.1.0"}}}}
+LOCK = {"inputs": {"code": {"repro": {"version": "0.1.0"}}}}
+COMMIT = "c0ffee" * 6 + "abcd"
 
 
 def test_hints_name_the_culprit_first() -> None:
     diffs = [Difference("inputs", "data", "d.csv", "changed"), Difference("outputs", "tensor", "w", "changed")]
     out = hints(diffs, [], LOCK)
     assert len(out) == 1 and out[0].startswith("the data differs (d.csv)")
-    code = hints([Difference("inputs", "code", "configs/x.yaml", "changed")], [], LOCK)
+    code = hints([Difference("inputs", "code", "configs/x.yaml", "changed")], [], LOCK, COMMIT)
     assert "check out commit c0ffeec0ffee" in code[0]
+    assert "restore the files the lock names" in hints([Difference("inputs", "code", "x", "changed")], [], LOCK)[0]
 
 
 def test_hints_for_outputs_alone_blame_packages_or_the_cpu() -> None:

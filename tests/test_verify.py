@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from conftest import DIGITS, REPO, TINY, run_repro, sha256_file
 
+from repro.attestation import RECORD_NAME, check_record
 from repro.inputs import config_digest
 
 pytestmark = pytest.mark.slow
@@ -95,7 +96,7 @@ def assert_user_error(r: Any, code: int, *needles: str) -> None:
 
 def test_honest_verify_from_another_cwd_ignores_the_verifiers_shell(trained: Path, tmp_path: Path) -> None:
     """Other cwd, a hostile shell, and one core only: the rebuild still gives the same bytes."""
-    code, report = verify_json(trained / "out" / "repro.lock", cwd=tmp_path, env=HOSTILE_SHELL,
+    code, report = verify_json(trained / "out" / "repro.lock", "--no-record", cwd=tmp_path, env=HOSTILE_SHELL,
                                prefix=["taskset", "-c", "0"])
     assert code == 0, report
     assert report["result"] == "identical" and report["version"] == 1 and report["differences"] == []
@@ -103,6 +104,7 @@ def test_honest_verify_from_another_cwd_ignores_the_verifiers_shell(trained: Pat
     assert report["rebuild"]["performed"] is True
     assert report["rebuild"]["weights_sha256"] == sha256_file(trained / "out" / "model.safetensors")
     assert report["checked"]["data_files"] == 2 and report["checked"]["weights_file"]
+    assert report["record"] is None and not (trained / "out" / RECORD_NAME).exists()  # --no-record
     threads = [n for n in report["notes"] if n["name"] == "threads"]
     assert threads and threads[0]["old"] == 2 and threads[0]["new"] == 1  # pin applied on a 1-core machine
 
@@ -117,10 +119,11 @@ def test_fresh_git_clone_at_another_path_verifies(trained: Path, tmp_path: Path)
     assert f"root       {clone.resolve()}  (the git repository holding the lockfile)" in r.stdout
     # The kept rebuild is byte-identical, lock included: no path, host or time leaked into it.
     assert sha256_file(work / "out" / "model.safetensors") == sha256_file(trained / "out" / "model.safetensors")
-    rebuilt, original = json.loads((work / "out" / "repro.lock").read_text()), json.loads(
-        (trained / "out" / "repro.lock").read_text())
-    rebuilt["inputs"]["code"]["git"] = original["inputs"]["code"]["git"]  # the clone's HEAD has the release commit
-    assert rebuilt == original
+    assert (work / "out" / "repro.lock").read_bytes() == (trained / "out" / "repro.lock").read_bytes()
+    record = clone / "out" / RECORD_NAME
+    check = check_record(record, clone / "out" / "repro.lock")
+    assert check.valid, check.reason
+    assert json.loads(record.read_text())["weights"]["sha256"] == sha256_file(work / "out" / "model.safetensors")
 
 
 def test_inputs_only_never_imports_torch(trained: Path, tmp_path: Path) -> None:
@@ -191,7 +194,7 @@ def test_project_code_file_edited(copy: Path) -> None:
     r = verify(copy / "out" / "repro.lock", "--inputs-only", cwd=copy)
     assert r.code == 1
     assert "code         changed  configs/train.yaml" in r.stdout
-    commit = json.loads((copy / "out" / "repro.lock").read_text())["inputs"]["code"]["git"]["commit"]
+    commit = json.loads((copy / "out" / "run.json").read_text())["git"]["commit"]  # not in the lock
     assert f"check out commit {commit[:12]}" in r.stdout
 
 
@@ -223,6 +226,8 @@ def test_thread_pin_edited_is_reported_as_a_pin_and_the_rebuild_differs(copy: Pa
 
     code, report = verify_json(lock, "--rebuild-anyway", cwd=copy)
     assert code == 1 and report["rebuild"]["performed"]
+    record = json.loads((copy / "out" / RECORD_NAME).read_text())
+    assert record["identical"] is False and not check_record(copy / "out" / RECORD_NAME, lock).valid
     kinds = {(d["kind"], d["name"]) for d in report["differences"]}
     assert ("pin", "threads") in kinds and ("weights", "model.safetensors") in kinds
     tensors = [d for d in report["differences"] if d["kind"] == "tensor"]

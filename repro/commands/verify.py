@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rebuild even if another torch build is installed than the lock's")
     p.add_argument("--rebuild-anyway", action="store_true",
                    help="rebuild even when the inputs already differ, to see how the outputs differ")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not write verification.json beside the lock after a rebuild")
+    p.add_argument("--signing-key", metavar="KEY", help="sign verification.json with this private key (model-signing)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         lock_path=Path(args.lockfile), root=Path(args.root) if args.root else None, inputs_only=args.inputs_only,
         weights=Path(args.weights) if args.weights else None, work_dir=Path(args.work_dir) if args.work_dir else None,
         allow_env_drift=args.allow_env_drift, rebuild_anyway=args.rebuild_anyway, quiet=args.quiet or args.json,
+        record=not args.no_record, signing_key=Path(args.signing_key) if args.signing_key else None,
     )
     try:
         report = verify(opts)
@@ -92,6 +96,10 @@ def render(report: VerifyReport) -> list[str]:
                      f"weights sha256 {rb['weights_sha256'][:12]}…")
     elif rb:
         lines.append(f"rebuild    {rb['reason']}")
+    rec = report.record
+    if rec:
+        lines.append(f"record     {rec['path']}" + (" (signed)" if rec.get("signed") else "") if rec["written"]
+                     else f"record     not written: {rec['path']}: {rec['error']}")
     if report.notes:
         lines.append("notes (not a mismatch):")
         lines += ["  " + d.line() for d in report.notes]
