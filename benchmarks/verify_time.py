@@ -89,11 +89,15 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="repro-bench-verify-"))
     try:
-        train_s, verify_s = [], []
+        train_s, verify_s, train_in, rebuild_in = [], [], [], []
         for i in range(args.repeats):
-            out = tmp / f"run{i}"
+            out, work = tmp / f"run{i}", tmp / f"work{i}"
             train_s.append(timed(repro("train", "--quiet", f"out_dir={out}"), REPO))
-            verify_s.append(timed(repro("verify", "--quiet", "--root", str(REPO), str(out / "repro.lock")), REPO))
+            verify_s.append(timed(repro("verify", "--quiet", "--no-record", "--work-dir", str(work), "--root",
+                                        str(REPO), str(out / "repro.lock")), REPO))
+            # run_build's own wall time (after imports), in the training and in verify's child
+            train_in.append(json.loads((out / "run.json").read_text())["wall_seconds"])
+            rebuild_in.append(json.loads((work / "out" / "run.json").read_text())["wall_seconds"])
         lock_path = tmp / "run0" / "repro.lock"
         ex_ours, ex_sum = inputs_only_vs_sha256sum(lock_path, REPO, max(args.repeats, 5))
         synth_root = tmp / "synth"
@@ -112,6 +116,10 @@ def main() -> None:
     print(f"{'repro train (example, 300 steps)':{w}} {t:8.2f} {1.0:7.2f}   [{min(train_s):.2f} s]")
     print(f"{'repro verify (hash + pinned rebuild + compare)':{w}} {v:8.2f} {v / t:7.2f}x  "
           f"[{min(verify_s):.2f} s, {min(verify_s) / min(train_s):.2f}x]")
+    ti, ri = statistics.median(train_in), statistics.median(rebuild_in)
+    print(f"{'  run_build inside repro train':{w}} {ti:8.2f} {1.0:7.2f}")
+    print(f"{'  run_build inside the rebuild process':{w}} {ri:8.2f} {ri / ti:7.2f}x")
+    print(f"{'  verify minus the rebuild run_build':{w}} {v - ri:8.2f}   (train minus run_build: {t - ti:.2f})")
     print(f"{f'sha256sum, example ({n_files} files)':{w}} {ex_sum:8.3f} {1.0:7.2f}")
     print(f"{'repro verify --inputs-only, example':{w}} {ex_ours:8.3f} {ex_ours / ex_sum:7.2f}x")
     print(f"{f'sha256sum, {args.synthetic_mib} MiB in 64 files + code':{w}} {sy_sum:8.3f} {1.0:7.2f}")
