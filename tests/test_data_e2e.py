@@ -97,6 +97,15 @@ def test_imagefolder_with_a_preprocess_step(tmp_path: Path) -> None:
     assert a["inputs"]["config"]["resolved"]["data"]["preprocess"] == {"_target_": "prep.pixels", "levels": 240}
     assert a["outputs"]["metrics"]["accuracy"] > 0.2  # it learned from the pixels, not from noise
 
+    # repro verify re-hashes the step's code too: honest first, then an edited prep.py is named.
+    lock = project / "a" / "repro.lock"
+    ok = run_repro(["verify", "--quiet", "--inputs-only", str(lock)], cwd=project)
+    assert ok.code == 0, ok.stdout + ok.stderr
+    (project / "prep.py").write_text(PREP + "# edited\n")
+    bad = run_repro(["verify", "--quiet", "--inputs-only", "--json", str(lock)], cwd=project)
+    assert bad.code == 1, bad.stdout + bad.stderr
+    assert "preprocess.file.hashes.sha256" in bad.stdout and "preprocess.file.size" in bad.stdout
+
 
 def test_same_size_edit_with_mtime_restored_and_rehash(tmp_path: Path) -> None:
     project = _copy_project(tmp_path / "project")
