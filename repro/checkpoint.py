@@ -16,12 +16,13 @@ import re
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from repro.canonical import atomic_write_bytes, atomic_write_json, fsync_dir, sha256_bytes
+from repro.canonical import canonical_json, fsync_dir, sha256_bytes
 from repro.errors import CheckpointError
 
 VERSION = 1
@@ -66,8 +67,10 @@ def schema() -> dict[str, Any]:
 def write(root: Path, step: int, blobs: dict[str, bytes]) -> Path:
     """Write `root/step-N/` atomically: files into a temp folder, manifest last, rename.
 
-    Each file goes through `atomic_write_bytes` (temp file, fsync, replace, fsync
-    the folder); the rename of the folder is then fsynced in `root`.
+    The unit of atomicity is the folder: a temp folder beside the final one, every
+    file in it written and fsynced, the folder fsynced, `os.replace` to its name,
+    then `root` fsynced. (A temp name per file inside a folder that is itself
+    temporary would only add fsyncs.)
     """
     missing = [n for n in REQUIRED if n not in blobs]
     if missing:
@@ -75,16 +78,19 @@ def write(root: Path, step: int, blobs: dict[str, bytes]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / dir_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    names = sorted(blobs)
     try:
-        for i, name in enumerate(sorted(blobs)):
-            atomic_write_bytes(tmp / name, blobs[name])
-            if i == 0:
-                pause_if_asked(PAUSE_CHECKPOINT_ENV, step, root)
-        atomic_write_json(tmp / MANIFEST_NAME, {
-            "version": VERSION, "step": step,
-            "files": [{"path": n, "size": len(blobs[n]), "hashes": {"sha256": sha256_bytes(blobs[n])}}
-                      for n in sorted(blobs)],
-        })
+        # hashlib releases the GIL: hash in threads while this one writes.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            digests = pool.map(sha256_bytes, [blobs[n] for n in names])
+            for i, name in enumerate(names):
+                _write_synced(tmp / name, blobs[name])
+                if i == 0:
+                    pause_if_asked(PAUSE_CHECKPOINT_ENV, step, root)
+            files = [{"path": n, "size": len(blobs[n]), "hashes": {"sha256": d}}
+                     for n, d in zip(names, digests, strict=True)]
+        _write_synced(tmp / MANIFEST_NAME, canonical_json({"version": VERSION, "step": step, "files": files}))
+        fsync_dir(tmp)
         if final.exists():  # an unusable earlier write of this step (it was skipped on resume)
             _remove(final)
         os.replace(tmp, final)
@@ -200,6 +206,13 @@ def pause_if_asked(env: str, step: int, root: Path) -> None:
     deadline = time.monotonic() + 600
     while marker.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _remove(path: Path) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 from repro.checkpoint import MODEL_NAME, OPTIMIZER_NAME, VERSION, Checkpoint
 from repro.errors import CheckpointError
 from repro.sampling import OrderDigest, SampleOrder
-from repro.weights import METADATA, to_cpu_state
+from repro.weights import METADATA
 
 _SCALARS = (bool, int, str, type(None))
 
@@ -52,8 +52,8 @@ def capture(step: int, parts: Parts, order: SampleOrder, losses: list[float],
         "grad_scaler": None if parts.scaler is None else encode(parts.scaler.state_dict(), "grad_scaler", tensors),
     }
     blobs = {
-        MODEL_NAME: save(to_cpu_state(parts.model.state_dict()), metadata=METADATA),
-        OPTIMIZER_NAME: save(to_cpu_state(tensors), metadata=METADATA),
+        MODEL_NAME: save(_serialisable(parts.model.state_dict()), metadata=METADATA),
+        OPTIMIZER_NAME: save(_serialisable(tensors), metadata=METADATA),
     }
     return blobs, state
 
@@ -156,6 +156,24 @@ def decode(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
         if tag == "$items":
             return {decode(k, tensors): decode(v, tensors) for k, v in value}
     return {k: decode(v, tensors) for k, v in node.items()}
+
+
+def _serialisable(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, sorted; copied only where storage is shared (safetensors refuses that).
+
+    Unlike `weights.to_cpu_state` this does not clone every tensor: they are
+    serialised at once, while the loop waits, so a copy would only cost time.
+    """
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen and t.numel():
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out
 
 
 def _cuda_ready() -> bool:

@@ -194,3 +194,17 @@ def test_dropout_draws_from_the_torch_rng() -> None:
     torch.set_rng_state(state)
     assert torch.equal(a, net(x))
     assert [k for k in MLP(4, 16, 2).state_dict()] == ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"]
+
+
+def test_tied_weights_are_checkpointed_without_copying_the_rest() -> None:
+    from safetensors.torch import load, save
+
+    from repro.trainstate import _serialisable
+
+    w, b = torch.randn(3, 3), torch.randn(3)
+    out = _serialisable({"enc.weight": w, "dec.weight": w, "bias": b})
+    assert list(out) == ["bias", "dec.weight", "enc.weight"]
+    assert out["bias"].data_ptr() == b.data_ptr()  # not copied
+    assert (out["dec.weight"].data_ptr() == w.data_ptr()) != (out["enc.weight"].data_ptr() == w.data_ptr())
+    back = load(save(out))
+    assert torch.equal(back["enc.weight"], w) and torch.equal(back["dec.weight"], w)
