@@ -116,12 +116,15 @@ def bench_large(tmp: Path, width: int, layers: int, repeats: int) -> None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
 
-    t_repro = median_time(repro_write, repeats)
+    cases = {"save": lambda: torch_save(False), "save_sync": lambda: torch_save(True), "repro": repro_write,
+             "load": torch_read, "read": repro_read}
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(repeats):  # alternate; flush dirty pages first so no case pays for the one before
+        for name, fn in cases.items():
+            os.sync()
+            times[name].append(median_time(fn, 1))
+    t_save, t_save_sync, t_repro, t_load, t_read = (statistics.median(times[k]) for k in cases)
     size = sum(p.stat().st_size for p in (root / checkpoint.dir_name(1)).iterdir())
-    t_save = median_time(lambda: torch_save(False), repeats)
-    t_save_sync = median_time(lambda: torch_save(True), repeats)
-    t_read = median_time(repro_read, repeats)
-    t_load = median_time(torch_read, repeats)
     print(f"one checkpoint: {params / 1e6:.1f}M parameters + Adam state, {size / 2**30:.2f} GiB; median of {repeats}")
     print(f"  torch.save (no fsync)          {t_save:6.2f} s   1.00x")
     print(f"  torch.save + fsync             {t_save_sync:6.2f} s   {t_save_sync / t_save:.2f}x")
