@@ -208,3 +208,22 @@ def test_tied_weights_are_checkpointed_without_copying_the_rest() -> None:
     assert (out["dec.weight"].data_ptr() == w.data_ptr()) != (out["enc.weight"].data_ptr() == w.data_ptr())
     back = load(save(out))
     assert torch.equal(back["enc.weight"], w) and torch.equal(back["dec.weight"], w)
+
+
+def test_manifest_golden_bytes(tmp_path: Path) -> None:
+    import hashlib
+
+    blobs = {"model.safetensors": b"m", "optimizer.safetensors": b"oo", "state.json": b"{}\n"}
+    path = checkpoint.write(tmp_path, 7, blobs)
+    h = {k: hashlib.sha256(v).hexdigest() for k, v in blobs.items()}
+    assert (path / "MANIFEST.json").read_text() == (
+        '{\n  "files": [\n'
+        f'    {{\n      "hashes": {{\n        "sha256": "{h["model.safetensors"]}"\n      }},\n'
+        '      "path": "model.safetensors",\n      "size": 1\n    },\n'
+        f'    {{\n      "hashes": {{\n        "sha256": "{h["optimizer.safetensors"]}"\n      }},\n'
+        '      "path": "optimizer.safetensors",\n      "size": 2\n    },\n'
+        f'    {{\n      "hashes": {{\n        "sha256": "{h["state.json"]}"\n      }},\n'
+        '      "path": "state.json",\n      "size": 3\n    }\n'
+        '  ],\n  "step": 7,\n  "version": 1\n}\n'
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000007"]  # no temp folder left
