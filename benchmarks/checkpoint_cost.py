@@ -114,7 +114,7 @@ def bench_large(tmp: Path, width: int, layers: int, repeats: int) -> None:
     opt.step()  # creates exp_avg and exp_avg_sq: the state is 3x the parameters
     parts, order = Parts(model, opt, None, None), SampleOrder(1000, 10, 0, True)
     record = {"inputs": {"config": {"resolved": {}, "sha256": "0" * 64}, "data": {"files": [], "root_digest": ""},
-                         "code": {"files": [], "root_digest": "", "git": None, "repro": {}}},
+                         "code": {"files": [], "root_digest": "", "repro": {}}},
               "build": {"packages": {}}, "resumes": []}
     root, pt = tmp / "checkpoints", tmp / "state.pt"
 

@@ -8,6 +8,7 @@ this run's; otherwise we refuse and name what changed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ class Session:
     resumes: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     written: int = 0
+    # Test hook (checkpoint.PAUSE_STEP_ENV), read once: the loop calls after_step every step.
+    pause_step: str | None = field(default_factory=lambda: os.environ.get(checkpoint.PAUSE_STEP_ENV))
 
     def after_step(self, step: int, capture: Capture) -> None:
         if self.spec.every and step % self.spec.every == 0:
@@ -55,7 +58,8 @@ class Session:
             checkpoint.write(self.root, step, blobs)
             checkpoint.prune(self.root, self.spec.keep)
             self.written += 1
-        checkpoint.pause_if_asked(checkpoint.PAUSE_STEP_ENV, step, self.root)
+        if self.pause_step == str(step):
+            checkpoint.pause_if_asked(checkpoint.PAUSE_STEP_ENV, step, self.root)
 
     def report(self) -> dict[str, Any]:
         """What run.json says about checkpoints and resumes (never the lock)."""
@@ -156,8 +160,6 @@ def changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     out += _file_changes("data file", old_in["data"]["files"], new_in["data"]["files"])
     out += _file_changes("code file", old_in["code"]["files"], new_in["code"]["files"])
     out += _file_changes("repro source file", old_in["code"]["repro"]["files"], new_in["code"]["repro"]["files"])
-    if old_in["code"]["git"] != new_in["code"]["git"]:
-        out.append(f"git state is {_show(new_in['code']['git'])}, the checkpoint has {_show(old_in['code']['git'])}")
     old_b, new_b = saved["build"], now["build"]
     out += [f"package {name} is {_show(b)}, the checkpoint has {_show(a)}"
             for name, a, b in _tree_diff(old_b["packages"], new_b["packages"])]

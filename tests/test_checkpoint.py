@@ -74,7 +74,7 @@ def _write_one(root: Path, parts: Parts, step: int) -> Path:
         digest.update(order.batch(s))
     blobs, state = capture(step, parts, order, [0.5] * step, digest)
     state.update(inputs={"config": {"resolved": {}, "sha256": "0" * 64}, "data": {"files": [], "root_digest": "0"},
-                         "code": {"files": [], "root_digest": "0", "git": None, "repro": {}}},
+                         "code": {"files": [], "root_digest": "0", "repro": {}}},
                  build={"packages": {}}, resumes=[])
     blobs[checkpoint.STATE_NAME] = canonical_json(state)
     return checkpoint.write(root, step, blobs)
@@ -152,7 +152,7 @@ def test_checkpoint_settings_are_not_hashed() -> None:
 def test_changes_names_config_keys_files_and_packages() -> None:
     f = {"path": "d.csv", "size": 1, "hashes": {"sha256": "a" * 64}}
     base = {"inputs": {"config": {"resolved": {"trainer": {"lr": 0.01}, "seed": 0}},
-                       "data": {"files": [f]}, "code": {"files": [], "git": None, "repro": {"files": []}}},
+                       "data": {"files": [f]}, "code": {"files": [], "repro": {"files": []}}},
             "build": {"threads": 2, "packages": {"torch": "2.13.0"}}}
     now = json.loads(json.dumps(base))
     assert resume.changes(base, now) == []
