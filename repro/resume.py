@@ -71,34 +71,57 @@ class Session:
         }
 
 
+class _StaleLockFile(Exception):
+    """We won the flock on a lock file that its last holder had already deleted."""
+
+
 @contextmanager
 def hold_out_dir(out_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on `out_dir` (Busy if another build has it).
 
-    The lock is an flock, so the kernel drops it when its holder dies, even by
-    SIGKILL. If this build created `out_dir` and fails, the folders it made are
-    removed again when nothing but the lock file is in them.
+    The lock is an flock on `out_dir/.repro-train.lock`, so the kernel drops it
+    when its holder dies, even by SIGKILL. The file is deleted when the build
+    ends, so no stray file is left among the outputs (a release folder, a git or
+    DVC tracked directory); a process that opened it just before, and wins the
+    flock on the deleted file, sees that it is stale and tries again. If this
+    build created `out_dir` and fails, the empty folders it made are removed.
     """
     from filelock import FileLock, Timeout
 
+    path = out_dir / LOCK_NAME
+
+    def current(fd: int) -> None:
+        held = os.fstat(fd)
+        try:
+            named = os.stat(path)
+        except FileNotFoundError:
+            raise _StaleLockFile from None
+        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+            raise _StaleLockFile
+
     created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out_dir / LOCK_NAME), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise Busy(f"{out_dir}: another `repro train` is running there (it holds {LOCK_NAME}); "
-                   "wait for it to finish or use another out_dir") from None
+    lock = FileLock(str(path), timeout=0, on_acquired=current)
+    for _ in range(10):
+        try:
+            lock.acquire()
+            break
+        except Timeout:
+            raise Busy(f"{out_dir}: another `repro train` is running there (it holds {LOCK_NAME}); "
+                       "wait for it to finish or use another out_dir") from None
+        except _StaleLockFile:
+            continue
+    else:
+        raise Busy(f"{out_dir}: could not lock {LOCK_NAME} (it keeps being replaced); try again")
     ok = False
     try:
         yield
         ok = True
     finally:
-        if not ok and created and [p.name for p in out_dir.iterdir()] == [LOCK_NAME]:
-            (out_dir / LOCK_NAME).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # while still holding it; see `current`
         lock.release()
         if not ok:
-            for p in created:  # deepest first
+            for p in created:  # deepest first; stops at the first that is not empty
                 try:
                     p.rmdir()
                 except OSError:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from repro.config import TrainerSpec, require
+from repro.config import TrainerSpec
 from repro.data import DataSpec, load_splits
 from repro.determinism import apply_torch_pins, cuda_facts, seed_everything, seed_worker, torch_generator
 from repro.errors import ConfigError, TrainingFailed
@@ -124,7 +124,8 @@ def train(
     flags["seeds"] = seed_everything(pins.seed)
     model = instantiate(cfg["model"], "model")
     optimizer = instantiate(cfg["trainer"]["optimizer"], "trainer.optimizer")(model.parameters())
-    sched_node = require(cfg, "trainer.scheduler", (dict, type(None)))
+    # Optional: a project's own trainer group may predate the key; absent means none.
+    sched_node = cfg["trainer"].get("scheduler")
     scheduler = None if sched_node is None else instantiate(sched_node, "trainer.scheduler")(optimizer)
 
     accelerator = Accelerator(cpu=pins.device == "cpu", mixed_precision=PRECISION_TO_ACCELERATE[pins.precision])

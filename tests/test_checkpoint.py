@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -177,6 +178,7 @@ def test_out_dir_lock_refuses_a_second_holder_and_cleans_up_after_failure(tmp_pa
         assert "another `repro train` is running there" in other.stdout
         with pytest.raises(Busy), resume.hold_out_dir(out):
             pass
+    assert not (out / resume.LOCK_NAME).exists()  # deleted when the build ends
     with pytest.raises(RuntimeError), resume.hold_out_dir(out):
         raise RuntimeError("training failed")
     assert out.is_dir()  # it existed before that build: left alone
@@ -227,3 +229,20 @@ def test_manifest_golden_bytes(tmp_path: Path) -> None:
         '  ],\n  "step": 7,\n  "version": 1\n}\n'
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000007"]  # no temp folder left
+
+
+def test_out_dir_lock_retries_when_its_file_was_deleted_under_it(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Winning the flock on a lock file whose holder just deleted it must not count."""
+    real_stat, lock_path, calls = os.stat, tmp_path / "out" / resume.LOCK_NAME, []
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if path == lock_path:
+            calls.append(path)
+            if len(calls) == 1:
+                raise FileNotFoundError(path)  # as if the previous holder unlinked it right then
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", stat)
+    with resume.hold_out_dir(tmp_path / "out"):
+        assert len(calls) == 2 and lock_path.is_file()
