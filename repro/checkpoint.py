@@ -10,12 +10,14 @@ damaged afterwards, and a damaged one fails its digests and is skipped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import canonical_json, fsync_dir, sha256_bytes
-from repro.errors import CheckpointError
+from repro.errors import CheckpointError, TrainingFailed
 
 VERSION = 1
 DIR_NAME = "checkpoints"
@@ -44,14 +46,19 @@ PAUSE_STEP_ENV = "REPRO_TEST_PAUSE_STEP"
 _STEP_DIR = re.compile(r"^step-(\d{8,})$")
 
 
+# Writes one file of a checkpoint to the path it is given (safetensors' save_file, ...).
+Writer = Callable[[Path], None]
+CHUNK = 1 << 20
+
+
 @dataclass(frozen=True)
 class Checkpoint:
-    """One verified checkpoint: its parsed state and the bytes of every file."""
+    """One verified checkpoint: its parsed state and the paths of its files."""
 
     path: Path
     step: int
     state: dict[str, Any]
-    blobs: dict[str, bytes]
+    files: dict[str, Path]
 
 
 def dir_name(step: int) -> str:
@@ -64,36 +71,41 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
-def write(root: Path, step: int, blobs: dict[str, bytes]) -> Path:
+def write(root: Path, step: int, writers: dict[str, Writer]) -> Path:
     """Write `root/step-N/` atomically: files into a temp folder, manifest last, rename.
 
     The unit of atomicity is the folder: a temp folder beside the final one, every
     file in it written and fsynced, the folder fsynced, `os.replace` to its name,
     then `root` fsynced. (A temp name per file inside a folder that is itself
-    temporary would only add fsyncs.)
+    temporary would only add fsyncs.) Files stream to disk and are hashed back
+    from the page cache, so a checkpoint never sits in memory a second time.
     """
-    missing = [n for n in REQUIRED if n not in blobs]
+    missing = [n for n in REQUIRED if n not in writers]
     if missing:
         raise ValueError(f"checkpoint at step {step} lacks {missing}")
     root.mkdir(parents=True, exist_ok=True)
     final = root / dir_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
-    names = sorted(blobs)
+    names = sorted(writers)
     try:
-        # hashlib releases the GIL: hash in threads while this one writes.
+        # hashlib releases the GIL: hash and fsync each file in a thread while the next is written.
         with ThreadPoolExecutor(max_workers=2) as pool:
-            digests = pool.map(sha256_bytes, [blobs[n] for n in names])
+            pending = {}
             for i, name in enumerate(names):
-                _write_synced(tmp / name, blobs[name])
+                writers[name](tmp / name)
+                pending[name] = pool.submit(_hash_file, tmp / name, True)
                 if i == 0:
                     pause_if_asked(PAUSE_CHECKPOINT_ENV, step, root)
-            files = [{"path": n, "size": len(blobs[n]), "hashes": {"sha256": d}}
-                     for n, d in zip(names, digests, strict=True)]
+            files = [{"path": n, "size": size, "hashes": {"sha256": digest}}
+                     for n in names for size, digest in [pending[n].result()]]
         _write_synced(tmp / MANIFEST_NAME, canonical_json({"version": VERSION, "step": step, "files": files}))
         fsync_dir(tmp)
         if final.exists():  # an unusable earlier write of this step (it was skipped on resume)
             _remove(final)
         os.replace(tmp, final)
+    except OSError as exc:  # a full disk, a quota: the run itself failed, say so in one line
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingFailed(f"writing checkpoint {root / final.name}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -108,30 +120,56 @@ def read(path: Path) -> Checkpoint:
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a checkpoint folder (expected {MANIFEST_NAME} and safetensors files)")
     manifest = _load_json(path / MANIFEST_NAME, f"{path.name}/{MANIFEST_NAME}", "#/$defs/manifest")
-    blobs: dict[str, bytes] = {}
-    for rec in manifest["files"]:
-        name = rec["path"]
-        refuse_pickled(path / name)
-        try:
-            data = (path / name).read_bytes()
-        except OSError as exc:
-            raise CheckpointError(f"{path.name}/{name}: cannot read ({exc.strerror})") from None
-        if len(data) != rec["size"]:
-            raise CheckpointError(
-                f"{path.name}/{name}: {len(data)} bytes, the manifest records {rec['size']} (truncated?)")
-        digest = sha256_bytes(data)
-        if digest != rec["hashes"]["sha256"]:
-            raise CheckpointError(
-                f"{path.name}/{name}: sha256 {digest[:12]}…, the manifest records {rec['hashes']['sha256'][:12]}…")
-        blobs[name] = data
-    absent = [n for n in REQUIRED if n not in blobs]
+    records = {rec["path"]: rec for rec in manifest["files"]}
+    absent = [n for n in REQUIRED if n not in records]
     if absent:
         raise CheckpointError(f"{path.name}/{MANIFEST_NAME}: lists no {absent}")
-    state = _parse_json(blobs[STATE_NAME], f"{path.name}/{STATE_NAME}", "#/$defs/state")
+    for name, rec in records.items():
+        refuse_pickled(path / name)
+        if name != STATE_NAME:
+            _check(path, name, rec, *_hash_file(path / name, False, f"{path.name}/{name}"))
+    try:  # state.json is parsed from the very bytes that were checked
+        raw = (path / STATE_NAME).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path.name}/{STATE_NAME}: cannot read ({exc.strerror})") from None
+    _check(path, STATE_NAME, records[STATE_NAME], len(raw), sha256_bytes(raw))
+    state = _parse_json(raw, f"{path.name}/{STATE_NAME}", "#/$defs/state")
     named = parse_step(path.name)
     if manifest["step"] != state["step"] or named not in (None, state["step"]):
         raise CheckpointError(f"{path.name}: folder name, manifest and state.json disagree on the step")
-    return Checkpoint(path, state["step"], state, blobs)
+    return Checkpoint(path, state["step"], state, {name: path / name for name in records})
+
+
+def bytes_writer(data: bytes) -> Writer:
+    """A Writer for content already in memory (state.json)."""
+    return lambda path: path.write_bytes(data)
+
+
+def _check(path: Path, name: str, rec: dict[str, Any], size: int, digest: str) -> None:
+    if size != rec["size"]:
+        raise CheckpointError(f"{path.name}/{name}: {size} bytes, the manifest records {rec['size']} (truncated?)")
+    if digest != rec["hashes"]["sha256"]:
+        raise CheckpointError(
+            f"{path.name}/{name}: sha256 {digest[:12]}…, the manifest records {rec['hashes']['sha256'][:12]}…")
+
+
+def _hash_file(path: Path, sync: bool, where: str = "") -> tuple[int, str]:
+    """Size and sha256 of a file, streamed; with `sync`, fsync it too (Linux flushes via any fd)."""
+    h, size = hashlib.sha256(), 0
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            while n := fh.readinto(buf):
+                h.update(view[:n])
+                size += n
+            if sync:
+                os.fsync(fh.fileno())
+    except OSError as exc:
+        if sync:
+            raise
+        raise CheckpointError(f"{where}: cannot read ({exc.strerror})") from None
+    return size, h.hexdigest()
 
 
 def newest_valid(root: Path) -> tuple[Checkpoint | None, list[str]]:

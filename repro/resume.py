@@ -24,7 +24,7 @@ from repro.errors import Busy, CheckpointError
 LOCK_NAME = ".repro-train.lock"
 Mode = Literal["auto", "restart", "fresh"]
 Notify = Callable[[str], None]
-Capture = Callable[[], tuple[dict[str, bytes], dict[str, Any]]]
+Capture = Callable[[], tuple[dict[str, checkpoint.Writer], dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,10 @@ class Session:
 
     def after_step(self, step: int, capture: Capture) -> None:
         if self.spec.every and step % self.spec.every == 0:
-            blobs, state = capture()
+            writers, state = capture()
             state.update(self.record, resumes=self.resumes)
-            blobs[checkpoint.STATE_NAME] = canonical_json(state)
-            checkpoint.write(self.root, step, blobs)
+            writers[checkpoint.STATE_NAME] = checkpoint.bytes_writer(canonical_json(state))
+            checkpoint.write(self.root, step, writers)
             checkpoint.prune(self.root, self.spec.keep)
             self.written += 1
         if self.pause_step == str(step):

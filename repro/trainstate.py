@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load, save
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from repro.checkpoint import MODEL_NAME, OPTIMIZER_NAME, VERSION, Checkpoint
+from repro.checkpoint import MODEL_NAME, OPTIMIZER_NAME, VERSION, Checkpoint, Writer
 from repro.errors import CheckpointError
 from repro.sampling import OrderDigest, SampleOrder
 from repro.weights import METADATA
@@ -37,8 +37,11 @@ class Parts:
 
 
 def capture(step: int, parts: Parts, order: SampleOrder, losses: list[float],
-            digest: OrderDigest) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """The safetensors files and the JSON state of a checkpoint taken after `step` steps."""
+            digest: OrderDigest) -> tuple[dict[str, Writer], dict[str, Any]]:
+    """Writers of the safetensors files and the JSON state of a checkpoint after `step` steps.
+
+    The writers read the live tensors: call them before the next step.
+    """
     tensors: dict[str, torch.Tensor] = {}
     epoch, offset = order.position(step)
     state = {
@@ -51,19 +54,21 @@ def capture(step: int, parts: Parts, order: SampleOrder, losses: list[float],
         "scheduler": None if parts.scheduler is None else encode(parts.scheduler.state_dict(), "scheduler", tensors),
         "grad_scaler": None if parts.scaler is None else encode(parts.scaler.state_dict(), "grad_scaler", tensors),
     }
-    blobs = {
-        MODEL_NAME: save(_serialisable(parts.model.state_dict()), metadata=METADATA),
-        OPTIMIZER_NAME: save(_serialisable(tensors), metadata=METADATA),
+    model = _serialisable(parts.model.state_dict())
+    optim = _serialisable(tensors)
+    writers: dict[str, Writer] = {
+        MODEL_NAME: lambda path: save_file(model, str(path), metadata=METADATA),
+        OPTIMIZER_NAME: lambda path: save_file(optim, str(path), metadata=METADATA),
     }
-    return blobs, state
+    return writers, state
 
 
 def restore(ckpt: Checkpoint, parts: Parts, order: SampleOrder) -> tuple[OrderDigest, list[float]]:
     """Put the run back where `ckpt` was taken; the RNGs last, so nothing draws after them."""
     state, where = ckpt.state, ckpt.path.name
     try:
-        parts.model.load_state_dict(load(ckpt.blobs[MODEL_NAME]), strict=True)
-        tensors = load(ckpt.blobs[OPTIMIZER_NAME])
+        parts.model.load_state_dict(load_file(str(ckpt.files[MODEL_NAME])), strict=True)
+        tensors = load_file(str(ckpt.files[OPTIMIZER_NAME]))
         parts.optimizer.load_state_dict(decode(state["optimizer"], tensors))
         for key, obj in (("scheduler", parts.scheduler), ("grad_scaler", parts.scaler)):
             if (obj is None) != (state[key] is None):
@@ -162,7 +167,7 @@ def _serialisable(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """CPU, contiguous, sorted; copied only where storage is shared (safetensors refuses that).
 
     Unlike `weights.to_cpu_state` this does not clone every tensor: they are
-    serialised at once, while the loop waits, so a copy would only cost time.
+    written at once, while the loop waits, so a copy would only cost time and memory.
     """
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()

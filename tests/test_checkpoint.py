@@ -73,12 +73,12 @@ def _write_one(root: Path, parts: Parts, step: int) -> Path:
     digest = OrderDigest()
     for s in range(step):
         digest.update(order.batch(s))
-    blobs, state = capture(step, parts, order, [0.5] * step, digest)
+    writers, state = capture(step, parts, order, [0.5] * step, digest)
     state.update(inputs={"config": {"resolved": {}, "sha256": "0" * 64}, "data": {"files": [], "root_digest": "0"},
                          "code": {"files": [], "root_digest": "0", "repro": {}}},
                  build={"packages": {}}, resumes=[])
-    blobs[checkpoint.STATE_NAME] = canonical_json(state)
-    return checkpoint.write(root, step, blobs)
+    writers[checkpoint.STATE_NAME] = checkpoint.bytes_writer(canonical_json(state))
+    return checkpoint.write(root, step, writers)
 
 
 def test_write_read_restore_is_exact(tmp_path: Path) -> None:
@@ -216,7 +216,7 @@ def test_manifest_golden_bytes(tmp_path: Path) -> None:
     import hashlib
 
     blobs = {"model.safetensors": b"m", "optimizer.safetensors": b"oo", "state.json": b"{}\n"}
-    path = checkpoint.write(tmp_path, 7, blobs)
+    path = checkpoint.write(tmp_path, 7, {k: checkpoint.bytes_writer(v) for k, v in blobs.items()})
     h = {k: hashlib.sha256(v).hexdigest() for k, v in blobs.items()}
     assert (path / "MANIFEST.json").read_text() == (
         '{\n  "files": [\n'
