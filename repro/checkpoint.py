@@ -142,7 +142,11 @@ def read(path: Path) -> Checkpoint:
 
 def bytes_writer(data: bytes) -> Writer:
     """A Writer for content already in memory (state.json)."""
-    return lambda path: path.write_bytes(data)
+
+    def write(path: Path) -> None:
+        path.write_bytes(data)
+
+    return write
 
 
 def _check(path: Path, name: str, rec: dict[str, Any], size: int, digest: str) -> None:
