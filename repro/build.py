@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro import lockfile
+from repro import checkpoint, lockfile
 from repro.canonical import atomic_write_bytes, atomic_write_json
-from repro.config import require
+from repro.config import CheckpointSpec, require
 from repro.data import DataSpec, data_file_list
 from repro.hashing import Progress
 from repro.inputs import code_block, config_digest, data_block, git_state
 from repro.pins import Pins, apply_process_env, check_capability, package_versions, resolve_pins
 from repro.release import ReleaseTerms
+from repro.resume import Notify, ResumeOptions, hold_out_dir
+from repro.resume import start as start_checkpoints
 
 WEIGHTS_NAME = "model.safetensors"
 METRICS_NAME = "metrics.jsonl"
@@ -45,6 +47,7 @@ class BuildReport:
     metrics: dict[str, float]
     final_loss: float | None
     seconds: float
+    resumed_from_step: int | None = None
 
 
 def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
@@ -81,26 +84,40 @@ def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
 
 
 def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
+              resume: ResumeOptions | None = None, notify: Notify | None = None,
               rehash: bool = False) -> BuildReport:
     """Train from a resolved config and write `out_dir`; the lock is written last.
 
+    `out_dir` is locked for the whole build; a run that was interrupted resumes from
+    its newest usable checkpoint (see `repro.resume`) and ends in the same bytes.
     `rehash=True` reads every data byte rather than trusting the stat cache.
     """
     started = time.monotonic()
     resolved, pins = concrete_pins(resolved)
     ReleaseTerms.from_config(resolved)  # a malformed licence or data location must not reach the lock
     apply_process_env(pins)
+    spec = CheckpointSpec.from_config(resolved)
+    with hold_out_dir(out_dir):
+        return _build_locked(resolved, pins, spec, root, out_dir, quiet, resume or ResumeOptions(),
+                             notify or (lambda _msg: None), started, rehash)
+
+
+def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root: Path, out_dir: Path,
+                  quiet: bool, resume: ResumeOptions, notify: Notify, started: float, rehash: bool) -> BuildReport:
     from repro.progress import byte_bar, step_bar
 
     with byte_bar(quiet, "hash data") as bar:
         inputs, files = hash_inputs(resolved, root, use_cache=not rehash, progress=bar)
+    packages = package_versions()
+    session = start_checkpoints(out_dir, spec, {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},
+                                resume, notify)
 
     from repro.train import train
     from repro.weights import save_weights, tensor_records
 
     every = require(resolved, "trainer.log_every", int)
     with step_bar(require(resolved, "trainer.max_steps", int), quiet) as on_step:
-        result = train(resolved, pins, root, files, on_step=on_step)
+        result = train(resolved, pins, root, files, on_step=on_step, checkpoints=session)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = save_weights(result.state, out_dir / WEIGHTS_NAME)
@@ -111,7 +128,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     atomic_write_bytes(out_dir / METRICS_NAME, ("\n".join(metrics_lines) + "\n").encode())
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
-    build = {**pins.to_json(), "flags": result.flags, "packages": package_versions(), "cuda": result.flags.pop("cuda")}
+    build = {**pins.to_json(), "flags": result.flags, "packages": packages, "cuda": result.flags.pop("cuda")}
     outputs = {
         "weights": {"path": WEIGHTS_NAME, "size": len(weights), "hashes": {"sha256": hashlib.sha256(weights).hexdigest()},
                     "tensors": tensor_records(result.state)},
@@ -127,13 +144,18 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
         "cores": os.cpu_count(), "wall_seconds": round(seconds, 3), "finished_unix": int(time.time()),
         "datasets_fingerprint": result.dataset_fingerprint, "python_executable": sys.executable,
         "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]),
+        **session.report(),
     })
     lock_bytes = lockfile.write(out_dir / lockfile.LOCK_NAME, lock)
+    # The outputs are complete: checkpoints served their purpose, and left here
+    # they would end up in whatever tracks out_dir (a DVC output, a release).
+    checkpoint.clear(session.root)
     return BuildReport(
         out_dir=out_dir, weights_sha256=outputs["weights"]["hashes"]["sha256"],
         lock_sha256=hashlib.sha256(lock_bytes).hexdigest(), config_sha256=inputs["config"]["sha256"],
         data_root_digest=inputs["data"]["root_digest"], metrics=result.metrics,
         final_loss=outputs["final_loss"], seconds=seconds,
+        resumed_from_step=None if session.resume is None else session.resume.step,
     )
 
 

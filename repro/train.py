@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -23,6 +24,10 @@ from repro.errors import ConfigError, TrainingFailed
 from repro.pins import Pins
 from repro.sampling import OrderDigest, SampleOrder
 from repro.tasks import Batch, Task
+from repro.trainstate import Parts, capture, restore
+
+if TYPE_CHECKING:
+    from repro.resume import Session
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -65,11 +70,11 @@ class _Steps(Sampler[torch.Tensor]):
 
 
 def _batches(
-    tensors: Batch, order: SampleOrder, spec: TrainerSpec, seed: int
+    tensors: Batch, order: SampleOrder, spec: TrainerSpec, seed: int, start: int = 0
 ) -> Iterator[tuple[torch.Tensor, Batch]]:
-    """(rows, batch) in step order. In memory, a gather per step; with workers, a
-    DataLoader whose workers are seeded from our generator."""
-    steps = _Steps(order, 0, spec.max_steps)
+    """(rows, batch) for steps [start, max_steps). In memory, a gather per step; with
+    workers, a DataLoader whose workers are seeded from our generator."""
+    steps = _Steps(order, start, spec.max_steps)
     if spec.num_workers == 0:
         return ((rows, {k: v[rows] for k, v in tensors.items()}) for rows in steps)
     loader = DataLoader(_Rows(tensors), batch_size=None, sampler=steps, num_workers=spec.num_workers,
@@ -97,8 +102,12 @@ def train(
     root: Path,
     data_files: list[str],
     on_step: Callable[[int, float], None] | None = None,
+    checkpoints: Session | None = None,
 ) -> TrainResult:
-    """Train once from a resolved config under applied pins; return tensors and traces."""
+    """Train once from a resolved config under applied pins; return tensors and traces.
+
+    With `checkpoints`, resume from `checkpoints.resume` if set and save after steps.
+    """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -115,6 +124,9 @@ def train(
     flags["seeds"] = seed_everything(pins.seed)
     model = instantiate(cfg["model"], "model")
     optimizer = instantiate(cfg["trainer"]["optimizer"], "trainer.optimizer")(model.parameters())
+    # Optional: a project's own trainer group may predate the key; absent means none.
+    sched_node = cfg["trainer"].get("scheduler")
+    scheduler = None if sched_node is None else instantiate(sched_node, "trainer.scheduler")(optimizer)
 
     accelerator = Accelerator(cpu=pins.device == "cpu", mixed_precision=PRECISION_TO_ACCELERATE[pins.precision])
     try:
@@ -132,9 +144,15 @@ def train(
         inner = optimizer.optimizer if plain else optimizer
         step_fn, zero_fn = inner.step, inner.zero_grad
         backward = (lambda t: t.backward()) if plain else accelerator.backward
-        digest, losses = OrderDigest(), []
+        resume = checkpoints.resume if checkpoints is not None else None
+        start = resume.step if resume is not None else 0
+        parts = Parts(accelerator.unwrap_model(model), optimizer, scheduler, accelerator.scaler)
+        batches = _batches(train_t, order, spec, pins.seed, start)
+        digest, losses = OrderDigest(), list[float]()
+        if resume is not None:  # restores the RNGs last: nothing may draw before the next step
+            digest, losses = restore(resume, parts, order)
         model.train()
-        for step, (rows, batch) in enumerate(_batches(train_t, order, spec, pins.seed)):
+        for step, (rows, batch) in enumerate(batches, start):
             digest.update(rows)
             if autocast:
                 with accelerator.autocast():
@@ -143,11 +161,15 @@ def train(
                 loss = task.loss(model, batch)
             backward(loss)
             step_fn()
+            if scheduler is not None:
+                scheduler.step()
             zero_fn(set_to_none=True)
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingFailed(f"loss became {value} at step {step + 1}; lower trainer.lr or check the data")
             losses.append(value)
+            if checkpoints is not None:
+                checkpoints.after_step(step + 1, partial(capture, step + 1, parts, order, losses, digest))
             if on_step is not None:
                 on_step(step + 1, value)
 
