@@ -23,10 +23,10 @@ from repro import checkpoint, launch, lockfile
 from repro.canonical import atomic_write_bytes, atomic_write_json
 from repro.config import CheckpointSpec, require
 from repro.data import DataSpec, data_file_list
+from repro.errors import ConfigError
 from repro.inputs import code_block, config_digest, files_block, git_state
 from repro.pins import Pins, apply_process_env, check_capability, package_versions, resolve_pins
 from repro.release import ReleaseTerms
-from repro.errors import ConfigError
 from repro.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.resume import start as start_checkpoints
 
@@ -93,9 +93,9 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     require_divisible(resolved, pins)
     require_portable(resolved, pins)
     if pins.world_size > 1 and not launch.under_launcher():
+        source = None if resume.source is None else str(resume.source)
         launch.spawn({"resolved": resolved, "root": str(root), "out_dir": str(out_dir), "quiet": quiet,
-                      "resume_mode": resume.mode, "resume_source": None if resume.source is None else str(resume.source)},
-                     pins)
+                      "resume_mode": resume.mode, "resume_source": source}, pins)
         return _report_from(out_dir, started)
     apply_process_env(pins)
     rank, _ = launch.check_world(pins)
@@ -141,7 +141,8 @@ def _build_rank(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root
     launch.barrier(pins)  # rank 0 has picked (and cleaned up to) the checkpoint to resume from
     ckpt = None
     if resume.mode != "fresh":
-        ckpt = checkpoint.read(resume.source) if resume.source else checkpoint.newest_valid(out_dir / checkpoint.DIR_NAME)[0]
+        root_dir = out_dir / checkpoint.DIR_NAME
+        ckpt = checkpoint.read(resume.source) if resume.source else checkpoint.newest_valid(root_dir)[0]
     session = Session(out_dir / checkpoint.DIR_NAME, replace(spec, every=0), {}, resume=ckpt)
     session.pause_step = None
     train(resolved, pins, root, files, checkpoints=session)
@@ -190,8 +191,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
     build = {**pins.to_json(), "flags": result.flags, "packages": packages, "cuda": result.flags.pop("cuda")}
     outputs = {
-        "weights": {"path": WEIGHTS_NAME, "size": len(weights), "hashes": {"sha256": hashlib.sha256(weights).hexdigest()},
-                    "tensors": tensor_records(result.state)},
+        "weights": {"path": WEIGHTS_NAME, "size": len(weights),
+                    "hashes": {"sha256": hashlib.sha256(weights).hexdigest()}, "tensors": tensor_records(result.state)},
         "final_loss": result.losses[-1] if result.losses else None,
         "loss_trajectory": loss_trajectory(result.losses, every),
         "metrics": result.metrics,

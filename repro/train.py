@@ -79,7 +79,7 @@ def _batches(
         return ((rows, {k: v[rows] for k, v in tensors.items()}) for rows in steps)
     loader = DataLoader(_Rows(tensors), batch_size=None, sampler=steps, num_workers=spec.num_workers,
                         worker_init_fn=seed_worker, generator=torch_generator(seed))
-    return zip(iter(steps), loader)
+    return zip(iter(steps), loader, strict=True)
 
 
 def _accelerator(pins: Pins) -> Any:
