@@ -15,19 +15,20 @@ import socket
 import struct
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from repro import checkpoint, lockfile
+from repro import checkpoint, launch, lockfile
 from repro.canonical import atomic_write_bytes, atomic_write_json
 from repro.config import CheckpointSpec, require
 from repro.data import DataSpec, data_file_list
+from repro.errors import ConfigError
 from repro.hashing import Progress
 from repro.inputs import code_block, config_digest, data_block, git_state
 from repro.pins import Pins, apply_process_env, check_capability, package_versions, resolve_pins
 from repro.release import ReleaseTerms
-from repro.resume import Notify, ResumeOptions, hold_out_dir
+from repro.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.resume import start as start_checkpoints
 
 WEIGHTS_NAME = "model.safetensors"
@@ -85,7 +86,7 @@ def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
 
 def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
               resume: ResumeOptions | None = None, notify: Notify | None = None,
-              rehash: bool = False) -> BuildReport:
+              rehash: bool = False) -> BuildReport | None:
     """Train from a resolved config and write `out_dir`; the lock is written last.
 
     `out_dir` is locked for the whole build; a run that was interrupted resumes from
@@ -95,11 +96,79 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     started = time.monotonic()
     resolved, pins = concrete_pins(resolved)
     ReleaseTerms.from_config(resolved)  # a malformed licence or data location must not reach the lock
-    apply_process_env(pins)
+    resume = resume or ResumeOptions()
     spec = CheckpointSpec.from_config(resolved)
+    require_divisible(resolved, pins)
+    require_portable(resolved, pins)
+    if pins.world_size > 1 and not launch.under_launcher():
+        source = None if resume.source is None else str(resume.source)
+        launch.spawn({"resolved": resolved, "root": str(root), "out_dir": str(out_dir), "quiet": quiet,
+                      "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins)
+        return _report_from(out_dir, started)
+    apply_process_env(pins)
+    rank, _ = launch.check_world(pins)
+    if rank != 0:  # other ranks train, but never write to out_dir
+        _build_rank(resolved, pins, spec, root, out_dir, resume)
+        return None
     with hold_out_dir(out_dir):
-        return _build_locked(resolved, pins, spec, root, out_dir, quiet, resume or ResumeOptions(),
+        return _build_locked(resolved, pins, spec, root, out_dir, quiet, resume,
                              notify or (lambda _msg: None), started, rehash)
+
+
+# torch optimizers whose update takes a square root (or another MKL vector-math
+# function): on the portable profile their bits differ between CPU models.
+NOT_PORTABLE = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.Adagrad", "torch.optim.RMSprop",
+                "torch.optim.Adadelta", "torch.optim.NAdam", "torch.optim.RAdam")
+
+
+def require_portable(resolved: dict[str, Any], pins: Pins) -> None:
+    """The portable profile refuses optimizers measured to differ across CPU models."""
+    target = resolved["trainer"]["optimizer"].get("_target_") if isinstance(resolved["trainer"].get("optimizer"),
+                                                                              dict) else None
+    if pins.profile == "portable" and target in NOT_PORTABLE:
+        raise ConfigError(
+            f"build.profile=portable with trainer.optimizer._target_={target}: its square root goes through MKL's "
+            "vector math, whose bits differ between CPU models; use repro.optim.PortableAdam (the same update) "
+            "or torch.optim.SGD, e.g. trainer=portable")
+
+
+def require_divisible(resolved: dict[str, Any], pins: Pins) -> None:
+    """Each rank takes an equal, contiguous slice of every global batch."""
+    batch = require(resolved, "trainer.batch_size", int)
+    if batch % pins.world_size:
+        raise ConfigError(f"trainer.batch_size={batch} is not divisible by build.world_size={pins.world_size}: "
+                          "every rank takes an equal slice of the global batch")
+
+
+def _build_rank(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root: Path, out_dir: Path,
+                resume: ResumeOptions) -> None:
+    """A rank other than 0: wait for rank 0 to settle the checkpoints, then train read-only."""
+    from repro.train import train
+
+    files = data_file_list(root, DataSpec.from_config(resolved))
+    launch.barrier(pins)  # rank 0 has picked (and cleaned up to) the checkpoint to resume from
+    ckpt = None
+    if resume.mode != "fresh":
+        root_dir = out_dir / checkpoint.DIR_NAME
+        ckpt = checkpoint.read(resume.source) if resume.source else checkpoint.newest_valid(root_dir)[0]
+    session = Session(out_dir / checkpoint.DIR_NAME, replace(spec, every=0), {}, resume=ckpt)
+    session.pause_step = None
+    train(resolved, pins, root, files, checkpoints=session)
+
+
+def _report_from(out_dir: Path, started: float) -> BuildReport:
+    """The report of a build that ranks wrote, read back from its lock."""
+    raw = (out_dir / lockfile.LOCK_NAME).read_bytes()
+    lock = lockfile.read(out_dir / lockfile.LOCK_NAME)
+    run = json.loads((out_dir / RUN_NAME).read_text(encoding="utf-8"))
+    resumed = run.get("resumed_from")
+    return BuildReport(
+        out_dir=out_dir, weights_sha256=lock["outputs"]["weights"]["hashes"]["sha256"],
+        lock_sha256=hashlib.sha256(raw).hexdigest(), config_sha256=lock["inputs"]["config"]["sha256"],
+        data_root_digest=lock["inputs"]["data"]["root_digest"], metrics=lock["outputs"]["metrics"],
+        final_loss=lock["outputs"]["final_loss"], seconds=time.monotonic() - started,
+        resumed_from_step=None if not resumed else int(resumed["step"]),
+    )
 
 
 def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root: Path, out_dir: Path,
@@ -111,6 +180,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     packages = package_versions()
     session = start_checkpoints(out_dir, spec, {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},
                                 resume, notify)
+    if pins.world_size > 1:
+        launch.barrier(pins)  # the other ranks now read the same resume point
 
     from repro.train import train
     from repro.weights import save_weights, tensor_records
@@ -130,8 +201,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
     build = {**pins.to_json(), "flags": result.flags, "packages": packages, "cuda": result.flags.pop("cuda")}
     outputs = {
-        "weights": {"path": WEIGHTS_NAME, "size": len(weights), "hashes": {"sha256": hashlib.sha256(weights).hexdigest()},
-                    "tensors": tensor_records(result.state)},
+        "weights": {"path": WEIGHTS_NAME, "size": len(weights),
+                    "hashes": {"sha256": hashlib.sha256(weights).hexdigest()}, "tensors": tensor_records(result.state)},
         "final_loss": result.losses[-1] if result.losses else None,
         "loss_trajectory": loss_trajectory(result.losses, every),
         "metrics": result.metrics,
@@ -181,8 +252,11 @@ def rebuild_main(spec_path: str) -> int:
     from repro.errors import ReproError
 
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    source = spec.get("resume_source")
+    options = ResumeOptions(mode=spec.get("resume_mode", "auto"), source=None if source is None else Path(source))
     try:
-        run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]))
+        run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]),
+                  resume=options, rehash=bool(spec.get("rehash", False)))
     except ReproError as exc:
         atomic_write_json(Path(spec["error_path"]), {"exit_code": exc.exit_code, "message": str(exc)})
         return exc.exit_code

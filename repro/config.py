@@ -160,10 +160,4 @@ class CheckpointSpec:
             raise ConfigError(f"config key trainer.checkpoint_every: expected >= 0 (0 = off), got {spec.every}")
         if spec.keep < 1:
             raise ConfigError(f"config key trainer.keep_checkpoints: expected >= 1, got {spec.keep}")
-        world = require(cfg, "build.world_size", int)
-        if spec.every and world > 1:
-            raise ConfigError(
-                f"config keys trainer.checkpoint_every={spec.every} and build.world_size={world}: checkpoints "
-                "support one process for now; set trainer.checkpoint_every=0"
-            )
         return spec

@@ -79,7 +79,18 @@ def _batches(
         return ((rows, {k: v[rows] for k, v in tensors.items()}) for rows in steps)
     loader = DataLoader(_Rows(tensors), batch_size=None, sampler=steps, num_workers=spec.num_workers,
                         worker_init_fn=seed_worker, generator=torch_generator(seed))
-    return zip(iter(steps), loader)
+    return zip(iter(steps), loader, strict=True)
+
+
+def _accelerator(pins: Pins) -> Any:
+    """accelerate's Accelerator, with a bounded wait on silent peers when distributed."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    from repro.launch import COLLECTIVE_TIMEOUT
+
+    return Accelerator(cpu=pins.device == "cpu", mixed_precision=PRECISION_TO_ACCELERATE[pins.precision],
+                       kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)])
 
 
 def instantiate(node: dict[str, Any], key: str) -> Any:
@@ -108,7 +119,6 @@ def train(
 
     With `checkpoints`, resume from `checkpoints.resume` if set and save after steps.
     """
-    from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
     flags = apply_torch_pins(pins)
@@ -128,8 +138,19 @@ def train(
     sched_node = cfg["trainer"].get("scheduler")
     scheduler = None if sched_node is None else instantiate(sched_node, "trainer.scheduler")(optimizer)
 
-    accelerator = Accelerator(cpu=pins.device == "cpu", mixed_precision=PRECISION_TO_ACCELERATE[pins.precision])
+    accelerator = _accelerator(pins)
     try:
+        rank, world = accelerator.process_index, accelerator.num_processes
+        if world != pins.world_size:
+            raise ConfigError(f"build.world_size is {pins.world_size} but {world} processes were launched")
+        per_rank = spec.batch_size // world
+        flags["distributed"] = {
+            "backend": accelerator.state.backend if world > 1 else None,
+            "batch_split": "contiguous",  # rank r takes rows [r*b, (r+1)*b) of every global batch
+            "per_rank_batch": per_rank,
+            "grad_accumulation": 1,
+            "loss_reduction": "mean over ranks in rank order",
+        }
         model, optimizer = accelerator.prepare(model, optimizer)
         order = SampleOrder(n_train, spec.batch_size, pins.seed, spec.shuffle)
         train_t = {k: v.to(accelerator.device) for k, v in train_t.items()}
@@ -152,8 +173,11 @@ def train(
         if resume is not None:  # restores the RNGs last: nothing may draw before the next step
             digest, losses = restore(resume, parts, order)
         model.train()
+        mine = slice(rank * per_rank, (rank + 1) * per_rank)
         for step, (rows, batch) in enumerate(batches, start):
             digest.update(rows)
+            if world > 1:
+                batch = {k: v[mine] for k, v in batch.items()}
             if autocast:
                 with accelerator.autocast():
                     loss = task.loss(model, batch)
@@ -164,7 +188,8 @@ def train(
             if scheduler is not None:
                 scheduler.step()
             zero_fn(set_to_none=True)
-            value = loss.item()
+            # Every rank records the same number: the mean of all ranks' losses, in rank order.
+            value = loss.item() if world == 1 else accelerator.gather(loss.detach().reshape(1)).mean().item()
             if not math.isfinite(value):
                 raise TrainingFailed(f"loss became {value} at step {step + 1}; lower trainer.lr or check the data")
             losses.append(value)

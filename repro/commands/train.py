@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
                             source=(cwd / args.resume_from).resolve() if args.resume_from else None)
     report = run_build(resolved, source.root, out_dir, quiet=args.quiet, resume=options, notify=_note,
                        rehash=args.rehash)
+    if report is None:  # a rank other than 0 under torchrun / accelerate launch: rank 0 reports
+        return 0
     lines = [
         f"out_dir      {report.out_dir}",
         f"weights      sha256 {report.weights_sha256}",
