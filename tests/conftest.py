@@ -43,15 +43,19 @@ def run_repro(args: list[str], cwd: Path, env: dict[str, str] | None = None,
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the digits project: configs/ plus the data at its usual relative path."""
-    root = tmp_path / "project"
+def make_project(root: Path) -> Path:
+    """A copy of the digits project at `root`: configs/ plus the data at its usual relative path."""
     shutil.copytree(EMBEDDED_CONFIGS, root / "configs", ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
     data = root / "repro" / "examples" / "digits"
     data.mkdir(parents=True)
     shutil.copy2(DIGITS, data / "digits.csv")
     return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh digits project per test."""
+    return make_project(tmp_path / "project")
 
 
 @pytest.fixture(autouse=True)

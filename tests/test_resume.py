@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DIGITS, EMBEDDED_CONFIGS, REPO, run_repro, sha256_file
+from conftest import REPO, make_project, run_repro, sha256_file
 
 from repro import checkpoint
 
@@ -33,11 +32,7 @@ STEP, WRITE = checkpoint.PAUSE_STEP_ENV, checkpoint.PAUSE_CHECKPOINT_ENV
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One digits project for the module, so the straight run is trained once."""
-    root = tmp_path_factory.mktemp("resume") / "project"
-    shutil.copytree(EMBEDDED_CONFIGS, root / "configs", ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
-    (root / "repro" / "examples" / "digits").mkdir(parents=True)
-    shutil.copy2(DIGITS, root / "repro" / "examples" / "digits" / "digits.csv")
-    return root
+    return make_project(tmp_path_factory.mktemp("resume") / "project")
 
 
 @pytest.fixture(scope="module")

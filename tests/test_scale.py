@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import DIGITS, EMBEDDED_CONFIGS, REPO, TINY, run_repro, sha256_file
+from conftest import REPO, TINY, make_project, run_repro, sha256_file
 
 from repro import checkpoint
 
@@ -24,11 +24,7 @@ TWO = ["--quiet", *TINY, "build.world_size=2"]
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("scale") / "project"
-    shutil.copytree(EMBEDDED_CONFIGS, root / "configs", ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
-    (root / "repro" / "examples" / "digits").mkdir(parents=True)
-    shutil.copy2(DIGITS, root / "repro" / "examples" / "digits" / "digits.csv")
-    return root
+    return make_project(tmp_path_factory.mktemp("scale") / "project")
 
 
 @pytest.fixture(scope="module")
