@@ -22,9 +22,18 @@ from typing import Any
 from repro import lockfile
 from repro.canonical import atomic_write_bytes, atomic_write_json
 from repro.config import require
-from repro.data import DataSpec, data_file_list
+from repro.data import DataSpec, data_file_list, hashed_file_list
+from repro.errors import ConfigError
 from repro.inputs import code_block, config_digest, files_block
-from repro.pins import Pins, apply_process_env, check_capability, package_versions, resolve_pins
+from repro.pins import (
+    RECORDED_PACKAGES,
+    Pins,
+    apply_process_env,
+    check_capability,
+    package_versions,
+    resolve_pins,
+    target_packages,
+)
 
 WEIGHTS_NAME = "model.safetensors"
 METRICS_NAME = "metrics.jsonl"
@@ -43,6 +52,7 @@ class BuildReport:
     metrics: dict[str, float]
     final_loss: float | None
     seconds: float
+    samples: tuple[str, ...] = ()
 
 
 def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
@@ -56,11 +66,12 @@ def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
 
 def hash_inputs(resolved: dict[str, Any], root: Path) -> tuple[dict[str, Any], list[str]]:
     """The lock's `inputs` block (minus the sample order) and the data file list."""
-    files = data_file_list(root, DataSpec.from_config(resolved))
+    spec = DataSpec.from_config(resolved)
+    files = data_file_list(root, spec)
     include = require(resolved, "code.include", list)
     inputs = {
         "config": config_digest(resolved),
-        "data": files_block(root, files),
+        "data": files_block(root, hashed_file_list(root, spec)),
         "code": code_block(root, [str(p) for p in include]),
     }
     return inputs, files
@@ -89,6 +100,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
         result = train(resolved, pins, root, files, on_step=on_step)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    exported = write_exports(out_dir, result.exports)
     weights = save_weights(result.state, out_dir / WEIGHTS_NAME)
     metrics_lines = [
         json.dumps({"loss": v, "step": i}, sort_keys=True)
@@ -97,7 +109,8 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     atomic_write_bytes(out_dir / METRICS_NAME, ("\n".join(metrics_lines) + "\n").encode())
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
-    build = {**pins.to_json(), "flags": result.flags, "packages": package_versions(), "cuda": result.flags.pop("cuda")}
+    packages = package_versions((*RECORDED_PACKAGES, *target_packages(resolved)))
+    build = {**pins.to_json(), "flags": result.flags, "packages": packages, "cuda": result.flags.pop("cuda")}
     outputs = {
         "weights": {"path": WEIGHTS_NAME, "size": len(weights), "hashes": {"sha256": hashlib.sha256(weights).hexdigest()},
                     "tensors": tensor_records(result.state)},
@@ -105,6 +118,11 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
         "loss_trajectory": loss_trajectory(result.losses, every),
         "metrics": result.metrics,
     }
+    # Only tasks with the optional hooks add these, so other locks keep their bytes.
+    if exported:
+        outputs["files"] = exported
+    if result.samples:
+        outputs["samples"] = result.samples
     lock = lockfile.assemble(inputs, build, outputs)
     seconds = time.monotonic() - started
     # Machine-incidental facts live here, never in the lock.
@@ -118,8 +136,22 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
         out_dir=out_dir, weights_sha256=outputs["weights"]["hashes"]["sha256"],
         lock_sha256=hashlib.sha256(lock_bytes).hexdigest(), config_sha256=inputs["config"]["sha256"],
         data_root_digest=inputs["data"]["root_digest"], metrics=result.metrics,
-        final_loss=outputs["final_loss"], seconds=seconds,
+        final_loss=outputs["final_loss"], seconds=seconds, samples=tuple(result.samples),
     )
+
+
+def write_exports(out_dir: Path, files: dict[str, bytes]) -> list[dict[str, Any]]:
+    """Write a task's exported files beside the weights; return their lock records."""
+    reserved = (WEIGHTS_NAME, METRICS_NAME, RUN_NAME, lockfile.LOCK_NAME)
+    for name in files:  # all checked before anything is written
+        if name in reserved or "/" in name or "\\" in name or name.startswith(".") or not name:
+            raise ConfigError(f"task export {name!r}: expected a plain file name other than repro's own outputs")
+    records = []
+    for name in sorted(files):
+        atomic_write_bytes(out_dir / name, files[name])
+        digest = hashlib.sha256(files[name]).hexdigest()
+        records.append({"path": name, "size": len(files[name]), "hashes": {"sha256": digest}})
+    return records
 
 
 def _cpu_model() -> str:

@@ -27,6 +27,9 @@ class DataSpec:
     data_files: tuple[str, ...]
     test_fraction: float
     split_seed: int
+    # Files the build reads or derives from without loading them as rows (a raw
+    # corpus, a tokenizer): hashed into the lock with data_files. Optional key.
+    sources: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> DataSpec:
@@ -42,12 +45,21 @@ class DataSpec:
         frac = require(cfg, "data.test_fraction", float)
         if not 0.0 <= frac < 1.0:
             raise ConfigError(f"config key data.test_fraction: expected 0 <= x < 1, got {frac}")
-        return cls(builder, tuple(files), frac, require(cfg, "data.split_seed", int))
+        sources = require(cfg, "data.sources", list) if "sources" in cfg["data"] else []
+        if not all(isinstance(f, str) for f in sources):
+            raise ConfigError("config key data.sources: expected a list of paths or globs")
+        return cls(builder, tuple(files), frac, require(cfg, "data.split_seed", int), tuple(sources))
 
 
 def data_file_list(root: Path, spec: DataSpec) -> list[str]:
-    """The sorted relative paths the dataset is built from (what gets hashed)."""
+    """The sorted relative paths the dataset is built from (what `datasets` loads)."""
     return expand_patterns(root, spec.data_files)
+
+
+def hashed_file_list(root: Path, spec: DataSpec) -> list[str]:
+    """Every data file that goes into the lock: data_files plus sources, sorted."""
+    extra = expand_patterns(root, spec.sources) if spec.sources else []
+    return sorted(set(data_file_list(root, spec)) | set(extra), key=lambda p: p.encode("utf-8"))
 
 
 def load_splits(root: Path, spec: DataSpec, files: list[str]) -> tuple[Any, Any, str]:

@@ -39,5 +39,6 @@ def run(args: argparse.Namespace) -> int:
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(report.metrics.items()))
     lines.append(f"final loss   {report.final_loss:.6f}" + (f"   held-out: {metrics}" if metrics else ""))
     lines.append(f"time         {report.seconds:.1f} s")
+    lines += [f"sample {i}     {text!r}" for i, text in enumerate(report.samples, 1)]
     print("\n".join(lines), file=sys.stdout)
     return 0
