@@ -24,7 +24,7 @@ from repro.canonical import atomic_write_bytes, atomic_write_json
 from repro.config import require
 from repro.data import DataSpec, data_file_list, hashed_file_list
 from repro.errors import ConfigError
-from repro.inputs import code_block, config_digest, files_block
+from repro.inputs import code_block, config_digest, files_block, git_state
 from repro.pins import (
     RECORDED_PACKAGES,
     Pins,
@@ -34,6 +34,7 @@ from repro.pins import (
     resolve_pins,
     target_packages,
 )
+from repro.release import ReleaseTerms
 
 WEIGHTS_NAME = "model.safetensors"
 METRICS_NAME = "metrics.jsonl"
@@ -88,6 +89,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     """Train from a resolved config and write `out_dir`; the lock is written last."""
     started = time.monotonic()
     resolved, pins = concrete_pins(resolved)
+    ReleaseTerms.from_config(resolved)  # a malformed licence or data location must not reach the lock
     apply_process_env(pins)
     inputs, files = hash_inputs(resolved, root)
 
@@ -130,6 +132,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
         "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": _cpu_model(), "platform": platform.platform(),
         "cores": os.cpu_count(), "wall_seconds": round(seconds, 3), "finished_unix": int(time.time()),
         "datasets_fingerprint": result.dataset_fingerprint, "python_executable": sys.executable,
+        "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]),
     })
     lock_bytes = lockfile.write(out_dir / lockfile.LOCK_NAME, lock)
     return BuildReport(

@@ -19,6 +19,11 @@ from repro.errors import EXIT_CODES, ReproError
 # Command name -> module under repro.commands; modules load only when used.
 COMMANDS: dict[str, str] = {
     "train": "Train from a Hydra config and write weights plus repro.lock.",
+    "sign": "Sign a release folder (weights, lock, card) with OpenSSF model-signing.",
+    "verify-signature": "Check a release folder's signature without rebuilding.",
+    "attest": "Write SLSA provenance (in-toto Statement v1) for a release.",
+    "audit": "Rate a release's openness: Debian ML-Policy, OSI OSAID, LF AI MOF, Reproducible.",
+    "card": "Write a Hugging Face model card with a loss plot and rebuild commands.",
 }
 
 

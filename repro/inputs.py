@@ -41,7 +41,13 @@ def repro_source_files() -> list[str]:
 
 
 def git_state(root: Path, rel_paths: list[str]) -> dict[str, Any] | None:
-    """The commit checked out at `root` and whether the code files differ from it."""
+    """The commit checked out at `root` and whether the code files differ from it.
+
+    Provenance for run.json, not the lock: a lock committed to git can never name
+    the commit that holds it, so a rebuild from that commit would record another
+    one and the lock (and dvc.lock, which hashes it) would stop being reproducible.
+    The code files themselves are hashed in the lock; that is the source's identity.
+    """
     try:
         top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"],
                              capture_output=True, text=True, check=True).stdout.split()
@@ -63,7 +69,6 @@ def code_block(root: Path, include: list[str]) -> dict[str, Any]:
     repro_digests = hash_files(PACKAGE_DIR.parent, repro_files)
     return {
         **files_block(root, project),
-        "git": git_state(root, project),
         "repro": {
             "version": __version__,
             "files": [d.to_json() for d in repro_digests],

@@ -19,7 +19,7 @@ def sample_lock() -> dict[str, Any]:
     inputs = {
         "config": {"resolved": {"seed": 0, "trainer": {"lr": 0.01}}, "sha256": H},
         "data": {"files": files, "root_digest": H, "sample_order": {"sha256": H, "count": 128}},
-        "code": {"files": [], "root_digest": H, "git": None,
+        "code": {"files": [], "root_digest": H,
                  "repro": {"version": "0.1.0", "files": [], "root_digest": H}},
     }
     build = {"profile": "default", "device": "cpu", "threads": 2, "cpu_capability": "avx2", "precision": "fp32",

@@ -1,0 +1,231 @@
+"""The openness audit: what a release is, under three frameworks plus our own mark. No torch.
+
+The criteria, in our words and with links to the sources, are in docs/openness.md.
+`audit` is pure: it rates a lock plus a few facts about the release folder, so
+every verdict can be tested on a hand-made lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repro import lockfile
+from repro.attestation import RecordCheck, check_record, default_record_path
+from repro.licenses import Rating, rate
+from repro.release import DATA_LOCATIONS, ReleaseTerms
+
+REPRO_LICENSE = "Apache-2.0"  # repro's own source: part of every training program it runs
+# Licences of the packages a lock records (repro.pins.RECORDED_PACKAGES), from their PyPI metadata.
+PACKAGE_LICENSES = {"python": "Python-2.0", "torch": "BSD-3-Clause", "accelerate": "Apache-2.0",
+                    "numpy": "BSD-3-Clause", "datasets": "Apache-2.0", "safetensors": "Apache-2.0",
+                    "hydra-core": "MIT"}
+VERSION = 1
+
+DEBIAN_FREE, DEBIAN_TOXIC, DEBIAN_NONFREE = "Free Model", "ToxicCandy", "Non-free"
+MOF_NAMES = {3: "Class III (Open Model)", 2: "Class II (Open Tooling)", 1: "Class I (Open Science)"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One framework's answer, and the reasons a person needs to act on it."""
+
+    framework: str
+    verdict: str
+    ok: bool
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One MOF component: is it in the release, and under an open licence?"""
+
+    name: str
+    mof_class: int
+    required: bool
+    present: bool
+    license: str | None
+    open: bool
+    evidence: str
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    lock: str
+    lock_sha256: str
+    release: ReleaseTerms
+    debian: Verdict
+    osaid: Verdict
+    mof: Verdict
+    reproducible: Verdict
+    components: list[Component] = field(default_factory=list)
+
+    def verdicts(self) -> list[Verdict]:
+        return [self.debian, self.osaid, self.mof, self.reproducible]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": VERSION, "lock": {"path": self.lock, "sha256": self.lock_sha256},
+            "release": self.release.to_json(),
+            "frameworks": {k: asdict(v) for k, v in (("debian_ml_policy", self.debian), ("osi_osaid_1_0", self.osaid),
+                                                     ("lfai_mof", self.mof), ("reproducible", self.reproducible))},
+            "components": [asdict(c) for c in self.components],
+        }
+
+
+@dataclass(frozen=True)
+class ReleaseFacts:
+    """What the audit reads from the folder beside the lock, not from the lock."""
+
+    card: bool = False
+    checkpoints: bool = False
+    record: RecordCheck | None = None
+
+
+def audit(lock: dict[str, Any], lock_name: str, lock_sha256: str, facts: ReleaseFacts) -> AuditReport:
+    """Rate a (validated) lock under every framework."""
+    release = ReleaseTerms.from_config(lock["inputs"]["config"]["resolved"])
+    weights, data, code = (rate(release.weights_license, "weights"), rate(release.data_license, "data"),
+                           rate(release.code_license, "code"))
+    comps = components(lock, release, facts, weights, data, code)
+    return AuditReport(lock_name, lock_sha256, release, debian(release, weights, data, code),
+                       osaid(release, weights, code), mof(comps), reproducible(facts.record), comps)
+
+
+def debian(release: ReleaseTerms, weights: Rating, data: Rating, code: Rating) -> Verdict:
+    """Debian ML-Policy: the weights' licence first, then data and training program."""
+    name = "Debian ML-Policy"
+    if not weights.free:
+        return Verdict(name, DEBIAN_NONFREE, False, [f"weights licence {weights.expression}: {weights.reason}"])
+    reasons = []
+    if not data.free:
+        reasons.append(f"data licence {data.expression}: {data.reason}")
+    if not release.data_obtainable:
+        reasons.append(f"training data {release.data_location}: {DATA_LOCATIONS[release.data_location]}; "
+                       "anyone must be able to download it")
+    if not code.free:
+        reasons.append(f"training program licence {code.expression}: {code.reason}")
+    if reasons:
+        return Verdict(name, DEBIAN_TOXIC, False, reasons)
+    where = DATA_LOCATIONS[release.data_location]
+    return Verdict(name, DEBIAN_FREE, True, [f"weights {weights.expression}, data {data.expression} ({where}), "
+                                             f"training program {code.expression} + repro {REPRO_LICENSE}"])
+
+
+def osaid(release: ReleaseTerms, weights: Rating, code: Rating) -> Verdict:
+    """OSI Open Source AI Definition 1.0: data information, code, parameters."""
+    missing = []
+    if not release.data_description:
+        missing.append("data information: release.data_description is empty")
+    if release.data_location == "unknown":
+        missing.append("data information: where to obtain the data is not stated (release.data_location)")
+    if not code.free:
+        missing.append(f"code: licence {code.expression}: {code.reason}")
+    if not weights.free:
+        missing.append(f"parameters: licence {weights.expression}: {weights.reason}")
+    if missing:
+        return Verdict("OSI OSAID 1.0", "not Open Source AI", False, missing)
+    return Verdict("OSI OSAID 1.0", "Open Source AI", True,
+                   ["data information, code and parameters are available under free terms"])
+
+
+def components(lock: dict[str, Any], release: ReleaseTerms, facts: ReleaseFacts,
+               weights: Rating, data: Rating, code: Rating) -> list[Component]:
+    """The MOF's components, with the evidence repro has for each one in this release."""
+    metrics = bool(lock["outputs"]["metrics"])
+    held_out = float(lock["inputs"]["config"]["resolved"].get("data", {}).get("test_fraction") or 0) > 0
+    obtainable = release.data_obtainable
+    doc = weights  # release documents (card, report, results) are published under the weights' licence
+
+    def c(name: str, cls: int, present: bool, lic: Rating, evidence: str, required: bool = True) -> Component:
+        return Component(name, cls, required, present, lic.expression, present and lic.free, evidence)
+
+    return [
+        c("Model architecture", 3, True, code, "model config + repro/models.py, hashed in the lock"),
+        c("Model parameters (Final)", 3, True, weights, "model.safetensors, sha256 in the lock"),
+        c("Evaluation results", 3, metrics, doc, "outputs.metrics in the lock" if metrics else "no held-out metrics"),
+        c("Model card", 3, facts.card, doc, "README.md" if facts.card else "no README.md (run `repro card`)"),
+        c("Data card", 3, facts.card and bool(release.data_description), doc,
+          "the card's data section" if release.data_description else "release.data_description is empty"),
+        c("Technical report", 3, bool(release.technical_report), doc,
+          release.technical_report or "release.technical_report is null"),
+        c("Sample model outputs", 3, False, doc, "repro does not publish samples", required=False),
+        c("Training code", 2, True, code, "repro source + project code, digests in the lock"),
+        c("Inference code", 2, True, code, "repro/models.py forward pass, run by the held-out evaluation"),
+        c("Evaluation code", 2, metrics, code, "repro/train.py held-out evaluation"),
+        c("Evaluation data", 2, held_out and obtainable, data,
+          "held-out split of the training data" if held_out else "data.test_fraction is 0"),
+        c("Supporting libraries and tools", 2, True, _packages(lock), "versions in build.packages", required=False),
+        c("Datasets", 1, obtainable, data, f"data_location {release.data_location}"),
+        c("Data preprocessing code", 1, True, code, "repro/data.py + data config, hashed in the lock"),
+        c("Model parameters (Intermediate)", 1, facts.checkpoints, weights,
+          "checkpoints/ beside the lock" if facts.checkpoints else "no checkpoints/ beside the lock"),
+        c("Research paper", 1, bool(release.research_paper), doc,
+          release.research_paper or "release.research_paper is null"),
+        c("Model metadata", 1, True, weights, "repro.lock (config, pins, digests)", required=False),
+    ]
+
+
+def _packages(lock: dict[str, Any]) -> Rating:
+    names = sorted(lock["build"]["packages"])
+    unknown = [n for n in names if n not in PACKAGE_LICENSES]
+    if unknown:
+        return Rating(None, False, f"licence of {', '.join(unknown)} not known to repro")
+    return rate(" AND ".join(sorted({PACKAGE_LICENSES[n] for n in names})), "code")
+
+
+def mof(comps: list[Component]) -> Verdict:
+    """The highest MOF class whose required components (and those of lower classes) are all open."""
+    reached = 0
+    reasons = []
+    for cls in (3, 2, 1):
+        short = [x for x in comps if x.mof_class >= cls and x.required and not x.open]
+        if short:
+            names = ", ".join(f"{x.name} ({'not open: ' + str(x.license) if x.present else 'missing'})"
+                              for x in short)
+            reasons.append(f"{MOF_NAMES[cls]} not met: {names}")
+            break
+        reached = cls
+    verdict = MOF_NAMES[reached] if reached else "unclassified"
+    return Verdict("LF AI MOF", verdict, reached > 0, reasons or ["every component is present and open"])
+
+
+def reproducible(record: RecordCheck | None) -> Verdict:
+    """Our mark: granted only with a valid verification record for this exact lock and weights."""
+    if record is None or not record.valid:
+        reason = record.reason if record is not None else "no verification record"
+        return Verdict("Reproducible", "no", False, [reason])
+    return Verdict("Reproducible", "yes", True, [record.reason])
+
+
+def audit_path(lock_path: Path, record_path: Path | None = None, public_key: Path | None = None,
+               assume_card: bool = False) -> AuditReport:
+    """Read the lock (or the folder holding it) and the facts beside it, then `audit`."""
+    lock_path = Path(lock_path)
+    if lock_path.is_dir():
+        lock_path = lock_path / lockfile.LOCK_NAME
+    lock = lockfile.read(lock_path)
+    folder = lock_path.parent
+    ckpt = folder / "checkpoints"
+    facts = ReleaseFacts(
+        card=assume_card or (folder / "README.md").is_file(),
+        checkpoints=ckpt.is_dir() and any(ckpt.rglob("*.safetensors")),
+        record=check_record(record_path or default_record_path(lock_path), lock_path, public_key),
+    )
+    sha = hashlib.sha256(lock_path.read_bytes()).hexdigest()
+    return audit(lock, str(lock_path), sha, facts)
+
+
+def render_table(report: AuditReport) -> str:
+    """The 10-second view: one line per framework, then the MOF components."""
+    lines = [f"repro audit  {report.lock}  (sha256 {report.lock_sha256[:12]}...)", ""]
+    for v in report.verdicts():
+        lines.append(f"{v.framework:<18} {v.verdict:<24} {v.reasons[0]}")
+        lines += [f"{'':<18} {'':<24} {r}" for r in v.reasons[1:]]
+    lines += ["", f"{'MOF component':<32} {'class':<6} {'status':<9} {'licence':<16} evidence"]
+    for x in report.components:
+        status = ("open" if x.open else "not open") if x.present else ("missing" if x.required else "optional")
+        lines.append(f"{x.name:<32} {'I' * x.mof_class:<6} {status:<9} {str(x.license):<16} {x.evidence}")
+    return "\n".join(lines) + "\n"
