@@ -113,7 +113,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
     packages = package_versions((*RECORDED_PACKAGES, *target_packages(resolved)))
     build = {**pins.to_json(), "flags": result.flags, "packages": packages, "cuda": result.flags.pop("cuda")}
-    outputs = {
+    outputs: dict[str, Any] = {
         "weights": {"path": WEIGHTS_NAME, "size": len(weights), "hashes": {"sha256": hashlib.sha256(weights).hexdigest()},
                     "tensors": tensor_records(result.state)},
         "final_loss": result.losses[-1] if result.losses else None,
