@@ -24,6 +24,9 @@ from repro.canonical import canonical_json
 from repro.cli import COMMANDS
 
 pytestmark = pytest.mark.slow
+# The example needs the `lm` extra (transformers, tokenizers); the reference env has it.
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
 
 EXAMPLE = REPO / "examples" / "tiny-lm"
 VENV_BIN = Path(sys.executable).parent
