@@ -24,7 +24,7 @@ from typing import Any
 
 from repro.canonical import atomic_write_bytes
 from repro.config import ConfigSource, compose, require
-from repro.errors import ReproError
+from repro.errors import ConfigError, ReproError
 from repro.hashing import expand_patterns
 
 ROOT = Path(__file__).resolve().parent
@@ -64,11 +64,13 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     try:
         cfg = compose(ConfigSource(ROOT / "configs", args.config_name, ROOT, embedded=False), args.overrides)
-        t = require(cfg, "tokenize", dict)
+        eot = require(cfg, "tokenize.end_of_text", str)
         files = [ROOT / p for p in expand_patterns(ROOT, require(cfg, "tokenize.corpus", list))]
         tok = train_tokenizer(files, require(cfg, "tokenize.vocab_size", int),
-                              require(cfg, "tokenize.min_frequency", int), t["end_of_text"])
-        blocks = encode_blocks(tok, files, require(cfg, "tokenize.block_size", int), t["end_of_text"])
+                              require(cfg, "tokenize.min_frequency", int), eot)
+        blocks = encode_blocks(tok, files, require(cfg, "tokenize.block_size", int), eot)
+        if not blocks:
+            raise ConfigError("tokenize.block_size: larger than the whole tokenized corpus; no block written")
     except ReproError as exc:
         print(f"tokenize: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -77,7 +79,7 @@ def main(argv: list[str]) -> int:
     lines = "".join(json.dumps({"ids": b}, separators=(",", ":")) + "\n" for b in blocks)
     atomic_write_bytes(out / "blocks.jsonl", lines.encode("utf-8"))
     print(f"tokenize: {len(files)} files -> vocabulary {tok.get_vocab_size()}, {len(blocks)} blocks of "
-          f"{len(blocks[0]) if blocks else 0} ids in {out.relative_to(ROOT)}/ ({time.perf_counter() - started:.1f} s)")
+          f"{len(blocks[0])} ids in {out.relative_to(ROOT)}/ ({time.perf_counter() - started:.1f} s)")
     return 0
 
 
