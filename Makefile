@@ -32,6 +32,8 @@ demo: venv
 	$(BIN)/repro train
 	@echo "--- weights digest (sha256sum):"
 	@sha256sum out/digits/model.safetensors
+	@echo "--- verify: rebuild from the lock in a fresh process, compare bytes (exit 0 = bit-identical):"
+	$(BIN)/repro verify out/digits/repro.lock
 
 ## test: the whole suite, slow end-to-end tests included.
 test: dev
@@ -46,6 +48,7 @@ lint: dev
 
 bench: venv
 	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/verify_time.py
 
 ## freeze: rewrite the reference environment from a fresh venv (review the diff!).
 freeze:

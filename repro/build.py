@@ -165,3 +165,23 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def rebuild_main(spec_path: str) -> int:
+    """Entry point of `repro verify`'s rebuild process; returns its exit code.
+
+    verify starts this in a fresh interpreter whose environment already holds the
+    lock's pins, so nothing from the verifier's own process or shell (an imported
+    torch, OMP_NUM_THREADS, ...) can reach the training. The spec file names the
+    resolved config, the project root and the out_dir; a user-facing failure is
+    written to `error_path` as one line, for verify to report.
+    """
+    from repro.errors import ReproError
+
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    try:
+        run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]))
+    except ReproError as exc:
+        atomic_write_json(Path(spec["error_path"]), {"exit_code": exc.exit_code, "message": str(exc)})
+        return exc.exit_code
+    return 0

@@ -19,6 +19,8 @@ from repro.errors import EXIT_CODES, ReproError
 # Command name -> module under repro.commands; modules load only when used.
 COMMANDS: dict[str, str] = {
     "train": "Train from a Hydra config and write weights plus repro.lock.",
+    "verify": "Rebuild from a repro.lock and prove the weights bit for bit (exit 0), or say why not.",
+    "diff": "Show how two lockfiles differ: inputs, build, outputs.",
     "sign": "Sign a release folder (weights, lock, card) with OpenSSF model-signing.",
     "verify-signature": "Check a release folder's signature without rebuilding.",
     "attest": "Write SLSA provenance (in-toto Statement v1) for a release.",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -83,13 +83,20 @@ def hash_file(path: Path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def hash_files(root: Path, rel_paths: Sequence[str], workers: int | None = None) -> list[FileDigest]:
-    """Hash many files with a bounded thread pool (hashlib releases the GIL)."""
+def hash_files(root: Path, rel_paths: Sequence[str], workers: int | None = None,
+               on_file: Callable[[FileDigest], None] | None = None) -> list[FileDigest]:
+    """Hash many files with a bounded thread pool (hashlib releases the GIL).
+
+    `on_file` is called with each digest as it completes (progress display).
+    """
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
 
     def one(rel: str) -> FileDigest:
         size, digest = hash_file(resolve_under(root, rel, "data file"))
-        return FileDigest(rel, size, digest)
+        done = FileDigest(rel, size, digest)
+        if on_file is not None:
+            on_file(done)
+        return done
 
     if len(rel_paths) <= 1:
         return [one(r) for r in rel_paths]

@@ -58,6 +58,9 @@ def validate(lock: Any, where: str) -> None:
     if errors:
         err = errors[0]
         field = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        if err.validator == "not" and isinstance(err.instance, str):  # the relpath rule: say it plainly
+            raise LockfileError(f"{where}: field '{field}': {err.instance!r} escapes the project root "
+                                "(expected a relative path without '..')")
         raise LockfileError(f"{where}: field '{field}': {_short(err.message)}")
     for section in (lock["inputs"]["data"], lock["inputs"]["code"]):
         for f in section["files"]:

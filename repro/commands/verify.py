@@ -1,0 +1,113 @@
+"""Rebuild a model from its repro.lock and prove it bit for bit, or say exactly why not.
+
+Checks, cheapest first: the lock itself; data, code, repro's own source and config
+re-hashed under the project root (--inputs-only stops here, without importing
+torch); a weights file (--weights, or the one beside the lock); whether this
+machine can honour the pins; then a rebuild in a fresh process under the lock's
+pins, compared with the lock tensor by tensor. See docs/verify.md.
+
+The project root defaults to the git repository holding the lockfile, or else
+the nearest folder above it that holds the lock's data (see docs/verify.md).
+
+verify exits 0 when bit-identical, 1 on a mismatch (with a report), 2 when the
+input is unusable (malformed or unknown-version lock, missing data file, a path
+escaping the root), 3 when this machine cannot honour the pins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from repro.verify import VerifyReport
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("lockfile", help="path to a repro.lock")
+    p.add_argument("--inputs-only", action="store_true",
+                   help="re-hash data, code and config against the lock and stop (no rebuild, no torch)")
+    p.add_argument("--weights", metavar="FILE", help="check this weights file against the lock's digests")
+    p.add_argument("--work-dir", metavar="DIR", help="rebuild here and keep it (default: a temporary folder)")
+    p.add_argument("--root", metavar="DIR",
+                   help="project root the lock's paths are relative to (default: the git repository holding "
+                        "the lockfile)")
+    p.add_argument("--json", action="store_true", help="print one machine-readable report on stdout")
+    p.add_argument("--allow-env-drift", action="store_true",
+                   help="rebuild even if another torch build is installed than the lock's")
+    p.add_argument("--rebuild-anyway", action="store_true",
+                   help="rebuild even when the inputs already differ, to see how the outputs differ")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not write verification.json beside the lock after a rebuild")
+    p.add_argument("--signing-key", metavar="KEY", help="sign verification.json with this private key (model-signing)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def run(args: argparse.Namespace) -> int:
+    from repro.canonical import canonical_json
+    from repro.errors import ReproError
+    from repro.verify import VerifyOptions, verify
+
+    opts = VerifyOptions(
+        lock_path=Path(args.lockfile), root=Path(args.root) if args.root else None, inputs_only=args.inputs_only,
+        weights=Path(args.weights) if args.weights else None, work_dir=Path(args.work_dir) if args.work_dir else None,
+        allow_env_drift=args.allow_env_drift, rebuild_anyway=args.rebuild_anyway, quiet=args.quiet or args.json,
+        record=not args.no_record, signing_key=Path(args.signing_key) if args.signing_key else None,
+    )
+    try:
+        report = verify(opts)
+    except ReproError as exc:
+        if args.json:  # machine readers get a report on stdout too; cli.py prints the line
+            sys.stdout.write(json.dumps({"version": 1, "result": "error", "exit_code": exc.exit_code,
+                                         "error": str(exc)}, sort_keys=True) + "\n")
+        raise
+    if args.json:
+        sys.stdout.buffer.write(canonical_json(report.to_json()))
+    else:
+        print("\n".join(render(report)))
+    return report.exit_code
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def render(report: VerifyReport) -> list[str]:
+    """The human report: what was checked, then differences grouped by section, notes, hints."""
+    from repro.diff import render as render_diffs
+
+    c = report.checked
+    lines = [
+        f"lockfile   {report.lockfile}",
+        f"root       {report.root}  ({report.root_source})",
+        f"inputs     {_n(c['data_files'], 'data file')} ({c['data_bytes']} bytes), {_n(c['code_files'], 'code file')}, "
+        f"{_n(c['repro_files'], 'repro source file')}, config sha256 {c['config_sha256'][:12]}…",
+    ]
+    if c.get("weights_file"):
+        bad = any(d.kind == "weights" and d.name == c["weights_file"] for d in report.differences)
+        lines.append(f"weights    {c['weights_file']}: {'DIFFERS from' if bad else 'identical to'} the lock")
+    rb = report.rebuild
+    if rb and rb["performed"]:
+        where = f", kept in {rb['work_dir']}" if rb["work_dir"] else ""
+        lines.append(f"rebuild    {rb['seconds']:.1f} s in a fresh process under the lock's pins{where}; "
+                     f"weights sha256 {rb['weights_sha256'][:12]}…")
+    elif rb:
+        lines.append(f"rebuild    {rb['reason']}")
+    rec = report.record
+    if rec:
+        lines.append(f"record     {rec['path']}" + (" (signed)" if rec.get("signed") else "") if rec["written"]
+                     else f"record     not written: {rec['path']}: {rec['error']}")
+    if report.notes:
+        lines.append("notes (not a mismatch):")
+        lines += ["  " + d.line() for d in report.notes]
+    if report.identical:
+        what = "inputs match the lock" if report.mode == "inputs-only" else "bit-identical to the lock"
+        lines.append(f"OK: {what}")
+        return lines
+    lines.append(f"MISMATCH: {_n(len(report.differences), 'difference')} from the lock")
+    lines += render_diffs(report.differences)
+    lines += [f"hint: {h}" for h in report.hints]
+    return lines

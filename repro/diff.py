@@ -1,0 +1,243 @@
+"""Compare two lockfiles, section by section, in one vocabulary. Never imports torch.
+
+`repro diff` prints these differences; `repro verify` builds a lock-shaped view of
+what it finds (re-hashed inputs, a rebuilt lock) and compares it with the same
+functions, so both commands name a culprit the same way: section, kind, name,
+change, the lock's value and the value found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# Build keys that are pins (they decide the bits), as opposed to recorded facts.
+PIN_KEYS = ("profile", "device", "threads", "cpu_capability", "precision", "seed", "world_size",
+            "deterministic", "mkldnn", "mkl_cbwr")
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One thing that differs. `old` is the (first) lock's value, `new` the other's.
+
+    section: inputs | build | outputs
+    kind:    data | code | repro | config | sample_order | pin | flag | package | cuda |
+             weights | tensor | loss | metric | other
+    change:  changed | added | removed | renamed
+    stats:   numbers behind `detail`, for --json (e.g. a tensor's differing elements)
+    """
+
+    section: str
+    kind: str
+    name: str
+    change: str
+    old: Any = None
+    new: Any = None
+    detail: str = ""
+    stats: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        """One human-readable line; digests are shortened, values shown as JSON-ish."""
+        values = ""
+        if self.change == "changed":
+            values = f"  {_show(self.old)} -> {_show(self.new)}"
+        elif self.change == "renamed":
+            values = f"  (from {self.old})"
+        detail = f"  ({self.detail})" if self.detail else ""
+        return f"{self.kind:<12} {self.change:<8} {self.name}{values}{detail}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12] + "…"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted leaf keys; lists and scalars are leaves, empty dicts vanish."""
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for key in sorted(obj):
+        out.update(flatten(obj[key], f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def compare_values(section: str, kind: str, a: Any, b: Any, prefix: str = "") -> list[Difference]:
+    """Leaf-by-leaf comparison of two nested dicts, named by dotted key."""
+    fa, fb = flatten(a, prefix), flatten(b, prefix)
+    diffs = []
+    for key in sorted(set(fa) | set(fb)):
+        va, vb = fa.get(key, _MISSING), fb.get(key, _MISSING)
+        if va is _MISSING:
+            diffs.append(Difference(section, kind, key, "added", None, vb))
+        elif vb is _MISSING:
+            diffs.append(Difference(section, kind, key, "removed", va, None))
+        elif va != vb or type(va) is not type(vb):
+            diffs.append(Difference(section, kind, key, "changed", va, vb))
+    return diffs
+
+
+def compare_files(kind: str, a: Iterable[dict[str, Any]], b: Iterable[dict[str, Any]],
+                  section: str = "inputs") -> list[Difference]:
+    """Files by path: changed content, added, removed; a removed+added pair with the
+    same sha256 is reported once, as renamed."""
+    fa = {f["path"]: f for f in a}
+    fb = {f["path"]: f for f in b}
+    removed = {p: fa[p] for p in fa if p not in fb}
+    added = {p: fb[p] for p in fb if p not in fa}
+    diffs: list[Difference] = []
+    for path in sorted(set(fa) & set(fb), key=lambda s: s.encode("utf-8")):
+        ha, hb = fa[path]["hashes"]["sha256"], fb[path]["hashes"]["sha256"]
+        if ha != hb or fa[path]["size"] != fb[path]["size"]:
+            detail = f"size {fa[path]['size']} -> {fb[path]['size']}" if fa[path]["size"] != fb[path]["size"] else ""
+            diffs.append(Difference(section, kind, path, "changed", ha, hb, detail))
+    by_digest = {f["hashes"]["sha256"]: p for p, f in sorted(removed.items())}
+    for path in sorted(added, key=lambda s: s.encode("utf-8")):
+        source = by_digest.pop(added[path]["hashes"]["sha256"], None)
+        if source is not None:
+            del removed[source]
+            diffs.append(Difference(section, kind, path, "renamed", source, path))
+        else:
+            diffs.append(Difference(section, kind, path, "added", None, added[path]["hashes"]["sha256"]))
+    for path in sorted(removed, key=lambda s: s.encode("utf-8")):
+        diffs.append(Difference(section, kind, path, "removed", removed[path]["hashes"]["sha256"], None))
+    return diffs
+
+
+def compare_file_block(kind: str, a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+    """A `{files, root_digest}` block; a root digest that disagrees on equal file
+    lists is reported too (it means the lock's own numbers do not add up)."""
+    diffs = compare_files(kind, a["files"], b["files"])
+    if not diffs and a["root_digest"] != b["root_digest"]:
+        diffs.append(Difference("inputs", kind, "root_digest", "changed", a["root_digest"], b["root_digest"]))
+    return diffs
+
+
+def compare_inputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+    """Config by key, data and code files by path, repro's own source."""
+    diffs: list[Difference] = []
+    ca, cb = a["config"], b["config"]
+    if ca["sha256"] != cb["sha256"] or ca["resolved"] != cb["resolved"]:
+        keyed = compare_values("inputs", "config", ca["resolved"], cb["resolved"])
+        diffs += keyed or [Difference("inputs", "config", "sha256", "changed", ca["sha256"], cb["sha256"])]
+    diffs += compare_file_block("data", a["data"], b["data"])
+    if "sample_order" in a["data"] and "sample_order" in b["data"]:
+        diffs += compare_values("inputs", "sample_order", a["data"]["sample_order"], b["data"]["sample_order"],
+                                "sample_order")
+    diffs += compare_file_block("code", a["code"], b["code"])
+    ra, rb = a["code"]["repro"], b["code"]["repro"]
+    diffs += compare_file_block("repro", ra, rb)
+    if ra["version"] != rb["version"]:
+        diffs.append(Difference("inputs", "repro", "version", "changed", ra["version"], rb["version"]))
+    return diffs
+
+
+def compare_build(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+    """Pins, the flags torch reported, package versions, GPU facts."""
+    diffs: list[Difference] = []
+    for key in PIN_KEYS:
+        if a.get(key, _MISSING) != b.get(key, _MISSING):
+            diffs.append(Difference("build", "pin", key, "changed", a.get(key), b.get(key)))
+    diffs += compare_values("build", "flag", a.get("flags", {}), b.get("flags", {}), "flags")
+    diffs += compare_values("build", "package", a.get("packages", {}), b.get("packages", {}))
+    diffs += compare_values("build", "cuda", a.get("cuda") or {}, b.get("cuda") or {}, "cuda")
+    known = {*PIN_KEYS, "flags", "packages", "cuda"}
+    rest_a = {k: v for k, v in a.items() if k not in known}
+    rest_b = {k: v for k, v in b.items() if k not in known}
+    return diffs + compare_values("build", "other", rest_a, rest_b)
+
+
+def logged_steps(traj: dict[str, Any]) -> list[int]:
+    """The step numbers of the losses a trajectory keeps (every N-th, and the last)."""
+    every, steps = traj["every"], traj["steps"]
+    return [s for s in range(1, steps + 1) if s % every == 0 or s == steps]
+
+
+def first_loss_difference(a: dict[str, Any], b: dict[str, Any]) -> Difference | None:
+    """The first logged training step whose loss differs between two trajectories."""
+    if a == b:
+        return None
+    sa, sb = logged_steps(a), logged_steps(b)
+    pa = dict(zip(sa, a["losses"], strict=False))
+    pb = dict(zip(sb, b["losses"], strict=False))
+    previous = 0
+    for step in sorted(set(pa) | set(pb)):
+        if pa.get(step) != pb.get(step):
+            where = f"first differing logged step; steps up to {previous} agree" if previous else \
+                "first logged step already differs"
+            return Difference("outputs", "loss", f"step {step}", "changed", pa.get(step), pb.get(step), where)
+        previous = step
+    if a["steps"] != b["steps"] or a["every"] != b["every"]:
+        return Difference("outputs", "loss", "trajectory", "changed", f"{a['steps']} steps every {a['every']}",
+                          f"{b['steps']} steps every {b['every']}")
+    return Difference("outputs", "loss", "trajectory", "changed", a["sha256"], b["sha256"],
+                      "every logged loss agrees; an unlogged step differs")
+
+
+def compare_outputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+    """Weights file, tensors by name, loss trajectory, final loss and metrics."""
+    diffs: list[Difference] = []
+    wa, wb = a["weights"], b["weights"]
+    if wa["hashes"]["sha256"] != wb["hashes"]["sha256"] or wa["size"] != wb["size"]:
+        detail = f"size {wa['size']} -> {wb['size']}" if wa["size"] != wb["size"] else ""
+        diffs.append(Difference("outputs", "weights", wa["path"], "changed",
+                                wa["hashes"]["sha256"], wb["hashes"]["sha256"], detail))
+    diffs += compare_tensor_records(wa["tensors"], wb["tensors"])
+    loss = first_loss_difference(a["loss_trajectory"], b["loss_trajectory"])
+    diffs += [loss] if loss else []
+    if a["final_loss"] != b["final_loss"]:
+        diffs.append(Difference("outputs", "loss", "final", "changed", a["final_loss"], b["final_loss"]))
+    diffs += compare_values("outputs", "metric", a["metrics"], b["metrics"])
+    known = {"weights", "final_loss", "loss_trajectory", "metrics"}
+    return diffs + compare_values("outputs", "other", {k: v for k, v in a.items() if k not in known},
+                                  {k: v for k, v in b.items() if k not in known})
+
+
+def compare_tensor_records(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[Difference]:
+    """Tensors by name: content digest, dtype and shape."""
+    ta, tb = {t["name"]: t for t in a}, {t["name"]: t for t in b}
+    diffs = []
+    for name in sorted(set(ta) | set(tb)):
+        if name not in tb:
+            diffs.append(Difference("outputs", "tensor", name, "removed", ta[name]["sha256"], None))
+        elif name not in ta:
+            diffs.append(Difference("outputs", "tensor", name, "added", None, tb[name]["sha256"]))
+        elif ta[name] != tb[name]:
+            x, y = ta[name], tb[name]
+            detail = "" if (x["dtype"], x["shape"]) == (y["dtype"], y["shape"]) else \
+                f"{x['dtype']}{x['shape']} -> {y['dtype']}{y['shape']}"
+            diffs.append(Difference("outputs", "tensor", name, "changed", x["sha256"], y["sha256"], detail))
+    return diffs
+
+
+def compare_locks(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+    """Every difference between two valid locks, grouped inputs, build, outputs."""
+    diffs = compare_inputs(a["inputs"], b["inputs"]) + compare_build(a["build"], b["build"])
+    diffs += compare_outputs(a["outputs"], b["outputs"])
+    if a["version"] != b["version"]:
+        diffs.insert(0, Difference("inputs", "other", "version", "changed", a["version"], b["version"]))
+    return diffs
+
+
+SECTIONS = ("inputs", "build", "outputs")
+
+
+def render(diffs: list[Difference], indent: str = "  ") -> list[str]:
+    """Lines grouped under `inputs:`, `build:`, `outputs:` headings (empty groups omitted)."""
+    lines: list[str] = []
+    for section in SECTIONS:
+        group = [d for d in diffs if d.section == section]
+        if group:
+            lines.append(f"{section}:")
+            lines += [indent + d.line() for d in group]
+    return lines

@@ -1,0 +1,393 @@
+"""Check a lockfile against this machine: inputs first, then a pinned rebuild.
+
+Cheapest and most fundamental checks come first, so a wrong data file is named
+in seconds instead of after a training run:
+
+1. read and validate the lock, find the project root (unusable: exit 2);
+2. re-hash data, code, repro's own source and the config, and check that the
+   lock's build pins agree with its config (no torch is imported up to here);
+3. check a weights file: `--weights FILE`, or the one beside the lock;
+4. check this machine can honour the pins: torch build, CPU level (exit 3);
+5. rebuild in a fresh process under the pins, and compare the rebuilt lock with
+   the lock: pins, loss trajectory, every tensor.
+
+Everything that differs is a `repro.diff.Difference`, the vocabulary `repro diff`
+uses too. Only `repro.commands.verify` prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repro import __version__, lockfile
+from repro.build import RUN_NAME
+from repro.config import require
+from repro.data import DataSpec, data_file_list
+from repro.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, compare_tensor_records
+from repro.errors import EnvironmentMismatch, ReproError, UserInputError
+from repro.explain import explain_config_edit, hints, reference_configs
+from repro.hashing import FileDigest, expand_patterns, hash_file, hash_files, resolve_under, root_digest, safe_relpath
+from repro.inputs import PACKAGE_DIR, config_digest, repro_source_files
+from repro.pins import (
+    HARD_PACKAGES,
+    check_capability,
+    machine_cores,
+    native_capability,
+    package_versions,
+    resolve_pins,
+)
+from repro.progress import bytes_bar
+from repro.rebuild import run_rebuild
+
+REPORT_VERSION = 1
+# Differences that describe where and with what a build ran, not what it is.
+NOTE_KINDS = ("package", "cuda")
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """What `repro verify` was asked to do; defaults are the command's defaults."""
+
+    lock_path: Path
+    root: Path | None = None
+    inputs_only: bool = False
+    weights: Path | None = None
+    work_dir: Path | None = None
+    allow_env_drift: bool = False
+    rebuild_anyway: bool = False
+    quiet: bool = True
+    record: bool = True  # after a rebuild, leave verification.json beside the lock (repro audit reads it)
+    signing_key: Path | None = None
+
+
+@dataclass
+class VerifyReport:
+    """Everything verify found. `differences` decide the exit code; `notes` do not."""
+
+    lockfile: str
+    root: str
+    root_source: str
+    mode: str
+    checked: dict[str, Any]
+    differences: list[Difference] = field(default_factory=list)
+    notes: list[Difference] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+    rebuild: dict[str, Any] | None = None
+    record: dict[str, Any] | None = None
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.identical else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": REPORT_VERSION, "repro": __version__,
+            "result": "identical" if self.identical else "mismatch", "exit_code": self.exit_code,
+            "lockfile": self.lockfile, "root": self.root, "root_source": self.root_source, "mode": self.mode,
+            "checked": self.checked, "differences": [d.to_json() for d in self.differences],
+            "notes": [d.to_json() for d in self.notes], "hints": self.hints, "rebuild": self.rebuild,
+            "record": self.record,
+        }
+
+
+def verify(opts: VerifyOptions) -> VerifyReport:
+    """Run the checks in order; raise for exit 2/3, return a report for 0/1."""
+    lock = lockfile.read(opts.lock_path)
+    lock_sha256 = hashlib.sha256(opts.lock_path.read_bytes()).hexdigest()
+    root, root_source = find_root(opts.lock_path, lock, opts.root)
+    mode = "inputs-only" if opts.inputs_only else "rebuild"
+    found, checked = rehash_inputs(lock, root, opts.quiet)
+    report = VerifyReport(str(opts.lock_path), str(root), root_source, mode, checked)
+    for d in compare_inputs(lock["inputs"], found):
+        (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
+    report.differences = explain_config(report.differences, lock, root) + pin_consistency(lock)
+    # Only inputs and pins can make a rebuild pointless; a bad weights file cannot.
+    rebuilding = not opts.inputs_only and (report.identical or opts.rebuild_anyway)
+
+    weights_path = opts.weights
+    beside = opts.lock_path.parent / lock["outputs"]["weights"]["path"]
+    if weights_path is None and not opts.inputs_only and beside.is_file():
+        weights_path = beside
+    if weights_path is not None:
+        report.differences += check_weights_file(weights_path, lock["outputs"]["weights"])
+        report.checked["weights_file"] = str(weights_path)
+
+    report.notes += machine_check(lock, rebuilding, opts.allow_env_drift)
+    if rebuilding:
+        report.rebuild = rebuild = _rebuild_and_compare(lock, root, opts, weights_path, report)
+        if opts.record:
+            report.record = write_record(report, rebuild, opts, lock_sha256)
+    elif not opts.inputs_only:
+        report.rebuild = {"performed": False,
+                          "reason": "skipped: the lock's inputs already differ (--rebuild-anyway rebuilds regardless)"}
+    report.hints = hints(report.differences, report.notes, lock, built_at_commit(opts.lock_path))
+    return report
+
+
+def built_at_commit(lock_path: Path) -> str | None:
+    """The git commit the build ran at, from run.json beside the lock (not in the lock:
+    a lock committed to git cannot name the commit that holds it). None if unknown."""
+    try:
+        run = json.loads((lock_path.parent / RUN_NAME).read_text(encoding="utf-8"))
+        commit = run["git"]["commit"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return commit if isinstance(commit, str) else None
+
+
+def find_root(lock_path: Path, lock: dict[str, Any], explicit: Path | None) -> tuple[Path, str]:
+    """The folder the lock's relative data and code paths are resolved against.
+
+    `--root` if given; else the first of these that holds one of the lock's data
+    files: the git repository holding the lockfile, the nearest folder above the
+    lockfile (a project inside a larger repository), the folder holding the
+    installed repro package (the embedded example's data ships there). If none
+    does, the git repository (the missing file is then named), else an error.
+    Only existence is tested here; nothing is read.
+    """
+    if explicit is not None:
+        if not explicit.is_dir():
+            raise UserInputError(f"--root {explicit}: not a directory")
+        return explicit.resolve(), "--root"
+    start = lock_path.resolve().parent
+    top = _git_toplevel(start)
+    data = [f["path"] for f in lock["inputs"]["data"]["files"]]
+
+    def holds_data(folder: Path) -> bool:
+        return any((folder / p).is_file() for p in data)
+
+    if top is not None and holds_data(top):
+        return top, "the git repository holding the lockfile"
+    for folder in (start, *start.parents):
+        if holds_data(folder):
+            return folder, "the nearest folder above the lockfile holding its data"
+    if holds_data(PACKAGE_DIR.parent):
+        return PACKAGE_DIR.parent, "the folder holding the installed repro package"
+    if top is not None:
+        return top, "the git repository holding the lockfile"
+    first = data[0] if data else "its data"
+    raise UserInputError(f"{lock_path}: cannot tell the project root: no folder above the lockfile holds {first} "
+                         "and it is not in a git repository; pass --root DIR")
+
+
+def _git_toplevel(folder: Path) -> Path | None:
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return Path(out).resolve() if out else None
+
+
+def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Hash what the lock's config names, today, under `root`: a lock-shaped `inputs`.
+
+    The file lists come from expanding the config's patterns again, so a data file
+    added to or removed from a data folder shows up. Every pattern is checked for
+    escaping the root before anything is read.
+    """
+    resolved = lock["inputs"]["config"]["resolved"]
+    spec = DataSpec.from_config(resolved)
+    include = [str(p) for p in require(resolved, "code.include", list)]
+    for pattern in spec.data_files:
+        safe_relpath(pattern, "config key data.data_files: pattern")
+    for pattern in include:
+        safe_relpath(pattern, "config key code.include: pattern")
+    data_files = data_file_list(root, spec)
+    code_files = expand_patterns(root, include) if include else []
+    repro_files = repro_source_files()
+    total = sum(resolve_under(root, p).stat().st_size for p in data_files + code_files)
+    with bytes_bar(total, quiet, "hash inputs") as advance:
+        def on_file(d: FileDigest) -> None:
+            advance(d.size)
+
+        data = hash_files(root, data_files, on_file=on_file)
+        code = hash_files(root, code_files, on_file=on_file)
+        ours = hash_files(PACKAGE_DIR.parent, repro_files)
+    found = {
+        "config": {"resolved": resolved, "sha256": config_digest(resolved)["sha256"]},
+        "data": _block(data),
+        "code": {**_block(code), "repro": {"version": __version__, **_block(ours)}},
+    }
+    checked = {"data_files": len(data), "data_bytes": sum(d.size for d in data), "code_files": len(code),
+               "repro_files": len(ours), "config_sha256": found["config"]["sha256"], "weights_file": None}
+    return found, checked
+
+
+def _block(digests: list[FileDigest]) -> dict[str, Any]:
+    return {"files": [d.to_json() for d in digests], "root_digest": root_digest(digests)}
+
+
+def explain_config(diffs: list[Difference], lock: dict[str, Any], root: Path) -> list[Difference]:
+    """Replace "config digest differs" by the edited keys and their old values, when provable."""
+    digest = [d for d in diffs if d.kind == "config" and d.name == "sha256"]
+    if not digest:
+        return diffs
+    config = lock["inputs"]["config"]
+    edits = explain_config_edit(config["resolved"], config["sha256"], reference_configs(root))
+    if edits is None:
+        detail = "the lock's config no longer hashes to its recorded digest: it was edited after the build"
+        return [dataclasses.replace(d, detail=detail) if d in digest else d for d in diffs]
+    return [d for d in diffs if d not in digest] + edits
+
+
+# Flags torch reported at build time that must equal a pin (flag name -> pin name).
+FLAG_PINS = {"threads": "threads", "cpu_capability": "cpu_capability",
+             "use_deterministic_algorithms": "deterministic", "mkldnn": "mkldnn"}
+
+
+def pin_consistency(lock: dict[str, Any]) -> list[Difference]:
+    """The lock's build pins must be what its own config resolves to, and what torch reported."""
+    resolved = lock["inputs"]["config"]["resolved"]
+    expected = resolve_pins(require(resolved, "build", dict), require(resolved, "seed", int)).to_json()
+    build = lock["build"]
+    diffs = [
+        Difference("build", "pin", key, "changed", expected[key], build[key],
+                   f"the lock's build section says {build[key]!r} but its config resolves to {expected[key]!r}")
+        for key in PIN_KEYS if build[key] != expected[key]
+    ]
+    for flag, pin in FLAG_PINS.items():
+        if flag in build["flags"] and build["flags"][flag] != build[pin]:
+            diffs.append(Difference("build", "pin", pin, "changed", build["flags"][flag], build[pin],
+                                    f"torch reported {flag}={build['flags'][flag]!r} at build time, "
+                                    f"but the pin says {build[pin]!r}"))
+    return diffs
+
+
+def check_weights_file(path: Path, recorded: dict[str, Any]) -> list[Difference]:
+    """Size and sha256 of a weights file, then tensor by tensor if those differ. No torch."""
+    from repro.tensordiff import read_tensors
+
+    size, sha = hash_file(path)
+    if size == recorded["size"] and sha == recorded["hashes"]["sha256"]:
+        return []
+    whole = Difference("outputs", "weights", str(path), "changed", recorded["hashes"]["sha256"], sha,
+                       f"size {recorded['size']} -> {size}" if size != recorded["size"] else "")
+    try:
+        tensors = read_tensors(path)
+    except ReproError as exc:
+        return [dataclasses.replace(whole, detail=f"not readable as safetensors: {exc}")]
+    per_tensor = compare_tensor_records(recorded["tensors"], [t.record() for t in tensors.values()])
+    if not per_tensor:
+        whole = dataclasses.replace(whole, detail="every tensor matches the lock; only the file's header differs")
+    return [whole, *per_tensor]
+
+
+def machine_check(lock: dict[str, Any], rebuilding: bool, allow_env_drift: bool) -> list[Difference]:
+    """Pins versus this machine. When a rebuild would run, what cannot be honoured raises (exit 3)."""
+    build = lock["build"]
+    notes: list[Difference] = []
+    fatal: list[str] = []
+    try:
+        check_capability(build["cpu_capability"])
+    except EnvironmentMismatch as exc:
+        fatal.append(str(exc))
+        notes.append(Difference("build", "pin", "cpu_capability", "changed", build["cpu_capability"],
+                                native_capability(), "this CPU's highest level; it cannot run the pinned one"))
+    installed = package_versions(tuple(k for k in build["packages"] if k != "python"))
+    for name, want in sorted(build["packages"].items()):
+        have = installed.get(name)
+        if have != want:
+            notes.append(Difference("build", "package", name, "changed", want, have, "installed here"))
+            if name in HARD_PACKAGES and not allow_env_drift:
+                fatal.append(f"the lock was built with {name} {want} but {have} is installed; another build of "
+                             f"the compiler cannot promise the same bits: install {name}=={want} "
+                             "or pass --allow-env-drift to rebuild anyway")
+    if build["world_size"] != 1:
+        fatal.append(f"the lock was built by {build['world_size']} processes; verify rebuilds single-process "
+                     "builds only")
+    cores = machine_cores()
+    if cores != build["threads"]:
+        notes.append(Difference("build", "pin", "threads", "changed", build["threads"], cores,
+                                f"this machine has {cores} cores; fine: the pin of {build['threads']} is applied"))
+    if fatal and rebuilding:
+        raise EnvironmentMismatch(fatal[0] + (f" (and {len(fatal) - 1} more problems)" if len(fatal) > 1 else ""))
+    return notes
+
+
+def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, weights_path: Path | None,
+                         report: VerifyReport) -> dict[str, Any]:
+    keep = opts.work_dir is not None
+    work = Path(opts.work_dir) if opts.work_dir else Path(tempfile.mkdtemp(prefix="repro-verify-"))
+    work = work.resolve()
+    if work / "out" == opts.lock_path.resolve().parent:
+        raise UserInputError(f"--work-dir {opts.work_dir}: would overwrite the lock being verified")
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        started = time.monotonic()
+        out = run_rebuild(lock, root, work, opts.quiet)
+        seconds = time.monotonic() - started
+        rebuilt = lockfile.read(out / lockfile.LOCK_NAME)
+        seen = {(d.kind, d.name) for d in report.differences + report.notes}
+        for d in compare_locks(lock, rebuilt):
+            if (d.section == "inputs" and d.kind != "sample_order") or (d.kind, d.name) in seen:
+                continue  # inputs were compared before the rebuild, by the same functions
+            (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
+        report.differences = count_elements(report.differences, lock, weights_path, out / lockfile.LOCK_NAME)
+        return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
+                "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"]}
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def write_record(report: VerifyReport, rebuild: dict[str, Any], opts: VerifyOptions,
+                 lock_sha256: str) -> dict[str, Any]:
+    """Leave verification.json beside the lock: what `repro audit` grants "Reproducible" from.
+
+    A lock folder we may not write to does not undo the verification; the report says so.
+    """
+    from repro.attestation import default_record_path, record_verification
+
+    path = default_record_path(opts.lock_path)
+    details = {"rebuild_seconds": rebuild["seconds"], "platform": platform.platform(),
+               "differences": [d.line() for d in report.differences[:50]],
+               "notes": [d.line() for d in report.notes[:50]]}
+    try:
+        record_verification(path, lock_sha256, rebuild["weights_sha256"], report.identical, details,
+                            signing_key=opts.signing_key)
+    except OSError as exc:
+        return {"path": str(path), "written": False, "error": exc.strerror or str(exc)}
+    return {"path": str(path), "written": True, "signed": opts.signing_key is not None}
+
+
+def count_elements(diffs: list[Difference], lock: dict[str, Any], original: Path | None,
+                   rebuilt_lock: Path) -> list[Difference]:
+    """Add "N of M elements differ, max abs diff X" to each differing tensor.
+
+    Needs the original values: a weights file whose tensor matches the lock's digest.
+    """
+    from repro.tensordiff import element_diff, read_tensors
+
+    changed = [d for d in diffs if d.kind == "tensor" and d.change == "changed" and d.section == "outputs"]
+    if not changed:
+        return diffs
+    records = {t["name"]: t for t in lock["outputs"]["weights"]["tensors"]}
+    theirs = read_tensors(original) if original is not None else {}
+    ours = read_tensors(rebuilt_lock.parent / lock["outputs"]["weights"]["path"])
+    out = []
+    for d in diffs:
+        if d in changed and d.name in theirs and theirs[d.name].record() == records.get(d.name) and d.name in ours:
+            e = element_diff(theirs[d.name], ours[d.name])
+            mad = "n/a" if e["max_abs_diff"] is None else f"{e['max_abs_diff']:.3g}"
+            d = dataclasses.replace(d, stats=e, detail=f"{e['differing']} of {e['elements']} elements differ, "
+                                                       f"max abs diff {mad}")
+        elif d in changed:
+            d = dataclasses.replace(d, detail="no weights file with the lock's values to count differing elements "
+                                              "(pass --weights FILE)")
+        out.append(d)
+    return out

@@ -1,0 +1,113 @@
+"""verify's checks as pure functions: root finding, pin consistency, machine checks. No training."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from repro.errors import EnvironmentMismatch, UserInputError
+from repro.inputs import PACKAGE_DIR
+from repro.rebuild import rebuild_config
+from repro.verify import find_root, machine_check, pin_consistency
+
+GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v1.lock"
+BUILD_CFG = {"profile": "default", "device": "cpu", "threads": 2, "cpu_capability": "avx2", "precision": "fp32",
+             "world_size": 1, "deterministic": True, "mkldnn": True, "mkl_cbwr": None}
+
+
+def lock() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(GOLDEN.read_text())
+    data["inputs"]["config"]["resolved"]["build"] = copy.deepcopy(BUILD_CFG)
+    return data
+
+
+def test_root_is_explicit_then_git_then_nearest_data_folder(tmp_path: Path) -> None:
+    project = tmp_path / "repo" / "sub"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "train.csv").write_text("x\n")
+    (project / "out" / "run").mkdir(parents=True)
+    lock_path = project / "out" / "run" / "repro.lock"
+    nearest = (project.resolve(), "the nearest folder above the lockfile holding its data")
+    assert find_root(lock_path, lock(), None) == nearest
+    assert find_root(lock_path, lock(), tmp_path)[0] == tmp_path.resolve()
+    with pytest.raises(UserInputError, match="--root"):
+        find_root(lock_path, lock(), tmp_path / "missing")
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    assert find_root(lock_path, lock(), None) == nearest  # the repository does not hold data/train.csv
+    (repo / "data").mkdir()
+    (repo / "data" / "train.csv").write_text("x\n")
+    assert find_root(lock_path, lock(), None) == (repo.resolve(), "the git repository holding the lockfile")
+
+
+def test_root_falls_back_to_the_installed_package_then_git_then_fails(tmp_path: Path) -> None:
+    embedded = lock()
+    embedded["inputs"]["data"]["files"][0]["path"] = "repro/examples/digits/digits.csv"
+    assert find_root(tmp_path / "repro.lock", embedded, None)[0] == PACKAGE_DIR.parent
+    with pytest.raises(UserInputError, match="cannot tell the project root.*pass --root"):
+        find_root(tmp_path / "repro.lock", lock(), None)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    # No folder holds the data: the repository, so that the missing file gets named later.
+    assert find_root(tmp_path / "repro.lock", lock(), None)[0] == tmp_path.resolve()
+
+
+def test_pin_consistency_names_the_edited_pin() -> None:
+    assert pin_consistency(lock()) == []
+    edited = lock()
+    edited["build"]["threads"] = 1
+    [d] = pin_consistency(edited)
+    assert (d.kind, d.name, d.old, d.new) == ("pin", "threads", 2, 1)
+    edited["build"]["flags"] = {"threads": 2, "mkldnn": True}  # what torch reported at build time
+    [_, flag] = pin_consistency(edited)
+    assert (flag.name, flag.old, flag.new) == ("threads", 2, 1) and "torch reported threads=2" in flag.detail
+
+
+def test_rebuild_config_applies_the_build_sections_pins() -> None:
+    edited = lock()
+    edited["build"].update(threads=1, seed=5)
+    resolved, pins = rebuild_config(edited)
+    assert resolved["build"]["threads"] == 1 == pins.threads and resolved["seed"] == 5 == pins.seed
+    assert edited["inputs"]["config"]["resolved"]["build"]["threads"] == 2  # the lock itself is untouched
+
+
+def _installed(monkeypatch: pytest.MonkeyPatch, torch: str) -> None:
+    monkeypatch.setattr("repro.verify.package_versions",
+                        lambda names: {"python": "3.11.7", "torch": torch})
+    monkeypatch.setattr("repro.verify.machine_cores", lambda: 2)
+    monkeypatch.setattr("repro.verify.check_capability", lambda level: None)
+
+
+def test_machine_check_torch_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+    _installed(monkeypatch, "2.14.1")
+    with pytest.raises(EnvironmentMismatch, match=r"torch 2\.13\.0\+cpu but 2\.14\.1 is installed"):
+        machine_check(lock(), rebuilding=True, allow_env_drift=False)
+    for rebuilding, allow in ((False, False), (True, True)):
+        [note] = machine_check(lock(), rebuilding=rebuilding, allow_env_drift=allow)
+        assert (note.kind, note.name, note.old, note.new) == ("package", "torch", "2.13.0+cpu", "2.14.1")
+    _installed(monkeypatch, "2.13.0+cpu")
+    assert machine_check(lock(), rebuilding=True, allow_env_drift=False) == []
+
+
+def test_machine_check_capability_and_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    _installed(monkeypatch, "2.13.0+cpu")
+    monkeypatch.setattr("repro.verify.machine_cores", lambda: 1)
+    [note] = machine_check(lock(), rebuilding=True, allow_env_drift=False)
+    assert (note.name, note.old, note.new) == ("threads", 2, 1) and "the pin of 2 is applied" in note.detail
+
+
+def test_machine_check_refuses_a_level_this_cpu_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    _installed(monkeypatch, "2.13.0+cpu")
+    arm = lock()
+    arm["build"]["cpu_capability"] = "sve256"
+    monkeypatch.undo()  # the real check_capability, on this x86 machine
+    monkeypatch.setattr("repro.verify.machine_cores", lambda: 2)
+    monkeypatch.setattr("repro.verify.package_versions", lambda names: {"python": "3.11.7", "torch": "2.13.0+cpu"})
+    with pytest.raises(EnvironmentMismatch, match="sve256"):
+        machine_check(arm, rebuilding=True, allow_env_drift=False)
+    [note] = machine_check(arm, rebuilding=False, allow_env_drift=False)
+    assert (note.name, note.old) == ("cpu_capability", "sve256")
