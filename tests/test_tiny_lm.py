@@ -63,6 +63,15 @@ def copy_example(dst: Path) -> Path:
     return dst
 
 
+def use_smoke_pipeline(root: Path) -> None:
+    """dvc.yaml for the smoke build: the same stages on the smoke config and paths."""
+    spec = (root / "dvc.yaml").read_text()
+    smoke = (spec.replace("--config-name train", "--config-name smoke")
+             .replace("data/", f"{DATA}/").replace("out/", f"{OUT}/"))
+    assert "--config-name train" not in smoke
+    (root / "dvc.yaml").write_text(smoke)
+
+
 def tokenize(root: Path, *overrides: str, **env: str) -> Result:
     return _run([sys.executable, "tokenize_corpus.py", *SMOKE, *overrides], root, _env(**env))
 
@@ -218,6 +227,7 @@ def published(built: tuple[Path, Result], tmp_path_factory: pytest.TempPathFacto
     and weights are build outputs a stranger regenerates."""
     root, _ = built
     repo = copy_example(tmp_path_factory.mktemp("git") / "tiny-lm")
+    use_smoke_pipeline(repo)  # the stage graph verify reads to say what is downstream
     shutil.copytree(root / OUT, repo / OUT)
     _git(["init", "-q", "-b", "main"], repo)
     _git(["add", "-A"], repo)
@@ -252,7 +262,11 @@ def test_verify_names_a_changed_corpus_byte_and_the_tokenizer_downstream(publish
     r = run_repro(["verify", f"{OUT}/repro.lock", "--root", "."], cwd=clone)
     report = r.stdout + r.stderr
     assert r.code == 1, report
-    assert CORPUS in report and f"{DATA}/tokenizer.json" in report
+    lines = {name: next((ln for ln in report.splitlines() if f" {name} " in ln + " "), "")
+             for name in (CORPUS, f"{DATA}/tokenizer.json", f"{DATA}/blocks.jsonl")}
+    assert lines[CORPUS] and "downstream" not in lines[CORPUS], report
+    for name in (f"{DATA}/tokenizer.json", f"{DATA}/blocks.jsonl"):
+        assert f"downstream of {CORPUS}" in lines[name] and "tokenize" in lines[name], report
 
 
 # The dvc.yaml as written: both stages run under `dvc repro` and give the same bits ----------
@@ -261,11 +275,7 @@ def test_verify_names_a_changed_corpus_byte_and_the_tokenizer_downstream(publish
 def test_dvc_repro_runs_tokenize_then_train_to_the_same_bits(built: tuple[Path, Result], tmp_path: Path) -> None:
     root, _ = built
     proj = copy_example(tmp_path / "dvc" / "tiny-lm")
-    spec = (proj / "dvc.yaml").read_text()
-    smoke = (spec.replace("--config-name train", "--config-name smoke")
-             .replace("data/", f"{DATA}/").replace("out/", f"{OUT}/"))
-    assert "--config-name train" not in smoke
-    (proj / "dvc.yaml").write_text(smoke)
+    use_smoke_pipeline(proj)
     _git(["init", "-q", "-b", "main"], proj)
     _run([str(VENV_BIN / "dvc"), "init", "-q"], proj)
     _run([str(VENV_BIN / "dvc"), "config", "core.analytics", "false"], proj)
