@@ -24,7 +24,8 @@ from repro.canonical import atomic_write_bytes, atomic_write_json
 from repro.config import require
 from repro.data import DataSpec, data_file_list, hashed_file_list
 from repro.errors import ConfigError
-from repro.inputs import code_block, config_digest, files_block, git_state
+from repro.hashing import Progress
+from repro.inputs import code_block, config_digest, data_block, git_state
 from repro.pins import (
     RECORDED_PACKAGES,
     Pins,
@@ -65,14 +66,19 @@ def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
     return resolved, pins
 
 
-def hash_inputs(resolved: dict[str, Any], root: Path) -> tuple[dict[str, Any], list[str]]:
-    """The lock's `inputs` block (minus the sample order) and the data file list."""
+def hash_inputs(resolved: dict[str, Any], root: Path, use_cache: bool = True,
+                progress: Progress | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The lock's `inputs` block (minus the sample order) and the data file list.
+
+    `use_cache=False` re-reads every data byte instead of trusting the stat cache.
+    """
     spec = DataSpec.from_config(resolved)
     files = data_file_list(root, spec)
     include = require(resolved, "code.include", list)
     inputs = {
         "config": config_digest(resolved),
-        "data": files_block(root, hashed_file_list(root, spec)),
+        # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
+        "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
         "code": code_block(root, [str(p) for p in include]),
     }
     return inputs, files
@@ -85,15 +91,21 @@ def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
     return {"every": every, "steps": len(losses), "losses": logged, "sha256": hashlib.sha256(blob).hexdigest()}
 
 
-def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True) -> BuildReport:
-    """Train from a resolved config and write `out_dir`; the lock is written last."""
+def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
+              rehash: bool = False) -> BuildReport:
+    """Train from a resolved config and write `out_dir`; the lock is written last.
+
+    `rehash=True` reads every data byte rather than trusting the stat cache.
+    """
     started = time.monotonic()
     resolved, pins = concrete_pins(resolved)
     ReleaseTerms.from_config(resolved)  # a malformed licence or data location must not reach the lock
     apply_process_env(pins)
-    inputs, files = hash_inputs(resolved, root)
+    from repro.progress import byte_bar, step_bar
 
-    from repro.progress import step_bar
+    with byte_bar(quiet, "hash data") as bar:
+        inputs, files = hash_inputs(resolved, root, use_cache=not rehash, progress=bar)
+
     from repro.train import train
     from repro.weights import save_weights, tensor_records
 

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "attest": "Write SLSA provenance (in-toto Statement v1) for a release.",
     "audit": "Rate a release's openness: Debian ML-Policy, OSI OSAID, LF AI MOF, Reproducible.",
     "card": "Write a Hugging Face model card with a loss plot and rebuild commands.",
+    "hash": "Print file and root digests of data paths, exactly as repro.lock records them.",
 }
 
 

@@ -97,6 +97,15 @@ def require(cfg: dict[str, Any], dotted: str, kind: type | tuple[type, ...]) -> 
     return node
 
 
+def optional(cfg: dict[str, Any], dotted: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    """Like `require`, for keys a config may leave out; the default lives in the caller's schema."""
+    parent, _, leaf = dotted.rpartition(".")
+    node = require(cfg, parent, dict) if parent else cfg
+    if leaf not in node or node[leaf] is None:
+        return default
+    return require(cfg, dotted, kind)
+
+
 @dataclass(frozen=True)
 class TrainerSpec:
     """The training loop's own knobs, checked once at start-up."""

@@ -131,6 +131,9 @@ def compare_inputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
         keyed = compare_values("inputs", "config", ca["resolved"], cb["resolved"])
         diffs += keyed or [Difference("inputs", "config", "sha256", "changed", ca["sha256"], cb["sha256"])]
     diffs += compare_file_block("data", a["data"], b["data"])
+    # The preprocessing step's code (its params are config): target, file digest or package version.
+    diffs += compare_values("inputs", "preprocess", a["data"].get("preprocess") or {},
+                            b["data"].get("preprocess") or {}, "preprocess")
     if "sample_order" in a["data"] and "sample_order" in b["data"]:
         diffs += compare_values("inputs", "sample_order", a["data"]["sample_order"], b["data"]["sample_order"],
                                 "sample_order")

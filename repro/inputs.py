@@ -13,7 +13,8 @@ from typing import Any
 from repro import __version__
 from repro.canonical import compact_json, sha256_bytes
 from repro.config import hashed_view
-from repro.hashing import FileDigest, expand_patterns, hash_files, root_digest
+from repro.data import DataSpec
+from repro.hashing import FileDigest, Progress, StatCache, expand_patterns, hash_files, root_digest
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SOURCE_SUFFIXES = (".py", ".yaml", ".json")
@@ -25,9 +26,30 @@ def config_digest(resolved: dict[str, Any]) -> dict[str, Any]:
     return {"resolved": view, "sha256": sha256_bytes(compact_json(view))}
 
 
-def files_block(root: Path, rel_paths: list[str]) -> dict[str, Any]:
-    digests = hash_files(root, rel_paths)
+def files_block(root: Path, rel_paths: list[str], *, cache: StatCache | None = None, rehash: bool = False,
+                algorithms: tuple[str, ...] = ("sha256",), progress: Progress | None = None) -> dict[str, Any]:
+    """The lock's `{"files": [...], "root_digest": ...}` for these files (see hashing.hash_files)."""
+    digests = hash_files(root, rel_paths, cache=cache, rehash=rehash, algorithms=algorithms, progress=progress)
     return {"files": [d.to_json() for d in digests], "root_digest": root_digest(digests)}
+
+
+def data_block(root: Path, spec: DataSpec, files: list[str], *, use_cache: bool = True,
+               progress: Progress | None = None) -> dict[str, Any]:
+    """The lock's `inputs.data` (minus the sample order): every data file, and the preprocess code.
+
+    `use_cache=False` reads every byte (`--rehash`, `repro verify`); the stat
+    cache in `<root>/.repro/` is refreshed either way.
+    """
+    from repro.hashcache import open_cache
+
+    with open_cache(root) as cache:
+        block = files_block(root, files, cache=cache, rehash=not use_cache, algorithms=spec.extra_hashes,
+                            progress=progress)
+    if spec.preprocess is not None:
+        from repro.preprocess import record
+
+        block["preprocess"] = record(spec.preprocess, root)
+    return block
 
 
 def repro_source_files() -> list[str]:

@@ -65,6 +65,9 @@ def validate(lock: Any, where: str) -> None:
     for section in (lock["inputs"]["data"], lock["inputs"]["code"]):
         for f in section["files"]:
             safe_relpath(f["path"], f"{where}: file path")
+    pre_file = lock["inputs"]["data"].get("preprocess", {}).get("file")
+    if pre_file is not None:
+        safe_relpath(pre_file["path"], f"{where}: preprocess file path")
 
 
 def read(path: Path) -> dict[str, Any]:

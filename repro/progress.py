@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -29,6 +30,56 @@ def step_bar(total: int, quiet: bool, desc: str = "train") -> Iterator[Callable[
 
     try:
         yield update
+    finally:
+        bar.close()
+
+
+BAR_DELAY_S = 1.0  # hashes quicker than this show no bar at all
+
+
+class _ByteBar:
+    """Bytes/s and files/s for hashing; shown only once a hash has taken over a second."""
+
+    def __init__(self, desc: str) -> None:
+        import threading
+
+        self.desc = desc
+        self.bar: Any = None
+        self.files = 0
+        self.lock = threading.Lock()
+
+    def start(self, total_bytes: int, total_files: int) -> None:
+        from tqdm import tqdm
+
+        self.total_files = total_files
+        self.started = self.shown = time.monotonic()
+        self.bar = tqdm(total=total_bytes, desc=self.desc, unit="iB", unit_scale=True, unit_divisor=1024,
+                        file=sys.stderr, dynamic_ncols=True, delay=BAR_DELAY_S, mininterval=0.2)
+
+    def advance(self, nbytes: int, nfiles: int) -> None:
+        with self.lock:  # called from the hashing threads
+            self.bar.update(nbytes)
+            self.files += nfiles
+            now = time.monotonic()
+            if now - self.shown >= 0.2 or self.files == self.total_files:
+                self.shown = now
+                rate = self.files / max(now - self.started, 1e-9)
+                self.bar.set_postfix_str(f"{self.files}/{self.total_files} files, {rate:,.0f} files/s", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextmanager
+def byte_bar(quiet: bool, desc: str = "hash") -> Iterator[_ByteBar | None]:
+    """A progress sink for `repro.hashing.hash_files`, or None when quiet or not on a TTY."""
+    if not enabled(quiet):
+        yield None
+        return
+    bar = _ByteBar(desc)
+    try:
+        yield bar
     finally:
         bar.close()
 

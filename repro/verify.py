@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro import __version__, lockfile
+from repro import __version__, lockfile, preprocess
 from repro.build import RUN_NAME
 from repro.config import require
 from repro.data import DataSpec, hashed_file_list
 from repro.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, compare_tensor_records
 from repro.errors import EnvironmentMismatch, ReproError, UserInputError
 from repro.explain import explain_config_edit, hints, reference_configs
+from repro.hashcache import open_cache
 from repro.hashing import FileDigest, expand_patterns, hash_file, hash_files, resolve_under, root_digest, safe_relpath
 from repro.inputs import PACKAGE_DIR, config_digest, repro_source_files
 from repro.lineage import explain_lineage
@@ -215,11 +216,14 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
     code_files = expand_patterns(root, include) if include else []
     repro_files = repro_source_files()
     total = sum(resolve_under(root, p).stat().st_size for p in data_files + code_files)
-    with bytes_bar(total, quiet, "hash inputs") as advance:
+    with bytes_bar(total, quiet, "hash inputs") as advance, open_cache(root) as cache:
         def on_file(d: FileDigest) -> None:
             advance(d.size)
 
-        data = hash_files(root, data_files, on_file=on_file)
+        # Every data byte is read (rehash); the fresh digests refresh the stat cache,
+        # so the rebuild's own hashing and its datasets cache folder see the truth.
+        data = hash_files(root, data_files, on_file=on_file, cache=cache, rehash=True,
+                          algorithms=spec.extra_hashes)
         code = hash_files(root, code_files, on_file=on_file)
         ours = hash_files(PACKAGE_DIR.parent, repro_files)
     found = {
@@ -227,6 +231,8 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
         "data": _block(data),
         "code": {**_block(code), "repro": {"version": __version__, **_block(ours)}},
     }
+    if spec.preprocess is not None:
+        found["data"]["preprocess"] = preprocess.record(spec.preprocess, root)
     checked = {"data_files": len(data), "data_bytes": sum(d.size for d in data), "code_files": len(code),
                "repro_files": len(ours), "config_sha256": found["config"]["sha256"], "weights_file": None}
     return found, checked

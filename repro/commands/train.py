@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config-name", default="train", help="config file name without .yaml (default: train)")
     p.add_argument("--root", help="project root that data and code paths are relative to")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--rehash", action="store_true",
+                   help="re-read every data byte instead of trusting the stat cache in .repro/")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     source = find_config(args.config_dir, args.config_name, args.root, cwd)
     resolved = compose(source, args.overrides)
     out_dir = (cwd / str(resolved["out_dir"])).resolve()
-    report = run_build(resolved, source.root, out_dir, quiet=args.quiet)
+    report = run_build(resolved, source.root, out_dir, quiet=args.quiet, rehash=args.rehash)
     lines = [
         f"out_dir      {report.out_dir}",
         f"weights      sha256 {report.weights_sha256}",

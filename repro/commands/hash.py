@@ -1,0 +1,77 @@
+"""Print each file's sha256 and the root digest, exactly as repro.lock records them.
+
+PATHs are files, directories (hashed recursively) or quoted globs, inside the
+root (default: the current directory); recorded paths are relative to it.
+Symlinks are followed and recorded under the link's path; links leaving the
+root are refused. `.git`, `.dvc` and `.repro` folders are skipped, and empty
+folders are not data. The text output is `sha256sum`'s format plus a last
+`root_digest` line, so this checks it with coreutils alone:
+
+    repro hash data/ | grep -v '^root_digest' | sha256sum -c
+
+`--json` prints the lock's own `{"files": [...], "root_digest": ...}` block.
+Unchanged files are not re-read (stat cache in <root>/.repro/); --rehash reads
+every byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from repro.errors import LockfileError
+from repro.hashing import EXTRA_ALGORITHMS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="file, directory or quoted glob")
+    p.add_argument("--json", action="store_true", help="print the lock's JSON block instead of sha256sum lines")
+    p.add_argument("--rehash", action="store_true", help="re-read every byte instead of trusting the stat cache")
+    p.add_argument("--root", help="folder the recorded paths are relative to (default: the current directory)")
+    p.add_argument("--hash", action="append", default=[], choices=EXTRA_ALGORITHMS, metavar="ALG",
+                   help=f"also record ALG beside sha256 (in --json output); one of {', '.join(EXTRA_ALGORITHMS)}")
+    p.add_argument("--quiet", action="store_true", help="no progress display and no summary on stderr")
+
+
+def relative_to_root(root: Path, cwd: Path, typed: str) -> str:
+    """A PATH as typed (relative to cwd, or absolute) as a path relative to `root`."""
+    full = os.path.normpath(os.path.join(cwd, typed))
+    rel = os.path.relpath(full, root)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        raise LockfileError(f"{typed}: outside the root {root}; pass --root")
+    return Path(rel).as_posix()
+
+
+def run(args: argparse.Namespace) -> int:
+    from repro.canonical import canonical_json
+    from repro.hashcache import open_cache
+    from repro.hashing import check_algorithms, expand_patterns
+    from repro.inputs import files_block
+    from repro.progress import byte_bar
+
+    cwd = Path.cwd()
+    root = Path(os.path.normpath(cwd / args.root)) if args.root else cwd
+    rels = [relative_to_root(root, cwd, p) for p in args.paths]
+    algorithms = check_algorithms(args.hash)
+    started = time.monotonic()
+    files = expand_patterns(root, rels)
+    with open_cache(root) as cache, byte_bar(args.quiet) as bar:
+        block = files_block(root, files, cache=cache, rehash=args.rehash, algorithms=algorithms, progress=bar)
+    seconds = time.monotonic() - started
+    if args.json:
+        sys.stdout.buffer.write(canonical_json(block))
+    else:
+        lines = [f"{f['hashes']['sha256']}  {f['path']}" for f in block["files"]]
+        lines.append(f"root_digest {block['root_digest']}")
+        sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+    if not args.quiet:
+        for note in cache.notes:
+            print(f"repro hash: note: {note}", file=sys.stderr)
+        nbytes = sum(int(f["size"]) for f in block["files"])
+        print(f"repro hash: {len(files)} files, {nbytes:,} bytes, {cache.hits} unchanged (stat cache), "
+              f"{seconds:.2f} s", file=sys.stderr)
+    return 0

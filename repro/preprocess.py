@@ -1,0 +1,126 @@
+"""A preprocessing step is code: the lock records which code, then we run it.
+
+`data.preprocess` names a function `fn(dataset, **params) -> dataset` by import
+path, plus its params:
+
+    data:
+      preprocess:
+        _target_: prep.pixels   # prep.py under the project root
+        scale: 16
+
+The params are part of the resolved config, already in the lock. The code is
+recorded here: the sha256 of the module file when it lives under the project
+root, or the name and version of the installed package it comes from. Only the
+module holding the function is hashed; list its local helpers in `code.include`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import platform
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from repro.errors import ConfigError, DataError
+
+
+def _split(target: str) -> tuple[str, str]:
+    module, _, attr = target.rpartition(".")
+    if not module or not attr:
+        raise ConfigError(f"config key data.preprocess._target_: {target!r} is not a module.function path")
+    return module, attr
+
+
+@contextmanager
+def _importable_from(root: Path, module: str) -> Iterator[None]:
+    """Let `module` be found under `root` when it is not importable otherwise (the `repro` script case)."""
+    added = False
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        sys.path.insert(0, str(root))
+        added = True
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(str(root))
+
+
+def source_of(target: str, root: Path) -> Path | None:
+    """The file defining `target`'s module, or None for a built-in module. Does not run the module."""
+    module, _ = _split(target)
+    with _importable_from(root, module):
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError) as exc:
+            raise ConfigError(f"config key data.preprocess._target_ {target!r}: {exc}") from None
+    if spec is None:
+        raise ConfigError(f"config key data.preprocess._target_ {target!r}: no module {module!r} here or under "
+                          f"the project root")
+    if spec.origin in (None, "built-in", "frozen") or not os.path.isfile(spec.origin or ""):
+        return None
+    return Path(spec.origin or "")
+
+
+def record(node: dict[str, Any], root: Path) -> dict[str, Any]:
+    """What the lock stores for the step's code (its params are in the resolved config)."""
+    from repro.hashing import hash_files
+
+    target = str(node["_target_"])
+    origin = source_of(target, root)
+    real_root = os.path.realpath(root)
+    if origin is not None:
+        real = os.path.realpath(origin)
+        if real.startswith(real_root.rstrip(os.sep) + os.sep):
+            rel = Path(os.path.relpath(real, real_root)).as_posix()
+            return {"target": target, "file": hash_files(Path(real_root), [rel])[0].to_json()}
+    return {"target": target, "package": _package(target)}
+
+
+def _package(target: str) -> dict[str, str]:
+    """The installed distribution providing `target`'s top-level package, with its version."""
+    from importlib import metadata
+
+    top = target.split(".", 1)[0]
+    if top in sys.stdlib_module_names:
+        return {"name": "python", "version": platform.python_version()}
+    names = metadata.packages_distributions().get(top)
+    if not names:
+        raise ConfigError(f"config key data.preprocess._target_ {target!r}: its module is neither under the "
+                          "project root nor part of an installed package, so the lock could not pin it")
+    name = sorted(names)[0]
+    return {"name": name, "version": metadata.version(name)}
+
+
+def apply(dataset: Any, node: dict[str, Any], root: Path) -> Any:
+    """Run the step on a `datasets.Dataset`; the function must return one."""
+    import datasets
+
+    target = str(node["_target_"])
+    module_name, attr = _split(target)
+    expected = source_of(target, root)
+    with _importable_from(root, module_name):
+        module = importlib.import_module(module_name)
+    if expected is not None and os.path.realpath(getattr(module, "__file__", "") or "") != os.path.realpath(expected):
+        raise ConfigError(f"config key data.preprocess._target_ {target!r}: imported {module.__file__}, "
+                          f"but the lock hashed {expected}")
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"config key data.preprocess._target_ {target!r}: {module_name} has no function {attr!r}")
+    params = {k: v for k, v in node.items() if k != "_target_"}
+    try:
+        out = fn(dataset, **params)
+    except Exception as exc:  # the user's code failed: name the step, keep it to one line
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise DataError(f"data.preprocess {target}: {type(exc).__name__}: {first}") from None
+    if not isinstance(out, datasets.Dataset):
+        raise DataError(f"data.preprocess {target}: returned {type(out).__name__}; expected a datasets.Dataset")
+    return out

@@ -1,0 +1,235 @@
+"""The stat cache: trusted only when every stat field matches, discarded when broken."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from repro import hashcache
+from repro.hashcache import HashCache
+from repro.hashing import StatKey, expand_patterns, hash_files
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    for i in range(20):
+        (root / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (root / f"d{i % 3}" / f"f{i}.csv").write_bytes(f"row,{i}\n".encode() * (i + 1))
+    return root
+
+
+@pytest.fixture
+def not_racy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test files are seconds old at most; trust them at once instead of after RACY_NS."""
+    monkeypatch.setattr(hashcache, "RACY_NS", 0)
+
+
+def _rels(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def _hash(root: Path, cache: HashCache, rehash: bool = False) -> dict[str, str]:
+    return {f.path: f.sha256 for f in hash_files(root, _rels(root), cache=cache, rehash=rehash)}
+
+
+def _truth(root: Path) -> dict[str, str]:
+    return {r: _sha(root / r) for r in _rels(root)}
+
+
+def _tick() -> None:
+    time.sleep(0.02)  # past one tick of a coarse file system clock
+
+
+def test_unchanged_files_come_from_the_cache(tree: Path, tmp_path: Path, not_racy: None) -> None:
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert _hash(tree, cache) == _truth(tree) and cache.hits == 0
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert _hash(tree, cache) == _truth(tree) and cache.hits == 20
+
+
+@pytest.mark.parametrize("change", ["content_and_size", "same_size_mtime_restored", "touch", "chmod", "replace"])
+def test_content_and_metadata_changes_invalidate(tree: Path, tmp_path: Path, not_racy: None, change: str) -> None:
+    target = tree / "d1" / "f4.csv"
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        _hash(tree, cache)
+    _tick()
+    st = target.stat()
+    if change == "content_and_size":
+        target.write_bytes(target.read_bytes() + b"x")
+    elif change == "same_size_mtime_restored":
+        raw = bytearray(target.read_bytes())
+        raw[0] ^= 1
+        target.write_bytes(bytes(raw))
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert target.stat().st_mtime_ns == st.st_mtime_ns and target.stat().st_size == st.st_size
+        assert target.stat().st_ctime_ns != st.st_ctime_ns  # what the cache sees: ctime moved
+    elif change == "touch":
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    elif change == "chmod":
+        target.chmod(0o600)
+    else:
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(target.read_bytes())
+        os.replace(tmp, target)
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert _hash(tree, cache) == _truth(tree)
+        assert cache.hits == 19  # every file but the one that changed
+
+
+def test_rehash_reads_every_byte_even_when_the_cache_lies(tree: Path, tmp_path: Path, not_racy: None) -> None:
+    """What the stat key cannot see (an edit that keeps every stat field) only --rehash catches.
+
+    The kernel will not let a test restore ctime, so the lie is planted in the cache instead:
+    a digest filed under the file's current, unchanged stat key.
+    """
+    target = tree / "d0" / "f0.csv"
+    full = str(tree / "d0" / "f0.csv")
+    lie = hashlib.sha256(b"not these bytes").hexdigest()
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        cache.store([(full, StatKey.of(os.stat(full)), {"sha256": lie})], time.time_ns())
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert _hash(tree, cache)["d0/f0.csv"] == lie  # trusted: that is what a stat cache does
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert _hash(tree, cache, rehash=True) == _truth(tree) and cache.hits == 0
+    with HashCache(tmp_path / "c.sqlite") as cache:  # and the rehash replaced the lie
+        assert _hash(tree, cache)["d0/f0.csv"] == _sha(target) and cache.hits == 20
+
+
+def test_racy_entries_are_not_trusted(tree: Path, tmp_path: Path) -> None:
+    """A file written within RACY_NS of its hashing could change again in the same clock tick."""
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        _hash(tree, cache)
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        _hash(tree, cache)
+        assert cache.hits == 0  # the files are younger than RACY_NS
+    late = time.time_ns() + hashcache.RACY_NS
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        cache.store([(str(tree / r), StatKey.of(os.stat(tree / r)), {"sha256": d}) for r, d in _truth(tree).items()],
+                    late)
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert _hash(tree, cache) == _truth(tree) and cache.hits == 20
+
+
+def test_extra_algorithms_missing_from_an_entry_are_a_miss(tree: Path, tmp_path: Path, not_racy: None) -> None:
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        _hash(tree, cache)
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        got = hash_files(tree, _rels(tree), cache=cache, algorithms=["blake2b"])
+        assert cache.hits == 0
+        assert {f.path: f.hashes["blake2b"] for f in got} == {
+            r: hashlib.blake2b((tree / r).read_bytes()).hexdigest() for r in _rels(tree)}
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        hash_files(tree, _rels(tree), cache=cache, algorithms=["blake2b"])
+        assert cache.hits == 20
+
+
+def test_a_garbage_cache_file_is_discarded(tree: Path, tmp_path: Path, not_racy: None) -> None:
+    db = tmp_path / "c.sqlite"
+    db.write_bytes(b"this is not sqlite " * 500)
+    with HashCache(db) as cache:
+        assert _hash(tree, cache) == _truth(tree)
+        assert any("discarded" in n for n in cache.notes)
+    with HashCache(db) as cache:
+        assert _hash(tree, cache) == _truth(tree) and cache.hits == 20 and not cache.notes
+
+
+def test_a_damaged_page_never_yields_a_wrong_digest(tmp_path: Path, not_racy: None) -> None:
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(600):
+        (root / f"file-with-a-long-name-{i:04d}.txt").write_bytes(str(i).encode())
+    db = tmp_path / "c.sqlite"
+    with HashCache(db) as cache:
+        _hash(root, cache)
+    raw = bytearray(db.read_bytes())
+    assert len(raw) > 8 * 4096
+    raw[3 * 4096 : 5 * 4096] = b"\xa5" * (2 * 4096)
+    db.write_bytes(bytes(raw))
+    with HashCache(db) as cache:
+        assert _hash(root, cache) == _truth(root)
+        assert cache.hits < 600
+
+
+def test_a_row_edited_behind_the_caches_back_is_a_miss(tree: Path, tmp_path: Path, not_racy: None) -> None:
+    db = tmp_path / "c.sqlite"
+    with HashCache(db) as cache:
+        _hash(tree, cache)
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE files SET digests = ? WHERE path LIKE '%f7.csv'", ("sha256=" + "0" * 64,))
+    with HashCache(db) as cache:
+        assert _hash(tree, cache) == _truth(tree) and cache.hits == 19
+
+
+def test_an_old_schema_is_emptied(tree: Path, tmp_path: Path, not_racy: None) -> None:
+    db = tmp_path / "c.sqlite"
+    with HashCache(db) as cache:
+        _hash(tree, cache)
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE meta SET v = '0' WHERE k = 'schema'")
+    with HashCache(db) as cache:
+        assert _hash(tree, cache) == _truth(tree) and cache.hits == 0
+
+
+def test_an_unusable_location_means_no_cache_not_an_error(tree: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "a-file" / "sub"))
+    with hashcache.open_cache(tree) as cache:
+        assert cache.path == tmp_path / "a-file" / "sub" / hashcache.CACHE_NAME
+        assert _hash(tree, cache) == _truth(tree)
+        assert any("unavailable" in n for n in cache.notes)
+
+
+def test_the_default_location_is_project_local_and_ignored_by_git(tree: Path) -> None:
+    with hashcache.open_cache(tree) as cache:
+        _hash(tree, cache)
+    assert (tree / ".repro" / "hashcache.sqlite").is_file()
+    assert (tree / ".repro" / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert not [p for p in expand_patterns(tree, ["."]) if p.startswith(".repro/")]
+
+
+WRITER = """
+import sys, hashlib
+from pathlib import Path
+from repro import hashcache
+from repro.hashing import hash_files
+hashcache.RACY_NS = 0
+root, db, part = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+rels = sorted(p.relative_to(root).as_posix() for p in (root / part).rglob("*") if p.is_file())
+for _ in range(15):
+    with hashcache.HashCache(db) as cache:
+        got = hash_files(root, rels, cache=cache, rehash=True)
+        assert not cache.notes, cache.notes
+        assert all(f.sha256 == hashlib.sha256((root / f.path).read_bytes()).hexdigest() for f in got)
+"""
+
+
+def test_two_processes_share_one_cache(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for part in ("a", "b"):
+        (root / part).mkdir(parents=True)
+        for i in range(300):
+            (root / part / f"{i}.txt").write_bytes(f"{part}{i}".encode())
+    db = tmp_path / "shared.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(db), part], env=env,
+                              stderr=subprocess.PIPE, text=True) for part in ("a", "b")]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert raw.execute("SELECT COUNT(*) FROM files").fetchone() == (600,)
