@@ -15,13 +15,13 @@ import socket
 import struct
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from repro import lockfile
+from repro import checkpoint, launch, lockfile
 from repro.canonical import atomic_write_bytes, atomic_write_json
-from repro.config import require
+from repro.config import CheckpointSpec, require
 from repro.data import DataSpec, data_file_list, hashed_file_list
 from repro.errors import ConfigError
 from repro.hashing import Progress
@@ -36,6 +36,8 @@ from repro.pins import (
     target_packages,
 )
 from repro.release import ReleaseTerms
+from repro.resume import Notify, ResumeOptions, Session, hold_out_dir
+from repro.resume import start as start_checkpoints
 
 WEIGHTS_NAME = "model.safetensors"
 METRICS_NAME = "metrics.jsonl"
@@ -54,6 +56,7 @@ class BuildReport:
     metrics: dict[str, float]
     final_loss: float | None
     seconds: float
+    resumed_from_step: int | None = None
     samples: tuple[str, ...] = ()
 
 
@@ -92,26 +95,111 @@ def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
 
 
 def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
-              rehash: bool = False) -> BuildReport:
+              resume: ResumeOptions | None = None, notify: Notify | None = None,
+              rehash: bool = False) -> BuildReport | None:
     """Train from a resolved config and write `out_dir`; the lock is written last.
 
+    `out_dir` is locked for the whole build; a run that was interrupted resumes from
+    its newest usable checkpoint (see `repro.resume`) and ends in the same bytes.
     `rehash=True` reads every data byte rather than trusting the stat cache.
     """
     started = time.monotonic()
     resolved, pins = concrete_pins(resolved)
     ReleaseTerms.from_config(resolved)  # a malformed licence or data location must not reach the lock
+    resume = resume or ResumeOptions()
+    spec = CheckpointSpec.from_config(resolved)
+    require_divisible(resolved, pins)
+    require_portable(resolved, pins)
+    if pins.world_size > 1 and not launch.under_launcher():
+        source = None if resume.source is None else str(resume.source)
+        launch.spawn({"resolved": resolved, "root": str(root), "out_dir": str(out_dir), "quiet": quiet,
+                      "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins)
+        return _report_from(out_dir, started)
     apply_process_env(pins)
+    rank, _ = launch.check_world(pins)
+    if rank != 0:  # other ranks train, but never write to out_dir
+        _build_rank(resolved, pins, spec, root, out_dir, resume)
+        return None
+    with hold_out_dir(out_dir):
+        return _build_locked(resolved, pins, spec, root, out_dir, quiet, resume,
+                             notify or (lambda _msg: None), started, rehash)
+
+
+# torch optimizers whose update takes a square root (or another MKL vector-math
+# function): on the portable profile their bits differ between CPU models.
+NOT_PORTABLE = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.Adagrad", "torch.optim.RMSprop",
+                "torch.optim.Adadelta", "torch.optim.NAdam", "torch.optim.RAdam")
+
+
+def require_portable(resolved: dict[str, Any], pins: Pins) -> None:
+    """The portable profile refuses optimizers measured to differ across CPU models."""
+    target = resolved["trainer"]["optimizer"].get("_target_") if isinstance(resolved["trainer"].get("optimizer"),
+                                                                              dict) else None
+    if pins.profile == "portable" and target in NOT_PORTABLE:
+        raise ConfigError(
+            f"build.profile=portable with trainer.optimizer._target_={target}: its square root goes through MKL's "
+            "vector math, whose bits differ between CPU models; use repro.optim.PortableAdam (the same update) "
+            "or torch.optim.SGD, e.g. trainer=portable")
+
+
+def require_divisible(resolved: dict[str, Any], pins: Pins) -> None:
+    """Each rank takes an equal, contiguous slice of every global batch."""
+    batch = require(resolved, "trainer.batch_size", int)
+    if batch % pins.world_size:
+        raise ConfigError(f"trainer.batch_size={batch} is not divisible by build.world_size={pins.world_size}: "
+                          "every rank takes an equal slice of the global batch")
+
+
+def _build_rank(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root: Path, out_dir: Path,
+                resume: ResumeOptions) -> None:
+    """A rank other than 0: wait for rank 0 to settle the checkpoints, then train read-only."""
+    from repro.train import train
+
+    files = data_file_list(root, DataSpec.from_config(resolved))
+    launch.barrier(pins)  # rank 0 has picked (and cleaned up to) the checkpoint to resume from
+    ckpt = None
+    if resume.mode != "fresh":
+        root_dir = out_dir / checkpoint.DIR_NAME
+        ckpt = checkpoint.read(resume.source) if resume.source else checkpoint.newest_valid(root_dir)[0]
+    session = Session(out_dir / checkpoint.DIR_NAME, replace(spec, every=0), {}, resume=ckpt)
+    session.pause_step = None
+    train(resolved, pins, root, files, checkpoints=session)
+
+
+def _report_from(out_dir: Path, started: float) -> BuildReport:
+    """The report of a build that ranks wrote, read back from its lock."""
+    raw = (out_dir / lockfile.LOCK_NAME).read_bytes()
+    lock = lockfile.read(out_dir / lockfile.LOCK_NAME)
+    run = json.loads((out_dir / RUN_NAME).read_text(encoding="utf-8"))
+    resumed = run.get("resumed_from")
+    return BuildReport(
+        out_dir=out_dir, weights_sha256=lock["outputs"]["weights"]["hashes"]["sha256"],
+        lock_sha256=hashlib.sha256(raw).hexdigest(), config_sha256=lock["inputs"]["config"]["sha256"],
+        data_root_digest=lock["inputs"]["data"]["root_digest"], metrics=lock["outputs"]["metrics"],
+        final_loss=lock["outputs"]["final_loss"], seconds=time.monotonic() - started,
+        resumed_from_step=None if not resumed else int(resumed["step"]),
+        samples=tuple(lock["outputs"].get("samples", [])),
+    )
+
+
+def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root: Path, out_dir: Path,
+                  quiet: bool, resume: ResumeOptions, notify: Notify, started: float, rehash: bool) -> BuildReport:
     from repro.progress import byte_bar, step_bar
 
     with byte_bar(quiet, "hash data") as bar:
         inputs, files = hash_inputs(resolved, root, use_cache=not rehash, progress=bar)
+    packages = package_versions((*RECORDED_PACKAGES, *target_packages(resolved)))
+    session = start_checkpoints(out_dir, spec, {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},
+                                resume, notify)
+    if pins.world_size > 1:
+        launch.barrier(pins)  # the other ranks now read the same resume point
 
     from repro.train import train
     from repro.weights import save_weights, tensor_records
 
     every = require(resolved, "trainer.log_every", int)
     with step_bar(require(resolved, "trainer.max_steps", int), quiet) as on_step:
-        result = train(resolved, pins, root, files, on_step=on_step)
+        result = train(resolved, pins, root, files, on_step=on_step, checkpoints=session)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     exported = write_exports(out_dir, result.exports)
@@ -123,11 +211,10 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     atomic_write_bytes(out_dir / METRICS_NAME, ("\n".join(metrics_lines) + "\n").encode())
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
-    packages = package_versions((*RECORDED_PACKAGES, *target_packages(resolved)))
     build = {**pins.to_json(), "flags": result.flags, "packages": packages, "cuda": result.flags.pop("cuda")}
     outputs: dict[str, Any] = {
-        "weights": {"path": WEIGHTS_NAME, "size": len(weights), "hashes": {"sha256": hashlib.sha256(weights).hexdigest()},
-                    "tensors": tensor_records(result.state)},
+        "weights": {"path": WEIGHTS_NAME, "size": len(weights),
+                    "hashes": {"sha256": hashlib.sha256(weights).hexdigest()}, "tensors": tensor_records(result.state)},
         "final_loss": result.losses[-1] if result.losses else None,
         "loss_trajectory": loss_trajectory(result.losses, every),
         "metrics": result.metrics,
@@ -145,13 +232,18 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
         "cores": os.cpu_count(), "wall_seconds": round(seconds, 3), "finished_unix": int(time.time()),
         "datasets_fingerprint": result.dataset_fingerprint, "python_executable": sys.executable,
         "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]),
+        **session.report(),
     })
     lock_bytes = lockfile.write(out_dir / lockfile.LOCK_NAME, lock)
+    # The outputs are complete: checkpoints served their purpose, and left here
+    # they would end up in whatever tracks out_dir (a DVC output, a release).
+    checkpoint.clear(session.root)
     return BuildReport(
         out_dir=out_dir, weights_sha256=outputs["weights"]["hashes"]["sha256"],
         lock_sha256=hashlib.sha256(lock_bytes).hexdigest(), config_sha256=inputs["config"]["sha256"],
         data_root_digest=inputs["data"]["root_digest"], metrics=result.metrics,
-        final_loss=outputs["final_loss"], seconds=seconds, samples=tuple(result.samples),
+        final_loss=outputs["final_loss"], seconds=seconds,
+        resumed_from_step=None if session.resume is None else session.resume.step, samples=tuple(result.samples),
     )
 
 
@@ -191,8 +283,11 @@ def rebuild_main(spec_path: str) -> int:
     from repro.errors import ReproError
 
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    source = spec.get("resume_source")
+    options = ResumeOptions(mode=spec.get("resume_mode", "auto"), source=None if source is None else Path(source))
     try:
-        run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]))
+        run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]),
+                  resume=options, rehash=bool(spec.get("rehash", False)))
     except ReproError as exc:
         atomic_write_json(Path(spec["error_path"]), {"exit_code": exc.exit_code, "message": str(exc)})
         return exc.exit_code

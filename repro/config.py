@@ -14,8 +14,10 @@ from typing import Any
 from repro.errors import ConfigError
 
 EMBEDDED_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-# Keys that say where outputs go, not what they are: never hashed into the lock.
-NOT_HASHED = ("out_dir",)
+# Keys that say where outputs go or how often to save progress, not what the
+# outputs are: never hashed into the lock. Checkpoints do not change the bits
+# (tests/test_resume.py proves it), so a run may change how often it saves.
+NOT_HASHED = ("out_dir", "trainer.checkpoint_every", "trainer.keep_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,15 @@ def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
 
 def hashed_view(resolved: dict[str, Any]) -> dict[str, Any]:
     """The part of the config that decides the bits (what the lock stores)."""
-    return {k: copy.deepcopy(v) for k, v in resolved.items() if k not in NOT_HASHED}
+    view = copy.deepcopy(resolved)
+    for dotted in NOT_HASHED:
+        *parents, leaf = dotted.split(".")
+        node: Any = view
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return view
 
 
 def _one_line(exc: BaseException) -> str:
@@ -128,4 +138,26 @@ class TrainerSpec:
         for key in ("max_steps", "batch_size", "log_every"):
             if getattr(spec, key) < 1:
                 raise ConfigError(f"config key trainer.{key}: expected >= 1, got {getattr(spec, key)}")
+        return spec
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """How often to checkpoint and how many to keep; `every == 0` means never."""
+
+    every: int
+    keep: int
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> CheckpointSpec:
+        # These keys are not hashed, so a config rebuilt from a lock lacks them:
+        # such a rebuild (verify) simply runs without checkpoints.
+        if "checkpoint_every" not in require(cfg, "trainer", dict):
+            return cls(every=0, keep=1)
+        spec = cls(every=require(cfg, "trainer.checkpoint_every", int),
+                   keep=require(cfg, "trainer.keep_checkpoints", int))
+        if spec.every < 0:
+            raise ConfigError(f"config key trainer.checkpoint_every: expected >= 0 (0 = off), got {spec.every}")
+        if spec.keep < 1:
+            raise ConfigError(f"config key trainer.keep_checkpoints: expected >= 1, got {spec.keep}")
         return spec

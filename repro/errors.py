@@ -31,6 +31,10 @@ class LockfileError(UserInputError):
     """A lockfile is malformed, of an unknown version, or names unsafe paths."""
 
 
+class CheckpointError(UserInputError):
+    """A checkpoint cannot be used: corrupt, pickled, or made from other inputs."""
+
+
 class MismatchError(ReproError):
     """Something that should be bit-identical is not (verify, diff)."""
 

@@ -26,9 +26,12 @@ from repro.pins import Pins, pinned_environ
 _CHILD = "import sys; from repro.build import rebuild_main; sys.exit(rebuild_main(sys.argv[1]))"
 
 
-def rebuild_config(lock: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
-    """The lock's resolved config with its build section's pins applied on top."""
-    build = lock["build"]
+def rebuild_config(lock: dict[str, Any], world_size: int | None = None) -> tuple[dict[str, Any], Pins]:
+    """The lock's resolved config with its build section's pins applied on top
+    (and another world size, when the user asks for one)."""
+    build = dict(lock["build"])
+    if world_size is not None:
+        build["world_size"] = world_size
     pins = Pins(**{key: build[key] for key in PIN_KEYS})
     resolved = copy.deepcopy(lock["inputs"]["config"]["resolved"])
     resolved["build"].update({key: build[key] for key in PIN_KEYS if key != "seed"})
@@ -36,7 +39,7 @@ def rebuild_config(lock: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
     return resolved, pins
 
 
-def run_rebuild(lock: dict[str, Any], root: Path, work_dir: Path, quiet: bool) -> Path:
+def run_rebuild(lock: dict[str, Any], root: Path, work_dir: Path, quiet: bool, world_size: int | None = None) -> Path:
     """Train again in a fresh interpreter under the lock's pins; return the rebuilt out_dir.
 
     The child's environment is built from the pins alone (`pinned_environ`), so the
@@ -44,7 +47,7 @@ def run_rebuild(lock: dict[str, Any], root: Path, work_dir: Path, quiet: bool) -
     cannot reach it; it imports the same repro whose source was just hashed, and
     gets a datasets cache of its own so no stale cache can stand in for the data.
     """
-    resolved, pins = rebuild_config(lock)
+    resolved, pins = rebuild_config(lock, world_size)
     out_dir, error_path = work_dir / "out", work_dir / "rebuild-error.json"
     error_path.unlink(missing_ok=True)
     spec_path = work_dir / "rebuild-spec.json"

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -23,6 +24,10 @@ from repro.errors import ConfigError, TrainingFailed
 from repro.pins import Pins
 from repro.sampling import OrderDigest, SampleOrder
 from repro.tasks import Batch, Task
+from repro.trainstate import Parts, capture, restore
+
+if TYPE_CHECKING:
+    from repro.resume import Session
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -67,16 +72,27 @@ class _Steps(Sampler[torch.Tensor]):
 
 
 def _batches(
-    tensors: Batch, order: SampleOrder, spec: TrainerSpec, seed: int
+    tensors: Batch, order: SampleOrder, spec: TrainerSpec, seed: int, start: int = 0
 ) -> Iterator[tuple[torch.Tensor, Batch]]:
-    """(rows, batch) in step order. In memory, a gather per step; with workers, a
-    DataLoader whose workers are seeded from our generator."""
-    steps = _Steps(order, 0, spec.max_steps)
+    """(rows, batch) for steps [start, max_steps). In memory, a gather per step; with
+    workers, a DataLoader whose workers are seeded from our generator."""
+    steps = _Steps(order, start, spec.max_steps)
     if spec.num_workers == 0:
         return ((rows, {k: v[rows] for k, v in tensors.items()}) for rows in steps)
     loader = DataLoader(_Rows(tensors), batch_size=None, sampler=steps, num_workers=spec.num_workers,
                         worker_init_fn=seed_worker, generator=torch_generator(seed))
-    return zip(iter(steps), loader)
+    return zip(iter(steps), loader, strict=True)
+
+
+def _accelerator(pins: Pins) -> Any:
+    """accelerate's Accelerator, with a bounded wait on silent peers when distributed."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    from repro.launch import COLLECTIVE_TIMEOUT
+
+    return Accelerator(cpu=pins.device == "cpu", mixed_precision=PRECISION_TO_ACCELERATE[pins.precision],
+                       kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)])
 
 
 def instantiate(node: dict[str, Any], key: str) -> Any:
@@ -99,9 +115,12 @@ def train(
     root: Path,
     data_files: list[str],
     on_step: Callable[[int, float], None] | None = None,
+    checkpoints: Session | None = None,
 ) -> TrainResult:
-    """Train once from a resolved config under applied pins; return tensors and traces."""
-    from accelerate import Accelerator
+    """Train once from a resolved config under applied pins; return tensors and traces.
+
+    With `checkpoints`, resume from `checkpoints.resume` if set and save after steps.
+    """
     from accelerate.state import AcceleratorState
 
     flags = apply_torch_pins(pins)
@@ -117,9 +136,23 @@ def train(
     flags["seeds"] = seed_everything(pins.seed)
     model = instantiate(cfg["model"], "model")
     optimizer = instantiate(cfg["trainer"]["optimizer"], "trainer.optimizer")(model.parameters())
+    # Optional: a project's own trainer group may predate the key; absent means none.
+    sched_node = cfg["trainer"].get("scheduler")
+    scheduler = None if sched_node is None else instantiate(sched_node, "trainer.scheduler")(optimizer)
 
-    accelerator = Accelerator(cpu=pins.device == "cpu", mixed_precision=PRECISION_TO_ACCELERATE[pins.precision])
+    accelerator = _accelerator(pins)
     try:
+        rank, world = accelerator.process_index, accelerator.num_processes
+        if world != pins.world_size:
+            raise ConfigError(f"build.world_size is {pins.world_size} but {world} processes were launched")
+        per_rank = spec.batch_size // world
+        flags["distributed"] = {
+            "backend": accelerator.state.backend if world > 1 else None,
+            "batch_split": "contiguous",  # rank r takes rows [r*b, (r+1)*b) of every global batch
+            "per_rank_batch": per_rank,
+            "grad_accumulation": 1,
+            "loss_reduction": "mean over ranks in rank order",
+        }
         model, optimizer = accelerator.prepare(model, optimizer)
         order = SampleOrder(n_train, spec.batch_size, pins.seed, spec.shuffle)
         train_t = {k: v.to(accelerator.device) for k, v in train_t.items()}
@@ -134,10 +167,19 @@ def train(
         inner = optimizer.optimizer if plain else optimizer
         step_fn, zero_fn = inner.step, inner.zero_grad
         backward = (lambda t: t.backward()) if plain else accelerator.backward
-        digest, losses = OrderDigest(), []
+        resume = checkpoints.resume if checkpoints is not None else None
+        start = resume.step if resume is not None else 0
+        parts = Parts(accelerator.unwrap_model(model), optimizer, scheduler, accelerator.scaler)
+        batches = _batches(train_t, order, spec, pins.seed, start)
+        digest, losses = OrderDigest(), list[float]()
+        if resume is not None:  # restores the RNGs last: nothing may draw before the next step
+            digest, losses = restore(resume, parts, order)
         model.train()
-        for step, (rows, batch) in enumerate(_batches(train_t, order, spec, pins.seed)):
+        mine = slice(rank * per_rank, (rank + 1) * per_rank)
+        for step, (rows, batch) in enumerate(batches, start):
             digest.update(rows)
+            if world > 1:
+                batch = {k: v[mine] for k, v in batch.items()}
             if autocast:
                 with accelerator.autocast():
                     loss = task.loss(model, batch)
@@ -145,11 +187,16 @@ def train(
                 loss = task.loss(model, batch)
             backward(loss)
             step_fn()
+            if scheduler is not None:
+                scheduler.step()
             zero_fn(set_to_none=True)
-            value = loss.item()
+            # Every rank records the same number: the mean of all ranks' losses, in rank order.
+            value = loss.item() if world == 1 else accelerator.gather(loss.detach().reshape(1)).mean().item()
             if not math.isfinite(value):
                 raise TrainingFailed(f"loss became {value} at step {step + 1}; lower trainer.lr or check the data")
             losses.append(value)
+            if checkpoints is not None:
+                checkpoints.after_step(step + 1, partial(capture, step + 1, parts, order, losses, digest))
             if on_step is not None:
                 on_step(step + 1, value)
 

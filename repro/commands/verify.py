@@ -43,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-record", action="store_true",
                    help="do not write verification.json beside the lock after a rebuild")
     p.add_argument("--signing-key", metavar="KEY", help="sign verification.json with this private key (model-signing)")
+    p.add_argument("--world-size", type=int, metavar="N",
+                   help="rebuild with N processes instead of the lock's (not expected to be bit-identical)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         weights=Path(args.weights) if args.weights else None, work_dir=Path(args.work_dir) if args.work_dir else None,
         allow_env_drift=args.allow_env_drift, rebuild_anyway=args.rebuild_anyway, quiet=args.quiet or args.json,
         record=not args.no_record, signing_key=Path(args.signing_key) if args.signing_key else None,
+        world_size=args.world_size,
     )
     try:
         report = verify(opts)

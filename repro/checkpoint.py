@@ -1,0 +1,298 @@
+"""Checkpoint folders on disk: written atomically, checked by digest, never unpickled. No torch.
+
+The format is specified in docs/checkpoints.md and `checkpoint.schema.json` beside
+this module. A checkpoint is a folder `step-NNNNNNNN/` holding safetensors files,
+`state.json`, and `MANIFEST.json` with every file's size and sha256. The folder is
+built under a temporary name and renamed into place only once the manifest, the
+last file, is on disk; so a folder with a valid name is either complete or was
+damaged afterwards, and a damaged one fails its digests and is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from repro.canonical import canonical_json, fsync_dir, sha256_bytes
+from repro.errors import CheckpointError, TrainingFailed
+
+VERSION = 1
+DIR_NAME = "checkpoints"
+MANIFEST_NAME = "MANIFEST.json"
+STATE_NAME = "state.json"
+MODEL_NAME = "model.safetensors"
+OPTIMIZER_NAME = "optimizer.safetensors"
+REQUIRED = (MODEL_NAME, OPTIMIZER_NAME, STATE_NAME)
+# Suffixes of pickled checkpoints (torch.save, accelerate save_state): never loaded,
+# because unpickling runs code that the file chooses.
+PICKLED_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+SCHEMA_PATH = Path(__file__).resolve().parent / "checkpoint.schema.json"
+# Test hooks: pause the writer mid-write / the loop after a step until a marker
+# file is deleted, so tests can SIGKILL the process at that exact point.
+PAUSE_CHECKPOINT_ENV = "REPRO_TEST_PAUSE_CHECKPOINT"
+PAUSE_STEP_ENV = "REPRO_TEST_PAUSE_STEP"
+
+_STEP_DIR = re.compile(r"^step-(\d{8,})$")
+
+
+# Writes one file of a checkpoint to the path it is given (safetensors' save_file, ...).
+Writer = Callable[[Path], None]
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One verified checkpoint: its parsed state and the paths of its files."""
+
+    path: Path
+    step: int
+    state: dict[str, Any]
+    files: dict[str, Path]
+
+
+def dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return loaded
+
+
+def write(root: Path, step: int, writers: dict[str, Writer]) -> Path:
+    """Write `root/step-N/` atomically: files into a temp folder, manifest last, rename.
+
+    The unit of atomicity is the folder: a temp folder beside the final one, every
+    file in it written and fsynced, the folder fsynced, `os.replace` to its name,
+    then `root` fsynced. (A temp name per file inside a folder that is itself
+    temporary would only add fsyncs.) Files stream to disk and are hashed back
+    from the page cache, so a checkpoint never sits in memory a second time.
+    """
+    missing = [n for n in REQUIRED if n not in writers]
+    if missing:
+        raise ValueError(f"checkpoint at step {step} lacks {missing}")
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / dir_name(step)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    names = sorted(writers)
+    try:
+        # hashlib releases the GIL: hash and fsync each file in a thread while the next is written.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pending = {}
+            for i, name in enumerate(names):
+                writers[name](tmp / name)
+                pending[name] = pool.submit(_hash_file, tmp / name, True)
+                if i == 0:
+                    pause_if_asked(PAUSE_CHECKPOINT_ENV, step, root)
+            files = [{"path": n, "size": size, "hashes": {"sha256": digest}}
+                     for n in names for size, digest in [pending[n].result()]]
+        _write_synced(tmp / MANIFEST_NAME, canonical_json({"version": VERSION, "step": step, "files": files}))
+        fsync_dir(tmp)
+        if final.exists():  # an unusable earlier write of this step (it was skipped on resume)
+            _remove(final)
+        os.replace(tmp, final)
+    except OSError as exc:  # a full disk, a quota: the run itself failed, say so in one line
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingFailed(f"writing checkpoint {root / final.name}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(root)
+    return final
+
+
+def read(path: Path) -> Checkpoint:
+    """Load and verify one checkpoint folder; CheckpointError says what is wrong with it."""
+    path = Path(path)
+    refuse_pickled(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a checkpoint folder (expected {MANIFEST_NAME} and safetensors files)")
+    manifest = _load_json(path / MANIFEST_NAME, f"{path.name}/{MANIFEST_NAME}", "#/$defs/manifest")
+    records = {rec["path"]: rec for rec in manifest["files"]}
+    absent = [n for n in REQUIRED if n not in records]
+    if absent:
+        raise CheckpointError(f"{path.name}/{MANIFEST_NAME}: lists no {absent}")
+    for name, rec in records.items():
+        refuse_pickled(path / name)
+        if name != STATE_NAME:
+            _check(path, name, rec, *_hash_file(path / name, False, f"{path.name}/{name}"))
+    try:  # state.json is parsed from the very bytes that were checked
+        raw = (path / STATE_NAME).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path.name}/{STATE_NAME}: cannot read ({exc.strerror})") from None
+    _check(path, STATE_NAME, records[STATE_NAME], len(raw), sha256_bytes(raw))
+    state = _parse_json(raw, f"{path.name}/{STATE_NAME}", "#/$defs/state")
+    named = parse_step(path.name)
+    if manifest["step"] != state["step"] or named not in (None, state["step"]):
+        raise CheckpointError(f"{path.name}: folder name, manifest and state.json disagree on the step")
+    return Checkpoint(path, state["step"], state, {name: path / name for name in records})
+
+
+def bytes_writer(data: bytes) -> Writer:
+    """A Writer for content already in memory (state.json)."""
+
+    def write(path: Path) -> None:
+        path.write_bytes(data)
+
+    return write
+
+
+def _check(path: Path, name: str, rec: dict[str, Any], size: int, digest: str) -> None:
+    if size != rec["size"]:
+        raise CheckpointError(f"{path.name}/{name}: {size} bytes, the manifest records {rec['size']} (truncated?)")
+    if digest != rec["hashes"]["sha256"]:
+        raise CheckpointError(
+            f"{path.name}/{name}: sha256 {digest[:12]}…, the manifest records {rec['hashes']['sha256'][:12]}…")
+
+
+def _hash_file(path: Path, sync: bool, where: str = "") -> tuple[int, str]:
+    """Size and sha256 of a file, streamed; with `sync`, fsync it too (Linux flushes via any fd)."""
+    h, size = hashlib.sha256(), 0
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            while n := fh.readinto(buf):
+                h.update(view[:n])
+                size += n
+            if sync:
+                os.fsync(fh.fileno())
+    except OSError as exc:
+        if sync:
+            raise
+        raise CheckpointError(f"{where}: cannot read ({exc.strerror})") from None
+    return size, h.hexdigest()
+
+
+def newest_valid(root: Path) -> tuple[Checkpoint | None, list[str]]:
+    """The newest checkpoint that passes `read`, and why each newer one was skipped."""
+    skipped: list[str] = []
+    if not root.is_dir():
+        return None, skipped
+    for entry in sorted(root.iterdir()):
+        if entry.suffix in PICKLED_SUFFIXES:
+            skipped.append(f"{entry.name}: not loaded: pickled checkpoints can run code; "
+                           "repro's are safetensors + JSON")
+    for path in reversed(step_dirs(root)):
+        try:
+            return read(path), skipped
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+    return None, skipped
+
+
+def refuse_pickled(path: Path) -> None:
+    if Path(path).suffix in PICKLED_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: pickled checkpoints are never loaded (unpickling runs code the file chooses); "
+            "repro checkpoints are folders of safetensors + JSON")
+
+
+def parse_step(name: str) -> int | None:
+    m = _STEP_DIR.match(name)
+    return int(m.group(1)) if m else None
+
+
+def step_dirs(root: Path) -> list[Path]:
+    """Checkpoint folders under `root`, oldest step first; temp and hidden entries ignored."""
+    if not root.is_dir():
+        return []
+    found = [(s, p) for p in root.iterdir() if p.is_dir() and (s := parse_step(p.name)) is not None]
+    return [p for _, p in sorted(found)]
+
+
+def prune(root: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoint folders."""
+    for path in step_dirs(root)[:-keep]:
+        _remove(path)
+
+
+def remove_stale(root: Path) -> list[str]:
+    """Delete temp folders of writes that never finished (the process died); return their names."""
+    if not root.is_dir():
+        return []
+    stale = sorted(p for p in root.iterdir() if p.name.startswith((".tmp-", ".trash-", ".paused-")))
+    for p in stale:
+        if p.is_dir():
+            _remove(p)
+        else:
+            p.unlink(missing_ok=True)
+    return [p.name for p in stale if p.name.startswith(".tmp-")]
+
+
+def clear(root: Path) -> None:
+    """Delete every checkpoint under `root` (a fresh start or a finished run)."""
+    if root.is_dir():
+        _remove(root)
+
+
+def pause_if_asked(env: str, step: int, root: Path) -> None:
+    """Test hook: if `env` names this step, touch `root/.paused-<env>-<step>` and wait until it is deleted."""
+    if os.environ.get(env) != str(step):
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / f".paused-{env}-{step}"
+    marker.touch()
+    deadline = time.monotonic() + 600
+    while marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _remove(path: Path) -> None:
+    """Rename out of the way, then delete: a half-deleted folder never looks like a checkpoint."""
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _load_json(path: Path, where: str, ref: str) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{where}: missing (the write did not finish)") from None
+    except OSError as exc:
+        raise CheckpointError(f"{where}: cannot read ({exc.strerror})") from None
+    return _parse_json(raw, where, ref)
+
+
+def _parse_json(raw: bytes, where: str, ref: str) -> dict[str, Any]:
+    """Parse, check `version`, validate against the schema; one-line errors naming the field."""
+    import jsonschema
+
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{where}: expected a JSON object")
+    version = obj.get("version")
+    if version != VERSION:
+        newer = isinstance(version, int) and version > VERSION
+        raise CheckpointError(f"{where}: version {version!r} " + ("is newer than this repro understands; upgrade repro"
+                                                                   if newer else f"is not {VERSION}"))
+    full = schema()
+    validator = jsonschema.Draft202012Validator({"$schema": full["$schema"], "$defs": full["$defs"], "$ref": ref})
+    errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
+    if errors:
+        field = ".".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+        raise CheckpointError(f"{where}: field '{field}': {errors[0].message[:160]}")
+    return obj

@@ -1,0 +1,231 @@
+"""How a `repro train` starts and saves its progress: the out_dir lock, the choice of
+checkpoint, the check that it was made from these very inputs. No torch.
+
+A resumed run must end in the same bytes as one that never stopped, so a
+checkpoint is used only if its recorded inputs, config, pins and packages equal
+this run's; otherwise we refuse and name what changed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from repro import checkpoint
+from repro.canonical import canonical_json, compact_json
+from repro.checkpoint import Checkpoint
+from repro.config import CheckpointSpec
+from repro.errors import Busy, CheckpointError
+
+LOCK_NAME = ".repro-train.lock"
+Mode = Literal["auto", "restart", "fresh"]
+Notify = Callable[[str], None]
+Capture = Callable[[], tuple[dict[str, checkpoint.Writer], dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ResumeOptions:
+    """`auto`: resume if the checkpoint matches, else refuse; `restart`: else start over;
+    `fresh`: always start over (--no-resume). `source`: a checkpoint folder to use instead."""
+
+    mode: Mode = "auto"
+    source: Path | None = None
+
+
+@dataclass
+class Session:
+    """Checkpointing for one run; `train()` calls `after_step` after every step."""
+
+    root: Path
+    spec: CheckpointSpec
+    record: dict[str, Any]  # inputs and build this run started from, stored in every checkpoint
+    resume: Checkpoint | None = None
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    written: int = 0
+    # Test hook (checkpoint.PAUSE_STEP_ENV), read once: the loop calls after_step every step.
+    pause_step: str | None = field(default_factory=lambda: os.environ.get(checkpoint.PAUSE_STEP_ENV))
+
+    def after_step(self, step: int, capture: Capture) -> None:
+        if self.spec.every and step % self.spec.every == 0:
+            writers, state = capture()
+            state.update(self.record, resumes=self.resumes)
+            writers[checkpoint.STATE_NAME] = checkpoint.bytes_writer(canonical_json(state))
+            checkpoint.write(self.root, step, writers)
+            checkpoint.prune(self.root, self.spec.keep)
+            self.written += 1
+        if self.pause_step == str(step):
+            checkpoint.pause_if_asked(checkpoint.PAUSE_STEP_ENV, step, self.root)
+
+    def report(self) -> dict[str, Any]:
+        """What run.json says about checkpoints and resumes (never the lock)."""
+        return {
+            "checkpoints": {"every": self.spec.every, "keep": self.spec.keep, "written": self.written},
+            "resumed_from": None if self.resume is None else {"path": str(self.resume.path), "step": self.resume.step},
+            "resumes": self.resumes,
+            "skipped_checkpoints": self.skipped,
+        }
+
+
+class _StaleLockFile(Exception):
+    """We won the flock on a lock file that its last holder had already deleted."""
+
+
+@contextmanager
+def hold_out_dir(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `out_dir` (Busy if another build has it).
+
+    The lock is an flock on `out_dir/.repro-train.lock`, so the kernel drops it
+    when its holder dies, even by SIGKILL. The file is deleted when the build
+    ends, so no stray file is left among the outputs (a release folder, a git or
+    DVC tracked directory); a process that opened it just before, and wins the
+    flock on the deleted file, sees that it is stale and tries again. If this
+    build created `out_dir` and fails, the empty folders it made are removed.
+    """
+    from filelock import FileLock, Timeout
+
+    path = out_dir / LOCK_NAME
+
+    def current(fd: int) -> None:
+        held = os.fstat(fd)
+        try:
+            named = os.stat(path)
+        except FileNotFoundError:
+            raise _StaleLockFile from None
+        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+            raise _StaleLockFile
+
+    created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=0, on_acquired=current)
+    for _ in range(10):
+        try:
+            lock.acquire()
+            break
+        except Timeout:
+            raise Busy(f"{out_dir}: another `repro train` is running there (it holds {LOCK_NAME}); "
+                       "wait for it to finish or use another out_dir") from None
+        except _StaleLockFile:
+            continue
+    else:
+        raise Busy(f"{out_dir}: could not lock {LOCK_NAME} (it keeps being replaced); try again")
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        path.unlink(missing_ok=True)  # while still holding it; see `current`
+        lock.release()
+        if not ok:
+            for p in created:  # deepest first; stops at the first that is not empty
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
+
+
+def start(out_dir: Path, spec: CheckpointSpec, record: dict[str, Any], options: ResumeOptions,
+          notify: Notify) -> Session:
+    """Pick what to resume from (or nothing) and clear what must not be resumed."""
+    root = out_dir / checkpoint.DIR_NAME
+    stale = checkpoint.remove_stale(root)
+    if stale:
+        notify(f"removed unfinished checkpoint writes: {', '.join(stale)}")
+    session = Session(root, spec, record)
+    if options.mode == "fresh":
+        if checkpoint.step_dirs(root):
+            notify(f"--no-resume: deleting the checkpoints in {root}")
+        checkpoint.clear(root)
+        return session
+    ckpt: Checkpoint | None
+    skipped: list[str] = []
+    if options.source is not None:
+        ckpt = checkpoint.read(options.source)
+    else:
+        ckpt, skipped = checkpoint.newest_valid(root)
+    for problem in skipped:
+        notify(f"warning: skipping checkpoint {problem}")
+    session.skipped = skipped
+    if ckpt is None:
+        checkpoint.clear(root)  # only unusable ones can be here; they must not outlive this run's own
+        return session
+    changed = changes(ckpt.state, record)
+    if changed:
+        if options.mode != "restart":
+            shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+            raise CheckpointError(
+                f"{ckpt.path} was made from other inputs: {shown}. Resume with the same inputs, or pass "
+                "--restart to train from step 0 (--no-resume also deletes the checkpoints)")
+        notify(f"--restart: {ckpt.path.name} was made from other inputs ({changed[0]}); training from step 0")
+        checkpoint.clear(root)
+        return session
+    # Checkpoints of another timeline go: unusable ones newer than the resume
+    # point, or all of out_dir's when resuming from a folder elsewhere.
+    elsewhere = root.resolve() not in ckpt.path.resolve().parents
+    for path in checkpoint.step_dirs(root):
+        if elsewhere or (checkpoint.parse_step(path.name) or 0) > ckpt.step:
+            checkpoint.clear(path)
+    session.resume = ckpt
+    session.resumes = [*ckpt.state["resumes"], {"step": ckpt.step, "checkpoint": ckpt.path.name}]
+    notify(f"resuming from {ckpt.path} (step {ckpt.step})")
+    return session
+
+
+def changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's recorded inputs/build and this run's, one phrase each."""
+    old_in, new_in = saved["inputs"], now["inputs"]
+    out = [f"config key {key} is {_show(b)}, the checkpoint has {_show(a)}"
+           for key, a, b in _tree_diff(old_in["config"]["resolved"], new_in["config"]["resolved"])]
+    out += _file_changes("data file", old_in["data"]["files"], new_in["data"]["files"])
+    out += _file_changes("code file", old_in["code"]["files"], new_in["code"]["files"])
+    out += _file_changes("repro source file", old_in["code"]["repro"]["files"], new_in["code"]["repro"]["files"])
+    old_b, new_b = saved["build"], now["build"]
+    out += [f"package {name} is {_show(b)}, the checkpoint has {_show(a)}"
+            for name, a, b in _tree_diff(old_b["packages"], new_b["packages"])]
+    if not out:  # pins come from the config, so they differ only if the above do; be safe
+        out += [f"pin {key} is {_show(b)}, the checkpoint has {_show(a)}" for key, a, b in _tree_diff(old_b, new_b)]
+    if not out and compact_json(old_in) != compact_json(new_in):
+        out.append("the recorded inputs differ")
+    return out
+
+
+def _tree_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        diffs: list[tuple[str, Any, Any]] = []
+        for k in sorted(set(a) | set(b)):
+            sub = f"{prefix}.{k}" if prefix else str(k)
+            if k not in a or k not in b:
+                diffs.append((sub, a.get(k, _ABSENT), b.get(k, _ABSENT)))
+            else:
+                diffs += _tree_diff(a[k], b[k], sub)
+        return diffs
+    return [] if compact_json(a) == compact_json(b) else [(prefix or "(top level)", a, b)]
+
+
+def _file_changes(what: str, old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    a = {f["path"]: f["hashes"]["sha256"] for f in old}
+    b = {f["path"]: f["hashes"]["sha256"] for f in new}
+    out = [f"{what} {p} is new" for p in sorted(set(b) - set(a))]
+    out += [f"{what} {p} is gone" for p in sorted(set(a) - set(b))]
+    out += [f"{what} {p} changed (sha256 {a[p][:12]}… -> {b[p][:12]}…)"
+            for p in sorted(set(a) & set(b)) if a[p] != b[p]]
+    return out
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_ABSENT = _Absent()
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, _Absent):
+        return "(absent)"
+    text = compact_json(value).decode("utf-8")
+    return text if len(text) <= 60 else text[:57] + "..."
