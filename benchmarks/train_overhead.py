@@ -102,7 +102,8 @@ def repro_loop(steps: int) -> tuple[float, dict]:
 
     cfg, pins = concrete_pins(_config(steps))
     marks: list[float] = []
-    result = train(cfg, pins, REPO, ["repro/examples/digits/digits.csv"], on_step=lambda s, v: marks.append(time.perf_counter()))
+    result = train(cfg, pins, REPO, ["repro/examples/digits/digits.csv"],
+                   on_step=lambda s, v: marks.append(time.perf_counter()))
     return marks[-1] - marks[0], result.state
 
 

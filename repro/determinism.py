@@ -39,7 +39,7 @@ def apply_torch_pins(pins: Pins) -> dict[str, Any]:
         )
     torch.set_num_threads(pins.threads)
     torch.use_deterministic_algorithms(pins.deterministic, warn_only=False)
-    torch.backends.mkldnn.enabled = pins.mkldnn
+    torch.backends.mkldnn.enabled = pins.mkldnn  # type: ignore[assignment]  # a ContextProp setter
     # TF32 trades mantissa bits for speed on Ampere+; off, always.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -61,7 +61,7 @@ def apply_torch_pins(pins: Pins) -> dict[str, Any]:
         # code that writes before it reads; record the choice either way.
         import torch.utils.deterministic as tud
 
-        tud.fill_uninitialized_memory = True
+        tud.fill_uninitialized_memory = True  # type: ignore[attr-defined]  # a module property
         set_flags["fill_uninitialized_memory"] = True
     return set_flags
 
@@ -90,5 +90,5 @@ def cuda_facts() -> dict[str, Any] | None:
         "gpu": torch.cuda.get_device_name(idx),
         "compute_capability": f"{major}.{minor}",
         "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version(),
+        "cudnn": torch.backends.cudnn.version(),  # type: ignore[no-untyped-call]
     }

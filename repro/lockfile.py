@@ -51,7 +51,8 @@ def validate(lock: Any, where: str) -> None:
     version = lock.get("version")
     if version != VERSION:
         if isinstance(version, int) and version > VERSION:
-            raise LockfileError(f"{where}: version {version} is newer than this repro understands ({VERSION}); upgrade repro")
+            raise LockfileError(
+                f"{where}: version {version} is newer than this repro understands ({VERSION}); upgrade repro")
         raise LockfileError(f"{where}: field 'version': expected {VERSION}, got {version!r}")
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(lock), key=lambda e: list(e.absolute_path))

@@ -54,7 +54,7 @@ class _Rows(Dataset[Batch]):
     def __init__(self, tensors: Batch) -> None:
         self.tensors = tensors
 
-    def __getitem__(self, rows: torch.Tensor) -> Batch:  # type: ignore[override]
+    def __getitem__(self, rows: torch.Tensor) -> Batch:
         return {k: v[rows] for k, v in self.tensors.items()}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY, run_repro, sha256_file
 
 torch = pytest.importorskip("torch")

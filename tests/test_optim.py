@@ -36,6 +36,6 @@ def test_portable_adam_follows_torch_adam() -> None:
             loss.backward()
             opt.step()
             opt.zero_grad()
-    for a, b in zip(ref.parameters(), mine.parameters()):
+    for a, b in zip(ref.parameters(), mine.parameters(), strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
     assert not torch.equal(ref.weight, torch.nn.Linear(8, 3).weight)

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY, run_repro, sha256_file
+
 from repro.cli import main
 
 pytestmark = pytest.mark.slow
