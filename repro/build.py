@@ -22,11 +22,19 @@ from typing import Any
 from repro import checkpoint, launch, lockfile
 from repro.canonical import atomic_write_bytes, atomic_write_json
 from repro.config import CheckpointSpec, require
-from repro.data import DataSpec, data_file_list
+from repro.data import DataSpec, data_file_list, hashed_file_list
 from repro.errors import ConfigError
 from repro.hashing import Progress
 from repro.inputs import code_block, config_digest, data_block, git_state
-from repro.pins import Pins, apply_process_env, check_capability, package_versions, resolve_pins
+from repro.pins import (
+    RECORDED_PACKAGES,
+    Pins,
+    apply_process_env,
+    check_capability,
+    package_versions,
+    resolve_pins,
+    target_packages,
+)
 from repro.release import ReleaseTerms
 from repro.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.resume import start as start_checkpoints
@@ -49,6 +57,7 @@ class BuildReport:
     final_loss: float | None
     seconds: float
     resumed_from_step: int | None = None
+    samples: tuple[str, ...] = ()
 
 
 def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
@@ -71,7 +80,8 @@ def hash_inputs(resolved: dict[str, Any], root: Path, use_cache: bool = True,
     include = require(resolved, "code.include", list)
     inputs = {
         "config": config_digest(resolved),
-        "data": data_block(root, spec, files, use_cache=use_cache, progress=progress),
+        # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
+        "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
         "code": code_block(root, [str(p) for p in include]),
     }
     return inputs, files
@@ -168,6 +178,7 @@ def _report_from(out_dir: Path, started: float) -> BuildReport:
         data_root_digest=lock["inputs"]["data"]["root_digest"], metrics=lock["outputs"]["metrics"],
         final_loss=lock["outputs"]["final_loss"], seconds=time.monotonic() - started,
         resumed_from_step=None if not resumed else int(resumed["step"]),
+        samples=tuple(lock["outputs"].get("samples", [])),
     )
 
 
@@ -177,7 +188,7 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
 
     with byte_bar(quiet, "hash data") as bar:
         inputs, files = hash_inputs(resolved, root, use_cache=not rehash, progress=bar)
-    packages = package_versions()
+    packages = package_versions((*RECORDED_PACKAGES, *target_packages(resolved)))
     session = start_checkpoints(out_dir, spec, {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},
                                 resume, notify)
     if pins.world_size > 1:
@@ -191,6 +202,7 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         result = train(resolved, pins, root, files, on_step=on_step, checkpoints=session)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    exported = write_exports(out_dir, result.exports)
     weights = save_weights(result.state, out_dir / WEIGHTS_NAME)
     metrics_lines = [
         json.dumps({"loss": v, "step": i}, sort_keys=True)
@@ -200,13 +212,18 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
     build = {**pins.to_json(), "flags": result.flags, "packages": packages, "cuda": result.flags.pop("cuda")}
-    outputs = {
+    outputs: dict[str, Any] = {
         "weights": {"path": WEIGHTS_NAME, "size": len(weights),
                     "hashes": {"sha256": hashlib.sha256(weights).hexdigest()}, "tensors": tensor_records(result.state)},
         "final_loss": result.losses[-1] if result.losses else None,
         "loss_trajectory": loss_trajectory(result.losses, every),
         "metrics": result.metrics,
     }
+    # Only tasks with the optional hooks add these, so other locks keep their bytes.
+    if exported:
+        outputs["files"] = exported
+    if result.samples:
+        outputs["samples"] = result.samples
     lock = lockfile.assemble(inputs, build, outputs)
     seconds = time.monotonic() - started
     # Machine-incidental facts live here, never in the lock.
@@ -226,8 +243,22 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         lock_sha256=hashlib.sha256(lock_bytes).hexdigest(), config_sha256=inputs["config"]["sha256"],
         data_root_digest=inputs["data"]["root_digest"], metrics=result.metrics,
         final_loss=outputs["final_loss"], seconds=seconds,
-        resumed_from_step=None if session.resume is None else session.resume.step,
+        resumed_from_step=None if session.resume is None else session.resume.step, samples=tuple(result.samples),
     )
+
+
+def write_exports(out_dir: Path, files: dict[str, bytes]) -> list[dict[str, Any]]:
+    """Write a task's exported files beside the weights; return their lock records."""
+    reserved = (WEIGHTS_NAME, METRICS_NAME, RUN_NAME, lockfile.LOCK_NAME)
+    for name in files:  # all checked before anything is written
+        if name in reserved or "/" in name or "\\" in name or name.startswith(".") or not name:
+            raise ConfigError(f"task export {name!r}: expected a plain file name other than repro's own outputs")
+    records = []
+    for name in sorted(files):
+        atomic_write_bytes(out_dir / name, files[name])
+        digest = hashlib.sha256(files[name]).hexdigest()
+        records.append({"path": name, "size": len(files[name]), "hashes": {"sha256": digest}})
+    return records
 
 
 def _cpu_model() -> str:

@@ -37,6 +37,9 @@ class DataSpec:
     split_seed: int
     preprocess: dict[str, Any] | None = None  # a `_target_` node: fn(dataset, **params) -> dataset
     extra_hashes: tuple[str, ...] = ()  # algorithms recorded beside sha256, e.g. [blake2b]
+    # Files the build reads or derives from without loading them as rows (a raw
+    # corpus, a tokenizer): hashed into the lock with data_files.
+    sources: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> DataSpec:
@@ -63,12 +66,15 @@ class DataSpec:
         extra = optional(cfg, "data.extra_hashes", list, [])
         if not all(isinstance(a, str) for a in extra):
             raise ConfigError("config key data.extra_hashes: expected a list of algorithm names")
+        sources = optional(cfg, "data.sources", list, [])
+        if not all(isinstance(f, str) for f in sources):
+            raise ConfigError("config key data.sources: expected a list of paths or globs")
         return cls(builder, tuple(files), frac, require(cfg, "data.split_seed", int), pre,
-                   check_algorithms(extra)[1:])
+                   check_algorithms(extra)[1:], tuple(sources))
 
 
 def data_file_list(root: Path, spec: DataSpec) -> list[str]:
-    """The sorted relative paths the dataset is built from (what gets hashed)."""
+    """The sorted relative paths the dataset is built from (what `datasets` loads)."""
     try:
         files = expand_patterns(root, spec.data_files)
     except DataError as exc:
@@ -78,6 +84,15 @@ def data_file_list(root: Path, spec: DataSpec) -> list[str]:
     if spec.builder == FROM_DISK and not (Path(root) / spec.data_files[0]).is_dir():
         raise DataError(f"data.data_files: {spec.data_files[0]} is not a folder written by save_to_disk")
     return files
+
+
+def hashed_file_list(root: Path, spec: DataSpec) -> list[str]:
+    """Every data file that goes into the lock: data_files plus sources, sorted."""
+    try:
+        extra = expand_patterns(root, spec.sources) if spec.sources else []
+    except (DataError, LockfileError) as exc:
+        raise DataError(f"data.sources: {exc}") from None
+    return sorted(set(data_file_list(root, spec)) | set(extra), key=lambda p: p.encode("utf-8"))
 
 
 def load_splits(root: Path, spec: DataSpec, files: list[str]) -> tuple[Any, Any, str]:

@@ -173,6 +173,32 @@ def apply_process_env(pins: Pins) -> None:
             os.environ[k] = v
 
 
+def target_packages(resolved: dict[str, Any]) -> tuple[str, ...]:
+    """Distributions that the config's `_target_`s import from, beyond the recorded ones.
+
+    A model built from `transformers.GPT2LMHeadModel` has its bits decided by the
+    transformers version too, so that version joins the lock; repro itself is
+    recorded as code. Read from the config, so no torch import is needed.
+    """
+    roots: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            if isinstance(target, str) and target:
+                roots.add(target.split(".", 1)[0])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(resolved)
+    dists = metadata.packages_distributions()
+    names = {d for r in roots - {"repro"} for d in dists.get(r, [])}
+    return tuple(sorted(n for n in names if n.lower() not in {p.lower() for p in RECORDED_PACKAGES}))
+
+
 def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str]:
     """Installed versions, read from metadata so that torch is not imported."""
     out = {"python": platform.python_version()}

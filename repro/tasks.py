@@ -6,6 +6,8 @@ asks which model or data it is running.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -13,7 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from repro.errors import ConfigError
+from repro.canonical import canonical_json
+from repro.errors import ConfigError, DataError
 
 Batch = dict[str, torch.Tensor]
 
@@ -29,6 +32,11 @@ class Task(Protocol):
 
     def evaluate(self, model: nn.Module, data: Batch) -> dict[str, float]:
         """Held-out metrics; recorded in the lock, so they must be deterministic."""
+
+
+# Optional task hooks, called by the loop when a task defines them:
+#   samples(model, root) -> list[str]       deterministic text, recorded in the lock
+#   export(model, root) -> dict[str, bytes] extra files for out_dir (name -> bytes)
 
 
 class Classification:
@@ -58,3 +66,132 @@ class Classification:
         loss = F.cross_entropy(logits, data["y"]).item()
         accuracy = (logits.argmax(dim=1) == data["y"]).double().mean().item()
         return {"accuracy": accuracy, "loss": loss}
+
+
+class CausalLM:
+    """Next-token cross-entropy over fixed-length blocks of token ids.
+
+    Each row's `column` holds `block_size + 1` ids: the model reads the first
+    `block_size` and is scored on predicting each following one. Works with any
+    model whose output is logits or has `.logits` (HF causal LMs, a plain module).
+
+    `tokenizer` (a `tokenizers` JSON file, relative to the project root) and
+    `prompts` are optional: with both, `samples` greedy-decodes `sample_tokens`
+    tokens after each prompt, and `export` puts the tokenizer beside the weights.
+    The build hashes the tokenizer only if it is listed in `data.sources`.
+    """
+
+    def __init__(self, column: str = "ids", tokenizer: str | None = None, prompts: list[str] | None = None,
+                 sample_tokens: int = 32, eval_batch_size: int = 64) -> None:
+        if eval_batch_size < 1 or sample_tokens < 0:
+            raise ConfigError("task.eval_batch_size must be >= 1 and task.sample_tokens >= 0")
+        if prompts and tokenizer is None:
+            raise ConfigError("task.prompts needs task.tokenizer to encode them")
+        self.column, self.tokenizer = column, tokenizer
+        self.prompts = list(prompts or [])
+        self.sample_tokens, self.eval_batch_size = sample_tokens, eval_batch_size
+
+    def tensors(self, rows: Any) -> Batch:
+        if self.column not in rows.column_names:
+            raise ConfigError(f"task.column: {self.column!r} is not a column (have {list(rows.column_names)[:8]})")
+        if len(rows) == 0:
+            return {"ids": torch.zeros((0, 2), dtype=torch.int64)}
+        blocks = rows.with_format("numpy")[self.column]
+        lengths = {len(b) for b in blocks}
+        if len(lengths) != 1 or min(lengths) < 2:
+            raise ConfigError(f"task.column {self.column!r}: expected blocks of one length >= 2, got lengths "
+                              f"{sorted(lengths)[:5]}; re-run the tokenize stage")
+        return {"ids": torch.from_numpy(np.ascontiguousarray(np.stack(blocks).astype(np.int64)))}
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        ids = batch["ids"]
+        logits = _logits(model(ids[:, :-1]))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, data: Batch) -> dict[str, float]:
+        """Mean held-out cross-entropy per token, summed in float64 over fixed batches."""
+        ids, total = data["ids"], 0.0
+        for start in range(0, ids.shape[0], self.eval_batch_size):
+            chunk = ids[start : start + self.eval_batch_size]
+            logits = _logits(model(chunk[:, :-1]))
+            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1),
+                                     reduction="sum").double().item()
+        loss = total / (ids.shape[0] * (ids.shape[1] - 1))
+        return {"loss": loss, "perplexity": math.exp(loss)}
+
+    @torch.no_grad()
+    def samples(self, model: nn.Module, root: Path) -> list[str]:
+        """Greedy continuations of `prompts`: deterministic, so the lock records them.
+
+        One full forward per new token (no KV cache); like `generate(do_sample=False)`
+        it stops after the model's `eos_token_id`, and special tokens are kept in
+        the text. The context is cut to the model's window.
+        """
+        if not self.prompts or self.tokenizer is None:
+            return []
+        tok = _load_tokenizer(root, self.tokenizer)
+        window = _context_window(model)
+        eos = getattr(getattr(model, "config", None), "eos_token_id", None)
+        out = []
+        for prompt in self.prompts:
+            ids = torch.tensor([tok.encode(prompt).ids], dtype=torch.int64)
+            for _ in range(self.sample_tokens):
+                nxt = _logits(model(ids[:, -window:]))[:, -1].argmax(dim=-1, keepdim=True)
+                ids = torch.cat([ids, nxt], dim=1)
+                if eos is not None and int(nxt) == eos:
+                    break
+            out.append(tok.decode(ids[0].tolist(), skip_special_tokens=False))
+        return out
+
+    def export(self, model: nn.Module, root: Path) -> dict[str, bytes]:
+        """Files that make the output folder loadable by `transformers.from_pretrained`.
+
+        `config.json` is the model's HF config, written canonically; the tokenizer
+        file is copied byte for byte with a `tokenizer_config.json` naming it.
+        Models without an HF config export nothing.
+        """
+        config = getattr(model, "config", None)
+        if config is None or not hasattr(config, "to_dict"):
+            return {}
+        cfg = config.to_dict()
+        cfg["architectures"] = [type(model).__name__]
+        files = {"config.json": canonical_json(cfg)}
+        if self.tokenizer is not None:
+            files["tokenizer.json"] = (root / self.tokenizer).read_bytes()
+            files["tokenizer_config.json"] = canonical_json(_tokenizer_config(root / self.tokenizer, cfg))
+        return files
+
+
+def _logits(output: Any) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
+def _context_window(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    window = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    return int(window) if window else 1 << 30
+
+
+def _load_tokenizer(root: Path, rel: str) -> Any:
+    from tokenizers import Tokenizer
+
+    path = root / rel
+    if not path.is_file():
+        raise DataError(f"task.tokenizer: {rel}: file not found under the project root; run the tokenize stage")
+    return Tokenizer.from_file(str(path))
+
+
+def _tokenizer_config(path: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """What `AutoTokenizer.from_pretrained` needs besides tokenizer.json: the class and special tokens."""
+    import json
+
+    added = json.loads(path.read_text(encoding="utf-8")).get("added_tokens", [])
+    by_id = {t["id"]: t["content"] for t in added}
+    special = {k: by_id[model_cfg[f"{k}_id"]] for k in ("bos_token", "eos_token")
+               if isinstance(model_cfg.get(f"{k}_id"), int) and model_cfg[f"{k}_id"] in by_id}
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": _max_len(model_cfg), **special}
+
+
+def _max_len(model_cfg: dict[str, Any]) -> int:
+    return int(model_cfg.get("n_positions") or model_cfg.get("max_position_embeddings") or 1 << 30)

@@ -44,6 +44,8 @@ class TrainResult:
     flags: dict[str, Any]
     dataset_fingerprint: str
     extra: dict[str, Any] = field(default_factory=dict)
+    samples: list[str] = field(default_factory=list)  # from the task's optional `samples` hook
+    exports: dict[str, bytes] = field(default_factory=dict)  # from its optional `export` hook
 
 
 class _Rows(Dataset[Batch]):
@@ -202,8 +204,12 @@ def train(
         net.eval()
         test = {k: v.to(accelerator.device) for k, v in test_t.items()}
         metrics = task.evaluate(net, test) if next(iter(test.values())).shape[0] else {}
+        # Optional task hooks: text to record, files to put beside the weights.
+        samples = task.samples(net, root) if hasattr(task, "samples") else []
+        exports = task.export(net, root) if hasattr(task, "export") else {}
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         flags["cuda"] = cuda_facts()
     finally:
         AcceleratorState._reset_state(True)
-    return TrainResult(state, losses, digest.hexdigest(), digest.count, metrics, flags, fingerprint)
+    return TrainResult(state, losses, digest.hexdigest(), digest.count, metrics, flags, fingerprint,
+                       samples=samples, exports=exports)

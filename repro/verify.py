@@ -32,13 +32,14 @@ from typing import Any
 from repro import __version__, lockfile, preprocess
 from repro.build import RUN_NAME
 from repro.config import require
-from repro.data import DataSpec, data_file_list
+from repro.data import DataSpec, hashed_file_list
 from repro.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, compare_tensor_records
 from repro.errors import EnvironmentMismatch, ReproError, UserInputError
 from repro.explain import explain_config_edit, hints, reference_configs
 from repro.hashcache import open_cache
 from repro.hashing import FileDigest, expand_patterns, hash_file, hash_files, resolve_under, root_digest, safe_relpath
 from repro.inputs import PACKAGE_DIR, config_digest, repro_source_files
+from repro.lineage import explain_lineage
 from repro.pins import (
     HARD_PACKAGES,
     check_capability,
@@ -117,6 +118,7 @@ def verify(opts: VerifyOptions) -> VerifyReport:
     for d in compare_inputs(lock["inputs"], found):
         (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
     report.differences = explain_config(report.differences, lock, root) + pin_consistency(lock)
+    report.differences = explain_lineage(report.differences, root)  # a tokenizer made from a changed corpus
     # Only inputs and pins can make a rebuild pointless; a bad weights file cannot.
     rebuilding = not opts.inputs_only and (report.identical or opts.rebuild_anyway)
 
@@ -212,9 +214,11 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
     include = [str(p) for p in require(resolved, "code.include", list)]
     for pattern in spec.data_files:
         safe_relpath(pattern, "config key data.data_files: pattern")
+    for pattern in spec.sources:
+        safe_relpath(pattern, "config key data.sources: pattern")
     for pattern in include:
         safe_relpath(pattern, "config key code.include: pattern")
-    data_files = data_file_list(root, spec)
+    data_files = hashed_file_list(root, spec)  # data_files and sources, as the build hashed them
     code_files = expand_patterns(root, include) if include else []
     repro_files = repro_source_files()
     total = sum(resolve_under(root, p).stat().st_size for p in data_files + code_files)

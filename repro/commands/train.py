@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"time         {report.seconds:.1f} s")
     if report.resumed_from_step is not None:
         lines.append(f"resumed      at step {report.resumed_from_step}")
+    lines += [f"sample {i}     {text!r}" for i, text in enumerate(report.samples, 1)]
     print("\n".join(lines), file=sys.stdout)
     return 0
 
