@@ -86,18 +86,18 @@ def write(root: Path, step: int, writers: dict[str, Writer]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / dir_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
-    names = sorted(writers)
     try:
-        # hashlib releases the GIL: hash and fsync each file in a thread while the next is written.
+        # hashlib releases the GIL: hash and fsync each file in a thread while the next is
+        # written (in the order given: largest first leaves the least hashing at the end).
         with ThreadPoolExecutor(max_workers=2) as pool:
             pending = {}
-            for i, name in enumerate(names):
+            for i, name in enumerate(writers):
                 writers[name](tmp / name)
                 pending[name] = pool.submit(_hash_file, tmp / name, True)
                 if i == 0:
                     pause_if_asked(PAUSE_CHECKPOINT_ENV, step, root)
             files = [{"path": n, "size": size, "hashes": {"sha256": digest}}
-                     for n in names for size, digest in [pending[n].result()]]
+                     for n in sorted(writers) for size, digest in [pending[n].result()]]
         _write_synced(tmp / MANIFEST_NAME, canonical_json({"version": VERSION, "step": step, "files": files}))
         fsync_dir(tmp)
         if final.exists():  # an unusable earlier write of this step (it was skipped on resume)

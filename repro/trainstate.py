@@ -56,9 +56,9 @@ def capture(step: int, parts: Parts, order: SampleOrder, losses: list[float],
     }
     model = _serialisable(parts.model.state_dict())
     optim = _serialisable(tensors)
-    writers: dict[str, Writer] = {
-        MODEL_NAME: lambda path: save_file(model, str(path), metadata=METADATA),
+    writers: dict[str, Writer] = {  # optimizer first: for Adam it is twice the model
         OPTIMIZER_NAME: lambda path: save_file(optim, str(path), metadata=METADATA),
+        MODEL_NAME: lambda path: save_file(model, str(path), metadata=METADATA),
     }
     return writers, state
 
