@@ -47,8 +47,7 @@ lint: dev
 	$(BIN)/mypy
 
 bench: venv
-	$(BIN)/python benchmarks/train_overhead.py
-	$(BIN)/python benchmarks/verify_time.py
+	for b in train_overhead verify_time hash_data checkpoint_cost portable_cost lm_tokens; do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 ## freeze: rewrite the reference environment from a fresh venv (review the diff!).
 freeze:
