@@ -199,7 +199,9 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
 
     every = require(resolved, "trainer.log_every", int)
     with step_bar(require(resolved, "trainer.max_steps", int), quiet) as on_step:
-        result = train(resolved, pins, root, files, on_step=on_step, checkpoints=session)
+        # The data were just hashed: their root digest names the datasets cache (no second read).
+        result = train(resolved, pins, root, files, on_step=on_step, checkpoints=session,
+                       data_digest=inputs["data"]["root_digest"])
 
     out_dir.mkdir(parents=True, exist_ok=True)
     exported = write_exports(out_dir, result.exports)

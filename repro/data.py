@@ -95,7 +95,8 @@ def hashed_file_list(root: Path, spec: DataSpec) -> list[str]:
     return sorted(set(data_file_list(root, spec)) | set(extra), key=lambda p: p.encode("utf-8"))
 
 
-def load_splits(root: Path, spec: DataSpec, files: list[str]) -> tuple[Any, Any, str]:
+def load_splits(root: Path, spec: DataSpec, files: list[str],
+                data_digest: str | None = None) -> tuple[Any, Any, str]:
     """Build the dataset from `files`, preprocess it, split it; return (train, test, fingerprint)."""
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     import datasets
@@ -110,7 +111,7 @@ def load_splits(root: Path, spec: DataSpec, files: list[str]) -> tuple[Any, Any,
         paths = [str(root / f) for f in files]
         try:
             ds = datasets.load_dataset(spec.builder, data_files=paths, split="train",
-                                       cache_dir=str(content_cache_dir(root, files)))
+                                       cache_dir=str(content_cache_dir(root, files, data_digest)))
         except FileNotFoundError as exc:
             raise DataError(f"data.data_files: {exc}") from None
     fingerprint = ds._fingerprint
@@ -124,15 +125,20 @@ def load_splits(root: Path, spec: DataSpec, files: list[str]) -> tuple[Any, Any,
     return parts["train"], parts["test"], fingerprint
 
 
-def content_cache_dir(root: Path, files: list[str]) -> Path:
-    """`datasets`' cache folder for these files, named by their root digest (via the stat cache)."""
+def content_cache_dir(root: Path, files: list[str], digest: str | None = None) -> Path:
+    """`datasets`' cache folder for these files, named by a digest of their content.
+
+    `digest` is the build's data root digest (it covers these files, and maybe more);
+    without one the files are hashed here, through the stat cache.
+    """
     import datasets
 
-    from repro.hashcache import open_cache
-    from repro.hashing import hash_files, root_digest
+    if digest is None:
+        from repro.hashcache import open_cache
+        from repro.hashing import hash_files, root_digest
 
-    with open_cache(root) as cache:
-        digest = root_digest(hash_files(root, files, cache=cache))
+        with open_cache(root) as cache:
+            digest = root_digest(hash_files(root, files, cache=cache))
     return Path(datasets.config.HF_DATASETS_CACHE) / "repro" / digest
 
 

@@ -59,6 +59,14 @@ class Busy(ReproError):
     exit_code = 5
 
 
+def from_exit_code(code: int, message: str) -> ReproError:
+    """Rebuild the typed error a child process (a rank, a rebuild) reported as code + message."""
+    classes: dict[int, type[ReproError]] = {1: MismatchError, 3: EnvironmentMismatch, 4: TrainingFailed, 5: Busy}
+    exc = classes.get(code, UserInputError)(message)
+    exc.exit_code = code
+    return exc
+
+
 # Documented in README.md and `repro --help`; keep the three in step.
 EXIT_CODES: dict[int, str] = {
     0: "success (for verify: bit-identical)",

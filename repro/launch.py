@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import atomic_write_json
-from repro.errors import ConfigError, EnvironmentMismatch, ReproError, TrainingFailed, UserInputError
+from repro.errors import ConfigError, TrainingFailed, from_exit_code
 from repro.pins import Pins, pinned_environ
 
 # How long a collective may wait for a silent peer before the run is failed.
@@ -80,7 +80,7 @@ def spawn(spec: dict[str, Any], pins: Pins) -> None:
             import json
 
             info = json.loads(error.read_text(encoding="utf-8"))
-            raise _typed(int(info["exit_code"]), str(info["message"]))
+            raise from_exit_code(int(info["exit_code"]), str(info["message"]))
         raise TrainingFailed(describe_failure(proc.stderr, pins.world_size))
 
 
@@ -101,12 +101,6 @@ def describe_failure(stderr: str, world_size: int) -> str:
     return (f"rank {rank} of {world_size} died ({how}); torchrun stopped the other ranks, "
             "no outputs were written (checkpoints, if any, can be resumed)")
 
-
-def _typed(code: int, message: str) -> ReproError:
-    classes: dict[int, type[ReproError]] = {3: EnvironmentMismatch, 4: TrainingFailed}
-    exc = classes.get(code, UserInputError)(message)
-    exc.exit_code = code
-    return exc
 
 
 if __name__ == "__main__":  # a rank started by torchrun in `spawn`

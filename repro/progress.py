@@ -82,26 +82,3 @@ def byte_bar(quiet: bool, desc: str = "hash") -> Iterator[_ByteBar | None]:
         yield bar
     finally:
         bar.close()
-
-
-@contextmanager
-def bytes_bar(total: int, quiet: bool, desc: str = "hash") -> Iterator[Callable[[int], None]]:
-    """Yield a callback `(nbytes)` advancing a byte-count bar (hashing progress)."""
-    if not enabled(quiet) or total <= 0:
-        yield lambda n: None
-        return
-    import threading
-
-    from tqdm import tqdm
-
-    bar: Any = tqdm(total=total, desc=desc, unit="B", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
-    lock = threading.Lock()  # hash_files calls back from its worker threads
-
-    def update(n: int) -> None:
-        with lock:
-            bar.update(n)
-
-    try:
-        yield update
-    finally:
-        bar.close()

@@ -19,7 +19,7 @@ from typing import Any
 
 from repro.canonical import atomic_write_json
 from repro.diff import PIN_KEYS
-from repro.errors import EnvironmentMismatch, ReproError, TrainingFailed, UserInputError
+from repro.errors import EnvironmentMismatch, ReproError, TrainingFailed, from_exit_code
 from repro.inputs import PACKAGE_DIR
 from repro.pins import Pins, pinned_environ
 
@@ -71,10 +71,7 @@ def run_rebuild(lock: dict[str, Any], root: Path, work_dir: Path, quiet: bool, w
 def _child_error(code: int, error_path: Path, log: Path, pins: Pins) -> ReproError:
     if error_path.is_file():
         info = json.loads(error_path.read_text(encoding="utf-8"))
-        classes = {3: EnvironmentMismatch, 4: TrainingFailed}
-        exc = classes.get(int(info["exit_code"]), UserInputError)(f"rebuild: {info['message']}")
-        exc.exit_code = int(info["exit_code"])
-        return exc
+        return from_exit_code(int(info["exit_code"]), f"rebuild: {info['message']}")
     if code == -signal.SIGILL:
         return EnvironmentMismatch(f"the rebuild died with SIGILL: this CPU cannot run cpu_capability "
                                    f"{pins.cpu_capability!r}")

@@ -116,6 +116,7 @@ def train(
     data_files: list[str],
     on_step: Callable[[int, float], None] | None = None,
     checkpoints: Session | None = None,
+    data_digest: str | None = None,
 ) -> TrainResult:
     """Train once from a resolved config under applied pins; return tensors and traces.
 
@@ -126,7 +127,7 @@ def train(
     flags = apply_torch_pins(pins)
     spec = TrainerSpec.from_config(cfg)
     task: Task = instantiate(cfg["task"], "task")
-    train_rows, test_rows, fingerprint = load_splits(root, DataSpec.from_config(cfg), data_files)
+    train_rows, test_rows, fingerprint = load_splits(root, DataSpec.from_config(cfg), data_files, data_digest)
     train_t, test_t = task.tensors(train_rows), task.tensors(test_rows)
     n_train = next(iter(train_t.values())).shape[0]
     if spec.batch_size > n_train:

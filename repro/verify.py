@@ -37,7 +37,7 @@ from repro.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, comp
 from repro.errors import EnvironmentMismatch, ReproError, UserInputError
 from repro.explain import explain_config_edit, hints, reference_configs
 from repro.hashcache import open_cache
-from repro.hashing import FileDigest, expand_patterns, hash_file, hash_files, resolve_under, root_digest, safe_relpath
+from repro.hashing import FileDigest, expand_patterns, hash_file, hash_files, root_digest, safe_relpath
 from repro.inputs import PACKAGE_DIR, config_digest, repro_source_files
 from repro.lineage import explain_lineage
 from repro.pins import (
@@ -48,7 +48,7 @@ from repro.pins import (
     package_versions,
     resolve_pins,
 )
-from repro.progress import bytes_bar
+from repro.progress import byte_bar
 from repro.rebuild import run_rebuild
 
 REPORT_VERSION = 1
@@ -221,17 +221,14 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
     data_files = hashed_file_list(root, spec)  # data_files and sources, as the build hashed them
     code_files = expand_patterns(root, include) if include else []
     repro_files = repro_source_files()
-    total = sum(resolve_under(root, p).stat().st_size for p in data_files + code_files)
-    with bytes_bar(total, quiet, "hash inputs") as advance, open_cache(root) as cache:
-        def on_file(d: FileDigest) -> None:
-            advance(d.size)
-
+    with byte_bar(quiet, "hash data") as bar, open_cache(root) as cache:
         # Every data byte is read (rehash); the fresh digests refresh the stat cache,
         # so the rebuild's own hashing and its datasets cache folder see the truth.
-        data = hash_files(root, data_files, on_file=on_file, cache=cache, rehash=True,
+        data = hash_files(root, data_files, progress=bar, cache=cache, rehash=True,
                           algorithms=spec.extra_hashes)
-        code = hash_files(root, code_files, on_file=on_file)
-        ours = hash_files(PACKAGE_DIR.parent, repro_files)
+    with byte_bar(quiet, "hash code") as bar:
+        code = hash_files(root, code_files, progress=bar)
+    ours = hash_files(PACKAGE_DIR.parent, repro_files)
     found = {
         "config": {"resolved": resolved, "sha256": config_digest(resolved)["sha256"]},
         "data": _block(data),
