@@ -35,9 +35,9 @@ demo: venv
 	@echo "--- verify: rebuild from the lock in a fresh process, compare bytes (exit 0 = bit-identical):"
 	$(BIN)/repro verify out/digits/repro.lock
 
-## test: the whole suite, slow end-to-end tests included.
-test: dev
-	$(BIN)/python -m pytest
+## test: the linters and the import contract, then the whole suite (slow tests included) on every core.
+test: dev lint
+	$(BIN)/python -m pytest -n auto
 
 test-fast: dev
 	$(BIN)/python -m pytest -m "not slow"
@@ -45,6 +45,7 @@ test-fast: dev
 lint: dev
 	$(BIN)/ruff check repro tests benchmarks pipelines
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: venv
 	for b in train_overhead verify_time hash_data checkpoint_cost portable_cost lm_tokens; do $(BIN)/python benchmarks/$$b.py || exit 1; done

@@ -42,8 +42,8 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
 
 def bench_training(tmp: Path, everies: list[int], repeats: int) -> None:
     """Whole-build time with checkpoints every N steps, against N=0 (none)."""
-    from repro.build import run_build
-    from repro.config import compose, find_config
+    from repro.build.run import run_build
+    from repro.source.config import compose, find_config
 
     source = find_config(None, "train", None, tmp)  # tmp has no configs/: the embedded example
 
@@ -74,11 +74,11 @@ def _one_small_checkpoint(tmp: Path, repeats: int = 20) -> float:
     """Median time of capture + write for the training model above, outside the build."""
     import torch
 
-    from repro import checkpoint
     from repro.canonical import canonical_json
     from repro.models import MLP
-    from repro.sampling import OrderDigest, SampleOrder
-    from repro.trainstate import Parts, capture
+    from repro.train import checkpoint
+    from repro.train.sampling import OrderDigest, SampleOrder
+    from repro.train.state import Parts, capture
 
     model = MLP(64, 512, 10, depth=2)
     opt = torch.optim.Adam(model.parameters())
@@ -100,10 +100,10 @@ def bench_large(tmp: Path, width: int, layers: int, repeats: int) -> None:
     import torch
     from torch import nn
 
-    from repro import checkpoint
     from repro.canonical import canonical_json
-    from repro.sampling import OrderDigest, SampleOrder
-    from repro.trainstate import Parts, capture, restore
+    from repro.train import checkpoint
+    from repro.train.sampling import OrderDigest, SampleOrder
+    from repro.train.state import Parts, capture, restore
 
     torch.manual_seed(0)
     model = nn.Sequential(*[nn.Linear(width, width) for _ in range(layers)])

@@ -4,7 +4,7 @@
 
 Both loops train the example's GPT2LMHeadModel (examples/tiny-lm, the same
 GPT2Config), from the same seed, on the same token blocks in the same batch
-order (repro.sampling.SampleOrder), with the same AdamW and pins (2 threads,
+order (repro.train.sampling.SampleOrder), with the same AdamW and pins (2 threads,
 ATEN_CPU_CAPABILITY=avx2, deterministic algorithms). Reported:
   * tokens/s of each loop, timed from the end of the first step to the end of
     the last, over interleaved repeats: the median and the best repeat (the best
@@ -42,7 +42,7 @@ def tokenize_stage(root: Path, config_name: str, repeats: int) -> tuple[float, f
     spec.loader.exec_module(mod)
     cfg = _config(root, config_name, [])
     t = cfg["tokenize"]
-    from repro.hashing import expand_patterns
+    from repro.source.hashing import expand_patterns
 
     files = [root / p for p in expand_patterns(root, t["corpus"])]
     train_s, encode_s = [], []
@@ -58,15 +58,15 @@ def tokenize_stage(root: Path, config_name: str, repeats: int) -> tuple[float, f
 
 
 def _config(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
-    from repro.config import ConfigSource, compose
+    from repro.source.config import ConfigSource, compose
 
     return compose(ConfigSource(root / "configs", name, root, embedded=False), overrides)
 
 
 def repro_loop(root: Path, name: str, steps: int) -> tuple[float, dict[str, Any], dict[str, Any]]:
-    """repro's own loop via repro.train.train; time between the first and last step's end."""
-    from repro.build import concrete_pins, hash_inputs
-    from repro.train import train
+    """repro's own loop via repro.train.loop.train; time between the first and last step's end."""
+    from repro.build.run import concrete_pins, hash_inputs
+    from repro.train.loop import train
 
     cfg, pins = concrete_pins(_config(root, name, [f"trainer.max_steps={steps}"]))
     _, files = hash_inputs(cfg, root)
@@ -81,9 +81,9 @@ def plain_loop(root: Path, cfg: dict[str, Any], steps: int) -> tuple[float, dict
     from torch.nn import functional as F
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from repro.data import DataSpec, data_file_list, load_splits
-    from repro.sampling import SampleOrder
+    from repro.source.data import DataSpec, data_file_list, load_splits
     from repro.tasks import CausalLM
+    from repro.train.sampling import SampleOrder
 
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/train_overhead.py [--steps 3000] [--repeats 3]
 
 Both loops train the same MLP on the same digits rows, in the same batch order
-(repro.sampling.SampleOrder), for the same steps, with the same pins (2 threads,
+(repro.train.sampling.SampleOrder), for the same steps, with the same pins (2 threads,
 ATEN_CPU_CAPABILITY=avx2, deterministic algorithms). Reported separately:
   * per-step loop time, repro / plain  (goal <= 1.05x)
   * fixed start-up: `repro train` process wall time minus its loop time, and the
@@ -33,7 +33,7 @@ import os, sys, time
 os.environ["ATEN_CPU_CAPABILITY"] = "avx2"
 import numpy as np, torch
 sys.path.insert(0, sys.argv[1])
-from repro.sampling import SampleOrder
+from repro.train.sampling import SampleOrder
 steps = int(sys.argv[2])
 t0 = time.perf_counter()
 torch.set_num_threads(2); torch.use_deterministic_algorithms(True)
@@ -60,7 +60,7 @@ def plain_loop(steps: int) -> tuple[float, dict]:
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
 
-    from repro.sampling import SampleOrder
+    from repro.train.sampling import SampleOrder
 
     train_t = _repro_rows()
     torch.manual_seed(0)
@@ -80,7 +80,7 @@ def plain_loop(steps: int) -> tuple[float, dict]:
 
 
 def _repro_rows() -> dict:
-    from repro.data import DataSpec, load_splits
+    from repro.source.data import DataSpec, load_splits
     from repro.tasks import Classification
 
     cfg = _config(1)
@@ -89,7 +89,7 @@ def _repro_rows() -> dict:
 
 
 def _config(steps: int) -> dict:
-    from repro.config import compose, find_config
+    from repro.source.config import compose, find_config
 
     source = find_config(None, "train", None, Path(tempfile.gettempdir()))
     return compose(source, [f"trainer.max_steps={steps}", "build.cpu_capability=avx2"])
@@ -97,8 +97,8 @@ def _config(steps: int) -> dict:
 
 def repro_loop(steps: int) -> tuple[float, dict]:
     """repro's own loop; time from the first step's end to the last step's end."""
-    from repro.build import concrete_pins
-    from repro.train import train
+    from repro.build.run import concrete_pins
+    from repro.train.loop import train
 
     cfg, pins = concrete_pins(_config(steps))
     marks: list[float] = []

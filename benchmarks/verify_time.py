@@ -53,8 +53,8 @@ def lock_files(lock: dict, root: Path) -> list[str]:
 
 def synthetic_lock(lock: dict, root: Path, mib: int) -> dict:
     """The example's lock, re-pointed at `mib` MiB of random data in 64 files under `root`."""
-    from repro.data import DataSpec, data_file_list
-    from repro.inputs import config_digest, files_block
+    from repro.source.data import DataSpec, data_file_list
+    from repro.source.inputs import config_digest, files_block
 
     folder = root / "data" / "synth"
     folder.mkdir(parents=True)

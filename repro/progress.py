@@ -73,7 +73,7 @@ class _ByteBar:
 
 @contextmanager
 def byte_bar(quiet: bool, desc: str = "hash") -> Iterator[_ByteBar | None]:
-    """A progress sink for `repro.hashing.hash_files`, or None when quiet or not on a TTY."""
+    """A progress sink for `repro.source.hashing.hash_files`, or None when quiet or not on a TTY."""
     if not enabled(quiet):
         yield None
         return

@@ -10,9 +10,9 @@ import pytest
 from signing_keys import make_keypair
 from test_lockfile import sample_lock
 
-from repro import lockfile
-from repro.attestation import RECORD_NAME, RECORD_SIGNATURE_NAME, check_record, record_verification
 from repro.canonical import canonical_json, compact_json, sha256_bytes
+from repro.lock import lockfile
+from repro.trust.attestation import RECORD_NAME, RECORD_SIGNATURE_NAME, check_record, record_verification
 
 WEIGHTS = b"not really safetensors, but bytes with a digest"
 

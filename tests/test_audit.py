@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from test_lockfile import sample_lock
 
-from repro.attestation import RecordCheck
-from repro.audit import DEBIAN_FREE, DEBIAN_NONFREE, DEBIAN_TOXIC, ReleaseFacts, audit, render_table
 from repro.errors import ConfigError
-from repro.release import ReleaseTerms
+from repro.trust.attestation import RecordCheck
+from repro.trust.audit import DEBIAN_FREE, DEBIAN_NONFREE, DEBIAN_TOXIC, ReleaseFacts, audit, render_table
+from repro.trust.release import ReleaseTerms
 
 FREE = {"weights_license": "Apache-2.0", "code_license": "MIT", "data_license": "CC-BY-4.0",
         "data_location": "repo", "data_url": None, "data_description": "64 rows of toy data",
@@ -127,6 +127,6 @@ def test_trust_modules_do_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, repro.signing, repro.attestation, repro.provenance, repro.audit, repro.card, repro.cli; "
-            "repro.cli.build_parser(); sys.exit('torch' in sys.modules)")
+    code = ("import sys, repro.trust.signing, repro.trust.attestation, repro.trust.provenance, repro.trust.audit, "
+            "repro.trust.card, repro.cli; repro.cli.build_parser(); sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

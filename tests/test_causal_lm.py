@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from repro.build import write_exports
-from repro.data import DataSpec, data_file_list, hashed_file_list
+from repro.build.run import write_exports
+from repro.environment.pins import target_packages
 from repro.errors import ConfigError, DataError
-from repro.pins import target_packages
+from repro.source.data import DataSpec, data_file_list, hashed_file_list
 from repro.tasks import CausalLM
 
 

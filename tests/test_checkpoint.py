@@ -15,14 +15,14 @@ import pytest
 import torch
 from conftest import REPO
 
-from repro import checkpoint, resume
 from repro.canonical import canonical_json
-from repro.config import CheckpointSpec, hashed_view
 from repro.errors import Busy, CheckpointError
-from repro.inputs import config_digest
 from repro.models import MLP
-from repro.sampling import OrderDigest, SampleOrder
-from repro.trainstate import Parts, capture, decode, encode, restore, rng_state, set_rng_state
+from repro.source.config import CheckpointSpec, hashed_view
+from repro.source.inputs import config_digest
+from repro.train import checkpoint, resume
+from repro.train.sampling import OrderDigest, SampleOrder
+from repro.train.state import Parts, capture, decode, encode, restore, rng_state, set_rng_state
 
 
 def _trained_parts() -> Parts:
@@ -170,7 +170,7 @@ def test_changes_names_config_keys_files_and_packages() -> None:
 def test_out_dir_lock_refuses_a_second_holder_and_cleans_up_after_failure(tmp_path: Path) -> None:
     out = tmp_path / "a" / "b"
     with resume.hold_out_dir(out):
-        code = ("import sys; from pathlib import Path; from repro.resume import hold_out_dir\n"
+        code = ("import sys; from pathlib import Path; from repro.train.resume import hold_out_dir\n"
                 "from repro.errors import Busy\n"
                 "try:\n    hold_out_dir(Path(sys.argv[1])).__enter__()\nexcept Busy as e:\n    print(e)")
         other = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True,
@@ -201,7 +201,7 @@ def test_dropout_draws_from_the_torch_rng() -> None:
 def test_tied_weights_are_checkpointed_without_copying_the_rest() -> None:
     from safetensors.torch import load, save
 
-    from repro.trainstate import _serialisable
+    from repro.train.state import _serialisable
 
     w, b = torch.randn(3, 3), torch.randn(3)
     out = _serialisable({"enc.weight": w, "dec.weight": w, "bias": b})

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from repro import preprocess
-from repro.data import DataSpec, data_file_list, load_splits
 from repro.errors import ConfigError, DataError
-from repro.inputs import data_block
+from repro.source import preprocess
+from repro.source.data import DataSpec, data_file_list, load_splits
+from repro.source.inputs import data_block
 
 ROWS = [{"x": float(i), "label": i % 3} for i in range(12)]
 _opened: list[str] | None = None

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from conftest import DIGITS, EMBEDDED_CONFIGS, TINY, run_repro, sha256_file
 
-from repro.hashcache import HashCache, cache_path
-from repro.hashing import StatKey
+from repro.source.hashcache import HashCache, cache_path
+from repro.source.hashing import StatKey
 
 pytestmark = pytest.mark.slow
 CSV = "repro/examples/digits/digits.csv"

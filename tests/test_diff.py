@@ -14,7 +14,15 @@ import pytest
 from conftest import REPO
 
 from repro.cli import main
-from repro.diff import Difference, compare_files, compare_locks, first_loss_difference, flatten, logged_steps, render
+from repro.lock.diff import (
+    Difference,
+    compare_files,
+    compare_locks,
+    first_loss_difference,
+    flatten,
+    logged_steps,
+    render,
+)
 
 GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v1.lock"
 H1, H2, H3 = "11" * 32, "22" * 32, "33" * 32
@@ -152,4 +160,4 @@ def test_diff_never_imports_torch(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert "pin          changed  threads  2 -> 1" in proc.stdout
     imported = {ln.rsplit("|", 1)[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")}
-    assert "repro.diff" in imported and not {m for m in imported if m == "torch" or m.startswith("torch.")}
+    assert "repro.lock.diff" in imported and not {m for m in imported if m == "torch" or m.startswith("torch.")}

@@ -6,8 +6,8 @@ import copy
 from typing import Any
 
 from repro.canonical import compact_json, sha256_bytes
-from repro.diff import Difference
-from repro.explain import explain_config_edit, hints, reference_configs
+from repro.lock.diff import Difference
+from repro.lock.explain import explain_config_edit, hints, reference_configs
 
 BUILT: dict[str, Any] = {"seed": 0, "trainer": {"lr": 0.01, "max_steps": 20, "batch_size": 64},
                          "model": {"hidden": 64}, "data": {"data_files": ["a.csv"]}}

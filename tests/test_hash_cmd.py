@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from repro import hashcache, progress
+from repro import progress
 from repro.cli import main
-from repro.data import DataSpec, data_file_list
-from repro.hashcache import HashCache
-from repro.hashing import StatKey
-from repro.inputs import data_block
+from repro.source import hashcache
+from repro.source.data import DataSpec, data_file_list
+from repro.source.hashcache import HashCache
+from repro.source.hashing import StatKey
+from repro.source.inputs import data_block
 
 CONFIG = {"data": {"builder": "csv", "data_files": ["data"], "test_fraction": 0.0, "split_seed": 0}}
 

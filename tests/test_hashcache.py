@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from repro import hashcache
-from repro.hashcache import HashCache
-from repro.hashing import StatKey, expand_patterns, hash_files
+from repro.source import hashcache
+from repro.source.hashcache import HashCache
+from repro.source.hashing import StatKey, expand_patterns, hash_files
 
 
 def _sha(path: Path) -> str:
@@ -204,8 +204,8 @@ def test_the_default_location_is_project_local_and_ignored_by_git(tree: Path) ->
 WRITER = """
 import sys, hashlib
 from pathlib import Path
-from repro import hashcache
-from repro.hashing import hash_files
+from repro.source import hashcache
+from repro.source.hashing import hash_files
 hashcache.RACY_NS = 0
 root, db, part = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 rels = sorted(p.relative_to(root).as_posix() for p in (root / part).rglob("*") if p.is_file())

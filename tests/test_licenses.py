@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from repro.licenses import check_expression, hf_license, rate
+from repro.trust.licenses import check_expression, hf_license, rate
 
 
 @pytest.mark.parametrize(("expr", "kind", "free"), [

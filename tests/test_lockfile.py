@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from repro import lockfile
 from repro.errors import LockfileError
+from repro.lock import lockfile
 
 GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v1.lock"
 H = "ab" * 32

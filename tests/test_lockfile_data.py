@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from test_lockfile import H, sample_lock
 
-from repro import lockfile
 from repro.errors import LockfileError
+from repro.lock import lockfile
 
 GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v1-data.lock"
 B2 = "cd" * 64

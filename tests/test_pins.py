@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
+from repro.environment.pins import check_capability, cpu_flags, native_capability, pinned_environ, resolve_pins
 from repro.errors import ConfigError, EnvironmentMismatch
-from repro.pins import check_capability, cpu_flags, native_capability, pinned_environ, resolve_pins
 
 AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma sha_ni\n"
 BUILD: dict[str, Any] = {
@@ -28,7 +28,7 @@ def test_arm_level_on_x86_is_refused() -> None:
 
 
 def test_auto_threads_become_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("repro.pins.machine_cores", lambda: 7)
+    monkeypatch.setattr("repro.environment.pins.machine_cores", lambda: 7)
     assert resolve_pins({**BUILD, "threads": "auto"}, seed=3).threads == 7
 
 

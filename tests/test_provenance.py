@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from test_lockfile import H, sample_lock
 
-from repro.provenance import BUILD_TYPE, PREDICATE_TYPE, statement, without_run_details
+from repro.trust.provenance import BUILD_TYPE, PREDICATE_TYPE, statement, without_run_details
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "provenance.schema.json").read_text())
 COMMIT = "c0ffee" * 6 + "c0ff"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, make_project, run_repro, sha256_file
 
-from repro import checkpoint
+from repro.train import checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from conftest import REPO, TINY, make_project, run_repro, sha256_file
 
-from repro import checkpoint
+from repro.train import checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 BIN = Path(sys.executable).parent
@@ -109,7 +109,7 @@ def _rank_process(proc: subprocess.Popen[str], rank: int) -> psutil.Process:
         assert proc.poll() is None, proc.communicate()[1]
         for child in psutil.Process(proc.pid).children(recursive=True):
             try:
-                if "repro.launch" in child.cmdline() and child.environ().get("RANK") == str(rank):
+                if "repro.build.launch" in child.cmdline() and child.environ().get("RANK") == str(rank):
                     return child
             except psutil.Error:
                 continue

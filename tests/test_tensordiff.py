@@ -10,8 +10,8 @@ import torch
 from safetensors.numpy import save_file
 
 from repro.errors import DataError
-from repro.tensordiff import element_diff, read_tensors
-from repro.weights import save_weights, tensor_records
+from repro.lock.tensordiff import element_diff, read_tensors
+from repro.train.weights import save_weights, tensor_records
 
 
 def test_records_match_what_the_lock_writer_records(tmp_path: Path) -> None:

@@ -23,11 +23,11 @@ import yaml
 from conftest import DIGITS, EMBEDDED_CONFIGS, REPO, TINY, run_repro, sha256_file
 from test_provenance import SCHEMA, validate_statement
 
-from repro import lockfile
-from repro.attestation import RECORD_NAME, record_verification
 from repro.canonical import canonical_json, compact_json, sha256_bytes
-from repro.provenance import without_run_details
-from repro.signing import SignatureMismatch, verify_signature
+from repro.lock import lockfile
+from repro.trust.attestation import RECORD_NAME, record_verification
+from repro.trust.provenance import without_run_details
+from repro.trust.signing import SignatureMismatch, verify_signature
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

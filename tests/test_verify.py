@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from conftest import DIGITS, REPO, TINY, run_repro, sha256_file
 
-from repro.attestation import RECORD_NAME, check_record
-from repro.inputs import config_digest
+from repro.source.inputs import config_digest
+from repro.trust.attestation import RECORD_NAME, check_record
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +133,7 @@ def test_inputs_only_never_imports_torch(trained: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK: inputs match the lock" in proc.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    assert "repro.verify" in imported
+    assert "repro.build.verify" in imported
     assert not {m for m in imported if m == "torch" or m.startswith("torch.")}
 
 

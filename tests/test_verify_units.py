@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from repro.build.rebuild import rebuild_config
+from repro.build.verify import find_root, machine_check, pin_consistency
 from repro.errors import EnvironmentMismatch, UserInputError
-from repro.inputs import PACKAGE_DIR
-from repro.rebuild import rebuild_config
-from repro.verify import find_root, machine_check, pin_consistency
+from repro.source.inputs import PACKAGE_DIR
 
 GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v1.lock"
 BUILD_CFG = {"profile": "default", "device": "cpu", "threads": 2, "cpu_capability": "avx2", "precision": "fp32",
@@ -76,10 +76,10 @@ def test_rebuild_config_applies_the_build_sections_pins() -> None:
 
 
 def _installed(monkeypatch: pytest.MonkeyPatch, torch: str) -> None:
-    monkeypatch.setattr("repro.verify.package_versions",
+    monkeypatch.setattr("repro.build.verify.package_versions",
                         lambda names: {"python": "3.11.7", "torch": torch})
-    monkeypatch.setattr("repro.verify.machine_cores", lambda: 2)
-    monkeypatch.setattr("repro.verify.check_capability", lambda level: None)
+    monkeypatch.setattr("repro.build.verify.machine_cores", lambda: 2)
+    monkeypatch.setattr("repro.build.verify.check_capability", lambda level: None)
 
 
 def test_machine_check_torch_drift(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,7 +95,7 @@ def test_machine_check_torch_drift(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_machine_check_capability_and_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     _installed(monkeypatch, "2.13.0+cpu")
-    monkeypatch.setattr("repro.verify.machine_cores", lambda: 1)
+    monkeypatch.setattr("repro.build.verify.machine_cores", lambda: 1)
     [note] = machine_check(lock(), rebuilding=True, allow_env_drift=False)
     assert (note.name, note.old, note.new) == ("threads", 2, 1) and "the pin of 2 is applied" in note.detail
 
@@ -105,8 +105,9 @@ def test_machine_check_refuses_a_level_this_cpu_lacks(monkeypatch: pytest.Monkey
     arm = lock()
     arm["build"]["cpu_capability"] = "sve256"
     monkeypatch.undo()  # the real check_capability, on this x86 machine
-    monkeypatch.setattr("repro.verify.machine_cores", lambda: 2)
-    monkeypatch.setattr("repro.verify.package_versions", lambda names: {"python": "3.11.7", "torch": "2.13.0+cpu"})
+    monkeypatch.setattr("repro.build.verify.machine_cores", lambda: 2)
+    monkeypatch.setattr("repro.build.verify.package_versions",
+                        lambda names: {"python": "3.11.7", "torch": "2.13.0+cpu"})
     with pytest.raises(EnvironmentMismatch, match="sve256"):
         machine_check(arm, rebuilding=True, allow_env_drift=False)
     [note] = machine_check(arm, rebuilding=False, allow_env_drift=False)

@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from repro.canonical import atomic_write_json, sha256_bytes
-    from repro.provenance import LOCAL_BUILDER_ID, PROVENANCE_NAME, attest
+    from repro.trust.provenance import LOCAL_BUILDER_ID, PROVENANCE_NAME, attest
 
     out_dir = Path(args.out_dir)
     stmt = attest(out_dir, args.builder_id or LOCAL_BUILDER_ID)

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from repro.audit import audit_path, render_table
+    from repro.trust.audit import audit_path, render_table
 
     report = audit_path(Path(args.lock), Path(args.record) if args.record else None,
                         Path(args.public_key) if args.public_key else None)

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from repro.card import write_card
+    from repro.trust.card import write_card
 
     report = write_card(Path(args.out_dir))
     verdicts = ", ".join(f"{v.framework}: {v.verdict}" for v in report.audit.verdicts())

@@ -20,9 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from repro import lockfile
     from repro.canonical import canonical_json
-    from repro.diff import compare_locks, render
+    from repro.lock import lockfile
+    from repro.lock.diff import compare_locks, render
 
     a, b = lockfile.read(Path(args.a)), lockfile.read(Path(args.b))
     diffs = compare_locks(a, b)

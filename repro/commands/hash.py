@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from repro.errors import LockfileError
-from repro.hashing import EXTRA_ALGORITHMS
+from repro.source.hashing import EXTRA_ALGORITHMS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,10 +47,10 @@ def relative_to_root(root: Path, cwd: Path, typed: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from repro.canonical import canonical_json
-    from repro.hashcache import open_cache
-    from repro.hashing import check_algorithms, expand_patterns
-    from repro.inputs import files_block
     from repro.progress import byte_bar
+    from repro.source.hashcache import open_cache
+    from repro.source.hashing import check_algorithms, expand_patterns
+    from repro.source.inputs import files_block
 
     cwd = Path.cwd()
     root = Path(os.path.normpath(cwd / args.root)) if args.root else cwd

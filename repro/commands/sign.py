@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from repro.errors import UserInputError
-    from repro.signing import sign_release
+    from repro.trust.signing import sign_release
 
     if args.key and args.keyless:
         raise UserInputError("--key and --keyless exclude each other; pick one")

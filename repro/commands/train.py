@@ -32,9 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from repro.build import run_build
-    from repro.config import compose, find_config
-    from repro.resume import ResumeOptions
+    from repro.build.run import run_build
+    from repro.source.config import compose, find_config
+    from repro.train.resume import ResumeOptions
 
     cwd = Path.cwd()
     source = find_config(args.config_dir, args.config_name, args.root, cwd)

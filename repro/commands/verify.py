@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from repro.verify import VerifyReport
+    from repro.build.verify import VerifyReport
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,9 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from repro.build.verify import VerifyOptions, verify
     from repro.canonical import canonical_json
     from repro.errors import ReproError
-    from repro.verify import VerifyOptions, verify
 
     opts = VerifyOptions(
         lock_path=Path(args.lockfile), root=Path(args.root) if args.root else None, inputs_only=args.inputs_only,
@@ -80,7 +80,7 @@ def _n(count: int, noun: str) -> str:
 
 def render(report: VerifyReport) -> list[str]:
     """The human report: what was checked, then differences grouped by section, notes, hints."""
-    from repro.diff import render as render_diffs
+    from repro.lock.diff import render as render_diffs
 
     c = report.checked
     lines = [

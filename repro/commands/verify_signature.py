@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from repro.signing import verify_signature
+    from repro.trust.signing import verify_signature
 
     report = verify_signature(Path(args.out_dir), Path(args.signature) if args.signature else None,
                               Path(args.public_key) if args.public_key else None,

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro import lockfile
-from repro.audit import AuditReport, audit_path
 from repro.canonical import atomic_write_bytes
 from repro.errors import UserInputError
-from repro.licenses import hf_license
+from repro.lock import lockfile
+from repro.trust.audit import AuditReport, audit_path
+from repro.trust.licenses import hf_license
 
 CARD_NAME = "README.md"
 PLOT_NAME = "loss.png"

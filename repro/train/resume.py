@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from repro import checkpoint
 from repro.canonical import canonical_json, compact_json
-from repro.checkpoint import Checkpoint
-from repro.config import CheckpointSpec
 from repro.errors import Busy, CheckpointError
+from repro.source.config import CheckpointSpec
+from repro.train import checkpoint
+from repro.train.checkpoint import Checkpoint
 
 LOCK_NAME = ".repro-train.lock"
 Mode = Literal["auto", "restart", "fresh"]

@@ -14,53 +14,23 @@ import re
 import subprocess
 import sys
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from repro.canonical import atomic_write_json
-from repro.errors import ConfigError, TrainingFailed, from_exit_code
-from repro.pins import Pins, pinned_environ
+from repro.environment.pins import Pins, pinned_environ
+from repro.errors import TrainingFailed, from_exit_code
 
-# How long a collective may wait for a silent peer before the run is failed.
-COLLECTIVE_TIMEOUT = timedelta(seconds=120)
 _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)[^\n]*", re.S)
 
 
-def world() -> tuple[int, int]:
-    """(rank, world size) from the launcher's environment; (0, 1) when not launched."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def under_launcher() -> bool:
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def check_world(pins: Pins) -> tuple[int, int]:
-    """Refuse a launch whose process count differs from the pinned world size."""
-    rank, size = world()
-    if size != pins.world_size:
-        raise ConfigError(f"build.world_size is {pins.world_size} but the launcher started {size} processes; "
-                          f"set build.world_size={size} (the world size decides the bits)")
-    return rank, size
-
-
-def barrier(pins: Pins) -> None:
-    """Join the process group (gloo on CPU, NCCL on GPU) and wait for every rank."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if pins.device == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
-    dist.barrier()
-
-
 def spawn(spec: dict[str, Any], pins: Pins) -> None:
-    """Run `repro.build.rebuild_main(spec)` on `pins.world_size` ranks via torchrun.
+    """Run `repro.build.run.rebuild_main(spec)` on `pins.world_size` ranks via torchrun.
 
     Raises the rank's own error (its exit code and message) or TrainingFailed
     naming the rank that died; torchrun has stopped the others by then.
     """
-    from repro.inputs import PACKAGE_DIR
+    from repro.source.inputs import PACKAGE_DIR
 
     with tempfile.TemporaryDirectory(prefix="repro-launch-") as tmp:
         spec = {**spec, "error_path": str(Path(tmp) / "error.json")}
@@ -70,7 +40,7 @@ def spawn(spec: dict[str, Any], pins: Pins) -> None:
         env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
         env["TORCHELASTIC_ERROR_FILE"] = str(Path(tmp) / "elastic-error.json")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={pins.world_size}",
-               "--max-restarts=0", "--monitor-interval=0.2", "-m", "repro.launch", str(spec_path)]
+               "--max-restarts=0", "--monitor-interval=0.2", "-m", "repro.build.launch", str(spec_path)]
         proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
         if proc.returncode == 0:
@@ -104,6 +74,6 @@ def describe_failure(stderr: str, world_size: int) -> str:
 
 
 if __name__ == "__main__":  # a rank started by torchrun in `spawn`
-    from repro.build import rebuild_main
+    from repro.build.run import rebuild_main
 
     sys.exit(rebuild_main(sys.argv[1]))

@@ -1,7 +1,7 @@
 """Weights files without torch: per-tensor digests and element-wise differences.
 
 `safetensors.deserialize` hands back each tensor's raw little-endian bytes, which
-are exactly what `repro.weights.tensor_sha256` hashes, so a downloaded file can be
+are exactly what `repro.train.weights.tensor_sha256` hashes, so a downloaded file can be
 checked tensor by tensor with no torch and no pickle. Element comparisons use
 numpy views of those bytes; bfloat16 is widened to float32 by a 16-bit shift.
 """

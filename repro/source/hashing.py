@@ -9,7 +9,7 @@ the absolute location, or the platform's path separator.
 Speed: hashlib releases the GIL while it hashes, so a small pool of threads keeps
 every core busy; small files are read with one `read` call, large ones stream in
 1 MiB chunks through a per-thread buffer, so memory stays constant in file size.
-An optional stat cache (`repro.hashcache`) lets unchanged files skip the read.
+An optional stat cache (`repro.source.hashcache`) lets unchanged files skip the read.
 """
 
 from __future__ import annotations
@@ -25,9 +25,17 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from repro.errors import ConfigError, DataError, LockfileError
-from repro.filetree import SKIP_DIRS, check_relpath, expand_patterns, inside, os_reason, resolve_under, safe_relpath
+from repro.source.filetree import (
+    SKIP_DIRS,
+    check_relpath,
+    expand_patterns,
+    inside,
+    os_reason,
+    resolve_under,
+    safe_relpath,
+)
 
-# The path API lived here first; callers keep importing it from repro.hashing.
+# The path API lived here first; callers keep importing it from repro.source.hashing.
 __all__ = [
     "CHUNK", "EXTRA_ALGORITHMS", "SKIP_DIRS", "FileDigest", "Hashed", "Progress", "StatCache", "StatKey",
     "check_algorithms", "default_workers", "digest_path", "expand_patterns", "hash_file", "hash_files",
@@ -44,7 +52,7 @@ OnBytes = Callable[[int], None]
 
 
 class StatKey(NamedTuple):
-    """What must be unchanged for a cached digest to be trusted (see repro.hashcache)."""
+    """What must be unchanged for a cached digest to be trusted (see repro.source.hashcache)."""
 
     dev: int
     ino: int
@@ -66,7 +74,7 @@ class Progress(Protocol):
 
 
 class StatCache(Protocol):
-    """Digests remembered by (absolute path, StatKey); `repro.hashcache.HashCache` is one."""
+    """Digests remembered by (absolute path, StatKey); `repro.source.hashcache.HashCache` is one."""
 
     def lookup(self, keys: Sequence[tuple[str, StatKey]], algorithms: Sequence[str]) -> dict[str, dict[str, str]]: ...
 

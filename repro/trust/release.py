@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from repro.errors import ConfigError
-from repro.licenses import check_expression
+from repro.trust.licenses import check_expression
 
 # Where a third party can get the training data.
 DATA_LOCATIONS: dict[str, str] = {

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro import __version__, lockfile
+from repro import __version__
 from repro.canonical import atomic_write_bytes, canonical_json, compact_json, sha256_bytes
 from repro.errors import UserInputError
-from repro.signing import model_signing
+from repro.lock import lockfile
+from repro.trust.signing import model_signing
 
 RECORD_NAME = "verification.json"
 RECORD_SIGNATURE_NAME = "verification.sig"

@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro import lockfile
-from repro.attestation import RecordCheck, check_record, default_record_path
-from repro.licenses import Rating, rate
-from repro.release import DATA_LOCATIONS, ReleaseTerms
+from repro.lock import lockfile
+from repro.trust.attestation import RecordCheck, check_record, default_record_path
+from repro.trust.licenses import Rating, rate
+from repro.trust.release import DATA_LOCATIONS, ReleaseTerms
 
 REPRO_LICENSE = "Apache-2.0"  # repro's own source: part of every training program it runs
-# Licences of the packages a lock records (repro.pins.RECORDED_PACKAGES), from their PyPI metadata.
+# Licences of the packages a lock records (repro.environment.pins.RECORDED_PACKAGES), from their PyPI metadata.
 PACKAGE_LICENSES = {"python": "Python-2.0", "torch": "BSD-3-Clause", "accelerate": "Apache-2.0",
                     "numpy": "BSD-3-Clause", "datasets": "Apache-2.0", "safetensors": "Apache-2.0",
                     "hydra-core": "MIT"}

@@ -19,14 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from repro import checkpoint, launch, lockfile
+from repro.build import launch
 from repro.canonical import atomic_write_bytes, atomic_write_json
-from repro.config import CheckpointSpec, require
-from repro.data import DataSpec, data_file_list, hashed_file_list
-from repro.errors import ConfigError
-from repro.hashing import Progress
-from repro.inputs import code_block, config_digest, data_block, git_state
-from repro.pins import (
+from repro.environment.pins import (
     RECORDED_PACKAGES,
     Pins,
     apply_process_env,
@@ -35,9 +30,16 @@ from repro.pins import (
     resolve_pins,
     target_packages,
 )
-from repro.release import ReleaseTerms
-from repro.resume import Notify, ResumeOptions, Session, hold_out_dir
-from repro.resume import start as start_checkpoints
+from repro.errors import ConfigError
+from repro.lock import lockfile
+from repro.source.config import CheckpointSpec, require
+from repro.source.data import DataSpec, data_file_list, hashed_file_list
+from repro.source.hashing import Progress
+from repro.source.inputs import code_block, config_digest, data_block, git_state
+from repro.train import checkpoint, distributed
+from repro.train.resume import Notify, ResumeOptions, Session, hold_out_dir
+from repro.train.resume import start as start_checkpoints
+from repro.trust.release import ReleaseTerms
 
 WEIGHTS_NAME = "model.safetensors"
 METRICS_NAME = "metrics.jsonl"
@@ -100,7 +102,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     """Train from a resolved config and write `out_dir`; the lock is written last.
 
     `out_dir` is locked for the whole build; a run that was interrupted resumes from
-    its newest usable checkpoint (see `repro.resume`) and ends in the same bytes.
+    its newest usable checkpoint (see `repro.train.resume`) and ends in the same bytes.
     `rehash=True` reads every data byte rather than trusting the stat cache.
     """
     started = time.monotonic()
@@ -110,13 +112,13 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     spec = CheckpointSpec.from_config(resolved)
     require_divisible(resolved, pins)
     require_portable(resolved, pins)
-    if pins.world_size > 1 and not launch.under_launcher():
+    if pins.world_size > 1 and not distributed.under_launcher():
         source = None if resume.source is None else str(resume.source)
         launch.spawn({"resolved": resolved, "root": str(root), "out_dir": str(out_dir), "quiet": quiet,
                       "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins)
         return _report_from(out_dir, started)
     apply_process_env(pins)
-    rank, _ = launch.check_world(pins)
+    rank, _ = distributed.check_world(pins)
     if rank != 0:  # other ranks train, but never write to out_dir
         _build_rank(resolved, pins, spec, root, out_dir, resume)
         return None
@@ -153,10 +155,10 @@ def require_divisible(resolved: dict[str, Any], pins: Pins) -> None:
 def _build_rank(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root: Path, out_dir: Path,
                 resume: ResumeOptions) -> None:
     """A rank other than 0: wait for rank 0 to settle the checkpoints, then train read-only."""
-    from repro.train import train
+    from repro.train.loop import train
 
     files = data_file_list(root, DataSpec.from_config(resolved))
-    launch.barrier(pins)  # rank 0 has picked (and cleaned up to) the checkpoint to resume from
+    distributed.barrier(pins)  # rank 0 has picked (and cleaned up to) the checkpoint to resume from
     ckpt = None
     if resume.mode != "fresh":
         root_dir = out_dir / checkpoint.DIR_NAME
@@ -192,10 +194,10 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     session = start_checkpoints(out_dir, spec, {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},
                                 resume, notify)
     if pins.world_size > 1:
-        launch.barrier(pins)  # the other ranks now read the same resume point
+        distributed.barrier(pins)  # the other ranks now read the same resume point
 
-    from repro.train import train
-    from repro.weights import save_weights, tensor_records
+    from repro.train.loop import train
+    from repro.train.weights import save_weights, tensor_records
 
     every = require(resolved, "trainer.log_every", int)
     with step_bar(require(resolved, "trainer.max_steps", int), quiet) as on_step:

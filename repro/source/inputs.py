@@ -12,11 +12,11 @@ from typing import Any
 
 from repro import __version__
 from repro.canonical import compact_json, sha256_bytes
-from repro.config import hashed_view
-from repro.data import DataSpec
-from repro.hashing import FileDigest, Progress, StatCache, expand_patterns, hash_files, root_digest
+from repro.source.config import hashed_view
+from repro.source.data import DataSpec
+from repro.source.hashing import FileDigest, Progress, StatCache, expand_patterns, hash_files, root_digest
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 SOURCE_SUFFIXES = (".py", ".yaml", ".json")
 
 
@@ -40,13 +40,13 @@ def data_block(root: Path, spec: DataSpec, files: list[str], *, use_cache: bool 
     `use_cache=False` reads every byte (`--rehash`, `repro verify`); the stat
     cache in `<root>/.repro/` is refreshed either way.
     """
-    from repro.hashcache import open_cache
+    from repro.source.hashcache import open_cache
 
     with open_cache(root) as cache:
         block = files_block(root, files, cache=cache, rehash=not use_cache, algorithms=spec.extra_hashes,
                             progress=progress)
     if spec.preprocess is not None:
-        from repro.preprocess import record
+        from repro.source.preprocess import record
 
         block["preprocess"] = record(spec.preprocess, root)
     return block

@@ -18,10 +18,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from repro.checkpoint import MODEL_NAME, OPTIMIZER_NAME, VERSION, Checkpoint, Writer
 from repro.errors import CheckpointError
-from repro.sampling import OrderDigest, SampleOrder
-from repro.weights import METADATA
+from repro.train.checkpoint import MODEL_NAME, OPTIMIZER_NAME, VERSION, Checkpoint, Writer
+from repro.train.sampling import OrderDigest, SampleOrder
+from repro.train.weights import METADATA
 
 _SCALARS = (bool, int, str, type(None))
 

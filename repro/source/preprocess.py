@@ -72,7 +72,7 @@ def source_of(target: str, root: Path) -> Path | None:
 
 def record(node: dict[str, Any], root: Path) -> dict[str, Any]:
     """What the lock stores for the step's code (its params are in the resolved config)."""
-    from repro.hashing import hash_files
+    from repro.source.hashing import hash_files
 
     target = str(node["_target_"])
     origin = source_of(target, root)

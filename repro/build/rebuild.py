@@ -3,7 +3,7 @@
 A separate process is the only way to guarantee the pins: `ATEN_CPU_CAPABILITY`
 is read once, when torch is first imported, and the verifier's own shell may
 carry OMP_NUM_THREADS, MKL_* or CUDA_VISIBLE_DEVICES. The child runs
-`repro.build.rebuild_main`, the same `run_build` that `repro train` uses.
+`repro.build.run.rebuild_main`, the same `run_build` that `repro train` uses.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import atomic_write_json
-from repro.diff import PIN_KEYS
+from repro.environment.pins import Pins, pinned_environ
 from repro.errors import EnvironmentMismatch, ReproError, TrainingFailed, from_exit_code
-from repro.inputs import PACKAGE_DIR
-from repro.pins import Pins, pinned_environ
+from repro.lock.diff import PIN_KEYS
+from repro.source.inputs import PACKAGE_DIR
 
-_CHILD = "import sys; from repro.build import rebuild_main; sys.exit(rebuild_main(sys.argv[1]))"
+_CHILD = "import sys; from repro.build.run import rebuild_main; sys.exit(rebuild_main(sys.argv[1]))"
 
 
 def rebuild_config(lock: dict[str, Any], world_size: int | None = None) -> tuple[dict[str, Any], Pins]:

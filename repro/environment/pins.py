@@ -1,7 +1,7 @@
 """The pins that decide the bits: resolved from config, recorded, compared. No torch.
 
 Resolving happens before torch is imported because `ATEN_CPU_CAPABILITY` is read
-once, at torch's first dispatch. `repro.determinism` applies the torch-side flags.
+once, at torch's first dispatch. `repro.train.determinism` applies the torch-side flags.
 """
 
 from __future__ import annotations

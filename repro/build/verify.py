@@ -11,7 +11,7 @@ in seconds instead of after a training run:
 5. rebuild in a fresh process under the pins, and compare the rebuilt lock with
    the lock: pins, loss trajectory, every tensor.
 
-Everything that differs is a `repro.diff.Difference`, the vocabulary `repro diff`
+Everything that differs is a `repro.lock.diff.Difference`, the vocabulary `repro diff`
 uses too. Only `repro.commands.verify` prints.
 """
 
@@ -29,18 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro import __version__, lockfile, preprocess
-from repro.build import RUN_NAME
-from repro.config import require
-from repro.data import DataSpec, hashed_file_list
-from repro.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, compare_tensor_records
-from repro.errors import EnvironmentMismatch, ReproError, UserInputError
-from repro.explain import explain_config_edit, hints, reference_configs
-from repro.hashcache import open_cache
-from repro.hashing import FileDigest, expand_patterns, hash_file, hash_files, root_digest, safe_relpath
-from repro.inputs import PACKAGE_DIR, config_digest, repro_source_files
-from repro.lineage import explain_lineage
-from repro.pins import (
+from repro import __version__
+from repro.build.rebuild import run_rebuild
+from repro.build.run import RUN_NAME
+from repro.environment.pins import (
     HARD_PACKAGES,
     check_capability,
     machine_cores,
@@ -48,8 +40,18 @@ from repro.pins import (
     package_versions,
     resolve_pins,
 )
+from repro.errors import EnvironmentMismatch, ReproError, UserInputError
+from repro.lock import lockfile
+from repro.lock.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, compare_tensor_records
+from repro.lock.explain import explain_config_edit, hints, reference_configs
+from repro.lock.lineage import explain_lineage
 from repro.progress import byte_bar
-from repro.rebuild import run_rebuild
+from repro.source import preprocess
+from repro.source.config import require
+from repro.source.data import DataSpec, hashed_file_list
+from repro.source.hashcache import open_cache
+from repro.source.hashing import FileDigest, expand_patterns, hash_file, hash_files, root_digest, safe_relpath
+from repro.source.inputs import PACKAGE_DIR, config_digest, repro_source_files
 
 REPORT_VERSION = 1
 # Differences that describe where and with what a build ran, not what it is.
@@ -283,7 +285,7 @@ def pin_consistency(lock: dict[str, Any]) -> list[Difference]:
 
 def check_weights_file(path: Path, recorded: dict[str, Any]) -> list[Difference]:
     """Size and sha256 of a weights file, then tensor by tensor if those differ. No torch."""
-    from repro.tensordiff import read_tensors
+    from repro.lock.tensordiff import read_tensors
 
     size, sha = hash_file(path)
     if size == recorded["size"] and sha == recorded["hashes"]["sha256"]:
@@ -361,7 +363,7 @@ def write_record(report: VerifyReport, rebuild: dict[str, Any], opts: VerifyOpti
 
     A lock folder we may not write to does not undo the verification; the report says so.
     """
-    from repro.attestation import default_record_path, record_verification
+    from repro.trust.attestation import default_record_path, record_verification
 
     path = default_record_path(opts.lock_path)
     details = {"rebuild_seconds": rebuild["seconds"], "platform": platform.platform(),
@@ -381,7 +383,7 @@ def count_elements(diffs: list[Difference], lock: dict[str, Any], original: Path
 
     Needs the original values: a weights file whose tensor matches the lock's digest.
     """
-    from repro.tensordiff import element_diff, read_tensors
+    from repro.lock.tensordiff import element_diff, read_tensors
 
     changed = [d for d in diffs if d.kind == "tensor" and d.change == "changed" and d.section == "outputs"]
     if not changed:

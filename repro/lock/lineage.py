@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.diff import Difference
+from repro.lock.diff import Difference
 
 PIPELINE = "dvc.yaml"
 

@@ -1,7 +1,7 @@
 """Load training data through HF `datasets`, from local files only.
 
 The lock hashes the bytes of every file a dataset is built from (see
-`repro.inputs`), and exactly those files are handed to `datasets`. Its
+`repro.source.inputs`), and exactly those files are handed to `datasets`. Its
 fingerprint is a cache key over pickled transforms, not a content hash, so it is
 recorded in run.json as information only.
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.config import optional, require
 from repro.errors import ConfigError, DataError, LockfileError
-from repro.hashing import check_algorithms, expand_patterns
+from repro.source.config import optional, require
+from repro.source.hashing import check_algorithms, expand_patterns
 
 LOCAL_BUILDERS = ("csv", "json", "parquet", "text", "imagefolder")
 FROM_DISK = "load_from_disk"  # a folder written by `Dataset.save_to_disk`
@@ -116,7 +116,7 @@ def load_splits(root: Path, spec: DataSpec, files: list[str],
             raise DataError(f"data.data_files: {exc}") from None
     fingerprint = ds._fingerprint
     if spec.preprocess is not None:
-        from repro.preprocess import apply
+        from repro.source.preprocess import apply
 
         ds = apply(ds, spec.preprocess, root)
     if spec.test_fraction == 0.0:
@@ -134,8 +134,8 @@ def content_cache_dir(root: Path, files: list[str], digest: str | None = None) -
     import datasets
 
     if digest is None:
-        from repro.hashcache import open_cache
-        from repro.hashing import hash_files, root_digest
+        from repro.source.hashcache import open_cache
+        from repro.source.hashing import hash_files, root_digest
 
         with open_cache(root) as cache:
             digest = root_digest(hash_files(root, files, cache=cache))

@@ -13,7 +13,7 @@ from typing import Any
 
 from repro.errors import ConfigError
 
-EMBEDDED_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+EMBEDDED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # Keys that say where outputs go or how often to save progress, not what the
 # outputs are: never hashed into the lock. Checkpoints do not change the bits
 # (tests/test_resume.py proves it), so a run may change how often it saves.

@@ -14,7 +14,7 @@ from typing import Any
 
 from repro.canonical import atomic_write_json, canonical_json
 from repro.errors import LockfileError
-from repro.hashing import safe_relpath
+from repro.source.hashing import safe_relpath
 
 VERSION = 1
 LOCK_NAME = "repro.lock"

@@ -2,7 +2,7 @@
 
 Read it top to bottom: pins, seeds, data, model, then the steps. Everything that
 can change the bits comes in through `cfg` and `pins` and is recorded by the
-caller (`repro.build`).
+caller (`repro.build.run`).
 """
 
 from __future__ import annotations
@@ -17,24 +17,24 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from repro.config import TrainerSpec
-from repro.data import DataSpec, load_splits
-from repro.determinism import apply_torch_pins, cuda_facts, seed_everything, seed_worker, torch_generator
+from repro.environment.pins import Pins
 from repro.errors import ConfigError, TrainingFailed
-from repro.pins import Pins
-from repro.sampling import OrderDigest, SampleOrder
+from repro.source.config import TrainerSpec
+from repro.source.data import DataSpec, load_splits
 from repro.tasks import Batch, Task
-from repro.trainstate import Parts, capture, restore
+from repro.train.determinism import apply_torch_pins, cuda_facts, seed_everything, seed_worker, torch_generator
+from repro.train.sampling import OrderDigest, SampleOrder
+from repro.train.state import Parts, capture, restore
 
 if TYPE_CHECKING:
-    from repro.resume import Session
+    from repro.train.resume import Session
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 @dataclass
 class TrainResult:
-    """What one run produced; `repro.build` turns it into files and the lock."""
+    """What one run produced; `repro.build.run` turns it into files and the lock."""
 
     state: dict[str, torch.Tensor]
     losses: list[float]
@@ -89,7 +89,7 @@ def _accelerator(pins: Pins) -> Any:
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
-    from repro.launch import COLLECTIVE_TIMEOUT
+    from repro.train.distributed import COLLECTIVE_TIMEOUT
 
     return Accelerator(cpu=pins.device == "cpu", mixed_precision=PRECISION_TO_ACCELERATE[pins.precision],
                        kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)])

@@ -27,7 +27,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from repro.hashing import StatKey
+from repro.source.hashing import StatKey
 
 CACHE_DIR = ".repro"
 CACHE_NAME = "hashcache.sqlite"

@@ -1,6 +1,6 @@
 """Apply the pins inside torch. Every function returns what it set, for the lock.
 
-`repro.pins` decides the values without importing torch; this module is the only
+`repro.environment.pins` decides the values without importing torch; this module is the only
 place that turns them into torch flags, so there is one switchboard to audit.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from repro.environment.pins import Pins
 from repro.errors import EnvironmentMismatch
-from repro.pins import Pins
 
 
 def seed_everything(seed: int) -> dict[str, int]:

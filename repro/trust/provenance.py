@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from repro import __version__, lockfile
+from repro import __version__
 from repro.errors import MismatchError, UserInputError
-from repro.release import ReleaseTerms
+from repro.lock import lockfile
+from repro.trust.release import ReleaseTerms
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"

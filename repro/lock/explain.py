@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import compact_json, sha256_bytes
-from repro.config import EMBEDDED_CONFIG_DIR, ConfigSource, compose, hashed_view
-from repro.diff import Difference, flatten
 from repro.errors import ConfigError
+from repro.lock.diff import Difference, flatten
+from repro.source.config import EMBEDDED_CONFIG_DIR, ConfigSource, compose, hashed_view
 
 MAX_SUSPECTS = 12  # 2**12 candidate configs at most: milliseconds of hashing
 _ABSENT = object()

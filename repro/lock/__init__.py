@@ -1,0 +1,1 @@
+"""The lockfile: its format and schema, and comparing, explaining and tracing two locks. No torch."""
