@@ -32,6 +32,7 @@ from repro.environment.pins import (
 )
 from repro.errors import ConfigError
 from repro.lock import lockfile
+from repro.lock.chain import upstream_records
 from repro.source.config import CheckpointSpec, require
 from repro.source.data import DataSpec, data_file_list, hashed_file_list
 from repro.source.hashing import Progress
@@ -80,12 +81,16 @@ def hash_inputs(resolved: dict[str, Any], root: Path, use_cache: bool = True,
     spec = DataSpec.from_config(resolved)
     files = data_file_list(root, spec)
     include = require(resolved, "code.include", list)
-    inputs = {
+    inputs: dict[str, Any] = {
         "config": config_digest(resolved),
         # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
         "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
         "code": code_block(root, [str(p) for p in include]),
     }
+    # The records of the stages that made these data, transitively: the chain back to primary sources.
+    chain = upstream_records(resolved, root, {f["path"]: f["hashes"]["sha256"] for f in inputs["data"]["files"]})
+    if chain:
+        inputs["stages"] = chain
     return inputs, files
 
 

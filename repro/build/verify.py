@@ -89,6 +89,7 @@ class VerifyReport:
     hints: list[str] = field(default_factory=list)
     rebuild: dict[str, Any] | None = None
     record: dict[str, Any] | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)  # --from-source: each stage rerun
 
     @property
     def identical(self) -> bool:
@@ -105,7 +106,7 @@ class VerifyReport:
             "lockfile": self.lockfile, "root": self.root, "root_source": self.root_source, "mode": self.mode,
             "checked": self.checked, "differences": [d.to_json() for d in self.differences],
             "notes": [d.to_json() for d in self.notes], "hints": self.hints, "rebuild": self.rebuild,
-            "record": self.record,
+            "record": self.record, "stages": self.stages,
         }
 
 
@@ -238,6 +239,8 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
     }
     if spec.preprocess is not None:
         found["data"]["preprocess"] = preprocess.record(spec.preprocess, root)
+    if "stages" in lock["inputs"]:  # intermediates are inputs here; --from-source rebuilds them
+        found["stages"] = lock["inputs"]["stages"]
     checked = {"data_files": len(data), "data_bytes": sum(d.size for d in data), "code_files": len(code),
                "repro_files": len(ours), "config_sha256": found["config"]["sha256"], "weights_file": None}
     return found, checked

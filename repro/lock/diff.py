@@ -24,7 +24,8 @@ class Difference:
 
     section: inputs | build | outputs
     kind:    data | code | repro | config | sample_order | pin | flag | package | cuda |
-             weights | tensor | loss | metric | other
+             weights | tensor | loss | metric | other |
+             stage | stage config | stage tool | stage input | stage code | stage output
     change:  changed | added | removed | renamed
     stats:   numbers behind `detail`, for --json (e.g. a tensor's differing elements)
     """
@@ -142,6 +143,10 @@ def compare_inputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     diffs += compare_file_block("repro", ra, rb)
     if ra["version"] != rb["version"]:
         diffs.append(Difference("inputs", "repro", "version", "changed", ra["version"], rb["version"]))
+    if "stages" in a or "stages" in b:  # the chain of stage records behind the data
+        from repro.lock.stagerecord import compare_chains
+
+        diffs += compare_chains(a.get("stages", []), b.get("stages", []))
     return diffs
 
 

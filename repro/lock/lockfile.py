@@ -14,6 +14,7 @@ from typing import Any
 
 from repro.canonical import atomic_write_json, canonical_json
 from repro.errors import LockfileError
+from repro.lock import stagerecord
 from repro.source.hashing import safe_relpath
 
 VERSION = 1
@@ -66,6 +67,8 @@ def validate(lock: Any, where: str) -> None:
     for section in (lock["inputs"]["data"], lock["inputs"]["code"]):
         for f in section["files"]:
             safe_relpath(f["path"], f"{where}: file path")
+    for i, record in enumerate(lock["inputs"].get("stages", [])):
+        stagerecord.validate(record, f"{where}: inputs.stages.{i}")
     pre_file = lock["inputs"]["data"].get("preprocess", {}).get("file")
     if pre_file is not None:
         safe_relpath(pre_file["path"], f"{where}: preprocess file path")
