@@ -221,3 +221,48 @@ def test_dvc_yaml_check_names_a_disagreement_and_write_fixes_it(toy: Path) -> No
     assert stages["upper"]["outs"] == ["mid/upper.txt", "mid/upper.stage.json"]
     assert stages["train"]["deps"] == ["out/count.txt", "out/count.stage.json", "configs"]
     assert {"model/repro.lock": {"cache": False}} in stages["train"]["outs"]
+
+
+# A stage that is not deterministic, caught by verify --from-source ---------------------------
+
+STAMP = '''\
+import shutil
+import time
+
+
+def prepare(inputs, outputs, *, stamp):
+    shutil.copyfile(inputs[0], outputs[0])
+    outputs[1].write_text(str(time.time_ns()) if stamp else "no clock")
+'''
+STAMP_STAGE = """
+data:
+  data_files: [data/train.csv]
+stages:
+  prepare:
+    _target_: stamp.prepare
+    params: {stamp: true}
+    inputs: [repro/examples/digits/digits.csv]
+    outputs: [data/train.csv, data/stamp.txt]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_verify_from_source_names_a_stage_that_writes_the_wall_clock(tmp_path: Path) -> None:
+    from conftest import TINY, make_project
+
+    root = make_project(tmp_path / "project")
+    with (root / "configs" / "train.yaml").open("a") as fh:
+        fh.write(STAMP_STAGE)
+    (root / "stamp.py").write_text(STAMP)
+    assert repro_run(root, "prepare").code == 0
+    r = run_repro(["train", "--quiet", *TINY], cwd=root)
+    assert r.code == 0, r.stderr
+    lock = json.loads((root / "out" / "digits" / "repro.lock").read_text())
+    assert [s["stage"] for s in lock["inputs"]["stages"]] == ["prepare"]
+    assert run_repro(["verify", "--inputs-only", "out/digits/repro.lock"], cwd=root).code == 0
+    r = run_repro(["verify", "--from-source", "--quiet", "out/digits/repro.lock"], cwd=root)
+    assert r.code == 1, r.stdout + r.stderr
+    assert "stage      prepare: rerun from source" in r.stdout and "first at data/stamp.txt" in r.stdout
+    assert "stage prepare is the first that differs, at data/stamp.txt" in r.stdout
+    assert "not deterministic" in r.stdout and "data/train.csv" not in r.stdout.split("MISMATCH")[1]

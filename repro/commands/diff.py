@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from repro.canonical import canonical_json
     from repro.lock import lockfile
     from repro.lock.diff import compare_locks, render
+    from repro.lock.stagerecord import chain_line
 
     a, b = lockfile.read(Path(args.a)), lockfile.read(Path(args.b))
     diffs = compare_locks(a, b)
@@ -33,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
         }))
     elif diffs:
         print(f"--- {args.a}\n+++ {args.b}")
+        chains = [chain_line(lock["inputs"].get("stages", [])) for lock in (a, b)]
+        if chains[0] != "train" or chains[1] != "train":
+            print(f"chain  {chains[0]}" + ("" if chains[0] == chains[1] else f"  ->  {chains[1]}"))
         print("\n".join(render(diffs)))
         print(f"{len(diffs)} difference{'s' if len(diffs) != 1 else ''}")
     else:

@@ -7,7 +7,7 @@
 Each stage under `stages:` in the config becomes `repro run NAME`, and training
 `repro train --quiet`, with the config flags given here. `--write` keeps the
 comment block at the top of dvc.yaml, stages repro does not declare, and any
-extra deps or outs of the train stage (a task's exported files).
+other outs of the train stage beside the weights (a task's exported files).
 """
 
 from __future__ import annotations

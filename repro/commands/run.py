@@ -1,7 +1,7 @@
 """Run one stage declared under `stages.NAME` in the Hydra config, and write its record.
 
     repro run tokenize
-    repro run tokenize tokenize.vocab_size=1024 --config-name smoke
+    repro run tokenize tokenize.vocab_size=1024 --config-name smoke   # overrides right after NAME
 
 Inputs, code, config and toolchain are hashed before the stage runs; the stage
 runs in a fresh process under the config's `build` pins and `seed`; its outputs

@@ -13,8 +13,8 @@ the declarations follow, per stage:
 
 Training's deps are its data files, data sources and `code.include` files plus
 the records of the stages that made them; its outs must include the weights,
-metrics and repro.lock (`cache: false`). Other deps and outs a user adds to the
-train stage (a task's exported files) are kept.
+metrics and repro.lock (`cache: false`). Other outs of the train stage in the
+same folder (a task's exported files) are kept.
 """
 
 from __future__ import annotations
@@ -112,6 +112,12 @@ def _train(resolved: dict[str, Any], inv: Invocation, specs: dict[str, StageSpec
     return entry
 
 
+def _export(stage: str, path: str, entry: dict[str, Any]) -> bool:
+    """A train out beside the weights that repro does not name itself: a task's exported file."""
+    weights = next(iter(_keyed(entry["outs"])))
+    return stage == TRAIN and path.rpartition("/")[0] == weights.rpartition("/")[0]
+
+
 def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
@@ -142,7 +148,7 @@ def check(actual: dict[str, Any], want: dict[str, dict[str, Any]]) -> list[str]:
         for field in ("deps", "outs"):
             want_k, have_k = _keyed(entry.get(field)), _keyed(have.get(field))
             missing = [p for p in want_k if p not in have_k]
-            extra = [p for p in have_k if p not in want_k] if name != TRAIN else []
+            extra = [p for p in have_k if p not in want_k and not (field == "outs" and _export(name, p, entry))]
             wrong = [p for p in want_k if p in have_k and want_k[p] != have_k[p]]
             problems += [f"{DVC_YAML}: stages.{name}.{field} lacks {p}" for p in missing]
             problems += [f"{DVC_YAML}: stages.{name}.{field} has {p}, which the declaration does not name"
@@ -173,11 +179,9 @@ def merged(actual: dict[str, Any], want: dict[str, dict[str, Any]]) -> dict[str,
         entry = dict(entry)
         have = actual.get(name)
         if name == TRAIN and isinstance(have, dict):
-            keep_deps = [d for d in _keyed(have.get("deps")) if d not in _keyed(entry["deps"])]
             want_outs = _keyed(entry["outs"])
-            keep_outs = [o for o in have.get("outs") or [] if next(iter(_keyed([o]))) not in want_outs]
-            entry["deps"] = [*entry["deps"], *keep_deps]
-            entry["outs"] = [*entry["outs"], *keep_outs]
+            entry["outs"] = [*entry["outs"], *(o for o in have.get("outs") or [] if (p := next(iter(_keyed([o]))))
+                                               not in want_outs and _export(name, p, entry))]
         out[name] = entry
     for name, entry in actual.items():
         out.setdefault(name, entry)
