@@ -21,12 +21,14 @@ from typing import Any
 
 from repro.build import launch
 from repro.canonical import atomic_write_bytes, atomic_write_json
+from repro.environment import toolchain
 from repro.environment.pins import (
     RECORDED_PACKAGES,
     Pins,
     apply_process_env,
     check_capability,
     package_versions,
+    pinned_variables,
     resolve_pins,
     target_packages,
 )
@@ -34,8 +36,9 @@ from repro.errors import ConfigError
 from repro.lock import lockfile
 from repro.source.config import CheckpointSpec, require
 from repro.source.data import DataSpec, data_file_list, hashed_file_list
+from repro.source.discover import imported_project_files
 from repro.source.hashing import Progress
-from repro.source.inputs import code_block, config_digest, data_block, git_state
+from repro.source.inputs import code_block, code_include, compiler_block, config_digest, data_block, git_state
 from repro.train import checkpoint, distributed
 from repro.train.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.train.resume import start as start_checkpoints
@@ -79,14 +82,35 @@ def hash_inputs(resolved: dict[str, Any], root: Path, use_cache: bool = True,
     """
     spec = DataSpec.from_config(resolved)
     files = data_file_list(root, spec)
-    include = require(resolved, "code.include", list)
     inputs = {
         "config": config_digest(resolved),
         # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
         "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
-        "code": code_block(root, [str(p) for p in include]),
+        # What code.include lists; the files the build imports join after training (`finish_code`).
+        "code": code_block(root, code_include(resolved)),
     }
     return inputs, files
+
+
+def finish_code(resolved: dict[str, Any], root: Path) -> dict[str, Any]:
+    """`inputs.code` after training: code.include's files plus every project module the build imported."""
+    return code_block(root, code_include(resolved), imported_project_files(root))
+
+
+def toolchain_record() -> dict[str, Any]:
+    """The lock's `toolchain`: what this process ran, read after training (see repro.environment.toolchain)."""
+    return {**toolchain.record(), "repro": compiler_block(toolchain.compiler_files())}
+
+
+def project_importable(root: Path) -> None:
+    """Put the project root first on the import path, as `python -m` does for the current folder.
+
+    The project's own `_target_`s (mylib.net.TinyNet) then import with no
+    PYTHONPATH and no install; the files they load are discovered and hashed.
+    """
+    entry = str(root.resolve())
+    if sys.path[:1] != [entry]:
+        sys.path.insert(0, entry)
 
 
 def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
@@ -118,6 +142,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
                       "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins)
         return _report_from(out_dir, started)
     apply_process_env(pins)
+    project_importable(root)
     rank, _ = distributed.check_world(pins)
     if rank != 0:  # other ranks train, but never write to out_dir
         _build_rank(resolved, pins, spec, root, out_dir, resume)
@@ -215,7 +240,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     atomic_write_bytes(out_dir / METRICS_NAME, ("\n".join(metrics_lines) + "\n").encode())
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
-    build = {**pins.to_json(), "flags": result.flags, "packages": packages, "cuda": result.flags.pop("cuda")}
+    inputs["code"] = finish_code(resolved, root)
+    build = {**pins.to_json(), "flags": result.flags, "env": pinned_variables(pins), "cuda": result.flags.pop("cuda")}
     outputs: dict[str, Any] = {
         "weights": {"path": WEIGHTS_NAME, "size": len(weights),
                     "hashes": {"sha256": hashlib.sha256(weights).hexdigest()}, "tensors": tensor_records(result.state)},
@@ -228,7 +254,7 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         outputs["files"] = exported
     if result.samples:
         outputs["samples"] = result.samples
-    lock = lockfile.assemble(inputs, build, outputs)
+    lock = lockfile.assemble(inputs, build, outputs, toolchain_record())
     seconds = time.monotonic() - started
     # Machine-incidental facts live here, never in the lock.
     atomic_write_json(out_dir / RUN_NAME, {
