@@ -29,9 +29,12 @@ from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
-# repro modules that never decide a bit: how a build is asked for and reported,
-# not how it is made. Their edits leave every lock and verify unchanged.
-NOT_COMPILER = ("repro.__main__", "repro.cli", "repro.commands", "repro.progress", "repro.trust")
+# repro modules that never decide a bit: how a build is asked for, checked and
+# reported, not how it is made (the CLI, progress display, verify's orchestration
+# and hints, and trust: card, audit, signing, release terms). A build process
+# imports some of them; their edits still leave every lock and verify unchanged.
+NOT_COMPILER = ("repro.__main__", "repro.cli", "repro.commands", "repro.progress", "repro.trust",
+                "repro.build.verify", "repro.build.rebuild", "repro.lock.explain")
 # Modules that interpreter start-up imports through `.pth` hooks, not the build.
 STARTUP_HOOKS = ("_distutils_hack", "__editable__", "_virtualenv")
 
@@ -64,6 +67,24 @@ def compiler_files(modules: Mapping[str, ModuleType | None] | None = None) -> li
         if file.suffix == ".py" and PACKAGE_DIR in file.parents:
             found.add(file.relative_to(base).as_posix())
     return sorted(found, key=lambda s: s.encode("utf-8"))
+
+
+def compiler_sources() -> list[str]:
+    """Every repro source file that can be part of the compiler, whatever a build imports.
+
+    The superset that `compiler_files` picks from; `scripts/compiler_fingerprint.py`
+    and its test hold repro's version to it (a change here needs a version bump).
+    """
+    base = PACKAGE_DIR.parent
+    out = []
+    for file in PACKAGE_DIR.rglob("*.py"):
+        rel = file.relative_to(base)
+        parts = list(rel.with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        if "__pycache__" not in rel.parts and is_compiler_module(".".join(parts)):
+            out.append(rel.as_posix())
+    return sorted(out, key=lambda s: s.encode("utf-8"))
 
 
 def imported_distributions(modules: Mapping[str, ModuleType | None] | None = None) -> dict[str, str]:
