@@ -20,10 +20,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from repro.build.child import run_child, write_error
+from repro.build.child import child_message, run_child, write_error
 from repro.canonical import atomic_write_bytes, atomic_write_json
 from repro.environment import toolchain
 from repro.environment.pins import (
+    HASH_SEED,
     RECORDED_PACKAGES,
     Pins,
     apply_process_env,
@@ -103,6 +104,18 @@ def toolchain_record() -> dict[str, Any]:
     return {**toolchain.record(), "repro": compiler_block(toolchain.compiler_files())}
 
 
+def fix_hash_seed() -> None:
+    """Start this process again with Python's hash seed pinned, if it is not (a rank under torchrun).
+
+    The seed is fixed when the interpreter starts, so it cannot be set from
+    inside; a rank launched as `torchrun -m repro train` re-executes itself
+    (same command, same process id, so the launcher still watches it).
+    """
+    if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
+        os.environ["PYTHONHASHSEED"] = HASH_SEED
+        os.execv(sys.executable, list(sys.orig_argv))
+
+
 def project_importable(root: Path) -> None:
     """Put the project root first on the import path, as `python -m` does for the current folder.
 
@@ -123,12 +136,17 @@ def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
 
 def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
               resume: ResumeOptions | None = None, notify: Notify | None = None,
-              rehash: bool = False) -> BuildReport | None:
+              rehash: bool = False, in_child: bool = False) -> BuildReport | None:
     """Train from a resolved config and write `out_dir`; the lock is written last.
 
-    `out_dir` is locked for the whole build; a run that was interrupted resumes from
-    its newest usable checkpoint (see `repro.train.resume`) and ends in the same bytes.
-    `rehash=True` reads every data byte rather than trusting the stat cache.
+    The build itself runs in a child process (`repro.build.child`) whose whole
+    environment is an allowlist of the shell plus the pins, so nothing in the
+    caller's shell or process can change a bit; `in_child` says we are that child.
+    Under an outside launcher (torchrun, accelerate launch) each rank builds in
+    its own process. `out_dir` is locked for the whole build; a run that was
+    interrupted resumes from its newest usable checkpoint (see `repro.train.resume`)
+    and ends in the same bytes. `rehash=True` reads every data byte rather than
+    trusting the stat cache.
     """
     started = time.monotonic()
     resolved, pins = concrete_pins(resolved)
@@ -137,13 +155,15 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     spec = CheckpointSpec.from_config(resolved)
     require_divisible(resolved, pins)
     require_portable(resolved, pins)
-    if pins.world_size > 1 and not distributed.under_launcher():
+    if not in_child and not distributed.under_launcher():
         source = None if resume.source is None else str(resume.source.resolve())
         with tempfile.TemporaryDirectory(prefix="repro-launch-") as tmp:
             run_child({"resolved": resolved, "root": str(root.resolve()), "out_dir": str(out_dir.resolve()),
                        "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins, Path(tmp),
                       quiet=quiet)
         return _report_from(out_dir, started)
+    if not in_child:
+        fix_hash_seed()  # a rank under an outside launcher: the one variable that cannot be set in-process
     apply_process_env(pins)
     project_importable(root)
     rank, _ = distributed.check_world(pins)
@@ -319,7 +339,7 @@ def rebuild_main(spec_path: str) -> int:
     options = ResumeOptions(mode=spec.get("resume_mode", "auto"), source=None if source is None else Path(source))
     try:
         run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]),
-                  resume=options, rehash=bool(spec.get("rehash", False)))
+                  resume=options, rehash=bool(spec.get("rehash", False)), notify=child_message, in_child=True)
     except ReproError as exc:
         return write_error(spec, exc)
     return 0

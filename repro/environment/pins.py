@@ -28,6 +28,8 @@ ALLOWED_ENV = (
     "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE",
     "TORCHELASTIC_ERROR_FILE",
 )
+# repro's own settings (REPRO_CACHE_DIR, ...) pass too; none of them decides a bit.
+ALLOWED_PREFIXES = ("REPRO_",)
 # Variables a build must never inherit, even from a launcher: an in-process
 # build (a rank under torchrun) drops these before torch is imported.
 SHELL_KNOBS = (
@@ -186,7 +188,7 @@ def pinned_environ(pins: Pins, base: dict[str, str] | None = None) -> dict[str, 
     off: a build reads local files only.
     """
     shell = os.environ if base is None else base
-    env = {k: v for k, v in shell.items() if k in ALLOWED_ENV}
+    env = {k: v for k, v in shell.items() if k in ALLOWED_ENV or k.startswith(ALLOWED_PREFIXES)}
     env.update(pinned_variables(pins))
     env.update(LC_ALL="C.UTF-8", LANG="C.UTF-8", PYTHONUTF8="1", HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
     if pins.device == "cpu":
