@@ -15,7 +15,6 @@ This module names no build function, so build.run can import it without a cycle.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess

@@ -115,8 +115,9 @@ def render(report: VerifyReport) -> list[str]:
         lines.append(f"OK: {what}")
         return lines
     if report.toolchain_caused:
-        lines.append(f"TOOLCHAIN MISMATCH: the source matches, the bits do not ({_n(len(report.differences), 'difference')}),"
-                     f" and the toolchain differs ({_n(len(report.toolchain_drift), 'note')} above): the likely cause")
+        bits, drift = _n(len(report.differences), "difference"), _n(len(report.toolchain_drift), "note")
+        lines.append(f"TOOLCHAIN MISMATCH: the source matches, the bits do not ({bits}), and the toolchain "
+                     f"differs ({drift} above): the likely cause")
     else:
         lines.append(f"MISMATCH: {_n(len(report.differences), 'difference')} from the lock")
     lines += render_diffs(report.differences)
