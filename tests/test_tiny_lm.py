@@ -128,7 +128,7 @@ def test_tokenizer_is_a_hashed_input_and_ships_with_the_weights(built: tuple[Pat
     assert {f["path"]: f["hashes"]["sha256"] for f in stage["outputs"]["files"]} == {
         p: d for p, d in data_digests(lock).items() if p.startswith(DATA)}
     assert stage == json.loads((root / DATA / "tokenize.stage.json").read_text())
-    assert lock["build"]["packages"]["transformers"] == _version("transformers")
+    assert lock["toolchain"]["distributions"]["transformers"] == _version("transformers")
 
 
 # 2. Weights are stable ----------------------------------------------------------------

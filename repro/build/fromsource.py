@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from repro.build import gate
 from repro.build.stage import run_stage
 from repro.build.verify import NOTE_KINDS, VerifyOptions, VerifyReport, find_root, verify
 from repro.errors import DataError, UserInputError
@@ -38,6 +39,7 @@ def verify_from_source(opts: VerifyOptions) -> VerifyReport:
         raise UserInputError(f"{opts.lock_path}: records no stages (inputs.stages): its data were made by no "
                              "declared stage; plain `repro verify` checks it")
     root, root_source = find_root(opts.lock_path, lock, opts.root)
+    gate.check(lock, opts.trust_code)  # the stages run the lock's code too, before the training does
     keep = opts.work_dir is not None
     work = (opts.work_dir or Path(tempfile.mkdtemp(prefix="repro-from-source-"))).resolve()
     src = work / SOURCE_DIR

@@ -29,13 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from repro.build.child import child_environ, child_error
 from repro.canonical import atomic_write_json, fsync_dir
-from repro.environment.pins import Pins, pinned_environ
-from repro.errors import DataError, ReproError, TrainingFailed, from_exit_code
+from repro.environment.pins import Pins
+from repro.errors import DataError, ReproError
 from repro.lock import stagerecord
 from repro.lock.diff import Difference
 from repro.source.filetree import SKIP_DIRS, expand_patterns
-from repro.source.inputs import PACKAGE_DIR, files_block
+from repro.source.inputs import files_block
 from repro.source.stages import StageSpec
 
 STAGING = ".repro/staging"
@@ -110,17 +111,14 @@ def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, qui
         (staging / rel).parent.mkdir(parents=True, exist_ok=True)
     job_path = staging.parent / f"{staging.name}.job.json"
     atomic_write_json(job_path, job)
-    env = pinned_environ(Pins(profile="default", device="cpu", threads=pins["threads"],
-                              cpu_capability=pins["cpu_capability"], precision="fp32", seed=pins["seed"],
-                              world_size=1, deterministic=True, mkldnn=True, mkl_cbwr=pins["mkl_cbwr"]))
-    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
+    # The one environment rule for build children: an allowlist plus these pins, on the CPU.
+    env = child_environ(as_pins(pins), staging.parent)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # a __pycache__ under the root is a write, and not an output
-    env["CUDA_VISIBLE_DEVICES"] = ""
     try:
         proc = subprocess.run([sys.executable, "-c", _CHILD, str(job_path)], cwd=root, env=env,
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else None)
         if proc.returncode != 0:
-            raise _child_error(spec, proc.returncode, error)
+            raise child_error(proc.returncode, error, "", as_pins(pins), f"stage {spec.name}")
         loaded: dict[str, Any] = json.loads(prestart.read_text(encoding="utf-8"))
         return loaded
     finally:
@@ -128,11 +126,11 @@ def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, qui
             p.unlink(missing_ok=True)
 
 
-def _child_error(spec: StageSpec, code: int, error: Path) -> ReproError:
-    if error.is_file():
-        info = json.loads(error.read_text(encoding="utf-8"))
-        return from_exit_code(int(info["exit_code"]), str(info["message"]))
-    return TrainingFailed(f"stage {spec.name}: its process died (exit code {code}); see the output above")
+def as_pins(pins: dict[str, Any]) -> Pins:
+    """A stage's recorded pins as the build pins the child environment is made from (one CPU process)."""
+    return Pins(profile="default", device="cpu", threads=pins["threads"], cpu_capability=pins["cpu_capability"],
+                precision="fp32", seed=pins["seed"], world_size=1, deterministic=True, mkldnn=True,
+                mkl_cbwr=pins["mkl_cbwr"])
 
 
 def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:

@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from repro.lock import lockfile
     from repro.lock.diff import compare_locks, render
     from repro.lock.stagerecord import chain_line
+    from repro.safeio import printable
 
     a, b = lockfile.read(Path(args.a)), lockfile.read(Path(args.b))
     diffs = compare_locks(a, b)
@@ -33,12 +34,12 @@ def run(args: argparse.Namespace) -> int:
             "differences": [d.to_json() for d in diffs],
         }))
     elif diffs:
-        print(f"--- {args.a}\n+++ {args.b}")
+        total = f"{len(diffs)} difference{'s' if len(diffs) != 1 else ''}"
         chains = [chain_line(lock["inputs"].get("stages", [])) for lock in (a, b)]
-        if chains[0] != "train" or chains[1] != "train":
-            print(f"chain  {chains[0]}" + ("" if chains[0] == chains[1] else f"  ->  {chains[1]}"))
-        print("\n".join(render(diffs)))
-        print(f"{len(diffs)} difference{'s' if len(diffs) != 1 else ''}")
+        chain = [f"chain  {chains[0]}" + ("" if chains[0] == chains[1] else f"  ->  {chains[1]}")
+                 ] if chains != ["train", "train"] else []
+        lines = [f"--- {args.a}", f"+++ {args.b}", *chain, *render(diffs), total]
+        print("\n".join(printable(line) for line in lines))
     else:
-        print(f"identical: {args.a} and {args.b} describe the same build")
+        print(printable(f"identical: {args.a} and {args.b} describe the same build"))
     return 1 if diffs else 0

@@ -18,6 +18,7 @@ from typing import Any
 from repro.canonical import atomic_write_json, compact_json, sha256_bytes
 from repro.errors import LockfileError
 from repro.lock.diff import Difference, compare_files, compare_values
+from repro.safeio import read_json
 from repro.source.hashing import safe_relpath
 from repro.source.stages import StageSpec
 
@@ -73,15 +74,8 @@ def validate(record: Any, where: str) -> None:
 
 
 def read(path: Path) -> dict[str, Any]:
-    """Parse and validate a record file; every failure is one LockfileError line."""
-    try:
-        record = json.loads(Path(path).read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise LockfileError(f"{path}: no such stage record") from None
-    except OSError as exc:
-        raise LockfileError(f"{path}: cannot read ({exc.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LockfileError(f"{path}: not valid JSON ({exc})") from None
+    """Parse (strictly: a regular file, capped, no duplicate keys) and validate a record file."""
+    record, _ = read_json(path, "stage record", LockfileError)
     validate(record, str(path))
     return dict(record)
 
@@ -103,10 +97,15 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     name = a["stage"]
     diffs = compare_values("inputs", "stage config", {"declared": a["declared"], "pins": a["pins"]},
                            {"declared": b["declared"], "pins": b["pins"]}, name)
-    diffs += compare_values("build", "stage tool", a["toolchain"], b["toolchain"], name)
+    ta, tb = dict(a["toolchain"]), dict(b["toolchain"])
+    ra, rb = ta.pop("repro"), tb.pop("repro")
+    diffs += compare_values("toolchain", "stage tool", ta, tb, name)
+    if ra["version"] != rb["version"]:
+        diffs.append(Difference("toolchain", "stage tool", f"{name}.repro version", "changed", ra["version"],
+                                rb["version"]))
+    diffs += compare_files("stage tool", ra["files"], rb["files"], section="toolchain")
     diffs += compare_files("stage input", a["inputs"]["files"], b["inputs"]["files"])
     diffs += compare_files("stage code", a["code"]["files"], b["code"]["files"])
-    diffs += compare_values("inputs", "stage code", a["code"]["repro"], b["code"]["repro"], f"{name}: repro")
     diffs += compare_files("stage output", a["outputs"]["files"], b["outputs"]["files"], section="outputs")
     return [_named(d, name) for d in diffs]
 
