@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, Result, run_repro, sha256_file
 
 from repro.canonical import canonical_json
-from repro.errors import ConfigError, DataError
+from repro.errors import ConfigError, DataError, LockfileError
 from repro.lock import stagerecord
 from repro.lock.chain import upstream_records
 from repro.source.stages import stage_specs
@@ -260,9 +260,45 @@ def test_verify_from_source_names_a_stage_that_writes_the_wall_clock(tmp_path: P
     assert r.code == 0, r.stderr
     lock = json.loads((root / "out" / "digits" / "repro.lock").read_text())
     assert [s["stage"] for s in lock["inputs"]["stages"]] == ["prepare"]
-    assert run_repro(["verify", "--inputs-only", "out/digits/repro.lock"], cwd=root).code == 0
-    r = run_repro(["verify", "--from-source", "--quiet", "out/digits/repro.lock"], cwd=root)
+    assert run_repro(["verify", "--inputs-only", "--root", ".", "out/digits/repro.lock"], cwd=root).code == 0
+    r = run_repro(["verify", "--from-source", "--quiet", "--root", ".", "out/digits/repro.lock"], cwd=root)
     assert r.code == 1, r.stdout + r.stderr
     assert "stage      prepare: rerun from source" in r.stdout and "first at data/stamp.txt" in r.stdout
     assert "stage prepare is the first that differs, at data/stamp.txt" in r.stdout
     assert "not deterministic" in r.stdout and "data/train.csv" not in r.stdout.split("MISMATCH")[1]
+
+
+# The record format: golden bytes ------------------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "fixtures" / "stagerecord" / "golden-v1.json"
+
+
+def _golden_record() -> dict:
+    from repro.source.stages import StageSpec
+
+    spec = StageSpec.from_config("upper", {"_target_": "toy.upper", "params": {"suffix": "!"},
+                                           "inputs": ["raw/*.txt"], "outputs": ["mid/upper.txt"]})
+    file = {"path": "raw/a.txt", "size": 6, "hashes": {"sha256": "ab" * 32}}
+    block = {"files": [file], "root_digest": "cd" * 32}
+    tool = {"python": {"implementation": "CPython", "version": "3.11.7"},
+            "platform": {"system": "Linux", "machine": "x86_64", "libc": "glibc 2.36"},
+            "distributions": {}, "torch": None,
+            "repro": {"version": "0.2.0", "files": [{**file, "path": "repro/build/stage_child.py"}],
+                      "root_digest": "ef" * 32}}
+    pins = {"threads": 1, "cpu_capability": "default", "seed": 0, "mkl_cbwr": None}
+    return stagerecord.assemble(spec, pins, block, {**block, "files": [{**file, "path": "toy.py"}]}, tool,
+                                {**block, "files": [{**file, "path": "mid/upper.txt"}]})
+
+
+def test_a_record_is_written_as_the_golden_bytes_and_an_edited_one_is_refused() -> None:
+    record = _golden_record()
+    assert canonical_json(record) == GOLDEN.read_bytes()
+    stagerecord.validate(json.loads(GOLDEN.read_bytes()), "golden")
+    edited = json.loads(GOLDEN.read_bytes())
+    edited["declared"]["params"]["suffix"] = "?"
+    with pytest.raises(LockfileError, match="config_sha256' does not match.*edited after the stage ran"):
+        stagerecord.validate(edited, "edited")
+    escaping = json.loads(GOLDEN.read_bytes())
+    escaping["outputs"]["files"][0]["path"] = "../../etc/passwd"
+    with pytest.raises(LockfileError, match=r"outputs\.files\.0\.path"):
+        stagerecord.validate(escaping, "escaping")

@@ -124,7 +124,7 @@ def test_tokenizer_is_a_hashed_input_and_ships_with_the_weights(built: tuple[Pat
     # The tokenize stage's record is embedded: its code, toolchain, and the outputs training read.
     [stage] = lock["inputs"]["stages"]
     assert stage["stage"] == "tokenize" and [f["path"] for f in stage["code"]["files"]] == ["tokenize_corpus.py"]
-    assert stage["toolchain"]["packages"]["tokenizers"] == _version("tokenizers")
+    assert stage["toolchain"]["distributions"]["tokenizers"] == _version("tokenizers")
     assert {f["path"]: f["hashes"]["sha256"] for f in stage["outputs"]["files"]} == {
         p: d for p, d in data_digests(lock).items() if p.startswith(DATA)}
     assert stage == json.loads((root / DATA / "tokenize.stage.json").read_text())
