@@ -24,6 +24,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ from repro.environment.pins import (
     package_versions,
     resolve_pins,
 )
-from repro.errors import DataError, EnvironmentMismatch, LockfileError, ReproError, UserInputError
+from repro.errors import ConfigError, DataError, EnvironmentMismatch, LockfileError, ReproError, UserInputError
 from repro.lock import lockfile
 from repro.lock.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, compare_tensor_records
 from repro.lock.explain import explain_config_edit, hints, reference_configs
@@ -118,11 +120,12 @@ def verify(opts: VerifyOptions) -> VerifyReport:
     lock, lock_sha256 = lockfile.load(opts.lock_path)  # one read: the digest describes the bytes checked
     root, root_source = find_root(opts.lock_path, lock, opts.root)
     mode = "inputs-only" if opts.inputs_only else "rebuild"
-    found, checked = rehash_inputs(lock, root, opts.quiet)
-    report = VerifyReport(str(opts.lock_path), str(root), root_source, mode, checked)
-    for d in compare_inputs(lock["inputs"], found):
-        (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
-    report.differences = explain_config(report.differences, lock, root) + pin_consistency(lock)
+    with _naming(opts.lock_path):  # the lock's config is read here: its errors name the lock
+        found, checked = rehash_inputs(lock, root, opts.quiet)
+        report = VerifyReport(str(opts.lock_path), str(root), root_source, mode, checked)
+        for d in compare_inputs(lock["inputs"], found):
+            (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
+        report.differences = explain_config(report.differences, lock, root) + pin_consistency(lock)
     report.differences = explain_lineage(report.differences, root)  # a tokenizer made from a changed corpus
     # Only inputs and pins can make a rebuild pointless; a bad weights file cannot.
     rebuilding = not opts.inputs_only and (report.identical or opts.rebuild_anyway)
@@ -157,6 +160,15 @@ def verify(opts: VerifyOptions) -> VerifyReport:
                           "reason": "skipped: the lock's inputs already differ (--rebuild-anyway rebuilds regardless)"}
     report.hints = hints(report.differences, report.notes, lock, built_at_commit(opts.lock_path))
     return report
+
+
+@contextmanager
+def _naming(lock_path: Path) -> Iterator[None]:
+    """Prefix config errors raised while interpreting a lock's config with the lock's path."""
+    try:
+        yield
+    except (ConfigError, LockfileError) as exc:
+        raise type(exc)(f"{printable(str(lock_path))}: {exc}") from None
 
 
 def built_at_commit(lock_path: Path) -> str | None:

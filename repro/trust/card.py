@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from repro.canonical import atomic_write_bytes
 from repro.errors import UserInputError
 from repro.lock import lockfile
+from repro.safeio import loads, read_bytes, read_json
 from repro.trust.audit import AuditReport, audit_path
 from repro.trust.licenses import hf_license
 
@@ -48,19 +50,21 @@ def write_card(out_dir: Path) -> CardReport:
 
 def build_commit(out_dir: Path) -> dict[str, Any] | None:
     """The commit the build ran at, from run.json (the lock cannot hold it)."""
-    try:
-        git = json.loads((out_dir / "run.json").read_text(encoding="utf-8")).get("git")
-    except (OSError, ValueError, AttributeError):
+    path = out_dir / "run.json"
+    if not os.path.lexists(path):
         return None
+    run, _ = read_json(path, "run.json")  # a link, FIFO or device is refused, never read
+    git = run.get("git") if isinstance(run, dict) else None
     return git if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
 
 
 def loss_curve(out_dir: Path, lock: dict[str, Any]) -> tuple[list[int], list[float]]:
     """(step, loss) pairs from metrics.jsonl, or from the lock's logged trajectory without it."""
     path = out_dir / "metrics.jsonl"
-    if path.is_file():
+    if os.path.lexists(path):
+        text = read_bytes(path, "metrics log").decode("utf-8", "replace")
         try:
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = [loads(line.encode(), str(path)) for line in text.splitlines() if line.strip()]
             pairs = [(int(r["step"]), float(r["loss"])) for r in rows if "loss" in r]
         except (ValueError, KeyError, TypeError) as exc:
             raise UserInputError(f"{path}: expected JSON lines with 'step' and 'loss' ({exc})") from None
