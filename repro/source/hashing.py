@@ -57,18 +57,18 @@ class StatKey(NamedTuple):
 
     @classmethod
     def unpack(cls, packed: bytes | bytearray) -> StatKey:
-        return cls(*_KEY.unpack(packed))
+        return cls(*STAT_KEY.unpack(packed))
 
 
-_KEY = struct.Struct("<QQqqq")  # dev, ino (unsigned), size, mtime_ns, ctime_ns
-KEY_SIZE = _KEY.size
+STAT_KEY = struct.Struct("<QQqqq")  # dev, ino (unsigned), size, mtime_ns, ctime_ns
+KEY_SIZE = STAT_KEY.size
 
 
 def pack_key(key: StatKey | os.stat_result) -> bytes:
     """A StatKey (or the stat it comes from) as KEY_SIZE bytes: how the stat cache stores and compares it."""
     if isinstance(key, os.stat_result):
-        return _KEY.pack(key.st_dev, key.st_ino, key.st_size, key.st_mtime_ns, key.st_ctime_ns)
-    return _KEY.pack(*key)
+        return STAT_KEY.pack(key.st_dev, key.st_ino, key.st_size, key.st_mtime_ns, key.st_ctime_ns)
+    return STAT_KEY.pack(*key)
 
 
 class Progress(Protocol):

@@ -33,6 +33,7 @@ from repro.source.filetree import check_relpath, inside, os_reason
 from repro.source.hashing import (
     CHUNK,
     KEY_SIZE,
+    STAT_KEY,
     FileDigest,
     Progress,
     StatCache,
@@ -128,11 +129,11 @@ def _locate(root: Path, rel_paths: Sequence[str]) -> tuple[bytearray, array]:  #
     real_root = os.path.realpath(base)
     parents: dict[str, bool] = {}  # folder -> its real path is inside the root
     keys, sizes = bytearray(), array("q")
-    lstat, is_link, is_reg = os.lstat, stat.S_ISLNK, stat.S_ISREG
+    lstat, is_link, is_reg, pack = os.lstat, stat.S_ISLNK, stat.S_ISREG, STAT_KEY.pack
     for rel in rel_paths:
         check_relpath(rel, "data file")
         full = f"{base}/{rel}"
-        parent = full.rpartition("/")[0]
+        parent = full[: full.rfind("/")]
         ok = parents.get(parent)
         if ok is None:
             ok = parents[parent] = inside(real_root, os.path.realpath(parent))
@@ -149,7 +150,7 @@ def _locate(root: Path, rel_paths: Sequence[str]) -> tuple[bytearray, array]:  #
             if stat.S_ISDIR(st.st_mode):
                 raise DataError(f"{rel}: expected a file, found a directory")
             raise DataError(f"{rel}: not a regular file (a FIFO, socket or device); expected a file")
-        keys += pack_key(st)
+        keys += pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)  # = pack_key(st)
         sizes.append(st.st_size)
     return keys, sizes
 
