@@ -47,6 +47,7 @@ def relative_to_root(root: Path, cwd: Path, typed: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from repro.progress import byte_bar
+    from repro.safeio import printable
     from repro.source.hashcache import open_cache
     from repro.source.hashing import check_algorithms, expand_patterns
     from repro.source.hashtree import hash_tree
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         for chunk in tree.block_json():
             out.write(chunk)
     else:
-        out.write(f"root_digest {tree.root_digest(out)}\n".encode())
+        out.write(f"root_digest {tree.root_digest(out, shown=printable)}\n".encode())
     out.flush()
     if not args.quiet:
         for note in cache.notes:

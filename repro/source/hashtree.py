@@ -69,26 +69,37 @@ class TreeDigests:
     def __iter__(self) -> Iterator[FileDigest]:
         return (self.file(i) for i in range(len(self.paths)))
 
-    def listing(self, lines_per_chunk: int = 8192) -> Iterator[bytes]:
-        """The `sha256sum` lines that define the root digest, sorted by path, in chunks of bytes."""
+    def listing(self, shown: Callable[[str], str] | None = None, per_chunk: int = 8192
+                ) -> Iterator[tuple[bytes, bytes]]:
+        """The `sha256sum` lines that define the root digest, sorted by path, in chunks of bytes.
+
+        Each chunk comes twice: as hashed, and with each path passed through `shown`
+        (for a terminal: `safeio.printable`); the same object when nothing needed escaping.
+        """
         order = sorted_order(self.paths)
         sha, paths = self.sha256, self.paths
-        for start in range(0, len(order), lines_per_chunk):
-            part = order[start : start + lines_per_chunk]
-            yield "".join([f"{sha[i * SHA : (i + 1) * SHA].hex()}  {paths[i]}\n" for i in part]).encode()
+        for start in range(0, len(order), per_chunk):
+            part = order[start : start + per_chunk]
+            raw = "".join([f"{sha[i * SHA : (i + 1) * SHA].hex()}  {paths[i]}\n" for i in part]).encode()
+            if shown is None or all(paths[i].isprintable() for i in part):
+                yield raw, raw
+            else:
+                text = "".join([f"{sha[i * SHA : (i + 1) * SHA].hex()}  {shown(paths[i])}\n" for i in part])
+                yield raw, text.encode()
 
-    def root_digest(self, out: BinaryIO | None = None) -> str:
+    def root_digest(self, out: BinaryIO | None = None, shown: Callable[[str], str] | None = None) -> str:
         """`hashing.root_digest` of these files, without making a FileDigest each.
 
-        With `out`, the `sha256sum` lines it is computed from are written there too.
+        With `out`, the `sha256sum` lines it is computed from are written there too
+        (paths through `shown`, if given).
         """
         import hashlib
 
         h = hashlib.sha256()
-        for chunk in self.listing():
-            h.update(chunk)
+        for raw, text in self.listing(shown if out is not None else None):
+            h.update(raw)
             if out is not None:
-                out.write(chunk)
+                out.write(text)
         return h.hexdigest()
 
     def block_json(self) -> Iterator[bytes]:
