@@ -28,10 +28,10 @@ from typing import Any
 from repro import __version__
 from repro.canonical import atomic_write_bytes, canonical_json, compact_json
 from repro.errors import UserInputError
+from repro.filenames import RECORD_NAME, WEIGHTS_NAME
 from repro.safeio import loads, open_regular, printable, read_bytes
 from repro.source.hashing import hash_file
 
-RECORD_NAME = "verification.json"
 RECORDS_DIR = "verifications"  # more records beside the lock: one per rebuilder
 MAX_RECORDS = 256
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -126,7 +126,7 @@ def pae(payload_type: str, body: bytes) -> bytes:
 
 def record_verification(out_path: Path, lock_bytes_sha256: str, weights_sha256: str, identical: bool,
                         details: dict[str, Any], signing_key: Path | None = None,
-                        weights_name: str = "model.safetensors", machine: dict[str, Any] | None = None
+                        weights_name: str = WEIGHTS_NAME, machine: dict[str, Any] | None = None
                         ) -> dict[str, Any]:
     """Write a VSA in a DSSE envelope atomically, signed when `signing_key` (a PEM private key) is given."""
     for name, value in (("lock_bytes_sha256", lock_bytes_sha256), ("weights_sha256", weights_sha256)):

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME
 from repro.lock import lockfile
 from repro.safeio import printable
 from repro.trust.attestation import RecordCheck, check_record, load_public_keys, record_paths, weights_beside_match
@@ -229,12 +230,12 @@ def audit_path(lock_path: Path, records: list[Path] | None = None, trusted_keys:
 
     lock_path = Path(lock_path)
     if lock_path.is_dir():
-        lock_path = lock_path / lockfile.LOCK_NAME
+        lock_path = lock_path / LOCK_NAME
     if threshold < 1:
         raise UserInputError(f"--threshold {threshold}: expected at least 1")
     lock, sha = lockfile.load(lock_path)  # one read: the digest is of the bytes rated
     folder = lock_path.parent
-    ckpt = folder / "checkpoints"
+    ckpt = folder / CHECKPOINTS_DIR
     keys = load_public_keys(list(trusted_keys or []))
     weights = lock["outputs"]["weights"]
     checks = [check_record(p, sha, weights["hashes"]["sha256"], keys)
