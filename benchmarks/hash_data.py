@@ -4,7 +4,10 @@
     .venv/bin/python benchmarks/hash_data.py --shapes million    # 1,000,000 files of 1 KiB (~4 GB, minutes)
 
 Every figure is printed as a ratio to a limit measured in the same run, so a
-loaded machine skews both sides alike (1.00 = at the limit; higher is better):
+loaded machine skews both sides alike (1.00 = at the limit; higher is better).
+Where the machine is shared, the CPU ratio is the steadier one: the CPU seconds
+any sha256 of the same bytes costs (one-buffer speed per CPU second, plus the
+start's CPU), over the CPU seconds the tool spent.
 
 - the hashing limit: hashlib sha256 over one 256 MiB buffer in memory (one
   `update`, best of 3) times the usable cores, plus the interpreter's start
@@ -106,7 +109,9 @@ def generate(root: Path, shape: str) -> Path:
 
 
 def files_of(data: Path) -> list[str]:
-    return sorted(str(Path(dp, f).relative_to(data)) for dp, _, fs in os.walk(data) for f in fs)
+    """The data files (not a `.repro` cache left by a run without REPRO_CACHE_DIR)."""
+    return sorted(str(Path(dp, f).relative_to(data)) for dp, _, fs in os.walk(data) for f in fs
+                  if ".repro" not in Path(dp).relative_to(data).parts)
 
 
 def warm_page_cache(data: Path, files: list[str]) -> None:
@@ -116,11 +121,19 @@ def warm_page_cache(data: Path, files: list[str]) -> None:
                 pass
 
 
-def one_buffer_speed() -> float:
-    """hashlib sha256 over one 256 MiB buffer in memory, one `update`: GiB/s on one core, best of 3."""
+def one_buffer_speed() -> tuple[float, float]:
+    """hashlib sha256 over one 256 MiB buffer in memory, one `update`, best of 3: GiB/s of wall and of CPU time.
+
+    On a loaded machine the wall figure falls with the share of a core this process
+    gets; the CPU figure is what a core does while it runs us.
+    """
     buf = os.urandom(256 << 20)
-    best = min(_timed(lambda: hashlib.sha256(buf).digest()) for _ in range(3))
-    return len(buf) / best / GIB
+    walls, cpus = [], []
+    for _ in range(3):
+        c = time.process_time()
+        walls.append(_timed(lambda: hashlib.sha256(buf).digest()))
+        cpus.append(time.process_time() - c)
+    return len(buf) / min(walls) / GIB, len(buf) / min(cpus) / GIB
 
 
 def blake3_speed() -> float | None:
@@ -201,8 +214,7 @@ def phases(data: Path, cache_dir: Path) -> None:
         step("hash_tree (lstat + lookup again)")
     tree.root_digest(io.BytesIO())
     step("listing + root digest")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n  where a warm re-check's time goes (in-process CPU s; peak RSS of this process {rss:.0f} MB):")
+    print("\n  where a warm re-check's time goes (in-process, CPU s; peak RSS: the table's child runs):")
     for name, seconds in steps:
         print(f"    {name:<36} {seconds:7.2f}")
 
@@ -214,23 +226,26 @@ def cpu_model() -> str:
     return platform.machine()
 
 
-def row(name: str, runs: list[Run], limit: float, nbytes: int | None) -> str:
+def row(name: str, runs: list[Run], limit: float, nbytes: int | None, cpu_limit: float | None = None) -> str:
+    """Best and median wall, GiB/s, CPU s, peak RSS; limit/time for wall (and for CPU, where one is given)."""
     walls = [r.wall for r in runs]
-    best = min(walls)
+    best, cpu = min(walls), min(r.cpu for r in runs)
     rate = f"{nbytes / best / GIB:8.2f}" if nbytes else f"{'':>8}"
-    return (f"  {name:<30} {best:8.3f} {statistics.median(walls):8.3f} {rate} {min(r.cpu for r in runs):8.2f}"
-            f" {max(r.rss_mb for r in runs):8.0f}   {limit / best:6.2f}")
+    by_cpu = f"{cpu_limit / cpu:9.2f}" if cpu_limit else f"{'':>9}"
+    return (f"  {name:<30} {best:8.3f} {statistics.median(walls):8.3f} {rate} {cpu:8.2f}"
+            f" {max(r.rss_mb for r in runs):8.0f}   {limit / best:6.2f} {by_cpu}")
 
 
-def measure(shape: str, args: argparse.Namespace, speed: float, cores: int, startup: float) -> None:
+def measure(shape: str, args: argparse.Namespace, speed: tuple[float, float], cores: int, startup: Run) -> None:
     data = generate(args.root, shape)
     files = files_of(data)
     nbytes = sum((data / f).stat().st_size for f in files)
     warm_page_cache(data, files)
     time.sleep(2.1)  # older than the stat cache's racy window, as data at rest is
     usable = 1 if len(files) == 1 else cores
-    limit = startup + nbytes / GIB / (speed * usable)
-    recheck = startup + lstat_time(data, files)
+    limit = startup.wall + nbytes / GIB / (speed[0] * usable)
+    cpu_limit = startup.cpu + nbytes / GIB / speed[1]  # the CPU any sha256 of these bytes costs, start included
+    recheck = startup.wall + lstat_time(data, files)
     caches = Path(tempfile.mkdtemp(prefix="repro-bench-cache-"))
     reps = 1 if shape == "million" else args.reps
     cold = [repro_hash(data, caches / f"cold-{i}") for i in range(reps)]
@@ -239,16 +254,17 @@ def measure(shape: str, args: argparse.Namespace, speed: float, cores: int, star
     sums = [sha256sum(data) for _ in range(reps)]
     print(f"\n{shape}: {len(files):,} files, {nbytes / GIB:.2f} GiB (page cache warm); limits: hash "
           f"{limit:.3f} s ({usable} core{'s' if usable > 1 else ''}), re-check {recheck:.3f} s")
-    print(f"  {'':<30} {'best s':>8} {'median':>8} {'GiB/s':>8} {'cpu s':>8} {'RSS MB':>8}   limit/time")
-    print(row("repro hash, cold", cold, limit, nbytes))
+    print(f"  {'':<30} {'best s':>8} {'median':>8} {'GiB/s':>8} {'cpu s':>8} {'RSS MB':>8}   limit/time (cpu)")
+    print(row("repro hash, cold", cold, limit, nbytes, cpu_limit))
     print(row("repro hash, warm (stat cache)", warm, recheck, None))
     if b3:
-        print(row("repro hash --hash blake3, cold", b3, limit, nbytes))
-    print(row("sha256sum (coreutils)", sums, limit, nbytes))
+        print(row("repro hash --hash blake3, cold", b3, limit, nbytes, cpu_limit))
+    print(row("sha256sum (coreutils)", sums, limit, nbytes, cpu_limit))
     if not args.no_dvc and shape != "million":
         work = args.root / "dvc-work"
         for label, no_commit in (("dvc add", False), ("dvc add --no-commit", True)):
-            print(row(label, [dvc_add(data, work, no_commit) for _ in range(args.dvc_reps)], limit, nbytes))
+            print(row(label, [dvc_add(data, work, no_commit) for _ in range(args.dvc_reps)], limit, nbytes,
+                      cpu_limit))
     if args.phases or shape == "million":
         phases(data, caches / "cold-0")
     shutil.rmtree(caches, ignore_errors=True)
@@ -272,11 +288,11 @@ def main() -> int:
     print(f"cpu: {cpu_model()}, {cores} usable cores; python {platform.python_version()}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     speed = one_buffer_speed()
-    print(f"hashlib sha256, one buffer, one core: {speed:.2f} GiB/s", end="")
+    print(f"hashlib sha256, one buffer, one core: {speed[0]:.2f} GiB/s ({speed[1]:.2f} per CPU second)", end="")
     b3 = blake3_speed()
     print(f"; blake3 (its own threads off): {b3:.2f} GiB/s" if b3 else "; blake3 not installed")
-    startup = min(child([sys.executable, "-m", "repro", "--version"], REPO).wall for _ in range(3))
-    print(f"interpreter start (`python -m repro --version`): {startup:.3f} s")
+    startup = min((child([sys.executable, "-m", "repro", "--version"], REPO) for _ in range(3)), key=lambda r: r.wall)
+    print(f"interpreter start (`python -m repro --version`): {startup.wall:.3f} s ({startup.cpu:.3f} CPU s)")
     for shape in args.shapes.split(","):
         measure(shape, args, speed, cores, startup)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
