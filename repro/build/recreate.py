@@ -10,8 +10,8 @@ they rebuild; this does the same for a lock's `toolchain` section:
    e.g. `torch==2.13.0+cpu`) plus `repro==<version>`, installed with `uv` when it
    is on the PATH or beside this interpreter, else with `pip`. uv does not read
    pip's configuration, so pip's find-links and index URLs are passed to it
-   explicitly, with any `--find-links DIR` given (wheels on no index, such as an
-   unreleased repro);
+   explicitly (and pip's best-match-across-indexes strategy), with any
+   `--find-links DIR` given (wheels on no index, such as an unreleased repro);
 3. checked: the installed torch build and repro's compiler digest must be the
    recorded ones, or this is not the toolchain (exit 3).
 
@@ -86,7 +86,9 @@ def requirements(toolchain: dict[str, Any]) -> list[str]:
 
 
 def find_uv() -> str | None:
-    """uv on the PATH, or beside this interpreter (installed into the same environment)."""
+    """uv on the PATH, or beside this interpreter; None for pip (also when REPRO_TOOLCHAIN_INSTALLER=pip)."""
+    if os.environ.get("REPRO_TOOLCHAIN_INSTALLER") == "pip":
+        return None
     beside = Path(sys.executable).parent / "uv"
     return shutil.which("uv") or (str(beside) if beside.is_file() else None)
 
@@ -131,8 +133,10 @@ def provision(toolchain: dict[str, Any], find_links: list[Path], quiet: bool = T
     links = [opt for d in find_links for opt in ("--find-links", str(Path(d).resolve()))]
     if uv:
         _run([uv, "venv", "--quiet", "--python", sys.executable, str(path)], "create the environment", quiet)
-        _run([uv, "pip", "install", "--python", str(python), *links, *pip_index_options(), *requirements(toolchain)],
-             "install the toolchain", quiet)
+        # pip picks the best match across all its indexes; uv, unless told, only from the first one that has
+        # the name (a local mirror holding another version of a package would then make it "not found").
+        _run([uv, "pip", "install", "--python", str(python), "--index-strategy", "unsafe-best-match", *links,
+              *pip_index_options(), *requirements(toolchain)], "install the toolchain", quiet)
     else:
         _run([sys.executable, "-m", "venv", str(path)], "create the environment", quiet)
         _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *links, *requirements(toolchain)],
