@@ -53,7 +53,8 @@ def test_a_noisy_shell_changes_neither_weights_nor_lock(project: Path) -> None:
     noisy = _train(project, "noisy", env=NOISY_SHELL, prefix=["taskset", "-c", "0"])
     assert sha256_file(base / "model.safetensors") == sha256_file(noisy / "model.safetensors")
     assert (base / "repro.lock").read_bytes() == (noisy / "repro.lock").read_bytes()
-    assert _lock(base)["build"]["env"]["PYTHONHASHSEED"] == "0" and _lock(base)["build"]["env"]["OMP_DYNAMIC"] == "FALSE"
+    env = _lock(base)["build"]["env"]
+    assert env["PYTHONHASHSEED"] == "0" and env["OMP_DYNAMIC"] == "FALSE"
 
 
 def test_the_thread_pin_decides_the_bits_and_is_recorded(project: Path) -> None:
