@@ -99,7 +99,7 @@ def test_honest_verify_from_another_cwd_ignores_the_verifiers_shell(trained: Pat
     code, report = verify_json(trained / "out" / "repro.lock", "--no-record", cwd=tmp_path, env=HOSTILE_SHELL,
                                prefix=["taskset", "-c", "0"])
     assert code == 0, report
-    assert report["result"] == "identical" and report["version"] == 1 and report["differences"] == []
+    assert report["result"] == "identical" and report["version"] == 2 and report["differences"] == []
     assert report["root"] == str(trained.resolve())
     assert report["rebuild"]["performed"] is True
     assert report["rebuild"]["weights_sha256"] == sha256_file(trained / "out" / "model.safetensors")
