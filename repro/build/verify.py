@@ -83,6 +83,8 @@ class VerifyOptions:
     record: bool = True  # after a rebuild, leave verification.json beside the lock (repro audit reads it)
     signing_key: Path | None = None
     world_size: int | None = None  # rebuild with this many processes instead of the lock's
+    toolchain: str = "current"  # or "recreate": rebuild in a fresh environment holding the lock's toolchain
+    find_links: tuple[Path, ...] = ()  # wheel folders for --toolchain recreate (an unreleased repro)
     trust_code: bool = False  # run `_target_`s outside the trusted set (repro.build.gate)
     allow_oversubscribe: bool = False  # rebuild with more threads than OVERSUBSCRIBE x this machine's cores
 
@@ -392,8 +394,14 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
         raise UserInputError(f"--work-dir {opts.work_dir}: would overwrite the lock being verified")
     work.mkdir(parents=True, exist_ok=True)
     try:
+        python, env = None, {"mode": "current"}
+        if opts.toolchain == "recreate":
+            from repro.build.recreate import provision
+
+            made = provision(lock["toolchain"], list(opts.find_links), opts.quiet)
+            python, env = made.python, made.to_json()
         started = time.monotonic()
-        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size)
+        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python)
         seconds = time.monotonic() - started
         rebuilt = lockfile.read(out / LOCK_NAME)
         # The rebuild's own record of its toolchain replaces the guess made before it.
@@ -409,7 +417,7 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
             (report.notes if d.kind in NOTE_KINDS or d.section == "toolchain" else report.differences).append(d)
         report.differences = count_elements(report.differences, lock, weights_path, out / LOCK_NAME)
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
-                "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"]}
+                "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"], "toolchain": env}
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
