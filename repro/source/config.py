@@ -64,7 +64,7 @@ def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
             cfg = hydra_compose(config_name=source.config_name, overrides=list(overrides))
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as exc:  # Hydra raises many types; all mean "bad config"
-        raise ConfigError(_one_line(exc)) from None
+        raise ConfigError(one_line(exc)) from None
     if not isinstance(resolved, dict):
         raise ConfigError(f"{source.config_name}.yaml: expected a mapping at the top level")
     return {str(k): v for k, v in resolved.items()}
@@ -83,13 +83,13 @@ def hashed_view(resolved: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     cause = exc.__cause__ or exc.__context__
     if cause is not None and str(cause).strip() and str(cause).strip() not in text:
         text = f"{text}: {str(cause).strip()}"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("full_key")]
-    return "config: " + " ".join(lines[:3])
+    return "config: " + " ".join(lines[:5])
 
 
 def require(cfg: dict[str, Any], dotted: str, kind: type | tuple[type, ...]) -> Any:
