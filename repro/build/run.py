@@ -14,19 +14,23 @@ import platform
 import socket
 import struct
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from repro.build import launch
+from repro.build.child import child_message, run_child, write_error
 from repro.canonical import StagedFiles, atomic_write_bytes, atomic_write_json, canonical_json
+from repro.environment import toolchain
 from repro.environment.pins import (
+    HASH_SEED,
     RECORDED_PACKAGES,
     Pins,
     apply_process_env,
     check_capability,
     package_versions,
+    pinned_variables,
     resolve_pins,
     target_packages,
 )
@@ -34,8 +38,9 @@ from repro.errors import ConfigError, is_write_failure, output_error
 from repro.lock import lockfile
 from repro.source.config import CheckpointSpec, check_value_types, require
 from repro.source.data import DataSpec, data_file_list, hashed_file_list
+from repro.source.discover import imported_project_files
 from repro.source.hashing import Progress
-from repro.source.inputs import code_block, config_digest, data_block, git_state
+from repro.source.inputs import code_block, code_include, compiler_block, config_digest, data_block, git_state
 from repro.train import checkpoint, distributed
 from repro.train.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.train.resume import start as start_checkpoints
@@ -79,14 +84,47 @@ def hash_inputs(resolved: dict[str, Any], root: Path, use_cache: bool = True,
     """
     spec = DataSpec.from_config(resolved)
     files = data_file_list(root, spec)
-    include = require(resolved, "code.include", list)
     inputs = {
         "config": config_digest(resolved),
         # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
         "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
-        "code": code_block(root, [str(p) for p in include]),
+        # What code.include lists; the files the build imports join after training (`finish_code`).
+        "code": code_block(root, code_include(resolved)),
     }
     return inputs, files
+
+
+def finish_code(resolved: dict[str, Any], root: Path) -> dict[str, Any]:
+    """`inputs.code` after training: code.include's files plus every project module the build imported."""
+    return code_block(root, code_include(resolved), imported_project_files(root))
+
+
+def toolchain_record() -> dict[str, Any]:
+    """The lock's `toolchain`: what this process ran, read after training (see repro.environment.toolchain)."""
+    return {**toolchain.record(), "repro": compiler_block(toolchain.compiler_files())}
+
+
+def fix_hash_seed() -> None:
+    """Start this process again with Python's hash seed pinned, if it is not (a rank under torchrun).
+
+    The seed is fixed when the interpreter starts, so it cannot be set from
+    inside; a rank launched as `torchrun -m repro train` re-executes itself
+    (same command, same process id, so the launcher still watches it).
+    """
+    if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
+        os.environ["PYTHONHASHSEED"] = HASH_SEED
+        os.execv(sys.executable, list(sys.orig_argv))
+
+
+def project_importable(root: Path) -> None:
+    """Put the project root first on the import path, as `python -m` does for the current folder.
+
+    The project's own `_target_`s (mylib.net.TinyNet) then import with no
+    PYTHONPATH and no install; the files they load are discovered and hashed.
+    """
+    entry = str(root.resolve())
+    if sys.path[:1] != [entry]:
+        sys.path.insert(0, entry)
 
 
 def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
@@ -98,12 +136,17 @@ def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
 
 def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
               resume: ResumeOptions | None = None, notify: Notify | None = None,
-              rehash: bool = False) -> BuildReport | None:
+              rehash: bool = False, in_child: bool = False) -> BuildReport | None:
     """Train from a resolved config and write `out_dir`; the lock is written last.
 
-    `out_dir` is locked for the whole build; a run that was interrupted resumes from
-    its newest usable checkpoint (see `repro.train.resume`) and ends in the same bytes.
-    `rehash=True` reads every data byte rather than trusting the stat cache.
+    The build itself runs in a child process (`repro.build.child`) whose whole
+    environment is an allowlist of the shell plus the pins, so nothing in the
+    caller's shell or process can change a bit; `in_child` says we are that child.
+    Under an outside launcher (torchrun, accelerate launch) each rank builds in
+    its own process. `out_dir` is locked for the whole build; a run that was
+    interrupted resumes from its newest usable checkpoint (see `repro.train.resume`)
+    and ends in the same bytes. `rehash=True` reads every data byte rather than
+    trusting the stat cache.
     """
     started = time.monotonic()
     check_value_types(resolved)
@@ -113,13 +156,18 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     spec = CheckpointSpec.from_config(resolved)
     require_divisible(resolved, pins)
     require_portable(resolved, pins)
-    require_supported(pins)
-    if pins.world_size > 1 and not distributed.under_launcher():
-        source = None if resume.source is None else str(resume.source)
-        launch.spawn({"resolved": resolved, "root": str(root), "out_dir": str(out_dir), "quiet": quiet,
-                      "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins)
+    if not in_child and not distributed.under_launcher():
+        source = None if resume.source is None else str(resume.source.resolve())
+        with tempfile.TemporaryDirectory(prefix="repro-launch-") as tmp:
+            run_child({"resolved": resolved, "root": str(root.resolve()), "out_dir": str(out_dir.resolve()),
+                       "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins, Path(tmp),
+                      quiet=quiet)
         return _report_from(out_dir, started)
+    if not in_child:
+        fix_hash_seed()  # a rank under an outside launcher: the one variable that cannot be set in-process
     apply_process_env(pins)
+    require_supported(pins)
+    project_importable(root)
     rank, _ = distributed.check_world(pins)
     if rank != 0:  # other ranks train, but never write to out_dir
         _build_rank(resolved, pins, spec, root, out_dir, resume)
@@ -154,9 +202,8 @@ def require_portable(resolved: dict[str, Any], pins: Pins) -> None:
 def require_supported(pins: Pins) -> None:
     """Refuse (exit 3) a device, precision or world size this machine cannot honour, before any hashing.
 
-    The pinned environment goes in first: torch reads ATEN_CPU_CAPABILITY once, when imported.
+    Runs after `apply_process_env`: torch reads ATEN_CPU_CAPABILITY once, when imported.
     """
-    apply_process_env(pins)
     from repro.train.device import check_supported
 
     check_supported(pins)
@@ -222,7 +269,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
                        data_digest=inputs["data"]["root_digest"])
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
-    build = {**pins.to_json(), "flags": result.flags, "packages": packages, "cuda": result.flags.pop("cuda")}
+    inputs["code"] = finish_code(resolved, root)
+    build = {**pins.to_json(), "flags": result.flags, "env": pinned_variables(pins), "cuda": result.flags.pop("cuda")}
     outputs, lock_bytes, seconds = _write_outputs(out_dir, result, inputs, build, every, started, {
         "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]), **session.report()})
     # The outputs are complete: checkpoints served their purpose, and left here
@@ -266,7 +314,7 @@ def _write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: di
             outputs["files"] = exported
         if result.samples:
             outputs["samples"] = result.samples
-        lock_bytes = lockfile.dumps(lockfile.assemble(inputs, build, outputs))
+        lock_bytes = lockfile.dumps(lockfile.assemble(inputs, build, outputs, toolchain_record()))
         seconds = time.monotonic() - started
         # Machine-incidental facts live here, never in the lock.
         staged.add(out_dir / RUN_NAME, canonical_json({
@@ -307,13 +355,12 @@ def _cpu_model() -> str:
 
 
 def rebuild_main(spec_path: str) -> int:
-    """Entry point of `repro verify`'s rebuild process; returns its exit code.
+    """Entry point of a build child (`repro.build.child.run_child`); returns its exit code.
 
-    verify starts this in a fresh interpreter whose environment already holds the
-    lock's pins, so nothing from the verifier's own process or shell (an imported
-    torch, OMP_NUM_THREADS, ...) can reach the training. The spec file names the
-    resolved config, the project root and the out_dir; a user-facing failure is
-    written to `error_path` as one line, for verify to report.
+    The child's environment already holds the pins, so nothing from the parent's
+    process or shell (an imported torch, OMP_NUM_THREADS, ...) can reach the
+    training. The spec file names the resolved config, the project root, the
+    out_dir and resume options; a user-facing failure goes back through `write_error`.
     """
     from repro.errors import ReproError
 
@@ -322,8 +369,7 @@ def rebuild_main(spec_path: str) -> int:
     options = ResumeOptions(mode=spec.get("resume_mode", "auto"), source=None if source is None else Path(source))
     try:
         run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]),
-                  resume=options, rehash=bool(spec.get("rehash", False)))
+                  resume=options, rehash=bool(spec.get("rehash", False)), notify=child_message, in_child=True)
     except ReproError as exc:
-        atomic_write_json(Path(spec["error_path"]), {"exit_code": exc.exit_code, "message": str(exc)})
-        return exc.exit_code
+        return write_error(spec, exc)
     return 0

@@ -48,6 +48,7 @@ def relative_to_root(root: Path, cwd: Path, typed: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from repro.canonical import canonical_json
     from repro.progress import byte_bar
+    from repro.safeio import printable
     from repro.source.hashcache import open_cache
     from repro.source.hashing import check_algorithms, expand_patterns
     from repro.source.inputs import files_block
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.buffer.write(canonical_json(block))
     else:
-        lines = [f"{f['hashes']['sha256']}  {f['path']}" for f in block["files"]]
+        lines = [f"{f['hashes']['sha256']}  {printable(f['path'])}" for f in block["files"]]
         lines.append(f"root_digest {block['root_digest']}")
         sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
