@@ -108,7 +108,7 @@ EXIT_CODES: dict[int, str] = {
     0: "success (for verify: bit-identical)",
     1: "mismatch: something differs from the lockfile (a report says what)",
     2: "unusable input: config, data file, lockfile or path",
-    3: "this machine cannot honour the recorded pins",
+    3: "this machine cannot honour the pins (torch build, CPU level, device, precision, world size)",
     4: "training failed at run time",
     5: "out_dir is locked by another running build",
     6: "an output could not be written: no space, permission denied, read-only filesystem (one line names the path)",

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import REPO, TINY, run_repro, sha256_file
 
 from repro.canonical import StagedFiles, atomic_write_bytes
 from repro.errors import EXIT_CODES, ConfigError, OutputError, output_error
 from repro.source.config import check_value_types
-from tests.conftest import REPO, TINY, run_repro, sha256_file
 
 
 def _one_line(stderr: str) -> str:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY, make_project, run_repro, sha256_file
 
 from repro.source.config import hashed_view
-from tests.conftest import TINY, make_project, run_repro, sha256_file
 
 SWEEP = ["-m", "--quiet", "seed=0,1,2", *TINY, "out_dir=out"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.build.child import child_message, run_child, write_error
-from repro.canonical import StagedFiles, atomic_write_bytes, atomic_write_json, canonical_json
+from repro.canonical import StagedFiles, atomic_write_bytes, canonical_json
 from repro.environment import toolchain
 from repro.environment.pins import (
     HASH_SEED,
