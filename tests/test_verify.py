@@ -99,7 +99,7 @@ def test_honest_verify_from_another_cwd_ignores_the_verifiers_shell(trained: Pat
     code, report = verify_json(trained / "out" / "repro.lock", "--no-record", cwd=tmp_path, env=HOSTILE_SHELL,
                                prefix=["taskset", "-c", "0"])
     assert code == 0, report
-    assert report["result"] == "identical" and report["version"] == 1 and report["differences"] == []
+    assert report["result"] == "identical" and report["version"] == 2 and report["differences"] == []
     assert report["root"] == str(trained.resolve())
     assert report["rebuild"]["performed"] is True
     assert report["rebuild"]["weights_sha256"] == sha256_file(trained / "out" / "model.safetensors")
@@ -198,14 +198,15 @@ def test_project_code_file_edited(copy: Path) -> None:
     assert f"check out commit {commit[:12]}" in r.stdout
 
 
-def _verify_with_repro(trained: Path, tmp_path: Path, rel: str) -> tuple[int, dict[str, Any]]:
-    """verify --inputs-only with a copy of repro whose file `rel` gained a comment."""
+def _verify_with_repro(trained: Path, tmp_path: Path, rel: str, *args: str) -> tuple[int, dict[str, Any]]:
+    """verify (default --inputs-only) with a copy of repro whose file `rel` gained a docstring line."""
     alt = tmp_path / "alt"
-    shutil.copytree(REPO / "repro", alt / "repro", ignore=shutil.ignore_patterns("__pycache__"))
-    edited = alt / rel
-    edited.write_text(edited.read_text() + "\n# patched\n")
+    if not alt.exists():
+        shutil.copytree(REPO / "repro", alt / "repro", ignore=shutil.ignore_patterns("__pycache__"))
+        edited = alt / rel
+        edited.write_text(edited.read_text().replace('"""', '"""Edited. ', 1))
     env = {**os.environ, "PYTHONPATH": str(alt)}
-    proc = subprocess.run([sys.executable, "-m", "repro", "verify", "--inputs-only", "--json",
+    proc = subprocess.run([sys.executable, "-m", "repro", "verify", "--quiet", "--json", *(args or ["--inputs-only"]),
                            str(trained / "out" / "repro.lock")], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.stdout.strip(), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
@@ -219,9 +220,10 @@ def test_repro_compiler_edited_is_toolchain_drift_not_a_source_change(trained: P
 
 
 def test_a_docstring_edit_outside_the_compiler_changes_nothing(trained: Path, tmp_path: Path) -> None:
-    code, report = _verify_with_repro(trained, tmp_path, "repro/trust/card.py")
-    assert code == 0 and report["differences"] == [], report
-    assert not [d for d in report["notes"] if d["section"] == "toolchain"], report["notes"]
+    for args in (["--inputs-only"], ["--no-record"]):  # and a full rebuild, by the edited repro
+        code, report = _verify_with_repro(trained, tmp_path, "repro/trust/card.py", *args)
+        assert code == 0 and report["differences"] == [], report
+        assert not [d for d in report["notes"] if d["section"] == "toolchain"], report["notes"]
 
 
 # --- pins ----------------------------------------------------------------------------------------
