@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.build.child import child_message, run_child, write_error
-from repro.canonical import StagedFiles, atomic_write_bytes, atomic_write_json, canonical_json
+from repro.canonical import StagedFiles, atomic_write_bytes, canonical_json
 from repro.environment import toolchain
 from repro.environment.machine import cpu_model
 from repro.environment.pins import (
@@ -294,7 +294,7 @@ def _write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: di
             outputs["files"] = exported
         if result.samples:
             outputs["samples"] = result.samples
-        lock_bytes = lockfile.dumps(lockfile.assemble(inputs, build, outputs, toolchain_record()))
+        lock_bytes = canonical_json(lockfile.assemble(inputs, build, outputs, toolchain_record()))
         seconds = time.monotonic() - started
         # Machine-incidental facts live here, never in the lock.
         staged.add(out_dir / RUN_NAME, canonical_json({

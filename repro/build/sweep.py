@@ -26,7 +26,7 @@ from typing import Any
 
 from repro.canonical import atomic_write_json
 from repro.errors import ConfigError
-from repro.lock import lockfile
+from repro.filenames import LOCK_NAME
 from repro.source.config import ConfigSource
 from repro.source.hydra_app import hydra_app, hydra_errors
 from repro.source.inputs import PACKAGE_DIR
@@ -104,7 +104,7 @@ def run_job(source: ConfigSource, overrides: list[str], out_dir: Path, quiet: bo
     record: dict[str, Any] = {"overrides": overrides, "out_dir": out_dir, "exit_code": proc.returncode}
     if proc.returncode != 0:
         return {**record, "status": "failed", "error": _error_line(proc.stderr, proc.returncode)}
-    raw = (out_dir / lockfile.LOCK_NAME).read_bytes()
+    raw = (out_dir / LOCK_NAME).read_bytes()
     outputs = json.loads(raw)["outputs"]
     return {**record, "status": "ok", "lock_sha256": hashlib.sha256(raw).hexdigest(),
             "weights_sha256": outputs["weights"]["hashes"]["sha256"], "final_loss": outputs["final_loss"],
