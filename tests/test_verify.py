@@ -121,9 +121,10 @@ def test_fresh_git_clone_at_another_path_verifies(trained: Path, tmp_path: Path)
     assert sha256_file(work / "out" / "model.safetensors") == sha256_file(trained / "out" / "model.safetensors")
     assert (work / "out" / "repro.lock").read_bytes() == (trained / "out" / "repro.lock").read_bytes()
     record = clone / "out" / RECORD_NAME
-    check = check_record(record, clone / "out" / "repro.lock")
-    assert check.valid, check.reason
-    assert json.loads(record.read_text())["weights"]["sha256"] == sha256_file(work / "out" / "model.safetensors")
+    lock_sha, weights_sha = sha256_file(clone / "out" / "repro.lock"), sha256_file(work / "out" / "model.safetensors")
+    check = check_record(record, lock_sha, weights_sha)
+    assert check.valid and check.self_reported, check.reason  # unsigned: valid, but only self-reported
+    assert check.machine["cpu_model"]
 
 
 def test_inputs_only_never_imports_torch(trained: Path, tmp_path: Path) -> None:
@@ -240,8 +241,9 @@ def test_thread_pin_edited_is_reported_as_a_pin_and_the_rebuild_differs(copy: Pa
 
     code, report = verify_json(lock, "--rebuild-anyway", cwd=copy)
     assert code == 1 and report["rebuild"]["performed"]
-    record = json.loads((copy / "out" / RECORD_NAME).read_text())
-    assert record["identical"] is False and not check_record(copy / "out" / RECORD_NAME, lock).valid
+    locked = json.loads(lock.read_text())["outputs"]["weights"]["hashes"]["sha256"]
+    check = check_record(copy / "out" / RECORD_NAME, sha256_file(lock), locked)
+    assert not check.valid and "FAILED" in check.reason
     kinds = {(d["kind"], d["name"]) for d in report["differences"]}
     assert ("pin", "threads") in kinds and ("weights", "model.safetensors") in kinds
     tensors = [d for d in report["differences"] if d["kind"] == "tensor"]
