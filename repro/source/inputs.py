@@ -6,24 +6,18 @@ exactly which input changed.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from repro import __version__
 from repro.canonical import compact_json, sha256_bytes
-from repro.errors import ConfigError
+from repro.errors import ConfigError, LockfileError
 from repro.source.config import hashed_view, require
-from repro.source.data import DataSpec
-from repro.source.hashing import (
-    FileDigest,
-    Progress,
-    StatCache,
-    expand_patterns,
-    hash_files,
-    root_digest,
-    safe_relpath,
-)
+from repro.source.data import DataSpec, hashed_file_list
+from repro.source.hashing import Progress, StatCache, expand_patterns, hash_files, root_digest, safe_relpath
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -75,11 +69,35 @@ def git_state(root: Path, rel_paths: list[str]) -> dict[str, Any] | None:
         return None
     if len(top) != 2:
         return None
-    status = subprocess.run(
-        ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--", *rel_paths],
-        capture_output=True, text=True, check=False,
-    ).stdout if rel_paths else ""
-    return {"commit": top[1], "dirty": bool(status.strip())}
+    return {"commit": top[1], "dirty": _differs_from_head(root, rel_paths)}
+
+
+def _differs_from_head(root: Path, rel_paths: list[str]) -> bool:
+    """Whether any file's bytes differ from its blob in HEAD (or it is not in HEAD).
+
+    Read from the object store with `ls-tree` and compared with our own blob hash:
+    `git status` would run the repository's `core.fsmonitor` command and clean
+    filters, which a stranger's `.git/config` chooses (docs/security.md).
+    """
+    if not rel_paths:
+        return False
+    try:
+        out = subprocess.run(["git", "-C", str(root), "-c", "core.fsmonitor=false", "ls-tree", "-r", "-z", "HEAD",
+                              "--", *rel_paths], capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return True
+    blobs = {}
+    for entry in filter(None, out.split(b"\0")):
+        meta, _, name = entry.partition(b"\t")
+        blobs[os.fsdecode(name)] = meta.split()[2].decode("ascii")
+    for rel in rel_paths:
+        try:
+            data = (root / rel).read_bytes()
+        except OSError:
+            return True
+        if blobs.get(rel) != hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest():
+            return True
+    return False
 
 
 def code_include(resolved: dict[str, Any]) -> list[str]:
@@ -117,6 +135,36 @@ def compiler_block(rel_paths: list[str]) -> dict[str, Any]:
     return {"version": __version__, **files_block(PACKAGE_DIR.parent, rel_paths)}
 
 
-def digests_of(block: dict[str, Any]) -> list[FileDigest]:
-    """Back from a lock's `files` list to FileDigest values."""
-    return [FileDigest(f["path"], f["size"], f["hashes"]["sha256"]) for f in block["files"]]
+def hash_inputs(resolved: dict[str, Any], root: Path, *, imported: list[str] | tuple[str, ...] = (),
+                use_cache: bool = True, progress: Progress | None = None) -> dict[str, Any]:
+    """The lock's `inputs` block (minus the sample order): config, data and code.
+
+    `repro train` and `repro verify` both call this, so what a build recorded and
+    what verify checks cannot drift apart. `imported` are project files the build
+    imported (train adds them after training; verify passes the recorded ones).
+    Every path pattern is checked for escaping the root before anything is read;
+    `use_cache=False` re-reads every data byte instead of trusting the stat cache.
+    """
+    spec = DataSpec.from_config(resolved)
+    include = code_include(resolved)
+    check_paths(resolved, spec)
+    return {
+        "config": config_digest(resolved),
+        # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
+        "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
+        "code": code_block(root, include, imported),
+    }
+
+
+def check_paths(resolved: dict[str, Any], spec: DataSpec) -> None:
+    """Data patterns and the task's tokenizer path must stay under the root (checked before any read)."""
+    for pattern in spec.data_files:
+        safe_relpath(pattern, "config key data.data_files: pattern")
+    for pattern in spec.sources:
+        safe_relpath(pattern, "config key data.sources: pattern")
+    task = resolved.get("task")
+    if isinstance(task, dict) and task.get("tokenizer") is not None:  # a path the build reads and copies
+        tokenizer = task["tokenizer"]
+        if not isinstance(tokenizer, str):
+            raise LockfileError(f"config key task.tokenizer: expected a relative path, got {tokenizer!r}")
+        safe_relpath(tokenizer, "config key task.tokenizer")
