@@ -44,6 +44,7 @@ from repro.trust.release import ReleaseTerms
 WEIGHTS_NAME = "model.safetensors"
 METRICS_NAME = "metrics.jsonl"
 RUN_NAME = "run.json"
+STEPS_NAME = "step_digests.txt"  # the parameters' digest after every step, one per line
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         distributed.barrier(pins)  # the other ranks now read the same resume point
 
     from repro.train.loop import train
+    from repro.train.trace import step_digests_blob
     from repro.train.weights import save_weights, tensor_records
 
     every = require(resolved, "trainer.log_every", int)
@@ -213,6 +215,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         for i, v in enumerate(result.losses, 1) if i % every == 0 or i == len(result.losses)
     ]
     atomic_write_bytes(out_dir / METRICS_NAME, ("\n".join(metrics_lines) + "\n").encode())
+    steps_blob = step_digests_blob(result.step_digests)
+    atomic_write_bytes(out_dir / STEPS_NAME, steps_blob)
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
     build = {**pins.to_json(), "flags": result.flags, "packages": packages, "cuda": result.flags.pop("cuda")}
@@ -222,6 +226,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         "final_loss": result.losses[-1] if result.losses else None,
         "loss_trajectory": loss_trajectory(result.losses, every),
         "metrics": result.metrics,
+        "step_digests": {"path": STEPS_NAME, "steps": len(result.step_digests),
+                         "sha256": hashlib.sha256(steps_blob).hexdigest()},
     }
     # Only tasks with the optional hooks add these, so other locks keep their bytes.
     if exported:
@@ -253,7 +259,7 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
 
 def write_exports(out_dir: Path, files: dict[str, bytes]) -> list[dict[str, Any]]:
     """Write a task's exported files beside the weights; return their lock records."""
-    reserved = (WEIGHTS_NAME, METRICS_NAME, RUN_NAME, lockfile.LOCK_NAME)
+    reserved = (WEIGHTS_NAME, METRICS_NAME, RUN_NAME, STEPS_NAME, lockfile.LOCK_NAME)
     for name in files:  # all checked before anything is written
         if name in reserved or "/" in name or "\\" in name or name.startswith(".") or not name:
             raise ConfigError(f"task export {name!r}: expected a plain file name other than repro's own outputs")

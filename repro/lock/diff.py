@@ -24,7 +24,7 @@ class Difference:
 
     section: inputs | build | outputs
     kind:    data | code | repro | config | sample_order | pin | flag | package | cuda |
-             weights | tensor | loss | metric | other
+             weights | tensor | loss | step | metric | other
     change:  changed | added | removed | renamed
     stats:   numbers behind `detail`, for --json (e.g. a tensor's differing elements)
     """
@@ -201,9 +201,23 @@ def compare_outputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     if a["final_loss"] != b["final_loss"]:
         diffs.append(Difference("outputs", "loss", "final", "changed", a["final_loss"], b["final_loss"]))
     diffs += compare_values("outputs", "metric", a["metrics"], b["metrics"])
-    known = {"weights", "final_loss", "loss_trajectory", "metrics"}
+    # Locks written before per-step digests existed lack the field: nothing to compare then.
+    sa, sb = a.get("step_digests"), b.get("step_digests")
+    if sa is not None and sb is not None and sa != sb:
+        diffs.append(Difference("outputs", "step", "parameters", "changed", sa["sha256"], sb["sha256"],
+                                "the parameter digests after some step differ"))
+    known = {"weights", "final_loss", "loss_trajectory", "metrics", "step_digests"}
     return diffs + compare_values("outputs", "other", {k: v for k, v in a.items() if k not in known},
                                   {k: v for k, v in b.items() if k not in known})
+
+
+def first_differing_step(a: list[str], b: list[str]) -> int | None:
+    """The first step (1-based) after which two runs' parameter digests differ; None if one
+    list is a prefix of the other and the lengths agree."""
+    for step, (x, y) in enumerate(zip(a, b, strict=False), 1):
+        if x != y:
+            return step
+    return None if len(a) == len(b) else min(len(a), len(b)) + 1
 
 
 def compare_tensor_records(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[Difference]:
