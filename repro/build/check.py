@@ -34,7 +34,7 @@ from repro.source.data import DataSpec, hashed_file_list
 from repro.source.hashing import expand_patterns
 from repro.source.inputs import PACKAGE_DIR
 
-AXES = ("shell", "cores", "path", "hashseed", "resume", "profile", "world", "cpu")
+AXES = ("again", "shell", "cores", "path", "hashseed", "resume", "profile", "world", "cpu")
 REPORT_ONLY = ("profile", "world")  # never promised: another optimizer, another reduction order
 QEMU_CPUS = ("Haswell", "EPYC")
 DEFAULT_STEPS = 20
@@ -112,6 +112,10 @@ def variations(project: Project, axes: tuple[str, ...]) -> list[Variation]:
     return out
 
 
+def _again(project: Project) -> list[Variation]:
+    return [Variation("again", "same again", "nothing varied: a second build in the baseline's conditions")]
+
+
 def _shell(project: Project) -> list[Variation]:
     loc = locale_name()
     env = {**NOISY_ENV, "LC_ALL": loc, "LANG": loc}
@@ -126,8 +130,8 @@ def _cores(project: Project) -> list[Variation]:
 
 
 def _path(project: Project) -> list[Variation]:
-    return [Variation("path", "another path", "the project copied to another absolute path, run from another "
-                      "working directory", relocate=True)]
+    return [Variation("path", "another path", "the project copied to another absolute path and run from there",
+                      relocate=True)]
 
 
 def _hashseed(project: Project) -> list[Variation]:
@@ -168,7 +172,7 @@ def _cpu(project: Project) -> list[Variation]:
 
 
 _MAKERS: dict[str, Callable[[Project], list[Variation]]] = {
-    "shell": _shell, "cores": _cores, "path": _path, "hashseed": _hashseed, "resume": _resume,
+    "again": _again, "shell": _shell, "cores": _cores, "path": _path, "hashseed": _hashseed, "resume": _resume,
     "profile": _profile, "world": _world, "cpu": _cpu,
 }
 BASELINE = Variation("baseline", "baseline", "a clean shell: C.UTF-8, TZ=UTC, PYTHONHASHSEED=0, umask 022")
@@ -216,12 +220,12 @@ def train(project: Project, variation: Variation, trace: tuple[int, Path] | None
     """One `repro train` under `variation`, in a fresh process; `trace` = (step, folder) to replay."""
     work = project.folder(variation.axis)
     out_dir = work / "out"
+    # From the project root, as its users run it (a project's own modules import from there).
     root, config_dir = project.source.root, project.source.config_dir
-    cwd = work
+    cwd = root
     if variation.relocate:
         root, config_dir = relocate(project, work)
-        cwd = work / "a working directory elsewhere"
-        cwd.mkdir()
+        cwd = root
     python = os.path.realpath(project.python) if variation.qemu else project.python
     cmd = [*variation.prefix, python, "-m", "repro", "train", "--quiet", "--config-dir", str(config_dir),
            "--config-name", project.source.config_name, "--root", str(root), *project.overrides,

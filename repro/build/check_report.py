@@ -21,9 +21,11 @@ from repro.build.localize import Localizer, explain, first_step
 from repro.errors import ConfigError, TrainingFailed
 from repro.source.config import ConfigSource, compose
 from repro.source.inputs import config_digest
+from repro.trust.card import CHECK_NAME
+
+__all__ = ["CHECK_NAME", "CheckOptions", "CheckReport", "check", "parse_axes", "render"]
 
 REPORT_VERSION = 1
-CHECK_NAME = "check.json"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 `repro check [OVERRIDES] [--axes A,B] [--steps N] [--json]` builds the project
 once as a baseline and once per variation, each in a fresh process:
 
+  again     nothing varied: a second build, to catch nondeterminism itself
   shell     a noisy shell: thread, ISA and dynamic-thread variables, locale, TZ, umask
   cores     one core (taskset -c 0)
   path      the project at another absolute path, run from another working directory
@@ -34,7 +35,7 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="Hydra overrides, key=value (as for repro train)")
     p.add_argument("--axes", metavar="A,B", help="comma-separated axes (default: all): "
-                   "shell,cores,path,hashseed,resume,profile,world,cpu")
+                   "again,shell,cores,path,hashseed,resume,profile,world,cpu")
     p.add_argument("--steps", type=int, default=20, metavar="N",
                    help="train N steps per build (default 20; emulated CPUs run ~30x slower)")
     p.add_argument("--no-localize", action="store_true", help="do not replay the first differing step")

@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signing-key", metavar="KEY", help="sign verification.json with this private key (model-signing)")
     p.add_argument("--world-size", type=int, metavar="N",
                    help="rebuild with N processes instead of the lock's (not expected to be bit-identical)")
+    p.add_argument("--localize", action="store_true",
+                   help="on a mismatch, replay the first differing step where this machine can reproduce the "
+                        "lock's (an emulated CPU under qemu-user) and name the first differing operation")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         weights=Path(args.weights) if args.weights else None, work_dir=Path(args.work_dir) if args.work_dir else None,
         allow_env_drift=args.allow_env_drift, rebuild_anyway=args.rebuild_anyway, quiet=args.quiet or args.json,
         record=not args.no_record, signing_key=Path(args.signing_key) if args.signing_key else None,
-        world_size=args.world_size,
+        world_size=args.world_size, localize=args.localize,
     )
     try:
         report = verify(opts)
@@ -97,6 +100,10 @@ def render(report: VerifyReport) -> list[str]:
         where = f", kept in {rb['work_dir']}" if rb["work_dir"] else ""
         lines.append(f"rebuild    {rb['seconds']:.1f} s in a fresh process under the lock's pins{where}; "
                      f"weights sha256 {rb['weights_sha256'][:12]}…")
+        loc = rb.get("localized")
+        if loc:
+            lines.append(f"localized  {loc.get('environment', '')}: {loc.get('line') or loc.get('error')}"
+                         if loc.get("environment") else f"localized  {loc.get('error')}")
     elif rb:
         lines.append(f"rebuild    {rb['reason']}")
     rec = report.record

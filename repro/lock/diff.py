@@ -212,12 +212,12 @@ def compare_outputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
 
 
 def first_differing_step(a: list[str], b: list[str]) -> int | None:
-    """The first step (1-based) after which two runs' parameter digests differ; None if one
-    list is a prefix of the other and the lengths agree."""
-    for step, (x, y) in enumerate(zip(a, b, strict=False), 1):
+    """The first step after which two runs' parameter digests differ (0: the initial
+    parameters already do); None when both lists agree."""
+    for step, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return step
-    return None if len(a) == len(b) else min(len(a), len(b)) + 1
+    return None if len(a) == len(b) else min(len(a), len(b))
 
 
 def compare_tensor_records(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[Difference]:

@@ -106,4 +106,4 @@ def read_step_digests(out_dir: Path, lock: dict[str, Any]) -> list[str] | None:
     if hashlib.sha256(raw).hexdigest() != record["sha256"]:
         return None
     lines = raw.decode("ascii", errors="replace").split("\n")[:-1]
-    return lines if len(lines) == record["steps"] else None
+    return lines if len(lines) == record["steps"] + 1 else None

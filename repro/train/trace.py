@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,15 +50,21 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
     if t.device.type != "cpu":
         t = t.cpu()
     flat = t.contiguous().reshape(-1)
-    return memoryview(flat.view(torch.uint8).numpy())
+    return flat.view(torch.uint8).numpy().data
 
 
 class StepDigests:
-    """One sha256 over every parameter after every step; restored from a checkpoint on resume."""
+    """One sha256 over every parameter before the first step and after every step.
+
+    `digests[0]` is the initial parameters, `digests[n]` those after step n. On
+    resume the list comes from the checkpoint.
+    """
 
     def __init__(self, model: nn.Module, done: list[str] | None = None) -> None:
         self.params = [p for _, p in model.named_parameters()]
         self.digests: list[str] = list(done or [])
+        if not self.digests:
+            self.record()
 
     def record(self) -> None:
         h = hashlib.sha256()
@@ -68,12 +74,18 @@ class StepDigests:
 
 
 def step_digests_blob(digests: list[str]) -> bytes:
-    """The file beside the weights: one hex digest per line, line n = after step n."""
+    """The file beside the weights: one hex digest per line; the first line is the initial
+    parameters, line n + 1 the parameters after step n."""
     return "".join(d + "\n" for d in digests).encode("ascii")
 
 
 class StepTrace:
-    """The loop's one hook: `before_step(n)` and `after_step(n)` around every step."""
+    """The loop's one hook: `before_step(n)` and `after_step(n)` around every step.
+
+    With `REPRO_TRACE_STEP=k`, steps 1..k run under one `OpRecorder` (entered for
+    each step, so nothing between steps is recorded), saved after step k: a
+    nondeterministic op can part two replays before k, and is then still named.
+    """
 
     def __init__(self, model: nn.Module, optimizer: Any, done: list[str] | None = None) -> None:
         self.steps = StepDigests(model, done)
@@ -88,7 +100,7 @@ class StepTrace:
         done = None
         if resume is not None:
             done = resume.state.get("step_digests")
-            if not isinstance(done, list) or len(done) != resume.step:
+            if not isinstance(done, list) or len(done) != resume.step + 1:
                 raise CheckpointError(f"{resume.path.name}: no parameter digest for each of its {resume.step} steps")
         return cls(model, getattr(optimizer, "optimizer", optimizer), [str(d) for d in done or []])
 
@@ -97,15 +109,20 @@ class StepTrace:
         return self.steps.digests
 
     def before_step(self, step: int) -> None:
-        if step == self.trace_step:
+        if self.trace_step is None or step > self.trace_step:
+            return
+        if self.recorder is None:
             self.recorder = OpRecorder(self.model, self.optimizer)
-            self.recorder.__enter__()
+        self.recorder.step = step
+        self.recorder.__enter__()  # type: ignore[no-untyped-call]  # torch's mode is untyped
 
     def after_step(self, step: int) -> None:
         if self.recorder is not None:
-            self.recorder.__exit__(None, None, None)
-            self.recorder.save(Path(os.environ[TRACE_DIR_ENV]), step)
-            self.recorder = None
+            self.recorder.__exit__(None, None, None)  # type: ignore[no-untyped-call]
+            if step == self.trace_step:
+                self.recorder.close()
+                self.recorder.save(Path(os.environ[TRACE_DIR_ENV]), step)
+                self.recorder = None
         self.steps.record()
 
 
@@ -114,6 +131,8 @@ class Op:
     """One output of one aten call during the replayed step."""
 
     index: int
+    step: int
+    position: int  # within its step
     op: str
     phase: str
     module: str
@@ -123,16 +142,16 @@ class Op:
     kept: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "op": self.op, "phase": self.phase, "module": self.module,
-                "shape": self.shape, "dtype": self.dtype, "sha256": self.sha256, "kept": self.kept}
+        return asdict(self)
 
 
-class OpRecorder(TorchDispatchMode):
+class OpRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's mode is untyped
     """Digest every aten op's tensor outputs during one step, with module and phase."""
 
     def __init__(self, model: nn.Module, optimizer: Any) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.ops: list[Op] = []
+        self.step = self.position = 0
         self.values: dict[str, torch.Tensor] = {}
         self.kept_bytes = 0
         self.stack: list[str] = []
@@ -146,8 +165,7 @@ class OpRecorder(TorchDispatchMode):
         self.handles += [optimizer.register_step_pre_hook(self._optimizer(True)),
                          optimizer.register_step_post_hook(self._optimizer(False))]
 
-    def __exit__(self, *exc: Any) -> None:
-        super().__exit__(*exc)
+    def close(self) -> None:
         for h in self.handles:
             h.remove()
 
@@ -157,7 +175,7 @@ class OpRecorder(TorchDispatchMode):
     def _leave_module(self, module: nn.Module, _args: Any, output: Any) -> None:
         path = self.stack.pop() if self.stack else ""
         # The autograd nodes this module made, not claimed by an inner module: their backward ran "in" it.
-        todo = [t.grad_fn for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor) and t.grad_fn]
+        todo: list[Any] = [t.grad_fn for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor) and t.grad_fn]
         while todo:
             node = todo.pop()
             if node is None or node in self.node_module:
@@ -203,7 +221,9 @@ class OpRecorder(TorchDispatchMode):
         if keep:
             self.values[f"op{index}"] = t.detach().cpu().clone().contiguous()
             self.kept_bytes += data.nbytes
-        self.ops.append(Op(index, name, phase, module, list(t.shape), str(t.dtype).removeprefix("torch."),
+        self.position = self.position + 1 if self.ops and self.ops[-1].step == self.step else 0
+        dtype = str(t.dtype).removeprefix("torch.")
+        self.ops.append(Op(index, self.step, self.position, name, phase, module, list(t.shape), dtype,
                            hashlib.sha256(data).hexdigest(), keep))
 
     def save(self, folder: Path, step: int) -> None:
@@ -247,25 +267,41 @@ def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
 
 
 def first_difference(a: Path, b: Path) -> dict[str, Any] | None:
-    """The first op whose outputs differ between two recorded steps, described; None if all agree."""
+    """The first op whose outputs differ between two recorded runs, described; None if all agree.
+
+    Only steps both recorded are compared (a resumed run records from its checkpoint on).
+    """
     ops_a, vals_a = read_trace(a)
     ops_b, vals_b = read_trace(b)
+    common = {o["step"] for o in ops_a} & {o["step"] for o in ops_b}
+    for step in sorted(common):
+        in_a = [o for o in ops_a if o["step"] == step]
+        in_b = [o for o in ops_b if o["step"] == step]
+        found = _first_in_step(in_a, in_b, vals_a, vals_b)
+        if found is not None:
+            return found
+    return None
+
+
+def _first_in_step(ops_a: list[dict[str, Any]], ops_b: list[dict[str, Any]], vals_a: dict[str, torch.Tensor],
+                   vals_b: dict[str, torch.Tensor]) -> dict[str, Any] | None:
     for x, y in zip(ops_a, ops_b, strict=False):
+        where = {"step": x["step"], "position": x["position"], "op": x["op"], "phase": x["phase"],
+                 "module": x["module"]}
         if x["op"] != y["op"] or x["shape"] != y["shape"]:
-            return {"index": x["index"], "op": x["op"], "other_op": y["op"], "phase": x["phase"],
-                    "module": x["module"], "shapes": [x["shape"], y["shape"]], "kind": "the op sequences diverge"}
+            return {**where, "other_op": y["op"], "shapes": [x["shape"], y["shape"]],
+                    "kind": "the op sequences diverge"}
         if x["sha256"] != y["sha256"]:
-            found = {"index": x["index"], "op": x["op"], "phase": x["phase"], "module": x["module"],
-                     "shapes": [x["shape"]], "dtype": x["dtype"], "kind": "values differ",
+            found = {**where, "shapes": [x["shape"]], "dtype": x["dtype"], "kind": "values differ",
                      "elements": _numel(x["shape"]), "differing": None, "max_ulp": None}
-            key = f"op{x['index']}"
-            if key in vals_a and key in vals_b:
-                found["differing"], found["max_ulp"] = ulp_distance(vals_a[key], vals_b[key])
-            found["inputs"] = _inputs_note(ops_a, x["index"])
+            ka, kb = f"op{x['index']}", f"op{y['index']}"
+            if ka in vals_a and kb in vals_b:
+                found["differing"], found["max_ulp"] = ulp_distance(vals_a[ka], vals_b[kb])
             return found
     if len(ops_a) != len(ops_b):
-        return {"index": min(len(ops_a), len(ops_b)), "op": None, "phase": None, "module": None, "shapes": [],
-                "kind": f"one run recorded {len(ops_a)} ops, the other {len(ops_b)}"}
+        return {"step": ops_a[0]["step"] if ops_a else None, "position": min(len(ops_a), len(ops_b)), "op": None,
+                "phase": None, "module": None, "shapes": [],
+                "kind": f"one run recorded {len(ops_a)} ops in the step, the other {len(ops_b)}"}
     return None
 
 
@@ -276,18 +312,15 @@ def _numel(shape: list[int]) -> int:
     return n
 
 
-def _inputs_note(ops: list[dict[str, Any]], index: int) -> str:
-    return "every earlier op of the step agreed" if index else "the first op of the step"
-
-
 def describe(diff: dict[str, Any]) -> str:
     """One line: `aten::sqrt.default in optimizer (net.0.weight), [64, 64]: 12 of 4096 differ, max 1 ulp`."""
     if diff["kind"] != "values differ":
         other = f" vs {diff['other_op']}" if diff.get("other_op") else ""
-        return f"op #{diff['index']} {diff['op']}{other} in {diff['phase']} ({diff['module']}): {diff['kind']}"
+        return (f"step {diff['step']} op #{diff['position']} {diff['op']}{other} in {diff['phase']} "
+                f"({diff['module']}): {diff['kind']}")
     counts = "" if diff["differing"] is None else \
         f": {diff['differing']} of {diff['elements']} elements differ, max {diff['max_ulp']} ulp"
-    return (f"op #{diff['index']} {diff['op']} in {diff['phase']} ({diff['module']}), "
+    return (f"step {diff['step']} op #{diff['position']} {diff['op']} in {diff['phase']} ({diff['module']}), "
             f"shape {diff['shapes'][0]} {diff['dtype']}{counts}")
 
 
