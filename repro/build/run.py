@@ -226,7 +226,7 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         "final_loss": result.losses[-1] if result.losses else None,
         "loss_trajectory": loss_trajectory(result.losses, every),
         "metrics": result.metrics,
-        "step_digests": {"path": STEPS_NAME, "steps": len(result.step_digests) - 1,
+        "step_digests": {"path": STEPS_NAME, "steps": len(result.step_digests) - 1, "algorithm": "xxh3_128",
                          "sha256": hashlib.sha256(steps_blob).hexdigest()},
     }
     # Only tasks with the optional hooks add these, so other locks keep their bytes.
