@@ -99,7 +99,7 @@ def test_honest_verify_from_another_cwd_ignores_the_verifiers_shell(trained: Pat
     code, report = verify_json(trained / "out" / "repro.lock", "--no-record", cwd=tmp_path, env=HOSTILE_SHELL,
                                prefix=["taskset", "-c", "0"])
     assert code == 0, report
-    assert report["result"] == "identical" and report["version"] == 1 and report["differences"] == []
+    assert report["result"] == "identical" and report["version"] == 2 and report["differences"] == []
     assert report["root"] == str(trained.resolve())
     assert report["rebuild"]["performed"] is True
     assert report["rebuild"]["weights_sha256"] == sha256_file(trained / "out" / "model.safetensors")
@@ -121,9 +121,10 @@ def test_fresh_git_clone_at_another_path_verifies(trained: Path, tmp_path: Path)
     assert sha256_file(work / "out" / "model.safetensors") == sha256_file(trained / "out" / "model.safetensors")
     assert (work / "out" / "repro.lock").read_bytes() == (trained / "out" / "repro.lock").read_bytes()
     record = clone / "out" / RECORD_NAME
-    check = check_record(record, clone / "out" / "repro.lock")
-    assert check.valid, check.reason
-    assert json.loads(record.read_text())["weights"]["sha256"] == sha256_file(work / "out" / "model.safetensors")
+    lock_sha, weights_sha = sha256_file(clone / "out" / "repro.lock"), sha256_file(work / "out" / "model.safetensors")
+    check = check_record(record, lock_sha, weights_sha)
+    assert check.valid and check.self_reported, check.reason  # unsigned: valid, but only self-reported
+    assert check.machine["cpu_model"]
 
 
 def test_inputs_only_never_imports_torch(trained: Path, tmp_path: Path) -> None:
@@ -198,18 +199,32 @@ def test_project_code_file_edited(copy: Path) -> None:
     assert f"check out commit {commit[:12]}" in r.stdout
 
 
-def test_repro_source_edited_is_a_different_compiler(trained: Path, tmp_path: Path) -> None:
+def _verify_with_repro(trained: Path, tmp_path: Path, rel: str, *args: str) -> tuple[int, dict[str, Any]]:
+    """verify (default --inputs-only) with a copy of repro whose file `rel` gained a docstring line."""
     alt = tmp_path / "alt"
-    shutil.copytree(REPO / "repro", alt / "repro", ignore=shutil.ignore_patterns("__pycache__"))
-    models = alt / "repro" / "models.py"
-    models.write_text(models.read_text() + "\n# patched\n")
+    if not alt.exists():
+        shutil.copytree(REPO / "repro", alt / "repro", ignore=shutil.ignore_patterns("__pycache__"))
+        edited = alt / rel
+        edited.write_text(edited.read_text().replace('"""', '"""Edited. ', 1))
     env = {**os.environ, "PYTHONPATH": str(alt)}
-    proc = subprocess.run([sys.executable, "-m", "repro", "verify", "--inputs-only", "--json",
+    proc = subprocess.run([sys.executable, "-m", "repro", "verify", "--quiet", "--json", *(args or ["--inputs-only"]),
                            str(trained / "out" / "repro.lock")], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert proc.returncode == 1, proc.stderr
-    report = json.loads(proc.stdout)
-    assert [(d["kind"], d["name"]) for d in report["differences"]] == [("repro", "repro/models.py")]
-    assert any("the installed repro" in h for h in report["hints"])
+    assert proc.stdout.strip(), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_repro_compiler_edited_is_toolchain_drift_not_a_source_change(trained: Path, tmp_path: Path) -> None:
+    code, report = _verify_with_repro(trained, tmp_path, "repro/models.py")
+    assert code == 0 and report["differences"] == [], report
+    notes = [(d["section"], d["kind"], d["name"]) for d in report["notes"]]
+    assert ("toolchain", "compiler", "repro/models.py") in notes
+
+
+def test_a_docstring_edit_outside_the_compiler_changes_nothing(trained: Path, tmp_path: Path) -> None:
+    for args in (["--inputs-only"], ["--no-record"]):  # and a full rebuild, by the edited repro
+        code, report = _verify_with_repro(trained, tmp_path, "repro/trust/card.py", *args)
+        assert code == 0 and report["differences"] == [], report
+        assert not [d for d in report["notes"] if d["section"] == "toolchain"], report["notes"]
 
 
 # --- pins ----------------------------------------------------------------------------------------
@@ -226,8 +241,9 @@ def test_thread_pin_edited_is_reported_as_a_pin_and_the_rebuild_differs(copy: Pa
 
     code, report = verify_json(lock, "--rebuild-anyway", cwd=copy)
     assert code == 1 and report["rebuild"]["performed"]
-    record = json.loads((copy / "out" / RECORD_NAME).read_text())
-    assert record["identical"] is False and not check_record(copy / "out" / RECORD_NAME, lock).valid
+    locked = json.loads(lock.read_text())["outputs"]["weights"]["hashes"]["sha256"]
+    check = check_record(copy / "out" / RECORD_NAME, sha256_file(lock), locked)
+    assert not check.valid and "FAILED" in check.reason
     kinds = {(d["kind"], d["name"]) for d in report["differences"]}
     assert ("pin", "threads") in kinds and ("weights", "model.safetensors") in kinds
     tensors = [d for d in report["differences"] if d["kind"] == "tensor"]
@@ -257,13 +273,32 @@ def test_capability_this_cpu_lacks_exits_3_before_any_training(copy: Path) -> No
     assert ok.code == 0 and "cpu_capability" in ok.stdout
 
 
-def test_torch_build_drift_exits_3_unless_allowed(copy: Path) -> None:
+def _other_toolchain(d: dict[str, Any]) -> None:
+    """The lock as if built with another patch release of a recorded package."""
+    d["toolchain"]["distributions"]["safetensors"] = "0.7.9"
+
+
+def test_toolchain_drift_with_the_same_bits_is_a_note(copy: Path) -> None:
     lock = copy / "out" / "repro.lock"
-    edit_lock(lock, lambda d: d["build"]["packages"].update(torch="2.14.1"))
-    assert_user_error(verify(lock, cwd=copy), 3, "torch 2.14.1", "--allow-env-drift")
-    code, report = verify_json(lock, "--allow-env-drift", cwd=copy)
-    assert code == 0, report  # the same bits after all, with the drift reported
-    assert any(n["kind"] == "package" and n["name"] == "torch" and n["old"] == "2.14.1" for n in report["notes"])
+    edit_lock(lock, _other_toolchain)
+    code, report = verify_json(lock, cwd=copy)
+    assert code == 0 and report["rebuild"]["performed"], report
+    assert ("toolchain", "distribution", "safetensors", "0.7.9") in \
+        [(n["section"], n["kind"], n["name"], n["old"]) for n in report["notes"]]
+
+
+def test_toolchain_drift_with_other_bits_exits_3_naming_it(copy: Path) -> None:
+    lock = copy / "out" / "repro.lock"
+
+    def drift_and_other_bits(d: dict[str, Any]) -> None:
+        _other_toolchain(d)
+        d["outputs"]["final_loss"] = 0.5  # what that toolchain's weights would have given
+
+    edit_lock(lock, drift_and_other_bits)
+    r = verify(lock, cwd=copy)
+    assert r.code == 3, (r.stdout, r.stderr)
+    assert "TOOLCHAIN MISMATCH" in r.stdout and "distribution changed  safetensors  '0.7.9'" in r.stdout
+    assert "--toolchain recreate" in r.stdout
 
 
 # --- weights files --------------------------------------------------------------------------------

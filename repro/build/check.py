@@ -26,8 +26,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from repro.build.run import NOT_PORTABLE, STEPS_NAME, WEIGHTS_NAME
+from repro.build.run import NOT_PORTABLE
 from repro.environment.pins import SHELL_KNOBS, resolve_pins
+from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, STEPS_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
 from repro.source.config import ConfigSource, require
 from repro.source.data import DataSpec, hashed_file_list
@@ -254,11 +255,11 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], umask: int, log: Path) 
 
 def _interrupt(cmd: list[str], cwd: Path, env: dict[str, str], variation: Variation, out_dir: Path) -> str | None:
     """Start the build, SIGKILL it once the checkpoint named in its overrides is on disk."""
-    from repro.train.checkpoint import DIR_NAME, PAUSE_STEP_ENV
+    from repro.train.checkpoint import PAUSE_STEP_ENV
 
     every = next(o for o in variation.overrides if o.startswith("trainer.checkpoint_every="))
     step = every.split("=", 1)[1]
-    marker = out_dir / DIR_NAME / f".paused-{PAUSE_STEP_ENV}-{step}"
+    marker = out_dir / CHECKPOINTS_DIR / f".paused-{PAUSE_STEP_ENV}-{step}"
     proc = subprocess.Popen(cmd, cwd=cwd, env={**env, PAUSE_STEP_ENV: step}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             umask=variation.umask)
@@ -277,7 +278,7 @@ def _collect(out_dir: Path, seconds: float, error: str | None) -> Run:
         return run
     raw = (out_dir / WEIGHTS_NAME).read_bytes()
     run.weights_sha256 = hashlib.sha256(raw).hexdigest()
-    run.lock = lockfile.read(out_dir / lockfile.LOCK_NAME)
+    run.lock = lockfile.read(out_dir / LOCK_NAME)
     run.digests = lockfile.read_step_digests(out_dir, run.lock)
     return run
 

@@ -19,9 +19,9 @@ from repro import __version__
 from repro.build.check import AXES, BASELINE, Project, Run, Variation, profile_of, promised, train, variations
 from repro.build.localize import Localizer, explain, first_step
 from repro.errors import ConfigError, TrainingFailed
+from repro.filenames import CHECK_NAME, LOCK_NAME
 from repro.source.config import ConfigSource, compose
 from repro.source.inputs import config_digest
-from repro.trust.card import CHECK_NAME
 
 __all__ = ["CHECK_NAME", "CheckOptions", "CheckReport", "check", "parse_axes", "render"]
 
@@ -139,8 +139,6 @@ def _one(project: Project, variation: Variation, base: Run, profile: str,
 
 
 def _lock_bytes(run: Run) -> bytes:
-    from repro.lock.lockfile import LOCK_NAME
-
     return (run.out_dir / LOCK_NAME).read_bytes()
 
 

@@ -10,7 +10,7 @@ damaged afterwards, and a damaged one fails its digests and is skipped.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import os
 import re
@@ -25,18 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import canonical_json, fsync_dir, sha256_bytes
-from repro.errors import CheckpointError, TrainingFailed
+from repro.errors import CheckpointError, DataError, TrainingFailed, output_error
+from repro.filenames import MANIFEST_NAME, OPTIMIZER_NAME, PICKLED_SUFFIXES, STATE_NAME, WEIGHTS_NAME
+from repro.safeio import loads, open_regular, read_bytes
+from repro.source.hashing import digest_path
 
 VERSION = 1
-DIR_NAME = "checkpoints"
-MANIFEST_NAME = "MANIFEST.json"
-STATE_NAME = "state.json"
-MODEL_NAME = "model.safetensors"
-OPTIMIZER_NAME = "optimizer.safetensors"
+MODEL_NAME = WEIGHTS_NAME
 REQUIRED = (MODEL_NAME, OPTIMIZER_NAME, STATE_NAME)
-# Suffixes of pickled checkpoints (torch.save, accelerate save_state): never loaded,
-# because unpickling runs code that the file chooses.
-PICKLED_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 SCHEMA_PATH = Path(__file__).resolve().parent / "checkpoint.schema.json"
 # Test hooks: pause the writer mid-write / the loop after a step until a marker
 # file is deleted, so tests can SIGKILL the process at that exact point.
@@ -48,7 +44,6 @@ _STEP_DIR = re.compile(r"^step-(\d{8,})$")
 
 # Writes one file of a checkpoint to the path it is given (safetensors' save_file, ...).
 Writer = Callable[[Path], None]
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -103,11 +98,13 @@ def write(root: Path, step: int, writers: dict[str, Writer]) -> Path:
         if final.exists():  # an unusable earlier write of this step (it was skipped on resume)
             _remove(final)
         os.replace(tmp, final)
-    except OSError as exc:  # a full disk, a quota: the run itself failed, say so in one line
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise TrainingFailed(f"writing checkpoint {root / final.name}: {exc.strerror or exc}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            root.rmdir()  # only if empty: a first checkpoint that failed leaves no folder behind
+        failure = _os_error(exc)
+        if failure is not None:  # a full disk, a quota, no permission: one line naming the checkpoint
+            raise output_error(failure, root / final.name) from None
         raise
     fsync_dir(root)
     return final
@@ -128,10 +125,8 @@ def read(path: Path) -> Checkpoint:
         refuse_pickled(path / name)
         if name != STATE_NAME:
             _check(path, name, rec, *_hash_file(path / name, False, f"{path.name}/{name}"))
-    try:  # state.json is parsed from the very bytes that were checked
-        raw = (path / STATE_NAME).read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"{path.name}/{STATE_NAME}: cannot read ({exc.strerror})") from None
+    # state.json is parsed from the very bytes that were checked
+    raw = read_bytes(path / STATE_NAME, f"checkpoint {STATE_NAME}", error=CheckpointError)
     _check(path, STATE_NAME, records[STATE_NAME], len(raw), sha256_bytes(raw))
     state = _parse_json(raw, f"{path.name}/{STATE_NAME}", "#/$defs/state")
     named = parse_step(path.name)
@@ -158,22 +153,21 @@ def _check(path: Path, name: str, rec: dict[str, Any], size: int, digest: str) -
 
 
 def _hash_file(path: Path, sync: bool, where: str = "") -> tuple[int, str]:
-    """Size and sha256 of a file, streamed; with `sync`, fsync it too (Linux flushes via any fd)."""
-    h, size = hashlib.sha256(), 0
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
+    """Size and sha256 of a file (repro's one streaming hasher); with `sync`, fsync it too."""
+    if not sync:  # reading a checkpoint back: a link, FIFO or device is refused, never followed
+        fd, _ = open_regular(path, f"checkpoint file {where}", CheckpointError)
+        os.close(fd)
     try:
-        with open(path, "rb", buffering=0) as fh:
-            while n := fh.readinto(buf):
-                h.update(view[:n])
-                size += n
-            if sync:
-                os.fsync(fh.fileno())
-    except OSError as exc:
-        if sync:
-            raise
-        raise CheckpointError(f"{where}: cannot read ({exc.strerror})") from None
-    return size, h.hexdigest()
+        hashed = digest_path(path, shown=where or str(path))
+    except DataError as exc:  # a checkpoint being written is the run's failure; one being read is unusable
+        raise (TrainingFailed if sync else CheckpointError)(str(exc)) from None
+    if sync:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # Linux flushes the file's dirty pages through any descriptor
+        finally:
+            os.close(fd)
+    return hashed.size, hashed.digests["sha256"]
 
 
 def newest_valid(root: Path) -> tuple[Checkpoint | None, list[str]]:
@@ -250,6 +244,18 @@ def pause_if_asked(env: str, step: int, root: Path) -> None:
         time.sleep(0.02)
 
 
+# safetensors reports an I/O failure as SafetensorError("... (os error 28)") or "Os { code: 28, ...".
+_RUST_OS_ERROR = re.compile(r"(?:Os \{ code: |os error )(\d+)")
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed write, also when safetensors wrapped it in its own error type."""
+    if isinstance(exc, OSError):
+        return exc
+    m = _RUST_OS_ERROR.search(str(exc)) if type(exc).__name__ == "SafetensorError" else None
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1)))) if m else None
+
+
 def _write_synced(path: Path, data: bytes) -> None:
     with open(path, "xb") as fh:
         fh.write(data)
@@ -265,23 +271,16 @@ def _remove(path: Path) -> None:
 
 
 def _load_json(path: Path, where: str, ref: str) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{where}: missing (the write did not finish)") from None
-    except OSError as exc:
-        raise CheckpointError(f"{where}: cannot read ({exc.strerror})") from None
-    return _parse_json(raw, where, ref)
+    if not os.path.lexists(path):
+        raise CheckpointError(f"{where}: missing (the write did not finish)")
+    return _parse_json(read_bytes(path, where, error=CheckpointError), where, ref)
 
 
 def _parse_json(raw: bytes, where: str, ref: str) -> dict[str, Any]:
     """Parse, check `version`, validate against the schema; one-line errors naming the field."""
     import jsonschema
 
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{where}: not valid JSON ({exc})") from None
+    obj = loads(raw, where, CheckpointError)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{where}: expected a JSON object")
     version = obj.get("version")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from repro.canonical import atomic_write_bytes
 
@@ -24,9 +24,14 @@ def to_cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: state[k].detach().to("cpu").contiguous().clone() for k in sorted(state)}
 
 
+def weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """The safetensors bytes of `state` (sorted names, one metadata key: byte-stable)."""
+    return save(to_cpu_state(state), metadata=METADATA)
+
+
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> bytes:
     """Serialise to safetensors and write atomically; return the bytes written."""
-    data = save(to_cpu_state(state), metadata=METADATA)
+    data = weights_bytes(state)
     atomic_write_bytes(path, data)
     return data
 
@@ -43,10 +48,3 @@ def tensor_records(state: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
          "sha256": tensor_sha256(state[k])}
         for k in sorted(state)
     ]
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Load safetensors only; pickled formats are refused, never unpickled."""
-    if Path(path).suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl"):
-        raise ValueError(f"{path}: pickled checkpoints are not loaded (they can run code); use safetensors")
-    return load_file(str(path))

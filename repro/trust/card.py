@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from repro.canonical import atomic_write_bytes
 from repro.errors import UserInputError
+from repro.filenames import CHECK_NAME, LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
+from repro.safeio import loads, read_bytes, read_json
 from repro.trust.audit import AuditReport, audit_path
 from repro.trust.licenses import hf_license
 
@@ -24,7 +27,6 @@ CARD_NAME = "README.md"
 PLOT_NAME = "loss.png"
 REBUILD_NAME = "rebuild.yaml"
 REBUILD_OUT = "rebuilt"
-CHECK_NAME = "check.json"  # written by `repro check` (repro.build.check_report)
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,11 @@ class CardReport:
 def write_card(out_dir: Path) -> CardReport:
     """Write README.md, loss.png and rebuild.yaml into the release folder `out_dir`."""
     out_dir = Path(out_dir)
-    lock = lockfile.read(out_dir / lockfile.LOCK_NAME)
+    lock = lockfile.read(out_dir / LOCK_NAME)
     steps, losses = loss_curve(out_dir, lock)
     atomic_write_bytes(out_dir / PLOT_NAME, plot_png(steps, losses))
     atomic_write_bytes(out_dir / REBUILD_NAME, rebuild_yaml(lock))
-    report = audit_path(out_dir / lockfile.LOCK_NAME, assume_card=True)
+    report = audit_path(out_dir / LOCK_NAME, assume_card=True)
     text = render(lock, report, build_commit(out_dir), read_check(out_dir))
     atomic_write_bytes(out_dir / CARD_NAME, text.encode("utf-8"))
     return CardReport(out_dir / CARD_NAME, out_dir / PLOT_NAME, out_dir / REBUILD_NAME, report)
@@ -77,26 +79,27 @@ def check_section(report: dict[str, Any]) -> list[str]:
 
 def build_commit(out_dir: Path) -> dict[str, Any] | None:
     """The commit the build ran at, from run.json (the lock cannot hold it)."""
-    try:
-        git = json.loads((out_dir / "run.json").read_text(encoding="utf-8")).get("git")
-    except (OSError, ValueError, AttributeError):
+    path = out_dir / RUN_NAME
+    if not os.path.lexists(path):
         return None
+    run, _ = read_json(path, RUN_NAME)  # a link, FIFO or device is refused, never read
+    git = run.get("git") if isinstance(run, dict) else None
     return git if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
 
 
 def loss_curve(out_dir: Path, lock: dict[str, Any]) -> tuple[list[int], list[float]]:
     """(step, loss) pairs from metrics.jsonl, or from the lock's logged trajectory without it."""
-    path = out_dir / "metrics.jsonl"
-    if path.is_file():
+    path = out_dir / METRICS_NAME
+    if os.path.lexists(path):
+        text = read_bytes(path, "metrics log").decode("utf-8", "replace")
         try:
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = [loads(line.encode(), str(path)) for line in text.splitlines() if line.strip()]
             pairs = [(int(r["step"]), float(r["loss"])) for r in rows if "loss" in r]
         except (ValueError, KeyError, TypeError) as exc:
             raise UserInputError(f"{path}: expected JSON lines with 'step' and 'loss' ({exc})") from None
     else:
         traj = lock["outputs"]["loss_trajectory"]
-        every, total = traj["every"], traj["steps"]
-        logged = [s for s in range(1, total + 1) if s % every == 0 or s == total]
+        logged = lockfile.logged_steps(traj["steps"], traj["every"])
         pairs = list(zip(logged, traj["losses"], strict=True))
     if not pairs:
         raise UserInputError(f"{path}: no losses to plot")
@@ -181,8 +184,12 @@ def render(lock: dict[str, Any], report: AuditReport, git: dict[str, Any] | None
             f"(also in `{REBUILD_NAME}`):", "", "```yaml",
             _yaml(resolved).rstrip(), "```",
             "", "## Pins and environment", "", "| pin | value |", "|---|---|"]
-    out += [f"| {k} | `{json.dumps(build[k])}` |" for k in sorted(build) if k not in ("packages", "flags")]
-    out += [f"| package {k} | `{v}` |" for k, v in sorted(build["packages"].items())]
+    toolchain = lock["toolchain"]
+    out += [f"| {k} | `{json.dumps(build[k])}` |" for k in sorted(build) if k not in ("env", "flags")]
+    out += [f"| env {k} | `{v}` |" for k, v in sorted(build.get("env", {}).items())]
+    out += [f"| python | `{toolchain['python']['implementation']} {toolchain['python']['version']}` |",
+            f"| repro | `{toolchain['repro']['version']}` (compiler `{toolchain['repro']['root_digest'][:12]}…`) |"]
+    out += [f"| package {k} | `{v}` |" for k, v in sorted(toolchain["distributions"].items())]
     out += ["", "## Loss curve", "", f"![Training loss by step]({PLOT_NAME})", ""]
     out += check_section(check) if check else []
     out += _commands(lock, weights_sha, report.lock_sha256, git)

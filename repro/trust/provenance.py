@@ -9,7 +9,7 @@ the build and when. docs/provenance.md describes the build type.
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +18,10 @@ from urllib.parse import quote
 
 from repro import __version__
 from repro.errors import MismatchError, UserInputError
+from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
+from repro.safeio import open_regular, read_bytes, read_json
+from repro.source.hashing import hash_file
 from repro.trust.release import ReleaseTerms
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -28,8 +31,7 @@ PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://repro.invalid/build-types/train/v1"
 LOCAL_BUILDER_ID = "https://repro.invalid/builders/local/v1"
 PROVENANCE_NAME = "provenance.intoto.json"
-RUN_NAME = "run.json"
-_EXTRA_FILES = ("repro.lock", "metrics.jsonl", RUN_NAME)
+_EXTRA_FILES = (LOCK_NAME, METRICS_NAME, RUN_NAME)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # what the schema accepts as a URI
 
 
@@ -46,7 +48,7 @@ def statement(lock: dict[str, Any], run: dict[str, Any] | None, byproducts: list
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
                 "externalParameters": {"config": inputs["config"]["resolved"]},
-                "internalParameters": {k: v for k, v in build.items() if k != "packages"},
+                "internalParameters": dict(build),
                 "resolvedDependencies": _dependencies(lock, _git(run)),
             },
             "runDetails": {
@@ -59,7 +61,7 @@ def statement(lock: dict[str, Any], run: dict[str, Any] | None, byproducts: list
 
 
 def _dependencies(lock: dict[str, Any], git: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Data files, the data tree, code files, the code tree and commit, repro itself, packages.
+    """Data files, the data tree, code files, the code tree and commit, repro's compiler, the toolchain.
 
     Tree digests are repro root digests, which are exactly in-toto's `dirHash`
     (sha256 over sorted `sha256sum` lines) of the files listed.
@@ -89,10 +91,12 @@ def _dependencies(lock: dict[str, Any], git: dict[str, Any] | None) -> list[dict
         code_digest["gitCommit"] = git["commit"]
         code_notes["dirty"] = git["dirty"]
     deps.append({"name": "code", "digest": code_digest, "annotations": code_notes})
-    repro = code["repro"]
+    toolchain = lock["toolchain"]
+    repro = toolchain["repro"]
     deps.append({"name": "repro", "uri": f"pkg:pypi/repro@{repro['version']}",
                  "digest": {"dirHash": repro["root_digest"]}, "annotations": {"role": "builder-source"}})
-    for name, version in sorted(lock["build"]["packages"].items()):
+    packages = {"python": toolchain["python"]["version"], **toolchain["distributions"]}
+    for name, version in sorted(packages.items()):
         kind = "generic" if name == "python" else "pypi"
         purl = f"pkg:{kind}/{name}@{quote(version, safe='.-_~')}"  # purl: '+' in 2.13.0+cpu is %2B
         deps.append({"name": name, "uri": purl, "annotations": {"role": "environment"}})
@@ -117,21 +121,23 @@ def _metadata(run: dict[str, Any] | None) -> dict[str, Any]:
 def attest(out_dir: Path, builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
     """Build the statement for the release in `out_dir`, after checking the weights against the lock."""
     out_dir = Path(out_dir)
-    lock = lockfile.read(out_dir / lockfile.LOCK_NAME)
+    lock = lockfile.read(out_dir / LOCK_NAME)
     weights = lock["outputs"]["weights"]
     path = out_dir / weights["path"]
     if not path.is_file():
         raise UserInputError(f"{path}: missing; provenance is about these weights")
-    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    fd, _ = open_regular(path, "weights file")
+    os.close(fd)
+    actual = hash_file(path)[1]
     if actual != weights["hashes"]["sha256"]:
-        raise MismatchError(f"{path.name}: sha256 is {actual}, {lockfile.LOCK_NAME} has "
+        raise MismatchError(f"{path.name}: sha256 is {actual}, {LOCK_NAME} has "
                             f"{weights['hashes']['sha256']}; these are not the weights the lock describes")
     run = _read_run(out_dir / RUN_NAME)
     byproducts = []
     for name in _EXTRA_FILES:
-        if (out_dir / name).is_file():
-            entry: dict[str, Any] = {"name": name,
-                                     "digest": {"sha256": hashlib.sha256((out_dir / name).read_bytes()).hexdigest()}}
+        if os.path.lexists(out_dir / name):
+            raw = read_bytes(out_dir / name, name)
+            entry: dict[str, Any] = {"name": name, "digest": {"sha256": hashlib.sha256(raw).hexdigest()}}
             if name == RUN_NAME and run:
                 entry["annotations"] = run
             byproducts.append(entry)
@@ -139,12 +145,9 @@ def attest(out_dir: Path, builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
 
 
 def _read_run(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"{path}: not valid JSON ({exc})") from None
+    run, _ = read_json(path, "run.json")
     return run if isinstance(run, dict) else None
 
 
