@@ -109,7 +109,8 @@ def variations(project: Project, axes: tuple[str, ...]) -> list[Variation]:
     """The variations of the requested axes that this machine can run, in AXES order."""
     out: list[Variation] = []
     for axis in axes:
-        out += _MAKERS[axis](project)
+        name, _, model = axis.partition(":")  # cpu:Haswell runs one emulated CPU model
+        out += [v for v in _MAKERS[name](project) if not model or v.prefix[-1:] == (model,)]
     return out
 
 
@@ -170,6 +171,7 @@ def _cpu(project: Project) -> list[Variation]:
                 for m in QEMU_CPUS]
     return [Variation("cpu", f"{m} (qemu)", f"qemu-x86_64 -cpu {m}", prefix=("qemu-x86_64", "-cpu", m), qemu=True)
             for m in QEMU_CPUS]
+
 
 
 _MAKERS: dict[str, Callable[[Project], list[Variation]]] = {

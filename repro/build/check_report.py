@@ -79,7 +79,7 @@ def parse_axes(text: str | None) -> tuple[str, ...]:
     if not text:
         return AXES
     axes = tuple(a.strip() for a in text.split(",") if a.strip())
-    unknown = [a for a in axes if a not in AXES]
+    unknown = [a for a in axes if a.partition(":")[0] not in AXES or (":" in a and not a.startswith("cpu:"))]
     if unknown or not axes:
         raise ConfigError(f"--axes {text}: unknown axis {unknown[0] if unknown else '(none)'}; "
                           f"expected a comma-separated subset of {','.join(AXES)}")

@@ -11,7 +11,7 @@ once as a baseline and once per variation, each in a fresh process:
   resume    SIGKILL in the middle of the run, then the same command again
   profile   the portable profile against the default (reported only)
   world     build.world_size=2 (reported only: another reduction order)
-  cpu       other CPU models under qemu-user, when installed (Haswell, EPYC)
+  cpu       other CPU models under qemu-user, when installed (Haswell, EPYC; cpu:MODEL for one)
 
 A variation that differs is localized: the first step whose parameters differ
 (from the per-step digests every build records), then that step replayed in
