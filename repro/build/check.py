@@ -28,7 +28,7 @@ from typing import Any
 
 from repro.build.run import NOT_PORTABLE
 from repro.environment.pins import SHELL_KNOBS, resolve_pins
-from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, STEPS_NAME, WEIGHTS_NAME
+from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
 from repro.source.config import ConfigSource, require
 from repro.source.data import DataSpec, hashed_file_list
@@ -242,7 +242,23 @@ def train(project: Project, variation: Variation, trace: tuple[int, Path] | None
     error = _interrupt(cmd, cwd, env, variation, out_dir) if variation.interrupt else None
     if error is None:
         error = _run(cmd, cwd, env, variation.umask, work / "stderr.log")
+    if error is None and variation.interrupt:
+        error = _resumed(out_dir, work / "stderr.log")
     return _collect(out_dir, time.monotonic() - started, error)
+
+
+def _resumed(out_dir: Path, log: Path) -> str | None:
+    """None if the second run resumed from a checkpoint; else why it started over, in its words."""
+    import json
+
+    try:
+        resumed = json.loads((out_dir / RUN_NAME).read_text(encoding="utf-8")).get("resumed_from")
+    except (OSError, ValueError, AttributeError):
+        resumed = None
+    if resumed:
+        return None
+    said = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if "checkpoint" in ln]
+    return "the second run did not resume: it started over" + (f" ({said[0]})" if said else "")
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], umask: int, log: Path) -> str | None:
