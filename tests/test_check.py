@@ -116,11 +116,11 @@ def test_the_digits_example_survives_the_axes_its_profile_promises_on_one_machin
 @pytest.mark.slow
 def test_verify_names_the_first_differing_step(fixture_project: Path) -> None:
     built = run_repro(["train", "--quiet", "model=readsenv", *TINY, "out_dir=o"], cwd=fixture_project,
-                      env={"TZ": "UTC"})
+                      env={"COLUMNS": "80"})
     assert built.code == 0, built.stderr
     # verify rebuilds in a folder of its own: the project's module comes through PYTHONPATH.
     result = run_repro(["verify", "--json", "o/repro.lock", "--no-record"], cwd=fixture_project,
-                       env={"TZ": "Pacific/Chatham", "PYTHONPATH": str(fixture_project)})
+                       env={"COLUMNS": "37", "PYTHONPATH": str(fixture_project)})
     assert result.code == 1, result.stderr
     diffs = json.loads(result.stdout)["differences"]
     step = next(d for d in diffs if d["kind"] == "step")

@@ -44,9 +44,9 @@ NOISY_ENV = {
     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_DYNAMIC": "true",
     "MKL_DYNAMIC": "true", "ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
     "MKL_CBWR": "AUTO", "DNNL_MAX_CPU_ISA": "SSE41", "ONEDNN_MAX_CPU_ISA": "SSE41", "KMP_AFFINITY": "scatter",
-    "OMP_PROC_BIND": "true", "TZ": "Pacific/Chatham",
+    "OMP_PROC_BIND": "true", "TZ": "Pacific/Chatham", "TERM": "dumb", "COLUMNS": "37",
 }
-_CLEAN = {"PYTHONHASHSEED": "0", "TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+_CLEAN = {"PYTHONHASHSEED": "0", "TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "TERM": "xterm", "COLUMNS": "80"}
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def variations(project: Project, axes: tuple[str, ...]) -> list[Variation]:
     out: list[Variation] = []
     for axis in axes:
         name, _, model = axis.partition(":")  # cpu:Haswell runs one emulated CPU model
-        out += [v for v in _MAKERS[name](project) if not model or v.prefix[-1:] == (model,)]
+        out += [v for v in _MAKERS[name](project) if not model or v.prefix[:1] == (model,)]
     return out
 
 
@@ -169,8 +169,31 @@ def _cpu(project: Project) -> list[Variation]:
     if shutil.which("qemu-x86_64") is None or platform.machine() != "x86_64":
         return [Variation("cpu", f"{m} (qemu)", "skipped: qemu-user (qemu-x86_64) is not installed")
                 for m in QEMU_CPUS]
-    return [Variation("cpu", f"{m} (qemu)", f"qemu-x86_64 -cpu {m}", prefix=("qemu-x86_64", "-cpu", m), qemu=True)
-            for m in QEMU_CPUS]
+    return [Variation("cpu", f"{m} (qemu)", f"qemu-x86_64 -cpu {m}", prefix=(m,), qemu=True) for m in QEMU_CPUS]
+
+
+def qemu_python(work: Path, cpu: str, python: str) -> Path:
+    """An interpreter that runs under `qemu-x86_64 -cpu CPU`, children included.
+
+    A shell script at `<env>/bin/python` execs qemu with argv[0] set to itself, so
+    the emulated Python reports the script as `sys.executable` (and any child it
+    starts, such as repro's build process, is emulated too) and finds the venv's
+    packages through `<env>/pyvenv.cfg` and a link to its site-packages.
+    """
+    env = work / f"qemu-{cpu}"
+    script = env / "bin" / "python"
+    if script.is_file():
+        return script
+    real = os.path.realpath(python)
+    site = Path(sysconfig.get_paths()["purelib"])
+    (env / "bin").mkdir(parents=True)
+    (env / "lib" / site.parent.name).mkdir(parents=True)
+    (env / "lib" / site.parent.name / "site-packages").symlink_to(site)
+    (env / "pyvenv.cfg").write_text(f"home = {Path(real).parent}\ninclude-system-site-packages = false\n",
+                                    encoding="utf-8")
+    script.write_text(f'#!/bin/sh\nexec qemu-x86_64 -cpu {cpu} -0 "$0" {real} "$@"\n', encoding="utf-8")
+    script.chmod(0o755)
+    return script
 
 
 
@@ -193,8 +216,6 @@ def environment(variation: Variation, work: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SHELL_KNOBS and k not in NOISY_ENV and
            not k.startswith(("LC_", "REPRO_"))}
     paths = [str(PACKAGE_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
-    if variation.qemu:  # the real interpreter runs outside the venv: hand it the venv's packages
-        paths += [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
     env.update(_CLEAN, PYTHONPATH=os.pathsep.join(dict.fromkeys(paths)), HF_DATASETS_OFFLINE="1",
                HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1", HF_DATASETS_CACHE=str(work / "hf-datasets-cache"))
     env.update(dict(variation.env))
@@ -229,8 +250,9 @@ def train(project: Project, variation: Variation, trace: tuple[int, Path] | None
     if variation.relocate:
         root, config_dir = relocate(project, work)
         cwd = root
-    python = os.path.realpath(project.python) if variation.qemu else project.python
-    cmd = [*variation.prefix, python, "-m", "repro", "train", "--quiet", "--config-dir", str(config_dir),
+    python = str(qemu_python(project.work, variation.prefix[0], project.python)) if variation.qemu else project.python
+    prefix = [] if variation.qemu else list(variation.prefix)
+    cmd = [*prefix, python, "-m", "repro", "train", "--quiet", "--config-dir", str(config_dir),
            "--config-name", project.source.config_name, "--root", str(root), *project.overrides,
            f"trainer.max_steps={project.steps}", *variation.overrides, f"out_dir={out_dir}"]
     env = environment(variation, work)
