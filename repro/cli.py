@@ -1,8 +1,15 @@
-"""The `repro` command line: parse, dispatch, and turn exceptions into exit codes.
+"""The `repro` command line: parse, dispatch, print, and turn exceptions into exit codes.
 
-This is the only place that prints errors or decides exit codes. Each command
-lives in `repro/commands/<name>.py` and returns an int. Nothing here imports
-torch, so `repro --help` stays fast.
+This is the only place that prints results or errors and decides exit codes.
+Each command lives in `repro/commands/<name>.py` and returns an `Outcome`; here
+it is printed as text, or with `--json` (which every command takes) as one
+envelope on stdout:
+
+    {"version": 1, "command": "verify", "result": {...}, "exit_code": 0}
+
+plus `"error": "one line"` whenever `exit_code` is not 0; `result` is null when
+the command failed before it had one. Nothing here imports torch, so
+`repro --help` stays fast.
 """
 
 from __future__ import annotations
@@ -12,9 +19,14 @@ import importlib
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from repro import __version__
-from repro.errors import EXIT_CODES, ReproError
+from repro.canonical import canonical_json
+from repro.commands import Outcome
+from repro.errors import EXIT_CODES, ReproError, UserInputError
+
+ENVELOPE_VERSION = 1
 
 # Command name -> module under repro.commands; modules load only when used.
 COMMANDS: dict[str, str] = {
@@ -30,13 +42,29 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class UsageError(UserInputError):
+    """The command line itself is wrong; argparse has printed the usage."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(f"{prog}: {message}")
+        self.prog, self.message = prog, message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a bad command line raises (exit 2, and JSON with --json) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(self.prog, message)
+
+
 def _epilog() -> str:
     codes = "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
     return f"exit codes:\n{codes}"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="repro",
         description="Rebuild model weights bit for bit from data, code, config and pinned environment.",
         epilog=_epilog(),
@@ -49,30 +77,69 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=summary, description=module.__doc__, epilog=_epilog(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
+        p.add_argument("--json", action="store_true",
+                       help='print one JSON envelope on stdout: {"version", "command", "result", "exit_code"} '
+                            'and "error" on failure')
         p.set_defaults(_run=module.run)
     return parser
 
 
+def envelope(command: str | None, result: Any, exit_code: int, error: str | None = None) -> dict[str, Any]:
+    """The one shape of every command's --json output."""
+    out: dict[str, Any] = {"version": ENVELOPE_VERSION, "command": command, "result": result,
+                           "exit_code": exit_code}
+    if exit_code != 0:
+        out["error"] = error or EXIT_CODES.get(exit_code, f"exit code {exit_code}")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `repro`; return the exit code instead of exiting, so tests can call it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:  # known before parsing: a bad command line is JSON too
+        command = next((a for a in argv if a in COMMANDS), None)
+        return _fail(command, "--json" in argv, exc.exit_code, str(exc), f"{exc.prog}: error: {exc.message}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    name: str = args.command
     try:
-        code: int = args._run(args)
-        return code
+        outcome: Outcome = args._run(args)
+        _print(name, outcome, args.json)
+        return outcome.exit_code
     except ReproError as exc:
-        print(f"repro {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(name, args.json, exc.exit_code, str(exc), f"repro {name}: error: {exc}")
     except BrokenPipeError:  # `repro ... | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print(f"repro {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception:  # a bug in repro, not the user's mistake: show everything
+        return _fail(name, args.json, 130, "interrupted", f"repro {name}: interrupted")
+    except Exception as exc:  # a bug in repro, not the user's mistake: show everything
         traceback.print_exc()
-        print(f"repro {args.command}: internal error; please report the traceback above", file=sys.stderr)
-        return 70
+        return _fail(name, args.json, 70, f"internal error: {type(exc).__name__}: {exc} (traceback on stderr)",
+                     f"repro {name}: internal error; please report the traceback above")
+
+
+def _print(command: str, outcome: Outcome, as_json: bool) -> None:
+    if outcome.silent:
+        return
+    if as_json:
+        text = canonical_json(envelope(command, outcome.result, outcome.exit_code, outcome.error)).decode("utf-8")
+    else:
+        text = outcome.text
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if outcome.stderr:
+        sys.stderr.write(outcome.stderr)
+
+
+def _fail(command: str | None, as_json: bool, code: int, message: str, line: str) -> int:
+    """`line` for people on stderr; with --json, also the envelope (`error`: `message`) on stdout."""
+    print(line, file=sys.stderr)
+    if as_json:
+        sys.stdout.write(canonical_json(envelope(command, None, code, message)).decode("utf-8"))
+        sys.stdout.flush()
+    return code

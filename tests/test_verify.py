@@ -72,7 +72,9 @@ def verify(lock: Path, *args: str, cwd: Path, env: dict[str, str] | None = None,
 def verify_json(lock: Path, *args: str, cwd: Path, **kw: Any) -> tuple[int, dict[str, Any]]:
     r = verify(lock, "--json", *args, cwd=cwd, **kw)
     assert r.stdout.strip(), r.stderr
-    return r.code, json.loads(r.stdout)
+    envelope = json.loads(r.stdout)
+    assert envelope["command"] == "verify" and envelope["exit_code"] == r.code, envelope
+    return r.code, envelope["result"]
 
 
 def edit_lock(lock: Path, change: Any, *, redigest: bool = False) -> None:
@@ -207,7 +209,7 @@ def test_repro_source_edited_is_a_different_compiler(trained: Path, tmp_path: Pa
     proc = subprocess.run([sys.executable, "-m", "repro", "verify", "--inputs-only", "--json",
                            str(trained / "out" / "repro.lock")], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr
-    report = json.loads(proc.stdout)
+    report = json.loads(proc.stdout)["result"]
     assert [(d["kind"], d["name"]) for d in report["differences"]] == [("repro", "repro/models.py")]
     assert any("the installed repro" in h for h in report["hints"])
 
@@ -338,7 +340,8 @@ def test_missing_data_exits_2(copy: Path) -> None:
     shutil.rmtree(copy / "data")
     r = verify(copy / "out" / "repro.lock", "--json", cwd=copy)
     assert_user_error(r, 2, "data/digits")
-    assert json.loads(r.stdout)["result"] == "error" and json.loads(r.stdout)["exit_code"] == 2
+    envelope = json.loads(r.stdout)
+    assert envelope["result"] is None and envelope["exit_code"] == 2 and "data/digits" in envelope["error"]
 
 
 def test_missing_lockfile_exits_2(tmp_path: Path) -> None:

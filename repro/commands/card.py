@@ -8,19 +8,19 @@ audit verdict, and commands that rebuild the weights and check them byte for byt
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
+
+from repro.commands import Outcome, add_release_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("out_dir", help="the release folder (holds repro.lock and metrics.jsonl)")
+    add_release_argument(p)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Outcome:
+    from repro.lock.release_folder import resolve_release
     from repro.trust.card import write_card
 
-    report = write_card(Path(args.out_dir))
+    report = write_card(resolve_release(args.release))
     verdicts = ", ".join(f"{v.framework}: {v.verdict}" for v in report.audit.verdicts())
-    print(f"card         {report.card}\nplot         {report.plot}\nrebuild      {report.rebuild_config}\n"
-          f"audit        {verdicts}", file=sys.stdout)
-    return 0
+    return Outcome(report.to_json(), f"card         {report.card}\nplot         {report.plot}\n"
+                   f"rebuild      {report.rebuild_config}\naudit        {verdicts}\n")

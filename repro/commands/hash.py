@@ -9,7 +9,8 @@ folders are not data. The text output is `sha256sum`'s format plus a last
 
     repro hash data/ | grep -v '^root_digest' | sha256sum -c
 
-`--json` prints the lock's own `{"files": [...], "root_digest": ...}` block.
+`--json` prints the lock's own `{"files": [...], "root_digest": ...}` block as the
+envelope's `result`.
 Unchanged files are not re-read (stat cache in <root>/.repro/); --rehash reads
 every byte.
 """
@@ -18,17 +19,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
+from repro.commands import Outcome
 from repro.errors import LockfileError
 from repro.source.hashing import EXTRA_ALGORITHMS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="file, directory or quoted glob")
-    p.add_argument("--json", action="store_true", help="print the lock's JSON block instead of sha256sum lines")
     p.add_argument("--rehash", action="store_true", help="re-read every byte instead of trusting the stat cache")
     p.add_argument("--root", help="folder the recorded paths are relative to (default: the current directory)")
     p.add_argument("--hash", action="append", default=[], choices=EXTRA_ALGORITHMS, metavar="ALG",
@@ -45,8 +45,7 @@ def relative_to_root(root: Path, cwd: Path, typed: str) -> str:
     return Path(rel).as_posix()
 
 
-def run(args: argparse.Namespace) -> int:
-    from repro.canonical import canonical_json
+def run(args: argparse.Namespace) -> Outcome:
     from repro.progress import byte_bar
     from repro.source.hashcache import open_cache
     from repro.source.hashing import check_algorithms, expand_patterns
@@ -61,17 +60,12 @@ def run(args: argparse.Namespace) -> int:
     with open_cache(root) as cache, byte_bar(args.quiet) as bar:
         block = files_block(root, files, cache=cache, rehash=args.rehash, algorithms=algorithms, progress=bar)
     seconds = time.monotonic() - started
-    if args.json:
-        sys.stdout.buffer.write(canonical_json(block))
-    else:
-        lines = [f"{f['hashes']['sha256']}  {f['path']}" for f in block["files"]]
-        lines.append(f"root_digest {block['root_digest']}")
-        sys.stdout.write("\n".join(lines) + "\n")
-    sys.stdout.flush()
+    lines = [f"{f['hashes']['sha256']}  {f['path']}" for f in block["files"]]
+    lines.append(f"root_digest {block['root_digest']}")
+    summary = []
     if not args.quiet:
-        for note in cache.notes:
-            print(f"repro hash: note: {note}", file=sys.stderr)
+        summary = [f"repro hash: note: {note}" for note in cache.notes]
         nbytes = sum(int(f["size"]) for f in block["files"])
-        print(f"repro hash: {len(files)} files, {nbytes:,} bytes, {cache.hits} unchanged (stat cache), "
-              f"{seconds:.2f} s", file=sys.stderr)
-    return 0
+        summary.append(f"repro hash: {len(files)} files, {nbytes:,} bytes, {cache.hits} unchanged (stat cache), "
+                       f"{seconds:.2f} s")
+    return Outcome(block, "\n".join(lines) + "\n", stderr="".join(f"{line}\n" for line in summary))

@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from repro.commands import Outcome
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="Hydra overrides, key=value")
@@ -31,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume-from", metavar="DIR", help="resume from this checkpoint folder (safetensors + JSON)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Outcome:
     from repro.build.run import run_build
     from repro.source.config import compose, find_config
     from repro.train.resume import ResumeOptions
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_build(resolved, source.root, out_dir, quiet=args.quiet, resume=options, notify=_note,
                        rehash=args.rehash)
     if report is None:  # a rank other than 0 under torchrun / accelerate launch: rank 0 reports
-        return 0
+        return Outcome(None, "", silent=True)
     lines = [
         f"out_dir      {report.out_dir}",
         f"weights      sha256 {report.weights_sha256}",
@@ -59,8 +61,13 @@ def run(args: argparse.Namespace) -> int:
     if report.resumed_from_step is not None:
         lines.append(f"resumed      at step {report.resumed_from_step}")
     lines += [f"sample {i}     {text!r}" for i, text in enumerate(report.samples, 1)]
-    print("\n".join(lines), file=sys.stdout)
-    return 0
+    result = {
+        "out_dir": str(report.out_dir), "weights_sha256": report.weights_sha256, "lock_sha256": report.lock_sha256,
+        "config_sha256": report.config_sha256, "data_root_digest": report.data_root_digest,
+        "final_loss": report.final_loss, "metrics": report.metrics, "seconds": report.seconds,
+        "resumed_from_step": report.resumed_from_step, "samples": list(report.samples),
+    }
+    return Outcome(result, "\n".join(lines) + "\n")
 
 
 def _note(message: str) -> None:

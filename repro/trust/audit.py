@@ -202,10 +202,8 @@ def reproducible(record: RecordCheck | None) -> Verdict:
 
 def audit_path(lock_path: Path, record_path: Path | None = None, public_key: Path | None = None,
                assume_card: bool = False) -> AuditReport:
-    """Read the lock (or the folder holding it) and the facts beside it, then `audit`."""
+    """Read the lock and the facts in the folder beside it, then `audit`."""
     lock_path = Path(lock_path)
-    if lock_path.is_dir():
-        lock_path = lock_path / lockfile.LOCK_NAME
     lock = lockfile.read(lock_path)
     folder = lock_path.parent
     ckpt = folder / "checkpoints"

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from repro import __version__
 from repro.errors import MismatchError, UserInputError
 from repro.lock import lockfile
+from repro.lock.release_folder import ReleaseFolder
 from repro.trust.release import ReleaseTerms
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -114,17 +115,17 @@ def _metadata(run: dict[str, Any] | None) -> dict[str, Any]:
     return {"startedOn": started.strftime(fmt), "finishedOn": finished.strftime(fmt)}
 
 
-def attest(out_dir: Path, builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
-    """Build the statement for the release in `out_dir`, after checking the weights against the lock."""
-    out_dir = Path(out_dir)
-    lock = lockfile.read(out_dir / lockfile.LOCK_NAME)
+def attest(release: ReleaseFolder, builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
+    """Build the statement for `release`, after checking the weights against its lock."""
+    out_dir = release.folder
+    lock = lockfile.read(release.lock)
     weights = lock["outputs"]["weights"]
     path = out_dir / weights["path"]
     if not path.is_file():
         raise UserInputError(f"{path}: missing; provenance is about these weights")
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
     if actual != weights["hashes"]["sha256"]:
-        raise MismatchError(f"{path.name}: sha256 is {actual}, {lockfile.LOCK_NAME} has "
+        raise MismatchError(f"{path.name}: sha256 is {actual}, {release.lock.name} has "
                             f"{weights['hashes']['sha256']}; these are not the weights the lock describes")
     run = _read_run(out_dir / RUN_NAME)
     byproducts = []

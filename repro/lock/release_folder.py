@@ -1,0 +1,40 @@
+"""What `repro verify|audit|sign|verify-signature|attest|card PATH` accept: a release folder or its lock.
+
+A release folder is the `out_dir` that `repro train` wrote: the weights, run.json,
+metrics.jsonl and the lock, `repro.lock`, side by side (then the card, the
+provenance and the signature). Each of those commands resolves PATH here, once,
+into both paths, so they accept exactly the same thing. No torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from repro.errors import LockfileError
+from repro.lock.lockfile import LOCK_NAME
+
+
+@dataclass(frozen=True)
+class ReleaseFolder:
+    """`folder` holds the release's files; `lock` is its lock file (folder/repro.lock unless named)."""
+
+    folder: Path
+    lock: Path
+
+
+def resolve_release(path: Path | str) -> ReleaseFolder:
+    """A folder means folder/repro.lock; a file is the lock itself, and its folder the release.
+
+    A lock under another name (a download saved as `digits.lock`) is accepted: the
+    release is the folder holding it. Raises LockfileError (exit 2) naming PATH.
+    """
+    p = Path(path)
+    if p.is_dir():
+        lock = p / LOCK_NAME
+        if not lock.is_file():
+            raise LockfileError(f"{p}: no {LOCK_NAME} in this folder (expected a release folder or its lock file)")
+        return ReleaseFolder(p, lock)
+    if p.is_file():
+        return ReleaseFolder(p.parent, p)
+    raise LockfileError(f"{p}: no such lockfile or release folder")
