@@ -1,7 +1,8 @@
-"""Write SLSA Provenance v1 (an in-toto Statement v1) for a release: OUT_DIR/provenance.intoto.json.
+"""Write SLSA Provenance v1 (an in-toto Statement v1) for a release: provenance.intoto.json in its folder.
 
+  repro attest out/digits            (or out/digits/repro.lock: a release folder or its lock)
 The build definition comes from repro.lock (config, pins, data, code, packages),
-the run details from run.json. Sign it with the rest: `repro sign OUT_DIR --key ...`.
+the run details from run.json. Sign it with the rest: `repro sign out/digits --key ...`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Write a Hugging Face model card (OUT_DIR/README.md) with a loss plot (loss.png) and rebuild config.
+"""Write a Hugging Face model card (README.md) with a loss plot (loss.png) and rebuild config.
 
-  repro card out/digits
+  repro card out/digits              (or out/digits/repro.lock: a release folder or its lock)
+The files go into the release folder.
 The card lists the data with digests and licences, the config, the pins, the
 audit verdict, and commands that rebuild the weights and check them byte for byte.
 """

@@ -1,5 +1,6 @@
 """Sign a release folder: model.safetensors, repro.lock, and the card, plot, rebuild config and
-provenance when present. Writes a Sigstore bundle (default OUT_DIR/model.sig) via OpenSSF model-signing.
+provenance when present. Writes a Sigstore bundle (default model.sig in the folder) via OpenSSF
+model-signing. PATH is the release folder or its repro.lock.
 
 Offline with a key:   repro sign out/digits --key key.pem
 Keyless (Sigstore, needs the network and an OIDC login):   repro sign out/digits --keyless

@@ -1,5 +1,7 @@
 """Check a release folder's signature (the cheap check: no rebuild). Exit 1 names the file or key at fault.
 
+PATH is the release folder or its repro.lock.
+
   repro verify-signature out/digits --public-key pub.pem
   repro verify-signature out/digits --identity me@example.org --oidc-issuer https://github.com/login/oauth
 """
