@@ -25,6 +25,7 @@ from repro import __version__
 from repro.canonical import canonical_json
 from repro.commands import Outcome
 from repro.errors import EXIT_CODES, ReproError, UserInputError
+from repro.safeio import printable
 
 ENVELOPE_VERSION = 1
 
@@ -129,16 +130,21 @@ def _print(command: str, outcome: Outcome, as_json: bool) -> None:
     if as_json:
         text = canonical_json(envelope(command, outcome.result, outcome.exit_code, outcome.error)).decode("utf-8")
     else:
-        text = outcome.text
+        text = _printable(outcome.text)
     sys.stdout.write(text)
     sys.stdout.flush()
     if outcome.stderr:
-        sys.stderr.write(outcome.stderr)
+        sys.stderr.write(_printable(outcome.stderr))
+
+
+def _printable(text: str) -> str:
+    """Human output with control and bidi characters escaped, line by line (JSON escapes its own)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def _fail(command: str | None, as_json: bool, code: int, message: str, line: str) -> int:
     """`line` for people on stderr; with --json, also the envelope (`error`: `message`) on stdout."""
-    print(line, file=sys.stderr)
+    print(_printable(line), file=sys.stderr)
     if as_json:
         sys.stdout.write(canonical_json(envelope(command, None, code, message)).decode("utf-8"))
         sys.stdout.flush()

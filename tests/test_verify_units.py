@@ -33,7 +33,8 @@ def test_root_is_explicit_then_git_then_nearest_data_folder(tmp_path: Path) -> N
     (project / "out" / "run").mkdir(parents=True)
     lock_path = project / "out" / "run" / "repro.lock"
     nearest = (project.resolve(), "the nearest folder above the lockfile holding its data")
-    assert find_root(lock_path, lock(), None) == nearest
+    with pytest.raises(UserInputError, match="pass --root"):  # outside git: never above the lock's folder
+        find_root(lock_path, lock(), None)
     assert find_root(lock_path, lock(), tmp_path)[0] == tmp_path.resolve()
     with pytest.raises(UserInputError, match="--root"):
         find_root(lock_path, lock(), tmp_path / "missing")

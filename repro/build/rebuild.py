@@ -1,29 +1,18 @@
-"""verify's rebuild: train again in a fresh interpreter under the lock's pins alone.
+"""verify's rebuild: train again in a fresh process under the lock's pins alone.
 
-A separate process is the only way to guarantee the pins: `ATEN_CPU_CAPABILITY`
-is read once, when torch is first imported, and the verifier's own shell may
-carry OMP_NUM_THREADS, MKL_* or CUDA_VISIBLE_DEVICES. The child runs
-`repro.build.run.rebuild_main`, the same `run_build` that `repro train` uses.
+The child (`repro.build.child`) runs `repro.build.run.rebuild_main`, the same
+`run_build` that `repro train` uses.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from repro.canonical import atomic_write_json
-from repro.environment.pins import Pins, pinned_environ
-from repro.errors import EnvironmentMismatch, ReproError, TrainingFailed, from_exit_code
+from repro.build.child import run_child
+from repro.environment.pins import Pins
 from repro.lock.diff import PIN_KEYS
-from repro.source.inputs import PACKAGE_DIR
-
-_CHILD = "import sys; from repro.build.run import rebuild_main; sys.exit(rebuild_main(sys.argv[1]))"
 
 
 def rebuild_config(lock: dict[str, Any], world_size: int | None = None) -> tuple[dict[str, Any], Pins]:
@@ -40,44 +29,14 @@ def rebuild_config(lock: dict[str, Any], world_size: int | None = None) -> tuple
 
 
 def run_rebuild(lock: dict[str, Any], root: Path, work_dir: Path, quiet: bool, world_size: int | None = None) -> Path:
-    """Train again in a fresh interpreter under the lock's pins; return the rebuilt out_dir.
+    """Train again in a fresh interpreter under the lock's pins alone; return the rebuilt out_dir.
 
-    The child's environment is built from the pins alone (`pinned_environ`), so the
-    verifier's OMP_NUM_THREADS, MKL_*, ATEN_CPU_CAPABILITY or CUDA_VISIBLE_DEVICES
-    cannot reach it; it imports the same repro whose source was just hashed, and
-    gets a datasets cache of its own so no stale cache can stand in for the data.
+    The child (`repro.build.child`) gets an environment made from the pins alone,
+    imports the same repro whose source was just hashed, and a datasets cache of
+    its own so no stale cache can stand in for the data.
     """
     resolved, pins = rebuild_config(lock, world_size)
-    out_dir, error_path = work_dir / "out", work_dir / "rebuild-error.json"
-    error_path.unlink(missing_ok=True)
-    spec_path = work_dir / "rebuild-spec.json"
-    atomic_write_json(spec_path, {"resolved": resolved, "root": str(root), "out_dir": str(out_dir),
-                                  "quiet": quiet, "error_path": str(error_path)})
-    env = pinned_environ(pins)
-    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
-    env["HF_DATASETS_CACHE"] = str(work_dir / "hf-datasets-cache")
-    if pins.device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    log = work_dir / "rebuild-stderr.log"
-    with open(log, "wb") as err:
-        proc = subprocess.run([sys.executable, "-c", _CHILD, str(spec_path)], cwd=work_dir, env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=None if not quiet else err)
-    if proc.returncode != 0:
-        raise _child_error(proc.returncode, error_path, log, pins)
+    out_dir = work_dir / "out"
+    run_child({"resolved": resolved, "root": str(root), "out_dir": str(out_dir)}, pins, work_dir,
+              quiet=quiet, what="rebuild", own_cache=True)
     return out_dir
-
-
-def _child_error(code: int, error_path: Path, log: Path, pins: Pins) -> ReproError:
-    if error_path.is_file():
-        info = json.loads(error_path.read_text(encoding="utf-8"))
-        return from_exit_code(int(info["exit_code"]), f"rebuild: {info['message']}")
-    if code == -signal.SIGILL:
-        return EnvironmentMismatch(f"the rebuild died with SIGILL: this CPU cannot run cpu_capability "
-                                   f"{pins.cpu_capability!r}")
-    tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:] if log.is_file() else []
-    try:
-        why = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-    except ValueError:  # a signal number this Python has no name for
-        why = f"signal {-code}"
-    return TrainingFailed(f"the rebuild process failed ({why})" + (f": {tail[0]}" if tail else ""))

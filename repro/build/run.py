@@ -14,12 +14,13 @@ import platform
 import socket
 import struct
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from repro.build import launch
+from repro.build.child import run_child, write_error
 from repro.canonical import atomic_write_bytes, atomic_write_json
 from repro.environment.pins import (
     RECORDED_PACKAGES,
@@ -113,9 +114,11 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     require_divisible(resolved, pins)
     require_portable(resolved, pins)
     if pins.world_size > 1 and not distributed.under_launcher():
-        source = None if resume.source is None else str(resume.source)
-        launch.spawn({"resolved": resolved, "root": str(root), "out_dir": str(out_dir), "quiet": quiet,
-                      "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins)
+        source = None if resume.source is None else str(resume.source.resolve())
+        with tempfile.TemporaryDirectory(prefix="repro-launch-") as tmp:
+            run_child({"resolved": resolved, "root": str(root.resolve()), "out_dir": str(out_dir.resolve()),
+                       "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins, Path(tmp),
+                      quiet=quiet)
         return _report_from(out_dir, started)
     apply_process_env(pins)
     rank, _ = distributed.check_world(pins)
@@ -276,13 +279,12 @@ def _cpu_model() -> str:
 
 
 def rebuild_main(spec_path: str) -> int:
-    """Entry point of `repro verify`'s rebuild process; returns its exit code.
+    """Entry point of a build child (`repro.build.child.run_child`); returns its exit code.
 
-    verify starts this in a fresh interpreter whose environment already holds the
-    lock's pins, so nothing from the verifier's own process or shell (an imported
-    torch, OMP_NUM_THREADS, ...) can reach the training. The spec file names the
-    resolved config, the project root and the out_dir; a user-facing failure is
-    written to `error_path` as one line, for verify to report.
+    The child's environment already holds the pins, so nothing from the parent's
+    process or shell (an imported torch, OMP_NUM_THREADS, ...) can reach the
+    training. The spec file names the resolved config, the project root, the
+    out_dir and resume options; a user-facing failure goes back through `write_error`.
     """
     from repro.errors import ReproError
 
@@ -293,6 +295,5 @@ def rebuild_main(spec_path: str) -> int:
         run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]),
                   resume=options, rehash=bool(spec.get("rehash", False)))
     except ReproError as exc:
-        atomic_write_json(Path(spec["error_path"]), {"exit_code": exc.exit_code, "message": str(exc)})
-        return exc.exit_code
+        return write_error(spec, exc)
     return 0

@@ -18,8 +18,7 @@ uses too. Only `repro.commands.verify` prints.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import os
 import platform
 import shutil
 import subprocess
@@ -30,22 +29,25 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__
+from repro.build import gate
 from repro.build.rebuild import run_rebuild
 from repro.build.run import RUN_NAME
 from repro.environment.pins import (
     HARD_PACKAGES,
+    check_bounds,
     check_capability,
     machine_cores,
     native_capability,
     package_versions,
     resolve_pins,
 )
-from repro.errors import EnvironmentMismatch, ReproError, UserInputError
+from repro.errors import DataError, EnvironmentMismatch, LockfileError, ReproError, UserInputError
 from repro.lock import lockfile
 from repro.lock.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, compare_tensor_records
 from repro.lock.explain import explain_config_edit, hints, reference_configs
 from repro.lock.lineage import explain_lineage
 from repro.progress import byte_bar
+from repro.safeio import open_regular, printable, read_json
 from repro.source import preprocess
 from repro.source.config import require
 from repro.source.data import DataSpec, hashed_file_list
@@ -73,6 +75,8 @@ class VerifyOptions:
     record: bool = True  # after a rebuild, leave verification.json beside the lock (repro audit reads it)
     signing_key: Path | None = None
     world_size: int | None = None  # rebuild with this many processes instead of the lock's
+    trust_code: bool = False  # run `_target_`s outside the trusted set (repro.build.gate)
+    allow_oversubscribe: bool = False  # rebuild with more threads than OVERSUBSCRIBE x this machine's cores
 
 
 @dataclass
@@ -111,8 +115,7 @@ class VerifyReport:
 
 def verify(opts: VerifyOptions) -> VerifyReport:
     """Run the checks in order; raise for exit 2/3, return a report for 0/1."""
-    lock = lockfile.read(opts.lock_path)
-    lock_sha256 = hashlib.sha256(opts.lock_path.read_bytes()).hexdigest()
+    lock, lock_sha256 = lockfile.load(opts.lock_path)  # one read: the digest describes the bytes checked
     root, root_source = find_root(opts.lock_path, lock, opts.root)
     mode = "inputs-only" if opts.inputs_only else "rebuild"
     found, checked = rehash_inputs(lock, root, opts.quiet)
@@ -126,12 +129,19 @@ def verify(opts: VerifyOptions) -> VerifyReport:
 
     weights_path = opts.weights
     beside = opts.lock_path.parent / lock["outputs"]["weights"]["path"]
-    if weights_path is None and not opts.inputs_only and beside.is_file():
+    if weights_path is None and not opts.inputs_only and os.path.lexists(beside):
         weights_path = beside
     if weights_path is not None:
-        report.differences += check_weights_file(weights_path, lock["outputs"]["weights"])
+        # A file the user named may be a link; one found beside a stranger's lock may not.
+        report.differences += check_weights_file(weights_path, lock["outputs"]["weights"],
+                                                 follow_links=opts.weights is not None)
         report.checked["weights_file"] = str(weights_path)
 
+    if rebuilding:  # before anything from the lock is imported or started
+        reviewed = gate.check(lock, opts.trust_code)
+        report.checked["trusted_anyway"] = [t.line() for t in reviewed if not t.trusted]
+        check_bounds(lock["build"]["threads"], opts.world_size or lock["build"]["world_size"],
+                     opts.allow_oversubscribe)
     report.notes += machine_check(lock, rebuilding, opts.allow_env_drift)
     if opts.world_size is not None and opts.world_size != lock["build"]["world_size"]:
         report.notes.append(Difference(
@@ -152,10 +162,13 @@ def verify(opts: VerifyOptions) -> VerifyReport:
 def built_at_commit(lock_path: Path) -> str | None:
     """The git commit the build ran at, from run.json beside the lock (not in the lock:
     a lock committed to git cannot name the commit that holds it). None if unknown."""
+    path = lock_path.parent / RUN_NAME
+    if not os.path.lexists(path):
+        return None
+    run, _ = read_json(path, "run.json")  # a link, FIFO or device here is refused (exit 2), never read
     try:
-        run = json.loads((lock_path.parent / RUN_NAME).read_text(encoding="utf-8"))
         commit = run["git"]["commit"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return None
     return commit if isinstance(commit, str) else None
 
@@ -172,7 +185,7 @@ def find_root(lock_path: Path, lock: dict[str, Any], explicit: Path | None) -> t
     """
     if explicit is not None:
         if not explicit.is_dir():
-            raise UserInputError(f"--root {explicit}: not a directory")
+            raise UserInputError(f"--root {printable(str(explicit))}: not a directory")
         return explicit.resolve(), "--root"
     start = lock_path.resolve().parent
     top = _git_toplevel(start)
@@ -183,16 +196,20 @@ def find_root(lock_path: Path, lock: dict[str, Any], explicit: Path | None) -> t
 
     if top is not None and holds_data(top):
         return top, "the git repository holding the lockfile"
-    for folder in (start, *start.parents):
+    # Never above the git top level, nor above the lock's own folder outside git: a
+    # stranger's lock must not make us hash /etc/passwd or write /.repro/.
+    above = [start] if top is None or not start.is_relative_to(top) else \
+        [start, *(p for p in start.parents if p.is_relative_to(top))]
+    for folder in above:
         if holds_data(folder):
             return folder, "the nearest folder above the lockfile holding its data"
     if holds_data(PACKAGE_DIR.parent):
         return PACKAGE_DIR.parent, "the folder holding the installed repro package"
     if top is not None:
         return top, "the git repository holding the lockfile"
-    first = data[0] if data else "its data"
-    raise UserInputError(f"{lock_path}: cannot tell the project root: no folder above the lockfile holds {first} "
-                         "and it is not in a git repository; pass --root DIR")
+    first = printable(data[0]) if data else "its data"
+    raise UserInputError(f"{printable(str(lock_path))}: cannot tell the project root: the lockfile's folder does "
+                         f"not hold {first} and it is not in a git repository; pass --root DIR")
 
 
 def _git_toplevel(folder: Path) -> Path | None:
@@ -220,6 +237,12 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
         safe_relpath(pattern, "config key data.sources: pattern")
     for pattern in include:
         safe_relpath(pattern, "config key code.include: pattern")
+    task = resolved.get("task")
+    if isinstance(task, dict) and task.get("tokenizer") is not None:  # a path the rebuild reads and copies
+        tokenizer = task["tokenizer"]
+        if not isinstance(tokenizer, str):
+            raise LockfileError(f"config key task.tokenizer: expected a relative path, got {tokenizer!r}")
+        safe_relpath(tokenizer, "config key task.tokenizer")
     data_files = hashed_file_list(root, spec)  # data_files and sources, as the build hashed them
     code_files = expand_patterns(root, include) if include else []
     repro_files = repro_source_files()
@@ -283,17 +306,23 @@ def pin_consistency(lock: dict[str, Any]) -> list[Difference]:
     return diffs
 
 
-def check_weights_file(path: Path, recorded: dict[str, Any]) -> list[Difference]:
-    """Size and sha256 of a weights file, then tensor by tensor if those differ. No torch."""
+def check_weights_file(path: Path, recorded: dict[str, Any], follow_links: bool = True) -> list[Difference]:
+    """Size and sha256 of a weights file, then tensor by tensor if those differ. No torch.
+
+    The file must be a regular one (not a FIFO or device; not a link unless
+    `follow_links`), and is read whole only when it differs and is under the cap.
+    """
     from repro.lock.tensordiff import read_tensors
 
+    fd, st = open_regular(path, "weights file", DataError, follow_links)
+    os.close(fd)
     size, sha = hash_file(path)
     if size == recorded["size"] and sha == recorded["hashes"]["sha256"]:
         return []
     whole = Difference("outputs", "weights", str(path), "changed", recorded["hashes"]["sha256"], sha,
                        f"size {recorded['size']} -> {size}" if size != recorded["size"] else "")
     try:
-        tensors = read_tensors(path)
+        tensors = read_tensors(path, follow_links)
     except ReproError as exc:
         return [dataclasses.replace(whole, detail=f"not readable as safetensors: {exc}")]
     per_tensor = compare_tensor_records(recorded["tensors"], [t.record() for t in tensors.values()])

@@ -44,6 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signing-key", metavar="KEY", help="sign verification.json with this private key (model-signing)")
     p.add_argument("--world-size", type=int, metavar="N",
                    help="rebuild with N processes instead of the lock's (not expected to be bit-identical)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="run `_target_`s the lock names outside the trusted set (project code hashed in the lock, "
+                        "repro's own, torch.nn/torch.optim/transformers classes); see docs/security.md")
+    p.add_argument("--allow-oversubscribe", action="store_true",
+                   help="rebuild even if the pins ask for more than 4 threads per core of this machine")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> Outcome:
         work_dir=Path(args.work_dir) if args.work_dir else None, allow_env_drift=args.allow_env_drift,
         rebuild_anyway=args.rebuild_anyway, quiet=args.quiet or args.json, record=not args.no_record,
         signing_key=Path(args.signing_key) if args.signing_key else None, world_size=args.world_size,
+        trust_code=args.trust_code, allow_oversubscribe=args.allow_oversubscribe,
     )
     report = verify(opts)
     error = None if report.identical else _mismatch(report)

@@ -37,6 +37,11 @@ RECORDED_PACKAGES = ("torch", "accelerate", "numpy", "datasets", "safetensors", 
 # Drift in these makes a rebuild unable to promise the same bits (exit 3).
 HARD_PACKAGES = ("torch",)
 PRECISIONS = ("fp32", "bf16", "fp16")
+# Bounds on pins a stranger's lock may ask for (docs/security.md, "Caps").
+MAX_WORLD_SIZE = 1024  # processes one build may start
+OVERSUBSCRIBE = 4  # threads per core a rebuild may start without --allow-oversubscribe
+BUILD_KEYS = ("profile", "device", "threads", "cpu_capability", "precision", "world_size", "deterministic",
+              "mkldnn", "mkl_cbwr")
 PROFILES = ("default", "portable")
 
 
@@ -116,6 +121,9 @@ def check_capability(level: str, flags: set[str] | None = None) -> None:
 
 def resolve_pins(build: dict[str, Any], seed: int) -> Pins:
     """Turn the `build` config group into concrete pins, checking combinations."""
+    missing = [k for k in BUILD_KEYS if k not in build]
+    if missing:
+        raise ConfigError(f"config key build.{missing[0]}: missing")
     profile = str(build["profile"])
     if profile not in PROFILES:
         raise ConfigError(f"build.profile: {profile!r} is not one of {list(PROFILES)}")
@@ -135,15 +143,27 @@ def resolve_pins(build: dict[str, Any], seed: int) -> Pins:
         raise ConfigError(
             "build.profile=portable needs build.precision=fp32, build.cpu_capability=default and build.mkldnn=false"
         )
-    world_size = int(build["world_size"])
-    if world_size < 1:
-        raise ConfigError(f"build.world_size: expected >= 1, got {world_size}")
+    world_size = build["world_size"]
+    if not isinstance(world_size, int) or isinstance(world_size, bool) or not 1 <= world_size <= MAX_WORLD_SIZE:
+        raise ConfigError(f"build.world_size: expected an integer from 1 to {MAX_WORLD_SIZE}, got {world_size!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"config key seed: expected an integer, got {seed!r}")
     cbwr = build["mkl_cbwr"]
     return Pins(
         profile=profile, device=device, threads=threads, cpu_capability=level, precision=precision,
         seed=int(seed), world_size=world_size, deterministic=bool(build["deterministic"]),
         mkldnn=bool(build["mkldnn"]), mkl_cbwr=None if cbwr is None else str(cbwr),
     )
+
+
+def check_bounds(threads: int, world_size: int, allow_oversubscribe: bool = False) -> None:
+    """Refuse pins that would start more threads or processes than this machine should (exit 2)."""
+    if world_size > MAX_WORLD_SIZE:
+        raise ConfigError(f"build.world_size: {world_size} is over the cap of {MAX_WORLD_SIZE} processes")
+    cores = machine_cores()
+    if threads * world_size > OVERSUBSCRIBE * cores and not allow_oversubscribe:
+        raise ConfigError(f"build.threads: {threads} threads x {world_size} processes is over {OVERSUBSCRIBE}x this "
+                          f"machine's {cores} cores; pass --allow-oversubscribe to start them anyway")
 
 
 def pinned_environ(pins: Pins, base: dict[str, str] | None = None) -> dict[str, str]:

@@ -15,6 +15,7 @@ Safety:
   read again next time and the entry refreshed.
 - Each row carries a checksum of its own fields; a row that fails it is a miss.
 - A cache file SQLite cannot read is deleted and rebuilt, never trusted.
+- A cache folder or file that is a symbolic link is refused (DataError), never followed.
 - Two processes may share it: WAL journal, a busy timeout, one short
   transaction per batch. A cache that is locked for too long is skipped.
 """
@@ -24,9 +25,12 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from repro.errors import DataError
+from repro.safeio import printable
 from repro.source.hashing import StatKey
 
 CACHE_DIR = ".repro"
@@ -76,6 +80,7 @@ class HashCache:
             self.notes.append(f"hash cache {self.path} unavailable ({exc.strerror}); hashing without it")
 
     def _open(self) -> sqlite3.Connection:
+        refuse_links(self.path)
         if not self.path.parent.is_dir():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             (self.path.parent / ".gitignore").write_text("# repro's local cache; never commit it\n*\n")
@@ -176,6 +181,26 @@ class HashCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def refuse_links(path: Path) -> None:
+    """The cache folder, the database and its -wal/-shm files must not be links (nor odd files).
+
+    A data tree is a stranger's: `.repro` linked to a folder elsewhere, or the
+    database linked to another SQLite file, would have us delete or rewrite it.
+    """
+    for candidate in (path.parent, path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            st = os.lstat(candidate)
+        except OSError:  # absent, or an unusable location: opening it fails later and is noted
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise DataError(f"{printable(str(candidate))}: the hash cache must not be a symbolic link; "
+                            "remove it (repro rebuilds its cache)")
+        want = stat.S_ISDIR if candidate == path.parent else stat.S_ISREG
+        if not want(st.st_mode):
+            raise DataError(f"{printable(str(candidate))}: expected a {'folder' if want is stat.S_ISDIR else 'file'} "
+                            "for the hash cache")
 
 
 def open_cache(root: Path) -> HashCache:

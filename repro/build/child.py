@@ -1,0 +1,118 @@
+"""Start one build in child processes: the one launcher `repro train` and `repro verify` share.
+
+A child is the only way to guarantee the pins: `ATEN_CPU_CAPABILITY` is read once,
+when torch is first imported, and the parent's shell may carry OMP_NUM_THREADS,
+MKL_* or CUDA_VISIBLE_DEVICES. One world size runs a plain interpreter; more run
+torchrun's ranks, whose agent stops every rank as soon as one dies, so a crash
+cannot hang the others. Either way the child runs `python -m repro.build SPEC`
+(`repro.build.run.rebuild_main`); a user-facing failure comes back through an
+error file as exit code + message, and `repro.errors.from_exit_code` turns it
+back into the same typed error.
+
+This module names no build function, so build.run can import it without a cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from repro.canonical import atomic_write_json
+from repro.environment.pins import Pins, pinned_environ
+from repro.errors import EnvironmentMismatch, ReproError, TrainingFailed, from_exit_code
+from repro.source.inputs import PACKAGE_DIR
+
+# `python -m repro.build SPEC` runs repro/build/__main__.py, which calls rebuild_main.
+CHILD_MODULE = "repro.build"
+SPEC_NAME, ERROR_NAME, LOG_NAME = "child-spec.json", "child-error.json", "child-stderr.log"
+_ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)[^\n]*", re.S)
+
+
+def child_environ(pins: Pins, work_dir: Path, own_cache: bool = False) -> dict[str, str]:
+    """The whole environment a build child runs under; the one place it is made.
+
+    The pins replace the shell's knobs (`pinned_environ`); the child imports the
+    same repro whose source was hashed; a CPU build sees no GPU. With `own_cache`
+    (verify) the datasets cache is the child's own, so no stale cache can stand
+    in for the data.
+    """
+    env = pinned_environ(pins)
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
+    if own_cache:
+        env["HF_DATASETS_CACHE"] = str(work_dir / "hf-datasets-cache")
+    env["TORCHELASTIC_ERROR_FILE"] = str(work_dir / "elastic-error.json")
+    if pins.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def child_command(pins: Pins, spec_path: Path) -> list[str]:
+    """A plain interpreter for one process; torchrun's ranks for more."""
+    if pins.world_size == 1:
+        return [sys.executable, "-m", CHILD_MODULE, str(spec_path)]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={pins.world_size}",
+            "--max-restarts=0", "--monitor-interval=0.2", "-m", CHILD_MODULE, str(spec_path)]
+
+
+def run_child(spec: dict[str, Any], pins: Pins, work_dir: Path, *, quiet: bool = True, what: str = "",
+              own_cache: bool = False) -> None:
+    """Run `rebuild_main(spec)` under `pins` in child processes; raise what they reported.
+
+    `spec` holds the resolved config, root, out_dir and resume options (see
+    rebuild_main). Progress goes to the terminal unless `quiet` or several ranks
+    run (torchrun's report is parsed from stderr); `what` ("rebuild") starts error
+    messages; `own_cache`: see `child_environ`.
+    """
+    spec_path, error_path, log = work_dir / SPEC_NAME, work_dir / ERROR_NAME, work_dir / LOG_NAME
+    error_path.unlink(missing_ok=True)
+    atomic_write_json(spec_path, {**spec, "quiet": quiet, "error_path": str(error_path)})
+    shown = not quiet and pins.world_size == 1
+    env = child_environ(pins, work_dir, own_cache)
+    with open(log, "wb") as err:
+        proc = subprocess.run(child_command(pins, spec_path), cwd=work_dir, env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=None if shown else err)
+    if proc.returncode != 0:
+        stderr = log.read_text(errors="replace") if log.is_file() else ""
+        raise child_error(proc.returncode, error_path, stderr, pins, what)
+
+
+def write_error(spec: dict[str, Any], exc: ReproError) -> int:
+    """In the child: leave a user-facing failure for the parent to raise again; return its exit code."""
+    atomic_write_json(Path(spec["error_path"]), {"exit_code": exc.exit_code, "message": str(exc)})
+    return exc.exit_code
+
+
+def child_error(code: int, error_path: Path, stderr: str, pins: Pins, what: str) -> ReproError:
+    """The typed error of a failed child: its own report, else what killed it."""
+    if error_path.is_file():
+        info = json.loads(error_path.read_text(encoding="utf-8"))
+        return from_exit_code(int(info["exit_code"]), (f"{what}: " if what else "") + str(info["message"]))
+    what = what or "build"
+    rank = None
+    if pins.world_size > 1 and (m := _ROOT_CAUSE.search(stderr)):
+        rank, code = int(m.group(1)), int(m.group(2))
+    if code == -signal.SIGILL:
+        return EnvironmentMismatch(f"the {what} died with SIGILL: this CPU cannot run cpu_capability "
+                                   f"{pins.cpu_capability!r}")
+    if rank is not None:
+        return TrainingFailed(f"rank {rank} of {pins.world_size} died ({exit_name(code)}); torchrun stopped the "
+                              "other ranks, no outputs were written (checkpoints, if any, can be resumed)")
+    tail = [ln.strip() for ln in stderr.splitlines() if ln.strip()][-1:]
+    return TrainingFailed(f"the {what} process failed ({exit_name(code)}); no outputs were written"
+                          + (f": {tail[0]}" if tail else ""))
+
+
+def exit_name(code: int) -> str:
+    """`SIGKILL` for a process killed by a signal (negative code), else `exit code N`."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return signal.Signals(-code).name
+    except ValueError:  # a signal number this Python has no name for
+        return f"signal {-code}"
