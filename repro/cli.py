@@ -18,7 +18,7 @@ import argparse
 import importlib
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from repro import __version__
@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "audit": "Rate a release's openness: Debian ML-Policy, OSI OSAID, LF AI MOF, Reproducible.",
     "card": "Write a Hugging Face model card with a loss plot and rebuild commands.",
     "hash": "Print file and root digests of data paths, exactly as repro.lock records them.",
+    "init": "Create a new project (configs, model package, data, dvc.yaml) that trains and verifies as created.",
 }
 
 
@@ -127,14 +128,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _print(command: str, outcome: Outcome, as_json: bool) -> None:
     if outcome.silent:
         return
-    if as_json:
-        text = canonical_json(envelope(command, outcome.result, outcome.exit_code, outcome.error)).decode("utf-8")
+    head = envelope(command, outcome.result, outcome.exit_code, outcome.error)
+    if as_json and outcome.result_json is not None:
+        _write_bytes(_spliced(canonical_json(head), outcome.result_json()))
+    elif as_json:
+        sys.stdout.write(canonical_json(head).decode("utf-8"))
+    elif isinstance(outcome.text, str):
+        sys.stdout.write(_printable(outcome.text))
     else:
-        text = _printable(outcome.text)
-    sys.stdout.write(text)
+        sys.stdout.flush()
+        outcome.text(sys.stdout.buffer, printable)
     sys.stdout.flush()
     if outcome.stderr:
         sys.stderr.write(_printable(outcome.stderr))
+
+
+def _spliced(head: bytes, result: Iterator[bytes]) -> Iterator[bytes]:
+    """canonical_json(envelope) with a streamed canonical result in place of its `"result": null`.
+
+    The result's own lines move one level in (JSON strings hold no raw newline,
+    so every newline is a line break); its trailing newline is dropped.
+    """
+    before, after = head.split(b'\n  "result": null', 1)
+    yield before + b'\n  "result": '
+    pending = b""
+    for chunk in result:
+        if pending:
+            yield pending.replace(b"\n", b"\n  ")
+        pending = chunk
+    yield pending.removesuffix(b"\n").replace(b"\n", b"\n  ") + after
+
+
+def _write_bytes(chunks: Iterator[bytes]) -> None:
+    sys.stdout.flush()
+    for chunk in chunks:
+        sys.stdout.buffer.write(chunk)
 
 
 def _printable(text: str) -> str:

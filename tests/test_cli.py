@@ -17,6 +17,7 @@ import pytest
 from conftest import TINY, make_project, run_repro
 from signing_keys import make_keypair
 
+from repro.canonical import canonical_json
 from repro.cli import COMMANDS, main
 
 ENVELOPE_KEYS = {"version", "command", "result", "exit_code"}
@@ -108,6 +109,8 @@ def test_hash(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ok = repro(capsys, "hash", "--quiet", "repro/examples", code=0)
     lock = json.loads((project / "out" / "rel" / "repro.lock").read_text())
     assert ok["result"]["root_digest"] == lock["inputs"]["data"]["root_digest"]
+    assert main(["hash", "--quiet", "--json", "repro/examples"]) == 0  # streamed, yet canonical JSON
+    assert capsys.readouterr().out.encode() == canonical_json(ok)
     assert "outside the root" in repro(capsys, "hash", "--quiet", "..", code=2)["error"]
 
 
@@ -159,6 +162,13 @@ def test_the_six_release_commands_take_a_folder_or_its_lock(project: Path,
             repro(capsys, args[0], path, *args[1:], code=0)
     assert (project / "out" / "rel" / "provenance.intoto.json").is_file()
     assert not (project / "out" / "provenance.intoto.json").exists()
+
+
+def test_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ok = repro(capsys, "init", str(tmp_path / "my-model"), code=0)
+    assert ok["result"]["package"] == "my_model" and "configs/train.yaml" in ok["result"]["created"]
+    again = repro(capsys, "init", str(tmp_path / "my-model"), code=2)
+    assert again["result"] is None and "my-model" in again["error"]
 
 
 def test_a_bad_command_line_is_json_too(capsys: pytest.CaptureFixture[str]) -> None:

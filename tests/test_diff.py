@@ -20,11 +20,11 @@ from repro.lock.diff import (
     compare_locks,
     first_loss_difference,
     flatten,
-    logged_steps,
     render,
 )
+from repro.lock.lockfile import logged_steps
 
-GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v1.lock"
+GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v2.lock"
 H1, H2, H3 = "11" * 32, "22" * 32, "33" * 32
 
 
@@ -71,15 +71,17 @@ def test_config_digest_alone_differing_is_still_reported() -> None:
     assert (d.kind, d.name, d.old, d.new) == ("config", "sha256", "ab" * 32, H1)
 
 
-def test_pins_packages_and_flags_are_separate_kinds() -> None:
+def test_pins_flags_and_the_toolchain_are_separate_kinds() -> None:
     a, b = golden(), golden()
     b["build"].update(threads=1, flags={"threads": 1})
-    b["build"]["packages"]["torch"] = "2.14.1"
+    b["toolchain"]["distributions"]["torch"] = "2.14.1"
+    b["toolchain"]["repro"]["files"][0]["hashes"]["sha256"] = H1
     got = [(d.section, d.kind, d.name, d.old, d.new) for d in compare_locks(a, b)]
     assert got == [
         ("build", "pin", "threads", 2, 1),
         ("build", "flag", "flags.threads", None, 1),
-        ("build", "package", "torch", "2.13.0+cpu", "2.14.1"),
+        ("toolchain", "distribution", "torch", "2.13.0+cpu", "2.14.1"),
+        ("toolchain", "compiler", "repro/build/run.py", "ab" * 32, H1),
     ]
 
 
@@ -99,8 +101,8 @@ def trajectory(losses: list[float], every: int, steps: int, sha: str = H1) -> di
 
 def test_logged_steps_follow_the_writer() -> None:
     # build.loss_trajectory keeps every N-th step and the last one.
-    assert logged_steps(trajectory([], 5, 20)) == [5, 10, 15, 20]
-    assert logged_steps(trajectory([], 10, 25)) == [10, 20, 25]
+    assert logged_steps(20, 5) == [5, 10, 15, 20]
+    assert logged_steps(25, 10) == [10, 20, 25]
 
 
 def test_first_loss_difference_names_the_step_and_what_agrees() -> None:

@@ -20,31 +20,32 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from repro.build.child import run_child, write_error
+from repro.build.child import child_message, run_child, write_error
 from repro.canonical import atomic_write_bytes, atomic_write_json
+from repro.environment import toolchain
+from repro.environment.machine import cpu_model
 from repro.environment.pins import (
+    HASH_SEED,
     RECORDED_PACKAGES,
     Pins,
     apply_process_env,
     check_capability,
     package_versions,
+    pinned_variables,
     resolve_pins,
     target_packages,
 )
 from repro.errors import ConfigError
+from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
 from repro.source.config import CheckpointSpec, require
-from repro.source.data import DataSpec, data_file_list, hashed_file_list
-from repro.source.hashing import Progress
-from repro.source.inputs import code_block, config_digest, data_block, git_state
+from repro.source.data import DataSpec, data_file_list
+from repro.source.discover import imported_project_files
+from repro.source.inputs import code_block, code_include, compiler_block, git_state, hash_inputs
 from repro.train import checkpoint, distributed
 from repro.train.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.train.resume import start as start_checkpoints
 from repro.trust.release import ReleaseTerms
-
-WEIGHTS_NAME = "model.safetensors"
-METRICS_NAME = "metrics.jsonl"
-RUN_NAME = "run.json"
 
 
 @dataclass(frozen=True)
@@ -72,39 +73,59 @@ def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
     return resolved, pins
 
 
-def hash_inputs(resolved: dict[str, Any], root: Path, use_cache: bool = True,
-                progress: Progress | None = None) -> tuple[dict[str, Any], list[str]]:
-    """The lock's `inputs` block (minus the sample order) and the data file list.
+def finish_code(resolved: dict[str, Any], root: Path) -> dict[str, Any]:
+    """`inputs.code` after training: code.include's files plus every project module the build imported."""
+    return code_block(root, code_include(resolved), imported_project_files(root))
 
-    `use_cache=False` re-reads every data byte instead of trusting the stat cache.
+
+def toolchain_record() -> dict[str, Any]:
+    """The lock's `toolchain`: what this process ran, read after training (see repro.environment.toolchain)."""
+    return {**toolchain.record(), "repro": compiler_block(toolchain.compiler_files())}
+
+
+def fix_hash_seed() -> None:
+    """Start this process again with Python's hash seed pinned, if it is not (a rank under torchrun).
+
+    The seed is fixed when the interpreter starts, so it cannot be set from
+    inside; a rank launched as `torchrun -m repro train` re-executes itself
+    (same command, same process id, so the launcher still watches it).
     """
-    spec = DataSpec.from_config(resolved)
-    files = data_file_list(root, spec)
-    include = require(resolved, "code.include", list)
-    inputs = {
-        "config": config_digest(resolved),
-        # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
-        "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
-        "code": code_block(root, [str(p) for p in include]),
-    }
-    return inputs, files
+    if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
+        os.environ["PYTHONHASHSEED"] = HASH_SEED
+        os.execv(sys.executable, list(sys.orig_argv))
+
+
+def project_importable(root: Path) -> None:
+    """Put the project root first on the import path, as `python -m` does for the current folder.
+
+    The project's own `_target_`s (mylib.net.TinyNet) then import with no
+    PYTHONPATH and no install; the files they load are discovered and hashed.
+    """
+    entry = str(root.resolve())
+    if sys.path[:1] != [entry]:
+        sys.path.insert(0, entry)
 
 
 def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
     """Every `every`-th loss in the lock, and a digest over all of them (float64 LE)."""
     blob = b"".join(struct.pack("<d", v) for v in losses)
-    logged = [v for i, v in enumerate(losses, 1) if i % every == 0 or i == len(losses)]
+    logged = [losses[s - 1] for s in lockfile.logged_steps(len(losses), every)]
     return {"every": every, "steps": len(losses), "losses": logged, "sha256": hashlib.sha256(blob).hexdigest()}
 
 
 def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
               resume: ResumeOptions | None = None, notify: Notify | None = None,
-              rehash: bool = False) -> BuildReport | None:
+              rehash: bool = False, in_child: bool = False) -> BuildReport | None:
     """Train from a resolved config and write `out_dir`; the lock is written last.
 
-    `out_dir` is locked for the whole build; a run that was interrupted resumes from
-    its newest usable checkpoint (see `repro.train.resume`) and ends in the same bytes.
-    `rehash=True` reads every data byte rather than trusting the stat cache.
+    The build itself runs in a child process (`repro.build.child`) whose whole
+    environment is an allowlist of the shell plus the pins, so nothing in the
+    caller's shell or process can change a bit; `in_child` says we are that child.
+    Under an outside launcher (torchrun, accelerate launch) each rank builds in
+    its own process. `out_dir` is locked for the whole build; a run that was
+    interrupted resumes from its newest usable checkpoint (see `repro.train.resume`)
+    and ends in the same bytes. `rehash=True` reads every data byte rather than
+    trusting the stat cache.
     """
     started = time.monotonic()
     resolved, pins = concrete_pins(resolved)
@@ -113,14 +134,17 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     spec = CheckpointSpec.from_config(resolved)
     require_divisible(resolved, pins)
     require_portable(resolved, pins)
-    if pins.world_size > 1 and not distributed.under_launcher():
+    if not in_child and not distributed.under_launcher():
         source = None if resume.source is None else str(resume.source.resolve())
         with tempfile.TemporaryDirectory(prefix="repro-launch-") as tmp:
             run_child({"resolved": resolved, "root": str(root.resolve()), "out_dir": str(out_dir.resolve()),
                        "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins, Path(tmp),
                       quiet=quiet)
         return _report_from(out_dir, started)
+    if not in_child:
+        fix_hash_seed()  # a rank under an outside launcher: the one variable that cannot be set in-process
     apply_process_env(pins)
+    project_importable(root)
     rank, _ = distributed.check_world(pins)
     if rank != 0:  # other ranks train, but never write to out_dir
         _build_rank(resolved, pins, spec, root, out_dir, resume)
@@ -164,17 +188,17 @@ def _build_rank(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root
     distributed.barrier(pins)  # rank 0 has picked (and cleaned up to) the checkpoint to resume from
     ckpt = None
     if resume.mode != "fresh":
-        root_dir = out_dir / checkpoint.DIR_NAME
+        root_dir = out_dir / CHECKPOINTS_DIR
         ckpt = checkpoint.read(resume.source) if resume.source else checkpoint.newest_valid(root_dir)[0]
-    session = Session(out_dir / checkpoint.DIR_NAME, replace(spec, every=0), {}, resume=ckpt)
+    session = Session(out_dir / CHECKPOINTS_DIR, replace(spec, every=0), {}, resume=ckpt)
     session.pause_step = None
     train(resolved, pins, root, files, checkpoints=session)
 
 
 def _report_from(out_dir: Path, started: float) -> BuildReport:
     """The report of a build that ranks wrote, read back from its lock."""
-    raw = (out_dir / lockfile.LOCK_NAME).read_bytes()
-    lock = lockfile.read(out_dir / lockfile.LOCK_NAME)
+    raw = (out_dir / LOCK_NAME).read_bytes()
+    lock = lockfile.read(out_dir / LOCK_NAME)
     run = json.loads((out_dir / RUN_NAME).read_text(encoding="utf-8"))
     resumed = run.get("resumed_from")
     return BuildReport(
@@ -192,7 +216,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     from repro.progress import byte_bar, step_bar
 
     with byte_bar(quiet, "hash data") as bar:
-        inputs, files = hash_inputs(resolved, root, use_cache=not rehash, progress=bar)
+        inputs = hash_inputs(resolved, root, use_cache=not rehash, progress=bar)
+    files = data_file_list(root, DataSpec.from_config(resolved))
     packages = package_versions((*RECORDED_PACKAGES, *target_packages(resolved)))
     session = start_checkpoints(out_dir, spec, {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},
                                 resume, notify)
@@ -212,13 +237,14 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     exported = write_exports(out_dir, result.exports)
     weights = save_weights(result.state, out_dir / WEIGHTS_NAME)
     metrics_lines = [
-        json.dumps({"loss": v, "step": i}, sort_keys=True)
-        for i, v in enumerate(result.losses, 1) if i % every == 0 or i == len(result.losses)
+        json.dumps({"loss": result.losses[s - 1], "step": s}, sort_keys=True)
+        for s in lockfile.logged_steps(len(result.losses), every)
     ]
     atomic_write_bytes(out_dir / METRICS_NAME, ("\n".join(metrics_lines) + "\n").encode())
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
-    build = {**pins.to_json(), "flags": result.flags, "packages": packages, "cuda": result.flags.pop("cuda")}
+    inputs["code"] = finish_code(resolved, root)
+    build = {**pins.to_json(), "flags": result.flags, "env": pinned_variables(pins), "cuda": result.flags.pop("cuda")}
     outputs: dict[str, Any] = {
         "weights": {"path": WEIGHTS_NAME, "size": len(weights),
                     "hashes": {"sha256": hashlib.sha256(weights).hexdigest()}, "tensors": tensor_records(result.state)},
@@ -231,17 +257,17 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         outputs["files"] = exported
     if result.samples:
         outputs["samples"] = result.samples
-    lock = lockfile.assemble(inputs, build, outputs)
+    lock = lockfile.assemble(inputs, build, outputs, toolchain_record())
     seconds = time.monotonic() - started
     # Machine-incidental facts live here, never in the lock.
     atomic_write_json(out_dir / RUN_NAME, {
-        "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": _cpu_model(), "platform": platform.platform(),
+        "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": cpu_model(), "platform": platform.platform(),
         "cores": os.cpu_count(), "wall_seconds": round(seconds, 3), "finished_unix": int(time.time()),
         "datasets_fingerprint": result.dataset_fingerprint, "python_executable": sys.executable,
         "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]),
         **session.report(),
     })
-    lock_bytes = lockfile.write(out_dir / lockfile.LOCK_NAME, lock)
+    lock_bytes = lockfile.write(out_dir / LOCK_NAME, lock)
     # The outputs are complete: checkpoints served their purpose, and left here
     # they would end up in whatever tracks out_dir (a DVC output, a release).
     checkpoint.clear(session.root)
@@ -256,9 +282,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
 
 def write_exports(out_dir: Path, files: dict[str, bytes]) -> list[dict[str, Any]]:
     """Write a task's exported files beside the weights; return their lock records."""
-    reserved = (WEIGHTS_NAME, METRICS_NAME, RUN_NAME, lockfile.LOCK_NAME)
     for name in files:  # all checked before anything is written
-        if name in reserved or "/" in name or "\\" in name or name.startswith(".") or not name:
+        if name in OWN_OUTPUTS or "/" in name or "\\" in name or name.startswith(".") or not name:
             raise ConfigError(f"task export {name!r}: expected a plain file name other than repro's own outputs")
     records = []
     for name in sorted(files):
@@ -266,16 +291,6 @@ def write_exports(out_dir: Path, files: dict[str, bytes]) -> list[dict[str, Any]
         digest = hashlib.sha256(files[name]).hexdigest()
         records.append({"path": name, "size": len(files[name]), "hashes": {"sha256": digest}})
     return records
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def rebuild_main(spec_path: str) -> int:
@@ -293,7 +308,7 @@ def rebuild_main(spec_path: str) -> int:
     options = ResumeOptions(mode=spec.get("resume_mode", "auto"), source=None if source is None else Path(source))
     try:
         run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]),
-                  resume=options, rehash=bool(spec.get("rehash", False)))
+                  resume=options, rehash=bool(spec.get("rehash", False)), notify=child_message, in_child=True)
     except ReproError as exc:
         return write_error(spec, exc)
     return 0

@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from repro.commands import Outcome
 from repro.errors import LockfileError
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> Outcome:
     from repro.progress import byte_bar
     from repro.source.hashcache import open_cache
     from repro.source.hashing import check_algorithms, expand_patterns
-    from repro.source.inputs import files_block
+    from repro.source.hashtree import hash_tree
 
     cwd = Path.cwd()
     root = Path(os.path.normpath(cwd / args.root)) if args.root else cwd
@@ -58,14 +60,16 @@ def run(args: argparse.Namespace) -> Outcome:
     started = time.monotonic()
     files = expand_patterns(root, rels)
     with open_cache(root) as cache, byte_bar(args.quiet) as bar:
-        block = files_block(root, files, cache=cache, rehash=args.rehash, algorithms=algorithms, progress=bar)
+        tree = hash_tree(root, files, cache=cache, rehash=args.rehash, algorithms=algorithms, progress=bar)
     seconds = time.monotonic() - started
-    lines = [f"{f['hashes']['sha256']}  {f['path']}" for f in block["files"]]
-    lines.append(f"root_digest {block['root_digest']}")
     summary = []
     if not args.quiet:
         summary = [f"repro hash: note: {note}" for note in cache.notes]
-        nbytes = sum(int(f["size"]) for f in block["files"])
-        summary.append(f"repro hash: {len(files)} files, {nbytes:,} bytes, {cache.hits} unchanged (stat cache), "
-                       f"{seconds:.2f} s")
-    return Outcome(block, "\n".join(lines) + "\n", stderr="".join(f"{line}\n" for line in summary))
+        summary.append(f"repro hash: {len(files)} files, {sum(tree.sizes):,} bytes, {cache.hits} unchanged "
+                       f"(stat cache), {seconds:.2f} s")
+
+    def listing(out: BinaryIO, shown: Callable[[str], str]) -> None:  # sha256sum lines, then the root digest
+        out.write(f"root_digest {tree.root_digest(out, shown=shown)}\n".encode())
+
+    # Streamed both ways: a million files are never held as dicts or one string.
+    return Outcome(None, listing, result_json=tree.block_json, stderr="".join(f"{line}\n" for line in summary))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repro.errors import LockfileError
-from repro.lock.lockfile import LOCK_NAME
+from repro.filenames import LOCK_NAME
 
 
 @dataclass(frozen=True)

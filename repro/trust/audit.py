@@ -7,18 +7,20 @@ every verdict can be tested on a hand-made lock.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.filenames import CHECKPOINTS_DIR
 from repro.lock import lockfile
+from repro.source.hashing import sha256_file
 from repro.trust.attestation import RecordCheck, check_record, default_record_path
 from repro.trust.licenses import Rating, rate
 from repro.trust.release import DATA_LOCATIONS, ReleaseTerms
 
 REPRO_LICENSE = "Apache-2.0"  # repro's own source: part of every training program it runs
-# Licences of the packages a lock records (repro.environment.pins.RECORDED_PACKAGES), from their PyPI metadata.
+# Licences of the core packages a lock's toolchain records, from their PyPI metadata; other
+# distributions the build imported are listed in toolchain.distributions, not rated here.
 PACKAGE_LICENSES = {"python": "Python-2.0", "torch": "BSD-3-Clause", "accelerate": "Apache-2.0",
                     "numpy": "BSD-3-Clause", "datasets": "Apache-2.0", "safetensors": "Apache-2.0",
                     "hydra-core": "MIT"}
@@ -157,7 +159,8 @@ def components(lock: dict[str, Any], release: ReleaseTerms, facts: ReleaseFacts,
         c("Evaluation code", 2, metrics, code, "repro/train/loop.py held-out evaluation"),
         c("Evaluation data", 2, held_out and obtainable, data,
           "held-out split of the training data" if held_out else "data.test_fraction is 0"),
-        c("Supporting libraries and tools", 2, True, _packages(lock), "versions in build.packages", required=False),
+        c("Supporting libraries and tools", 2, True, _packages(lock), "versions in toolchain.distributions",
+          required=False),
         c("Datasets", 1, obtainable, data, f"data_location {release.data_location}"),
         c("Data preprocessing code", 1, True, code, "repro/source/data.py + data config, hashed in the lock"),
         c("Model parameters (Intermediate)", 1, facts.checkpoints, weights,
@@ -169,7 +172,7 @@ def components(lock: dict[str, Any], release: ReleaseTerms, facts: ReleaseFacts,
 
 
 def _packages(lock: dict[str, Any]) -> Rating:
-    names = sorted(lock["build"]["packages"])
+    names = ["python", *sorted(n for n in lock["toolchain"]["distributions"] if n in PACKAGE_LICENSES)]
     unknown = [n for n in names if n not in PACKAGE_LICENSES]
     if unknown:
         return Rating(None, False, f"licence of {', '.join(unknown)} not known to repro")
@@ -206,13 +209,13 @@ def audit_path(lock_path: Path, record_path: Path | None = None, public_key: Pat
     lock_path = Path(lock_path)
     lock = lockfile.read(lock_path)
     folder = lock_path.parent
-    ckpt = folder / "checkpoints"
+    ckpt = folder / CHECKPOINTS_DIR
     facts = ReleaseFacts(
         card=assume_card or (folder / "README.md").is_file(),
         checkpoints=ckpt.is_dir() and any(ckpt.rglob("*.safetensors")),
         record=check_record(record_path or default_record_path(lock_path), lock_path, public_key),
     )
-    sha = hashlib.sha256(lock_path.read_bytes()).hexdigest()
+    sha = sha256_file(lock_path)
     return audit(lock, str(lock_path), sha, facts)
 
 

@@ -8,7 +8,6 @@ the build and when. docs/provenance.md describes the build type.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from datetime import datetime, timezone
@@ -18,8 +17,10 @@ from urllib.parse import quote
 
 from repro import __version__
 from repro.errors import MismatchError, UserInputError
+from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.release_folder import ReleaseFolder
+from repro.source.hashing import sha256_file
 from repro.trust.release import ReleaseTerms
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -29,8 +30,7 @@ PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://repro.invalid/build-types/train/v1"
 LOCAL_BUILDER_ID = "https://repro.invalid/builders/local/v1"
 PROVENANCE_NAME = "provenance.intoto.json"
-RUN_NAME = "run.json"
-_EXTRA_FILES = ("repro.lock", "metrics.jsonl", RUN_NAME)
+_EXTRA_FILES = (LOCK_NAME, METRICS_NAME, RUN_NAME)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # what the schema accepts as a URI
 
 
@@ -47,7 +47,7 @@ def statement(lock: dict[str, Any], run: dict[str, Any] | None, byproducts: list
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
                 "externalParameters": {"config": inputs["config"]["resolved"]},
-                "internalParameters": {k: v for k, v in build.items() if k != "packages"},
+                "internalParameters": dict(build),
                 "resolvedDependencies": _dependencies(lock, _git(run)),
             },
             "runDetails": {
@@ -60,7 +60,7 @@ def statement(lock: dict[str, Any], run: dict[str, Any] | None, byproducts: list
 
 
 def _dependencies(lock: dict[str, Any], git: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Data files, the data tree, code files, the code tree and commit, repro itself, packages.
+    """Data files, the data tree, code files, the code tree and commit, repro's compiler, the toolchain.
 
     Tree digests are repro root digests, which are exactly in-toto's `dirHash`
     (sha256 over sorted `sha256sum` lines) of the files listed.
@@ -90,10 +90,12 @@ def _dependencies(lock: dict[str, Any], git: dict[str, Any] | None) -> list[dict
         code_digest["gitCommit"] = git["commit"]
         code_notes["dirty"] = git["dirty"]
     deps.append({"name": "code", "digest": code_digest, "annotations": code_notes})
-    repro = code["repro"]
+    toolchain = lock["toolchain"]
+    repro = toolchain["repro"]
     deps.append({"name": "repro", "uri": f"pkg:pypi/repro@{repro['version']}",
                  "digest": {"dirHash": repro["root_digest"]}, "annotations": {"role": "builder-source"}})
-    for name, version in sorted(lock["build"]["packages"].items()):
+    packages = {"python": toolchain["python"]["version"], **toolchain["distributions"]}
+    for name, version in sorted(packages.items()):
         kind = "generic" if name == "python" else "pypi"
         purl = f"pkg:{kind}/{name}@{quote(version, safe='.-_~')}"  # purl: '+' in 2.13.0+cpu is %2B
         deps.append({"name": name, "uri": purl, "annotations": {"role": "environment"}})
@@ -123,7 +125,7 @@ def attest(release: ReleaseFolder, builder_id: str = LOCAL_BUILDER_ID) -> dict[s
     path = out_dir / weights["path"]
     if not path.is_file():
         raise UserInputError(f"{path}: missing; provenance is about these weights")
-    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    actual = sha256_file(path)
     if actual != weights["hashes"]["sha256"]:
         raise MismatchError(f"{path.name}: sha256 is {actual}, {release.lock.name} has "
                             f"{weights['hashes']['sha256']}; these are not the weights the lock describes")
@@ -132,7 +134,7 @@ def attest(release: ReleaseFolder, builder_id: str = LOCAL_BUILDER_ID) -> dict[s
     for name in _EXTRA_FILES:
         if (out_dir / name).is_file():
             entry: dict[str, Any] = {"name": name,
-                                     "digest": {"sha256": hashlib.sha256((out_dir / name).read_bytes()).hexdigest()}}
+                                     "digest": {"sha256": sha256_file(out_dir / name)}}
             if name == RUN_NAME and run:
                 entry["annotations"] = run
             byproducts.append(entry)
