@@ -73,7 +73,8 @@ EXIT_CODES: dict[int, str] = {
     0: "success (for verify: bit-identical)",
     1: "mismatch: something differs from the lockfile; a report says what",
     2: "unusable input: config, data file, lockfile, path or command line (one line names it)",
-    3: "this machine cannot honour the recorded pins (torch build, CPU level)",
+    3: "verify: only the toolchain differs and the bits do too; or this machine cannot honour the pins "
+       "(CPU level) or install the recorded toolchain",
     4: "training failed at run time (loss became NaN, a rank died)",
     5: "out_dir is locked by another running build",
     70: "internal error: a bug in repro (the traceback is shown; please report it)",
