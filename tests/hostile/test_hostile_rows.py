@@ -275,3 +275,14 @@ def test_also_weights_beside_a_lock_may_not_link_out(project: Path, guard: Guard
     os.symlink(guard.secret, weights)
     r = guard.run("verify", "--quiet", str(project / "out" / "repro.lock"))
     assert r.code == 2 and "model.safetensors" in r.err and "symbolic link" in r.err
+
+
+# Seen since: `--toolchain recreate` hands the lock's distribution names and versions to pip or uv.
+@pytest.mark.parametrize(("name", "version"), [("-egit+https://evil.invalid/x#egg=x", "1"),
+                                               ("numpy", "1 --index-url https://evil.invalid/simple"),
+                                               ("numpy", "-1")])
+def test_toolchain_names_cannot_become_installer_options(project: Path, guard: Guard, name: str,
+                                                         version: str) -> None:
+    path = edit(project, lambda lk: lk["toolchain"]["distributions"].update({name: version}))
+    r = guard.run("verify", "--quiet", "--toolchain", "recreate", str(path))
+    assert r.code == 2 and str(path) in r.err and "toolchain.distributions" in r.err, r.err
