@@ -33,7 +33,7 @@ def fixture_project(project: Path) -> Path:
 def check(project: Path, *args: str) -> tuple[int, dict[str, Any]]:
     result = run_repro(["check", "--json", *args], cwd=project)
     assert result.code in (0, 1), result.stderr
-    return result.code, json.loads(result.stdout)
+    return result.code, json.loads(result.stdout)["result"]
 
 
 def row(report: dict[str, Any], axis: str) -> dict[str, Any]:
@@ -122,6 +122,6 @@ def test_verify_names_the_first_differing_step(fixture_project: Path) -> None:
     result = run_repro(["verify", "--json", "o/repro.lock", "--no-record"], cwd=fixture_project,
                        env={"COLUMNS": "37", "PYTHONPATH": str(fixture_project)})
     assert result.code == 1, result.stderr
-    diffs = json.loads(result.stdout)["differences"]
+    diffs = json.loads(result.stdout)["result"]["differences"]
     step = next(d for d in diffs if d["kind"] == "step")
     assert step["name"] == "step 1" and step["stats"] == {"first_step": 1}

@@ -28,8 +28,9 @@ The report goes to the config's out_dir as check.json; `repro card` shows it.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from repro.commands import Outcome
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,12 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config-name", default="train", help="config file name without .yaml (default: train)")
     p.add_argument("--root", help="project root that data and code paths are relative to")
     p.add_argument("--work-dir", metavar="DIR", help="build here and keep every run (default: a temporary folder)")
-    p.add_argument("--json", action="store_true", help="print one machine-readable report on stdout")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Outcome:
     from repro.build.check_report import CHECK_NAME, CheckOptions, check, parse_axes, render
-    from repro.canonical import atomic_write_json, canonical_json
+    from repro.canonical import atomic_write_json
     from repro.source.config import compose, find_config
 
     cwd = Path.cwd()
@@ -60,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
     out_dir = (cwd / str(compose(source, list(args.overrides))["out_dir"])).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / CHECK_NAME, report.to_json())
-    if args.json:
-        sys.stdout.buffer.write(canonical_json(report.to_json()))
-    else:
-        print("\n".join(render(report)))
-    return report.exit_code
+    failed = [r for r in report.rows if r.promised and r.result in ("different", "failed")]
+    error = f"{len(failed)} promised variation(s) differ: {', '.join(r.variation for r in failed)}" if failed else None
+    return Outcome(report.to_json(), "\n".join(render(report)) + "\n", report.exit_code, error)
