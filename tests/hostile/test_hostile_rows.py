@@ -335,3 +335,13 @@ def test_the_rebuild_sandbox_cuts_the_network_and_freezes_the_project(tmp_path: 
     assert "network" not in out.stdout and (work / "ok").exists()
     if "read-only" in box.description:
         assert "project writable" not in out.stdout and not (root / "x").exists()
+
+
+def test_09_a_newline_in_a_config_key_cannot_start_a_line(project: Path, guard: Guard) -> None:
+    other = project / "out" / "other.lock"
+    lock = lock_of(project)
+    lock["inputs"]["config"]["resolved"]["trainer"]["x\nidentical: all is well"] = 1
+    write_lock(other, lock)
+    r = guard.run("diff", lock_path(project), str(other))
+    assert r.code == 1 and not any(ln.startswith("identical") for ln in r.out.splitlines())
+    assert "x\\nidentical: all is well" in r.out
