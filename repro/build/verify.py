@@ -39,6 +39,7 @@ from repro import __version__
 from repro.build import gate
 from repro.build.localize import name_first_step
 from repro.build.rebuild import run_rebuild
+from repro.build.sandbox import sandbox_for
 from repro.environment.machine import machine_cores
 from repro.environment.pins import check_bounds, check_capability, native_capability, resolve_pins
 from repro.environment.toolchain import installed_versions, interpreter_facts
@@ -88,6 +89,7 @@ class VerifyOptions:
     find_links: tuple[Path, ...] = ()  # wheel folders for --toolchain recreate (an unreleased repro)
     trust_code: bool = False  # run `_target_`s outside the trusted set (repro.build.gate)
     allow_oversubscribe: bool = False  # rebuild with more threads than OVERSUBSCRIBE x this machine's cores
+    sandbox: bool = True  # network off, project read-only, where the machine allows it (repro.build.sandbox)
     localize: bool = False  # on a mismatch, name the first differing op where the lock's machine can be emulated
 
 
@@ -403,7 +405,8 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
             made = provision(lock["toolchain"], list(opts.find_links), opts.quiet)
             python, env = made.python, made.to_json()
         started = time.monotonic()
-        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python)
+        box = sandbox_for(root, work, opts.world_size or lock["build"]["world_size"], opts.sandbox)
+        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python, sandbox=box)
         seconds = time.monotonic() - started
         rebuilt = lockfile.read(out / LOCK_NAME)
         # The rebuild's own record of its toolchain replaces the guess made before it.
@@ -422,7 +425,7 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
         localized = _localize(lock, root, opts, work, report.differences) if opts.localize else None
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
                 "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"], "toolchain": env,
-                "localized": localized}
+                "sandbox": {"active": box.active, "description": box.description}, "localized": localized}
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
