@@ -68,7 +68,11 @@ def _inspect(args: argparse.Namespace, source: ConfigSource) -> Outcome:
     from repro.source import hydra_app
 
     if args.help:
-        text = args._parser.format_help() + "\n" + hydra_app.help_text(source, args.overrides)
+        try:
+            groups = hydra_app.help_text(source, args.overrides)
+        except ConfigError as exc:  # a broken config must not hide the flags
+            groups = f"(the config groups cannot be listed: {exc})\n"
+        text = args._parser.format_help() + "\n" + groups
     elif args.cfg:
         text = hydra_app.show_cfg(source, args.overrides, args.cfg, args.package, args.resolve)
     else:
