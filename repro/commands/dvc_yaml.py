@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from repro.commands import Outcome
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
@@ -26,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help="project root (default: the config folder's parent, or .)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Outcome:
     import yaml  # type: ignore[import-untyped]  # PyYAML ships no type stubs
 
     from repro.errors import UserInputError
@@ -56,14 +58,14 @@ def run(args: argparse.Namespace) -> int:
         header = "".join(ln for ln in _leading_comments(text))
         body = yaml.safe_dump({"stages": merged(actual, want)}, sort_keys=False, default_flow_style=False, width=110)
         atomic_write_bytes(path, (header + body).encode("utf-8"))
-        print(f"wrote {path}: {', '.join(want)}")
-        return 0
+        return Outcome({"path": str(path), "written": True, "stages": list(want)},
+                       f"wrote {path}: {', '.join(want)}\n")
     problems = check(actual, want)
-    for line in problems:
-        print(line)
+    result = {"path": str(path), "written": False, "stages": list(want), "problems": problems}
     if not problems:
-        print(f"{path}: agrees with the stage declarations ({', '.join(want)})")
-    return 1 if problems else 0
+        return Outcome(result, f"{path}: agrees with the stage declarations ({', '.join(want)})\n")
+    return Outcome(result, "".join(line + "\n" for line in problems), 1,
+                   f"{path} disagrees with the stage declarations: {len(problems)} problems")
 
 
 def _leading_comments(text: str) -> list[str]:

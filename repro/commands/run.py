@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from repro.commands import Outcome
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="the stage to run (a key under `stages:` in the config)")
@@ -27,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="hide the stage's own output")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Outcome:
     from repro.build.stage import run_stage, stage_pins
     from repro.environment.pins import resolve_pins
     from repro.errors import ConfigError
@@ -53,5 +55,7 @@ def run(args: argparse.Namespace) -> int:
         lines.append("since the last record: " + ("nothing changed" if not report.changes else
                                                   f"{len(report.changes)} changes"))
         lines += ["  " + d.line() for d in report.changes]
-    print("\n".join(lines))
-    return 0
+    result = {"stage": report.name, "record_path": str(report.record_path), "record": rec,
+              "seconds": round(report.seconds, 3), "first_run": report.first_run,
+              "changes": [d.to_json() for d in report.changes]}
+    return Outcome(result, "\n".join(lines) + "\n")
