@@ -72,7 +72,9 @@ def verify(lock: Path, *args: str, cwd: Path, env: dict[str, str] | None = None,
 def verify_json(lock: Path, *args: str, cwd: Path, **kw: Any) -> tuple[int, dict[str, Any]]:
     r = verify(lock, "--json", *args, cwd=cwd, **kw)
     assert r.stdout.strip(), r.stderr
-    return r.code, json.loads(r.stdout)
+    envelope = json.loads(r.stdout)
+    assert envelope["command"] == "verify" and envelope["exit_code"] == r.code, envelope
+    return r.code, envelope["result"]
 
 
 def edit_lock(lock: Path, change: Any, *, redigest: bool = False) -> None:
@@ -121,9 +123,10 @@ def test_fresh_git_clone_at_another_path_verifies(trained: Path, tmp_path: Path)
     assert sha256_file(work / "out" / "model.safetensors") == sha256_file(trained / "out" / "model.safetensors")
     assert (work / "out" / "repro.lock").read_bytes() == (trained / "out" / "repro.lock").read_bytes()
     record = clone / "out" / RECORD_NAME
-    check = check_record(record, clone / "out" / "repro.lock")
-    assert check.valid, check.reason
-    assert json.loads(record.read_text())["weights"]["sha256"] == sha256_file(work / "out" / "model.safetensors")
+    lock_sha, weights_sha = sha256_file(clone / "out" / "repro.lock"), sha256_file(work / "out" / "model.safetensors")
+    check = check_record(record, lock_sha, weights_sha)
+    assert check.valid and check.self_reported, check.reason  # unsigned: valid, but only self-reported
+    assert check.machine["cpu_model"]
 
 
 def test_inputs_only_never_imports_torch(trained: Path, tmp_path: Path) -> None:
@@ -209,7 +212,7 @@ def _verify_with_repro(trained: Path, tmp_path: Path, rel: str, *args: str) -> t
     proc = subprocess.run([sys.executable, "-m", "repro", "verify", "--quiet", "--json", *(args or ["--inputs-only"]),
                            str(trained / "out" / "repro.lock")], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.stdout.strip(), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+    return proc.returncode, json.loads(proc.stdout)["result"]
 
 
 def test_repro_compiler_edited_is_toolchain_drift_not_a_source_change(trained: Path, tmp_path: Path) -> None:
@@ -240,8 +243,9 @@ def test_thread_pin_edited_is_reported_as_a_pin_and_the_rebuild_differs(copy: Pa
 
     code, report = verify_json(lock, "--rebuild-anyway", cwd=copy)
     assert code == 1 and report["rebuild"]["performed"]
-    record = json.loads((copy / "out" / RECORD_NAME).read_text())
-    assert record["identical"] is False and not check_record(copy / "out" / RECORD_NAME, lock).valid
+    locked = json.loads(lock.read_text())["outputs"]["weights"]["hashes"]["sha256"]
+    check = check_record(copy / "out" / RECORD_NAME, sha256_file(lock), locked)
+    assert not check.valid and "FAILED" in check.reason
     kinds = {(d["kind"], d["name"]) for d in report["differences"]}
     assert ("pin", "threads") in kinds and ("weights", "model.safetensors") in kinds
     tensors = [d for d in report["differences"] if d["kind"] == "tensor"]
@@ -371,7 +375,8 @@ def test_missing_data_exits_2(copy: Path) -> None:
     shutil.rmtree(copy / "data")
     r = verify(copy / "out" / "repro.lock", "--json", cwd=copy)
     assert_user_error(r, 2, "data/digits")
-    assert json.loads(r.stdout)["result"] == "error" and json.loads(r.stdout)["exit_code"] == 2
+    envelope = json.loads(r.stdout)
+    assert envelope["result"] is None and envelope["exit_code"] == 2 and "data/digits" in envelope["error"]
 
 
 def test_missing_lockfile_exits_2(tmp_path: Path) -> None:
