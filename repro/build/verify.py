@@ -38,6 +38,7 @@ from typing import Any
 from repro import __version__
 from repro.build import gate
 from repro.build.rebuild import run_rebuild
+from repro.build.sandbox import sandbox_for
 from repro.environment.machine import machine_cores
 from repro.environment.pins import check_bounds, check_capability, native_capability, resolve_pins
 from repro.environment.toolchain import installed_versions, interpreter_facts
@@ -87,6 +88,7 @@ class VerifyOptions:
     find_links: tuple[Path, ...] = ()  # wheel folders for --toolchain recreate (an unreleased repro)
     trust_code: bool = False  # run `_target_`s outside the trusted set (repro.build.gate)
     allow_oversubscribe: bool = False  # rebuild with more threads than OVERSUBSCRIBE x this machine's cores
+    sandbox: bool = True  # network off, project read-only, where the machine allows it (repro.build.sandbox)
 
 
 @dataclass
@@ -401,7 +403,8 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
             made = provision(lock["toolchain"], list(opts.find_links), opts.quiet)
             python, env = made.python, made.to_json()
         started = time.monotonic()
-        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python)
+        box = sandbox_for(root, work, opts.world_size or lock["build"]["world_size"], opts.sandbox)
+        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python, sandbox=box)
         seconds = time.monotonic() - started
         rebuilt = lockfile.read(out / LOCK_NAME)
         # The rebuild's own record of its toolchain replaces the guess made before it.
@@ -417,7 +420,8 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
             (report.notes if d.kind in NOTE_KINDS or d.section == "toolchain" else report.differences).append(d)
         report.differences = count_elements(report.differences, lock, weights_path, out / LOCK_NAME)
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
-                "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"], "toolchain": env}
+                "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"], "toolchain": env,
+                "sandbox": {"active": box.active, "description": box.description}}
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)

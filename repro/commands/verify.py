@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-code", action="store_true",
                    help="run `_target_`s the lock names outside the trusted set (project code hashed in the lock, "
                         "repro's own, torch.nn/torch.optim/transformers classes); see docs/security.md")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="rebuild without cutting the network and making the project read-only (unshare)")
     p.add_argument("--allow-oversubscribe", action="store_true",
                    help="rebuild even if the pins ask for more than 4 threads per core of this machine")
     p.add_argument("--toolchain", choices=("current", "recreate"), default="current",
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace) -> Outcome:
         allow_env_drift=args.allow_env_drift, rebuild_anyway=args.rebuild_anyway, quiet=args.quiet or args.json,
         record=not args.no_record, signing_key=Path(args.signing_key) if args.signing_key else None,
         world_size=args.world_size, trust_code=args.trust_code, allow_oversubscribe=args.allow_oversubscribe,
+        sandbox=not args.no_sandbox,
         toolchain=args.toolchain, find_links=tuple(Path(d) for d in args.find_links),
     )
     report = verify(opts)
@@ -116,6 +119,8 @@ def render(report: VerifyReport) -> list[str]:
         if env.get("mode") == "recreate":
             how = "reused from the cache" if env["cached"] else f"installed with {env['installer']}"
             lines.append(f"toolchain  recreated at {env['path']} ({how}, {env['seconds']:.1f} s)")
+        if rb.get("sandbox"):
+            lines.append(f"sandbox    {rb['sandbox']['description']}")
     elif rb:
         lines.append(f"rebuild    {rb['reason']}")
     rec = report.record

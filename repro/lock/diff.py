@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from repro.lock.lockfile import logged_steps
+from repro.safeio import printable
 
 # Build keys that are pins (they decide the bits), as opposed to recorded facts.
 PIN_KEYS = ("profile", "device", "threads", "cpu_capability", "precision", "seed", "world_size",
@@ -52,7 +53,8 @@ class Difference:
         elif self.change == "renamed":
             values = f"  (from {self.old})"
         detail = f"  ({self.detail})" if self.detail else ""
-        return f"{self.kind:<12} {self.change:<8} {self.name}{values}{detail}"
+        # Escaped here, not only at print time: a newline in a config key must not start a line of its own.
+        return printable(f"{self.kind:<12} {self.change:<8} {self.name}{values}{detail}")
 
 
 def show(value: Any) -> str:
