@@ -48,7 +48,7 @@ def once(config: str, work: Path) -> tuple[float, float, float]:
     for folder in root.iterdir():
         if folder.name.split("-")[0] == "data":
             shutil.rmtree(folder)
-    verify = timed(["verify", "--from-source", "--quiet", "--no-record", f"{out}/repro.lock"], root)
+    verify = timed(["verify", "--from-source", "--quiet", "--no-record", "--root", ".", f"{out}/repro.lock"], root)
     return tokenize, train, verify
 
 
