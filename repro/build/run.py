@@ -22,6 +22,7 @@ from typing import Any
 
 from repro.build.child import run_child, write_error
 from repro.canonical import atomic_write_bytes, atomic_write_json
+from repro.environment.machine import cpu_model
 from repro.environment.pins import (
     RECORDED_PACKAGES,
     Pins,
@@ -32,19 +33,15 @@ from repro.environment.pins import (
     target_packages,
 )
 from repro.errors import ConfigError
+from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
 from repro.source.config import CheckpointSpec, require
-from repro.source.data import DataSpec, data_file_list, hashed_file_list
-from repro.source.hashing import Progress
-from repro.source.inputs import code_block, config_digest, data_block, git_state
+from repro.source.data import DataSpec, data_file_list
+from repro.source.inputs import git_state, hash_inputs
 from repro.train import checkpoint, distributed
 from repro.train.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.train.resume import start as start_checkpoints
 from repro.trust.release import ReleaseTerms
-
-WEIGHTS_NAME = "model.safetensors"
-METRICS_NAME = "metrics.jsonl"
-RUN_NAME = "run.json"
 
 
 @dataclass(frozen=True)
@@ -72,28 +69,10 @@ def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
     return resolved, pins
 
 
-def hash_inputs(resolved: dict[str, Any], root: Path, use_cache: bool = True,
-                progress: Progress | None = None) -> tuple[dict[str, Any], list[str]]:
-    """The lock's `inputs` block (minus the sample order) and the data file list.
-
-    `use_cache=False` re-reads every data byte instead of trusting the stat cache.
-    """
-    spec = DataSpec.from_config(resolved)
-    files = data_file_list(root, spec)
-    include = require(resolved, "code.include", list)
-    inputs = {
-        "config": config_digest(resolved),
-        # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
-        "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
-        "code": code_block(root, [str(p) for p in include]),
-    }
-    return inputs, files
-
-
 def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
     """Every `every`-th loss in the lock, and a digest over all of them (float64 LE)."""
     blob = b"".join(struct.pack("<d", v) for v in losses)
-    logged = [v for i, v in enumerate(losses, 1) if i % every == 0 or i == len(losses)]
+    logged = [losses[s - 1] for s in lockfile.logged_steps(len(losses), every)]
     return {"every": every, "steps": len(losses), "losses": logged, "sha256": hashlib.sha256(blob).hexdigest()}
 
 
@@ -164,17 +143,17 @@ def _build_rank(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root
     distributed.barrier(pins)  # rank 0 has picked (and cleaned up to) the checkpoint to resume from
     ckpt = None
     if resume.mode != "fresh":
-        root_dir = out_dir / checkpoint.DIR_NAME
+        root_dir = out_dir / CHECKPOINTS_DIR
         ckpt = checkpoint.read(resume.source) if resume.source else checkpoint.newest_valid(root_dir)[0]
-    session = Session(out_dir / checkpoint.DIR_NAME, replace(spec, every=0), {}, resume=ckpt)
+    session = Session(out_dir / CHECKPOINTS_DIR, replace(spec, every=0), {}, resume=ckpt)
     session.pause_step = None
     train(resolved, pins, root, files, checkpoints=session)
 
 
 def _report_from(out_dir: Path, started: float) -> BuildReport:
     """The report of a build that ranks wrote, read back from its lock."""
-    raw = (out_dir / lockfile.LOCK_NAME).read_bytes()
-    lock = lockfile.read(out_dir / lockfile.LOCK_NAME)
+    raw = (out_dir / LOCK_NAME).read_bytes()
+    lock = lockfile.read(out_dir / LOCK_NAME)
     run = json.loads((out_dir / RUN_NAME).read_text(encoding="utf-8"))
     resumed = run.get("resumed_from")
     return BuildReport(
@@ -192,7 +171,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     from repro.progress import byte_bar, step_bar
 
     with byte_bar(quiet, "hash data") as bar:
-        inputs, files = hash_inputs(resolved, root, use_cache=not rehash, progress=bar)
+        inputs = hash_inputs(resolved, root, use_cache=not rehash, progress=bar)
+    files = data_file_list(root, DataSpec.from_config(resolved))
     packages = package_versions((*RECORDED_PACKAGES, *target_packages(resolved)))
     session = start_checkpoints(out_dir, spec, {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},
                                 resume, notify)
@@ -212,8 +192,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     exported = write_exports(out_dir, result.exports)
     weights = save_weights(result.state, out_dir / WEIGHTS_NAME)
     metrics_lines = [
-        json.dumps({"loss": v, "step": i}, sort_keys=True)
-        for i, v in enumerate(result.losses, 1) if i % every == 0 or i == len(result.losses)
+        json.dumps({"loss": result.losses[s - 1], "step": s}, sort_keys=True)
+        for s in lockfile.logged_steps(len(result.losses), every)
     ]
     atomic_write_bytes(out_dir / METRICS_NAME, ("\n".join(metrics_lines) + "\n").encode())
 
@@ -235,13 +215,13 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     seconds = time.monotonic() - started
     # Machine-incidental facts live here, never in the lock.
     atomic_write_json(out_dir / RUN_NAME, {
-        "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": _cpu_model(), "platform": platform.platform(),
+        "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": cpu_model(), "platform": platform.platform(),
         "cores": os.cpu_count(), "wall_seconds": round(seconds, 3), "finished_unix": int(time.time()),
         "datasets_fingerprint": result.dataset_fingerprint, "python_executable": sys.executable,
         "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]),
         **session.report(),
     })
-    lock_bytes = lockfile.write(out_dir / lockfile.LOCK_NAME, lock)
+    lock_bytes = lockfile.write(out_dir / LOCK_NAME, lock)
     # The outputs are complete: checkpoints served their purpose, and left here
     # they would end up in whatever tracks out_dir (a DVC output, a release).
     checkpoint.clear(session.root)
@@ -256,9 +236,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
 
 def write_exports(out_dir: Path, files: dict[str, bytes]) -> list[dict[str, Any]]:
     """Write a task's exported files beside the weights; return their lock records."""
-    reserved = (WEIGHTS_NAME, METRICS_NAME, RUN_NAME, lockfile.LOCK_NAME)
     for name in files:  # all checked before anything is written
-        if name in reserved or "/" in name or "\\" in name or name.startswith(".") or not name:
+        if name in OWN_OUTPUTS or "/" in name or "\\" in name or name.startswith(".") or not name:
             raise ConfigError(f"task export {name!r}: expected a plain file name other than repro's own outputs")
     records = []
     for name in sorted(files):
@@ -266,16 +245,6 @@ def write_exports(out_dir: Path, files: dict[str, bytes]) -> list[dict[str, Any]
         digest = hashlib.sha256(files[name]).hexdigest()
         records.append({"path": name, "size": len(files[name]), "hashes": {"sha256": digest}})
     return records
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def rebuild_main(spec_path: str) -> int:

@@ -18,8 +18,6 @@ uses too. Only `repro.commands.verify` prints.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import platform
 import shutil
 import subprocess
@@ -31,27 +29,18 @@ from typing import Any
 
 from repro import __version__
 from repro.build.rebuild import run_rebuild
-from repro.build.run import RUN_NAME
-from repro.environment.pins import (
-    HARD_PACKAGES,
-    check_capability,
-    machine_cores,
-    native_capability,
-    package_versions,
-    resolve_pins,
-)
+from repro.environment.machine import machine_cores
+from repro.environment.pins import HARD_PACKAGES, check_capability, native_capability, package_versions, resolve_pins
 from repro.errors import EnvironmentMismatch, ReproError, UserInputError
+from repro.filenames import LOCK_NAME
 from repro.lock import lockfile
 from repro.lock.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, compare_tensor_records
 from repro.lock.explain import explain_config_edit, hints, reference_configs
 from repro.lock.lineage import explain_lineage
 from repro.progress import byte_bar
-from repro.source import preprocess
 from repro.source.config import require
-from repro.source.data import DataSpec, hashed_file_list
-from repro.source.hashcache import open_cache
-from repro.source.hashing import FileDigest, expand_patterns, hash_file, hash_files, root_digest, safe_relpath
-from repro.source.inputs import PACKAGE_DIR, config_digest, repro_source_files
+from repro.source.hashing import hash_file, sha256_file
+from repro.source.inputs import PACKAGE_DIR, hash_inputs
 
 REPORT_VERSION = 1
 # Differences that describe where and with what a build ran, not what it is.
@@ -112,7 +101,7 @@ class VerifyReport:
 def verify(opts: VerifyOptions) -> VerifyReport:
     """Run the checks in order; raise for exit 2/3, return a report for 0/1."""
     lock = lockfile.read(opts.lock_path)
-    lock_sha256 = hashlib.sha256(opts.lock_path.read_bytes()).hexdigest()
+    lock_sha256 = sha256_file(opts.lock_path)
     root, root_source = find_root(opts.lock_path, lock, opts.root)
     mode = "inputs-only" if opts.inputs_only else "rebuild"
     found, checked = rehash_inputs(lock, root, opts.quiet)
@@ -152,12 +141,10 @@ def verify(opts: VerifyOptions) -> VerifyReport:
 def built_at_commit(lock_path: Path) -> str | None:
     """The git commit the build ran at, from run.json beside the lock (not in the lock:
     a lock committed to git cannot name the commit that holds it). None if unknown."""
-    try:
-        run = json.loads((lock_path.parent / RUN_NAME).read_text(encoding="utf-8"))
-        commit = run["git"]["commit"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return commit if isinstance(commit, str) else None
+    from repro.trust.card import build_commit
+
+    git = build_commit(lock_path.parent)
+    return None if git is None else str(git["commit"])
 
 
 def find_root(lock_path: Path, lock: dict[str, Any], explicit: Path | None) -> tuple[Path, str]:
@@ -205,46 +192,20 @@ def _git_toplevel(folder: Path) -> Path | None:
 
 
 def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Hash what the lock's config names, today, under `root`: a lock-shaped `inputs`.
+    """Hash what the lock's config names, today, under `root`: a lock-shaped `inputs`, and counts.
 
+    The same `hash_inputs` as `repro train`, with every data byte read (the fresh
+    digests refresh the stat cache, so the rebuild's own hashing sees the truth).
     The file lists come from expanding the config's patterns again, so a data file
-    added to or removed from a data folder shows up. Every pattern is checked for
-    escaping the root before anything is read.
+    added to or removed from a data folder shows up.
     """
-    resolved = lock["inputs"]["config"]["resolved"]
-    spec = DataSpec.from_config(resolved)
-    include = [str(p) for p in require(resolved, "code.include", list)]
-    for pattern in spec.data_files:
-        safe_relpath(pattern, "config key data.data_files: pattern")
-    for pattern in spec.sources:
-        safe_relpath(pattern, "config key data.sources: pattern")
-    for pattern in include:
-        safe_relpath(pattern, "config key code.include: pattern")
-    data_files = hashed_file_list(root, spec)  # data_files and sources, as the build hashed them
-    code_files = expand_patterns(root, include) if include else []
-    repro_files = repro_source_files()
-    with byte_bar(quiet, "hash data") as bar, open_cache(root) as cache:
-        # Every data byte is read (rehash); the fresh digests refresh the stat cache,
-        # so the rebuild's own hashing and its datasets cache folder see the truth.
-        data = hash_files(root, data_files, progress=bar, cache=cache, rehash=True,
-                          algorithms=spec.extra_hashes)
-    with byte_bar(quiet, "hash code") as bar:
-        code = hash_files(root, code_files, progress=bar)
-    ours = hash_files(PACKAGE_DIR.parent, repro_files)
-    found = {
-        "config": {"resolved": resolved, "sha256": config_digest(resolved)["sha256"]},
-        "data": _block(data),
-        "code": {**_block(code), "repro": {"version": __version__, **_block(ours)}},
-    }
-    if spec.preprocess is not None:
-        found["data"]["preprocess"] = preprocess.record(spec.preprocess, root)
-    checked = {"data_files": len(data), "data_bytes": sum(d.size for d in data), "code_files": len(code),
-               "repro_files": len(ours), "config_sha256": found["config"]["sha256"], "weights_file": None}
+    with byte_bar(quiet, "hash data") as bar:
+        found = hash_inputs(lock["inputs"]["config"]["resolved"], root, use_cache=False, progress=bar)
+    data, code = found["data"]["files"], found["code"]
+    checked = {"data_files": len(data), "data_bytes": sum(f["size"] for f in data), "code_files": len(code["files"]),
+               "repro_files": len(code["repro"]["files"]), "config_sha256": found["config"]["sha256"],
+               "weights_file": None}
     return found, checked
-
-
-def _block(digests: list[FileDigest]) -> dict[str, Any]:
-    return {"files": [d.to_json() for d in digests], "root_digest": root_digest(digests)}
 
 
 def explain_config(diffs: list[Difference], lock: dict[str, Any], root: Path) -> list[Difference]:
@@ -343,13 +304,13 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
         started = time.monotonic()
         out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size)
         seconds = time.monotonic() - started
-        rebuilt = lockfile.read(out / lockfile.LOCK_NAME)
+        rebuilt = lockfile.read(out / LOCK_NAME)
         seen = {(d.kind, d.name) for d in report.differences + report.notes}
         for d in compare_locks(lock, rebuilt):
             if (d.section == "inputs" and d.kind != "sample_order") or (d.kind, d.name) in seen:
                 continue  # inputs were compared before the rebuild, by the same functions
             (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
-        report.differences = count_elements(report.differences, lock, weights_path, out / lockfile.LOCK_NAME)
+        report.differences = count_elements(report.differences, lock, weights_path, out / LOCK_NAME)
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
                 "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"]}
     finally:

@@ -12,12 +12,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from repro.canonical import atomic_write_json, canonical_json
+from repro.canonical import atomic_write_json
 from repro.errors import LockfileError
 from repro.source.hashing import safe_relpath
 
 VERSION = 1
-LOCK_NAME = "repro.lock"
 SCHEMA_PATH = Path(__file__).resolve().parent / "lockfile.schema.json"
 
 
@@ -34,8 +33,9 @@ def assemble(inputs: dict[str, Any], build: dict[str, Any], outputs: dict[str, A
     return lock
 
 
-def dumps(lock: dict[str, Any]) -> bytes:
-    return canonical_json(lock)
+def logged_steps(steps: int, every: int) -> list[int]:
+    """The 1-based steps whose loss is logged (the lock's loss trajectory, metrics.jsonl): every N-th, and the last."""
+    return [s for s in range(1, steps + 1) if s % every == 0 or s == steps]
 
 
 def write(path: Path, lock: dict[str, Any]) -> bytes:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from repro.environment.machine import machine_cores
 from repro.errors import ConfigError, DataError, LockfileError
 from repro.source.filetree import (
     SKIP_DIRS,
@@ -39,7 +40,7 @@ from repro.source.filetree import (
 __all__ = [
     "CHUNK", "EXTRA_ALGORITHMS", "SKIP_DIRS", "FileDigest", "Hashed", "Progress", "StatCache", "StatKey",
     "check_algorithms", "default_workers", "digest_path", "expand_patterns", "hash_file", "hash_files",
-    "resolve_under", "root_digest", "safe_relpath",
+    "resolve_under", "root_digest", "safe_relpath", "sha256_file",
 ]
 
 CHUNK = 1 << 20  # 1 MiB reads: large enough that hashlib, not Python, dominates.
@@ -218,13 +219,14 @@ def hash_file(path: Path, on_bytes: OnBytes | None = None) -> tuple[int, str]:
     return hashed.size, hashed.digests["sha256"]
 
 
+def sha256_file(path: Path) -> str:
+    """The sha256 hex of one file, streamed (memory stays constant in file size); DataError if unreadable."""
+    return hash_file(path)[1]
+
+
 def default_workers() -> int:
     """One thread per usable core plus one, so a core is busy while another thread is in a syscall."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(16, cores + 1))
+    return max(1, min(16, machine_cores() + 1))
 
 
 def _locate(root: Path, rel_paths: Sequence[str]) -> list[tuple[str, StatKey]]:

@@ -12,9 +12,9 @@ from typing import Any
 
 from repro import __version__
 from repro.canonical import compact_json, sha256_bytes
-from repro.source.config import hashed_view
-from repro.source.data import DataSpec
-from repro.source.hashing import FileDigest, Progress, StatCache, expand_patterns, hash_files, root_digest
+from repro.source.config import hashed_view, require
+from repro.source.data import DataSpec, hashed_file_list
+from repro.source.hashing import Progress, StatCache, expand_patterns, hash_files, root_digest, safe_relpath
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 SOURCE_SUFFIXES = (".py", ".yaml", ".json")
@@ -99,6 +99,24 @@ def code_block(root: Path, include: list[str]) -> dict[str, Any]:
     }
 
 
-def digests_of(block: dict[str, Any]) -> list[FileDigest]:
-    """Back from a lock's `files` list to FileDigest values."""
-    return [FileDigest(f["path"], f["size"], f["hashes"]["sha256"]) for f in block["files"]]
+def hash_inputs(resolved: dict[str, Any], root: Path, *, use_cache: bool = True,
+                progress: Progress | None = None) -> dict[str, Any]:
+    """The lock's `inputs` block (minus the sample order): config, data and code.
+
+    `repro train` and `repro verify` both call this, so what a build recorded and
+    what verify checks cannot drift apart. Every pattern is checked for escaping
+    the root before anything is read; `use_cache=False` re-reads every data byte
+    instead of trusting the stat cache (`--rehash`, verify).
+    """
+    spec = DataSpec.from_config(resolved)
+    include = [str(p) for p in require(resolved, "code.include", list)]
+    for key, patterns in (("data.data_files", spec.data_files), ("data.sources", spec.sources),
+                          ("code.include", include)):
+        for pattern in patterns:
+            safe_relpath(pattern, f"config key {key}: pattern")
+    return {
+        "config": config_digest(resolved),
+        # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
+        "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
+        "code": code_block(root, include),
+    }
