@@ -35,7 +35,7 @@ from repro.environment.pins import (
 from repro.errors import ConfigError
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
-from repro.source.config import CheckpointSpec, require
+from repro.source.config import CheckpointSpec, TrainerSpec, require, require_keys
 from repro.source.data import DataSpec, data_file_list
 from repro.source.inputs import git_state, hash_inputs
 from repro.train import checkpoint, distributed
@@ -58,6 +58,15 @@ class BuildReport:
     seconds: float
     resumed_from_step: int | None = None
     samples: tuple[str, ...] = ()
+
+
+def check_config(resolved: dict[str, Any]) -> None:
+    """Every group and key a build reads, checked before anything is hashed or out_dir is locked (exit 2)."""
+    require_keys(resolved)
+    TrainerSpec.from_config(resolved)
+    DataSpec.from_config(resolved)
+    CheckpointSpec.from_config(resolved)
+    ReleaseTerms.from_config(resolved)  # a malformed licence or data location must not reach the lock
 
 
 def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
@@ -86,8 +95,8 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     `rehash=True` reads every data byte rather than trusting the stat cache.
     """
     started = time.monotonic()
+    check_config(resolved)
     resolved, pins = concrete_pins(resolved)
-    ReleaseTerms.from_config(resolved)  # a malformed licence or data location must not reach the lock
     resume = resume or ResumeOptions()
     spec = CheckpointSpec.from_config(resolved)
     require_divisible(resolved, pins)
@@ -146,7 +155,6 @@ def _build_rank(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root
         root_dir = out_dir / CHECKPOINTS_DIR
         ckpt = checkpoint.read(resume.source) if resume.source else checkpoint.newest_valid(root_dir)[0]
     session = Session(out_dir / CHECKPOINTS_DIR, replace(spec, every=0), {}, resume=ckpt)
-    session.pause_step = None
     train(resolved, pins, root, files, checkpoints=session)
 
 
@@ -198,7 +206,7 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     atomic_write_bytes(out_dir / METRICS_NAME, ("\n".join(metrics_lines) + "\n").encode())
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
-    build = {**pins.to_json(), "flags": result.flags, "packages": packages, "cuda": result.flags.pop("cuda")}
+    build = {**pins.to_json(), "flags": result.flags.to_json(), "packages": packages, "cuda": result.flags.cuda}
     outputs: dict[str, Any] = {
         "weights": {"path": WEIGHTS_NAME, "size": len(weights),
                     "hashes": {"sha256": hashlib.sha256(weights).hexdigest()}, "tensors": tensor_records(result.state)},

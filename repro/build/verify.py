@@ -101,6 +101,10 @@ class VerifyReport:
 def verify(opts: VerifyOptions) -> VerifyReport:
     """Run the checks in order; raise for exit 2/3, return a report for 0/1."""
     lock = lockfile.read(opts.lock_path)
+    if opts.signing_key is not None and opts.record and not opts.inputs_only:
+        from repro.trust.signing import key_signer
+
+        key_signer(opts.signing_key)  # a bad key is named now, not after the rebuild
     lock_sha256 = sha256_file(opts.lock_path)
     root, root_source = find_root(opts.lock_path, lock, opts.root)
     mode = "inputs-only" if opts.inputs_only else "rebuild"

@@ -33,13 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from repro.build.run import run_build
-    from repro.source.config import compose, find_config
+    from repro.source.config import compose, find_config, require
     from repro.train.resume import ResumeOptions
 
     cwd = Path.cwd()
     source = find_config(args.config_dir, args.config_name, args.root, cwd)
     resolved = compose(source, args.overrides)
-    out_dir = (cwd / str(resolved["out_dir"])).resolve()
+    out_dir = (cwd / require(resolved, "out_dir", str)).resolve()
     options = ResumeOptions(mode="fresh" if args.no_resume else "restart" if args.restart else "auto",
                             source=(cwd / args.resume_from).resolve() if args.resume_from else None)
     report = run_build(resolved, source.root, out_dir, quiet=args.quiet, resume=options, notify=_note,

@@ -21,7 +21,7 @@ from repro.errors import UserInputError
 from repro.filenames import RECORD_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
 from repro.source.hashing import sha256_file
-from repro.trust.signing import model_signing
+from repro.trust.signing import key_signer, model_signing
 
 RECORD_SIGNATURE_NAME = "verification.sig"
 RECORD_KIND = "repro.verification"
@@ -65,11 +65,9 @@ def record_verification(out_path: Path, lock_bytes_sha256: str, weights_sha256: 
     atomic_write_bytes(out_path, canonical_json(record))
     sig = out_path.with_name(RECORD_SIGNATURE_NAME)
     if signing_key is not None:
-        (signing,) = model_signing("signing")
         tmp = sig.with_name(f".{sig.name}.tmp")
         try:
-            signer = signing.Config()
-            signer.use_elliptic_key_signer(private_key=Path(signing_key)).sign(out_path, tmp)
+            key_signer(Path(signing_key)).sign(out_path, tmp)
             tmp.replace(sig)
         finally:
             tmp.unlink(missing_ok=True)

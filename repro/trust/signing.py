@@ -81,11 +81,7 @@ def sign_release(folder: Path, signature: Path | None = None, private_key: Path 
     if keyless:
         config = config.use_sigstore_signer(use_staging=staging)
     elif private_key is not None:
-        _must_exist(Path(private_key), "private key")
-        try:
-            config = config.use_elliptic_key_signer(private_key=Path(private_key), password=password)
-        except (ValueError, TypeError) as exc:
-            raise UserInputError(f"{private_key}: not a usable EC private key ({_first_line(exc)})") from None
+        config = key_signer(private_key, password, config)
     else:
         raise UserInputError("no signer: give --key PRIVATE.pem, or --keyless for Sigstore")
     tmp = signature.with_name(f".{signature.name}.tmp")
@@ -144,6 +140,20 @@ def verify_signature(folder: Path, signature: Path | None = None, public_key: Pa
     not_covered = tuple(sorted(p.name for p in folder.iterdir()
                                if p.name not in files and p.resolve() != signature.resolve()))
     return SignatureReport(folder, signature, method, files, not_covered)
+
+
+def key_signer(private_key: Path, password: str | None = None, config: Any = None) -> Any:
+    """A model-signing signing config using this EC private key; UserInputError if it is missing or unusable.
+
+    `repro verify --signing-key` calls this before its rebuild, so a bad key is named
+    in seconds rather than after a training run.
+    """
+    (signing,) = model_signing("signing")
+    _must_exist(Path(private_key), "private key")
+    try:
+        return (config or signing.Config()).use_elliptic_key_signer(private_key=Path(private_key), password=password)
+    except (ValueError, TypeError) as exc:
+        raise UserInputError(f"{private_key}: not a usable EC private key ({_first_line(exc)})") from None
 
 
 def model_signing(*names: str) -> list[Any]:
