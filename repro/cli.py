@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from repro import __version__
 from repro.errors import EXIT_CODES, ReproError
+from repro.safeio import printable
 
 # Command name -> module under repro.commands; modules load only when used.
 COMMANDS: dict[str, str] = {
@@ -27,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "audit": "Rate a release's openness: Debian ML-Policy, OSI OSAID, LF AI MOF, Reproducible.",
     "card": "Write a Hugging Face model card with a loss plot and rebuild commands.",
     "hash": "Print file and root digests of data paths, exactly as repro.lock records them.",
+    "init": "Create a new project (configs, model package, data, dvc.yaml) that trains and verifies as created.",
 }
 
 
@@ -64,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args._run(args)
         return code
     except ReproError as exc:
-        print(f"repro {args.command}: error: {exc}", file=sys.stderr)
+        print(f"repro {args.command}: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # `repro ... | head`: the reader left; not an error of ours
         sys.stderr.close()

@@ -17,6 +17,8 @@ from torch.nn import functional as F
 
 from repro.canonical import canonical_json
 from repro.errors import ConfigError, DataError
+from repro.safeio import loads, read_bytes
+from repro.source.filetree import resolve_under, safe_relpath
 
 Batch = dict[str, torch.Tensor]
 
@@ -137,6 +139,8 @@ class CausalLM(TaskBase):
                  sample_tokens: int = 32, eval_batch_size: int = 64) -> None:
         if eval_batch_size < 1 or sample_tokens < 0:
             raise ConfigError("task.eval_batch_size must be >= 1 and task.sample_tokens >= 0")
+        if tokenizer is not None:
+            safe_relpath(tokenizer, "config key task.tokenizer")  # never a file outside the project
         if prompts and tokenizer is None:
             raise ConfigError("task.prompts needs task.tokenizer to encode them")
         self.column, self.tokenizer = column, tokenizer
@@ -210,8 +214,9 @@ class CausalLM(TaskBase):
         cfg["architectures"] = [type(model).__name__]
         files = {"config.json": canonical_json(cfg)}
         if self.tokenizer is not None:
-            files["tokenizer.json"] = (root / self.tokenizer).read_bytes()
-            files["tokenizer_config.json"] = canonical_json(_tokenizer_config(root / self.tokenizer, cfg))
+            raw = _tokenizer_bytes(root, self.tokenizer)
+            files["tokenizer.json"] = raw
+            files["tokenizer_config.json"] = canonical_json(_tokenizer_config(raw, cfg))
         return files
 
 
@@ -225,20 +230,23 @@ def _context_window(model: nn.Module) -> int:
     return int(window) if window else 1 << 30
 
 
+def _tokenizer_bytes(root: Path, rel: str) -> bytes:
+    """The tokenizer file's bytes: under the project root (links included), regular, size-capped."""
+    path = resolve_under(root, rel, "config key task.tokenizer")
+    if not path.is_file():
+        raise DataError(f"task.tokenizer: {rel}: file not found under the project root; run the tokenize stage")
+    return read_bytes(path, "tokenizer file", error=DataError, follow_links=True)
+
+
 def _load_tokenizer(root: Path, rel: str) -> Any:
     from tokenizers import Tokenizer
 
-    path = root / rel
-    if not path.is_file():
-        raise DataError(f"task.tokenizer: {rel}: file not found under the project root; run the tokenize stage")
-    return Tokenizer.from_file(str(path))
+    return Tokenizer.from_str(_tokenizer_bytes(root, rel).decode("utf-8"))
 
 
-def _tokenizer_config(path: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
+def _tokenizer_config(raw: bytes, model_cfg: dict[str, Any]) -> dict[str, Any]:
     """What `AutoTokenizer.from_pretrained` needs besides tokenizer.json: the class and special tokens."""
-    import json
-
-    added = json.loads(path.read_text(encoding="utf-8")).get("added_tokens", [])
+    added = loads(raw, "tokenizer file", DataError).get("added_tokens", [])
     by_id = {t["id"]: t["content"] for t in added}
     special = {k: by_id[model_cfg[f"{k}_id"]] for k in ("bos_token", "eos_token")
                if isinstance(model_cfg.get(f"{k}_id"), int) and model_cfg[f"{k}_id"] in by_id}

@@ -232,7 +232,7 @@ def test_preprocess_failures_name_the_step(prep: tuple[Path, str], fn: str, erro
 
 
 def test_preprocess_module_that_does_not_exist(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no module 'nowhere_at_all'"):
+    with pytest.raises(ConfigError, match="'nowhere_at_all.fn': its module is neither under the project root"):
         preprocess.record({"_target_": "nowhere_at_all.fn"}, tmp_path)
 
 

@@ -4,12 +4,17 @@ Cheapest and most fundamental checks come first, so a wrong data file is named
 in seconds instead of after a training run:
 
 1. read and validate the lock, find the project root (unusable: exit 2);
-2. re-hash data, code, repro's own source and the config, and check that the
-   lock's build pins agree with its config (no torch is imported up to here);
+2. re-hash the source (data, the recorded project code, the config) and check
+   that the lock's build pins agree with its config; compare the recorded
+   toolchain with this one (notes, not mismatches); no torch is imported up to here;
 3. check a weights file: `--weights FILE`, or the one beside the lock;
-4. check this machine can honour the pins: torch build, CPU level (exit 3);
+4. check this machine can honour the pins: the CPU level (exit 3);
 5. rebuild in a fresh process under the pins, and compare the rebuilt lock with
-   the lock: pins, loss trajectory, every tensor.
+   the lock: pins, loss trajectory, every tensor, and the toolchain it ran with.
+
+Source and toolchain are told apart (docs/verify.md): a differing source is a
+mismatch (exit 1); a differing toolchain is a note when the bits agree, and the
+likely cause (exit 3) when they do not.
 
 Everything that differs is a `repro.lock.diff.Difference`, the vocabulary `repro diff`
 uses too. Only `repro.commands.verify` prints.
@@ -18,6 +23,7 @@ uses too. Only `repro.commands.verify` prints.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import shutil
 import subprocess
@@ -28,23 +34,36 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__
+from repro.build import gate
 from repro.build.rebuild import run_rebuild
 from repro.environment.machine import machine_cores
-from repro.environment.pins import HARD_PACKAGES, check_capability, native_capability, package_versions, resolve_pins
-from repro.errors import EnvironmentMismatch, ReproError, UserInputError
+from repro.environment.pins import check_bounds, check_capability, native_capability, resolve_pins
+from repro.environment.toolchain import installed_versions, interpreter_facts
+from repro.errors import DataError, EnvironmentMismatch, ReproError, UserInputError
 from repro.filenames import LOCK_NAME
 from repro.lock import lockfile
-from repro.lock.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, compare_tensor_records
+from repro.lock.diff import (
+    PIN_KEYS,
+    Difference,
+    compare_inputs,
+    compare_locks,
+    compare_tensor_records,
+    compare_toolchain,
+)
 from repro.lock.explain import explain_config_edit, hints, reference_configs
 from repro.lock.lineage import explain_lineage
 from repro.progress import byte_bar
+from repro.safeio import open_regular, printable
 from repro.source.config import require
-from repro.source.hashing import hash_file, sha256_file
-from repro.source.inputs import PACKAGE_DIR, hash_inputs
+from repro.source.hashing import hash_file, resolve_under
+from repro.source.inputs import PACKAGE_DIR, compiler_block, hash_inputs
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 # Differences that describe where and with what a build ran, not what it is.
-NOTE_KINDS = ("package", "cuda")
+NOTE_KINDS = ("cuda",)
+# The source: a difference here is a mismatch whatever the toolchain did (exit 1).
+SOURCE_KINDS = ("data", "code", "config", "preprocess")
+TOOLCHAIN_EXIT = 3
 
 
 @dataclass(frozen=True)
@@ -56,12 +75,14 @@ class VerifyOptions:
     inputs_only: bool = False
     weights: Path | None = None
     work_dir: Path | None = None
-    allow_env_drift: bool = False
+    allow_env_drift: bool = False  # accepted for old scripts: toolchain drift never stops a rebuild now
     rebuild_anyway: bool = False
     quiet: bool = True
     record: bool = True  # after a rebuild, leave verification.json beside the lock (repro audit reads it)
     signing_key: Path | None = None
     world_size: int | None = None  # rebuild with this many processes instead of the lock's
+    trust_code: bool = False  # run `_target_`s outside the trusted set (repro.build.gate)
+    allow_oversubscribe: bool = False  # rebuild with more threads than OVERSUBSCRIBE x this machine's cores
 
 
 @dataclass
@@ -84,13 +105,27 @@ class VerifyReport:
         return not self.differences
 
     @property
+    def toolchain_drift(self) -> list[Difference]:
+        return [d for d in self.notes if d.section == "toolchain"]
+
+    @property
+    def toolchain_caused(self) -> bool:
+        """Bits differ, the source does not, and the toolchain does: the likely cause (exit 3)."""
+        source = any(d.section == "inputs" and d.kind in SOURCE_KINDS for d in self.differences)
+        return bool(self.differences) and not source and bool(self.toolchain_drift)
+
+    @property
     def exit_code(self) -> int:
-        return 0 if self.identical else 1
+        return 0 if self.identical else TOOLCHAIN_EXIT if self.toolchain_caused else 1
+
+    @property
+    def result(self) -> str:
+        return "identical" if self.identical else "toolchain-mismatch" if self.toolchain_caused else "mismatch"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": REPORT_VERSION, "repro": __version__,
-            "result": "identical" if self.identical else "mismatch", "exit_code": self.exit_code,
+            "result": self.result, "exit_code": self.exit_code,
             "lockfile": self.lockfile, "root": self.root, "root_source": self.root_source, "mode": self.mode,
             "checked": self.checked, "differences": [d.to_json() for d in self.differences],
             "notes": [d.to_json() for d in self.notes], "hints": self.hints, "rebuild": self.rebuild,
@@ -100,18 +135,18 @@ class VerifyReport:
 
 def verify(opts: VerifyOptions) -> VerifyReport:
     """Run the checks in order; raise for exit 2/3, return a report for 0/1."""
-    lock = lockfile.read(opts.lock_path)
     if opts.signing_key is not None and opts.record and not opts.inputs_only:
         from repro.trust.signing import key_signer
 
         key_signer(opts.signing_key)  # a bad key is named now, not after the rebuild
-    lock_sha256 = sha256_file(opts.lock_path)
+    lock, lock_sha256 = lockfile.load(opts.lock_path)  # one read: the digest describes the bytes checked
     root, root_source = find_root(opts.lock_path, lock, opts.root)
     mode = "inputs-only" if opts.inputs_only else "rebuild"
     found, checked = rehash_inputs(lock, root, opts.quiet)
     report = VerifyReport(str(opts.lock_path), str(root), root_source, mode, checked)
     for d in compare_inputs(lock["inputs"], found):
         (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
+    report.notes += toolchain_check(lock["toolchain"])
     report.differences = explain_config(report.differences, lock, root) + pin_consistency(lock)
     report.differences = explain_lineage(report.differences, root)  # a tokenizer made from a changed corpus
     # Only inputs and pins can make a rebuild pointless; a bad weights file cannot.
@@ -119,13 +154,20 @@ def verify(opts: VerifyOptions) -> VerifyReport:
 
     weights_path = opts.weights
     beside = opts.lock_path.parent / lock["outputs"]["weights"]["path"]
-    if weights_path is None and not opts.inputs_only and beside.is_file():
+    if weights_path is None and not opts.inputs_only and os.path.lexists(beside):
         weights_path = beside
     if weights_path is not None:
-        report.differences += check_weights_file(weights_path, lock["outputs"]["weights"])
+        # A file the user named may be a link; one found beside a stranger's lock may not.
+        report.differences += check_weights_file(weights_path, lock["outputs"]["weights"],
+                                                 follow_links=opts.weights is not None)
         report.checked["weights_file"] = str(weights_path)
 
-    report.notes += machine_check(lock, rebuilding, opts.allow_env_drift)
+    if rebuilding:  # before anything from the lock is imported or started
+        reviewed = gate.check(lock, opts.trust_code)
+        report.checked["trusted_anyway"] = [t.line() for t in reviewed if not t.trusted]
+        check_bounds(lock["build"]["threads"], opts.world_size or lock["build"]["world_size"],
+                     opts.allow_oversubscribe)
+    report.notes += machine_check(lock, rebuilding)
     if opts.world_size is not None and opts.world_size != lock["build"]["world_size"]:
         report.notes.append(Difference(
             "build", "pin", "world_size", "changed", lock["build"]["world_size"], opts.world_size,
@@ -163,7 +205,7 @@ def find_root(lock_path: Path, lock: dict[str, Any], explicit: Path | None) -> t
     """
     if explicit is not None:
         if not explicit.is_dir():
-            raise UserInputError(f"--root {explicit}: not a directory")
+            raise UserInputError(f"--root {printable(str(explicit))}: not a directory")
         return explicit.resolve(), "--root"
     start = lock_path.resolve().parent
     top = _git_toplevel(start)
@@ -174,16 +216,20 @@ def find_root(lock_path: Path, lock: dict[str, Any], explicit: Path | None) -> t
 
     if top is not None and holds_data(top):
         return top, "the git repository holding the lockfile"
-    for folder in (start, *start.parents):
+    # Never above the git top level, nor above the lock's own folder outside git: a
+    # stranger's lock must not make us hash /etc/passwd or write /.repro/.
+    above = [start] if top is None or not start.is_relative_to(top) else \
+        [start, *(p for p in start.parents if p.is_relative_to(top))]
+    for folder in above:
         if holds_data(folder):
             return folder, "the nearest folder above the lockfile holding its data"
     if holds_data(PACKAGE_DIR.parent):
         return PACKAGE_DIR.parent, "the folder holding the installed repro package"
     if top is not None:
         return top, "the git repository holding the lockfile"
-    first = data[0] if data else "its data"
-    raise UserInputError(f"{lock_path}: cannot tell the project root: no folder above the lockfile holds {first} "
-                         "and it is not in a git repository; pass --root DIR")
+    first = printable(data[0]) if data else "its data"
+    raise UserInputError(f"{printable(str(lock_path))}: cannot tell the project root: the lockfile's folder does "
+                         f"not hold {first} and it is not in a git repository; pass --root DIR")
 
 
 def _git_toplevel(folder: Path) -> Path | None:
@@ -196,20 +242,49 @@ def _git_toplevel(folder: Path) -> Path | None:
 
 
 def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Hash what the lock's config names, today, under `root`: a lock-shaped `inputs`, and counts.
+    """Hash the source the lock names, today, under `root`: a lock-shaped `inputs`, and counts. Imports nothing.
 
     The same `hash_inputs` as `repro train`, with every data byte read (the fresh
     digests refresh the stat cache, so the rebuild's own hashing sees the truth).
-    The file lists come from expanding the config's patterns again, so a data file
-    added to or removed from a data folder shows up.
+    Data file lists come from expanding the config's patterns again, so a data
+    file added to or removed from a data folder shows up. Code is exactly the
+    recorded files (the ones the build imported, and code.include's), plus any
+    file code.include matches today; a recorded file that is gone is reported as removed.
     """
+    resolved = lock["inputs"]["config"]["resolved"]
+    recorded = [f["path"] for f in lock["inputs"]["code"]["files"]]
+    present = [p for p in recorded if resolve_under(root, p, "code file").is_file()]
     with byte_bar(quiet, "hash data") as bar:
-        found = hash_inputs(lock["inputs"]["config"]["resolved"], root, use_cache=False, progress=bar)
-    data, code = found["data"]["files"], found["code"]
-    checked = {"data_files": len(data), "data_bytes": sum(f["size"] for f in data), "code_files": len(code["files"]),
-               "repro_files": len(code["repro"]["files"]), "config_sha256": found["config"]["sha256"],
-               "weights_file": None}
+        found = hash_inputs(resolved, root, imported=present, use_cache=False, progress=bar)
+    data = found["data"]["files"]
+    checked = {"data_files": len(data), "data_bytes": sum(f["size"] for f in data),
+               "code_files": len(found["code"]["files"]), "compiler_files": len(lock["toolchain"]["repro"]["files"]),
+               "config_sha256": found["config"]["sha256"], "weights_file": None}
     return found, checked
+
+
+def current_toolchain(recorded: dict[str, Any]) -> dict[str, Any]:
+    """This environment, in the shape of the lock's toolchain, as far as it is known without importing.
+
+    Distributions are looked up by the recorded names (installed metadata); torch's
+    version and build tag come from its metadata, its library versions only from a
+    rebuild; repro's compiler is the recorded module list, hashed as installed here.
+    """
+    installed = installed_versions(sorted(recorded["distributions"]))
+    torch = recorded["torch"]
+    if torch is not None:
+        version = installed.get("torch") or installed_versions(["torch"])["torch"]
+        torch = {**torch, "version": version, "build": None if version is None else version.partition("+")[2] or None}
+    base = PACKAGE_DIR.parent
+    present = [f["path"] for f in recorded["repro"]["files"] if (base / f["path"]).is_file()]
+    return {**interpreter_facts(), "distributions": {k: v for k, v in installed.items() if v is not None},
+            "torch": torch, "repro": compiler_block(present)}
+
+
+def toolchain_check(recorded: dict[str, Any]) -> list[Difference]:
+    """How this environment's toolchain differs from the recorded one (notes: a rebuild decides)."""
+    return [dataclasses.replace(d, detail=d.detail or "installed here")
+            for d in compare_toolchain(recorded, current_toolchain(recorded))]
 
 
 def explain_config(diffs: list[Difference], lock: dict[str, Any], root: Path) -> list[Difference]:
@@ -248,17 +323,23 @@ def pin_consistency(lock: dict[str, Any]) -> list[Difference]:
     return diffs
 
 
-def check_weights_file(path: Path, recorded: dict[str, Any]) -> list[Difference]:
-    """Size and sha256 of a weights file, then tensor by tensor if those differ. No torch."""
+def check_weights_file(path: Path, recorded: dict[str, Any], follow_links: bool = True) -> list[Difference]:
+    """Size and sha256 of a weights file, then tensor by tensor if those differ. No torch.
+
+    The file must be a regular one (not a FIFO or device; not a link unless
+    `follow_links`), and is read whole only when it differs and is under the cap.
+    """
     from repro.lock.tensordiff import read_tensors
 
+    fd, st = open_regular(path, "weights file", DataError, follow_links)
+    os.close(fd)
     size, sha = hash_file(path)
     if size == recorded["size"] and sha == recorded["hashes"]["sha256"]:
         return []
     whole = Difference("outputs", "weights", str(path), "changed", recorded["hashes"]["sha256"], sha,
                        f"size {recorded['size']} -> {size}" if size != recorded["size"] else "")
     try:
-        tensors = read_tensors(path)
+        tensors = read_tensors(path, follow_links)
     except ReproError as exc:
         return [dataclasses.replace(whole, detail=f"not readable as safetensors: {exc}")]
     per_tensor = compare_tensor_records(recorded["tensors"], [t.record() for t in tensors.values()])
@@ -267,32 +348,25 @@ def check_weights_file(path: Path, recorded: dict[str, Any]) -> list[Difference]
     return [whole, *per_tensor]
 
 
-def machine_check(lock: dict[str, Any], rebuilding: bool, allow_env_drift: bool) -> list[Difference]:
-    """Pins versus this machine. When a rebuild would run, what cannot be honoured raises (exit 3)."""
+def machine_check(lock: dict[str, Any], rebuilding: bool) -> list[Difference]:
+    """Pins versus this machine. A CPU level it cannot run raises when a rebuild would run (exit 3).
+
+    Another toolchain never stops a rebuild: the rebuild is what tells whether it
+    changes the bits (see `VerifyReport.exit_code`).
+    """
     build = lock["build"]
     notes: list[Difference] = []
-    fatal: list[str] = []
     try:
         check_capability(build["cpu_capability"])
-    except EnvironmentMismatch as exc:
-        fatal.append(str(exc))
+    except EnvironmentMismatch:
         notes.append(Difference("build", "pin", "cpu_capability", "changed", build["cpu_capability"],
                                 native_capability(), "this CPU's highest level; it cannot run the pinned one"))
-    installed = package_versions(tuple(k for k in build["packages"] if k != "python"))
-    for name, want in sorted(build["packages"].items()):
-        have = installed.get(name)
-        if have != want:
-            notes.append(Difference("build", "package", name, "changed", want, have, "installed here"))
-            if name in HARD_PACKAGES and not allow_env_drift:
-                fatal.append(f"the lock was built with {name} {want} but {have} is installed; another build of "
-                             f"the compiler cannot promise the same bits: install {name}=={want} "
-                             "or pass --allow-env-drift to rebuild anyway")
+        if rebuilding:
+            raise
     cores = machine_cores()
     if cores != build["threads"]:
         notes.append(Difference("build", "pin", "threads", "changed", build["threads"], cores,
                                 f"this machine has {cores} cores; fine: the pin of {build['threads']} is applied"))
-    if fatal and rebuilding:
-        raise EnvironmentMismatch(fatal[0] + (f" (and {len(fatal) - 1} more problems)" if len(fatal) > 1 else ""))
     return notes
 
 
@@ -309,11 +383,17 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
         out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size)
         seconds = time.monotonic() - started
         rebuilt = lockfile.read(out / LOCK_NAME)
+        # The rebuild's own record of its toolchain replaces the guess made before it.
+        report.notes = [d for d in report.notes if d.section != "toolchain"]
         seen = {(d.kind, d.name) for d in report.differences + report.notes}
         for d in compare_locks(lock, rebuilt):
+            if d.section == "inputs" and d.kind == "code" and d.change == "added":
+                report.differences.append(dataclasses.replace(
+                    d, detail="the rebuild imported this project file; the lock does not list it"))
+                continue
             if (d.section == "inputs" and d.kind != "sample_order") or (d.kind, d.name) in seen:
                 continue  # inputs were compared before the rebuild, by the same functions
-            (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
+            (report.notes if d.kind in NOTE_KINDS or d.section == "toolchain" else report.differences).append(d)
         report.differences = count_elements(report.differences, lock, weights_path, out / LOCK_NAME)
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
                 "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"]}

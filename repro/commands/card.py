@@ -17,10 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from repro.safeio import printable
     from repro.trust.card import write_card
 
     report = write_card(Path(args.out_dir))
     verdicts = ", ".join(f"{v.framework}: {v.verdict}" for v in report.audit.verdicts())
-    print(f"card         {report.card}\nplot         {report.plot}\nrebuild      {report.rebuild_config}\n"
-          f"audit        {verdicts}", file=sys.stdout)
+    lines = [f"card         {report.card}", f"plot         {report.plot}", f"rebuild      {report.rebuild_config}",
+             f"audit        {verdicts}"]
+    print("\n".join(printable(line) for line in lines), file=sys.stdout)
     return 0

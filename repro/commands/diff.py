@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from repro.canonical import canonical_json
     from repro.lock import lockfile
     from repro.lock.diff import compare_locks, render
+    from repro.safeio import printable
 
     a, b = lockfile.read(Path(args.a)), lockfile.read(Path(args.b))
     diffs = compare_locks(a, b)
@@ -32,9 +33,9 @@ def run(args: argparse.Namespace) -> int:
             "differences": [d.to_json() for d in diffs],
         }))
     elif diffs:
-        print(f"--- {args.a}\n+++ {args.b}")
-        print("\n".join(render(diffs)))
-        print(f"{len(diffs)} difference{'s' if len(diffs) != 1 else ''}")
+        total = f"{len(diffs)} difference{'s' if len(diffs) != 1 else ''}"
+        lines = [f"--- {args.a}", f"+++ {args.b}", *render(diffs), total]
+        print("\n".join(printable(line) for line in lines))
     else:
-        print(f"identical: {args.a} and {args.b} describe the same build")
+        print(printable(f"identical: {args.a} and {args.b} describe the same build"))
     return 1 if diffs else 0

@@ -1,17 +1,21 @@
 """Rebuild a model from its repro.lock and prove it bit for bit, or say exactly why not.
 
-Checks, cheapest first: the lock itself; data, code, repro's own source and config
-re-hashed under the project root (--inputs-only stops here, without importing
-torch); a weights file (--weights, or the one beside the lock); whether this
-machine can honour the pins; then a rebuild in a fresh process under the lock's
-pins, compared with the lock tensor by tensor. See docs/verify.md.
+Checks, cheapest first: the lock itself; the source (data, the recorded project
+code, config) re-hashed under the project root, and the recorded toolchain
+compared with this one (--inputs-only stops here, without importing torch or
+anything the lock names); a weights file (--weights, or the one beside the lock);
+whether this machine can honour the pins; then a rebuild in a fresh process
+under the lock's pins (`--toolchain recreate`: in a fresh environment holding the
+recorded toolchain), compared with the lock tensor by tensor. See docs/verify.md.
 
 The project root defaults to the git repository holding the lockfile, or else
 the nearest folder above it that holds the lock's data (see docs/verify.md).
 
-verify exits 0 when bit-identical, 1 on a mismatch (with a report), 2 when the
-input is unusable (malformed or unknown-version lock, missing data file, a path
-escaping the root), 3 when this machine cannot honour the pins.
+verify exits 0 when bit-identical (toolchain drift, if any, is noted), 1 when the
+source differs or the same source and toolchain give other bits, 2 when the input
+is unusable (malformed or unknown-version lock, missing data file, a path escaping
+the root), 3 when only the toolchain differs and the bits do too, or when this
+machine cannot honour the pins or install the recorded toolchain.
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signing-key", metavar="KEY", help="sign verification.json with this private key (model-signing)")
     p.add_argument("--world-size", type=int, metavar="N",
                    help="rebuild with N processes instead of the lock's (not expected to be bit-identical)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="run `_target_`s the lock names outside the trusted set (project code hashed in the lock, "
+                        "repro's own, torch.nn/torch.optim/transformers classes); see docs/security.md")
+    p.add_argument("--allow-oversubscribe", action="store_true",
+                   help="rebuild even if the pins ask for more than 4 threads per core of this machine")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -52,13 +61,14 @@ def run(args: argparse.Namespace) -> int:
     from repro.build.verify import VerifyOptions, verify
     from repro.canonical import canonical_json
     from repro.errors import ReproError
+    from repro.safeio import printable
 
     opts = VerifyOptions(
         lock_path=Path(args.lockfile), root=Path(args.root) if args.root else None, inputs_only=args.inputs_only,
         weights=Path(args.weights) if args.weights else None, work_dir=Path(args.work_dir) if args.work_dir else None,
         allow_env_drift=args.allow_env_drift, rebuild_anyway=args.rebuild_anyway, quiet=args.quiet or args.json,
         record=not args.no_record, signing_key=Path(args.signing_key) if args.signing_key else None,
-        world_size=args.world_size,
+        world_size=args.world_size, trust_code=args.trust_code, allow_oversubscribe=args.allow_oversubscribe,
     )
     try:
         report = verify(opts)
@@ -70,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.buffer.write(canonical_json(report.to_json()))
     else:
-        print("\n".join(render(report)))
+        print("\n".join(printable(line) for line in render(report)))
     return report.exit_code
 
 
@@ -87,7 +97,7 @@ def render(report: VerifyReport) -> list[str]:
         f"lockfile   {report.lockfile}",
         f"root       {report.root}  ({report.root_source})",
         f"inputs     {_n(c['data_files'], 'data file')} ({c['data_bytes']} bytes), {_n(c['code_files'], 'code file')}, "
-        f"{_n(c['repro_files'], 'repro source file')}, config sha256 {c['config_sha256'][:12]}…",
+        f"{_n(c['compiler_files'], 'compiler module')}, config sha256 {c['config_sha256'][:12]}…",
     ]
     if c.get("weights_file"):
         bad = any(d.kind == "weights" and d.name == c["weights_file"] for d in report.differences)
@@ -110,7 +120,12 @@ def render(report: VerifyReport) -> list[str]:
         what = "inputs match the lock" if report.mode == "inputs-only" else "bit-identical to the lock"
         lines.append(f"OK: {what}")
         return lines
-    lines.append(f"MISMATCH: {_n(len(report.differences), 'difference')} from the lock")
+    if report.toolchain_caused:
+        bits, drift = _n(len(report.differences), "difference"), _n(len(report.toolchain_drift), "note")
+        lines.append(f"TOOLCHAIN MISMATCH: the source matches, the bits do not ({bits}), and the toolchain "
+                     f"differs ({drift} above): the likely cause")
+    else:
+        lines.append(f"MISMATCH: {_n(len(report.differences), 'difference')} from the lock")
     lines += render_diffs(report.differences)
     lines += [f"hint: {h}" for h in report.hints]
     return lines

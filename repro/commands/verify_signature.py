@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from repro.safeio import printable
     from repro.trust.signing import verify_signature
 
     report = verify_signature(Path(args.out_dir), Path(args.signature) if args.signature else None,
@@ -30,5 +31,5 @@ def run(args: argparse.Namespace) -> int:
     lines += [f"verified     {name:<24} sha256 {digest}" for name, digest in sorted(report.files.items())]
     if report.not_covered:
         lines.append(f"not covered  {', '.join(report.not_covered)}")
-    print("\n".join(lines), file=sys.stdout)
+    print("\n".join(printable(line) for line in lines), file=sys.stdout)
     return 0

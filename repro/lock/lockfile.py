@@ -12,11 +12,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from repro.canonical import atomic_write_json
+from repro.canonical import atomic_write_json, sha256_bytes
 from repro.errors import LockfileError
+from repro.safeio import loads, printable, read_bytes
 from repro.source.hashing import safe_relpath
 
-VERSION = 1
+VERSION = 2  # 2: the toolchain section; imported project code in inputs.code; build.env
 SCHEMA_PATH = Path(__file__).resolve().parent / "lockfile.schema.json"
 
 
@@ -26,9 +27,14 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
-def assemble(inputs: dict[str, Any], build: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
-    """The lock as a dict; `validate` is applied so a writer bug cannot ship a bad lock."""
-    lock = {"version": VERSION, "inputs": inputs, "build": build, "outputs": outputs}
+def assemble(inputs: dict[str, Any], build: dict[str, Any], outputs: dict[str, Any],
+             toolchain: dict[str, Any]) -> dict[str, Any]:
+    """The lock as a dict; `validate` is applied so a writer bug cannot ship a bad lock.
+
+    `inputs` is the source (data, project code, config), `build` the pins,
+    `toolchain` what compiled it (interpreter, libraries, repro's compiler).
+    """
+    lock = {"version": VERSION, "inputs": inputs, "build": build, "toolchain": toolchain, "outputs": outputs}
     validate(lock, "repro.lock (being written)")
     return lock
 
@@ -63,7 +69,7 @@ def validate(lock: Any, where: str) -> None:
             raise LockfileError(f"{where}: field '{field}': {err.instance!r} escapes the project root "
                                 "(expected a relative path without '..')")
         raise LockfileError(f"{where}: field '{field}': {_short(err.message)}")
-    for section in (lock["inputs"]["data"], lock["inputs"]["code"]):
+    for section in (lock["inputs"]["data"], lock["inputs"]["code"], lock["toolchain"]["repro"]):
         for f in section["files"]:
             safe_relpath(f["path"], f"{where}: file path")
     pre_file = lock["inputs"]["data"].get("preprocess", {}).get("file")
@@ -71,20 +77,21 @@ def validate(lock: Any, where: str) -> None:
         safe_relpath(pre_file["path"], f"{where}: preprocess file path")
 
 
+def load(path: Path) -> tuple[dict[str, Any], str]:
+    """Read a lockfile once: the validated lock and the sha256 of the very bytes parsed.
+
+    A link is followed (the user named this file), but only to a regular file under
+    the size cap; the JSON is strict (repro.safeio). Every failure is one LockfileError line.
+    """
+    raw = read_bytes(path, "lockfile", error=LockfileError, follow_links=True)
+    lock = loads(raw, str(path), LockfileError)
+    validate(lock, printable(str(path)))
+    return dict(lock), sha256_bytes(raw)
+
+
 def read(path: Path) -> dict[str, Any]:
-    """Parse and validate a lockfile; every failure is a one-line LockfileError."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise LockfileError(f"{path}: no such lockfile") from None
-    except OSError as exc:
-        raise LockfileError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        lock = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LockfileError(f"{path}: not valid JSON ({exc})") from None
-    validate(lock, str(path))
-    return dict(lock)
+    """Parse and validate a lockfile (see `load`, which also gives the digest of its bytes)."""
+    return load(path)[0]
 
 
 def _short(message: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from repro.errors import DataError
+from repro.safeio import MAX_TENSOR_FILE_BYTES, read_bytes
 
 # safetensors dtype codes -> (lock dtype name, numpy dtype or None when numpy has none).
 DTYPES: dict[str, tuple[str, Any]] = {
@@ -41,14 +42,11 @@ class RawTensor:
                 "sha256": hashlib.sha256(self.data).hexdigest()}
 
 
-def read_tensors(path: Path) -> dict[str, RawTensor]:
-    """Parse a safetensors file into raw tensors; a corrupt file is a DataError."""
+def read_tensors(path: Path, follow_links: bool = True) -> dict[str, RawTensor]:
+    """Parse a safetensors file into raw tensors; a corrupt, oversized or non-regular file is a DataError."""
     from safetensors import SafetensorError, deserialize
 
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: weights file not found") from None
+    raw = read_bytes(path, "weights file", MAX_TENSOR_FILE_BYTES, DataError, follow_links)
     try:
         parsed = deserialize(raw)  # type: ignore[no-untyped-call]  # safetensors ships no stubs
     except SafetensorError as exc:

@@ -12,12 +12,12 @@ from typing import Any
 
 from repro import __version__
 from repro.canonical import compact_json, sha256_bytes
+from repro.errors import ConfigError, LockfileError
 from repro.source.config import hashed_view, require
 from repro.source.data import DataSpec, hashed_file_list
 from repro.source.hashing import Progress, StatCache, expand_patterns, hash_files, root_digest, safe_relpath
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
-SOURCE_SUFFIXES = (".py", ".yaml", ".json")
 
 
 def config_digest(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -52,16 +52,6 @@ def data_block(root: Path, spec: DataSpec, files: list[str], *, use_cache: bool 
     return block
 
 
-def repro_source_files() -> list[str]:
-    """repro's own source files, relative to the folder that holds the package."""
-    base = PACKAGE_DIR.parent
-    return sorted(
-        (p.relative_to(base).as_posix() for p in PACKAGE_DIR.rglob("*")
-         if p.is_file() and p.suffix in SOURCE_SUFFIXES and "__pycache__" not in p.parts),
-        key=lambda s: s.encode("utf-8"),
-    )
-
-
 def git_state(root: Path, rel_paths: list[str]) -> dict[str, Any] | None:
     """The commit checked out at `root` and whether the code files differ from it.
 
@@ -84,39 +74,71 @@ def git_state(root: Path, rel_paths: list[str]) -> dict[str, Any] | None:
     return {"commit": top[1], "dirty": bool(status.strip())}
 
 
-def code_block(root: Path, include: list[str]) -> dict[str, Any]:
-    """Project code (globs under root) plus repro's own source, the 'compiler'."""
-    project = expand_patterns(root, include) if include else []
-    repro_files = repro_source_files()
-    repro_digests = hash_files(PACKAGE_DIR.parent, repro_files)
-    return {
-        **files_block(root, project),
-        "repro": {
-            "version": __version__,
-            "files": [d.to_json() for d in repro_digests],
-            "root_digest": root_digest(repro_digests),
-        },
-    }
+def code_include(resolved: dict[str, Any]) -> list[str]:
+    """`code.include`: patterns of project files that no build imports (optional, default none)."""
+    code = resolved.get("code")
+    if code is None:
+        return []
+    if not isinstance(code, dict):
+        raise ConfigError(f"config key code: expected a mapping with an optional 'include' list, got {code!r}")
+    include = require(resolved, "code.include", list) if code.get("include") is not None else []
+    for pattern in include:
+        if not isinstance(pattern, str):
+            raise ConfigError(f"config key code.include: expected a list of path patterns, got {pattern!r}")
+        safe_relpath(pattern, "config key code.include: pattern")
+    return [str(p) for p in include]
 
 
-def hash_inputs(resolved: dict[str, Any], root: Path, *, use_cache: bool = True,
-                progress: Progress | None = None) -> dict[str, Any]:
+def code_files(root: Path, include: list[str], imported: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The project code a lock records: `code.include`'s files plus those the build imported."""
+    listed = expand_patterns(root, include) if include else []
+    return sorted(set(listed) | set(imported), key=lambda s: s.encode("utf-8"))
+
+
+def code_block(root: Path, include: list[str], imported: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The lock's `inputs.code`: the listed project files and the ones the build imported."""
+    return files_block(root, code_files(root, include, imported))
+
+
+def compiler_block(rel_paths: list[str]) -> dict[str, Any]:
+    """The toolchain's `repro` entry: its version and the compiler modules that ran, hashed.
+
+    Paths are relative to the folder holding the installed `repro` package; the
+    list comes from `repro.environment.toolchain.compiler_files`.
+    """
+    return {"version": __version__, **files_block(PACKAGE_DIR.parent, rel_paths)}
+
+
+def hash_inputs(resolved: dict[str, Any], root: Path, *, imported: list[str] | tuple[str, ...] = (),
+                use_cache: bool = True, progress: Progress | None = None) -> dict[str, Any]:
     """The lock's `inputs` block (minus the sample order): config, data and code.
 
     `repro train` and `repro verify` both call this, so what a build recorded and
-    what verify checks cannot drift apart. Every pattern is checked for escaping
-    the root before anything is read; `use_cache=False` re-reads every data byte
-    instead of trusting the stat cache (`--rehash`, verify).
+    what verify checks cannot drift apart. `imported` are project files the build
+    imported (train adds them after training; verify passes the recorded ones).
+    Every path pattern is checked for escaping the root before anything is read;
+    `use_cache=False` re-reads every data byte instead of trusting the stat cache.
     """
     spec = DataSpec.from_config(resolved)
-    include = [str(p) for p in require(resolved, "code.include", list)]
-    for key, patterns in (("data.data_files", spec.data_files), ("data.sources", spec.sources),
-                          ("code.include", include)):
-        for pattern in patterns:
-            safe_relpath(pattern, f"config key {key}: pattern")
+    include = code_include(resolved)
+    check_paths(resolved, spec)
     return {
         "config": config_digest(resolved),
         # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
         "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
-        "code": code_block(root, include),
+        "code": code_block(root, include, imported),
     }
+
+
+def check_paths(resolved: dict[str, Any], spec: DataSpec) -> None:
+    """Data patterns and the task's tokenizer path must stay under the root (checked before any read)."""
+    for pattern in spec.data_files:
+        safe_relpath(pattern, "config key data.data_files: pattern")
+    for pattern in spec.sources:
+        safe_relpath(pattern, "config key data.sources: pattern")
+    task = resolved.get("task")
+    if isinstance(task, dict) and task.get("tokenizer") is not None:  # a path the build reads and copies
+        tokenizer = task["tokenizer"]
+        if not isinstance(tokenizer, str):
+            raise LockfileError(f"config key task.tokenizer: expected a relative path, got {tokenizer!r}")
+        safe_relpath(tokenizer, "config key task.tokenizer")

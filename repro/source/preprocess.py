@@ -17,7 +17,6 @@ module holding the function is hashed; list its local helpers in `code.include`.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import platform
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import ConfigError, DataError
+from repro.safeio import printable
 
 
 def _split(target: str) -> tuple[str, str]:
@@ -37,51 +37,51 @@ def _split(target: str) -> tuple[str, str]:
 
 
 @contextmanager
-def _importable_from(root: Path, module: str) -> Iterator[None]:
-    """Let `module` be found under `root` when it is not importable otherwise (the `repro` script case)."""
-    added = False
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        found = False
-    if not found:
+def _importable_from(root: Path, local: bool) -> Iterator[None]:
+    """Import with the project root first on sys.path when the module is the project's own file."""
+    if local:
         sys.path.insert(0, str(root))
-        added = True
     try:
         yield
     finally:
-        if added:
+        if local:
             sys.path.remove(str(root))
 
 
-def source_of(target: str, root: Path) -> Path | None:
-    """The file defining `target`'s module, or None for a built-in module. Does not run the module."""
+def local_file(target: str, root: Path) -> Path | None:
+    """The project file defining `target`'s module, found by path alone: nothing is imported.
+
+    `a.b.fn` is `<root>/a/b.py` or `<root>/a/b/__init__.py`, if that is a regular
+    file whose real path stays under the root; else None (an installed module).
+    Asking the import system instead would run `a/__init__.py` to find `a.b`.
+    """
     module, _ = _split(target)
-    with _importable_from(root, module):
-        try:
-            spec = importlib.util.find_spec(module)
-        except (ImportError, ValueError) as exc:
-            raise ConfigError(f"config key data.preprocess._target_ {target!r}: {exc}") from None
-    if spec is None:
-        raise ConfigError(f"config key data.preprocess._target_ {target!r}: no module {module!r} here or under "
-                          f"the project root")
-    if spec.origin in (None, "built-in", "frozen") or not os.path.isfile(spec.origin or ""):
-        return None
-    return Path(spec.origin or "")
+    parts = module.split(".")
+    if not all(p.isidentifier() for p in parts):
+        raise ConfigError(f"config key data.preprocess._target_ {printable(repr(target))}: not a module.function path")
+    real_root = os.path.realpath(root)
+    for candidate in (Path(root, *parts[:-1], parts[-1] + ".py"), Path(root, *parts, "__init__.py")):
+        real = os.path.realpath(candidate)
+        if os.path.isfile(candidate) and real.startswith(real_root.rstrip(os.sep) + os.sep):
+            return Path(real)
+    return None
 
 
 def record(node: dict[str, Any], root: Path) -> dict[str, Any]:
-    """What the lock stores for the step's code (its params are in the resolved config)."""
+    """What the lock stores for the step's code (its params are in the resolved config).
+
+    A module under the project root is hashed as a file; any other is pinned by the
+    installed distribution's name and version, read from package metadata. Neither
+    imports it: `repro verify --inputs-only` never runs what a lock names.
+    """
     from repro.source.hashing import hash_files
 
     target = str(node["_target_"])
-    origin = source_of(target, root)
-    real_root = os.path.realpath(root)
+    origin = local_file(target, root)
     if origin is not None:
-        real = os.path.realpath(origin)
-        if real.startswith(real_root.rstrip(os.sep) + os.sep):
-            rel = Path(os.path.relpath(real, real_root)).as_posix()
-            return {"target": target, "file": hash_files(Path(real_root), [rel])[0].to_json()}
+        real_root = os.path.realpath(root)
+        rel = Path(os.path.relpath(origin, real_root)).as_posix()
+        return {"target": target, "file": hash_files(Path(real_root), [rel])[0].to_json()}
     return {"target": target, "package": _package(target)}
 
 
@@ -94,8 +94,8 @@ def _package(target: str) -> dict[str, str]:
         return {"name": "python", "version": platform.python_version()}
     names = metadata.packages_distributions().get(top)
     if not names:
-        raise ConfigError(f"config key data.preprocess._target_ {target!r}: its module is neither under the "
-                          "project root nor part of an installed package, so the lock could not pin it")
+        raise ConfigError(f"config key data.preprocess._target_ {printable(repr(target))}: its module is neither "
+                          "under the project root nor part of an installed package, so the lock could not pin it")
     name = sorted(names)[0]
     return {"name": name, "version": metadata.version(name)}
 
@@ -106,10 +106,10 @@ def apply(dataset: Any, node: dict[str, Any], root: Path) -> Any:
 
     target = str(node["_target_"])
     module_name, attr = _split(target)
-    expected = source_of(target, root)
-    with _importable_from(root, module_name):
+    expected = local_file(target, root)
+    with _importable_from(root, expected is not None):
         module = importlib.import_module(module_name)
-    if expected is not None and os.path.realpath(getattr(module, "__file__", "") or "") != os.path.realpath(expected):
+    if expected is not None and os.path.realpath(getattr(module, "__file__", "") or "") != str(expected):
         raise ConfigError(f"config key data.preprocess._target_ {target!r}: imported {module.__file__}, "
                           f"but the lock hashed {expected}")
     fn = getattr(module, attr, None)

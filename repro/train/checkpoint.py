@@ -26,6 +26,7 @@ from typing import Any
 from repro.canonical import canonical_json, fsync_dir, sha256_bytes
 from repro.errors import CheckpointError, DataError, TrainingFailed
 from repro.filenames import MANIFEST_NAME, OPTIMIZER_NAME, PICKLED_SUFFIXES, STATE_NAME, WEIGHTS_NAME
+from repro.safeio import loads, open_regular, read_bytes
 from repro.source.hashing import digest_path
 
 VERSION = 1
@@ -115,10 +116,8 @@ def read(path: Path) -> Checkpoint:
         refuse_pickled(path / name)
         if name != STATE_NAME:
             _check(path, name, rec, *_hash_file(path / name, False, f"{path.name}/{name}"))
-    try:  # state.json is parsed from the very bytes that were checked
-        raw = (path / STATE_NAME).read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"{path.name}/{STATE_NAME}: cannot read ({exc.strerror})") from None
+    # state.json is parsed from the very bytes that were checked
+    raw = read_bytes(path / STATE_NAME, f"checkpoint {STATE_NAME}", error=CheckpointError)
     _check(path, STATE_NAME, records[STATE_NAME], len(raw), sha256_bytes(raw))
     state = _parse_json(raw, f"{path.name}/{STATE_NAME}", "#/$defs/state")
     named = parse_step(path.name)
@@ -146,6 +145,9 @@ def _check(path: Path, name: str, rec: dict[str, Any], size: int, digest: str) -
 
 def _hash_file(path: Path, sync: bool, where: str = "") -> tuple[int, str]:
     """Size and sha256 of a file (repro's one streaming hasher); with `sync`, fsync it too."""
+    if not sync:  # reading a checkpoint back: a link, FIFO or device is refused, never followed
+        fd, _ = open_regular(path, f"checkpoint file {where}", CheckpointError)
+        os.close(fd)
     try:
         hashed = digest_path(path, shown=where or str(path))
     except DataError as exc:  # a checkpoint being written is the run's failure; one being read is unusable
@@ -236,23 +238,16 @@ def _remove(path: Path) -> None:
 
 
 def _load_json(path: Path, where: str, ref: str) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{where}: missing (the write did not finish)") from None
-    except OSError as exc:
-        raise CheckpointError(f"{where}: cannot read ({exc.strerror})") from None
-    return _parse_json(raw, where, ref)
+    if not os.path.lexists(path):
+        raise CheckpointError(f"{where}: missing (the write did not finish)")
+    return _parse_json(read_bytes(path, where, error=CheckpointError), where, ref)
 
 
 def _parse_json(raw: bytes, where: str, ref: str) -> dict[str, Any]:
     """Parse, check `version`, validate against the schema; one-line errors naming the field."""
     import jsonschema
 
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{where}: not valid JSON ({exc})") from None
+    obj = loads(raw, where, CheckpointError)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{where}: expected a JSON object")
     version = obj.get("version")

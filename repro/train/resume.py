@@ -182,7 +182,6 @@ def changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     diffs = compare_values("inputs", "config", old_in["config"]["resolved"], new_in["config"]["resolved"])
     diffs += compare_files("data", old_in["data"]["files"], new_in["data"]["files"])
     diffs += compare_files("code", old_in["code"]["files"], new_in["code"]["files"])
-    diffs += compare_files("repro", old_in["code"]["repro"]["files"], new_in["code"]["repro"]["files"])
     old_b, new_b = saved["build"], now["build"]
     diffs += compare_values("build", "package", old_b["packages"], new_b["packages"])
     if not diffs:  # pins come from the config, so they differ only if the above do; be safe

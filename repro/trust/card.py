@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from repro.canonical import atomic_write_bytes
 from repro.errors import UserInputError
 from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
+from repro.safeio import read_json
 from repro.trust.audit import AuditReport, audit_path
 from repro.trust.licenses import hf_license
 
@@ -48,11 +50,15 @@ def write_card(out_dir: Path) -> CardReport:
 
 
 def build_commit(out_dir: Path) -> dict[str, Any] | None:
-    """The commit the build ran at, from run.json (the lock cannot hold it)."""
-    try:
-        git = json.loads((out_dir / RUN_NAME).read_text(encoding="utf-8")).get("git")
-    except (OSError, ValueError, AttributeError):
+    """The commit the build ran at, from run.json (the lock cannot hold it); None if unknown.
+
+    A link, FIFO or device in run.json's place is refused (exit 2), never read.
+    """
+    path = out_dir / RUN_NAME
+    if not os.path.lexists(path):
         return None
+    run, _ = read_json(path, RUN_NAME)
+    git = run.get("git") if isinstance(run, dict) else None
     return git if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
 
 
@@ -150,8 +156,12 @@ def render(lock: dict[str, Any], report: AuditReport, git: dict[str, Any] | None
             f"(also in `{REBUILD_NAME}`):", "", "```yaml",
             _yaml(resolved).rstrip(), "```",
             "", "## Pins and environment", "", "| pin | value |", "|---|---|"]
-    out += [f"| {k} | `{json.dumps(build[k])}` |" for k in sorted(build) if k not in ("packages", "flags")]
-    out += [f"| package {k} | `{v}` |" for k, v in sorted(build["packages"].items())]
+    toolchain = lock["toolchain"]
+    out += [f"| {k} | `{json.dumps(build[k])}` |" for k in sorted(build) if k not in ("env", "flags")]
+    out += [f"| env {k} | `{v}` |" for k, v in sorted(build.get("env", {}).items())]
+    out += [f"| python | `{toolchain['python']['implementation']} {toolchain['python']['version']}` |",
+            f"| repro | `{toolchain['repro']['version']}` (compiler `{toolchain['repro']['root_digest'][:12]}…`) |"]
+    out += [f"| package {k} | `{v}` |" for k, v in sorted(toolchain["distributions"].items())]
     out += ["", "## Loss curve", "", f"![Training loss by step]({PLOT_NAME})", ""]
     out += _commands(lock, weights_sha, report.lock_sha256, git)
     return "\n".join(out) + "\n"

@@ -1,8 +1,9 @@
 """Test-only pauses, installed in `repro train` processes that tests start (never in repro itself).
 
 Python imports `sitecustomize` at start-up from PYTHONPATH, so a test that puts
-this folder there (conftest.HOOKS_DIR) reaches every process of a build: the
-CLI, verify's rebuild child and torchrun's ranks. With PAUSE_STEP_ENV=N the
+this folder there (conftest.HOOKS_DIR) reaches the CLI process; the CLI's build
+children and torchrun's ranks get it too, because the hook adds this folder to
+the PYTHONPATH of the environment `repro.build.child` makes for them. With PAUSE_STEP_ENV=N the
 loop stops after step N; with PAUSE_CHECKPOINT_ENV=N the checkpoint writer stops
 after the first file of step N. Each touches `<checkpoints>/.paused-<ENV>-<N>`
 and waits until the test deletes it (or kills the process there).
@@ -31,7 +32,17 @@ def _pause(env: str, step: int, root: Path) -> None:
 
 
 def _install() -> None:
+    from repro.build import child
     from repro.train import checkpoint, resume
+
+    environ = child.child_environ
+
+    def environ_with_hooks(*args: Any, **kwargs: Any) -> dict[str, str]:
+        env = environ(*args, **kwargs)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(Path(__file__).parent)]))
+        return env
+
+    child.child_environ = environ_with_hooks
 
     after_step, write = resume.Session.after_step, checkpoint.write
 

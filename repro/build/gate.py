@@ -1,0 +1,176 @@
+"""The trust gate: which code a rebuild from a stranger's lock may run without asking.
+
+A lock's config is a program: every `_target_` names a callable that Hydra will
+import and call, with arguments that may hold further `_target_`s, and
+`data.preprocess` names a function to run on the data. A full `repro verify`
+runs that code by nature; this gate decides, before anything is imported from
+the lock, whether it may do so without `--trust-code` (like transformers'
+`trust_remote_code=True`). Allowed without asking:
+
+- the project's own modules whose files are hashed in the lock (`inputs.code`,
+  or the preprocess step's hashed file): the user chose to check out that project;
+- public classes and functions defined in repro's own `repro.tasks`,
+  `repro.models` and `repro.optim` (read from their source, not imported);
+- `torch.nn` module classes, `torch.optim` optimizers and schedulers, and
+  transformers model and config classes (checked by subclass, after importing
+  the library itself: a name is never trusted because its module imports).
+
+Everything else is listed with its position in the config. See docs/security.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from repro.errors import UserInputError
+from repro.safeio import printable
+
+REPRO_COMPONENTS = ("repro.tasks", "repro.models", "repro.optim")
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Target:
+    """One callable a config names, where it is named, and whether the gate lets it run."""
+
+    position: str  # dotted config key of the node holding `_target_`
+    target: str
+    trusted: bool
+    why: str
+
+    def line(self) -> str:
+        return f"{printable(self.position)}._target_ = {printable(self.target)}: {self.why}"
+
+
+def targets(resolved: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every (config position, `_target_` value) in a resolved config, nested ones included."""
+    if isinstance(resolved, dict):
+        if "_target_" in resolved:
+            yield prefix or "(top level)", resolved["_target_"]
+        for key, value in resolved.items():
+            yield from targets(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(resolved, list):
+        for i, value in enumerate(resolved):
+            yield from targets(value, f"{prefix}[{i}]")
+
+
+def review(lock: dict[str, Any]) -> list[Target]:
+    """Judge every `_target_` in the lock's config (see the module doc); nothing from the lock is imported."""
+    resolved = lock["inputs"]["config"]["resolved"]
+    hashed = {f["path"] for f in lock["inputs"]["code"]["files"]}
+    pre = lock["inputs"]["data"].get("preprocess") or {}
+    if isinstance(pre.get("file"), dict):
+        hashed.add(pre["file"]["path"])
+    out = []
+    for position, target in targets(resolved):
+        if not isinstance(target, str) or not _is_dotted(target):
+            out.append(Target(position, repr(target), False, "not an import path (module.name)"))
+            continue
+        trusted, why = _judge(target, hashed)
+        out.append(Target(position, target, trusted, why))
+    return out
+
+
+def check(lock: dict[str, Any], trust_code: bool) -> list[Target]:
+    """Raise UserInputError listing every untrusted target, unless `trust_code`; return the review."""
+    reviewed = review(lock)
+    untrusted = [t for t in reviewed if not t.trusted]
+    if untrusted and not trust_code:
+        listed = "; ".join(t.line() for t in untrusted)
+        raise UserInputError(f"the lock's config names code outside the trusted set, which a rebuild would run: "
+                             f"{listed}. Read it, then pass --trust-code to run it anyway")
+    return reviewed
+
+
+def _is_dotted(target: str) -> bool:
+    parts = target.split(".")
+    return len(parts) >= 2 and all(p.isidentifier() for p in parts)
+
+
+def _judge(target: str, hashed: set[str]) -> tuple[bool, str]:
+    parts = target.split(".")
+    for i in range(len(parts) - 1, 0, -1):  # the longest module prefix that is a hashed project file
+        module = parts[:i]
+        for rel in ("/".join(module) + ".py", "/".join(module) + "/__init__.py"):
+            if rel in hashed:
+                return True, f"project code, hashed in the lock ({rel})"
+    home, _, name = target.rpartition(".")
+    if home in REPRO_COMPONENTS:
+        if name in _defined_in(home):
+            return True, f"repro's own {home.rsplit('.', 1)[1]}"
+        return False, f"{name!r} is not a public class or function defined in {home}"
+    for prefix, check in _LIBRARIES:
+        if target.startswith(prefix):
+            return check(target)
+    return False, "not project code hashed in the lock, not repro's, not in the safe library set"
+
+
+@cache
+def _defined_in(module: str) -> frozenset[str]:
+    """Public top-level classes and functions defined (not imported) in one of repro's modules."""
+    path = _PACKAGE_DIR / (module.split(".", 1)[1] + ".py")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return frozenset(node.name for node in tree.body
+                     if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and not node.name.startswith("_"))
+
+
+def _library_class(target: str, root: str, bases: Callable[[], tuple[type, ...]], what: str) -> tuple[bool, str]:
+    """Import the library (not the target), walk the name through modules it already loaded, check the class."""
+    import importlib
+
+    try:
+        importlib.import_module(root)
+        kinds = bases()
+    except Exception as exc:  # the library is missing or broken: nothing can be vouched for
+        return False, f"{root} could not be loaded to check it ({type(exc).__name__})"
+    parts = target.split(".")
+    obj: Any = None
+    for i in range(len(parts) - 1, 0, -1):
+        mod = sys.modules.get(".".join(parts[:i]))
+        if mod is None:
+            continue
+        obj = mod
+        try:
+            for attr in parts[i:]:
+                if attr.startswith("_"):
+                    raise AttributeError(attr)
+                obj = getattr(obj, attr)
+        except Exception:  # transformers' lazy modules raise several kinds
+            obj = None
+        break
+    home = getattr(obj, "__module__", "") or ""
+    if isinstance(obj, type) and issubclass(obj, kinds) and obj not in kinds and \
+            (home == root or home.startswith(root + ".")):
+        return True, what
+    return False, f"not a {what} class"
+
+
+def _torch_nn() -> tuple[type, ...]:
+    import torch
+
+    return (torch.nn.Module,)
+
+
+def _torch_optim() -> tuple[type, ...]:
+    import torch
+
+    return (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)
+
+
+def _transformers() -> tuple[type, ...]:
+    import transformers
+
+    return (transformers.PreTrainedModel, transformers.PretrainedConfig)
+
+
+_LIBRARIES: tuple[tuple[str, Callable[[str], tuple[bool, str]]], ...] = (
+    ("torch.nn.", lambda t: _library_class(t, "torch.nn", _torch_nn, "torch.nn module")),
+    ("torch.optim.", lambda t: _library_class(t, "torch.optim", _torch_optim, "torch.optim optimizer or scheduler")),
+    ("transformers.", lambda t: _library_class(t, "transformers", _transformers, "transformers model or config")),
+)
