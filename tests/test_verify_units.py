@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from repro.build.rebuild import rebuild_config
-from repro.build.verify import find_root, machine_check, pin_consistency, toolchain_check
+from repro.build.verify import VerifyOptions, find_root, machine_check, pin_consistency, toolchain_check, verify
 from repro.errors import EnvironmentMismatch, UserInputError
 from repro.source.inputs import PACKAGE_DIR
 
@@ -110,3 +110,8 @@ def test_machine_check_refuses_a_level_this_cpu_lacks(monkeypatch: pytest.Monkey
         machine_check(arm, rebuilding=True)
     [note] = machine_check(arm, rebuilding=False)
     assert (note.name, note.old) == ("cpu_capability", "sve256")
+
+
+def test_an_unusable_signing_key_is_named_before_anything_is_read(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="missing.pem"):
+        verify(VerifyOptions(lock_path=tmp_path / "no.lock", signing_key=tmp_path / "missing.pem"))
