@@ -144,8 +144,9 @@ def ceiling() -> float:
 def profile(data: Path, cache_dir: Path) -> None:
     """Where in-process time goes, cold then warm (the worker threads' C time shows as wait)."""
     sys.path.insert(0, str(REPO))
+    from repro.source.filetree import expand_patterns
     from repro.source.hashcache import HashCache
-    from repro.source.hashing import expand_patterns, hash_files
+    from repro.source.hashing import hash_files
 
     for label in ("cold", "warm"):
         prof = cProfile.Profile()

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import atomic_write_bytes
-from repro.source.config import ConfigSource, compose, require
 from repro.errors import ConfigError, ReproError
-from repro.source.hashing import expand_patterns
+from repro.source.config import ConfigSource, compose, require
+from repro.source.filetree import expand_patterns
 
 ROOT = Path(__file__).resolve().parent
 

@@ -138,10 +138,3 @@ def _verify_record_signature(record: Path, sig: Path, public_key: Path) -> str |
             return f"{sig.name} was made with another key than {public_key.name}"
         return f"{sig.name} does not verify {record.name} with {public_key.name} ({type(exc).__name__})"
     return None
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot read ({exc.strerror})") from None

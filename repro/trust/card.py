@@ -19,6 +19,7 @@ from repro.canonical import atomic_write_bytes
 from repro.errors import UserInputError
 from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
+from repro.lock.types import Inputs, Lock
 from repro.safeio import read_json
 from repro.trust.audit import AuditReport, audit_path
 from repro.trust.licenses import hf_license
@@ -62,7 +63,7 @@ def build_commit(out_dir: Path) -> dict[str, Any] | None:
     return git if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
 
 
-def loss_curve(out_dir: Path, lock: dict[str, Any]) -> tuple[list[int], list[float]]:
+def loss_curve(out_dir: Path, lock: Lock) -> tuple[list[int], list[float]]:
     """(step, loss) pairs from metrics.jsonl, or from the lock's logged trajectory without it."""
     path = out_dir / METRICS_NAME
     if path.is_file():
@@ -102,7 +103,7 @@ def plot_png(steps: list[int], losses: list[float]) -> bytes:
     return buf.getvalue()
 
 
-def rebuild_yaml(lock: dict[str, Any]) -> bytes:
+def rebuild_yaml(lock: Lock) -> bytes:
     """The lock's resolved config as a Hydra primary config (no defaults list)."""
     config = {**lock["inputs"]["config"]["resolved"], "out_dir": REBUILD_OUT}
     header = (
@@ -113,7 +114,7 @@ def rebuild_yaml(lock: dict[str, Any]) -> bytes:
     return (header + _yaml(config)).encode()
 
 
-def front_matter(lock: dict[str, Any], report: AuditReport) -> str:
+def front_matter(lock: Lock, report: AuditReport) -> str:
     license_id, license_name = hf_license(report.release.weights_license)
     meta: dict[str, Any] = {"license": license_id, "tags": ["repro", "reproducible", "safetensors", "pytorch"]}
     if license_name:
@@ -124,9 +125,10 @@ def front_matter(lock: dict[str, Any], report: AuditReport) -> str:
     return "---\n" + _yaml(meta) + "---\n"
 
 
-def render(lock: dict[str, Any], report: AuditReport, git: dict[str, Any] | None = None) -> str:
+def render(lock: Lock, report: AuditReport, git: dict[str, Any] | None = None) -> str:
     """The card's Markdown; `git` is run.json's commit record, when the build ran in a checkout."""
-    inputs, build, outputs = lock["inputs"], lock["build"], lock["outputs"]
+    inputs, outputs = lock["inputs"], lock["outputs"]
+    build: dict[str, Any] = dict(lock["build"])  # every pin, by name
     resolved = inputs["config"]["resolved"]
     rel = report.release
     weights_sha = outputs["weights"]["hashes"]["sha256"]
@@ -167,7 +169,7 @@ def render(lock: dict[str, Any], report: AuditReport, git: dict[str, Any] | None
     return "\n".join(out) + "\n"
 
 
-def _commands(lock: dict[str, Any], weights_sha: str, lock_sha: str, git: dict[str, Any] | None) -> list[str]:
+def _commands(lock: Lock, weights_sha: str, lock_sha: str, git: dict[str, Any] | None) -> list[str]:
     where = f"a checkout of commit `{git['commit']}`" if git else "the project folder"
     return [
         "## Rebuild", "",
@@ -196,7 +198,7 @@ def _yaml(obj: Any) -> str:
     return text
 
 
-def _title(resolved: dict[str, Any], inputs: dict[str, Any]) -> str:
+def _title(resolved: dict[str, Any], inputs: Inputs) -> str:
     model = str(resolved.get("model", {}).get("_target_", "model")).rsplit(".", 1)[-1]
     files = inputs["data"]["files"]
     data = Path(files[0]["path"]).stem if files else "data"

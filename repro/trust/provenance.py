@@ -19,6 +19,7 @@ from repro import __version__
 from repro.errors import MismatchError, UserInputError
 from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
+from repro.lock.types import Lock
 from repro.source.hashing import sha256_file
 from repro.trust.release import ReleaseTerms
 
@@ -33,7 +34,7 @@ _EXTRA_FILES = (LOCK_NAME, METRICS_NAME, RUN_NAME)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # what the schema accepts as a URI
 
 
-def statement(lock: dict[str, Any], run: dict[str, Any] | None, byproducts: list[dict[str, Any]],
+def statement(lock: Lock, run: dict[str, Any] | None, byproducts: list[dict[str, Any]],
               builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
     """The provenance statement for `lock`; pure, so it can be tested on any lock dict."""
     inputs, build = lock["inputs"], lock["build"]
@@ -58,7 +59,7 @@ def statement(lock: dict[str, Any], run: dict[str, Any] | None, byproducts: list
     }
 
 
-def _dependencies(lock: dict[str, Any], git: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _dependencies(lock: Lock, git: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Data files, the data tree, code files, the code tree and commit, repro's compiler, the toolchain.
 
     Tree digests are repro root digests, which are exactly in-toto's `dirHash`
@@ -148,9 +149,3 @@ def _read_run(path: Path) -> dict[str, Any] | None:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserInputError(f"{path}: not valid JSON ({exc})") from None
     return run if isinstance(run, dict) else None
-
-
-def without_run_details(stmt: dict[str, Any]) -> dict[str, Any]:
-    """The part of a statement that two builds of one lock share byte for byte."""
-    pred = {k: v for k, v in stmt["predicate"].items() if k != "runDetails"}
-    return {**stmt, "predicate": pred}
