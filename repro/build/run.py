@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import socket
-import struct
 import sys
 import tempfile
 import time
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from repro.build.child import child_message, run_child, write_error
-from repro.canonical import atomic_write_bytes, atomic_write_json
+from repro.build.outputs import write_outputs
+from repro.canonical import atomic_write_json
 from repro.environment import toolchain
 from repro.environment.machine import cpu_model
 from repro.environment.pins import (
@@ -36,7 +36,7 @@ from repro.environment.pins import (
     target_packages,
 )
 from repro.errors import ConfigError
-from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, WEIGHTS_NAME
+from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.source.config import CheckpointSpec, TrainerSpec, require, require_keys
 from repro.source.data import DataSpec, data_file_list
@@ -113,13 +113,6 @@ def project_importable(root: Path) -> None:
     entry = str(root.resolve())
     if sys.path[:1] != [entry]:
         sys.path.insert(0, entry)
-
-
-def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
-    """Every `every`-th loss in the lock, and a digest over all of them (float64 LE)."""
-    blob = b"".join(struct.pack("<d", v) for v in losses)
-    logged = [losses[s - 1] for s in lockfile.logged_steps(len(losses), every)]
-    return {"every": every, "steps": len(losses), "losses": logged, "sha256": hashlib.sha256(blob).hexdigest()}
 
 
 def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
@@ -233,7 +226,6 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         distributed.barrier(pins)  # the other ranks now read the same resume point
 
     from repro.train.loop import train
-    from repro.train.weights import save_weights, tensor_records
 
     every = require(resolved, "trainer.log_every", int)
     with step_bar(require(resolved, "trainer.max_steps", int), quiet) as on_step:
@@ -241,31 +233,11 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         result = train(resolved, pins, root, files, on_step=on_step, checkpoints=session,
                        data_digest=inputs["data"]["root_digest"])
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    exported = write_exports(out_dir, result.exports)
-    weights = save_weights(result.state, out_dir / WEIGHTS_NAME)
-    metrics_lines = [
-        json.dumps({"loss": result.losses[s - 1], "step": s}, sort_keys=True)
-        for s in lockfile.logged_steps(len(result.losses), every)
-    ]
-    atomic_write_bytes(out_dir / METRICS_NAME, ("\n".join(metrics_lines) + "\n").encode())
-
+    outputs = write_outputs(out_dir, result, every)
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
     inputs["code"] = finish_code(resolved, root)
     build = {**pins.to_json(), "flags": result.flags.to_json(), "env": pinned_variables(pins),
              "cuda": result.flags.cuda}
-    outputs: dict[str, Any] = {
-        "weights": {"path": WEIGHTS_NAME, "size": len(weights),
-                    "hashes": {"sha256": hashlib.sha256(weights).hexdigest()}, "tensors": tensor_records(result.state)},
-        "final_loss": result.losses[-1] if result.losses else None,
-        "loss_trajectory": loss_trajectory(result.losses, every),
-        "metrics": result.metrics,
-    }
-    # Only tasks with the optional hooks add these, so other locks keep their bytes.
-    if exported:
-        outputs["files"] = exported
-    if result.samples:
-        outputs["samples"] = result.samples
     lock = lockfile.assemble(inputs, build, outputs, toolchain_record())
     seconds = time.monotonic() - started
     # Machine-incidental facts live here, never in the lock.
@@ -287,19 +259,6 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         final_loss=outputs["final_loss"], seconds=seconds,
         resumed_from_step=None if session.resume is None else session.resume.step, samples=tuple(result.samples),
     )
-
-
-def write_exports(out_dir: Path, files: dict[str, bytes]) -> list[dict[str, Any]]:
-    """Write a task's exported files beside the weights; return their lock records."""
-    for name in files:  # all checked before anything is written
-        if name in OWN_OUTPUTS or "/" in name or "\\" in name or name.startswith(".") or not name:
-            raise ConfigError(f"task export {name!r}: expected a plain file name other than repro's own outputs")
-    records = []
-    for name in sorted(files):
-        atomic_write_bytes(out_dir / name, files[name])
-        digest = hashlib.sha256(files[name]).hexdigest()
-        records.append({"path": name, "size": len(files[name]), "hashes": {"sha256": digest}})
-    return records
 
 
 def rebuild_main(spec_path: str) -> int:
