@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,6 +43,11 @@ def pause_env(hook: str, step: int) -> dict[str, str]:
 def pause_marker(out_dir: Path, hook: str, step: int) -> Path:
     """The file the paused process touches, and waits on until it is deleted."""
     return out_dir / "checkpoints" / f".paused-{hook}-{step}"
+
+
+def without_run_details(stmt: dict[str, Any]) -> dict[str, Any]:
+    """The part of a provenance statement that two builds of one lock share byte for byte."""
+    return {**stmt, "predicate": {k: v for k, v in stmt["predicate"].items() if k != "runDetails"}}
 
 
 def sha256_file(path: Path) -> str:

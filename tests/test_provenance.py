@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from conftest import without_run_details
 from test_lockfile import H, sample_lock
 
 from repro.trust.provenance import BUILD_TYPE, PREDICATE_TYPE, statement
@@ -71,8 +72,8 @@ def test_dependencies_carry_every_digest() -> None:
 def test_run_details_are_the_only_machine_part() -> None:
     a = statement(project_lock(), RUN, [{"name": "run.json", "digest": {"sha256": H}}])
     b = statement(project_lock(), {**RUN, "finished_unix": 1_800_000_000}, [], builder_id="https://ci.example/b")
-    assert a != b and _without_run_details(a) == _without_run_details(b)
-    assert "runDetails" not in _without_run_details(a)["predicate"]
+    assert a != b and without_run_details(a) == without_run_details(b)
+    assert "runDetails" not in without_run_details(a)["predicate"]
 
 
 @pytest.mark.parametrize(("path", "value"), [
@@ -88,8 +89,3 @@ def test_schema_rejects_wrong_statements(path: tuple[str, ...], value: Any) -> N
     node[path[-1]] = value
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(SCHEMA).validate(stmt)
-
-
-def _without_run_details(stmt: dict[str, Any]) -> dict[str, Any]:
-    """The part of a statement that two builds of one lock share byte for byte."""
-    return {**stmt, "predicate": {k: v for k, v in stmt["predicate"].items() if k != "runDetails"}}
