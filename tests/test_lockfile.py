@@ -109,6 +109,13 @@ def test_the_lock_types_mirror_the_schema() -> None:
         (node("outputs", "loss_trajectory"), t.LossTrajectory, set()),
         (defs["file"], t.FileRecord, set()), (defs["hashes"], t.Hashes, set()),
     ]
+    from dataclasses import fields
+
+    from repro.environment.pins import Pins
+
+    pins = {f.name: str(f.type) for f in fields(Pins)}  # annotations as written: "str", "str | None"
+    build = {k: getattr(v, "__name__", None) or str(v) for k, v in t.Build.__annotations__.items()}
+    assert {k: v for k, v in build.items() if k in pins} == pins  # the same pins, with the same types
     for obj, typed, relaxed in pairs:
         required = set(obj.get("required", []))
         assert set(typed.__required_keys__) == required - relaxed, typed.__name__  # type: ignore[attr-defined]

@@ -58,6 +58,9 @@ class Inputs(TypedDict):
 
 
 class Build(TypedDict):
+    # The pins, as `repro.environment.pins.Pins.to_json` writes them. A TypedDict cannot
+    # extend a dataclass, so these ten lines repeat Pins' fields; tests/test_lockfile.py
+    # checks that the two agree (and both agree with the schema).
     profile: str
     device: str
     threads: int
