@@ -27,8 +27,9 @@ from typing import Any
 
 from repro import __version__
 from repro.canonical import atomic_write_bytes, canonical_json, compact_json
+from repro.environment.machine import cpu_model
 from repro.errors import UserInputError
-from repro.filenames import RECORD_NAME, WEIGHTS_NAME
+from repro.filenames import LOCK_NAME, RECORD_NAME, WEIGHTS_NAME
 from repro.safeio import loads, open_regular, printable, read_bytes
 from repro.source.hashing import sha256_file
 
@@ -81,13 +82,13 @@ def statement(lock_sha256: str, weights_name: str, weights_sha256: str, identica
     """The in-toto Statement v1 with a SLSA VSA v1 predicate for one rebuild."""
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": "repro.lock", "digest": {"sha256": lock_sha256}},
+        "subject": [{"name": LOCK_NAME, "digest": {"sha256": lock_sha256}},
                     {"name": weights_name, "digest": {"sha256": weights_sha256}}],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "verifier": {"id": VERIFIER_ID, "version": {"repro": __version__}},
             "timeVerified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "resourceUri": "repro.lock",
+            "resourceUri": LOCK_NAME,
             "policy": {"uri": POLICY_URI},
             "verificationResult": "PASSED" if identical else "FAILED",
             "verifiedLevels": [LEVEL_PASSED] if identical else ["FAILED"],
@@ -102,14 +103,7 @@ def machine_facts(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Who rebuilt where: CPU model and toolchain (not hashed anywhere; shown by `repro audit`)."""
     from importlib import metadata
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model() or platform.machine()
     try:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
@@ -187,7 +181,7 @@ def check_record(record_path: Path, lock_sha256: str, locked_weights_sha256: str
         ok = False
     if not ok:
         return no("not an in-toto statement with a SLSA verification summary (VSA v1)")
-    if subjects.get("repro.lock") != lock_sha256:
+    if subjects.get(LOCK_NAME) != lock_sha256:
         return no(f"verifies another lock (sha256 {str(subjects.get('repro.lock'))[:12]}...)")
     if locked_weights_sha256 not in subjects.values():
         return no(f"its rebuilt weights differ from the locked {locked_weights_sha256[:12]}...")

@@ -148,5 +148,5 @@ def attest(out_dir: Path, builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
 def _read_run(path: Path) -> dict[str, Any] | None:
     if not os.path.lexists(path):
         return None
-    run, _ = read_json(path, "run.json")
+    run, _ = read_json(path, RUN_NAME)
     return run if isinstance(run, dict) else None
