@@ -10,8 +10,6 @@ import copy
 import hashlib
 import json
 import os
-import platform
-import socket
 import sys
 import tempfile
 import time
@@ -21,9 +19,6 @@ from typing import Any
 
 from repro.build.child import child_message, run_child, write_error
 from repro.build.outputs import write_outputs
-from repro.canonical import atomic_write_json
-from repro.environment import toolchain
-from repro.environment.machine import cpu_model
 from repro.environment.pins import (
     HASH_SEED,
     RECORDED_PACKAGES,
@@ -35,13 +30,13 @@ from repro.environment.pins import (
     resolve_pins,
     target_packages,
 )
-from repro.errors import ConfigError
+from repro.errors import ConfigError, is_write_failure, output_error
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME
 from repro.lock import lockfile
-from repro.source.config import CheckpointSpec, TrainerSpec, require, require_keys
+from repro.source.config import CheckpointSpec, TrainerSpec, check_value_types, require, require_keys
 from repro.source.data import DataSpec, data_file_list
 from repro.source.discover import imported_project_files
-from repro.source.inputs import code_block, code_include, compiler_block, git_state, hash_inputs
+from repro.source.inputs import code_block, code_include, git_state, hash_inputs
 from repro.train import checkpoint, distributed
 from repro.train.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.train.resume import start as start_checkpoints
@@ -87,11 +82,6 @@ def finish_code(resolved: dict[str, Any], root: Path) -> dict[str, Any]:
     return code_block(root, code_include(resolved), imported_project_files(root))
 
 
-def toolchain_record() -> dict[str, Any]:
-    """The lock's `toolchain`: what this process ran, read after training (see repro.environment.toolchain)."""
-    return {**toolchain.record(), "repro": compiler_block(toolchain.compiler_files())}
-
-
 def fix_hash_seed() -> None:
     """Start this process again with Python's hash seed pinned, if it is not (a rank under torchrun).
 
@@ -130,6 +120,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     trusting the stat cache.
     """
     started = time.monotonic()
+    check_value_types(resolved)
     check_config(resolved)
     resolved, pins = concrete_pins(resolved)
     resume = resume or ResumeOptions()
@@ -146,14 +137,20 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     if not in_child:
         fix_hash_seed()  # a rank under an outside launcher: the one variable that cannot be set in-process
     apply_process_env(pins)
+    require_supported(pins)
     project_importable(root)
     rank, _ = distributed.check_world(pins)
     if rank != 0:  # other ranks train, but never write to out_dir
         _build_rank(resolved, pins, spec, root, out_dir, resume)
         return None
-    with hold_out_dir(out_dir):
-        return _build_locked(resolved, pins, spec, root, out_dir, quiet, resume,
-                             notify or (lambda _msg: None), started, rehash)
+    try:
+        with hold_out_dir(out_dir):
+            return _build_locked(resolved, pins, spec, root, out_dir, quiet, resume,
+                                 notify or (lambda _msg: None), started, rehash)
+    except OSError as exc:  # out_dir itself, its lock file: a full disk, no permission, read-only
+        if is_write_failure(exc):
+            raise output_error(exc) from None
+        raise
 
 
 # torch optimizers whose update takes a square root (or another MKL vector-math
@@ -171,6 +168,16 @@ def require_portable(resolved: dict[str, Any], pins: Pins) -> None:
             f"build.profile=portable with trainer.optimizer._target_={target}: its square root goes through MKL's "
             "vector math, whose bits differ between CPU models; use repro.optim.PortableAdam (the same update) "
             "or torch.optim.SGD, e.g. trainer=portable")
+
+
+def require_supported(pins: Pins) -> None:
+    """Refuse (exit 3) a device, precision or world size this machine cannot honour, before any hashing.
+
+    Runs after `apply_process_env`: torch reads ATEN_CPU_CAPABILITY once, when imported.
+    """
+    from repro.train.device import check_supported
+
+    check_supported(pins)
 
 
 def require_divisible(resolved: dict[str, Any], pins: Pins) -> None:
@@ -226,29 +233,18 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         distributed.barrier(pins)  # the other ranks now read the same resume point
 
     from repro.train.loop import train
-
     every = require(resolved, "trainer.log_every", int)
     with step_bar(require(resolved, "trainer.max_steps", int), quiet) as on_step:
         # The data were just hashed: their root digest names the datasets cache (no second read).
         result = train(resolved, pins, root, files, on_step=on_step, checkpoints=session,
                        data_digest=inputs["data"]["root_digest"])
 
-    outputs = write_outputs(out_dir, result, every)
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
     inputs["code"] = finish_code(resolved, root)
     build = {**pins.to_json(), "flags": result.flags.to_json(), "env": pinned_variables(pins),
              "cuda": result.flags.cuda}
-    lock = lockfile.assemble(inputs, build, outputs, toolchain_record())
-    seconds = time.monotonic() - started
-    # Machine-incidental facts live here, never in the lock.
-    atomic_write_json(out_dir / RUN_NAME, {
-        "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": cpu_model(), "platform": platform.platform(),
-        "cores": os.cpu_count(), "wall_seconds": round(seconds, 3), "finished_unix": int(time.time()),
-        "datasets_fingerprint": result.dataset_fingerprint, "python_executable": sys.executable,
-        "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]),
-        **session.report(),
-    })
-    lock_bytes = lockfile.write(out_dir / LOCK_NAME, lock)
+    outputs, lock_bytes, seconds = write_outputs(out_dir, result, inputs, build, every, started, {
+        "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]), **session.report()})
     # The outputs are complete: checkpoints served their purpose, and left here
     # they would end up in whatever tracks out_dir (a DVC output, a release).
     checkpoint.clear(session.root)

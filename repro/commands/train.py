@@ -14,10 +14,29 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from repro.commands import Outcome
+from repro.errors import ConfigError
+from repro.source.hydra_app import INFO_CHOICES
+
+if TYPE_CHECKING:
+    from repro.source.config import ConfigSource
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Our -h/--help replaces argparse's: it also lists the config groups, as a Hydra app's does.
+    p.conflict_handler = p._optionals.conflict_handler = "resolve"
+    p.add_argument("-h", "--help", action="store_true", help="show this help, the config groups and the config")
+    p.set_defaults(_parser=p)
     p.add_argument("overrides", nargs="*", help="Hydra overrides, key=value")
+    p.add_argument("-m", "--multirun", action="store_true",
+                   help="sweep: one build per combination of comma-separated values (Hydra's sweeper)")
+    p.add_argument("--cfg", "-c", choices=["job", "hydra", "all"], help="print the composed config and exit")
+    p.add_argument("--resolve", action="store_true", help="with --cfg or --help: resolve interpolations")
+    p.add_argument("--package", "-p", help="with --cfg: print only this node of the config")
+    p.add_argument("--info", "-i", nargs="?", const="all", choices=list(INFO_CHOICES),
+                   help="print Hydra's information (search path, defaults, config groups) and exit")
     p.add_argument("--config-dir", help="folder holding the project's Hydra configs (default: ./configs)")
     p.add_argument("--config-name", default="train", help="config file name without .yaml (default: train)")
     p.add_argument("--root", help="project root that data and code paths are relative to")
@@ -31,13 +50,60 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume-from", metavar="DIR", help="resume from this checkpoint folder (safetensors + JSON)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from repro.build.run import run_build
-    from repro.source.config import compose, find_config, require
-    from repro.train.resume import ResumeOptions
+def run(args: argparse.Namespace) -> Outcome:
+    from repro.source.config import find_config
 
     cwd = Path.cwd()
     source = find_config(args.config_dir, args.config_name, args.root, cwd)
+    if args.help or args.cfg or args.info:
+        return _inspect(args, source)
+    if args.resolve or args.package:
+        raise ConfigError("--resolve and --package go with --cfg (or --resolve with --help)")
+    if args.multirun:
+        return _sweep(args, source)
+    return _train(args, source, cwd)
+
+
+def _inspect(args: argparse.Namespace, source: ConfigSource) -> Outcome:
+    from repro.source import hydra_app
+
+    if args.help:
+        try:
+            groups = hydra_app.help_text(source, args.overrides)
+        except ConfigError as exc:  # a broken config must not hide the flags
+            groups = f"(the config groups cannot be listed: {exc})\n"
+        text = args._parser.format_help() + "\n" + groups
+    elif args.cfg:
+        text = hydra_app.show_cfg(source, args.overrides, args.cfg, args.package, args.resolve)
+    else:
+        text = hydra_app.show_info(source, args.overrides, args.info)
+    return Outcome(text, text)
+
+
+def _sweep(args: argparse.Namespace, source: ConfigSource) -> Outcome:
+    from repro.build.sweep import run_sweep
+
+    if args.resume_from or args.no_resume or args.restart:
+        raise ConfigError("--multirun: each job resumes its own out_dir; --resume-from, --no-resume and "
+                          "--restart apply to a single build")
+    report = run_sweep(source, args.overrides, quiet=args.quiet, rehash=args.rehash)
+    lines = []
+    for job in report.summary["jobs"]:
+        what = f"lock sha256 {job['lock_sha256']}" if job["status"] == "ok" else \
+            f"FAILED (exit {job['exit_code']}): {job['error']}"
+        lines.append(f"job {job['num']:<3} {' '.join(job['overrides']):<40} {what}")
+    failed = sum(job["status"] != "ok" for job in report.summary["jobs"])
+    lines.append(f"sweep        {report.summary_path}  ({len(report.summary['jobs']) - failed} ok, {failed} failed)")
+    result = {"summary": str(report.summary_path), **report.summary}
+    error = f"{failed} of {len(report.summary['jobs'])} jobs failed" if report.exit_code else None
+    return Outcome(result, "\n".join(lines) + "\n", report.exit_code, error)
+
+
+def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> Outcome:
+    from repro.build.run import run_build
+    from repro.source.config import compose, require
+    from repro.train.resume import ResumeOptions
+
     resolved = compose(source, args.overrides)
     out_dir = (cwd / require(resolved, "out_dir", str)).resolve()
     options = ResumeOptions(mode="fresh" if args.no_resume else "restart" if args.restart else "auto",
@@ -45,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_build(resolved, source.root, out_dir, quiet=args.quiet, resume=options, notify=_note,
                        rehash=args.rehash)
     if report is None:  # a rank other than 0 under torchrun / accelerate launch: rank 0 reports
-        return 0
+        return Outcome(None, "", silent=True)
     lines = [
         f"out_dir      {report.out_dir}",
         f"weights      sha256 {report.weights_sha256}",
@@ -59,8 +125,13 @@ def run(args: argparse.Namespace) -> int:
     if report.resumed_from_step is not None:
         lines.append(f"resumed      at step {report.resumed_from_step}")
     lines += [f"sample {i}     {text!r}" for i, text in enumerate(report.samples, 1)]
-    print("\n".join(lines), file=sys.stdout)
-    return 0
+    result = {
+        "out_dir": str(report.out_dir), "weights_sha256": report.weights_sha256, "lock_sha256": report.lock_sha256,
+        "config_sha256": report.config_sha256, "data_root_digest": report.data_root_digest,
+        "final_loss": report.final_loss, "metrics": report.metrics, "seconds": report.seconds,
+        "resumed_from_step": report.resumed_from_step, "samples": list(report.samples),
+    }
+    return Outcome(result, "\n".join(lines) + "\n")
 
 
 def _note(message: str) -> None:

@@ -275,3 +275,36 @@ def test_also_weights_beside_a_lock_may_not_link_out(project: Path, guard: Guard
     os.symlink(guard.secret, weights)
     r = guard.run("verify", "--quiet", str(project / "out" / "repro.lock"))
     assert r.code == 2 and "model.safetensors" in r.err and "symbolic link" in r.err
+
+
+# Seen since: `--toolchain recreate` hands the lock's distribution names and versions to pip or uv.
+@pytest.mark.parametrize(("name", "version"), [("-egit+https://evil.invalid/x#egg=x", "1"),
+                                               ("numpy", "1 --index-url https://evil.invalid/simple"),
+                                               ("numpy", "-1")])
+def test_toolchain_names_cannot_become_installer_options(project: Path, guard: Guard, name: str,
+                                                         version: str) -> None:
+    path = edit(project, lambda lk: lk["toolchain"]["distributions"].update({name: version}))
+    r = guard.run("verify", "--quiet", "--toolchain", "recreate", str(path))
+    assert r.code == 2 and str(path) in r.err and "toolchain.distributions" in r.err, r.err
+
+
+# Seen since: run.json's git provenance ran `git status`, which runs the repository's core.fsmonitor.
+def test_git_provenance_never_runs_the_repositorys_commands(tmp_path: Path) -> None:
+    import subprocess
+
+    from repro.source.inputs import git_state
+
+    repo, marker = tmp_path / "repo", tmp_path / "pwned"
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@e.invalid", "GIT_CONFIG_GLOBAL": "/dev/null"}
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
+    (repo / "model.py").write_text("x = 1\n")
+    subprocess.run(["git", "-C", str(repo), "add", "."], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "c"], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "config", "core.fsmonitor", f"touch {marker}; false"], check=True)
+    assert git_state(repo, ["model.py"])["dirty"] is False  # type: ignore[index]
+    (repo / "model.py").write_text("x = 2\n")
+    (repo / "new.py").write_text("")
+    assert git_state(repo, ["model.py"])["dirty"] is True  # type: ignore[index]
+    assert git_state(repo, ["new.py"])["dirty"] is True  # type: ignore[index]
+    assert not marker.exists()
