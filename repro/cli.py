@@ -33,6 +33,7 @@ ENVELOPE_VERSION = 1
 COMMANDS: dict[str, str] = {
     "train": "Train from a Hydra config and write weights plus repro.lock.",
     "verify": "Rebuild from a repro.lock and prove the weights bit for bit (exit 0), or say why not.",
+    "check": "Build under varied conditions (shell, cores, path, resume, CPU) and name where the bits part.",
     "diff": "Show how two lockfiles differ: inputs, build, outputs.",
     "sign": "Sign a release folder (weights, lock, card) with OpenSSF model-signing.",
     "verify-signature": "Check a release folder's signature without rebuilding.",

@@ -29,22 +29,6 @@ class Result:
     stderr: str
 
 
-# tests/hooks/sitecustomize.py pauses a build process at a step (see its docstring):
-# start the process with `pause_env(...)` and wait for the marker it touches.
-HOOKS_DIR = REPO / "tests" / "hooks"
-PAUSE_STEP_ENV, PAUSE_CHECKPOINT_ENV = "REPRO_TEST_PAUSE_STEP", "REPRO_TEST_PAUSE_CHECKPOINT"
-
-
-def pause_env(hook: str, step: int) -> dict[str, str]:
-    """Environment entries that make a `repro train` process stop at `step` (PAUSE_*_ENV)."""
-    return {hook: str(step), "PYTHONPATH": os.pathsep.join([str(REPO), str(HOOKS_DIR)])}
-
-
-def pause_marker(out_dir: Path, hook: str, step: int) -> Path:
-    """The file the paused process touches, and waits on until it is deleted."""
-    return out_dir / "checkpoints" / f".paused-{hook}-{step}"
-
-
 def without_run_details(stmt: dict[str, Any]) -> dict[str, Any]:
     """The part of a provenance statement that two builds of one lock share byte for byte."""
     return {**stmt, "predicate": {k: v for k, v in stmt["predicate"].items() if k != "runDetails"}}

@@ -107,6 +107,7 @@ def test_the_lock_types_mirror_the_schema() -> None:
         (node("outputs"), t.Outputs, set()), (node("outputs", "weights"), t.Weights, set()),
         (node("outputs", "weights", "tensors", "[]"), t.TensorRecord, set()),
         (node("outputs", "loss_trajectory"), t.LossTrajectory, set()),
+        (node("outputs", "step_digests"), t.StepDigests, set()),
         (defs["file"], t.FileRecord, set()), (defs["hashes"], t.Hashes, set()),
     ]
     from dataclasses import fields

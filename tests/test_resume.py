@@ -15,15 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (
-    PAUSE_CHECKPOINT_ENV,
-    PAUSE_STEP_ENV,
-    make_project,
-    pause_env,
-    pause_marker,
-    run_repro,
-    sha256_file,
-)
+from conftest import REPO, make_project, run_repro, sha256_file
 
 from repro.train import checkpoint
 
@@ -34,7 +26,7 @@ BASE = [
     "trainer.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:7,gamma:0.7}",
 ]
 CKPT = ["trainer.checkpoint_every=10", "trainer.keep_checkpoints=2"]
-STEP, WRITE = PAUSE_STEP_ENV, PAUSE_CHECKPOINT_ENV
+STEP, WRITE = checkpoint.PAUSE_STEP_ENV, checkpoint.PAUSE_CHECKPOINT_ENV
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +49,14 @@ def _train(project: Path, out: str, *extra: str) -> Path:
 
 def _start(project: Path, out: str, pause: tuple[str, int], *extra: str) -> subprocess.Popen[str]:
     """`repro train` in the background, stopping at the `pause` test hook."""
-    env = {**os.environ, **pause_env(*pause), "HF_DATASETS_OFFLINE": "1"}
-    pause_marker(project / out, *pause).unlink(missing_ok=True)  # a killed run's marker would end the wait early
+    env = {**os.environ, pause[0]: str(pause[1]), "HF_DATASETS_OFFLINE": "1"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.Popen([sys.executable, "-m", "repro", "train", *BASE, *CKPT, f"out_dir={out}", *extra],
                             cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_paused(proc: subprocess.Popen[str], out: Path, pause: tuple[str, int]) -> Path:
-    marker = pause_marker(out, *pause)
+    marker = out / "checkpoints" / f".paused-{pause[0]}-{pause[1]}"
     deadline = time.monotonic() + 300
     while not marker.exists():
         if proc.poll() is not None:

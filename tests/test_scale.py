@@ -13,7 +13,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import PAUSE_STEP_ENV, REPO, TINY, make_project, pause_env, pause_marker, run_repro, sha256_file
+from conftest import REPO, TINY, make_project, run_repro, sha256_file
+
+from repro.train import checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 BIN = Path(sys.executable).parent
@@ -120,10 +122,10 @@ def test_two_process_resume_gives_the_same_bytes(project: Path) -> None:
     straight = run_repro(["train", *base, "out_dir=mp-straight"], cwd=project)
     assert straight.code == 0, straight.stderr
     ckpt = ["trainer.checkpoint_every=10", "trainer.keep_checkpoints=2", "out_dir=mp-resumed"]
-    env = {**_env(), **pause_env(PAUSE_STEP_ENV, 20)}
+    env = {**_env(), checkpoint.PAUSE_STEP_ENV: "20"}
     proc = subprocess.Popen([sys.executable, "-m", "repro", "train", *base, *ckpt], cwd=project, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    marker = pause_marker(project / "mp-resumed", PAUSE_STEP_ENV, 20)
+    marker = project / "mp-resumed" / "checkpoints" / f".paused-{checkpoint.PAUSE_STEP_ENV}-20"
     deadline = time.monotonic() + 180
     while not marker.exists():
         assert proc.poll() is None, proc.communicate()[1]

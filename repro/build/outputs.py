@@ -21,7 +21,7 @@ from repro.canonical import StagedFiles, atomic_write_bytes, canonical_json
 from repro.environment import toolchain
 from repro.environment.machine import cpu_model
 from repro.errors import ConfigError
-from repro.filenames import LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, WEIGHTS_NAME
+from repro.filenames import LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
 from repro.source.inputs import compiler_block
 
@@ -33,6 +33,7 @@ def write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: dic
     Every file is staged first and all are renamed into place together, the lock
     last: a full disk or a read-only out_dir leaves the earlier outputs as they were.
     """
+    from repro.train.trace import step_digests_blob
     from repro.train.weights import tensor_records, weights_bytes
 
     with StagedFiles() as staged:
@@ -42,6 +43,8 @@ def write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: dic
         logged = [json.dumps({"loss": result.losses[s - 1], "step": s}, sort_keys=True)
                   for s in lockfile.logged_steps(len(result.losses), every)]
         staged.add(out_dir / METRICS_NAME, ("\n".join(logged) + "\n").encode())
+        steps_blob = step_digests_blob(result.step_digests)
+        staged.add(out_dir / STEPS_NAME, steps_blob)
         outputs: dict[str, Any] = {
             "weights": {"path": WEIGHTS_NAME, "size": len(weights),
                         "hashes": {"sha256": hashlib.sha256(weights).hexdigest()},
@@ -49,6 +52,8 @@ def write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: dic
             "final_loss": result.losses[-1] if result.losses else None,
             "loss_trajectory": loss_trajectory(result.losses, every),
             "metrics": result.metrics,
+            "step_digests": {"path": STEPS_NAME, "steps": len(result.step_digests) - 1, "algorithm": "xxh3_128",
+                             "sha256": hashlib.sha256(steps_blob).hexdigest()},
         }
         # Only tasks with the optional hooks add these, so other locks keep their bytes.
         if exported:
@@ -66,7 +71,6 @@ def write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: dic
         }))
         staged.add(out_dir / LOCK_NAME, lock_bytes)
     return outputs, lock_bytes, seconds
-
 
 
 def toolchain_record() -> dict[str, Any]:

@@ -200,6 +200,7 @@ def _build_rank(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root
         root_dir = out_dir / CHECKPOINTS_DIR
         ckpt = checkpoint.read(resume.source) if resume.source else checkpoint.newest_valid(root_dir)[0]
     session = Session(out_dir / CHECKPOINTS_DIR, replace(spec, every=0), {}, resume=ckpt)
+    session.pause_step = None
     train(resolved, pins, root, files, checkpoints=session)
 
 

@@ -47,7 +47,9 @@ from repro.build.checks import (
     rehash_inputs,
     toolchain_check,
 )
+from repro.build.localize import name_first_step
 from repro.build.rebuild import run_rebuild
+from repro.build.sandbox import sandbox_for
 from repro.environment.pins import check_bounds
 from repro.errors import ConfigError, LockfileError, UserInputError
 from repro.filenames import LOCK_NAME
@@ -89,6 +91,8 @@ class VerifyOptions:
     find_links: tuple[Path, ...] = ()  # wheel folders for --toolchain recreate (an unreleased repro)
     trust_code: bool = False  # run `_target_`s outside the trusted set (repro.build.gate)
     allow_oversubscribe: bool = False  # rebuild with more threads than OVERSUBSCRIBE x this machine's cores
+    sandbox: bool = True  # network off, project read-only, where the machine allows it (repro.build.sandbox)
+    localize: bool = False  # on a mismatch, name the first differing op where the lock's machine can be emulated
 
 
 @dataclass
@@ -216,7 +220,8 @@ def _rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pa
             made = provision(cast(dict[str, Any], lock["toolchain"]), list(opts.find_links), opts.quiet)
             python, env = made.python, made.to_json()
         started = time.monotonic()
-        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python)
+        box = sandbox_for(root, work, opts.world_size or lock["build"]["world_size"], opts.sandbox)
+        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python, sandbox=box)
         seconds = time.monotonic() - started
         rebuilt = lockfile.read(out / LOCK_NAME)
         # The rebuild's own record of its toolchain replaces the guess made before it.
@@ -231,11 +236,28 @@ def _rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pa
                 continue  # inputs were compared before the rebuild, by the same functions
             (report.notes if d.kind in NOTE_KINDS or d.section == "toolchain" else report.differences).append(d)
         report.differences = count_elements(report.differences, lock, weights_path, out / LOCK_NAME)
+        report.differences = name_first_step(report.differences, lock, opts.lock_path.parent, rebuilt, out)
+        localized = _localize(lock, root, opts, work, report.differences) if opts.localize else None
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
-                "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"], "toolchain": env}
+                "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"], "toolchain": env,
+                "sandbox": {"active": box.active, "description": box.description}, "localized": localized}
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _localize(lock: Lock, root: Path, opts: VerifyOptions, work: Path,
+              diffs: list[Difference]) -> dict[str, Any] | None:
+    """--localize: the first differing op, when an environment here reproduces the lock's steps."""
+    from repro.build.localize import localize_lock
+    from repro.lock.lockfile import read_step_digests
+
+    step = next((d.stats["first_step"] for d in diffs if d.kind == "step" and d.stats), None)
+    recorded = read_step_digests(opts.lock_path.parent, lock)
+    if not step or recorded is None:
+        return None if not diffs else {"error": "no exact first step to replay (the lock has no step digests "
+                                                "beside it, or every step agrees)"}
+    return localize_lock(lock, root, int(step), recorded, work / "localize")
 
 
 def write_record(report: VerifyReport, rebuild: dict[str, Any], opts: VerifyOptions,

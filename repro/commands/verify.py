@@ -48,9 +48,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signing-key", metavar="KEY", help="sign verification.json with this private key (model-signing)")
     p.add_argument("--world-size", type=int, metavar="N",
                    help="rebuild with N processes instead of the lock's (not expected to be bit-identical)")
+    p.add_argument("--localize", action="store_true",
+                   help="on a mismatch, replay the first differing step where this machine can reproduce the "
+                        "lock's (an emulated CPU under qemu-user) and name the first differing operation")
     p.add_argument("--trust-code", action="store_true",
                    help="run `_target_`s the lock names outside the trusted set (project code hashed in the lock, "
                         "repro's own, torch.nn/torch.optim/transformers classes); see docs/security.md")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="rebuild without cutting the network and making the project read-only (unshare)")
     p.add_argument("--allow-oversubscribe", action="store_true",
                    help="rebuild even if the pins ask for more than 4 threads per core of this machine")
     p.add_argument("--toolchain", choices=("current", "recreate"), default="current",
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> Outcome:
         allow_env_drift=args.allow_env_drift, rebuild_anyway=args.rebuild_anyway, quiet=args.quiet or args.json,
         record=not args.no_record, signing_key=Path(args.signing_key) if args.signing_key else None,
         world_size=args.world_size, trust_code=args.trust_code, allow_oversubscribe=args.allow_oversubscribe,
+        sandbox=not args.no_sandbox, localize=args.localize,
         toolchain=args.toolchain, find_links=tuple(Path(d) for d in args.find_links),
     )
     report = verify(opts)
@@ -112,10 +118,16 @@ def render(report: VerifyReport) -> list[str]:
         where = f", kept in {rb['work_dir']}" if rb["work_dir"] else ""
         lines.append(f"rebuild    {rb['seconds']:.1f} s in a fresh process under the lock's pins{where}; "
                      f"weights sha256 {rb['weights_sha256'][:12]}…")
+        loc = rb.get("localized")
+        if loc:
+            lines.append(f"localized  {loc['environment']}: {loc.get('line') or loc.get('error')}"
+                         if loc.get("environment") else f"localized  {loc.get('error')}")
         env = rb.get("toolchain") or {}
         if env.get("mode") == "recreate":
             how = "reused from the cache" if env["cached"] else f"installed with {env['installer']}"
             lines.append(f"toolchain  recreated at {env['path']} ({how}, {env['seconds']:.1f} s)")
+        if rb.get("sandbox"):
+            lines.append(f"sandbox    {rb['sandbox']['description']}")
     elif rb:
         lines.append(f"rebuild    {rb['reason']}")
     rec = report.record

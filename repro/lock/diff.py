@@ -24,6 +24,7 @@ from repro.lock.types import (
     TensorRecord,
     Toolchain,
 )
+from repro.safeio import printable
 
 # Build keys that are pins (they decide the bits), as opposed to recorded facts.
 PIN_KEYS = ("profile", "device", "threads", "cpu_capability", "precision", "seed", "world_size",
@@ -38,7 +39,7 @@ class Difference:
     section: inputs | build | toolchain | outputs
     kind:    data | code | config | preprocess | sample_order (inputs: the source);
              pin | flag | env | cuda (build); python | platform | distribution | torch | compiler (toolchain);
-             weights | tensor | loss | metric (outputs); other
+             weights | tensor | loss | step | metric (outputs); other
     change:  changed | added | removed | renamed
     stats:   numbers behind `detail`, for --json (e.g. a tensor's differing elements)
     """
@@ -63,7 +64,8 @@ class Difference:
         elif self.change == "renamed":
             values = f"  (from {self.old})"
         detail = f"  ({self.detail})" if self.detail else ""
-        return f"{self.kind:<12} {self.change:<8} {self.name}{values}{detail}"
+        # Escaped here, not only at print time: a newline in a config key must not start a line of its own.
+        return printable(f"{self.kind:<12} {self.change:<8} {self.name}{values}{detail}")
 
 
 def show(value: Any) -> str:
@@ -218,9 +220,23 @@ def compare_outputs(a: Outputs, b: Outputs) -> list[Difference]:
     if a["final_loss"] != b["final_loss"]:
         diffs.append(Difference("outputs", "loss", "final", "changed", a["final_loss"], b["final_loss"]))
     diffs += compare_values("outputs", "metric", a["metrics"], b["metrics"])
-    known = {"weights", "final_loss", "loss_trajectory", "metrics"}
+    # Locks written before per-step digests existed lack the field: nothing to compare then.
+    sa, sb = a.get("step_digests"), b.get("step_digests")
+    if sa is not None and sb is not None and sa != sb:
+        diffs.append(Difference("outputs", "step", "parameters", "changed", sa["sha256"], sb["sha256"],
+                                "the parameter digests after some step differ"))
+    known = {"weights", "final_loss", "loss_trajectory", "metrics", "step_digests"}
     return diffs + compare_values("outputs", "other", {k: v for k, v in a.items() if k not in known},
                                   {k: v for k, v in b.items() if k not in known})
+
+
+def first_differing_step(a: list[str], b: list[str]) -> int | None:
+    """The first step after which two runs' parameter digests differ (0: the initial
+    parameters already do); None when both lists agree."""
+    for step, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return step
+    return None if len(a) == len(b) else min(len(a), len(b))
 
 
 def compare_tensor_records(a: list[TensorRecord], b: list[TensorRecord]) -> list[Difference]:

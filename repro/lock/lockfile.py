@@ -97,3 +97,21 @@ def read(path: Path) -> Lock:
 
 def _short(message: str) -> str:
     return message if len(message) < 160 else message[:157] + "..."
+
+
+def read_step_digests(out_dir: Path, lock: Lock) -> list[str] | None:
+    """The per-step parameter digests beside a lock, if present and matching its record."""
+    import hashlib
+
+    record = lock["outputs"].get("step_digests")
+    if record is None:
+        return None
+    path = Path(out_dir) / safe_relpath(record["path"], "outputs.step_digests.path")
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(raw).hexdigest() != record["sha256"]:
+        return None
+    lines = raw.decode("ascii", errors="replace").split("\n")[:-1]
+    return lines if len(lines) == record["steps"] + 1 else None

@@ -127,6 +127,13 @@ class LossTrajectory(TypedDict):
     sha256: str
 
 
+class StepDigests(TypedDict):
+    path: str
+    steps: int
+    algorithm: str
+    sha256: str
+
+
 class Outputs(TypedDict):
     weights: Weights
     final_loss: float | None
@@ -134,6 +141,7 @@ class Outputs(TypedDict):
     metrics: dict[str, float]
     files: NotRequired[list[FileRecord]]
     samples: NotRequired[list[str]]
+    step_digests: NotRequired[StepDigests]
 
 
 class Lock(TypedDict):

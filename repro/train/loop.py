@@ -25,6 +25,7 @@ from repro.tasks import Batch, Task, as_task
 from repro.train.determinism import apply_torch_pins, cuda_facts, seed_everything, seed_worker, torch_generator
 from repro.train.sampling import OrderDigest, SampleOrder
 from repro.train.state import Parts, capture, restore
+from repro.train.trace import StepTrace
 
 if TYPE_CHECKING:
     from repro.train.resume import Session
@@ -58,6 +59,7 @@ class TrainResult:
     metrics: dict[str, float]
     flags: RunFlags
     dataset_fingerprint: str
+    step_digests: list[str] = field(default_factory=list)  # parameters after every step (repro.train.trace)
     samples: list[str] = field(default_factory=list)  # from the task's `samples` hook
     exports: dict[str, bytes] = field(default_factory=dict)  # from its `export` hook
 
@@ -85,7 +87,7 @@ def train(cfg: dict[str, Any], pins: Pins, root: Path, data_files: list[str], on
     accelerator = _accelerator(pins)
     try:
         run = _Run.prepare(accelerator, pins, spec, task, model, optimizer, scheduler, train_t)
-        losses, digest = run.steps(checkpoints, on_step)
+        losses, digest, trace = run.steps(checkpoints, on_step)
         net = accelerator.unwrap_model(run.model)
         metrics, samples, exports = evaluate(task, net, test_t, root, accelerator.device)
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -93,7 +95,7 @@ def train(cfg: dict[str, Any], pins: Pins, root: Path, data_files: list[str], on
     finally:
         AcceleratorState._reset_state(True)
     return TrainResult(state, losses, digest.hexdigest(), digest.count, metrics, flags, fingerprint,
-                       samples=samples, exports=exports)
+                       step_digests=trace.digests, samples=samples, exports=exports)
 
 
 def _load_data(cfg: dict[str, Any], task: Task, root: Path, data_files: list[str], data_digest: str | None,
@@ -129,8 +131,8 @@ class _FastStep:
 
     def __init__(self, accelerator: Any, optimizer: Any) -> None:
         plain = getattr(optimizer, "scaler", None) is None
-        inner = optimizer.optimizer if plain else optimizer
-        self.step, self.zero_grad = inner.step, inner.zero_grad
+        self.inner = optimizer.optimizer if plain else optimizer
+        self.step, self.zero_grad = self.inner.step, self.inner.zero_grad
         self.backward: Callable[[torch.Tensor], None] = _backward if plain else accelerator.backward
 
 
@@ -179,26 +181,30 @@ class _Run:
             "loss_reduction": "mean over ranks in rank order",
         }
 
-    def steps(self, checkpoints: Session | None, on_step: OnStep | None) -> tuple[list[float], OrderDigest]:
-        """Train from step 0 or the checkpoint's step to max_steps; return the losses and the order digest."""
+    def steps(self, checkpoints: Session | None,
+              on_step: OnStep | None) -> tuple[list[float], OrderDigest, StepTrace]:
+        """Train from step 0 or the checkpoint's step to max_steps; return the losses, order digest and trace."""
         resume = checkpoints.resume if checkpoints is not None else None
         start = resume.step if resume is not None else 0
         batches = _batches(self.train_t, self.order, self.spec, self.pins.seed, start)
         digest, losses = OrderDigest(), list[float]()
         if resume is not None:  # restores the RNGs last: nothing may draw before the next step
             digest, losses = restore(resume, self.parts, self.order)
+        trace = StepTrace.start(self.parts.model, self.fast.inner, resume)
         self.model.train()
         for step, (rows, batch) in enumerate(batches, start):
+            trace.before_step(step + 1)
             digest.update(rows)
-            value = self.step(step, batch)
+            value = self.step(step, batch, trace)
             losses.append(value)
             if checkpoints is not None:
-                checkpoints.after_step(step + 1, partial(capture, step + 1, self.parts, self.order, losses, digest))
+                checkpoints.after_step(step + 1, partial(capture, step + 1, self.parts, self.order, losses, digest,
+                                                         trace.digests))
             if on_step is not None:
                 on_step(step + 1, value)
-        return losses, digest
+        return losses, digest, trace
 
-    def step(self, step: int, batch: Batch) -> float:
+    def step(self, step: int, batch: Batch, trace: StepTrace) -> float:
         """One optimizer step on this rank's slice of the global batch; the loss every rank agrees on."""
         if self.world > 1:
             per_rank = self.spec.batch_size // self.world
@@ -213,6 +219,7 @@ class _Run:
         if self.scheduler is not None:
             self.scheduler.step()
         self.fast.zero_grad(set_to_none=True)  # flush the gradients as soon as we can
+        trace.after_step(step + 1)
         # Every rank records the same number: the mean of all ranks' losses, in rank order.
         world_loss = loss if self.world == 1 else self.accelerator.gather(loss.detach().reshape(1)).mean()
         value = float(world_loss.item())

@@ -48,6 +48,8 @@ class Session:
     resumes: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     written: int = 0
+    # Test hook (checkpoint.PAUSE_STEP_ENV), read once: the loop calls after_step every step.
+    pause_step: str | None = field(default_factory=lambda: os.environ.get(checkpoint.PAUSE_STEP_ENV))
 
     def after_step(self, step: int, capture: Capture) -> None:
         if self.spec.every and step % self.spec.every == 0:
@@ -57,6 +59,8 @@ class Session:
             checkpoint.write(self.root, step, writers)
             checkpoint.prune(self.root, self.spec.keep)
             self.written += 1
+        if self.pause_step == str(step):
+            checkpoint.pause_if_asked(checkpoint.PAUSE_STEP_ENV, step, self.root)
 
     def report(self) -> dict[str, Any]:
         """What run.json says about checkpoints and resumes (never the lock)."""

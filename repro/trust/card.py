@@ -17,7 +17,7 @@ from typing import Any
 
 from repro.canonical import atomic_write_bytes
 from repro.errors import UserInputError
-from repro.filenames import METRICS_NAME, RUN_NAME
+from repro.filenames import CHECK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.release_folder import ReleaseFolder
 from repro.lock.types import Inputs, Lock
@@ -51,8 +51,36 @@ def write_card(release: ReleaseFolder) -> CardReport:
     atomic_write_bytes(out_dir / PLOT_NAME, plot_png(steps, losses))
     atomic_write_bytes(out_dir / REBUILD_NAME, rebuild_yaml(lock))
     report = audit_path(release.lock, assume_card=True)
-    atomic_write_bytes(out_dir / CARD_NAME, render(lock, report, build_commit(out_dir)).encode("utf-8"))
+    text = render(lock, report, build_commit(out_dir), read_check(out_dir))
+    atomic_write_bytes(out_dir / CARD_NAME, text.encode("utf-8"))
     return CardReport(out_dir / CARD_NAME, out_dir / PLOT_NAME, out_dir / REBUILD_NAME, report)
+
+
+def read_check(out_dir: Path) -> dict[str, Any] | None:
+    """The latest `repro check` report in the folder (check.json), if present and well formed."""
+    try:
+        report = json.loads((out_dir / CHECK_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    rows = report.get("axes") if isinstance(report, dict) else None
+    keys = ("axis", "variation", "result", "promised", "first_step", "detail")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in keys) for r in rows):
+        return None
+    return dict(report)
+
+
+def check_section(report: dict[str, Any]) -> list[str]:
+    """The card's table of the latest `repro check`: one row per variation."""
+    lines = ["## Reproducibility check (`repro check`)", "",
+             f"Latest run: {report.get('steps')} steps per build, profile `{report.get('profile')}`; "
+             "every variation is a fresh `repro train` compared with a baseline in a clean shell.", "",
+             "| axis | variation | result | promised | first step | where |", "|---|---|---|---|---|---|"]
+    for r in report["axes"]:
+        step = "-" if r["first_step"] is None else str(r["first_step"])
+        where = str(r["detail"]).replace("|", "\\|")
+        lines.append(f"| {r['axis']} | {r['variation']} | {r['result']} | {'yes' if r['promised'] else 'no'} "
+                     f"| {step} | {where} |")
+    return [*lines, ""]
 
 
 def build_commit(out_dir: Path) -> dict[str, Any] | None:
@@ -128,8 +156,10 @@ def front_matter(lock: Lock, report: AuditReport) -> str:
     return "---\n" + _yaml(meta) + "---\n"
 
 
-def render(lock: Lock, report: AuditReport, git: dict[str, Any] | None = None) -> str:
-    """The card's Markdown; `git` is run.json's commit record, when the build ran in a checkout."""
+def render(lock: Lock, report: AuditReport, git: dict[str, Any] | None = None,
+           check: dict[str, Any] | None = None) -> str:
+    """The card's Markdown; `git` is run.json's commit record, when the build ran in a checkout;
+    `check` the latest `repro check` report from the folder."""
     inputs, outputs = lock["inputs"], lock["outputs"]
     build: dict[str, Any] = dict(lock["build"])  # every pin, by name
     resolved = inputs["config"]["resolved"]
@@ -168,6 +198,7 @@ def render(lock: Lock, report: AuditReport, git: dict[str, Any] | None = None) -
             f"| repro | `{toolchain['repro']['version']}` (compiler `{toolchain['repro']['root_digest'][:12]}…`) |"]
     out += [f"| package {k} | `{v}` |" for k, v in sorted(toolchain["distributions"].items())]
     out += ["", "## Loss curve", "", f"![Training loss by step]({PLOT_NAME})", ""]
+    out += check_section(check) if check else []
     out += _commands(lock, weights_sha, report.lock_sha256, git)
     return "\n".join(out) + "\n"
 
