@@ -26,6 +26,7 @@ import dataclasses
 import os
 import platform
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,33 +37,32 @@ from typing import Any, cast
 
 from repro import __version__
 from repro.build import gate
-from repro.build.checks import (
-    built_at_commit,
-    check_weights_file,
-    count_elements,
-    explain_config,
-    find_root,
-    machine_check,
-    pin_consistency,
-    rehash_inputs,
-    toolchain_check,
-)
 from repro.build.localize import name_first_step
 from repro.build.rebuild import run_rebuild
 from repro.build.sandbox import sandbox_for
-from repro.environment.pins import check_bounds
-from repro.errors import ConfigError, LockfileError, UserInputError
+from repro.environment.machine import machine_cores
+from repro.environment.pins import check_bounds, check_capability, native_capability, resolve_pins
+from repro.environment.toolchain import installed_versions, interpreter_facts
+from repro.errors import ConfigError, DataError, EnvironmentMismatch, LockfileError, ReproError, UserInputError
 from repro.filenames import LOCK_NAME
 from repro.lock import lockfile
 from repro.lock.diff import (
+    PIN_KEYS,
     Difference,
     compare_inputs,
     compare_locks,
+    compare_tensor_records,
+    compare_toolchain,
 )
-from repro.lock.explain import hints
+from repro.lock.explain import explain_config_edit, hints, reference_configs
 from repro.lock.lineage import explain_lineage
-from repro.lock.types import Lock
-from repro.safeio import printable
+from repro.lock.types import Inputs, Lock, TensorRecord, Toolchain, Weights
+from repro.progress import byte_bar
+from repro.safeio import open_regular, printable
+from repro.source.config import require
+from repro.source.filetree import resolve_under
+from repro.source.hashing import hash_file
+from repro.source.inputs import PACKAGE_DIR, compiler_block, hash_inputs
 
 REPORT_VERSION = 2
 # Differences that describe where and with what a build ran, not what it is.
@@ -109,6 +109,7 @@ class VerifyReport:
     hints: list[str] = field(default_factory=list)
     rebuild: dict[str, Any] | None = None
     record: dict[str, Any] | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)  # --from-source: each stage rerun
 
     @property
     def identical(self) -> bool:
@@ -139,7 +140,7 @@ class VerifyReport:
             "lockfile": self.lockfile, "root": self.root, "root_source": self.root_source, "mode": self.mode,
             "checked": self.checked, "differences": [d.to_json() for d in self.differences],
             "notes": [d.to_json() for d in self.notes], "hints": self.hints, "rebuild": self.rebuild,
-            "record": self.record,
+            "record": self.record, "stages": self.stages,
         }
 
 
@@ -202,6 +203,199 @@ def _naming(lock_path: Path) -> Iterator[None]:
         yield
     except (ConfigError, LockfileError) as exc:
         raise type(exc)(f"{printable(str(lock_path))}: {exc}") from None
+
+
+def built_at_commit(lock_path: Path) -> str | None:
+    """The git commit the build ran at, from run.json beside the lock (not in the lock:
+    a lock committed to git cannot name the commit that holds it). None if unknown."""
+    from repro.trust.card import build_commit
+
+    git = build_commit(lock_path.parent)
+    return None if git is None else str(git["commit"])
+
+
+def find_root(lock_path: Path, lock: Lock, explicit: Path | None) -> tuple[Path, str]:
+    """The folder the lock's relative data and code paths are resolved against.
+
+    `--root` if given; else the first of these that holds one of the lock's data
+    files: the git repository holding the lockfile, the nearest folder above the
+    lockfile (a project inside a larger repository), the folder holding the
+    installed repro package (the embedded example's data ships there). If none
+    does, the git repository (the missing file is then named), else an error.
+    Only existence is tested here; nothing is read.
+    """
+    if explicit is not None:
+        if not explicit.is_dir():
+            raise UserInputError(f"--root {printable(str(explicit))}: not a directory")
+        return explicit.resolve(), "--root"
+    start = lock_path.resolve().parent
+    top = _git_toplevel(start)
+    data = [f["path"] for f in lock["inputs"]["data"]["files"]]
+
+    def holds_data(folder: Path) -> bool:
+        return any((folder / p).is_file() for p in data)
+
+    if top is not None and holds_data(top):
+        return top, "the git repository holding the lockfile"
+    # Never above the git top level, nor above the lock's own folder outside git: a
+    # stranger's lock must not make us hash /etc/passwd or write /.repro/.
+    above = [start] if top is None or not start.is_relative_to(top) else \
+        [start, *(p for p in start.parents if p.is_relative_to(top))]
+    for folder in above:
+        if holds_data(folder):
+            return folder, "the nearest folder above the lockfile holding its data"
+    if holds_data(PACKAGE_DIR.parent):
+        return PACKAGE_DIR.parent, "the folder holding the installed repro package"
+    if top is not None:
+        return top, "the git repository holding the lockfile"
+    first = printable(data[0]) if data else "its data"
+    raise UserInputError(f"{printable(str(lock_path))}: cannot tell the project root: the lockfile's folder does "
+                         f"not hold {first} and it is not in a git repository; pass --root DIR")
+
+
+def _git_toplevel(folder: Path) -> Path | None:
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return Path(out).resolve() if out else None
+
+
+def rehash_inputs(lock: Lock, root: Path, quiet: bool = True) -> tuple[Inputs, dict[str, Any]]:
+    """Hash the source the lock names, today, under `root`: a lock-shaped `inputs`, and counts. Imports nothing.
+
+    The same `hash_inputs` as `repro train`, with every data byte read (the fresh
+    digests refresh the stat cache, so the rebuild's own hashing sees the truth).
+    Data file lists come from expanding the config's patterns again, so a data
+    file added to or removed from a data folder shows up. Code is exactly the
+    recorded files (the ones the build imported, and code.include's), plus any
+    file code.include matches today; a recorded file that is gone is reported as removed.
+    """
+    resolved = lock["inputs"]["config"]["resolved"]
+    task = resolved.get("task")
+    if isinstance(task, dict) and task.get("tokenizer") is not None:  # a path the rebuild reads and copies
+        if not isinstance(task["tokenizer"], str):
+            raise LockfileError(f"config key task.tokenizer: expected a relative path, got {task['tokenizer']!r}")
+        resolve_under(root, task["tokenizer"], "config key task.tokenizer")
+    recorded = [f["path"] for f in lock["inputs"]["code"]["files"]]
+    present = [p for p in recorded if resolve_under(root, p, "code file").is_file()]
+    with byte_bar(quiet, "hash data") as bar:
+        found = hash_inputs(resolved, root, imported=present, use_cache=False, progress=bar)
+    if "stages" in lock["inputs"]:  # intermediates are inputs here; --from-source rebuilds them
+        found["stages"] = lock["inputs"]["stages"]
+    data = found["data"]["files"]
+    checked = {"data_files": len(data), "data_bytes": sum(f["size"] for f in data),
+               "code_files": len(found["code"]["files"]), "compiler_files": len(lock["toolchain"]["repro"]["files"]),
+               "config_sha256": found["config"]["sha256"], "weights_file": None}
+    return cast(Inputs, found), checked
+
+
+def current_toolchain(recorded: Toolchain) -> Toolchain:
+    """This environment, in the shape of the lock's toolchain, as far as it is known without importing.
+
+    Distributions are looked up by the recorded names (installed metadata); torch's
+    version and build tag come from its metadata, its library versions only from a
+    rebuild; repro's compiler is the recorded module list, hashed as installed here.
+    """
+    installed = installed_versions(sorted(recorded["distributions"]))
+    torch: dict[str, Any] | None = None if recorded["torch"] is None else dict(recorded["torch"])
+    if torch is not None:
+        version = installed.get("torch") or installed_versions(["torch"])["torch"]
+        torch = {**torch, "version": version, "build": None if version is None else version.partition("+")[2] or None}
+    base = PACKAGE_DIR.parent
+    present = [f["path"] for f in recorded["repro"]["files"] if (base / f["path"]).is_file()]
+    return cast(Toolchain, {**interpreter_facts(), "torch": torch, "repro": compiler_block(present),
+                            "distributions": {k: v for k, v in installed.items() if v is not None}})
+
+
+def toolchain_check(recorded: Toolchain) -> list[Difference]:
+    """How this environment's toolchain differs from the recorded one (notes: a rebuild decides)."""
+    return [dataclasses.replace(d, detail=d.detail or "installed here")
+            for d in compare_toolchain(recorded, current_toolchain(recorded))]
+
+
+def explain_config(diffs: list[Difference], lock: Lock, root: Path) -> list[Difference]:
+    """Replace "config digest differs" by the edited keys and their old values, when provable."""
+    digest = [d for d in diffs if d.kind == "config" and d.name == "sha256"]
+    if not digest:
+        return diffs
+    config = lock["inputs"]["config"]
+    edits = explain_config_edit(config["resolved"], config["sha256"], reference_configs(root))
+    if edits is None:
+        detail = "the lock's config no longer hashes to its recorded digest: it was edited after the build"
+        return [dataclasses.replace(d, detail=detail) if d in digest else d for d in diffs]
+    return [d for d in diffs if d not in digest] + edits
+
+
+# Flags torch reported at build time that must equal a pin (flag name -> pin name).
+FLAG_PINS = {"threads": "threads", "cpu_capability": "cpu_capability",
+             "use_deterministic_algorithms": "deterministic", "mkldnn": "mkldnn"}
+
+
+def pin_consistency(lock: Lock) -> list[Difference]:
+    """The lock's build pins must be what its own config resolves to, and what torch reported."""
+    resolved = lock["inputs"]["config"]["resolved"]
+    expected = resolve_pins(require(resolved, "build", dict), require(resolved, "seed", int)).to_json()
+    build: dict[str, Any] = dict(lock["build"])  # read by pin name
+    diffs = [
+        Difference("build", "pin", key, "changed", expected[key], build[key],
+                   f"the lock's build section says {build[key]!r} but its config resolves to {expected[key]!r}")
+        for key in PIN_KEYS if build[key] != expected[key]
+    ]
+    for flag, pin in FLAG_PINS.items():
+        if flag in build["flags"] and build["flags"][flag] != build[pin]:
+            diffs.append(Difference("build", "pin", pin, "changed", build["flags"][flag], build[pin],
+                                    f"torch reported {flag}={build['flags'][flag]!r} at build time, "
+                                    f"but the pin says {build[pin]!r}"))
+    return diffs
+
+
+def check_weights_file(path: Path, recorded: Weights, follow_links: bool = True) -> list[Difference]:
+    """Size and sha256 of a weights file, then tensor by tensor if those differ. No torch.
+
+    The file must be a regular one (not a FIFO or device; not a link unless
+    `follow_links`), and is read whole only when it differs and is under the cap.
+    """
+    from repro.lock.tensordiff import read_tensors
+
+    fd, st = open_regular(path, "weights file", DataError, follow_links)
+    os.close(fd)
+    size, sha = hash_file(path)
+    if size == recorded["size"] and sha == recorded["hashes"]["sha256"]:
+        return []
+    whole = Difference("outputs", "weights", str(path), "changed", recorded["hashes"]["sha256"], sha,
+                       f"size {recorded['size']} -> {size}" if size != recorded["size"] else "")
+    try:
+        tensors = read_tensors(path, follow_links)
+    except ReproError as exc:
+        return [dataclasses.replace(whole, detail=f"not readable as safetensors: {exc}")]
+    per_tensor = compare_tensor_records(recorded["tensors"], [cast(TensorRecord, t.record()) for t in tensors.values()])
+    if not per_tensor:
+        whole = dataclasses.replace(whole, detail="every tensor matches the lock; only the file's header differs")
+    return [whole, *per_tensor]
+
+
+def machine_check(lock: Lock, rebuilding: bool) -> list[Difference]:
+    """Pins versus this machine. A CPU level it cannot run raises when a rebuild would run (exit 3).
+
+    Another toolchain never stops a rebuild: the rebuild is what tells whether it
+    changes the bits (see `VerifyReport.exit_code`).
+    """
+    build = lock["build"]
+    notes: list[Difference] = []
+    try:
+        check_capability(build["cpu_capability"])
+    except EnvironmentMismatch:
+        notes.append(Difference("build", "pin", "cpu_capability", "changed", build["cpu_capability"],
+                                native_capability(), "this CPU's highest level; it cannot run the pinned one"))
+        if rebuilding:
+            raise
+    cores = machine_cores()
+    if cores != build["threads"]:
+        notes.append(Difference("build", "pin", "threads", "changed", build["threads"], cores,
+                                f"this machine has {cores} cores; fine: the pin of {build['threads']} is applied"))
+    return notes
 
 
 def _rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_path: Path | None,
@@ -278,3 +472,31 @@ def write_record(report: VerifyReport, rebuild: dict[str, Any], opts: VerifyOpti
     except OSError as exc:
         return {"path": str(path), "written": False, "error": exc.strerror or str(exc)}
     return {"path": str(path), "written": True, "signed": opts.signing_key is not None}
+
+
+def count_elements(diffs: list[Difference], lock: Lock, original: Path | None,
+                   rebuilt_lock: Path) -> list[Difference]:
+    """Add "N of M elements differ, max abs diff X" to each differing tensor.
+
+    Needs the original values: a weights file whose tensor matches the lock's digest.
+    """
+    from repro.lock.tensordiff import element_diff, read_tensors
+
+    changed = [d for d in diffs if d.kind == "tensor" and d.change == "changed" and d.section == "outputs"]
+    if not changed:
+        return diffs
+    records = {t["name"]: t for t in lock["outputs"]["weights"]["tensors"]}
+    theirs = read_tensors(original) if original is not None else {}
+    ours = read_tensors(rebuilt_lock.parent / lock["outputs"]["weights"]["path"])
+    out = []
+    for d in diffs:
+        if d in changed and d.name in theirs and theirs[d.name].record() == records.get(d.name) and d.name in ours:
+            e = element_diff(theirs[d.name], ours[d.name])
+            mad = "n/a" if e["max_abs_diff"] is None else f"{e['max_abs_diff']:.3g}"
+            d = dataclasses.replace(d, stats=e, detail=f"{e['differing']} of {e['elements']} elements differ, "
+                                                       f"max abs diff {mad}")
+        elif d in changed:
+            d = dataclasses.replace(d, detail="no weights file with the lock's values to count differing elements "
+                                              "(pass --weights FILE)")
+        out.append(d)
+    return out

@@ -55,6 +55,7 @@ class Inputs(TypedDict):
     config: ConfigBlock
     data: DataBlock
     code: FilesBlock
+    stages: NotRequired[list[dict[str, Any]]]  # records of the stages that made the data (repro.lock.stagerecord)
 
 
 class Build(TypedDict):
