@@ -38,6 +38,7 @@ from repro.environment.pins import (
 from repro.errors import ConfigError, is_write_failure, output_error
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
+from repro.lock.chain import upstream_records
 from repro.source.config import CheckpointSpec, check_value_types, require
 from repro.source.data import DataSpec, data_file_list
 from repro.source.discover import imported_project_files
@@ -234,6 +235,10 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
 
     with byte_bar(quiet, "hash data") as bar:
         inputs = hash_inputs(resolved, root, use_cache=not rehash, progress=bar)
+    # The records of the stages that made these data, transitively: the chain back to primary sources.
+    chain = upstream_records(resolved, root, {f["path"]: f["hashes"]["sha256"] for f in inputs["data"]["files"]})
+    if chain:
+        inputs["stages"] = chain
     files = data_file_list(root, DataSpec.from_config(resolved))
     packages = package_versions((*RECORDED_PACKAGES, *target_packages(resolved)))
     session = start_checkpoints(out_dir, spec, {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},

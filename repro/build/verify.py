@@ -107,6 +107,7 @@ class VerifyReport:
     hints: list[str] = field(default_factory=list)
     rebuild: dict[str, Any] | None = None
     record: dict[str, Any] | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)  # --from-source: each stage rerun
 
     @property
     def identical(self) -> bool:
@@ -137,7 +138,7 @@ class VerifyReport:
             "lockfile": self.lockfile, "root": self.root, "root_source": self.root_source, "mode": self.mode,
             "checked": self.checked, "differences": [d.to_json() for d in self.differences],
             "notes": [d.to_json() for d in self.notes], "hints": self.hints, "rebuild": self.rebuild,
-            "record": self.record,
+            "record": self.record, "stages": self.stages,
         }
 
 
@@ -275,6 +276,8 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
     present = [p for p in recorded if resolve_under(root, p, "code file").is_file()]
     with byte_bar(quiet, "hash data") as bar:
         found = hash_inputs(resolved, root, imported=present, use_cache=False, progress=bar)
+    if "stages" in lock["inputs"]:  # intermediates are inputs here; --from-source rebuilds them
+        found["stages"] = lock["inputs"]["stages"]
     data = found["data"]["files"]
     checked = {"data_files": len(data), "data_bytes": sum(f["size"] for f in data),
                "code_files": len(found["code"]["files"]), "compiler_files": len(lock["toolchain"]["repro"]["files"]),

@@ -32,8 +32,12 @@ if TYPE_CHECKING:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_release_argument(p)
-    p.add_argument("--inputs-only", action="store_true",
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--inputs-only", action="store_true",
                    help="re-hash data, code and config against the lock and stop (no rebuild, no torch)")
+    g.add_argument("--from-source", action="store_true",
+                   help="copy the primary sources to a work folder, rerun every recorded stage comparing each "
+                        "output with its record, then rebuild the training")
     p.add_argument("--weights", metavar="FILE", help="check this weights file against the lock's digests")
     p.add_argument("--work-dir", metavar="DIR", help="rebuild here and keep it (default: a temporary folder)")
     p.add_argument("--root", metavar="DIR",
@@ -81,7 +85,12 @@ def run(args: argparse.Namespace) -> Outcome:
         sandbox=not args.no_sandbox, localize=args.localize,
         toolchain=args.toolchain, find_links=tuple(Path(d) for d in args.find_links),
     )
-    report = verify(opts)
+    if args.from_source:
+        from repro.build.fromsource import verify_from_source
+
+        report = verify_from_source(opts)
+    else:
+        report = verify(opts)
     error = None if report.identical else _mismatch(report)
     return Outcome(report.to_json(), "\n".join(render(report)) + "\n", report.exit_code, error)
 
@@ -104,12 +113,18 @@ def render(report: VerifyReport) -> list[str]:
     from repro.lock.diff import render as render_diffs
 
     c = report.checked
-    lines = [
-        f"lockfile   {report.lockfile}",
-        f"root       {report.root}  ({report.root_source})",
-        f"inputs     {_n(c['data_files'], 'data file')} ({c['data_bytes']} bytes), {_n(c['code_files'], 'code file')}, "
-        f"{_n(c['compiler_files'], 'compiler module')}, config sha256 {c['config_sha256'][:12]}…",
-    ]
+    lines = [f"lockfile   {report.lockfile}", f"root       {report.root}  ({report.root_source})"]
+    if "primary_sources" in c:
+        lines.append(f"sources    {_n(c['primary_sources'], 'primary source file')} copied (no stage made them)")
+    if "data_files" in c:
+        lines.append(f"inputs     {_n(c['data_files'], 'data file')} ({c['data_bytes']} bytes), "
+                     f"{_n(c['code_files'], 'code file')}, {_n(c['compiler_files'], 'compiler module')}, "
+                     f"config sha256 {c['config_sha256'][:12]}…")
+    for st in report.stages:
+        state = "identical to its record" if st["identical"] else (
+            f"DIFFERS from its record (first at {st['first_differing_output']})" if st["first_differing_output"]
+            else "DIFFERS from its record")
+        lines.append(f"stage      {st['stage']}: rerun from source in {st['seconds']:.1f} s, {state}")
     if c.get("weights_file"):
         bad = any(d.kind == "weights" and d.name == c["weights_file"] for d in report.differences)
         lines.append(f"weights    {c['weights_file']}: {'DIFFERS from' if bad else 'identical to'} the lock")
@@ -138,7 +153,8 @@ def render(report: VerifyReport) -> list[str]:
         lines.append("notes (not a mismatch):")
         lines += ["  " + d.line() for d in report.notes]
     if report.identical:
-        what = "inputs match the lock" if report.mode == "inputs-only" else "bit-identical to the lock"
+        what = {"inputs-only": "inputs match the lock", "from-source": "rebuilt from source, every stage and "
+                "the weights bit-identical to the lock"}.get(report.mode, "bit-identical to the lock")
         lines.append(f"OK: {what}")
         return lines
     lines.append(_mismatch(report))

@@ -28,7 +28,8 @@ class Difference:
     section: inputs | build | toolchain | outputs
     kind:    data | code | config | preprocess | sample_order (inputs: the source);
              pin | flag | env | cuda (build); python | platform | distribution | torch | compiler (toolchain);
-             weights | tensor | loss | step | metric (outputs); other
+             weights | tensor | loss | step | metric (outputs); other;
+             stage | stage config | stage input | stage code | stage output | stage tool (a stage record)
     change:  changed | added | removed | renamed
     stats:   numbers behind `detail`, for --json (e.g. a tensor's differing elements)
     """
@@ -144,6 +145,10 @@ def compare_inputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
         diffs += compare_values("inputs", "sample_order", a["data"]["sample_order"], b["data"]["sample_order"],
                                 "sample_order")
     diffs += compare_file_block("code", a["code"], b["code"])
+    if "stages" in a or "stages" in b:  # the chain of stage records behind the data
+        from repro.lock.stagerecord import compare_chains
+
+        diffs += compare_chains(a.get("stages", []), b.get("stages", []))
     return diffs
 
 

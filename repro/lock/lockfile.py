@@ -72,6 +72,10 @@ def validate(lock: Any, where: str) -> None:
     for section in (lock["inputs"]["data"], lock["inputs"]["code"], lock["toolchain"]["repro"]):
         for f in section["files"]:
             safe_relpath(f["path"], f"{where}: file path")
+    from repro.lock import stagerecord  # here, not at the top: stagerecord -> diff -> lockfile
+
+    for i, record in enumerate(lock["inputs"].get("stages", [])):
+        stagerecord.validate(record, f"{where}: inputs.stages.{i}")
     pre_file = lock["inputs"]["data"].get("preprocess", {}).get("file")
     if pre_file is not None:
         safe_relpath(pre_file["path"], f"{where}: preprocess file path")

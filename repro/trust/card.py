@@ -185,6 +185,7 @@ def render(lock: dict[str, Any], report: AuditReport, git: dict[str, Any] | None
             f"- sample order: sha256 `{inputs['data']['sample_order']['sha256']}` over "
             f"{inputs['data']['sample_order']['count']} rows", "", "| file | bytes | sha256 |", "|---|---|---|"]
     out += [f"| `{f['path']}` | {f['size']} | `{f['hashes']['sha256']}` |" for f in inputs["data"]["files"]]
+    out += _chain(inputs.get("stages", []))
     out += ["", "## Training config", "", f"Resolved config, sha256 `{inputs['config']['sha256']}` "
             f"(also in `{REBUILD_NAME}`):", "", "```yaml",
             _yaml(resolved).rstrip(), "```",
@@ -199,6 +200,23 @@ def render(lock: dict[str, Any], report: AuditReport, git: dict[str, Any] | None
     out += check_section(check) if check else []
     out += _commands(lock, weights_sha, report.lock_sha256, git)
     return "\n".join(out) + "\n"
+
+
+def _chain(records: list[dict[str, Any]]) -> list[str]:
+    """The stages that made the training data, upstream first, from their records in the lock."""
+    if not records:
+        return []
+    from repro.lock.stagerecord import chain_line
+
+    out = ["", "## Build chain", "", f"`{chain_line(records)}`. Every intermediate above was made by a stage "
+           "whose record (inputs, code, params, pins and toolchain, hashed before it ran) is in the lock; "
+           "`repro verify --from-source repro.lock` rebuilds them from the primary sources alone.", "",
+           "| stage | code | reads | writes |", "|---|---|---|---|"]
+    for r in records:
+        reads = f"{len(r['inputs']['files'])} files, root `{r['inputs']['root_digest'][:16]}…`"
+        writes = ", ".join(f"`{f['path']}` (`{f['hashes']['sha256'][:12]}…`)" for f in r["outputs"]["files"])
+        out.append(f"| {r['stage']} | `{r['declared']['target']}` | {reads} | {writes} |")
+    return out
 
 
 def _commands(lock: dict[str, Any], weights_sha: str, lock_sha: str, git: dict[str, Any] | None) -> list[str]:
@@ -218,6 +236,8 @@ def _commands(lock: dict[str, Any], weights_sha: str, lock_sha: str, git: dict[s
         "```sh",
         "repro verify-signature \"$RELEASE\" --public-key PUBLISHER.pem",
         "repro verify \"$RELEASE/repro.lock\"",
+        *(["repro verify --from-source \"$RELEASE/repro.lock\"   # every stage too, from the primary sources"]
+          if lock["inputs"].get("stages") else []),
         "```",
     ]
 
