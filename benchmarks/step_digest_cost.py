@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from train_overhead import REPO, digest, plain_loop, repro_loop  # sets ATEN_CPU_CAPABILITY before torch
 

@@ -125,3 +125,22 @@ def test_verify_names_the_first_differing_step(fixture_project: Path) -> None:
     diffs = json.loads(result.stdout)["result"]["differences"]
     step = next(d for d in diffs if d["kind"] == "step")
     assert step["name"] == "step 1" and step["stats"] == {"first_step": 1}
+
+
+qemu = pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-user is not installed")
+
+
+@pytest.mark.slow
+@qemu
+def test_adam_parts_from_an_emulated_haswell_at_its_square_root(project: Path) -> None:
+    """The measured fact, found by the tool: with the GEMM pinned (the portable profile's pins),
+    torch.optim.Adam's float32 sqrt differs on another CPU model; PortableAdam does not."""
+    pins = ["build.cpu_capability=default", "build.mkldnn=false", "build.mkl_cbwr=COMPATIBLE"]
+    code, report = check(project, *pins, "--axes", "cpu:Haswell", "--steps", "1")
+    cpu = row(report, "cpu")
+    assert code == 0 and not cpu["promised"]  # the default profile does not promise other CPUs
+    assert cpu["result"] == "different" and cpu["first_step"] == 1
+    op = cpu["first_op"]
+    assert op["op"].startswith("aten::sqrt") and op["phase"] == "optimizer" and op["max_ulp"] == 1
+    code, report = check(project, "build=portable", "trainer=portable", "--axes", "cpu:Haswell", "--steps", "1")
+    assert code == 0 and row(report, "cpu")["promised"] and row(report, "cpu")["result"] == "identical"

@@ -30,9 +30,10 @@ from repro.build.run import NOT_PORTABLE
 from repro.environment.pins import SHELL_KNOBS, resolve_pins
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
+from repro.lock.types import Lock
 from repro.source.config import ConfigSource, require
 from repro.source.data import DataSpec, hashed_file_list
-from repro.source.hashing import expand_patterns
+from repro.source.filetree import expand_patterns
 from repro.source.inputs import PACKAGE_DIR
 
 AXES = ("again", "shell", "cores", "path", "hashseed", "resume", "profile", "world", "cpu")
@@ -73,7 +74,7 @@ class Run:
     seconds: float
     error: str | None = None
     weights_sha256: str | None = None
-    lock: dict[str, Any] | None = None
+    lock: Lock | None = None
     digests: list[str] | None = None
 
 
@@ -87,6 +88,7 @@ class Project:
     steps: int
     work: Path
     python: str = sys.executable
+    code_files: list[str] = field(default_factory=list)  # the baseline lock's inputs.code files
     counter: list[int] = field(default_factory=lambda: [0])
 
     def folder(self, name: str) -> Path:
@@ -228,6 +230,7 @@ def relocate(project: Project, dest: Path) -> tuple[Path, Path]:
     spec = DataSpec.from_config(project.resolved)
     include = [str(p) for p in require(project.resolved, "code.include", list)]
     files = set(hashed_file_list(src.root, spec)) | set(expand_patterns(src.root, include) if include else [])
+    files |= set(project.code_files)  # the project modules the build imported, as its lock lists them
     root = dest / "another place" / src.root.name
     for rel in sorted(files):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
