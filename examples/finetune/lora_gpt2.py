@@ -7,6 +7,7 @@ lock into the fine-tune's repro.lock, so the base is part of the source.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ def build(base: str, r: int, alpha: int, dropout: float, target_modules: list[st
     model = GPT2LMHeadModel.from_pretrained(base, local_files_only=True)
     lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                       bias="none", fan_in_fan_out=True)  # GPT-2's Conv1D stores weights transposed
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated for v6; nothing to act on here
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, lora)
 
 
 class AdapterLM(CausalLM):

@@ -33,6 +33,7 @@ from repro.environment.pins import (
 )
 from repro.errors import ConfigError
 from repro.lock import lockfile
+from repro.lock.base_model import base_block, base_path
 from repro.source.config import CheckpointSpec, require
 from repro.source.data import DataSpec, data_file_list, hashed_file_list
 from repro.source.hashing import Progress
@@ -87,6 +88,9 @@ def hash_inputs(resolved: dict[str, Any], root: Path, use_cache: bool = True,
         "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
         "code": code_block(root, [str(p) for p in include]),
     }
+    base = base_path(resolved)
+    if base is not None:  # a fine-tune: the base release is source too
+        inputs["base"] = base_block(root, base)
     return inputs, files
 
 

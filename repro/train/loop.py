@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from repro.environment.pins import Pins
+from repro.lock.base_model import with_base_path
 from repro.errors import ConfigError, TrainingFailed
 from repro.source.config import TrainerSpec
 from repro.source.data import DataSpec, load_splits
@@ -135,7 +136,7 @@ def train(
 
     # Seed after data loading so model init depends on the seed alone.
     flags["seeds"] = seed_everything(pins.seed)
-    model = instantiate(cfg["model"], "model")
+    model = instantiate(with_base_path(cfg["model"], root), "model")  # a fine-tune loads its base
     optimizer = instantiate(cfg["trainer"]["optimizer"], "trainer.optimizer")(model.parameters())
     # Optional: a project's own trainer group may predate the key; absent means none.
     sched_node = cfg["trainer"].get("scheduler")
