@@ -43,6 +43,7 @@ from repro.environment.pins import (
 )
 from repro.errors import DataError, EnvironmentMismatch, LockfileError, ReproError, UserInputError
 from repro.lock import lockfile
+from repro.lock.base_model import base_block, base_path
 from repro.lock.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, compare_tensor_records
 from repro.lock.explain import explain_config_edit, hints, reference_configs
 from repro.lock.lineage import explain_lineage
@@ -261,6 +262,9 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
     }
     if spec.preprocess is not None:
         found["data"]["preprocess"] = preprocess.record(spec.preprocess, root)
+    base = base_path(resolved)
+    if base is not None:
+        found["base"] = base_block(root, base, check=False)
     checked = {"data_files": len(data), "data_bytes": sum(d.size for d in data), "code_files": len(code),
                "repro_files": len(ours), "config_sha256": found["config"]["sha256"], "weights_file": None}
     return found, checked

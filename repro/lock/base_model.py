@@ -50,11 +50,12 @@ def release_files(root: Path, rel: str) -> list[str]:
     return [f"{rel}/{n}" for n in names]
 
 
-def base_block(root: Path, rel: str) -> dict[str, Any]:
+def base_block(root: Path, rel: str, check: bool = True) -> dict[str, Any]:
     """The lock's `inputs.base`: the release's files, its lock's digest and what that lock says.
 
-    A base whose weights differ from its own lock is refused: it is not the model
-    the lock describes, and recording both would make the lineage a lie.
+    With `check` (a build), a base whose weights differ from its own lock is
+    refused: it is not the model the lock describes, and recording both would make
+    the lineage a lie. Verify passes `check=False` and reports the changed file.
     """
     digests = hash_files(root, release_files(root, rel))
     block: dict[str, Any] = {"path": rel, "files": [d.to_json() for d in digests], "root_digest": root_digest(digests)}
@@ -64,7 +65,7 @@ def base_block(root: Path, rel: str) -> dict[str, Any]:
     lock, lock_sha = load(lock_path)
     weights = lock["outputs"]["weights"]
     got = {d.path: d.sha256 for d in digests}.get(f"{rel}/{weights['path']}")
-    if got != weights["hashes"]["sha256"]:
+    if check and got != weights["hashes"]["sha256"]:
         raise DataError(f"{rel}/{weights['path']}: sha256 {str(got)[:12]}…, but the base's own {LOCK_NAME} says "
                         f"{weights['hashes']['sha256'][:12]}…; the base release is not the model its lock describes")
     summary = {"weights_sha256": weights["hashes"]["sha256"], "config_sha256": lock["inputs"]["config"]["sha256"],

@@ -9,7 +9,7 @@ change, the lock's value and the value found.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 # Build keys that are pins (they decide the bits), as opposed to recorded facts.
@@ -142,6 +142,21 @@ def compare_inputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     diffs += compare_file_block("repro", ra, rb)
     if ra["version"] != rb["version"]:
         diffs.append(Difference("inputs", "repro", "version", "changed", ra["version"], rb["version"]))
+    return diffs + compare_base(a.get("base"), b.get("base"))
+
+
+def compare_base(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[Difference]:
+    """A fine-tune's base release: its files by path, then its lock's digest and status."""
+    if a is None or b is None:
+        if a is b:
+            return []
+        change, present = ("added", b) if a is None else ("removed", a)
+        return [Difference("inputs", "base", str(present["path"]), change,
+                           detail="a model trained from scratch on one side, a fine-tune on the other")]
+    diffs = [replace(d, detail=d.detail or f"a file of the base release {b['path']}")  # name the release
+             for d in compare_file_block("base", a, b)]
+    diffs += compare_values("inputs", "base", {"lock": a["lock"], "status": a["status"]},
+                            {"lock": b["lock"], "status": b["status"]}, b["path"])
     return diffs
 
 
