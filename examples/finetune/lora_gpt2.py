@@ -27,11 +27,14 @@ def build(base: str, r: int, alpha: int, dropout: float, target_modules: list[st
     from peft import LoraConfig, get_peft_model
     from transformers import GPT2LMHeadModel
 
-    model = GPT2LMHeadModel.from_pretrained(base, local_files_only=True)
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # a build's stderr is for repro's progress and errors
     lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                       bias="none", fan_in_fan_out=True)  # GPT-2's Conv1D stores weights transposed
     with warnings.catch_warnings():  # peft calls a transformers API deprecated for v6; nothing to act on here
         warnings.simplefilter("ignore", FutureWarning)
+        model = GPT2LMHeadModel.from_pretrained(base, local_files_only=True)
         return get_peft_model(model, lora)
 
 

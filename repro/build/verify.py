@@ -94,6 +94,7 @@ class VerifyReport:
     hints: list[str] = field(default_factory=list)
     rebuild: dict[str, Any] | None = None
     record: dict[str, Any] | None = None
+    base: dict[str, Any] | None = None  # the lock's inputs.base: where `--recursive` goes next
 
     @property
     def identical(self) -> bool:
@@ -120,7 +121,7 @@ def verify(opts: VerifyOptions) -> VerifyReport:
     root, root_source = find_root(opts.lock_path, lock, opts.root)
     mode = "inputs-only" if opts.inputs_only else "rebuild"
     found, checked = rehash_inputs(lock, root, opts.quiet)
-    report = VerifyReport(str(opts.lock_path), str(root), root_source, mode, checked)
+    report = VerifyReport(str(opts.lock_path), str(root), root_source, mode, checked, base=lock["inputs"].get("base"))
     for d in compare_inputs(lock["inputs"], found):
         (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
     report.differences = explain_config(report.differences, lock, root) + pin_consistency(lock)

@@ -50,13 +50,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "repro's own, torch.nn/torch.optim/transformers classes); see docs/security.md")
     p.add_argument("--allow-oversubscribe", action="store_true",
                    help="rebuild even if the pins ask for more than 4 threads per core of this machine")
+    p.add_argument("--recursive", action="store_true",
+                   help="a fine-tune: go on to verify its base release's lock (inputs.base), and that one's base")
+    p.add_argument("--trust-verification", action="append", default=[], metavar="KEY",
+                   help="with --recursive: accept a base whose verification.json is signed by this public key "
+                        "instead of rebuilding it (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
 def run(args: argparse.Namespace) -> int:
+    from repro.build.chain import chain_json, chain_ok, verify_chain
     from repro.build.verify import VerifyOptions, verify
     from repro.canonical import canonical_json
-    from repro.errors import ReproError
+    from repro.errors import ReproError, UserInputError
     from repro.safeio import printable
 
     opts = VerifyOptions(
@@ -66,18 +72,30 @@ def run(args: argparse.Namespace) -> int:
         record=not args.no_record, signing_key=Path(args.signing_key) if args.signing_key else None,
         world_size=args.world_size, trust_code=args.trust_code, allow_oversubscribe=args.allow_oversubscribe,
     )
+    if args.trust_verification and not args.recursive:
+        raise UserInputError("--trust-verification needs --recursive: it decides how a base model is verified")
     try:
-        report = verify(opts)
+        if args.recursive:
+            report, links = verify_chain(opts, [Path(k) for k in args.trust_verification])
+        else:
+            report, links = verify(opts), None
     except ReproError as exc:
         if args.json:  # machine readers get a report on stdout too; cli.py prints the line
             sys.stdout.write(json.dumps({"version": 1, "result": "error", "exit_code": exc.exit_code,
                                          "error": str(exc)}, sort_keys=True) + "\n")
         raise
+    code = report.exit_code if links is None or not report.identical else (0 if chain_ok(links) else 1)
     if args.json:
-        sys.stdout.buffer.write(canonical_json(report.to_json()))
-    else:
-        print("\n".join(printable(line) for line in render(report)))
-    return report.exit_code
+        body = report.to_json() if links is None else {**report.to_json(), "chain": chain_json(links),
+                                                       "exit_code": code}
+        sys.stdout.buffer.write(canonical_json(body))
+        return code
+    print("\n".join(printable(line) for line in render(report)))
+    if links is not None:
+        print("chain (this lock, then its base, and the base's base):")
+        print("\n".join("  " + link.line() for link in links))
+        print("OK: the whole chain is verified" if code == 0 else "FAILED: the chain is not verified")
+    return code
 
 
 def _n(count: int, noun: str) -> str:
