@@ -5,4 +5,4 @@ weights its bytecode. repro hashes the first two, pins the third's environment, 
 writes a lockfile that lets anyone rebuild the same bytes.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "audit": "Rate a release's openness: Debian ML-Policy, OSI OSAID, LF AI MOF, Reproducible.",
     "card": "Write a Hugging Face model card with a loss plot and rebuild commands.",
     "hash": "Print file and root digests of data paths, exactly as repro.lock records them.",
+    "init": "Create a new project (configs, model package, data, dvc.yaml) that trains and verifies as created.",
 }
 
 

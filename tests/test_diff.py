@@ -24,7 +24,7 @@ from repro.lock.diff import (
     render,
 )
 
-GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v1.lock"
+GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v2.lock"
 H1, H2, H3 = "11" * 32, "22" * 32, "33" * 32
 
 
@@ -71,15 +71,17 @@ def test_config_digest_alone_differing_is_still_reported() -> None:
     assert (d.kind, d.name, d.old, d.new) == ("config", "sha256", "ab" * 32, H1)
 
 
-def test_pins_packages_and_flags_are_separate_kinds() -> None:
+def test_pins_flags_and_the_toolchain_are_separate_kinds() -> None:
     a, b = golden(), golden()
     b["build"].update(threads=1, flags={"threads": 1})
-    b["build"]["packages"]["torch"] = "2.14.1"
+    b["toolchain"]["distributions"]["torch"] = "2.14.1"
+    b["toolchain"]["repro"]["files"][0]["hashes"]["sha256"] = H1
     got = [(d.section, d.kind, d.name, d.old, d.new) for d in compare_locks(a, b)]
     assert got == [
         ("build", "pin", "threads", 2, 1),
         ("build", "flag", "flags.threads", None, 1),
-        ("build", "package", "torch", "2.13.0+cpu", "2.14.1"),
+        ("toolchain", "distribution", "torch", "2.13.0+cpu", "2.14.1"),
+        ("toolchain", "compiler", "repro/build/run.py", "ab" * 32, H1),
     ]
 
 

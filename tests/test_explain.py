@@ -49,7 +49,7 @@ def test_reference_configs_include_the_embedded_one(tmp_path: Any) -> None:
     assert "out_dir" not in cfg and cfg["trainer"]["max_steps"] == 300
 
 
-LOCK = {"inputs": {"code": {"repro": {"version": "0.1.0"}}}}
+LOCK = {"toolchain": {"repro": {"version": "0.2.0"}}}
 COMMIT = "c0ffee" * 6 + "abcd"
 
 
@@ -64,7 +64,8 @@ def test_hints_name_the_culprit_first() -> None:
 
 def test_hints_for_outputs_alone_blame_packages_or_the_cpu() -> None:
     diffs = [Difference("outputs", "tensor", "w", "changed"), Difference("outputs", "loss", "step 5", "changed")]
-    drift = [Difference("build", "package", "torch", "changed", "2.13.0", "2.14.1")]
-    assert "packages differ (torch)" in hints(diffs, drift, LOCK)[0]
+    drift = [Difference("toolchain", "distribution", "torch", "changed", "2.13.0", "2.14.1")]
+    assert "the toolchain differs (torch)" in hints(diffs, drift, LOCK)[0]
+    assert "--toolchain recreate" in hints(diffs, drift, LOCK)[0]
     cpu = hints(diffs, [], LOCK)[0]
     assert "diverges at step 5" in cpu and "CPU" in cpu

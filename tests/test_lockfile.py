@@ -10,7 +10,7 @@ import pytest
 from repro.errors import LockfileError
 from repro.lock import lockfile
 
-GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v1.lock"
+GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v2.lock"
 H = "ab" * 32
 
 
@@ -19,12 +19,20 @@ def sample_lock() -> dict[str, Any]:
     inputs = {
         "config": {"resolved": {"seed": 0, "trainer": {"lr": 0.01}}, "sha256": H},
         "data": {"files": files, "root_digest": H, "sample_order": {"sha256": H, "count": 128}},
-        "code": {"files": [], "root_digest": H,
-                 "repro": {"version": "0.1.0", "files": [], "root_digest": H}},
+        "code": {"files": [{"path": "mylib/net.py", "size": 7, "hashes": {"sha256": H}}], "root_digest": H},
     }
     build = {"profile": "default", "device": "cpu", "threads": 2, "cpu_capability": "avx2", "precision": "fp32",
              "seed": 0, "world_size": 1, "deterministic": True, "mkldnn": True, "mkl_cbwr": None,
-             "flags": {}, "packages": {"python": "3.11.7", "torch": "2.13.0+cpu"}, "cuda": None}
+             "flags": {}, "env": {"OMP_DYNAMIC": "FALSE", "PYTHONHASHSEED": "0"}, "cuda": None}
+    toolchain = {
+        "python": {"implementation": "CPython", "version": "3.11.7"},
+        "platform": {"system": "Linux", "machine": "x86_64", "libc": "glibc 2.36"},
+        "distributions": {"numpy": "2.4.6", "torch": "2.13.0+cpu"},
+        "torch": {"version": "2.13.0+cpu", "build": "cpu", "commit": "cf30153c", "cuda": None, "cudnn": None,
+                  "mkl": "2024.2 build 20240605", "onednn": "3.12.0 (80afa71049cd)"},
+        "repro": {"version": "0.2.0", "files": [{"path": "repro/build/run.py", "size": 9, "hashes": {"sha256": H}}],
+                  "root_digest": H},
+    }
     outputs = {
         "weights": {"path": "model.safetensors", "size": 10, "hashes": {"sha256": H},
                     "tensors": [{"name": "w", "dtype": "float32", "shape": [2, 3], "sha256": H}]},
@@ -32,7 +40,7 @@ def sample_lock() -> dict[str, Any]:
         "loss_trajectory": {"every": 1, "steps": 2, "losses": [0.5, 0.125], "sha256": H},
         "metrics": {"accuracy": 0.5},
     }
-    return lockfile.assemble(inputs, build, outputs)
+    return lockfile.assemble(inputs, build, outputs, toolchain)
 
 
 def test_writer_matches_golden_bytes(tmp_path: Path) -> None:
@@ -51,7 +59,10 @@ def _write(tmp_path: Path, obj: Any) -> Path:
 
 
 @pytest.mark.parametrize(("mutate", "needle"), [
-    (lambda lk: lk.update(version=2), "newer than this repro"),
+    (lambda lk: lk.update(version=3), "newer than this repro"),
+    (lambda lk: lk.update(version=1), "expected 2"),
+    (lambda lk: lk.pop("toolchain"), "'toolchain' is a required property"),
+    (lambda lk: lk["toolchain"]["repro"]["files"][0].update(path="../x.py"), "toolchain.repro.files.0.path"),
     (lambda lk: lk.update(version="1"), "field 'version'"),
     (lambda lk: lk["inputs"].pop("data"), "'data' is a required property"),
     (lambda lk: lk["build"].update(threads="two"), "build.threads"),

@@ -13,7 +13,7 @@ from test_lockfile import H, sample_lock
 from repro.errors import LockfileError
 from repro.lock import lockfile
 
-GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v1-data.lock"
+GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v2-data.lock"
 B2 = "cd" * 64
 
 

@@ -63,7 +63,7 @@ def test_dependencies_carry_every_digest() -> None:
     outside_git = statement(project_lock(), {**RUN, "git": None}, [])["predicate"]["buildDefinition"]
     assert {"name": "code", "digest": {"dirHash": H}, "annotations": {"role": "code-tree", "license": None}} in \
         outside_git["resolvedDependencies"]
-    assert deps["repro"]["uri"] == "pkg:pypi/repro@0.1.0"
+    assert deps["repro"]["uri"] == "pkg:pypi/repro@0.2.0"
     assert deps["torch"]["uri"] == "pkg:pypi/torch@2.13.0%2Bcpu"  # purl percent-encodes '+'
     assert deps["python"]["uri"] == "pkg:generic/python@3.11.7"
 

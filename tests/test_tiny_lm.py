@@ -123,7 +123,7 @@ def test_tokenizer_is_a_hashed_input_and_ships_with_the_weights(built: tuple[Pat
         assert rec["hashes"]["sha256"] == hashlib.sha256(raw).hexdigest() and rec["size"] == len(raw)
         assert canonical_json(json.loads(raw)) == raw or name == "tokenizer.json"
     assert lock["inputs"]["code"]["files"][0]["path"] == "tokenize_corpus.py"
-    assert lock["build"]["packages"]["transformers"] == _version("transformers")
+    assert lock["toolchain"]["distributions"]["transformers"] == _version("transformers")
 
 
 # 2. Weights are stable ----------------------------------------------------------------

@@ -198,18 +198,30 @@ def test_project_code_file_edited(copy: Path) -> None:
     assert f"check out commit {commit[:12]}" in r.stdout
 
 
-def test_repro_source_edited_is_a_different_compiler(trained: Path, tmp_path: Path) -> None:
+def _verify_with_repro(trained: Path, tmp_path: Path, rel: str) -> tuple[int, dict[str, Any]]:
+    """verify --inputs-only with a copy of repro whose file `rel` gained a comment."""
     alt = tmp_path / "alt"
     shutil.copytree(REPO / "repro", alt / "repro", ignore=shutil.ignore_patterns("__pycache__"))
-    models = alt / "repro" / "models.py"
-    models.write_text(models.read_text() + "\n# patched\n")
+    edited = alt / rel
+    edited.write_text(edited.read_text() + "\n# patched\n")
     env = {**os.environ, "PYTHONPATH": str(alt)}
     proc = subprocess.run([sys.executable, "-m", "repro", "verify", "--inputs-only", "--json",
                            str(trained / "out" / "repro.lock")], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert proc.returncode == 1, proc.stderr
-    report = json.loads(proc.stdout)
-    assert [(d["kind"], d["name"]) for d in report["differences"]] == [("repro", "repro/models.py")]
-    assert any("the installed repro" in h for h in report["hints"])
+    assert proc.stdout.strip(), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_repro_compiler_edited_is_toolchain_drift_not_a_source_change(trained: Path, tmp_path: Path) -> None:
+    code, report = _verify_with_repro(trained, tmp_path, "repro/models.py")
+    assert code == 0 and report["differences"] == [], report
+    notes = [(d["section"], d["kind"], d["name"]) for d in report["notes"]]
+    assert ("toolchain", "compiler", "repro/models.py") in notes
+
+
+def test_a_docstring_edit_outside_the_compiler_changes_nothing(trained: Path, tmp_path: Path) -> None:
+    code, report = _verify_with_repro(trained, tmp_path, "repro/trust/card.py")
+    assert code == 0 and report["differences"] == [], report
+    assert not [d for d in report["notes"] if d["section"] == "toolchain"], report["notes"]
 
 
 # --- pins ----------------------------------------------------------------------------------------
@@ -257,13 +269,32 @@ def test_capability_this_cpu_lacks_exits_3_before_any_training(copy: Path) -> No
     assert ok.code == 0 and "cpu_capability" in ok.stdout
 
 
-def test_torch_build_drift_exits_3_unless_allowed(copy: Path) -> None:
+def _other_toolchain(d: dict[str, Any]) -> None:
+    """The lock as if built with another patch release of a recorded package."""
+    d["toolchain"]["distributions"]["safetensors"] = "0.7.9"
+
+
+def test_toolchain_drift_with_the_same_bits_is_a_note(copy: Path) -> None:
     lock = copy / "out" / "repro.lock"
-    edit_lock(lock, lambda d: d["build"]["packages"].update(torch="2.14.1"))
-    assert_user_error(verify(lock, cwd=copy), 3, "torch 2.14.1", "--allow-env-drift")
-    code, report = verify_json(lock, "--allow-env-drift", cwd=copy)
-    assert code == 0, report  # the same bits after all, with the drift reported
-    assert any(n["kind"] == "package" and n["name"] == "torch" and n["old"] == "2.14.1" for n in report["notes"])
+    edit_lock(lock, _other_toolchain)
+    code, report = verify_json(lock, cwd=copy)
+    assert code == 0 and report["rebuild"]["performed"], report
+    assert ("toolchain", "distribution", "safetensors", "0.7.9") in \
+        [(n["section"], n["kind"], n["name"], n["old"]) for n in report["notes"]]
+
+
+def test_toolchain_drift_with_other_bits_exits_3_naming_it(copy: Path) -> None:
+    lock = copy / "out" / "repro.lock"
+
+    def drift_and_other_bits(d: dict[str, Any]) -> None:
+        _other_toolchain(d)
+        d["outputs"]["final_loss"] = 0.5  # what that toolchain's weights would have given
+
+    edit_lock(lock, drift_and_other_bits)
+    r = verify(lock, cwd=copy)
+    assert r.code == 3, (r.stdout, r.stderr)
+    assert "TOOLCHAIN MISMATCH" in r.stdout and "distribution changed  safetensors  '0.7.9'" in r.stdout
+    assert "--toolchain recreate" in r.stdout
 
 
 # --- weights files --------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from repro.build.rebuild import rebuild_config
-from repro.build.verify import find_root, machine_check, pin_consistency
+from repro.build.verify import find_root, machine_check, pin_consistency, toolchain_check
 from repro.errors import EnvironmentMismatch, UserInputError
 from repro.source.inputs import PACKAGE_DIR
 
-GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v1.lock"
+GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v2.lock"
 BUILD_CFG = {"profile": "default", "device": "cpu", "threads": 2, "cpu_capability": "avx2", "precision": "fp32",
              "world_size": 1, "deterministic": True, "mkldnn": True, "mkl_cbwr": None}
 
@@ -77,39 +77,36 @@ def test_rebuild_config_applies_the_build_sections_pins() -> None:
 
 
 def _installed(monkeypatch: pytest.MonkeyPatch, torch: str) -> None:
-    monkeypatch.setattr("repro.build.verify.package_versions",
-                        lambda names: {"python": "3.11.7", "torch": torch})
+    monkeypatch.setattr("repro.build.verify.installed_versions",
+                        lambda names: {n: {"torch": torch, "numpy": "2.4.6"}.get(n) for n in names})
+    monkeypatch.setattr("repro.build.verify.interpreter_facts", lambda: {k: lock()["toolchain"][k]
+                                                                          for k in ("python", "platform")})
     monkeypatch.setattr("repro.build.verify.machine_cores", lambda: 2)
     monkeypatch.setattr("repro.build.verify.check_capability", lambda level: None)
 
 
-def test_machine_check_torch_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_toolchain_drift_is_a_note_and_never_stops_a_rebuild(monkeypatch: pytest.MonkeyPatch) -> None:
     _installed(monkeypatch, "2.14.1")
-    with pytest.raises(EnvironmentMismatch, match=r"torch 2\.13\.0\+cpu but 2\.14\.1 is installed"):
-        machine_check(lock(), rebuilding=True, allow_env_drift=False)
-    for rebuilding, allow in ((False, False), (True, True)):
-        [note] = machine_check(lock(), rebuilding=rebuilding, allow_env_drift=allow)
-        assert (note.kind, note.name, note.old, note.new) == ("package", "torch", "2.13.0+cpu", "2.14.1")
-    _installed(monkeypatch, "2.13.0+cpu")
-    assert machine_check(lock(), rebuilding=True, allow_env_drift=False) == []
+    assert machine_check(lock(), rebuilding=True) == []
+    notes = toolchain_check(lock()["toolchain"])
+    got = {(n.section, n.kind, n.name, n.old, n.new) for n in notes}
+    assert ("toolchain", "distribution", "torch", "2.13.0+cpu", "2.14.1") in got
+    assert ("toolchain", "torch", "torch.version", "2.13.0+cpu", "2.14.1") in got
+    assert ("toolchain", "torch", "torch.build", "cpu", None) in got
 
 
 def test_machine_check_capability_and_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     _installed(monkeypatch, "2.13.0+cpu")
     monkeypatch.setattr("repro.build.verify.machine_cores", lambda: 1)
-    [note] = machine_check(lock(), rebuilding=True, allow_env_drift=False)
+    [note] = machine_check(lock(), rebuilding=True)
     assert (note.name, note.old, note.new) == ("threads", 2, 1) and "the pin of 2 is applied" in note.detail
 
 
 def test_machine_check_refuses_a_level_this_cpu_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
-    _installed(monkeypatch, "2.13.0+cpu")
     arm = lock()
     arm["build"]["cpu_capability"] = "sve256"
-    monkeypatch.undo()  # the real check_capability, on this x86 machine
     monkeypatch.setattr("repro.build.verify.machine_cores", lambda: 2)
-    monkeypatch.setattr("repro.build.verify.package_versions",
-                        lambda names: {"python": "3.11.7", "torch": "2.13.0+cpu"})
     with pytest.raises(EnvironmentMismatch, match="sve256"):
-        machine_check(arm, rebuilding=True, allow_env_drift=False)
-    [note] = machine_check(arm, rebuilding=False, allow_env_drift=False)
+        machine_check(arm, rebuilding=True)
+    [note] = machine_check(arm, rebuilding=False)
     assert (note.name, note.old) == ("cpu_capability", "sve256")

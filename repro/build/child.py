@@ -15,7 +15,6 @@ This module names no build function, so build.run can import it without a cycle.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -34,52 +33,80 @@ SPEC_NAME, ERROR_NAME, LOG_NAME = "child-spec.json", "child-error.json", "child-
 _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)[^\n]*", re.S)
 
 
-def child_environ(pins: Pins, work_dir: Path, own_cache: bool = False) -> dict[str, str]:
+def child_environ(pins: Pins, work_dir: Path, own_cache: bool = False, python: str | None = None) -> dict[str, str]:
     """The whole environment a build child runs under; the one place it is made.
 
-    The pins replace the shell's knobs (`pinned_environ`); the child imports the
-    same repro whose source was hashed; a CPU build sees no GPU. With `own_cache`
-    (verify) the datasets cache is the child's own, so no stale cache can stand
-    in for the data.
+    An allowlist of the shell plus the pins (`pinned_environ`): no thread, ISA,
+    dynamic-thread or hash-seed variable is inherited. The child imports the same
+    repro whose source was hashed (PYTHONPATH names it and nothing else), unless
+    `python` is another environment's interpreter (`verify --toolchain recreate`),
+    which must use its own installed repro. With `own_cache` (verify) the datasets
+    cache is the child's own, so no stale cache can stand in for the data.
     """
     env = pinned_environ(pins)
-    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
+    if python is None:
+        env["PYTHONPATH"] = str(PACKAGE_DIR.parent)
     if own_cache:
         env["HF_DATASETS_CACHE"] = str(work_dir / "hf-datasets-cache")
     env["TORCHELASTIC_ERROR_FILE"] = str(work_dir / "elastic-error.json")
-    if pins.device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
     return env
 
 
-def child_command(pins: Pins, spec_path: Path) -> list[str]:
+def child_command(pins: Pins, spec_path: Path, python: str | None = None) -> list[str]:
     """A plain interpreter for one process; torchrun's ranks for more."""
+    exe = python or sys.executable
     if pins.world_size == 1:
-        return [sys.executable, "-m", CHILD_MODULE, str(spec_path)]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={pins.world_size}",
+        return [exe, "-m", CHILD_MODULE, str(spec_path)]
+    return [exe, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={pins.world_size}",
             "--max-restarts=0", "--monitor-interval=0.2", "-m", CHILD_MODULE, str(spec_path)]
 
 
 def run_child(spec: dict[str, Any], pins: Pins, work_dir: Path, *, quiet: bool = True, what: str = "",
-              own_cache: bool = False) -> None:
+              own_cache: bool = False, python: str | None = None) -> None:
     """Run `rebuild_main(spec)` under `pins` in child processes; raise what they reported.
 
     `spec` holds the resolved config, root, out_dir and resume options (see
     rebuild_main). Progress goes to the terminal unless `quiet` or several ranks
-    run (torchrun's report is parsed from stderr); `what` ("rebuild") starts error
-    messages; `own_cache`: see `child_environ`.
+    run (torchrun's report is parsed from stderr), and repro's own messages
+    (`repro train: resuming from ...`) always do; `what` ("rebuild") starts error
+    messages; `own_cache` and `python`: see `child_environ`. The child dies with
+    this process, so a killed `repro train` leaves no build running.
     """
     spec_path, error_path, log = work_dir / SPEC_NAME, work_dir / ERROR_NAME, work_dir / LOG_NAME
     error_path.unlink(missing_ok=True)
     atomic_write_json(spec_path, {**spec, "quiet": quiet, "error_path": str(error_path)})
     shown = not quiet and pins.world_size == 1
-    env = child_environ(pins, work_dir, own_cache)
+    env = child_environ(pins, work_dir, own_cache, python)
     with open(log, "wb") as err:
-        proc = subprocess.run(child_command(pins, spec_path), cwd=work_dir, env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=None if shown else err)
+        proc = subprocess.run(child_command(pins, spec_path, python), cwd=work_dir, env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None if shown else err,
+                              preexec_fn=_die_with_parent)
+    stderr = log.read_text(errors="replace") if log.is_file() else ""
+    for line in stderr.splitlines():
+        if line.startswith(MESSAGE_PREFIX):
+            print(line, file=sys.stderr, flush=True)
     if proc.returncode != 0:
-        stderr = log.read_text(errors="replace") if log.is_file() else ""
         raise child_error(proc.returncode, error_path, stderr, pins, what)
+
+
+# What the child prints for the user (resume decisions, warnings); relayed by run_child.
+MESSAGE_PREFIX = "repro train: "
+
+
+def child_message(message: str) -> None:
+    """In the child: one line for the user, shown whether or not its stderr is."""
+    print(MESSAGE_PREFIX + message, file=sys.stderr, flush=True)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when the parent dies (Linux prctl; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def write_error(spec: dict[str, Any], exc: ReproError) -> int:

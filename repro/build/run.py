@@ -20,14 +20,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from repro.build.child import run_child, write_error
+from repro.build.child import child_message, run_child, write_error
 from repro.canonical import atomic_write_bytes, atomic_write_json
+from repro.environment import toolchain
 from repro.environment.pins import (
+    HASH_SEED,
     RECORDED_PACKAGES,
     Pins,
     apply_process_env,
     check_capability,
     package_versions,
+    pinned_variables,
     resolve_pins,
     target_packages,
 )
@@ -36,8 +39,9 @@ from repro.lock import lockfile
 from repro.lock.base_model import base_block, base_path
 from repro.source.config import CheckpointSpec, require
 from repro.source.data import DataSpec, data_file_list, hashed_file_list
+from repro.source.discover import imported_project_files
 from repro.source.hashing import Progress
-from repro.source.inputs import code_block, config_digest, data_block, git_state
+from repro.source.inputs import code_block, code_include, compiler_block, config_digest, data_block, git_state
 from repro.train import checkpoint, distributed
 from repro.train.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.train.resume import start as start_checkpoints
@@ -81,17 +85,50 @@ def hash_inputs(resolved: dict[str, Any], root: Path, use_cache: bool = True,
     """
     spec = DataSpec.from_config(resolved)
     files = data_file_list(root, spec)
-    include = require(resolved, "code.include", list)
     inputs = {
         "config": config_digest(resolved),
         # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
         "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
-        "code": code_block(root, [str(p) for p in include]),
+        # What code.include lists; the files the build imports join after training (`finish_code`).
+        "code": code_block(root, code_include(resolved)),
     }
     base = base_path(resolved)
     if base is not None:  # a fine-tune: the base release is source too
         inputs["base"] = base_block(root, base)
     return inputs, files
+
+
+def finish_code(resolved: dict[str, Any], root: Path) -> dict[str, Any]:
+    """`inputs.code` after training: code.include's files plus every project module the build imported."""
+    return code_block(root, code_include(resolved), imported_project_files(root))
+
+
+def toolchain_record() -> dict[str, Any]:
+    """The lock's `toolchain`: what this process ran, read after training (see repro.environment.toolchain)."""
+    return {**toolchain.record(), "repro": compiler_block(toolchain.compiler_files())}
+
+
+def fix_hash_seed() -> None:
+    """Start this process again with Python's hash seed pinned, if it is not (a rank under torchrun).
+
+    The seed is fixed when the interpreter starts, so it cannot be set from
+    inside; a rank launched as `torchrun -m repro train` re-executes itself
+    (same command, same process id, so the launcher still watches it).
+    """
+    if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
+        os.environ["PYTHONHASHSEED"] = HASH_SEED
+        os.execv(sys.executable, list(sys.orig_argv))
+
+
+def project_importable(root: Path) -> None:
+    """Put the project root first on the import path, as `python -m` does for the current folder.
+
+    The project's own `_target_`s (mylib.net.TinyNet) then import with no
+    PYTHONPATH and no install; the files they load are discovered and hashed.
+    """
+    entry = str(root.resolve())
+    if sys.path[:1] != [entry]:
+        sys.path.insert(0, entry)
 
 
 def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
@@ -103,12 +140,17 @@ def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
 
 def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
               resume: ResumeOptions | None = None, notify: Notify | None = None,
-              rehash: bool = False) -> BuildReport | None:
+              rehash: bool = False, in_child: bool = False) -> BuildReport | None:
     """Train from a resolved config and write `out_dir`; the lock is written last.
 
-    `out_dir` is locked for the whole build; a run that was interrupted resumes from
-    its newest usable checkpoint (see `repro.train.resume`) and ends in the same bytes.
-    `rehash=True` reads every data byte rather than trusting the stat cache.
+    The build itself runs in a child process (`repro.build.child`) whose whole
+    environment is an allowlist of the shell plus the pins, so nothing in the
+    caller's shell or process can change a bit; `in_child` says we are that child.
+    Under an outside launcher (torchrun, accelerate launch) each rank builds in
+    its own process. `out_dir` is locked for the whole build; a run that was
+    interrupted resumes from its newest usable checkpoint (see `repro.train.resume`)
+    and ends in the same bytes. `rehash=True` reads every data byte rather than
+    trusting the stat cache.
     """
     started = time.monotonic()
     resolved, pins = concrete_pins(resolved)
@@ -117,14 +159,17 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     spec = CheckpointSpec.from_config(resolved)
     require_divisible(resolved, pins)
     require_portable(resolved, pins)
-    if pins.world_size > 1 and not distributed.under_launcher():
+    if not in_child and not distributed.under_launcher():
         source = None if resume.source is None else str(resume.source.resolve())
         with tempfile.TemporaryDirectory(prefix="repro-launch-") as tmp:
             run_child({"resolved": resolved, "root": str(root.resolve()), "out_dir": str(out_dir.resolve()),
                        "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins, Path(tmp),
                       quiet=quiet)
         return _report_from(out_dir, started)
+    if not in_child:
+        fix_hash_seed()  # a rank under an outside launcher: the one variable that cannot be set in-process
     apply_process_env(pins)
+    project_importable(root)
     rank, _ = distributed.check_world(pins)
     if rank != 0:  # other ranks train, but never write to out_dir
         _build_rank(resolved, pins, spec, root, out_dir, resume)
@@ -222,7 +267,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     atomic_write_bytes(out_dir / METRICS_NAME, ("\n".join(metrics_lines) + "\n").encode())
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
-    build = {**pins.to_json(), "flags": result.flags, "packages": packages, "cuda": result.flags.pop("cuda")}
+    inputs["code"] = finish_code(resolved, root)
+    build = {**pins.to_json(), "flags": result.flags, "env": pinned_variables(pins), "cuda": result.flags.pop("cuda")}
     outputs: dict[str, Any] = {
         "weights": {"path": WEIGHTS_NAME, "size": len(weights),
                     "hashes": {"sha256": hashlib.sha256(weights).hexdigest()}, "tensors": tensor_records(result.state)},
@@ -235,7 +281,7 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         outputs["files"] = exported
     if result.samples:
         outputs["samples"] = result.samples
-    lock = lockfile.assemble(inputs, build, outputs)
+    lock = lockfile.assemble(inputs, build, outputs, toolchain_record())
     seconds = time.monotonic() - started
     # Machine-incidental facts live here, never in the lock.
     atomic_write_json(out_dir / RUN_NAME, {
@@ -297,7 +343,7 @@ def rebuild_main(spec_path: str) -> int:
     options = ResumeOptions(mode=spec.get("resume_mode", "auto"), source=None if source is None else Path(source))
     try:
         run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]),
-                  resume=options, rehash=bool(spec.get("rehash", False)))
+                  resume=options, rehash=bool(spec.get("rehash", False)), notify=child_message, in_child=True)
     except ReproError as exc:
         return write_error(spec, exc)
     return 0

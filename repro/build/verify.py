@@ -4,12 +4,17 @@ Cheapest and most fundamental checks come first, so a wrong data file is named
 in seconds instead of after a training run:
 
 1. read and validate the lock, find the project root (unusable: exit 2);
-2. re-hash data, code, repro's own source and the config, and check that the
-   lock's build pins agree with its config (no torch is imported up to here);
+2. re-hash the source (data, the recorded project code, the config) and check
+   that the lock's build pins agree with its config; compare the recorded
+   toolchain with this one (notes, not mismatches); no torch is imported up to here;
 3. check a weights file: `--weights FILE`, or the one beside the lock;
-4. check this machine can honour the pins: torch build, CPU level (exit 3);
+4. check this machine can honour the pins: the CPU level (exit 3);
 5. rebuild in a fresh process under the pins, and compare the rebuilt lock with
-   the lock: pins, loss trajectory, every tensor.
+   the lock: pins, loss trajectory, every tensor, and the toolchain it ran with.
+
+Source and toolchain are told apart (docs/verify.md): a differing source is a
+mismatch (exit 1); a differing toolchain is a note when the bits agree, and the
+likely cause (exit 3) when they do not.
 
 Everything that differs is a `repro.lock.diff.Difference`, the vocabulary `repro diff`
 uses too. Only `repro.commands.verify` prints.
@@ -32,19 +37,19 @@ from repro import __version__
 from repro.build import gate
 from repro.build.rebuild import run_rebuild
 from repro.build.run import RUN_NAME
-from repro.environment.pins import (
-    HARD_PACKAGES,
-    check_bounds,
-    check_capability,
-    machine_cores,
-    native_capability,
-    package_versions,
-    resolve_pins,
-)
+from repro.environment.pins import check_bounds, check_capability, machine_cores, native_capability, resolve_pins
+from repro.environment.toolchain import installed_versions, interpreter_facts
 from repro.errors import DataError, EnvironmentMismatch, LockfileError, ReproError, UserInputError
 from repro.lock import lockfile
 from repro.lock.base_model import base_block, base_path
-from repro.lock.diff import PIN_KEYS, Difference, compare_inputs, compare_locks, compare_tensor_records
+from repro.lock.diff import (
+    PIN_KEYS,
+    Difference,
+    compare_inputs,
+    compare_locks,
+    compare_tensor_records,
+    compare_toolchain,
+)
 from repro.lock.explain import explain_config_edit, hints, reference_configs
 from repro.lock.lineage import explain_lineage
 from repro.progress import byte_bar
@@ -53,12 +58,15 @@ from repro.source import preprocess
 from repro.source.config import require
 from repro.source.data import DataSpec, hashed_file_list
 from repro.source.hashcache import open_cache
-from repro.source.hashing import FileDigest, expand_patterns, hash_file, hash_files, root_digest, safe_relpath
-from repro.source.inputs import PACKAGE_DIR, config_digest, repro_source_files
+from repro.source.hashing import FileDigest, hash_file, hash_files, resolve_under, root_digest, safe_relpath
+from repro.source.inputs import PACKAGE_DIR, code_files, code_include, compiler_block, config_digest
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 # Differences that describe where and with what a build ran, not what it is.
-NOTE_KINDS = ("package", "cuda")
+NOTE_KINDS = ("cuda",)
+# The source: a difference here is a mismatch whatever the toolchain did (exit 1).
+SOURCE_KINDS = ("data", "code", "config", "preprocess")
+TOOLCHAIN_EXIT = 3
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,7 @@ class VerifyOptions:
     inputs_only: bool = False
     weights: Path | None = None
     work_dir: Path | None = None
-    allow_env_drift: bool = False
+    allow_env_drift: bool = False  # accepted for old scripts: toolchain drift never stops a rebuild now
     rebuild_anyway: bool = False
     quiet: bool = True
     record: bool = True  # after a rebuild, leave verification.json beside the lock (repro audit reads it)
@@ -101,13 +109,27 @@ class VerifyReport:
         return not self.differences
 
     @property
+    def toolchain_drift(self) -> list[Difference]:
+        return [d for d in self.notes if d.section == "toolchain"]
+
+    @property
+    def toolchain_caused(self) -> bool:
+        """Bits differ, the source does not, and the toolchain does: the likely cause (exit 3)."""
+        source = any(d.section == "inputs" and d.kind in SOURCE_KINDS for d in self.differences)
+        return bool(self.differences) and not source and bool(self.toolchain_drift)
+
+    @property
     def exit_code(self) -> int:
-        return 0 if self.identical else 1
+        return 0 if self.identical else TOOLCHAIN_EXIT if self.toolchain_caused else 1
+
+    @property
+    def result(self) -> str:
+        return "identical" if self.identical else "toolchain-mismatch" if self.toolchain_caused else "mismatch"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": REPORT_VERSION, "repro": __version__,
-            "result": "identical" if self.identical else "mismatch", "exit_code": self.exit_code,
+            "result": self.result, "exit_code": self.exit_code,
             "lockfile": self.lockfile, "root": self.root, "root_source": self.root_source, "mode": self.mode,
             "checked": self.checked, "differences": [d.to_json() for d in self.differences],
             "notes": [d.to_json() for d in self.notes], "hints": self.hints, "rebuild": self.rebuild,
@@ -124,6 +146,7 @@ def verify(opts: VerifyOptions) -> VerifyReport:
     report = VerifyReport(str(opts.lock_path), str(root), root_source, mode, checked, base=lock["inputs"].get("base"))
     for d in compare_inputs(lock["inputs"], found):
         (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
+    report.notes += toolchain_check(lock["toolchain"])
     report.differences = explain_config(report.differences, lock, root) + pin_consistency(lock)
     report.differences = explain_lineage(report.differences, root)  # a tokenizer made from a changed corpus
     # Only inputs and pins can make a rebuild pointless; a bad weights file cannot.
@@ -144,7 +167,7 @@ def verify(opts: VerifyOptions) -> VerifyReport:
         report.checked["trusted_anyway"] = [t.line() for t in reviewed if not t.trusted]
         check_bounds(lock["build"]["threads"], opts.world_size or lock["build"]["world_size"],
                      opts.allow_oversubscribe)
-    report.notes += machine_check(lock, rebuilding, opts.allow_env_drift)
+    report.notes += machine_check(lock, rebuilding)
     if opts.world_size is not None and opts.world_size != lock["build"]["world_size"]:
         report.notes.append(Difference(
             "build", "pin", "world_size", "changed", lock["build"]["world_size"], opts.world_size,
@@ -224,21 +247,21 @@ def _git_toplevel(folder: Path) -> Path | None:
 
 
 def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Hash what the lock's config names, today, under `root`: a lock-shaped `inputs`.
+    """Hash the source the lock names, today, under `root`: a lock-shaped `inputs`. Imports nothing.
 
-    The file lists come from expanding the config's patterns again, so a data file
-    added to or removed from a data folder shows up. Every pattern is checked for
-    escaping the root before anything is read.
+    Data file lists come from expanding the config's patterns again, so a data
+    file added to or removed from a data folder shows up. Code is exactly the
+    recorded files (the ones the build imported, and code.include's), plus any
+    file code.include matches today; a recorded file that is gone is reported
+    as removed. Every pattern is checked for escaping the root before anything is read.
     """
     resolved = lock["inputs"]["config"]["resolved"]
     spec = DataSpec.from_config(resolved)
-    include = [str(p) for p in require(resolved, "code.include", list)]
+    include = code_include(resolved)
     for pattern in spec.data_files:
         safe_relpath(pattern, "config key data.data_files: pattern")
     for pattern in spec.sources:
         safe_relpath(pattern, "config key data.sources: pattern")
-    for pattern in include:
-        safe_relpath(pattern, "config key code.include: pattern")
     task = resolved.get("task")
     if isinstance(task, dict) and task.get("tokenizer") is not None:  # a path the rebuild reads and copies
         tokenizer = task["tokenizer"]
@@ -246,20 +269,19 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
             raise LockfileError(f"config key task.tokenizer: expected a relative path, got {tokenizer!r}")
         safe_relpath(tokenizer, "config key task.tokenizer")
     data_files = hashed_file_list(root, spec)  # data_files and sources, as the build hashed them
-    code_files = expand_patterns(root, include) if include else []
-    repro_files = repro_source_files()
+    recorded = [f["path"] for f in lock["inputs"]["code"]["files"]]
+    present = [p for p in recorded if resolve_under(root, p, "code file").is_file()]
     with byte_bar(quiet, "hash data") as bar, open_cache(root) as cache:
         # Every data byte is read (rehash); the fresh digests refresh the stat cache,
         # so the rebuild's own hashing and its datasets cache folder see the truth.
         data = hash_files(root, data_files, progress=bar, cache=cache, rehash=True,
                           algorithms=spec.extra_hashes)
     with byte_bar(quiet, "hash code") as bar:
-        code = hash_files(root, code_files, progress=bar)
-    ours = hash_files(PACKAGE_DIR.parent, repro_files)
+        code = hash_files(root, code_files(root, include, present), progress=bar)
     found = {
         "config": {"resolved": resolved, "sha256": config_digest(resolved)["sha256"]},
         "data": _block(data),
-        "code": {**_block(code), "repro": {"version": __version__, **_block(ours)}},
+        "code": _block(code),
     }
     if spec.preprocess is not None:
         found["data"]["preprocess"] = preprocess.record(spec.preprocess, root)
@@ -267,8 +289,33 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
     if base is not None:
         found["base"] = base_block(root, base, check=False)
     checked = {"data_files": len(data), "data_bytes": sum(d.size for d in data), "code_files": len(code),
-               "repro_files": len(ours), "config_sha256": found["config"]["sha256"], "weights_file": None}
+               "compiler_files": len(lock["toolchain"]["repro"]["files"]),
+               "config_sha256": found["config"]["sha256"], "weights_file": None}
     return found, checked
+
+
+def current_toolchain(recorded: dict[str, Any]) -> dict[str, Any]:
+    """This environment, in the shape of the lock's toolchain, as far as it is known without importing.
+
+    Distributions are looked up by the recorded names (installed metadata); torch's
+    version and build tag come from its metadata, its library versions only from a
+    rebuild; repro's compiler is the recorded module list, hashed as installed here.
+    """
+    installed = installed_versions(sorted(recorded["distributions"]))
+    torch = recorded["torch"]
+    if torch is not None:
+        version = installed.get("torch") or installed_versions(["torch"])["torch"]
+        torch = {**torch, "version": version, "build": None if version is None else version.partition("+")[2] or None}
+    base = PACKAGE_DIR.parent
+    present = [f["path"] for f in recorded["repro"]["files"] if (base / f["path"]).is_file()]
+    return {**interpreter_facts(), "distributions": {k: v for k, v in installed.items() if v is not None},
+            "torch": torch, "repro": compiler_block(present)}
+
+
+def toolchain_check(recorded: dict[str, Any]) -> list[Difference]:
+    """How this environment's toolchain differs from the recorded one (notes: a rebuild decides)."""
+    return [dataclasses.replace(d, detail=d.detail or "installed here")
+            for d in compare_toolchain(recorded, current_toolchain(recorded))]
 
 
 def _block(digests: list[FileDigest]) -> dict[str, Any]:
@@ -336,32 +383,25 @@ def check_weights_file(path: Path, recorded: dict[str, Any], follow_links: bool 
     return [whole, *per_tensor]
 
 
-def machine_check(lock: dict[str, Any], rebuilding: bool, allow_env_drift: bool) -> list[Difference]:
-    """Pins versus this machine. When a rebuild would run, what cannot be honoured raises (exit 3)."""
+def machine_check(lock: dict[str, Any], rebuilding: bool) -> list[Difference]:
+    """Pins versus this machine. A CPU level it cannot run raises when a rebuild would run (exit 3).
+
+    Another toolchain never stops a rebuild: the rebuild is what tells whether it
+    changes the bits (see `VerifyReport.exit_code`).
+    """
     build = lock["build"]
     notes: list[Difference] = []
-    fatal: list[str] = []
     try:
         check_capability(build["cpu_capability"])
-    except EnvironmentMismatch as exc:
-        fatal.append(str(exc))
+    except EnvironmentMismatch:
         notes.append(Difference("build", "pin", "cpu_capability", "changed", build["cpu_capability"],
                                 native_capability(), "this CPU's highest level; it cannot run the pinned one"))
-    installed = package_versions(tuple(k for k in build["packages"] if k != "python"))
-    for name, want in sorted(build["packages"].items()):
-        have = installed.get(name)
-        if have != want:
-            notes.append(Difference("build", "package", name, "changed", want, have, "installed here"))
-            if name in HARD_PACKAGES and not allow_env_drift:
-                fatal.append(f"the lock was built with {name} {want} but {have} is installed; another build of "
-                             f"the compiler cannot promise the same bits: install {name}=={want} "
-                             "or pass --allow-env-drift to rebuild anyway")
+        if rebuilding:
+            raise
     cores = machine_cores()
     if cores != build["threads"]:
         notes.append(Difference("build", "pin", "threads", "changed", build["threads"], cores,
                                 f"this machine has {cores} cores; fine: the pin of {build['threads']} is applied"))
-    if fatal and rebuilding:
-        raise EnvironmentMismatch(fatal[0] + (f" (and {len(fatal) - 1} more problems)" if len(fatal) > 1 else ""))
     return notes
 
 
@@ -378,11 +418,17 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
         out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size)
         seconds = time.monotonic() - started
         rebuilt = lockfile.read(out / lockfile.LOCK_NAME)
+        # The rebuild's own record of its toolchain replaces the guess made before it.
+        report.notes = [d for d in report.notes if d.section != "toolchain"]
         seen = {(d.kind, d.name) for d in report.differences + report.notes}
         for d in compare_locks(lock, rebuilt):
+            if d.section == "inputs" and d.kind == "code" and d.change == "added":
+                report.differences.append(dataclasses.replace(
+                    d, detail="the rebuild imported this project file; the lock does not list it"))
+                continue
             if (d.section == "inputs" and d.kind != "sample_order") or (d.kind, d.name) in seen:
                 continue  # inputs were compared before the rebuild, by the same functions
-            (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
+            (report.notes if d.kind in NOTE_KINDS or d.section == "toolchain" else report.differences).append(d)
         report.differences = count_elements(report.differences, lock, weights_path, out / lockfile.LOCK_NAME)
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
                 "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"]}

@@ -1,17 +1,21 @@
 """Rebuild a model from its repro.lock and prove it bit for bit, or say exactly why not.
 
-Checks, cheapest first: the lock itself; data, code, repro's own source and config
-re-hashed under the project root (--inputs-only stops here, without importing
-torch); a weights file (--weights, or the one beside the lock); whether this
-machine can honour the pins; then a rebuild in a fresh process under the lock's
-pins, compared with the lock tensor by tensor. See docs/verify.md.
+Checks, cheapest first: the lock itself; the source (data, the recorded project
+code, config) re-hashed under the project root, and the recorded toolchain
+compared with this one (--inputs-only stops here, without importing torch or
+anything the lock names); a weights file (--weights, or the one beside the lock);
+whether this machine can honour the pins; then a rebuild in a fresh process
+under the lock's pins (`--toolchain recreate`: in a fresh environment holding the
+recorded toolchain), compared with the lock tensor by tensor. See docs/verify.md.
 
 The project root defaults to the git repository holding the lockfile, or else
 the nearest folder above it that holds the lock's data (see docs/verify.md).
 
-verify exits 0 when bit-identical, 1 on a mismatch (with a report), 2 when the
-input is unusable (malformed or unknown-version lock, missing data file, a path
-escaping the root), 3 when this machine cannot honour the pins.
+verify exits 0 when bit-identical (toolchain drift, if any, is noted), 1 when the
+source differs or the same source and toolchain give other bits, 2 when the input
+is unusable (malformed or unknown-version lock, missing data file, a path escaping
+the root), 3 when only the toolchain differs and the bits do too, or when this
+machine cannot honour the pins or install the recorded toolchain.
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ def render(report: VerifyReport) -> list[str]:
         f"lockfile   {report.lockfile}",
         f"root       {report.root}  ({report.root_source})",
         f"inputs     {_n(c['data_files'], 'data file')} ({c['data_bytes']} bytes), {_n(c['code_files'], 'code file')}, "
-        f"{_n(c['repro_files'], 'repro source file')}, config sha256 {c['config_sha256'][:12]}…",
+        f"{_n(c['compiler_files'], 'compiler module')}, config sha256 {c['config_sha256'][:12]}…",
     ]
     if c.get("weights_file"):
         bad = any(d.kind == "weights" and d.name == c["weights_file"] for d in report.differences)
@@ -134,7 +138,12 @@ def render(report: VerifyReport) -> list[str]:
         what = "inputs match the lock" if report.mode == "inputs-only" else "bit-identical to the lock"
         lines.append(f"OK: {what}")
         return lines
-    lines.append(f"MISMATCH: {_n(len(report.differences), 'difference')} from the lock")
+    if report.toolchain_caused:
+        bits, drift = _n(len(report.differences), "difference"), _n(len(report.toolchain_drift), "note")
+        lines.append(f"TOOLCHAIN MISMATCH: the source matches, the bits do not ({bits}), and the toolchain "
+                     f"differs ({drift} above): the likely cause")
+    else:
+        lines.append(f"MISMATCH: {_n(len(report.differences), 'difference')} from the lock")
     lines += render_diffs(report.differences)
     lines += [f"hint: {h}" for h in report.hints]
     return lines

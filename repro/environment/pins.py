@@ -15,14 +15,32 @@ from typing import Any
 
 from repro.errors import ConfigError, EnvironmentMismatch
 
-# Environment variables from the user's shell that could change the bits or the
-# threading; a rebuild process starts without them and gets ours instead.
+# What a build process inherits from the shell that started it: where things
+# are (paths, caches, the terminal), who runs it, and what a launcher (torchrun,
+# accelerate) tells each rank. Everything else is dropped; the pins then set
+# every variable that can decide a bit (`pinned_variables`). docs/environment.md
+# has the measured table of which variables change the weights.
+ALLOWED_ENV = (
+    "PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "TERM", "COLUMNS", "LINES",
+    "NO_COLOR", "XDG_CACHE_HOME", "HF_HOME", "HF_DATASETS_CACHE", "HF_HUB_CACHE", "TORCH_HOME",
+    "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+    "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
+    "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE",
+    "TORCHELASTIC_ERROR_FILE",
+)
+# repro's own settings (REPRO_CACHE_DIR, ...) pass too; none of them decides a bit.
+ALLOWED_PREFIXES = ("REPRO_",)
+# Variables a build must never inherit, even from a launcher: an in-process
+# build (a rank under torchrun) drops these before torch is imported.
 SHELL_KNOBS = (
-    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_CBWR",
-    "MKL_ENABLE_INSTRUCTIONS", "MKL_DYNAMIC", "KMP_AFFINITY", "GOMP_CPU_AFFINITY",
-    "ATEN_CPU_CAPABILITY", "CUBLAS_WORKSPACE_CONFIG", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_CBWR", "OMP_DYNAMIC", "MKL_DYNAMIC",
+    "MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE", "KMP_AFFINITY", "GOMP_CPU_AFFINITY", "OMP_PROC_BIND",
+    "OMP_PLACES", "ATEN_CPU_CAPABILITY", "CUBLAS_WORKSPACE_CONFIG", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
     "PYTHONHASHSEED", "ACCELERATE_MIXED_PRECISION", "ACCELERATE_USE_CPU",
 )
+# Python's hash seed: fixed, so a model built by iterating over a set of strings
+# gets the same layers in every process. Recorded in the lock (build.env).
+HASH_SEED = "0"
 
 # ATen's x86 levels, lowest first, with the /proc/cpuinfo flags each one needs.
 CPU_LEVELS: dict[str, tuple[str, ...]] = {
@@ -166,31 +184,51 @@ def check_bounds(threads: int, world_size: int, allow_oversubscribe: bool = Fals
                           f"machine's {cores} cores; pass --allow-oversubscribe to start them anyway")
 
 
-def pinned_environ(pins: Pins, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The process environment a build runs under: the shell's knobs replaced by the pins."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in SHELL_KNOBS}
-    env["ATEN_CPU_CAPABILITY"] = pins.cpu_capability
-    env["OMP_NUM_THREADS"] = str(pins.threads)
-    env["MKL_NUM_THREADS"] = str(pins.threads)
-    env["PYTHONHASHSEED"] = "0"
+def pinned_variables(pins: Pins) -> dict[str, str]:
+    """Every environment variable the pins set that can decide a bit; the lock records them (build.env)."""
+    env = {
+        "ATEN_CPU_CAPABILITY": pins.cpu_capability,
+        "OMP_NUM_THREADS": str(pins.threads),
+        "MKL_NUM_THREADS": str(pins.threads),
+        "OMP_DYNAMIC": "FALSE",  # measured: OMP_DYNAMIC=true changes the digits weights
+        "MKL_DYNAMIC": "FALSE",
+        "PYTHONHASHSEED": HASH_SEED,
+    }
     if pins.mkl_cbwr:
         env["MKL_CBWR"] = pins.mkl_cbwr
     if pins.device == "cuda":
         env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
-    env["HF_DATASETS_OFFLINE"] = "1"
-    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def pinned_environ(pins: Pins, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The whole environment a build process runs under: an allowlist of the shell, plus the pins.
+
+    Locale and text encoding are fixed too (`C.UTF-8`, UTF-8 mode), and the hub is
+    off: a build reads local files only.
+    """
+    shell = os.environ if base is None else base
+    env = {k: v for k, v in shell.items() if k in ALLOWED_ENV or k.startswith(ALLOWED_PREFIXES)}
+    env.update(pinned_variables(pins))
+    env.update(LC_ALL="C.UTF-8", LANG="C.UTF-8", PYTHONUTF8="1", HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+    if pins.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif "CUDA_VISIBLE_DEVICES" in shell:
+        env["CUDA_VISIBLE_DEVICES"] = shell["CUDA_VISIBLE_DEVICES"]
     return env
 
 
 def apply_process_env(pins: Pins) -> None:
-    """Set the pinned variables in this process; must run before torch is imported."""
-    wanted = pinned_environ(pins)
+    """Set the pinned variables in this process; must run before torch is imported.
+
+    For a build that runs in a process it did not start (a rank under an outside
+    launcher); the hash seed cannot change once Python runs, so such a process
+    should be started with PYTHONHASHSEED=0 (repro's own children are).
+    """
     for k in SHELL_KNOBS:
-        if k not in wanted:
-            os.environ.pop(k, None)
-    for k, v in wanted.items():
-        if k in SHELL_KNOBS or k.startswith("HF_"):
-            os.environ[k] = v
+        os.environ.pop(k, None)
+    os.environ.update(pinned_variables(pins))
+    os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
 
 
 def target_packages(resolved: dict[str, Any]) -> tuple[str, ...]:

@@ -22,9 +22,10 @@ _MISSING = object()
 class Difference:
     """One thing that differs. `old` is the (first) lock's value, `new` the other's.
 
-    section: inputs | build | outputs
-    kind:    data | code | repro | config | sample_order | pin | flag | package | cuda |
-             weights | tensor | loss | metric | other
+    section: inputs | build | toolchain | outputs
+    kind:    data | code | config | preprocess | sample_order (inputs: the source);
+             pin | flag | env | cuda (build); python | platform | distribution | torch | compiler (toolchain);
+             weights | tensor | loss | metric (outputs); other
     change:  changed | added | removed | renamed
     stats:   numbers behind `detail`, for --json (e.g. a tensor's differing elements)
     """
@@ -114,17 +115,17 @@ def compare_files(kind: str, a: Iterable[dict[str, Any]], b: Iterable[dict[str, 
     return diffs
 
 
-def compare_file_block(kind: str, a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+def compare_file_block(kind: str, a: dict[str, Any], b: dict[str, Any], section: str = "inputs") -> list[Difference]:
     """A `{files, root_digest}` block; a root digest that disagrees on equal file
     lists is reported too (it means the lock's own numbers do not add up)."""
-    diffs = compare_files(kind, a["files"], b["files"])
+    diffs = compare_files(kind, a["files"], b["files"], section)
     if not diffs and a["root_digest"] != b["root_digest"]:
-        diffs.append(Difference("inputs", kind, "root_digest", "changed", a["root_digest"], b["root_digest"]))
+        diffs.append(Difference(section, kind, "root_digest", "changed", a["root_digest"], b["root_digest"]))
     return diffs
 
 
 def compare_inputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
-    """Config by key, data and code files by path, repro's own source."""
+    """Config by key, data and project code files by path: the source."""
     diffs: list[Difference] = []
     ca, cb = a["config"], b["config"]
     if ca["sha256"] != cb["sha256"] or ca["resolved"] != cb["resolved"]:
@@ -138,10 +139,6 @@ def compare_inputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
         diffs += compare_values("inputs", "sample_order", a["data"]["sample_order"], b["data"]["sample_order"],
                                 "sample_order")
     diffs += compare_file_block("code", a["code"], b["code"])
-    ra, rb = a["code"]["repro"], b["code"]["repro"]
-    diffs += compare_file_block("repro", ra, rb)
-    if ra["version"] != rb["version"]:
-        diffs.append(Difference("inputs", "repro", "version", "changed", ra["version"], rb["version"]))
     return diffs + compare_base(a.get("base"), b.get("base"))
 
 
@@ -160,16 +157,28 @@ def compare_base(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[Dif
     return diffs
 
 
+def compare_toolchain(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+    """What compiled the source: interpreter, platform, distributions, torch's build, repro's compiler."""
+    diffs = compare_values("toolchain", "python", a["python"], b["python"], "python")
+    diffs += compare_values("toolchain", "platform", a["platform"], b["platform"], "platform")
+    diffs += compare_values("toolchain", "distribution", a["distributions"], b["distributions"])
+    diffs += compare_values("toolchain", "torch", a["torch"] or {}, b["torch"] or {}, "torch")
+    ra, rb = a["repro"], b["repro"]
+    if ra["version"] != rb["version"]:
+        diffs.append(Difference("toolchain", "compiler", "repro version", "changed", ra["version"], rb["version"]))
+    return diffs + compare_file_block("compiler", ra, rb, "toolchain")
+
+
 def compare_build(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
-    """Pins, the flags torch reported, package versions, GPU facts."""
+    """Pins, the flags torch reported, the pinned environment, GPU facts."""
     diffs: list[Difference] = []
     for key in PIN_KEYS:
         if a.get(key, _MISSING) != b.get(key, _MISSING):
             diffs.append(Difference("build", "pin", key, "changed", a.get(key), b.get(key)))
     diffs += compare_values("build", "flag", a.get("flags", {}), b.get("flags", {}), "flags")
-    diffs += compare_values("build", "package", a.get("packages", {}), b.get("packages", {}))
+    diffs += compare_values("build", "env", a.get("env", {}), b.get("env", {}))
     diffs += compare_values("build", "cuda", a.get("cuda") or {}, b.get("cuda") or {}, "cuda")
-    known = {*PIN_KEYS, "flags", "packages", "cuda"}
+    known = {*PIN_KEYS, "flags", "env", "cuda"}
     rest_a = {k: v for k, v in a.items() if k not in known}
     rest_b = {k: v for k, v in b.items() if k not in known}
     return diffs + compare_values("build", "other", rest_a, rest_b)
@@ -241,17 +250,17 @@ def compare_tensor_records(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> 
 def compare_locks(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     """Every difference between two valid locks, grouped inputs, build, outputs."""
     diffs = compare_inputs(a["inputs"], b["inputs"]) + compare_build(a["build"], b["build"])
-    diffs += compare_outputs(a["outputs"], b["outputs"])
+    diffs += compare_toolchain(a["toolchain"], b["toolchain"]) + compare_outputs(a["outputs"], b["outputs"])
     if a["version"] != b["version"]:
         diffs.insert(0, Difference("inputs", "other", "version", "changed", a["version"], b["version"]))
     return diffs
 
 
-SECTIONS = ("inputs", "build", "outputs")
+SECTIONS = ("inputs", "build", "toolchain", "outputs")
 
 
 def render(diffs: list[Difference], indent: str = "  ") -> list[str]:
-    """Lines grouped under `inputs:`, `build:`, `outputs:` headings (empty groups omitted)."""
+    """Lines grouped under `inputs:`, `build:`, `toolchain:`, `outputs:` headings (empty groups omitted)."""
     lines: list[str] = []
     for section in SECTIONS:
         group = [d for d in diffs if d.section == section]

@@ -101,10 +101,6 @@ def hints(diffs: list[Difference], notes: list[Difference], lock: dict[str, Any]
         at = f"check out commit {commit[:12]}, which the lock was built at" if commit else \
             "restore the files the lock names"
         out.append(f"the project's code differs ({_names(by_kind['code'])}): {at}")
-    if "repro" in by_kind:
-        out.append(f"the installed repro (the 'compiler') differs from the one that built the lock "
-                   f"({_names(by_kind['repro'])}): install repro {lock['inputs']['code']['repro']['version']} "
-                   "from the same source")
     if "config" in by_kind:
         out.append(f"the lock's config was edited after the build ({_names(by_kind['config'])}): "
                    "a rebuild uses the edited values, so its weights cannot match the lock's")
@@ -117,10 +113,12 @@ def hints(diffs: list[Difference], notes: list[Difference], lock: dict[str, Any]
         out.append("the weights file does not match the lock: it is corrupted or not the file this lock "
                    "describes; download it again")
     if any(d.kind in ("tensor", "loss", "metric") for d in diffs) and not out:
-        drift = [n for n in notes if n.kind == "package"]
+        drift = [n for n in notes if n.section == "toolchain"]
         if drift:
-            out.append(f"inputs and pins match but packages differ ({_names(drift)}): another torch or "
-                       "library build can change the bits; install the lock's versions")
+            version = lock["toolchain"]["repro"]["version"]
+            out.append(f"the source and pins match but the toolchain differs ({_names(drift)}): the likely cause; "
+                       f"rebuild in the recorded toolchain with `repro verify --toolchain recreate` "
+                       f"(repro {version})")
         else:
             step = next((d.name for d in diffs if d.kind == "loss"), "some step")
             out.append(f"inputs and pins match, yet training diverges at {step}: the likely cause is this CPU "

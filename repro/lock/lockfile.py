@@ -17,7 +17,7 @@ from repro.errors import LockfileError
 from repro.safeio import loads, printable, read_bytes
 from repro.source.hashing import safe_relpath
 
-VERSION = 1
+VERSION = 2  # 2: the toolchain section; imported project code in inputs.code; build.env
 LOCK_NAME = "repro.lock"
 SCHEMA_PATH = Path(__file__).resolve().parent / "lockfile.schema.json"
 
@@ -28,9 +28,14 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
-def assemble(inputs: dict[str, Any], build: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
-    """The lock as a dict; `validate` is applied so a writer bug cannot ship a bad lock."""
-    lock = {"version": VERSION, "inputs": inputs, "build": build, "outputs": outputs}
+def assemble(inputs: dict[str, Any], build: dict[str, Any], outputs: dict[str, Any],
+             toolchain: dict[str, Any]) -> dict[str, Any]:
+    """The lock as a dict; `validate` is applied so a writer bug cannot ship a bad lock.
+
+    `inputs` is the source (data, project code, config), `build` the pins,
+    `toolchain` what compiled it (interpreter, libraries, repro's compiler).
+    """
+    lock = {"version": VERSION, "inputs": inputs, "build": build, "toolchain": toolchain, "outputs": outputs}
     validate(lock, "repro.lock (being written)")
     return lock
 
@@ -64,7 +69,7 @@ def validate(lock: Any, where: str) -> None:
             raise LockfileError(f"{where}: field '{field}': {err.instance!r} escapes the project root "
                                 "(expected a relative path without '..')")
         raise LockfileError(f"{where}: field '{field}': {_short(err.message)}")
-    for section in (lock["inputs"]["data"], lock["inputs"]["code"]):
+    for section in (lock["inputs"]["data"], lock["inputs"]["code"], lock["toolchain"]["repro"]):
         for f in section["files"]:
             safe_relpath(f["path"], f"{where}: file path")
     pre_file = lock["inputs"]["data"].get("preprocess", {}).get("file")

@@ -12,12 +12,20 @@ from typing import Any
 
 from repro import __version__
 from repro.canonical import compact_json, sha256_bytes
-from repro.source.config import hashed_view
+from repro.errors import ConfigError
+from repro.source.config import hashed_view, require
 from repro.source.data import DataSpec
-from repro.source.hashing import FileDigest, Progress, StatCache, expand_patterns, hash_files, root_digest
+from repro.source.hashing import (
+    FileDigest,
+    Progress,
+    StatCache,
+    expand_patterns,
+    hash_files,
+    root_digest,
+    safe_relpath,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
-SOURCE_SUFFIXES = (".py", ".yaml", ".json")
 
 
 def config_digest(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -52,16 +60,6 @@ def data_block(root: Path, spec: DataSpec, files: list[str], *, use_cache: bool 
     return block
 
 
-def repro_source_files() -> list[str]:
-    """repro's own source files, relative to the folder that holds the package."""
-    base = PACKAGE_DIR.parent
-    return sorted(
-        (p.relative_to(base).as_posix() for p in PACKAGE_DIR.rglob("*")
-         if p.is_file() and p.suffix in SOURCE_SUFFIXES and "__pycache__" not in p.parts),
-        key=lambda s: s.encode("utf-8"),
-    )
-
-
 def git_state(root: Path, rel_paths: list[str]) -> dict[str, Any] | None:
     """The commit checked out at `root` and whether the code files differ from it.
 
@@ -84,19 +82,39 @@ def git_state(root: Path, rel_paths: list[str]) -> dict[str, Any] | None:
     return {"commit": top[1], "dirty": bool(status.strip())}
 
 
-def code_block(root: Path, include: list[str]) -> dict[str, Any]:
-    """Project code (globs under root) plus repro's own source, the 'compiler'."""
-    project = expand_patterns(root, include) if include else []
-    repro_files = repro_source_files()
-    repro_digests = hash_files(PACKAGE_DIR.parent, repro_files)
-    return {
-        **files_block(root, project),
-        "repro": {
-            "version": __version__,
-            "files": [d.to_json() for d in repro_digests],
-            "root_digest": root_digest(repro_digests),
-        },
-    }
+def code_include(resolved: dict[str, Any]) -> list[str]:
+    """`code.include`: patterns of project files that no build imports (optional, default none)."""
+    code = resolved.get("code")
+    if code is None:
+        return []
+    if not isinstance(code, dict):
+        raise ConfigError(f"config key code: expected a mapping with an optional 'include' list, got {code!r}")
+    include = require(resolved, "code.include", list) if code.get("include") is not None else []
+    for pattern in include:
+        if not isinstance(pattern, str):
+            raise ConfigError(f"config key code.include: expected a list of path patterns, got {pattern!r}")
+        safe_relpath(pattern, "config key code.include: pattern")
+    return [str(p) for p in include]
+
+
+def code_files(root: Path, include: list[str], imported: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The project code a lock records: `code.include`'s files plus those the build imported."""
+    listed = expand_patterns(root, include) if include else []
+    return sorted(set(listed) | set(imported), key=lambda s: s.encode("utf-8"))
+
+
+def code_block(root: Path, include: list[str], imported: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The lock's `inputs.code`: the listed project files and the ones the build imported."""
+    return files_block(root, code_files(root, include, imported))
+
+
+def compiler_block(rel_paths: list[str]) -> dict[str, Any]:
+    """The toolchain's `repro` entry: its version and the compiler modules that ran, hashed.
+
+    Paths are relative to the folder holding the installed `repro` package; the
+    list comes from `repro.environment.toolchain.compiler_files`.
+    """
+    return {"version": __version__, **files_block(PACKAGE_DIR.parent, rel_paths)}
 
 
 def digests_of(block: dict[str, Any]) -> list[FileDigest]:

@@ -182,7 +182,6 @@ def changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
            for key, a, b in _tree_diff(old_in["config"]["resolved"], new_in["config"]["resolved"])]
     out += _file_changes("data file", old_in["data"]["files"], new_in["data"]["files"])
     out += _file_changes("code file", old_in["code"]["files"], new_in["code"]["files"])
-    out += _file_changes("repro source file", old_in["code"]["repro"]["files"], new_in["code"]["repro"]["files"])
     old_b, new_b = saved["build"], now["build"]
     out += [f"package {name} is {_show(b)}, the checkpoint has {_show(a)}"
             for name, a, b in _tree_diff(old_b["packages"], new_b["packages"])]

@@ -18,7 +18,8 @@ from repro.trust.licenses import Rating, rate
 from repro.trust.release import DATA_LOCATIONS, ReleaseTerms
 
 REPRO_LICENSE = "Apache-2.0"  # repro's own source: part of every training program it runs
-# Licences of the packages a lock records (repro.environment.pins.RECORDED_PACKAGES), from their PyPI metadata.
+# Licences of the core packages a lock's toolchain records, from their PyPI metadata; other
+# distributions the build imported are listed in toolchain.distributions, not rated here.
 PACKAGE_LICENSES = {"python": "Python-2.0", "torch": "BSD-3-Clause", "accelerate": "Apache-2.0",
                     "numpy": "BSD-3-Clause", "datasets": "Apache-2.0", "safetensors": "Apache-2.0",
                     "hydra-core": "MIT"}
@@ -157,7 +158,8 @@ def components(lock: dict[str, Any], release: ReleaseTerms, facts: ReleaseFacts,
         c("Evaluation code", 2, metrics, code, "repro/train.py held-out evaluation"),
         c("Evaluation data", 2, held_out and obtainable, data,
           "held-out split of the training data" if held_out else "data.test_fraction is 0"),
-        c("Supporting libraries and tools", 2, True, _packages(lock), "versions in build.packages", required=False),
+        c("Supporting libraries and tools", 2, True, _packages(lock), "versions in toolchain.distributions",
+          required=False),
         c("Datasets", 1, obtainable, data, f"data_location {release.data_location}"),
         c("Data preprocessing code", 1, True, code, "repro/data.py + data config, hashed in the lock"),
         c("Model parameters (Intermediate)", 1, facts.checkpoints, weights,
@@ -169,7 +171,7 @@ def components(lock: dict[str, Any], release: ReleaseTerms, facts: ReleaseFacts,
 
 
 def _packages(lock: dict[str, Any]) -> Rating:
-    names = sorted(lock["build"]["packages"])
+    names = ["python", *sorted(n for n in lock["toolchain"]["distributions"] if n in PACKAGE_LICENSES)]
     unknown = [n for n in names if n not in PACKAGE_LICENSES]
     if unknown:
         return Rating(None, False, f"licence of {', '.join(unknown)} not known to repro")

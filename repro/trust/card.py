@@ -150,8 +150,12 @@ def render(lock: dict[str, Any], report: AuditReport, git: dict[str, Any] | None
             f"(also in `{REBUILD_NAME}`):", "", "```yaml",
             _yaml(resolved).rstrip(), "```",
             "", "## Pins and environment", "", "| pin | value |", "|---|---|"]
-    out += [f"| {k} | `{json.dumps(build[k])}` |" for k in sorted(build) if k not in ("packages", "flags")]
-    out += [f"| package {k} | `{v}` |" for k, v in sorted(build["packages"].items())]
+    toolchain = lock["toolchain"]
+    out += [f"| {k} | `{json.dumps(build[k])}` |" for k in sorted(build) if k not in ("env", "flags")]
+    out += [f"| env {k} | `{v}` |" for k, v in sorted(build.get("env", {}).items())]
+    out += [f"| python | `{toolchain['python']['implementation']} {toolchain['python']['version']}` |",
+            f"| repro | `{toolchain['repro']['version']}` (compiler `{toolchain['repro']['root_digest'][:12]}…`) |"]
+    out += [f"| package {k} | `{v}` |" for k, v in sorted(toolchain["distributions"].items())]
     out += ["", "## Loss curve", "", f"![Training loss by step]({PLOT_NAME})", ""]
     out += _commands(lock, weights_sha, report.lock_sha256, git)
     return "\n".join(out) + "\n"

@@ -46,7 +46,7 @@ def statement(lock: dict[str, Any], run: dict[str, Any] | None, byproducts: list
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
                 "externalParameters": {"config": inputs["config"]["resolved"]},
-                "internalParameters": {k: v for k, v in build.items() if k != "packages"},
+                "internalParameters": dict(build),
                 "resolvedDependencies": _dependencies(lock, _git(run)),
             },
             "runDetails": {
@@ -59,7 +59,7 @@ def statement(lock: dict[str, Any], run: dict[str, Any] | None, byproducts: list
 
 
 def _dependencies(lock: dict[str, Any], git: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Data files, the data tree, code files, the code tree and commit, repro itself, packages.
+    """Data files, the data tree, code files, the code tree and commit, repro's compiler, the toolchain.
 
     Tree digests are repro root digests, which are exactly in-toto's `dirHash`
     (sha256 over sorted `sha256sum` lines) of the files listed.
@@ -89,10 +89,12 @@ def _dependencies(lock: dict[str, Any], git: dict[str, Any] | None) -> list[dict
         code_digest["gitCommit"] = git["commit"]
         code_notes["dirty"] = git["dirty"]
     deps.append({"name": "code", "digest": code_digest, "annotations": code_notes})
-    repro = code["repro"]
+    toolchain = lock["toolchain"]
+    repro = toolchain["repro"]
     deps.append({"name": "repro", "uri": f"pkg:pypi/repro@{repro['version']}",
                  "digest": {"dirHash": repro["root_digest"]}, "annotations": {"role": "builder-source"}})
-    for name, version in sorted(lock["build"]["packages"].items()):
+    packages = {"python": toolchain["python"]["version"], **toolchain["distributions"]}
+    for name, version in sorted(packages.items()):
         kind = "generic" if name == "python" else "pypi"
         purl = f"pkg:{kind}/{name}@{quote(version, safe='.-_~')}"  # purl: '+' in 2.13.0+cpu is %2B
         deps.append({"name": name, "uri": purl, "annotations": {"role": "environment"}})
