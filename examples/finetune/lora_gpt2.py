@@ -26,7 +26,6 @@ def build(base: str, r: int, alpha: int, dropout: float, target_modules: list[st
     """
     from peft import LoraConfig, get_peft_model
     from transformers import GPT2LMHeadModel
-
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # a build's stderr is for repro's progress and errors

@@ -148,6 +148,7 @@ def compare_base(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[Dif
         if a is b:
             return []
         change, present = ("added", b) if a is None else ("removed", a)
+        assert present is not None  # exactly one side is None here
         return [Difference("inputs", "base", str(present["path"]), change,
                            detail="a model trained from scratch on one side, a fine-tune on the other")]
     diffs = [replace(d, detail=d.detail or f"a file of the base release {b['path']}")  # name the release

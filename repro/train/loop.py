@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from repro.environment.pins import Pins
-from repro.lock.base_model import with_base_path
 from repro.errors import ConfigError, TrainingFailed
+from repro.lock.base_model import with_base_path
 from repro.source.config import TrainerSpec
 from repro.source.data import DataSpec, load_splits
 from repro.tasks import Batch, Task
