@@ -1,34 +1,42 @@
-"""How fast does repro hash data, against sha256sum and `dvc add`, measured in the same run?
+"""How close does `repro hash` come to this machine's limit, beside sha256sum and `dvc add`?
 
-    .venv/bin/python benchmarks/hash_data.py                 # both shapes, best of 3
-    .venv/bin/python benchmarks/hash_data.py --shapes many --reps 5 --profile
+    .venv/bin/python benchmarks/hash_data.py                     # 10,000 files and one file, best of 3
+    .venv/bin/python benchmarks/hash_data.py --shapes million    # 1,000,000 files of 1 KiB (~4 GB, minutes)
 
-Generates two shapes under --root (default /tmp/repro-bench-hash): 1 GiB as
-10,000 files in 100 folders, and 1 GiB as one file. For each it times, as
-child processes with the data in the page cache:
+Every figure is printed as a ratio to a limit measured in the same run, so a
+loaded machine skews both sides alike (1.00 = at the limit; higher is better).
+Where the machine is shared, the CPU ratio is the steadier one: the CPU seconds
+any sha256 of the same bytes costs (one-buffer speed per CPU second, plus the
+start's CPU), over the CPU seconds the tool spent.
 
-- `repro hash` cold: a fresh, empty stat cache, so every byte is read;
-- `repro hash` warm: the same cache again, every file unchanged;
-- `sha256sum` over all files, one process;
-- `dvc add` on a fresh copy in a fresh git+dvc repo (default settings, so it
-  also copies the data into .dvc/cache; `--no-commit` timed too).
+- the hashing limit: hashlib sha256 over one 256 MiB buffer in memory (one
+  `update`, best of 3) times the usable cores, plus the interpreter's start
+  (`python -m repro --version`). One file is one sha256 stream, so its limit
+  uses one core.
+- the re-check limit: the start, plus one `lstat` of every file (in-process,
+  best of 3): what any stat-based check must pay.
 
-It prints best and median wall time, GiB/s, CPU seconds, peak RSS (from
-wait4 on each child) and ratios, plus this CPU's single-core hashlib sha256
-speed as the ceiling. --profile adds cProfile tops of in-process cold and
-warm runs. Other processes on the machine skew wall times; load averages are
-printed before and after.
+Shapes (generated under --root once, reused while their marker file matches;
+`million` is removed again afterwards unless --keep):
+
+- many: 1 GiB as 10,000 files in 100 folders;
+- one: 1 GiB as one file;
+- million: 1,000,000 files of 1 KiB in 1,000 folders.
+
+Each tool runs as a child process with the data in the page cache: wall time,
+CPU seconds and peak RSS (`getrusage` of a one-child wrapper). "Cold" is a
+fresh, empty stat cache (every byte read); "warm" re-checks with that cache and
+nothing changed. `--hash blake3` adds the optional BLAKE3 digest beside sha256.
+`dvc add` runs on a fresh copy in a fresh git+dvc repo (not for `million`:
+hours). --phases adds where the time of a warm re-check goes, in-process.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import hashlib
-import io
 import os
 import platform
-import pstats
 import shutil
 import statistics
 import subprocess
@@ -40,7 +48,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
-SHAPES = {"many": (10_000, GIB // 10_000), "one": (1, GIB)}
+SHAPES = {"many": (10_000, GIB // 10_000), "one": (1, GIB), "million": (1_000_000, 1024)}
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "DVC_NO_ANALYTICS": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
@@ -84,34 +92,79 @@ def generate(root: Path, shape: str) -> Path:
     shutil.rmtree(root / shape, ignore_errors=True)
     data.mkdir(parents=True)
     block = os.urandom(1 << 20)
+    per_folder = 100 if count <= 10_000 else 1000
     for i in range(count):
-        folder = data / f"d{i // 100:03d}" if count > 1 else data
-        folder.mkdir(exist_ok=True)
-        with open(folder / f"f{i:05d}.bin", "wb") as fh:
-            left = size
-            while left:
-                n = min(left, len(block))
-                fh.write(block[:n] if count > 1 else os.urandom(n))
-                left -= n
-            fh.write(i.to_bytes(8, "little") if count > 1 else b"")  # every file distinct
+        folder = data / f"d{i // per_folder:03d}" if count > 1 else data
+        if i % per_folder == 0:
+            folder.mkdir(exist_ok=True)
+        fd = os.open(folder / f"f{i:07d}.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            if count == 1:
+                for _ in range(size >> 20):
+                    fh.write(os.urandom(1 << 20))
+            else:
+                fh.write(block[: size - 8] + i.to_bytes(8, "little"))  # every file distinct
     marker.write_text("")
     return data
 
 
 def files_of(data: Path) -> list[str]:
-    return sorted(str(p.relative_to(data)) for p in data.rglob("*") if p.is_file())
+    """The data files (not a `.repro` cache left by a run without REPRO_CACHE_DIR)."""
+    return sorted(str(Path(dp, f).relative_to(data)) for dp, _, fs in os.walk(data) for f in fs
+                  if ".repro" not in Path(dp).relative_to(data).parts)
 
 
-def warm_page_cache(data: Path) -> None:
-    for rel in files_of(data):
+def warm_page_cache(data: Path, files: list[str]) -> None:
+    for rel in files:
         with open(data / rel, "rb") as fh:
             while fh.read(1 << 22):
                 pass
 
 
-def repro_hash(data: Path, cache_dir: Path) -> Run:
+def one_buffer_speed() -> tuple[float, float]:
+    """hashlib sha256 over one 256 MiB buffer in memory, one `update`, best of 3: GiB/s of wall and of CPU time.
+
+    On a loaded machine the wall figure falls with the share of a core this process
+    gets; the CPU figure is what a core does while it runs us.
+    """
+    buf = os.urandom(256 << 20)
+    walls, cpus = [], []
+    for _ in range(3):
+        c = time.process_time()
+        walls.append(_timed(lambda: hashlib.sha256(buf).digest()))
+        cpus.append(time.process_time() - c)
+    return len(buf) / min(walls) / GIB, len(buf) / min(cpus) / GIB
+
+
+def blake3_speed() -> float | None:
+    try:
+        from blake3 import blake3
+    except ImportError:
+        return None
+    buf = os.urandom(256 << 20)
+    return len(buf) / min(_timed(lambda: blake3(buf).digest()) for _ in range(3)) / GIB
+
+
+def lstat_time(data: Path, files: list[str]) -> float:
+    """One lstat of every file, in-process, best of 3: the floor of any stat-based re-check."""
+    full = [f"{data}/{f}" for f in files]
+    return min(_timed(lambda: [os.lstat(p) for p in full]) for _ in range(3))
+
+
+def _timed(fn: object) -> float:
+    start = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def repro_hash(data: Path, cache_dir: Path, *extra: str) -> Run:
     env = {**ENV, "REPRO_CACHE_DIR": str(cache_dir)}
-    return child([sys.executable, "-m", "repro", "hash", "--quiet", "."], data, env)
+    return child([sys.executable, "-m", "repro", "hash", "--quiet", *extra, "."], data, env)
+
+
+def sha256sum(data: Path) -> Run:
+    """coreutils over every file, in as few processes as the argument limit allows."""
+    return child(["sh", "-c", "find . -type f -print0 | xargs -0 sha256sum --"], data)
 
 
 def dvc_add(data: Path, work: Path, no_commit: bool) -> Run:
@@ -127,37 +180,43 @@ def dvc_add(data: Path, work: Path, no_commit: bool) -> Run:
     return run
 
 
-def ceiling() -> float:
-    """Single-core hashlib sha256 speed on this CPU, 1 MiB updates over 256 MiB in memory."""
-    buf = os.urandom(256 << 20)
-    view = memoryview(buf)
-    best = 1e9
-    for _ in range(3):
-        h = hashlib.sha256()
-        start = time.perf_counter()
-        for i in range(0, len(buf), 1 << 20):
-            h.update(view[i : i + (1 << 20)])
-        best = min(best, time.perf_counter() - start)
-    return len(buf) / best / GIB
+def phases(data: Path, cache_dir: Path) -> None:
+    """Where a warm re-check's time goes, step by step, in this process (CPU seconds and peak RSS)."""
+    import io
+    import resource
 
-
-def profile(data: Path, cache_dir: Path) -> None:
-    """Where in-process time goes, cold then warm (the worker threads' C time shows as wait)."""
     sys.path.insert(0, str(REPO))
     from repro.source.hashcache import HashCache
-    from repro.source.hashing import expand_patterns, hash_files
+    from repro.source.hashing import expand_patterns
+    from repro.source.hashtree import _locate, hash_tree, sorted_order
 
-    for label in ("cold", "warm"):
-        prof = cProfile.Profile()
-        prof.enable()
-        with HashCache(cache_dir / "profile.sqlite") as cache:
-            hash_files(data, expand_patterns(data, ["."]), cache=cache)
-        prof.disable()
-        out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(10)
-        lines = [ln for ln in out.getvalue().splitlines() if ln.strip()]
-        print(f"\n  profile, {label} (in-process, tottime):")
-        print("\n".join("    " + ln for ln in lines[-12:]))
+    def cpu() -> float:
+        u = resource.getrusage(resource.RUSAGE_SELF)
+        return u.ru_utime + u.ru_stime
+
+    steps: list[tuple[str, float]] = []
+    t = cpu()
+
+    def step(name: str) -> None:
+        nonlocal t
+        now = cpu()
+        steps.append((name, now - t))
+        t = now
+
+    files = expand_patterns(data, ["."])
+    step("walk (expand_patterns)")
+    keys, _ = _locate(data, files)
+    step("lstat every file (_locate)")
+    with HashCache(cache_dir / "hashcache.sqlite") as cache:
+        hits = sum(1 for _ in cache.matches(str(data), files, sorted_order(files), keys, ("sha256",)))
+        step(f"stat cache lookup ({hits:,} hits)")
+        tree = hash_tree(data, files, cache=cache)
+        step("hash_tree (lstat + lookup again)")
+    tree.root_digest(io.BytesIO())
+    step("listing + root digest")
+    print("\n  where a warm re-check's time goes (in-process, CPU s; peak RSS: the table's child runs):")
+    for name, seconds in steps:
+        print(f"    {name:<36} {seconds:7.2f}")
 
 
 def cpu_model() -> str:
@@ -167,55 +226,76 @@ def cpu_model() -> str:
     return platform.machine()
 
 
-def row(name: str, runs: list[Run], nbytes: int, base: float | None) -> str:
+def row(name: str, runs: list[Run], limit: float, nbytes: int | None, cpu_limit: float | None = None) -> str:
+    """Best and median wall, GiB/s, CPU s, peak RSS; limit/time for wall (and for CPU, where one is given)."""
     walls = [r.wall for r in runs]
-    best = min(walls)
-    ratio = f"{best / base:6.1f}x" if base else "   1.0x"
-    return (f"  {name:<26} {best:8.3f} {statistics.median(walls):8.3f} {nbytes / best / GIB:8.2f}"
-            f" {min(r.cpu for r in runs):8.2f} {max(r.rss_mb for r in runs):8.0f}   {ratio}")
+    best, cpu = min(walls), min(r.cpu for r in runs)
+    rate = f"{nbytes / best / GIB:8.2f}" if nbytes else f"{'':>8}"
+    by_cpu = f"{cpu_limit / cpu:9.2f}" if cpu_limit else f"{'':>9}"
+    return (f"  {name:<30} {best:8.3f} {statistics.median(walls):8.3f} {rate} {cpu:8.2f}"
+            f" {max(r.rss_mb for r in runs):8.0f}   {limit / best:6.2f} {by_cpu}")
+
+
+def measure(shape: str, args: argparse.Namespace, speed: tuple[float, float], cores: int, startup: Run) -> None:
+    data = generate(args.root, shape)
+    files = files_of(data)
+    nbytes = sum((data / f).stat().st_size for f in files)
+    warm_page_cache(data, files)
+    time.sleep(2.1)  # older than the stat cache's racy window, as data at rest is
+    usable = 1 if len(files) == 1 else cores
+    limit = startup.wall + nbytes / GIB / (speed[0] * usable)
+    cpu_limit = startup.cpu + nbytes / GIB / speed[1]  # the CPU any sha256 of these bytes costs, start included
+    recheck = startup.wall + lstat_time(data, files)
+    caches = Path(tempfile.mkdtemp(prefix="repro-bench-cache-"))
+    reps = 1 if shape == "million" else args.reps
+    cold = [repro_hash(data, caches / f"cold-{i}") for i in range(reps)]
+    warm = [repro_hash(data, caches / "cold-0") for _ in range(reps)]
+    b3 = [repro_hash(data, caches / f"b3-{i}", "--hash", "blake3") for i in range(reps)] if args.blake3 else []
+    sums = [sha256sum(data) for _ in range(reps)]
+    print(f"\n{shape}: {len(files):,} files, {nbytes / GIB:.2f} GiB (page cache warm); limits: hash "
+          f"{limit:.3f} s ({usable} core{'s' if usable > 1 else ''}), re-check {recheck:.3f} s")
+    print(f"  {'':<30} {'best s':>8} {'median':>8} {'GiB/s':>8} {'cpu s':>8} {'RSS MB':>8}   limit/time (cpu)")
+    print(row("repro hash, cold", cold, limit, nbytes, cpu_limit))
+    print(row("repro hash, warm (stat cache)", warm, recheck, None))
+    if b3:
+        print(row("repro hash --hash blake3, cold", b3, limit, nbytes, cpu_limit))
+    print(row("sha256sum (coreutils)", sums, limit, nbytes, cpu_limit))
+    if not args.no_dvc and shape != "million":
+        work = args.root / "dvc-work"
+        for label, no_commit in (("dvc add", False), ("dvc add --no-commit", True)):
+            print(row(label, [dvc_add(data, work, no_commit) for _ in range(args.dvc_reps)], limit, nbytes,
+                      cpu_limit))
+    if args.phases or shape == "million":
+        phases(data, caches / "cold-0")
+    shutil.rmtree(caches, ignore_errors=True)
+    if shape == "million" and not args.keep:
+        shutil.rmtree(args.root / shape, ignore_errors=True)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "repro-bench-hash")
-    ap.add_argument("--shapes", default="many,one")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--shapes", default="many,one", help="comma-separated: many, one, million")
+    ap.add_argument("--reps", type=int, default=3, help="runs of each (best and median shown; million: 1)")
     ap.add_argument("--dvc-reps", type=int, default=1)
     ap.add_argument("--no-dvc", action="store_true")
-    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--no-blake3", dest="blake3", action="store_false", help="skip the --hash blake3 runs")
+    ap.add_argument("--phases", action="store_true", help="where a warm re-check's time goes (always for million)")
+    ap.add_argument("--keep", action="store_true", help="keep the million-file tree for the next run")
     args = ap.parse_args()
 
-    print(f"cpu: {cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}")
-    print(f"load average before: {os.getloadavg()}")
-    print(f"ceiling: hashlib sha256 on one core, in memory: {ceiling():.2f} GiB/s")
-    startup = min(child([sys.executable, "-m", "repro", "--version"], REPO).wall for _ in range(3))
-    print(f"`python -m repro --version` (interpreter start-up, included below): {startup:.3f} s")
+    cores = len(os.sched_getaffinity(0))
+    print(f"cpu: {cpu_model()}, {cores} usable cores; python {platform.python_version()}")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    speed = one_buffer_speed()
+    print(f"hashlib sha256, one buffer, one core: {speed[0]:.2f} GiB/s ({speed[1]:.2f} per CPU second)", end="")
+    b3 = blake3_speed()
+    print(f"; blake3 (its own threads off): {b3:.2f} GiB/s" if b3 else "; blake3 not installed")
+    startup = min((child([sys.executable, "-m", "repro", "--version"], REPO) for _ in range(3)), key=lambda r: r.wall)
+    print(f"interpreter start (`python -m repro --version`): {startup.wall:.3f} s ({startup.cpu:.3f} CPU s)")
     for shape in args.shapes.split(","):
-        data = generate(args.root, shape)
-        files = files_of(data)
-        nbytes = sum((data / f).stat().st_size for f in files)
-        warm_page_cache(data)
-        time.sleep(2.1)  # older than the stat cache's racy window, as data at rest is
-        caches = Path(tempfile.mkdtemp(prefix="repro-bench-cache-"))
-        cold = [repro_hash(data, caches / f"cold-{i}") for i in range(args.reps)]
-        repro_hash(data, caches / "warm")  # fill it
-        warm = [repro_hash(data, caches / "warm") for _ in range(args.reps)]
-        sums = [child(["sha256sum", "--", *files], data) for _ in range(args.reps)]
-        base = min(r.wall for r in cold)
-        print(f"\n{shape}: {len(files):,} files, {nbytes / GIB:.2f} GiB (page cache warm)")
-        print(f"  {'':<26} {'best s':>8} {'median':>8} {'GiB/s':>8} {'cpu s':>8} {'RSS MB':>8}   time / repro cold")
-        print(row("repro hash, cold", cold, nbytes, None))
-        print(row("repro hash, warm (cached)", warm, nbytes, base))
-        print(row("sha256sum", sums, nbytes, base))
-        if not args.no_dvc:
-            work = args.root / "dvc-work"
-            for label, no_commit in (("dvc add (default)", False), ("dvc add --no-commit", True)):
-                runs = [dvc_add(data, work, no_commit) for _ in range(args.dvc_reps)]
-                print(row(label, runs, nbytes, base))
-        if args.profile:
-            profile(data, caches)
-        shutil.rmtree(caches, ignore_errors=True)
-    print(f"\nload average after: {os.getloadavg()}")
+        measure(shape, args, speed, cores, startup)
+    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

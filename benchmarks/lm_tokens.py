@@ -65,11 +65,12 @@ def _config(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
 
 def repro_loop(root: Path, name: str, steps: int) -> tuple[float, dict[str, Any], dict[str, Any]]:
     """repro's own loop via repro.train.loop.train; time between the first and last step's end."""
-    from repro.build.run import concrete_pins, hash_inputs
+    from repro.build.run import concrete_pins
+    from repro.source.data import DataSpec, data_file_list
     from repro.train.loop import train
 
     cfg, pins = concrete_pins(_config(root, name, [f"trainer.max_steps={steps}"]))
-    _, files = hash_inputs(cfg, root)
+    files = data_file_list(root, DataSpec.from_config(cfg))
     marks: list[float] = []
     result = train(cfg, pins, root, files, on_step=lambda s, v: marks.append(time.perf_counter()))
     return marks[-1] - marks[0], result.state, cfg

@@ -17,6 +17,7 @@ from conftest import REPO
 
 from repro.canonical import canonical_json
 from repro.errors import Busy, CheckpointError
+from repro.filenames import OUT_DIR_LOCK
 from repro.models import MLP
 from repro.source.config import CheckpointSpec, hashed_view
 from repro.source.inputs import config_digest
@@ -162,8 +163,8 @@ def test_changes_names_config_keys_files_and_packages() -> None:
     now["build"]["packages"]["torch"] = "2.14.0"
     assert resume.changes(base, now) == [
         "config key trainer.lr is 0.02, the checkpoint has 0.01",
-        "data file d.csv changed (sha256 aaaaaaaaaaaa… -> bbbbbbbbbbbb…)",
-        'package torch is "2.14.0", the checkpoint has "2.13.0"',
+        "data file d.csv is bbbbbbbbbbbb…, the checkpoint has aaaaaaaaaaaa…",
+        "package torch is '2.14.0', the checkpoint has '2.13.0'",
     ]
 
 
@@ -178,7 +179,7 @@ def test_out_dir_lock_refuses_a_second_holder_and_cleans_up_after_failure(tmp_pa
         assert "another `repro train` is running there" in other.stdout
         with pytest.raises(Busy), resume.hold_out_dir(out):
             pass
-    assert not (out / resume.LOCK_NAME).exists()  # deleted when the build ends
+    assert not (out / OUT_DIR_LOCK).exists()  # deleted when the build ends
     with pytest.raises(RuntimeError), resume.hold_out_dir(out):
         raise RuntimeError("training failed")
     assert out.is_dir()  # it existed before that build: left alone
@@ -234,7 +235,7 @@ def test_manifest_golden_bytes(tmp_path: Path) -> None:
 def test_out_dir_lock_retries_when_its_file_was_deleted_under_it(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Winning the flock on a lock file whose holder just deleted it must not count."""
-    real_stat, lock_path, calls = os.stat, tmp_path / "out" / resume.LOCK_NAME, []
+    real_stat, lock_path, calls = os.stat, tmp_path / "out" / OUT_DIR_LOCK, []
 
     def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
         if path == lock_path:

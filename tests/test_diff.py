@@ -20,9 +20,9 @@ from repro.lock.diff import (
     compare_locks,
     first_loss_difference,
     flatten,
-    logged_steps,
     render,
 )
+from repro.lock.lockfile import logged_steps
 
 GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v2.lock"
 H1, H2, H3 = "11" * 32, "22" * 32, "33" * 32
@@ -101,8 +101,8 @@ def trajectory(losses: list[float], every: int, steps: int, sha: str = H1) -> di
 
 def test_logged_steps_follow_the_writer() -> None:
     # build.loss_trajectory keeps every N-th step and the last one.
-    assert logged_steps(trajectory([], 5, 20)) == [5, 10, 15, 20]
-    assert logged_steps(trajectory([], 10, 25)) == [10, 20, 25]
+    assert logged_steps(20, 5) == [5, 10, 15, 20]
+    assert logged_steps(25, 10) == [10, 20, 25]
 
 
 def test_first_loss_difference_names_the_step_and_what_agrees() -> None:

@@ -137,3 +137,20 @@ def test_repro_hash_never_imports_torch_or_datasets(proj: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=proj, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, (r.returncode, r.stderr)
+
+
+@pytest.mark.parametrize("extra", [(), ("blake2b", "md5")])
+def test_streamed_json_is_byte_for_byte_canonical(proj: Path, extra: tuple[str, ...]) -> None:
+    """`repro hash --json` streams the block; it must be canonical_json's bytes, not just equal JSON."""
+    from repro.canonical import canonical_json
+    from repro.source.hashing import check_algorithms, expand_patterns
+    from repro.source.hashtree import hash_tree
+    from repro.source.inputs import files_block
+
+    (proj / "data" / 'q"uote\t.csv').write_bytes(b"odd name")
+    files = expand_patterns(proj, ["data"])
+    algorithms = check_algorithms(extra)
+    tree = hash_tree(proj, files, algorithms=algorithms)
+    assert b"".join(tree.block_json()) == canonical_json(files_block(proj, files, algorithms=algorithms))
+    empty = hash_tree(proj, [], algorithms=algorithms)
+    assert b"".join(empty.block_json()) == canonical_json(files_block(proj, [], algorithms=algorithms))

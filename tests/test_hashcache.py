@@ -168,7 +168,7 @@ def test_a_row_edited_behind_the_caches_back_is_a_miss(tree: Path, tmp_path: Pat
     with HashCache(db) as cache:
         _hash(tree, cache)
     with sqlite3.connect(db) as raw:
-        raw.execute("UPDATE files SET digests = ? WHERE path LIKE '%f7.csv'", ("sha256=" + "0" * 64,))
+        raw.execute("UPDATE files SET sha256 = ? WHERE path LIKE '%f7.csv'", (b"\0" * 32,))
     with HashCache(db) as cache:
         assert _hash(tree, cache) == _truth(tree) and cache.hits == 19
 
@@ -233,3 +233,79 @@ def test_two_processes_share_one_cache(tmp_path: Path) -> None:
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert raw.execute("SELECT COUNT(*) FROM files").fetchone() == (600,)
+
+
+# --- each stat field, alone, decides: a planted row that differs in one field only is never trusted ---------------
+
+LIE = hashlib.sha256(b"not these bytes").hexdigest()
+
+
+def _plant(db: Path, full: str, key: StatKey, hashed_ns: int) -> None:
+    with HashCache(db) as cache:
+        cache.store([(full, key, {"sha256": LIE})], hashed_ns)
+
+
+@pytest.mark.parametrize("field", ["size", "mtime_ns", "ctime_ns", "ino", "dev"])
+def test_one_changed_stat_field_means_the_file_is_read_again(tree: Path, tmp_path: Path, field: str) -> None:
+    """The kernel moves ctime with every edit, so no real edit changes one field alone; the row does instead.
+
+    The planted row holds a lie under the file's stat key with one field moved, hashed long after
+    the file last changed (not racy): the cache must not hand the lie out.
+    """
+    target = tree / "d2" / "f5.csv"
+    st = os.stat(target)
+    now = StatKey.of(st)
+    late = max(st.st_mtime_ns, st.st_ctime_ns) + 10 * hashcache.RACY_NS
+    db = tmp_path / "c.sqlite"
+    _plant(db, str(target), now, late)
+    with HashCache(db) as cache:  # the control: the same row, every field equal, is trusted
+        assert _hash(tree, cache)["d2/f5.csv"] == LIE and cache.hits == 1
+    _plant(db, str(target), now._replace(**{field: getattr(now, field) + 1}), late)
+    with HashCache(db) as cache:
+        assert _hash(tree, cache)["d2/f5.csv"] == _sha(target) == _truth(tree)["d2/f5.csv"]
+        assert cache.hits == 0
+
+
+@pytest.mark.parametrize("written_before_hashing_ns", [0, 1, hashcache.RACY_NS // 2, hashcache.RACY_NS - 1])
+def test_a_file_changed_within_the_racy_window_is_read_again(tree: Path, tmp_path: Path,
+                                                             written_before_hashing_ns: int) -> None:
+    """A write in the same clock tick as the hash could leave every stat field equal (git's racy clean).
+
+    So a row hashed less than RACY_NS after the file's last change is not trusted, even though its
+    stat key matches: here it holds a lie, and the file is read again.
+    """
+    target = tree / "d0" / "f3.csv"
+    st = os.stat(target)
+    changed = max(st.st_mtime_ns, st.st_ctime_ns)
+    db = tmp_path / "c.sqlite"
+    _plant(db, str(target), StatKey.of(st), changed + written_before_hashing_ns)
+    with HashCache(db) as cache:
+        assert _hash(tree, cache)["d0/f3.csv"] == _sha(target) and cache.hits == 0
+    _plant(db, str(target), StatKey.of(st), changed + hashcache.RACY_NS)  # just outside the window: trusted
+    with HashCache(db) as cache:
+        assert _hash(tree, cache)["d0/f3.csv"] == LIE and cache.hits == 1
+
+
+def test_a_real_edit_right_after_hashing_is_seen(tree: Path, tmp_path: Path) -> None:
+    """Hash, then edit at once (same size, within the racy window): the next run reads the new bytes."""
+    target = tree / "d1" / "f1.csv"
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        _hash(tree, cache)
+    raw = bytearray(target.read_bytes())
+    raw[0] ^= 1
+    target.write_bytes(bytes(raw))
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert _hash(tree, cache) == _truth(tree)
+
+
+def test_range_lookups_find_every_file_in_any_order(tree: Path, tmp_path: Path, not_racy: None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lookups scan sorted ranges of paths a few at a time; the caller's order and duplicates must not matter."""
+    monkeypatch.setattr(hashcache, "_SCAN", 3)
+    rels = list(reversed(_rels(tree))) + [_rels(tree)[4]]
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        hash_files(tree, rels, cache=cache)
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        got = hash_files(tree, rels, cache=cache)
+        assert cache.hits >= 20
+    assert [f.path for f in got] == rels and all(f.sha256 == _sha(tree / f.path) for f in got)

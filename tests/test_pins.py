@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from repro.environment.pins import check_capability, cpu_flags, native_capability, pinned_environ, resolve_pins
+from repro.environment.machine import cpu_flags
+from repro.environment.pins import check_capability, native_capability, pinned_environ, resolve_pins
 from repro.errors import ConfigError, EnvironmentMismatch
 
 AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma sha_ni\n"

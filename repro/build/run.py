@@ -23,6 +23,7 @@ from typing import Any
 from repro.build.child import child_message, run_child, write_error
 from repro.canonical import atomic_write_bytes, atomic_write_json
 from repro.environment import toolchain
+from repro.environment.machine import cpu_model
 from repro.environment.pins import (
     HASH_SEED,
     RECORDED_PACKAGES,
@@ -35,21 +36,17 @@ from repro.environment.pins import (
     target_packages,
 )
 from repro.errors import ConfigError
+from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
-from repro.lock.base_model import base_block, base_path
+from repro.source.base_model import require_consistent
 from repro.source.config import CheckpointSpec, require
-from repro.source.data import DataSpec, data_file_list, hashed_file_list
+from repro.source.data import DataSpec, data_file_list
 from repro.source.discover import imported_project_files
-from repro.source.hashing import Progress
-from repro.source.inputs import code_block, code_include, compiler_block, config_digest, data_block, git_state
+from repro.source.inputs import code_block, code_include, compiler_block, git_state, hash_inputs
 from repro.train import checkpoint, distributed
 from repro.train.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.train.resume import start as start_checkpoints
 from repro.trust.release import ReleaseTerms
-
-WEIGHTS_NAME = "model.safetensors"
-METRICS_NAME = "metrics.jsonl"
-RUN_NAME = "run.json"
 
 
 @dataclass(frozen=True)
@@ -75,27 +72,6 @@ def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
     resolved = copy.deepcopy(resolved)
     resolved["build"].update(threads=pins.threads, cpu_capability=pins.cpu_capability)
     return resolved, pins
-
-
-def hash_inputs(resolved: dict[str, Any], root: Path, use_cache: bool = True,
-                progress: Progress | None = None) -> tuple[dict[str, Any], list[str]]:
-    """The lock's `inputs` block (minus the sample order) and the data file list.
-
-    `use_cache=False` re-reads every data byte instead of trusting the stat cache.
-    """
-    spec = DataSpec.from_config(resolved)
-    files = data_file_list(root, spec)
-    inputs = {
-        "config": config_digest(resolved),
-        # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
-        "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
-        # What code.include lists; the files the build imports join after training (`finish_code`).
-        "code": code_block(root, code_include(resolved)),
-    }
-    base = base_path(resolved)
-    if base is not None:  # a fine-tune: the base release is source too
-        inputs["base"] = base_block(root, base)
-    return inputs, files
 
 
 def finish_code(resolved: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -134,7 +110,7 @@ def project_importable(root: Path) -> None:
 def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
     """Every `every`-th loss in the lock, and a digest over all of them (float64 LE)."""
     blob = b"".join(struct.pack("<d", v) for v in losses)
-    logged = [v for i, v in enumerate(losses, 1) if i % every == 0 or i == len(losses)]
+    logged = [losses[s - 1] for s in lockfile.logged_steps(len(losses), every)]
     return {"every": every, "steps": len(losses), "losses": logged, "sha256": hashlib.sha256(blob).hexdigest()}
 
 
@@ -213,17 +189,17 @@ def _build_rank(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root
     distributed.barrier(pins)  # rank 0 has picked (and cleaned up to) the checkpoint to resume from
     ckpt = None
     if resume.mode != "fresh":
-        root_dir = out_dir / checkpoint.DIR_NAME
+        root_dir = out_dir / CHECKPOINTS_DIR
         ckpt = checkpoint.read(resume.source) if resume.source else checkpoint.newest_valid(root_dir)[0]
-    session = Session(out_dir / checkpoint.DIR_NAME, replace(spec, every=0), {}, resume=ckpt)
+    session = Session(out_dir / CHECKPOINTS_DIR, replace(spec, every=0), {}, resume=ckpt)
     session.pause_step = None
     train(resolved, pins, root, files, checkpoints=session)
 
 
 def _report_from(out_dir: Path, started: float) -> BuildReport:
     """The report of a build that ranks wrote, read back from its lock."""
-    raw = (out_dir / lockfile.LOCK_NAME).read_bytes()
-    lock = lockfile.read(out_dir / lockfile.LOCK_NAME)
+    raw = (out_dir / LOCK_NAME).read_bytes()
+    lock = lockfile.read(out_dir / LOCK_NAME)
     run = json.loads((out_dir / RUN_NAME).read_text(encoding="utf-8"))
     resumed = run.get("resumed_from")
     return BuildReport(
@@ -241,7 +217,10 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     from repro.progress import byte_bar, step_bar
 
     with byte_bar(quiet, "hash data") as bar:
-        inputs, files = hash_inputs(resolved, root, use_cache=not rehash, progress=bar)
+        inputs = hash_inputs(resolved, root, use_cache=not rehash, progress=bar)
+    if "base" in inputs:
+        require_consistent(inputs["base"])  # before anything trains on it
+    files = data_file_list(root, DataSpec.from_config(resolved))
     packages = package_versions((*RECORDED_PACKAGES, *target_packages(resolved)))
     session = start_checkpoints(out_dir, spec, {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},
                                 resume, notify)
@@ -261,8 +240,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     exported = write_exports(out_dir, result.exports)
     weights = save_weights(result.state, out_dir / WEIGHTS_NAME)
     metrics_lines = [
-        json.dumps({"loss": v, "step": i}, sort_keys=True)
-        for i, v in enumerate(result.losses, 1) if i % every == 0 or i == len(result.losses)
+        json.dumps({"loss": result.losses[s - 1], "step": s}, sort_keys=True)
+        for s in lockfile.logged_steps(len(result.losses), every)
     ]
     atomic_write_bytes(out_dir / METRICS_NAME, ("\n".join(metrics_lines) + "\n").encode())
 
@@ -285,13 +264,13 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     seconds = time.monotonic() - started
     # Machine-incidental facts live here, never in the lock.
     atomic_write_json(out_dir / RUN_NAME, {
-        "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": _cpu_model(), "platform": platform.platform(),
+        "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": cpu_model(), "platform": platform.platform(),
         "cores": os.cpu_count(), "wall_seconds": round(seconds, 3), "finished_unix": int(time.time()),
         "datasets_fingerprint": result.dataset_fingerprint, "python_executable": sys.executable,
         "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]),
         **session.report(),
     })
-    lock_bytes = lockfile.write(out_dir / lockfile.LOCK_NAME, lock)
+    lock_bytes = lockfile.write(out_dir / LOCK_NAME, lock)
     # The outputs are complete: checkpoints served their purpose, and left here
     # they would end up in whatever tracks out_dir (a DVC output, a release).
     checkpoint.clear(session.root)
@@ -306,9 +285,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
 
 def write_exports(out_dir: Path, files: dict[str, bytes]) -> list[dict[str, Any]]:
     """Write a task's exported files beside the weights; return their lock records."""
-    reserved = (WEIGHTS_NAME, METRICS_NAME, RUN_NAME, lockfile.LOCK_NAME)
     for name in files:  # all checked before anything is written
-        if name in reserved or "/" in name or "\\" in name or name.startswith(".") or not name:
+        if name in OWN_OUTPUTS or "/" in name or "\\" in name or name.startswith(".") or not name:
             raise ConfigError(f"task export {name!r}: expected a plain file name other than repro's own outputs")
     records = []
     for name in sorted(files):
@@ -316,16 +294,6 @@ def write_exports(out_dir: Path, files: dict[str, bytes]) -> list[dict[str, Any]
         digest = hashlib.sha256(files[name]).hexdigest()
         records.append({"path": name, "size": len(files[name]), "hashes": {"sha256": digest}})
     return records
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def rebuild_main(spec_path: str) -> int:

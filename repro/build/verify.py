@@ -36,12 +36,12 @@ from typing import Any
 from repro import __version__
 from repro.build import gate
 from repro.build.rebuild import run_rebuild
-from repro.build.run import RUN_NAME
-from repro.environment.pins import check_bounds, check_capability, machine_cores, native_capability, resolve_pins
+from repro.environment.machine import machine_cores
+from repro.environment.pins import check_bounds, check_capability, native_capability, resolve_pins
 from repro.environment.toolchain import installed_versions, interpreter_facts
-from repro.errors import DataError, EnvironmentMismatch, LockfileError, ReproError, UserInputError
+from repro.errors import DataError, EnvironmentMismatch, ReproError, UserInputError
+from repro.filenames import LOCK_NAME
 from repro.lock import lockfile
-from repro.lock.base_model import base_block, base_path
 from repro.lock.diff import (
     PIN_KEYS,
     Difference,
@@ -53,13 +53,10 @@ from repro.lock.diff import (
 from repro.lock.explain import explain_config_edit, hints, reference_configs
 from repro.lock.lineage import explain_lineage
 from repro.progress import byte_bar
-from repro.safeio import open_regular, printable, read_json
-from repro.source import preprocess
+from repro.safeio import open_regular, printable
 from repro.source.config import require
-from repro.source.data import DataSpec, hashed_file_list
-from repro.source.hashcache import open_cache
-from repro.source.hashing import FileDigest, hash_file, hash_files, resolve_under, root_digest, safe_relpath
-from repro.source.inputs import PACKAGE_DIR, code_files, code_include, compiler_block, config_digest
+from repro.source.hashing import hash_file, resolve_under
+from repro.source.inputs import PACKAGE_DIR, compiler_block, hash_inputs
 
 REPORT_VERSION = 2
 # Differences that describe where and with what a build ran, not what it is.
@@ -187,15 +184,10 @@ def verify(opts: VerifyOptions) -> VerifyReport:
 def built_at_commit(lock_path: Path) -> str | None:
     """The git commit the build ran at, from run.json beside the lock (not in the lock:
     a lock committed to git cannot name the commit that holds it). None if unknown."""
-    path = lock_path.parent / RUN_NAME
-    if not os.path.lexists(path):
-        return None
-    run, _ = read_json(path, "run.json")  # a link, FIFO or device here is refused (exit 2), never read
-    try:
-        commit = run["git"]["commit"]
-    except (KeyError, TypeError):
-        return None
-    return commit if isinstance(commit, str) else None
+    from repro.trust.card import build_commit
+
+    git = build_commit(lock_path.parent)
+    return None if git is None else str(git["commit"])
 
 
 def find_root(lock_path: Path, lock: dict[str, Any], explicit: Path | None) -> tuple[Path, str]:
@@ -247,49 +239,23 @@ def _git_toplevel(folder: Path) -> Path | None:
 
 
 def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Hash the source the lock names, today, under `root`: a lock-shaped `inputs`. Imports nothing.
+    """Hash the source the lock names, today, under `root`: a lock-shaped `inputs`, and counts. Imports nothing.
 
+    The same `hash_inputs` as `repro train`, with every data byte read (the fresh
+    digests refresh the stat cache, so the rebuild's own hashing sees the truth).
     Data file lists come from expanding the config's patterns again, so a data
     file added to or removed from a data folder shows up. Code is exactly the
     recorded files (the ones the build imported, and code.include's), plus any
-    file code.include matches today; a recorded file that is gone is reported
-    as removed. Every pattern is checked for escaping the root before anything is read.
+    file code.include matches today; a recorded file that is gone is reported as removed.
     """
     resolved = lock["inputs"]["config"]["resolved"]
-    spec = DataSpec.from_config(resolved)
-    include = code_include(resolved)
-    for pattern in spec.data_files:
-        safe_relpath(pattern, "config key data.data_files: pattern")
-    for pattern in spec.sources:
-        safe_relpath(pattern, "config key data.sources: pattern")
-    task = resolved.get("task")
-    if isinstance(task, dict) and task.get("tokenizer") is not None:  # a path the rebuild reads and copies
-        tokenizer = task["tokenizer"]
-        if not isinstance(tokenizer, str):
-            raise LockfileError(f"config key task.tokenizer: expected a relative path, got {tokenizer!r}")
-        safe_relpath(tokenizer, "config key task.tokenizer")
-    data_files = hashed_file_list(root, spec)  # data_files and sources, as the build hashed them
     recorded = [f["path"] for f in lock["inputs"]["code"]["files"]]
     present = [p for p in recorded if resolve_under(root, p, "code file").is_file()]
-    with byte_bar(quiet, "hash data") as bar, open_cache(root) as cache:
-        # Every data byte is read (rehash); the fresh digests refresh the stat cache,
-        # so the rebuild's own hashing and its datasets cache folder see the truth.
-        data = hash_files(root, data_files, progress=bar, cache=cache, rehash=True,
-                          algorithms=spec.extra_hashes)
-    with byte_bar(quiet, "hash code") as bar:
-        code = hash_files(root, code_files(root, include, present), progress=bar)
-    found = {
-        "config": {"resolved": resolved, "sha256": config_digest(resolved)["sha256"]},
-        "data": _block(data),
-        "code": _block(code),
-    }
-    if spec.preprocess is not None:
-        found["data"]["preprocess"] = preprocess.record(spec.preprocess, root)
-    base = base_path(resolved)
-    if base is not None:
-        found["base"] = base_block(root, base, check=False)
-    checked = {"data_files": len(data), "data_bytes": sum(d.size for d in data), "code_files": len(code),
-               "compiler_files": len(lock["toolchain"]["repro"]["files"]),
+    with byte_bar(quiet, "hash data") as bar:
+        found = hash_inputs(resolved, root, imported=present, use_cache=False, progress=bar)
+    data = found["data"]["files"]
+    checked = {"data_files": len(data), "data_bytes": sum(f["size"] for f in data),
+               "code_files": len(found["code"]["files"]), "compiler_files": len(lock["toolchain"]["repro"]["files"]),
                "config_sha256": found["config"]["sha256"], "weights_file": None}
     return found, checked
 
@@ -316,10 +282,6 @@ def toolchain_check(recorded: dict[str, Any]) -> list[Difference]:
     """How this environment's toolchain differs from the recorded one (notes: a rebuild decides)."""
     return [dataclasses.replace(d, detail=d.detail or "installed here")
             for d in compare_toolchain(recorded, current_toolchain(recorded))]
-
-
-def _block(digests: list[FileDigest]) -> dict[str, Any]:
-    return {"files": [d.to_json() for d in digests], "root_digest": root_digest(digests)}
 
 
 def explain_config(diffs: list[Difference], lock: dict[str, Any], root: Path) -> list[Difference]:
@@ -417,7 +379,7 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
         started = time.monotonic()
         out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size)
         seconds = time.monotonic() - started
-        rebuilt = lockfile.read(out / lockfile.LOCK_NAME)
+        rebuilt = lockfile.read(out / LOCK_NAME)
         # The rebuild's own record of its toolchain replaces the guess made before it.
         report.notes = [d for d in report.notes if d.section != "toolchain"]
         seen = {(d.kind, d.name) for d in report.differences + report.notes}
@@ -429,7 +391,7 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
             if (d.section == "inputs" and d.kind != "sample_order") or (d.kind, d.name) in seen:
                 continue  # inputs were compared before the rebuild, by the same functions
             (report.notes if d.kind in NOTE_KINDS or d.section == "toolchain" else report.differences).append(d)
-        report.differences = count_elements(report.differences, lock, weights_path, out / lockfile.LOCK_NAME)
+        report.differences = count_elements(report.differences, lock, weights_path, out / LOCK_NAME)
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
                 "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"]}
     finally:

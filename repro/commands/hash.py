@@ -46,12 +46,11 @@ def relative_to_root(root: Path, cwd: Path, typed: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from repro.canonical import canonical_json
     from repro.progress import byte_bar
     from repro.safeio import printable
     from repro.source.hashcache import open_cache
     from repro.source.hashing import check_algorithms, expand_patterns
-    from repro.source.inputs import files_block
+    from repro.source.hashtree import hash_tree
 
     cwd = Path.cwd()
     root = Path(os.path.normpath(cwd / args.root)) if args.root else cwd
@@ -60,19 +59,18 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     files = expand_patterns(root, rels)
     with open_cache(root) as cache, byte_bar(args.quiet) as bar:
-        block = files_block(root, files, cache=cache, rehash=args.rehash, algorithms=algorithms, progress=bar)
+        tree = hash_tree(root, files, cache=cache, rehash=args.rehash, algorithms=algorithms, progress=bar)
     seconds = time.monotonic() - started
-    if args.json:
-        sys.stdout.buffer.write(canonical_json(block))
+    out = sys.stdout.buffer
+    if args.json:  # the lock's block, streamed: the same bytes as canonical_json(files_block(...))
+        for chunk in tree.block_json():
+            out.write(chunk)
     else:
-        lines = [f"{f['hashes']['sha256']}  {printable(f['path'])}" for f in block["files"]]
-        lines.append(f"root_digest {block['root_digest']}")
-        sys.stdout.write("\n".join(lines) + "\n")
-    sys.stdout.flush()
+        out.write(f"root_digest {tree.root_digest(out, shown=printable)}\n".encode())
+    out.flush()
     if not args.quiet:
         for note in cache.notes:
             print(f"repro hash: note: {note}", file=sys.stderr)
-        nbytes = sum(int(f["size"]) for f in block["files"])
-        print(f"repro hash: {len(files)} files, {nbytes:,} bytes, {cache.hits} unchanged (stat cache), "
+        print(f"repro hash: {len(files)} files, {sum(tree.sizes):,} bytes, {cache.hits} unchanged (stat cache), "
               f"{seconds:.2f} s", file=sys.stderr)
     return 0

@@ -10,9 +10,9 @@ import os
 import platform
 from dataclasses import asdict, dataclass
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
+from repro.environment.machine import cpu_flags, machine_cores
 from repro.errors import ConfigError, EnvironmentMismatch
 
 # What a build process inherits from the shell that started it: where things
@@ -80,28 +80,6 @@ class Pins:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def machine_cores() -> int:
-    """Cores this process may run on (affinity-aware), for `threads: auto`."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU feature flags of this machine (or of the given /proc/cpuinfo text)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
 
 
 def native_capability(flags: set[str] | None = None) -> str:

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from repro.lock.lockfile import logged_steps
+
 # Build keys that are pins (they decide the bits), as opposed to recorded facts.
 PIN_KEYS = ("profile", "device", "threads", "cpu_capability", "precision", "seed", "world_size",
             "deterministic", "mkldnn", "mkl_cbwr")
@@ -46,14 +48,15 @@ class Difference:
         """One human-readable line; digests are shortened, values shown as JSON-ish."""
         values = ""
         if self.change == "changed":
-            values = f"  {_show(self.old)} -> {_show(self.new)}"
+            values = f"  {show(self.old)} -> {show(self.new)}"
         elif self.change == "renamed":
             values = f"  (from {self.old})"
         detail = f"  ({self.detail})" if self.detail else ""
         return f"{self.kind:<12} {self.change:<8} {self.name}{values}{detail}"
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """A value as a diff line shows it: a sha256 shortened, strings quoted, JSON's null/true/false."""
     if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value[:12] + "…"
     if value is None:
@@ -185,17 +188,11 @@ def compare_build(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     return diffs + compare_values("build", "other", rest_a, rest_b)
 
 
-def logged_steps(traj: dict[str, Any]) -> list[int]:
-    """The step numbers of the losses a trajectory keeps (every N-th, and the last)."""
-    every, steps = traj["every"], traj["steps"]
-    return [s for s in range(1, steps + 1) if s % every == 0 or s == steps]
-
-
 def first_loss_difference(a: dict[str, Any], b: dict[str, Any]) -> Difference | None:
     """The first logged training step whose loss differs between two trajectories."""
     if a == b:
         return None
-    sa, sb = logged_steps(a), logged_steps(b)
+    sa, sb = logged_steps(a["steps"], a["every"]), logged_steps(b["steps"], b["every"])
     pa = dict(zip(sa, a["losses"], strict=False))
     pb = dict(zip(sb, b["losses"], strict=False))
     previous = 0

@@ -12,13 +12,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from repro.canonical import atomic_write_json, canonical_json, sha256_bytes
+from repro.canonical import atomic_write_json, sha256_bytes
 from repro.errors import LockfileError
 from repro.safeio import loads, printable, read_bytes
 from repro.source.hashing import safe_relpath
 
 VERSION = 2  # 2: the toolchain section; imported project code in inputs.code; build.env
-LOCK_NAME = "repro.lock"
 SCHEMA_PATH = Path(__file__).resolve().parent / "lockfile.schema.json"
 
 
@@ -40,8 +39,9 @@ def assemble(inputs: dict[str, Any], build: dict[str, Any], outputs: dict[str, A
     return lock
 
 
-def dumps(lock: dict[str, Any]) -> bytes:
-    return canonical_json(lock)
+def logged_steps(steps: int, every: int) -> list[int]:
+    """The 1-based steps whose loss is logged (the lock's loss trajectory, metrics.jsonl): every N-th, and the last."""
+    return [s for s in range(1, steps + 1) if s % every == 0 or s == steps]
 
 
 def write(path: Path, lock: dict[str, Any]) -> bytes:

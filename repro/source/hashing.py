@@ -6,10 +6,10 @@ bytes of the path. That is `sha256sum`'s own output format, so anyone can check 
 root digest with coreutils alone, and it does not depend on file system order,
 the absolute location, or the platform's path separator.
 
-Speed: hashlib releases the GIL while it hashes, so a small pool of threads keeps
-every core busy; small files are read with one `read` call, large ones stream in
-1 MiB chunks through a per-thread buffer, so memory stays constant in file size.
-An optional stat cache (`repro.source.hashcache`) lets unchanged files skip the read.
+This module reads one file; `repro.source.hashtree` hashes many at once (threads,
+the stat cache in `repro.source.hashcache`, compact results). Every read goes
+through a reused per-thread buffer, in 1 MiB chunks, so memory stays constant in
+file size, and no Python object is made per chunk.
 """
 
 from __future__ import annotations
@@ -17,34 +17,26 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import struct
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from repro.errors import ConfigError, DataError, LockfileError
-from repro.source.filetree import (
-    SKIP_DIRS,
-    check_relpath,
-    expand_patterns,
-    inside,
-    os_reason,
-    resolve_under,
-    safe_relpath,
-)
+from repro.environment.machine import machine_cores
+from repro.errors import ConfigError, DataError
+from repro.source.filetree import SKIP_DIRS, expand_patterns, os_reason, resolve_under, safe_relpath
 
 # The path API lived here first; callers keep importing it from repro.source.hashing.
 __all__ = [
-    "CHUNK", "EXTRA_ALGORITHMS", "SKIP_DIRS", "FileDigest", "Hashed", "Progress", "StatCache", "StatKey",
+    "CHUNK", "EXTRA_ALGORITHMS", "KEY_SIZE", "SKIP_DIRS", "FileDigest", "Hashed", "Progress", "StatCache", "StatKey",
     "check_algorithms", "default_workers", "digest_path", "expand_patterns", "hash_file", "hash_files",
-    "resolve_under", "root_digest", "safe_relpath",
+    "pack_key", "read_stable", "resolve_under", "root_digest", "safe_relpath", "sha256_file",
 ]
 
 CHUNK = 1 << 20  # 1 MiB reads: large enough that hashlib, not Python, dominates.
 SEQUENTIAL_HINT = 8 << 20  # files at least this big get POSIX_FADV_SEQUENTIAL (more readahead)
-BATCH_FILES, BATCH_BYTES = 64, 8 << 20  # one pool task: up to 64 small files or 8 MiB
 # sha256 is always computed; these may be recorded beside it (config data.extra_hashes).
 EXTRA_ALGORITHMS = ("blake2b", "blake2s", "blake3", "md5", "sha1", "sha3_256", "sha512")
 
@@ -64,6 +56,21 @@ class StatKey(NamedTuple):
     def of(cls, st: os.stat_result) -> StatKey:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
+    @classmethod
+    def unpack(cls, packed: bytes | bytearray) -> StatKey:
+        return cls(*STAT_KEY.unpack(packed))
+
+
+STAT_KEY = struct.Struct("<QQqqq")  # dev, ino (unsigned), size, mtime_ns, ctime_ns
+KEY_SIZE = STAT_KEY.size
+
+
+def pack_key(key: StatKey | os.stat_result) -> bytes:
+    """A StatKey (or the stat it comes from) as KEY_SIZE bytes: how the stat cache stores and compares it."""
+    if isinstance(key, os.stat_result):
+        return STAT_KEY.pack(key.st_dev, key.st_ino, key.st_size, key.st_mtime_ns, key.st_ctime_ns)
+    return STAT_KEY.pack(*key)
+
 
 class Progress(Protocol):
     """Receives bytes and finished files from worker threads; must be thread-safe."""
@@ -74,14 +81,15 @@ class Progress(Protocol):
 
 
 class StatCache(Protocol):
-    """Digests remembered by (absolute path, StatKey); `repro.source.hashcache.HashCache` is one."""
+    """Digests remembered by (absolute path, packed stat key); `repro.source.hashcache.HashCache` is one."""
 
-    def lookup(self, keys: Sequence[tuple[str, StatKey]], algorithms: Sequence[str]) -> dict[str, dict[str, str]]: ...
+    def matches(self, base: str, rels: Sequence[str], order: Sequence[int], keys: bytes | bytearray,
+                algorithms: Sequence[str]) -> Iterator[tuple[int, bytes, str]]: ...
 
-    def store(self, records: Sequence[tuple[str, StatKey, dict[str, str]]], started_ns: int) -> None: ...
+    def put(self, rows: Iterable[tuple[str, bytes, int, bytes, str]]) -> None: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileDigest:
     """What the lock records for one file. `extra` holds optional algorithms besides sha256."""
 
@@ -139,15 +147,15 @@ def _buffer() -> tuple[bytearray, memoryview]:
     return _local.buf, _local.view
 
 
-class _Cancelled(Exception):
-    """Another file failed (or Ctrl-C): stop reading."""
-
-
 class _Changed(Exception):
     """The file's size, timestamps or inode moved while we read it."""
 
 
-def _read_once(path: str, algorithms: Sequence[str], on_bytes: OnBytes | None) -> Hashed:
+def _read_once(path: str, algorithms: Sequence[str], on_bytes: OnBytes | None) -> tuple[int, list[Any], StatKey]:
+    """One pass over `path`: (size, hashers fed every byte, stat key that held throughout).
+
+    Raises _Changed if the size, timestamps or inode moved while it was read.
+    """
     # O_NONBLOCK: opening a FIFO must fail fast below, not wait for a writer.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
@@ -155,17 +163,16 @@ def _read_once(path: str, algorithms: Sequence[str], on_bytes: OnBytes | None) -
         if not stat.S_ISREG(before.st_mode):
             raise IsADirectoryError if stat.S_ISDIR(before.st_mode) else _NotRegular
         hashers = [_hasher(a) for a in algorithms]
-        if before.st_size < CHUNK:  # the common small file: one read, no buffer juggling
-            data = os.read(fd, before.st_size + 1)
+        buf, view = _buffer()
+        if before.st_size < CHUNK:  # the common small file: one read into the reused buffer
+            size = os.readv(fd, [buf])
             for h in hashers:
-                h.update(data)
-            size = len(data)
+                h.update(view[:size])
             if on_bytes is not None:
                 on_bytes(size)
         else:
             if before.st_size >= SEQUENTIAL_HINT and hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            buf, view = _buffer()
             size = 0
             while n := os.readv(fd, [buf]):
                 chunk = view[:n]
@@ -176,13 +183,14 @@ def _read_once(path: str, algorithms: Sequence[str], on_bytes: OnBytes | None) -
                     on_bytes(n)
                 if size > before.st_size:
                     break  # it grew while we read: stop now rather than chase a writer forever
-        after = os.fstat(fd)
     finally:
         os.close(fd)
     key = StatKey.of(before)
-    if size != before.st_size or StatKey.of(after) != key or StatKey.of(os.stat(path)) != key:
+    # The path's stat after the last byte: the same inode (so what fstat would say now) with the
+    # same size and times, or the file was written, truncated or replaced while we read it.
+    if size != before.st_size or StatKey.of(os.stat(path)) != key:
         raise _Changed
-    return Hashed(size, {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}, key)
+    return size, hashers, key
 
 
 class _NotRegular(Exception):
@@ -197,18 +205,24 @@ def digest_path(path: str | Path, algorithms: Sequence[str] = ("sha256",), on_by
     more; if it moves again this raises DataError. `shown` is the name used in
     errors (the relative path, when the caller has one).
     """
-    name = shown or str(path)
+    size, hashers, key = read_stable(str(path), algorithms, on_bytes, shown or str(path))
+    return Hashed(size, {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}, key)
+
+
+def read_stable(path: str, algorithms: Sequence[str], on_bytes: OnBytes | None, shown: str
+                ) -> tuple[int, list[Any], StatKey]:
+    """`_read_once`, once more if the file moved; DataError naming `shown` otherwise."""
     for attempt in (1, 2):
         try:
-            return _read_once(str(path), algorithms, on_bytes)
+            return _read_once(path, algorithms, on_bytes)
         except _Changed:
             if attempt == 2:
-                raise DataError(f"{name}: changed while being hashed, twice; hash it when nothing writes to it"
+                raise DataError(f"{shown}: changed while being hashed, twice; hash it when nothing writes to it"
                                 ) from None
         except OSError as exc:
-            raise DataError(f"{name}: {os_reason(exc)}") from None
+            raise DataError(f"{shown}: {os_reason(exc)}") from None
         except _NotRegular:
-            raise DataError(f"{name}: not a regular file (a FIFO, socket or device); expected a file") from None
+            raise DataError(f"{shown}: not a regular file (a FIFO, socket or device); expected a file") from None
     raise AssertionError("unreachable")
 
 
@@ -218,64 +232,14 @@ def hash_file(path: Path, on_bytes: OnBytes | None = None) -> tuple[int, str]:
     return hashed.size, hashed.digests["sha256"]
 
 
+def sha256_file(path: Path) -> str:
+    """The sha256 hex of one file, streamed (memory stays constant in file size); DataError if unreadable."""
+    return hash_file(path)[1]
+
+
 def default_workers() -> int:
     """One thread per usable core plus one, so a core is busy while another thread is in a syscall."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(16, cores + 1))
-
-
-def _locate(root: Path, rel_paths: Sequence[str]) -> list[tuple[str, StatKey]]:
-    """Absolute path and stat of every file, refusing anything outside `root`.
-
-    One lstat per file; realpath only per distinct parent directory and per
-    symlink, so checking 10,000 files costs milliseconds, not a realpath each.
-    """
-    base = str(root)
-    real_root = os.path.realpath(base)
-    parents: dict[str, str] = {}
-    out = []
-    for rel in rel_paths:
-        check_relpath(rel, "data file")
-        full = f"{base}/{rel}"
-        parent, _, name = full.rpartition("/")
-        if parent not in parents:
-            parents[parent] = os.path.realpath(parent)
-        try:
-            st = os.lstat(full)
-            if stat.S_ISLNK(st.st_mode):
-                real = os.path.realpath(full)
-                st = os.stat(full)
-            else:
-                real = f"{parents[parent]}/{name}"
-        except OSError as exc:
-            raise DataError(f"{rel}: {os_reason(exc)}") from None
-        if not inside(real_root, real):
-            raise LockfileError(f"data file {rel!r}: resolves outside the project root")
-        if stat.S_ISDIR(st.st_mode):
-            raise DataError(f"{rel}: expected a file, found a directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise DataError(f"{rel}: not a regular file (a FIFO, socket or device); expected a file")
-        out.append((full, StatKey.of(st)))
-    return out
-
-
-def _batches(todo: list[int], sizes: list[int]) -> list[list[int]]:
-    """Group file indices into pool tasks: big files alone, small ones together."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    nbytes = 0
-    for i in todo:
-        if current and (len(current) >= BATCH_FILES or nbytes + sizes[i] > BATCH_BYTES):
-            batches.append(current)
-            current, nbytes = [], 0
-        current.append(i)
-        nbytes += sizes[i]
-    if current:
-        batches.append(current)
-    return batches
+    return max(1, min(16, machine_cores() + 1))
 
 
 def hash_files(
@@ -296,71 +260,13 @@ def hash_files(
     `repro verify` need; fresh digests are stored in `cache` either way.
     `progress` gets bytes and files as they are read; `on_file` gets each digest
     as it is known (cached ones first). Both are called from worker threads.
+    For a million files, `repro.source.hashtree.hash_tree` keeps the same answer in
+    a compact form.
     """
-    import time
+    from repro.source.hashtree import hash_tree
 
-    root = Path(root)
-    algos = check_algorithms(algorithms)
-    started_ns = time.time_ns()
-    located = _locate(root, rel_paths)
-    known = cache.lookup(located, algos) if cache is not None and not rehash else {}
-    results: list[Hashed | None] = [None] * len(located)
-    for i, (full, key) in enumerate(located):
-        if full in known:
-            hit = results[i] = Hashed(key.size, known[full], key)
-            if on_file is not None:
-                on_file(_file_digest(rel_paths[i], hit))
-    todo = [i for i, r in enumerate(results) if r is None]
-    sizes = [key.size for _, key in located]
-    if progress is not None:
-        progress.start(sum(sizes[i] for i in todo), len(todo))
-
-    stop = threading.Event()  # set on the first error or Ctrl-C: other threads stop mid-file
-
-    def on_big(n: int) -> None:
-        if stop.is_set():
-            raise _Cancelled
-        if progress is not None:
-            progress.advance(n, 0)
-
-    def run(batch: list[int]) -> None:
-        big = len(batch) == 1 and sizes[batch[0]] >= CHUNK
-        for i in batch:
-            if stop.is_set():
-                raise _Cancelled
-            hashed = digest_path(located[i][0], algos, on_big if big else None, shown=rel_paths[i])
-            results[i] = hashed
-            if progress is not None:
-                progress.advance(0 if big else hashed.size, 1)
-            if on_file is not None:
-                on_file(_file_digest(rel_paths[i], hashed))
-
-    batches = _batches(todo, sizes)
-    if len(batches) <= 1:
-        for b in batches:
-            run(b)
-    else:
-        with ThreadPoolExecutor(max_workers=min(workers or default_workers(), len(batches))) as pool:
-            futures = [pool.submit(run, b) for b in batches]
-            try:
-                for f in futures:
-                    f.result()
-            except BaseException:
-                stop.set()
-                for f in futures:
-                    f.cancel()
-                raise
-    final = [r for r in results if r is not None]
-    if len(final) != len(results):
-        raise AssertionError("hash_files: a file was neither cached nor hashed")
-    if cache is not None and todo:
-        cache.store([(located[i][0], final[i].key, final[i].digests) for i in todo], started_ns)
-    return [_file_digest(rel, r) for rel, r in zip(rel_paths, final, strict=True)]
-
-
-def _file_digest(rel: str, hashed: Hashed) -> FileDigest:
-    extra = tuple(sorted((a, d) for a, d in hashed.digests.items() if a != "sha256"))
-    return FileDigest(rel, hashed.size, hashed.digests["sha256"], extra)
+    return list(hash_tree(root, rel_paths, workers, algorithms=algorithms, cache=cache, rehash=rehash,
+                          progress=progress, on_file=on_file))
 
 
 def root_digest(files: Iterable[FileDigest]) -> str:

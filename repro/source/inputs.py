@@ -12,18 +12,11 @@ from typing import Any
 
 from repro import __version__
 from repro.canonical import compact_json, sha256_bytes
-from repro.errors import ConfigError
+from repro.errors import ConfigError, LockfileError
+from repro.source.base_model import base_block, base_path
 from repro.source.config import hashed_view, require
-from repro.source.data import DataSpec
-from repro.source.hashing import (
-    FileDigest,
-    Progress,
-    StatCache,
-    expand_patterns,
-    hash_files,
-    root_digest,
-    safe_relpath,
-)
+from repro.source.data import DataSpec, hashed_file_list
+from repro.source.hashing import Progress, StatCache, expand_patterns, hash_files, root_digest, safe_relpath
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -117,6 +110,40 @@ def compiler_block(rel_paths: list[str]) -> dict[str, Any]:
     return {"version": __version__, **files_block(PACKAGE_DIR.parent, rel_paths)}
 
 
-def digests_of(block: dict[str, Any]) -> list[FileDigest]:
-    """Back from a lock's `files` list to FileDigest values."""
-    return [FileDigest(f["path"], f["size"], f["hashes"]["sha256"]) for f in block["files"]]
+def hash_inputs(resolved: dict[str, Any], root: Path, *, imported: list[str] | tuple[str, ...] = (),
+                use_cache: bool = True, progress: Progress | None = None) -> dict[str, Any]:
+    """The lock's `inputs` block (minus the sample order): config, data and code.
+
+    `repro train` and `repro verify` both call this, so what a build recorded and
+    what verify checks cannot drift apart. `imported` are project files the build
+    imported (train adds them after training; verify passes the recorded ones).
+    Every path pattern is checked for escaping the root before anything is read;
+    `use_cache=False` re-reads every data byte instead of trusting the stat cache.
+    """
+    spec = DataSpec.from_config(resolved)
+    include = code_include(resolved)
+    check_paths(resolved, spec)
+    inputs = {
+        "config": config_digest(resolved),
+        # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
+        "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
+        "code": code_block(root, include, imported),
+    }
+    base = base_path(resolved)
+    if base is not None:  # a fine-tune: its base release is source too
+        inputs["base"] = base_block(root, base)
+    return inputs
+
+
+def check_paths(resolved: dict[str, Any], spec: DataSpec) -> None:
+    """Data patterns and the task's tokenizer path must stay under the root (checked before any read)."""
+    for pattern in spec.data_files:
+        safe_relpath(pattern, "config key data.data_files: pattern")
+    for pattern in spec.sources:
+        safe_relpath(pattern, "config key data.sources: pattern")
+    task = resolved.get("task")
+    if isinstance(task, dict) and task.get("tokenizer") is not None:  # a path the build reads and copies
+        tokenizer = task["tokenizer"]
+        if not isinstance(tokenizer, str):
+            raise LockfileError(f"config key task.tokenizer: expected a relative path, got {tokenizer!r}")
+        safe_relpath(tokenizer, "config key task.tokenizer")

@@ -10,7 +10,6 @@ damaged afterwards, and a damaged one fails its digests and is skipped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,19 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import canonical_json, fsync_dir, sha256_bytes
-from repro.errors import CheckpointError, TrainingFailed
+from repro.errors import CheckpointError, DataError, TrainingFailed
+from repro.filenames import MANIFEST_NAME, OPTIMIZER_NAME, PICKLED_SUFFIXES, STATE_NAME, WEIGHTS_NAME
 from repro.safeio import loads, open_regular, read_bytes
+from repro.source.hashing import digest_path
 
 VERSION = 1
-DIR_NAME = "checkpoints"
-MANIFEST_NAME = "MANIFEST.json"
-STATE_NAME = "state.json"
-MODEL_NAME = "model.safetensors"
-OPTIMIZER_NAME = "optimizer.safetensors"
+MODEL_NAME = WEIGHTS_NAME
 REQUIRED = (MODEL_NAME, OPTIMIZER_NAME, STATE_NAME)
-# Suffixes of pickled checkpoints (torch.save, accelerate save_state): never loaded,
-# because unpickling runs code that the file chooses.
-PICKLED_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 SCHEMA_PATH = Path(__file__).resolve().parent / "checkpoint.schema.json"
 # Test hooks: pause the writer mid-write / the loop after a step until a marker
 # file is deleted, so tests can SIGKILL the process at that exact point.
@@ -49,7 +43,6 @@ _STEP_DIR = re.compile(r"^step-(\d{8,})$")
 
 # Writes one file of a checkpoint to the path it is given (safetensors' save_file, ...).
 Writer = Callable[[Path], None]
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -157,25 +150,21 @@ def _check(path: Path, name: str, rec: dict[str, Any], size: int, digest: str) -
 
 
 def _hash_file(path: Path, sync: bool, where: str = "") -> tuple[int, str]:
-    """Size and sha256 of a file, streamed; with `sync`, fsync it too (Linux flushes via any fd)."""
-    h, size = hashlib.sha256(), 0
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
+    """Size and sha256 of a file (repro's one streaming hasher); with `sync`, fsync it too."""
     if not sync:  # reading a checkpoint back: a link, FIFO or device is refused, never followed
         fd, _ = open_regular(path, f"checkpoint file {where}", CheckpointError)
         os.close(fd)
     try:
-        with open(path, "rb", buffering=0) as fh:
-            while n := fh.readinto(buf):
-                h.update(view[:n])
-                size += n
-            if sync:
-                os.fsync(fh.fileno())
-    except OSError as exc:
-        if sync:
-            raise
-        raise CheckpointError(f"{where}: cannot read ({exc.strerror})") from None
-    return size, h.hexdigest()
+        hashed = digest_path(path, shown=where or str(path))
+    except DataError as exc:  # a checkpoint being written is the run's failure; one being read is unusable
+        raise (TrainingFailed if sync else CheckpointError)(str(exc)) from None
+    if sync:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # Linux flushes the file's dirty pages through any descriptor
+        finally:
+            os.close(fd)
+    return hashed.size, hashed.digests["sha256"]
 
 
 def newest_valid(root: Path) -> tuple[Checkpoint | None, list[str]]:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from repro.environment.pins import Pins
 from repro.errors import ConfigError, TrainingFailed
-from repro.lock.base_model import with_base_path
+from repro.source.base_model import with_base_path
 from repro.source.config import TrainerSpec
 from repro.source.data import DataSpec, load_splits
 from repro.tasks import Batch, Task

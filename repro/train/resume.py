@@ -17,11 +17,12 @@ from typing import Any, Literal
 
 from repro.canonical import canonical_json, compact_json
 from repro.errors import Busy, CheckpointError
+from repro.filenames import CHECKPOINTS_DIR, OUT_DIR_LOCK, STATE_NAME
+from repro.lock.diff import Difference, compare_build, compare_files, compare_values, show
 from repro.source.config import CheckpointSpec
 from repro.train import checkpoint
 from repro.train.checkpoint import Checkpoint
 
-LOCK_NAME = ".repro-train.lock"
 Mode = Literal["auto", "restart", "fresh"]
 Notify = Callable[[str], None]
 Capture = Callable[[], tuple[dict[str, checkpoint.Writer], dict[str, Any]]]
@@ -54,7 +55,7 @@ class Session:
         if self.spec.every and step % self.spec.every == 0:
             writers, state = capture()
             state.update(self.record, resumes=self.resumes)
-            writers[checkpoint.STATE_NAME] = checkpoint.bytes_writer(canonical_json(state))
+            writers[STATE_NAME] = checkpoint.bytes_writer(canonical_json(state))
             checkpoint.write(self.root, step, writers)
             checkpoint.prune(self.root, self.spec.keep)
             self.written += 1
@@ -88,7 +89,7 @@ def hold_out_dir(out_dir: Path) -> Iterator[None]:
     """
     from filelock import FileLock, Timeout
 
-    path = out_dir / LOCK_NAME
+    path = out_dir / OUT_DIR_LOCK
 
     def current(fd: int) -> None:
         held = os.fstat(fd)
@@ -107,12 +108,12 @@ def hold_out_dir(out_dir: Path) -> Iterator[None]:
             lock.acquire()
             break
         except Timeout:
-            raise Busy(f"{out_dir}: another `repro train` is running there (it holds {LOCK_NAME}); "
+            raise Busy(f"{out_dir}: another `repro train` is running there (it holds {OUT_DIR_LOCK}); "
                        "wait for it to finish or use another out_dir") from None
         except _StaleLockFile:
             continue
     else:
-        raise Busy(f"{out_dir}: could not lock {LOCK_NAME} (it keeps being replaced); try again")
+        raise Busy(f"{out_dir}: could not lock {OUT_DIR_LOCK} (it keeps being replaced); try again")
     ok = False
     try:
         yield
@@ -131,7 +132,7 @@ def hold_out_dir(out_dir: Path) -> Iterator[None]:
 def start(out_dir: Path, spec: CheckpointSpec, record: dict[str, Any], options: ResumeOptions,
           notify: Notify) -> Session:
     """Pick what to resume from (or nothing) and clear what must not be resumed."""
-    root = out_dir / checkpoint.DIR_NAME
+    root = out_dir / CHECKPOINTS_DIR
     stale = checkpoint.remove_stale(root)
     if stale:
         notify(f"removed unfinished checkpoint writes: {', '.join(stale)}")
@@ -176,55 +177,32 @@ def start(out_dir: Path, spec: CheckpointSpec, record: dict[str, Any], options: 
 
 
 def changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """What differs between a checkpoint's recorded inputs/build and this run's, one phrase each."""
+    """What differs between a checkpoint's recorded inputs/build and this run's, one phrase each.
+
+    Found by `repro diff`'s own engine (`repro.lock.diff`), so a checkpoint and a
+    lock are compared by one rule; only the wording, about "the checkpoint", is here.
+    """
     old_in, new_in = saved["inputs"], now["inputs"]
-    out = [f"config key {key} is {_show(b)}, the checkpoint has {_show(a)}"
-           for key, a, b in _tree_diff(old_in["config"]["resolved"], new_in["config"]["resolved"])]
-    out += _file_changes("data file", old_in["data"]["files"], new_in["data"]["files"])
-    out += _file_changes("code file", old_in["code"]["files"], new_in["code"]["files"])
+    diffs = compare_values("inputs", "config", old_in["config"]["resolved"], new_in["config"]["resolved"])
+    diffs += compare_files("data", old_in["data"]["files"], new_in["data"]["files"])
+    diffs += compare_files("code", old_in["code"]["files"], new_in["code"]["files"])
     old_b, new_b = saved["build"], now["build"]
-    out += [f"package {name} is {_show(b)}, the checkpoint has {_show(a)}"
-            for name, a, b in _tree_diff(old_b["packages"], new_b["packages"])]
-    if not out:  # pins come from the config, so they differ only if the above do; be safe
-        out += [f"pin {key} is {_show(b)}, the checkpoint has {_show(a)}" for key, a, b in _tree_diff(old_b, new_b)]
+    diffs += compare_values("build", "package", old_b["packages"], new_b["packages"])
+    if not diffs:  # pins come from the config, so they differ only if the above do; be safe
+        diffs = compare_build(old_b, new_b)
+    out = [_phrase(d) for d in diffs]
     if not out and compact_json(old_in) != compact_json(new_in):
         out.append("the recorded inputs differ")
     return out
 
 
-def _tree_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        diffs: list[tuple[str, Any, Any]] = []
-        for k in sorted(set(a) | set(b)):
-            sub = f"{prefix}.{k}" if prefix else str(k)
-            if k not in a or k not in b:
-                diffs.append((sub, a.get(k, _ABSENT), b.get(k, _ABSENT)))
-            else:
-                diffs += _tree_diff(a[k], b[k], sub)
-        return diffs
-    return [] if compact_json(a) == compact_json(b) else [(prefix or "(top level)", a, b)]
+_NOUNS = {"config": "config key", "data": "data file", "code": "code file", "repro": "repro source file"}
 
 
-def _file_changes(what: str, old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
-    a = {f["path"]: f["hashes"]["sha256"] for f in old}
-    b = {f["path"]: f["hashes"]["sha256"] for f in new}
-    out = [f"{what} {p} is new" for p in sorted(set(b) - set(a))]
-    out += [f"{what} {p} is gone" for p in sorted(set(a) - set(b))]
-    out += [f"{what} {p} changed (sha256 {a[p][:12]}… -> {b[p][:12]}…)"
-            for p in sorted(set(a) & set(b)) if a[p] != b[p]]
-    return out
-
-
-class _Absent:
-    def __repr__(self) -> str:
-        return "(absent)"
-
-
-_ABSENT = _Absent()
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, _Absent):
-        return "(absent)"
-    text = compact_json(value).decode("utf-8")
-    return text if len(text) <= 60 else text[:57] + "..."
+def _phrase(d: Difference) -> str:
+    what = f"{_NOUNS.get(d.kind, d.kind)} {d.name}"
+    if d.change == "changed":
+        return f"{what} is {show(d.new)}, the checkpoint has {show(d.old)}"
+    if d.change == "renamed":
+        return f"{what} was {d.old} in the checkpoint"
+    return f"{what} is new" if d.change == "added" else f"{what} is gone"

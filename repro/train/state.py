@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from repro.errors import CheckpointError
-from repro.train.checkpoint import MODEL_NAME, OPTIMIZER_NAME, VERSION, Checkpoint, Writer
+from repro.filenames import OPTIMIZER_NAME
+from repro.train.checkpoint import MODEL_NAME, VERSION, Checkpoint, Writer
 from repro.train.sampling import OrderDigest, SampleOrder
 from repro.train.weights import METADATA
 

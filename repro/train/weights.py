@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from repro.canonical import atomic_write_bytes
 
@@ -43,10 +43,3 @@ def tensor_records(state: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
          "sha256": tensor_sha256(state[k])}
         for k in sorted(state)
     ]
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Load safetensors only; pickled formats are refused, never unpickled."""
-    if Path(path).suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl"):
-        raise ValueError(f"{path}: pickled checkpoints are not loaded (they can run code); use safetensors")
-    return load_file(str(path))

@@ -10,7 +10,6 @@ the rebuild, and `repro audit --public-key` then insists on that signature.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,11 @@ from typing import Any
 from repro import __version__
 from repro.canonical import atomic_write_bytes, canonical_json, compact_json, sha256_bytes
 from repro.errors import UserInputError
+from repro.filenames import RECORD_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
+from repro.source.hashing import sha256_file
 from repro.trust.signing import model_signing
 
-RECORD_NAME = "verification.json"
 RECORD_SIGNATURE_NAME = "verification.sig"
 RECORD_KIND = "repro.verification"
 VERSION = 1
@@ -104,17 +104,17 @@ def check_record(record_path: Path, lock_path: Path, public_key: Path | None = N
         ok = False
     if not ok:
         return no(f"{record_path.name}: corrupted or not a repro verification record")
-    lock_bytes = _read(lock_path)
+    lock_sha256 = sha256_file(lock_path)
     locked = lockfile.read(lock_path)["outputs"]["weights"]["hashes"]["sha256"]
-    if claimed_lock != hashlib.sha256(lock_bytes).hexdigest():
+    if claimed_lock != lock_sha256:
         return no(f"{record_path.name} verifies another lock (sha256 {claimed_lock[:12]}...)", record)
     if claimed_weights != locked:
         return no(f"{record_path.name}: rebuilt weights {claimed_weights[:12]}... differ from the "
                   f"locked {locked[:12]}...", record)
     if not identical:
         return no(f"{record_path.name}: the rebuild was not bit-identical", record)
-    weights = lock_path.parent / "model.safetensors"
-    if weights.is_file() and hashlib.sha256(weights.read_bytes()).hexdigest() != locked:
+    weights = lock_path.parent / WEIGHTS_NAME
+    if weights.is_file() and sha256_file(weights) != locked:
         return no(f"{weights.name} beside the lock no longer has the locked sha256", record)
     sig = record_path.with_name(RECORD_SIGNATURE_NAME)
     signed = sig.is_file()

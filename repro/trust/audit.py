@@ -7,12 +7,13 @@ every verdict can be tested on a hand-made lock.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME
 from repro.lock import lockfile
+from repro.source.hashing import sha256_file
 from repro.trust.attestation import RecordCheck, check_record, default_record_path
 from repro.trust.licenses import Rating, rate
 from repro.trust.release import DATA_LOCATIONS, ReleaseTerms
@@ -207,16 +208,16 @@ def audit_path(lock_path: Path, record_path: Path | None = None, public_key: Pat
     """Read the lock (or the folder holding it) and the facts beside it, then `audit`."""
     lock_path = Path(lock_path)
     if lock_path.is_dir():
-        lock_path = lock_path / lockfile.LOCK_NAME
+        lock_path = lock_path / LOCK_NAME
     lock = lockfile.read(lock_path)
     folder = lock_path.parent
-    ckpt = folder / "checkpoints"
+    ckpt = folder / CHECKPOINTS_DIR
     facts = ReleaseFacts(
         card=assume_card or (folder / "README.md").is_file(),
         checkpoints=ckpt.is_dir() and any(ckpt.rglob("*.safetensors")),
         record=check_record(record_path or default_record_path(lock_path), lock_path, public_key),
     )
-    sha = hashlib.sha256(lock_path.read_bytes()).hexdigest()
+    sha = sha256_file(lock_path)
     return audit(lock, str(lock_path), sha, facts)
 
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from repro.canonical import atomic_write_bytes
 from repro.errors import UserInputError
+from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
+from repro.safeio import read_json
 from repro.trust.audit import AuditReport, audit_path
 from repro.trust.licenses import hf_license
 
@@ -37,27 +40,31 @@ class CardReport:
 def write_card(out_dir: Path) -> CardReport:
     """Write README.md, loss.png and rebuild.yaml into the release folder `out_dir`."""
     out_dir = Path(out_dir)
-    lock = lockfile.read(out_dir / lockfile.LOCK_NAME)
+    lock = lockfile.read(out_dir / LOCK_NAME)
     steps, losses = loss_curve(out_dir, lock)
     atomic_write_bytes(out_dir / PLOT_NAME, plot_png(steps, losses))
     atomic_write_bytes(out_dir / REBUILD_NAME, rebuild_yaml(lock))
-    report = audit_path(out_dir / lockfile.LOCK_NAME, assume_card=True)
+    report = audit_path(out_dir / LOCK_NAME, assume_card=True)
     atomic_write_bytes(out_dir / CARD_NAME, render(lock, report, build_commit(out_dir)).encode("utf-8"))
     return CardReport(out_dir / CARD_NAME, out_dir / PLOT_NAME, out_dir / REBUILD_NAME, report)
 
 
 def build_commit(out_dir: Path) -> dict[str, Any] | None:
-    """The commit the build ran at, from run.json (the lock cannot hold it)."""
-    try:
-        git = json.loads((out_dir / "run.json").read_text(encoding="utf-8")).get("git")
-    except (OSError, ValueError, AttributeError):
+    """The commit the build ran at, from run.json (the lock cannot hold it); None if unknown.
+
+    A link, FIFO or device in run.json's place is refused (exit 2), never read.
+    """
+    path = out_dir / RUN_NAME
+    if not os.path.lexists(path):
         return None
+    run, _ = read_json(path, RUN_NAME)
+    git = run.get("git") if isinstance(run, dict) else None
     return git if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
 
 
 def loss_curve(out_dir: Path, lock: dict[str, Any]) -> tuple[list[int], list[float]]:
     """(step, loss) pairs from metrics.jsonl, or from the lock's logged trajectory without it."""
-    path = out_dir / "metrics.jsonl"
+    path = out_dir / METRICS_NAME
     if path.is_file():
         try:
             rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -66,8 +73,7 @@ def loss_curve(out_dir: Path, lock: dict[str, Any]) -> tuple[list[int], list[flo
             raise UserInputError(f"{path}: expected JSON lines with 'step' and 'loss' ({exc})") from None
     else:
         traj = lock["outputs"]["loss_trajectory"]
-        every, total = traj["every"], traj["steps"]
-        logged = [s for s in range(1, total + 1) if s % every == 0 or s == total]
+        logged = lockfile.logged_steps(traj["steps"], traj["every"])
         pairs = list(zip(logged, traj["losses"], strict=True))
     if not pairs:
         raise UserInputError(f"{path}: no losses to plot")

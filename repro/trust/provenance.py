@@ -8,7 +8,6 @@ the build and when. docs/provenance.md describes the build type.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from datetime import datetime, timezone
@@ -18,7 +17,9 @@ from urllib.parse import quote
 
 from repro import __version__
 from repro.errors import MismatchError, UserInputError
+from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
+from repro.source.hashing import sha256_file
 from repro.trust.release import ReleaseTerms
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -28,8 +29,7 @@ PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://repro.invalid/build-types/train/v1"
 LOCAL_BUILDER_ID = "https://repro.invalid/builders/local/v1"
 PROVENANCE_NAME = "provenance.intoto.json"
-RUN_NAME = "run.json"
-_EXTRA_FILES = ("repro.lock", "metrics.jsonl", RUN_NAME)
+_EXTRA_FILES = (LOCK_NAME, METRICS_NAME, RUN_NAME)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # what the schema accepts as a URI
 
 
@@ -119,21 +119,21 @@ def _metadata(run: dict[str, Any] | None) -> dict[str, Any]:
 def attest(out_dir: Path, builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
     """Build the statement for the release in `out_dir`, after checking the weights against the lock."""
     out_dir = Path(out_dir)
-    lock = lockfile.read(out_dir / lockfile.LOCK_NAME)
+    lock = lockfile.read(out_dir / LOCK_NAME)
     weights = lock["outputs"]["weights"]
     path = out_dir / weights["path"]
     if not path.is_file():
         raise UserInputError(f"{path}: missing; provenance is about these weights")
-    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    actual = sha256_file(path)
     if actual != weights["hashes"]["sha256"]:
-        raise MismatchError(f"{path.name}: sha256 is {actual}, {lockfile.LOCK_NAME} has "
+        raise MismatchError(f"{path.name}: sha256 is {actual}, {LOCK_NAME} has "
                             f"{weights['hashes']['sha256']}; these are not the weights the lock describes")
     run = _read_run(out_dir / RUN_NAME)
     byproducts = []
     for name in _EXTRA_FILES:
         if (out_dir / name).is_file():
             entry: dict[str, Any] = {"name": name,
-                                     "digest": {"sha256": hashlib.sha256((out_dir / name).read_bytes()).hexdigest()}}
+                                     "digest": {"sha256": sha256_file(out_dir / name)}}
             if name == RUN_NAME and run:
                 entry["annotations"] = run
             byproducts.append(entry)

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from repro.errors import MismatchError, UserInputError
+from repro.filenames import LOCK_NAME, WEIGHTS_NAME
+from repro.source.hashing import sha256_file
 
 SIGNATURE_NAME = "model.sig"
-REQUIRED_FILES = ("model.safetensors", "repro.lock")
+REQUIRED_FILES = (WEIGHTS_NAME, LOCK_NAME)
 OPTIONAL_FILES = ("README.md", "loss.png", "rebuild.yaml", "provenance.intoto.json")
 
 
@@ -180,7 +181,7 @@ def _file_mismatch(folder: Path, signature: Path) -> SignatureMismatch:
         if not path.is_file():
             problems.append((name, "signed but missing from the folder"))
             continue
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        actual = sha256_file(path)
         if actual != digest:
             problems.append((name, f"modified after signing: sha256 is {actual[:12]}..., "
                                    f"the signature has {digest[:12]}..."))

@@ -1,4 +1,4 @@
-"""A fine-tune's base model is source: its release folder is hashed like data, its lock read. No torch.
+"""A fine-tune's base model is source: its release folder is hashed like data. No torch.
 
 `model.base` names a release folder under the project root (weights, HF config,
 tokenizer, and normally the `repro.lock` that built them). The fine-tune's lock
@@ -13,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from repro.canonical import sha256_bytes
 from repro.errors import DataError
-from repro.lock.lockfile import LOCK_NAME, load
+from repro.filenames import LOCK_NAME
+from repro.safeio import read_json
 from repro.source.filetree import resolve_under, safe_relpath
 from repro.source.hashing import hash_files, root_digest
 
@@ -50,27 +52,49 @@ def release_files(root: Path, rel: str) -> list[str]:
     return [f"{rel}/{n}" for n in names]
 
 
-def base_block(root: Path, rel: str, check: bool = True) -> dict[str, Any]:
+def base_block(root: Path, rel: str) -> dict[str, Any]:
     """The lock's `inputs.base`: the release's files, its lock's digest and what that lock says.
 
-    With `check` (a build), a base whose weights differ from its own lock is
-    refused: it is not the model the lock describes, and recording both would make
-    the lineage a lie. Verify passes `check=False` and reports the changed file.
+    The base lock is read strictly (repro.safeio) but not trusted: only digests are
+    taken from it, each checked for shape. `require_consistent` is the build's
+    check that the weights are the ones that lock describes.
     """
     digests = hash_files(root, release_files(root, rel))
     block: dict[str, Any] = {"path": rel, "files": [d.to_json() for d in digests], "root_digest": root_digest(digests)}
     lock_path = resolve_under(root, f"{rel}/{LOCK_NAME}", f"config key {BASE_KEY}")
     if not lock_path.exists():
         return {**block, "status": UNVERIFIED, "lock": None}
-    lock, lock_sha = load(lock_path)
-    weights = lock["outputs"]["weights"]
-    got = {d.path: d.sha256 for d in digests}.get(f"{rel}/{weights['path']}")
-    if check and got != weights["hashes"]["sha256"]:
-        raise DataError(f"{rel}/{weights['path']}: sha256 {str(got)[:12]}…, but the base's own {LOCK_NAME} says "
-                        f"{weights['hashes']['sha256'][:12]}…; the base release is not the model its lock describes")
-    summary = {"weights_sha256": weights["hashes"]["sha256"], "config_sha256": lock["inputs"]["config"]["sha256"],
-               "data_root_digest": lock["inputs"]["data"]["root_digest"], "version": lock["version"]}
+    lock, raw = read_json(lock_path, "base lockfile", DataError)
+    lock_sha = sha256_bytes(raw)
+    try:
+        summary = {"weights_sha256": _hex(lock["outputs"]["weights"]["hashes"]["sha256"]),
+                   "weights_path": f"{rel}/{lock['outputs']['weights']['path']}",
+                   "config_sha256": _hex(lock["inputs"]["config"]["sha256"]),
+                   "data_root_digest": _hex(lock["inputs"]["data"]["root_digest"]), "version": int(lock["version"])}
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{lock_path.relative_to(root)}: not a repro lockfile (expected outputs.weights, "
+                        "inputs.config and inputs.data digests)") from None
+    safe_relpath(summary["weights_path"], f"{lock_path.relative_to(root)}: outputs.weights.path")
     return {**block, "status": LOCKED, "lock": {"path": f"{rel}/{LOCK_NAME}", "sha256": lock_sha, **summary}}
+
+
+def require_consistent(base: dict[str, Any]) -> None:
+    """A build refuses a base whose weights differ from its own lock: it is not the model
+    that lock describes, and recording both would make the lineage a lie. (Verify
+    instead reports the changed file against the fine-tune's lock.)"""
+    lock = base["lock"]
+    if lock is None:
+        return
+    got = {f["path"]: f["hashes"]["sha256"] for f in base["files"]}.get(lock["weights_path"])
+    if got != lock["weights_sha256"]:
+        raise DataError(f"{lock['weights_path']}: sha256 {str(got)[:12]}…, but the base's own {LOCK_NAME} says "
+                        f"{lock['weights_sha256'][:12]}…; the base release is not the model its lock describes")
+
+
+def _hex(value: Any) -> str:
+    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+        raise ValueError(value)
+    return value
 
 
 def with_base_path(model_node: dict[str, Any], root: Path) -> dict[str, Any]:

@@ -1,0 +1,28 @@
+"""The names of the files a build writes, in one place: out_dir, checkpoints, release.
+
+Every module that writes, reads, refuses or reserves one of these names imports
+it from here, so a rename (or a new pickle suffix) happens once.
+"""
+
+from __future__ import annotations
+
+# out_dir: what `repro train` leaves.
+LOCK_NAME = "repro.lock"  # the lockfile (docs/lockfile.md)
+WEIGHTS_NAME = "model.safetensors"  # the weights; also the model file inside a checkpoint
+METRICS_NAME = "metrics.jsonl"  # one {"loss", "step"} line per logged step
+RUN_NAME = "run.json"  # machine-incidental facts (host, timings, git): never hashed into the lock
+RECORD_NAME = "verification.json"  # left beside a lock by `repro verify`; `repro audit` reads it
+OUT_DIR_LOCK = ".repro-train.lock"  # held while a build writes out_dir
+CHECKPOINTS_DIR = "checkpoints"  # step folders, deleted once the outputs are complete
+
+# Names a task's exported files may not take.
+OWN_OUTPUTS = (WEIGHTS_NAME, METRICS_NAME, RUN_NAME, LOCK_NAME)
+
+# Inside one checkpoint folder.
+MANIFEST_NAME = "MANIFEST.json"
+STATE_NAME = "state.json"
+OPTIMIZER_NAME = "optimizer.safetensors"
+
+# Suffixes of pickled checkpoints (torch.save, accelerate save_state): never loaded,
+# because unpickling runs code that the file chooses.
+PICKLED_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")

@@ -1,0 +1,303 @@
+"""Hash many files at once: threads, the stat cache, and a compact answer. Never imports torch.
+
+`hash_tree` is what `hashing.hash_files` runs. It is built for a million files:
+
+- one `lstat` per file, one `realpath` per folder (`_locate`);
+- the stat cache is asked in sorted path order, a range of rows at a time
+  (`hashcache.HashCache.matches`), never one query per file;
+- files that must be read go to a small thread pool in batches (hashlib releases
+  the GIL, so every core hashes), and the main thread files their digests in the
+  stat cache while the pool keeps reading;
+- the answer is columnar (`TreeDigests`): the paths as given, then 8 bytes of size,
+  40 of stat key and 32 of sha256 per file, so a million files cost about 150 MB
+  with their names, not a few hundred objects each.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import BinaryIO
+
+from repro.errors import DataError, LockfileError
+from repro.source.filetree import check_relpath, inside, os_reason
+from repro.source.hashing import (
+    CHUNK,
+    KEY_SIZE,
+    STAT_KEY,
+    FileDigest,
+    Progress,
+    StatCache,
+    check_algorithms,
+    default_workers,
+    pack_key,
+    read_stable,
+)
+
+BATCH_FILES, BATCH_BYTES = 64, 8 << 20  # one pool task: up to 64 small files or 8 MiB
+STORE_EVERY = 4096  # digests filed in the stat cache per transaction
+SHA = 32  # bytes of a sha256 digest
+
+
+@dataclass
+class TreeDigests:
+    """Every file's size and digests, in the order of `paths`; `file(i)` is one as a FileDigest."""
+
+    paths: Sequence[str]
+    sizes: array  # type: ignore[type-arg]  # array('q')
+    sha256: bytearray  # SHA bytes a file
+    extra: list[str] | None  # per file "alg=hex;..." (sorted names), when algorithms beyond sha256 were asked
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def file(self, i: int) -> FileDigest:
+        pairs: tuple[tuple[str, str], ...] = ()
+        if self.extra is not None and self.extra[i]:
+            pairs = tuple(tuple(item.split("=", 1)) for item in self.extra[i].split(";"))  # type: ignore[misc]
+        return FileDigest(self.paths[i], self.sizes[i], self.sha256[i * SHA : (i + 1) * SHA].hex(), pairs)
+
+    def __iter__(self) -> Iterator[FileDigest]:
+        return (self.file(i) for i in range(len(self.paths)))
+
+    def listing(self, shown: Callable[[str], str] | None = None, per_chunk: int = 8192
+                ) -> Iterator[tuple[bytes, bytes]]:
+        """The `sha256sum` lines that define the root digest, sorted by path, in chunks of bytes.
+
+        Each chunk comes twice: as hashed, and with each path passed through `shown`
+        (for a terminal: `safeio.printable`); the same object when nothing needed escaping.
+        """
+        order = sorted_order(self.paths)
+        sha, paths = self.sha256, self.paths
+        for start in range(0, len(order), per_chunk):
+            part = order[start : start + per_chunk]
+            raw = "".join([f"{sha[i * SHA : (i + 1) * SHA].hex()}  {paths[i]}\n" for i in part]).encode()
+            if shown is None or all(paths[i].isprintable() for i in part):
+                yield raw, raw
+            else:
+                text = "".join([f"{sha[i * SHA : (i + 1) * SHA].hex()}  {shown(paths[i])}\n" for i in part])
+                yield raw, text.encode()
+
+    def root_digest(self, out: BinaryIO | None = None, shown: Callable[[str], str] | None = None) -> str:
+        """`hashing.root_digest` of these files, without making a FileDigest each.
+
+        With `out`, the `sha256sum` lines it is computed from are written there too
+        (paths through `shown`, if given).
+        """
+        import hashlib
+
+        h = hashlib.sha256()
+        for raw, text in self.listing(shown if out is not None else None):
+            h.update(raw)
+            if out is not None:
+                out.write(text)
+        return h.hexdigest()
+
+    def block_json(self) -> Iterator[bytes]:
+        """`canonical_json({"files": [...], "root_digest": ...})`, the lock's block, in chunks.
+
+        The same bytes (tests compare them), written a few thousand files at a time.
+        """
+        import json
+
+        def entry(i: int) -> str:
+            f = self.file(i)
+            hashes = ",\n".join(f'        {json.dumps(a)}: "{d}"' for a, d in sorted(f.hashes.items()))
+            return (f'    {{\n      "hashes": {{\n{hashes}\n      }},\n      "path": '
+                    f'{json.dumps(f.path, ensure_ascii=False)},\n      "size": {f.size}\n    }}')
+
+        n = len(self.paths)
+        yield b'{\n  "files": [' + (b"\n" if n else b"")
+        for start in range(0, n, 4096):
+            text = ",\n".join([entry(i) for i in range(start, min(n, start + 4096))])
+            yield (text + (",\n" if start + 4096 < n else "\n")).encode()
+        yield f'{"  " if n else ""}],\n  "root_digest": "{self.root_digest()}"\n}}\n'.encode()
+
+
+def sorted_order(paths: Sequence[str]) -> Sequence[int]:
+    """Indices of `paths` sorted by UTF-8 bytes (which is Python's str order for valid UTF-8)."""
+    if all(a < b for a, b in pairwise(paths)):
+        return range(len(paths))
+    return sorted(range(len(paths)), key=paths.__getitem__)
+
+
+def _locate(root: Path, rel_paths: Sequence[str]) -> tuple[bytearray, array]:  # type: ignore[type-arg]
+    """Packed stat keys and sizes of every file, refusing anything outside `root`.
+
+    One lstat per file; realpath only per distinct parent folder and per
+    symlink, so checking a million files costs one pass of system calls.
+    """
+    base = str(root)
+    real_root = os.path.realpath(base)
+    parents: dict[str, bool] = {}  # folder -> its real path is inside the root
+    keys, sizes = bytearray(), array("q")
+    lstat, is_link, is_reg, pack = os.lstat, stat.S_ISLNK, stat.S_ISREG, STAT_KEY.pack
+    for rel in rel_paths:
+        check_relpath(rel, "data file")
+        full = f"{base}/{rel}"
+        parent = full[: full.rfind("/")]
+        ok = parents.get(parent)
+        if ok is None:
+            ok = parents[parent] = inside(real_root, os.path.realpath(parent))
+        try:
+            st = lstat(full)
+            if is_link(st.st_mode):
+                ok = inside(real_root, os.path.realpath(full))
+                st = os.stat(full)
+        except OSError as exc:
+            raise DataError(f"{rel}: {os_reason(exc)}") from None
+        if not ok:
+            raise LockfileError(f"data file {rel!r}: resolves outside the project root")
+        if not is_reg(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                raise DataError(f"{rel}: expected a file, found a directory")
+            raise DataError(f"{rel}: not a regular file (a FIFO, socket or device); expected a file")
+        keys += pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)  # = pack_key(st)
+        sizes.append(st.st_size)
+    return keys, sizes
+
+
+def _batches(todo: Sequence[int], sizes: array) -> Iterator[Sequence[int]]:  # type: ignore[type-arg]
+    """Group file indices into pool tasks: big files alone, small ones together."""
+    begin, nbytes = 0, 0
+    for pos, i in enumerate(todo):
+        if pos > begin and (pos - begin >= BATCH_FILES or nbytes + sizes[i] > BATCH_BYTES):
+            yield todo[begin:pos]
+            begin, nbytes = pos, 0
+        nbytes += sizes[i]
+    if begin < len(todo):
+        yield todo[begin:]
+
+
+class _Cancelled(Exception):
+    """Another file failed (or Ctrl-C): stop reading."""
+
+
+class _Run:
+    """The state of one `hash_tree` call that its worker threads share."""
+
+    def __init__(self, root: Path, rels: Sequence[str], algos: tuple[str, ...], progress: Progress | None,
+                 on_file: Callable[[FileDigest], None] | None) -> None:
+        self.base, self.rels, self.algos = str(root), rels, algos
+        self.keys, self.sizes = _locate(root, rels)
+        n = len(rels)
+        self.out = TreeDigests(rels, self.sizes, bytearray(SHA * n), [""] * n if len(algos) > 1 else None)
+        self.progress, self.on_file = progress, on_file
+        self.stop = threading.Event()  # set on the first error or Ctrl-C: other threads stop mid-file
+
+    def cached(self, cache: StatCache) -> bytearray:
+        """Fill in what the stat cache knows; a 0/1 flag per file."""
+        done = bytearray(len(self.rels))
+        sha, extra = self.out.sha256, self.out.extra
+        for i, digest, more in cache.matches(self.base, self.rels, sorted_order(self.rels), self.keys, self.algos):
+            sha[i * SHA : (i + 1) * SHA] = digest
+            done[i] = 1
+            if extra is not None:
+                extra[i] = more
+            if self.on_file is not None:
+                self.on_file(self.out.file(i))
+        return done
+
+    def _on_big(self, n: int) -> None:
+        if self.stop.is_set():
+            raise _Cancelled
+        if self.progress is not None:
+            self.progress.advance(n, 0)
+
+    def hash_batch(self, batch: Sequence[int]) -> Sequence[int]:
+        """Read and hash these files (in a worker thread); their digests land in the arrays."""
+        big = len(batch) == 1 and self.sizes[batch[0]] >= CHUNK
+        sha, extra, progress = self.out.sha256, self.out.extra, self.progress
+        for i in batch:
+            if self.stop.is_set():
+                raise _Cancelled
+            rel = self.rels[i]
+            size, hashers, key = read_stable(f"{self.base}/{rel}", self.algos, self._on_big if big else None, rel)
+            sha[i * SHA : (i + 1) * SHA] = hashers[0].digest()
+            self.keys[i * KEY_SIZE : (i + 1) * KEY_SIZE] = pack_key(key)  # the stat that held while read
+            self.sizes[i] = size
+            if extra is not None:
+                # check_algorithms keeps the names after sha256 sorted
+                extra[i] = ";".join(f"{a}={h.hexdigest()}" for a, h in zip(self.algos[1:], hashers[1:], strict=True))
+            if progress is not None:
+                progress.advance(0 if big else size, 1)
+            if self.on_file is not None:
+                self.on_file(self.out.file(i))
+        return batch
+
+    def rows(self, done: Sequence[int], started_ns: int) -> Iterator[tuple[str, bytes, int, bytes, str]]:
+        """Stat-cache rows for freshly hashed files."""
+        from repro.source.hashcache import margin
+
+        extra = self.out.extra
+        for i in done:
+            key = bytes(self.keys[i * KEY_SIZE : (i + 1) * KEY_SIZE])
+            yield (f"{self.base}/{self.rels[i]}", key, margin(key, started_ns),
+                   bytes(self.out.sha256[i * SHA : (i + 1) * SHA]), extra[i] if extra is not None else "")
+
+
+def hash_tree(
+    root: Path,
+    rel_paths: Sequence[str],
+    workers: int | None = None,
+    *,
+    algorithms: Sequence[str] = ("sha256",),
+    cache: StatCache | None = None,
+    rehash: bool = False,
+    progress: Progress | None = None,
+    on_file: Callable[[FileDigest], None] | None = None,
+) -> TreeDigests:
+    """Hash many files under `root` (see `hashing.hash_files`, which lists this answer)."""
+    started_ns = time.time_ns()
+    run = _Run(Path(root), rel_paths, check_algorithms(algorithms), progress, on_file)
+    done = run.cached(cache) if cache is not None and not rehash else bytearray(len(rel_paths))
+    todo = array("q", (i for i, d in enumerate(done) if not d))
+    del done
+    if progress is not None:
+        progress.start(sum(run.sizes[i] for i in todo), len(todo))
+    pending: list[int] = []
+
+    def finished(batch: Sequence[int], last: bool = False) -> None:
+        pending.extend(batch)
+        if cache is not None and pending and (last or len(pending) >= STORE_EVERY):
+            cache.put(run.rows(pending, started_ns))
+            pending.clear()
+
+    batches = _batches(todo, run.sizes)
+    nthreads = workers or default_workers()
+    if len(todo) <= BATCH_FILES or nthreads == 1:
+        for b in batches:
+            finished(run.hash_batch(b))
+    else:
+        _pool(run, batches, nthreads, finished)
+    finished((), last=True)
+    return run.out
+
+
+def _pool(run: _Run, batches: Iterator[Sequence[int]], nthreads: int,
+          finished: Callable[[Sequence[int]], None]) -> None:
+    """Hash the batches on `nthreads` threads, a bounded window of them queued at a time."""
+    window: deque[Future[Sequence[int]]] = deque()
+    with ThreadPoolExecutor(max_workers=nthreads) as pool:
+        try:
+            for batch in batches:
+                window.append(pool.submit(run.hash_batch, batch))
+                if len(window) >= 4 * nthreads:
+                    finished(window.popleft().result())
+            while window:
+                finished(window.popleft().result())
+        except BaseException:
+            run.stop.set()
+            for f in window:
+                f.cancel()
+            raise
+
