@@ -67,14 +67,14 @@ def base_block(root: Path, rel: str) -> dict[str, Any]:
     lock, raw = read_json(lock_path, "base lockfile", DataError)
     lock_sha = sha256_bytes(raw)
     try:
-        summary = {"weights_sha256": _hex(lock["outputs"]["weights"]["hashes"]["sha256"]),
+        summary: dict[str, Any] = {"weights_sha256": _hex(lock["outputs"]["weights"]["hashes"]["sha256"]),
                    "weights_path": f"{rel}/{lock['outputs']['weights']['path']}",
                    "config_sha256": _hex(lock["inputs"]["config"]["sha256"]),
                    "data_root_digest": _hex(lock["inputs"]["data"]["root_digest"]), "version": int(lock["version"])}
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{lock_path.relative_to(root)}: not a repro lockfile (expected outputs.weights, "
                         "inputs.config and inputs.data digests)") from None
-    safe_relpath(summary["weights_path"], f"{lock_path.relative_to(root)}: outputs.weights.path")
+    safe_relpath(str(summary["weights_path"]), f"{lock_path.relative_to(root)}: outputs.weights.path")
     return {**block, "status": LOCKED, "lock": {"path": f"{rel}/{LOCK_NAME}", "sha256": lock_sha, **summary}}
 
 
