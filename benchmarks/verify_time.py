@@ -47,7 +47,7 @@ def repro(*args: str) -> list[str]:
 def lock_files(lock: dict, root: Path) -> list[str]:
     """Absolute paths of every file verify --inputs-only hashes, for sha256sum."""
     files = [root / f["path"] for f in lock["inputs"]["data"]["files"] + lock["inputs"]["code"]["files"]]
-    files += [REPO / f["path"] for f in lock["inputs"]["code"]["repro"]["files"]]
+    files += [REPO / f["path"] for f in lock["toolchain"]["repro"]["files"]]
     return [str(p) for p in files]
 
 

@@ -6,6 +6,8 @@ tests and other programs.
 
 from __future__ import annotations
 
+import errno
+
 
 class ReproError(Exception):
     """Base class. `exit_code` is what `repro` exits with when this escapes."""
@@ -59,9 +61,43 @@ class Busy(ReproError):
     exit_code = 5
 
 
+class OutputError(ReproError):
+    """An output or checkpoint could not be written: no space, permission denied, read-only filesystem.
+
+    Nothing partial is left: writes go to a temp file that is removed, so an earlier
+    good output of the same name survives.
+    """
+
+    exit_code = 6
+
+
+# errno -> the words a user searches for; any other OSError on a write is named by its strerror.
+_WRITE_CAUSES = {
+    errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for this filesystem or the process's file-size limit",
+    errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only filesystem",
+}
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """An OSError of the kinds that `output_error` names (no space, permission, read-only, ...)."""
+    return isinstance(exc, OSError) and exc.errno in _WRITE_CAUSES
+
+
+def output_error(exc: OSError, path: object = None) -> OutputError:
+    """One line naming the path that could not be written (`path`, else the error's) and why."""
+    where = path if path is not None else exc.filename if exc.filename is not None else \
+        "a temporary or output file (the OS did not say which)"
+    code = errno.errorcode.get(exc.errno or 0, "")
+    cause = _WRITE_CAUSES.get(exc.errno or 0, exc.strerror or str(exc))
+    return OutputError(f"{where}: cannot write: {cause}" + (f" ({code})" if code else ""))
+
+
 def from_exit_code(code: int, message: str) -> ReproError:
     """Rebuild the typed error a child process (a rank, a rebuild) reported as code + message."""
-    classes: dict[int, type[ReproError]] = {1: MismatchError, 3: EnvironmentMismatch, 4: TrainingFailed, 5: Busy}
+    classes: dict[int, type[ReproError]] = {1: MismatchError, 3: EnvironmentMismatch, 4: TrainingFailed, 5: Busy,
+                                            6: OutputError}
     exc = classes.get(code, UserInputError)(message)
     exc.exit_code = code
     return exc
@@ -72,9 +108,10 @@ EXIT_CODES: dict[int, str] = {
     0: "success (for verify: bit-identical)",
     1: "mismatch: something differs from the lockfile (a report says what)",
     2: "unusable input: config, data file, lockfile or path",
-    3: "this machine cannot honour the recorded pins",
+    3: "this machine cannot honour the pins (torch build, CPU level, device, precision, world size)",
     4: "training failed at run time",
     5: "out_dir is locked by another running build",
+    6: "an output could not be written: no space, permission denied, read-only filesystem (one line names the path)",
     70: "internal error (a bug in repro: please report the traceback)",
     130: "interrupted",
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import keyword
 import random
 import re
+import subprocess
 from pathlib import Path
 
 from repro.canonical import atomic_write_bytes
@@ -70,7 +71,24 @@ def scaffold(folder: Path) -> list[str]:
     for rel, text in planned.items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(folder / rel, text.encode("utf-8"))
-    return list(planned)
+    return list(planned) + git_init(folder)
+
+
+def git_init(folder: Path) -> list[str]:
+    """Make the project a git repository (as `cargo new` does), unless it is inside one or git is missing.
+
+    `repro verify` finds a lock's project root at the git top level, and the lock's
+    data and code are what a commit of this folder holds.
+    """
+    try:
+        inside = subprocess.run(["git", "-C", str(folder), "rev-parse", "--is-inside-work-tree"],
+                                capture_output=True, text=True, check=False)
+        if inside.returncode == 0:
+            return []
+        subprocess.run(["git", "init", "-q", str(folder)], capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [".git/"]
 
 
 TRAIN_YAML = """\

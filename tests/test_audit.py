@@ -94,10 +94,13 @@ def test_mof_classes_climb_with_components() -> None:
 def test_reproducible_only_with_a_valid_record(tmp_path: Any) -> None:
     lock = lock_with()
     assert rated(lock).reproducible.verdict == "no"
-    bad = RecordCheck(False, "verification.json verifies another lock", tmp_path, False, None)
-    assert rated(lock, record=bad).reproducible.reasons == ["verification.json verifies another lock"]
-    good = RecordCheck(True, "rebuilt bit-identically", tmp_path, False, {})
-    assert rated(lock, record=good).reproducible.verdict == "yes"
+    bad = RecordCheck(False, "verification.json verifies another lock", tmp_path)
+    assert rated(lock, records=(bad,)).reproducible.reasons == ["verification.json verifies another lock"]
+    unsigned = RecordCheck(True, "rebuilt bit-identically", tmp_path)
+    assert rated(lock, records=(unsigned,)).reproducible.verdict == "self-reported"
+    signed = RecordCheck(True, "rebuilt bit-identically", tmp_path, signers=("alice",))
+    assert rated(lock, records=(signed,), trusted_keys=1).reproducible.verdict == "yes"
+    assert rated(lock, records=(signed,), trusted_keys=1, threshold=2).reproducible.verdict == "no"
 
 
 def test_table_and_json_agree() -> None:

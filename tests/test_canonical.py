@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from repro.canonical import atomic_write_bytes, canonical_json
+from repro.errors import OutputError
 
 
 def test_canonical_json_golden_bytes() -> None:
@@ -28,7 +29,7 @@ def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path: Path, monkeypa
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "fsync", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match=r"x\.json: cannot write: disk full"):  # one line, exit 6
         atomic_write_bytes(target, b"new contents")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]

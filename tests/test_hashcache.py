@@ -309,3 +309,14 @@ def test_range_lookups_find_every_file_in_any_order(tree: Path, tmp_path: Path, 
         got = hash_files(tree, rels, cache=cache)
         assert cache.hits >= 20
     assert [f.path for f in got] == rels and all(f.sha256 == _sha(tree / f.path) for f in got)
+
+
+def test_a_cached_row_gives_only_the_algorithms_asked_for(tree: Path, tmp_path: Path, not_racy: None) -> None:
+    """A row hashed with more extra algorithms than this run asks for must not add them to the lock."""
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        hash_files(tree, _rels(tree), cache=cache, algorithms=["blake2b", "md5"])
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        got = hash_files(tree, _rels(tree), cache=cache, algorithms=["md5"])
+        assert cache.hits == 20
+    assert {tuple(f.hashes) for f in got} == {("sha256", "md5")}
+    assert all(f.hashes["md5"] == hashlib.md5((tree / f.path).read_bytes()).hexdigest() for f in got)

@@ -265,12 +265,12 @@ def test_audit_free_model_then_reproducible(built: Built, release: Path) -> None
     assert before["reproducible"]["verdict"] == "no"
     _record_rebuild(built, release)
     after = _audit(release / "repro.lock")["frameworks"]
-    assert after["reproducible"] == {"framework": "Reproducible", "verdict": "yes", "ok": True,
-                                     "reasons": ["rebuilt bit-identically (verification.json, unsigned, hashed)"]}
+    assert after["reproducible"]["verdict"] == "self-reported"  # unsigned: anyone could have written it
+    assert "verification.json: rebuilt bit-identically (self-reported: unsigned)" in after["reproducible"]["reasons"][1]
     table = run_repro(["audit", str(release)], cwd=release.parent).stdout
     assert [ln.split()[:3] for ln in table.splitlines()[2:6]] == [
         ["Debian", "ML-Policy", "Free"], ["OSI", "OSAID", "1.0"], ["LF", "AI", "MOF"],
-        ["Reproducible", "yes", "rebuilt"]]
+        ["Reproducible", "self-reported", "a"]]
 
 
 def test_audit_dvc_private_and_non_free(built: Built, tmp_path: Path) -> None:
@@ -280,13 +280,13 @@ def test_audit_dvc_private_and_non_free(built: Built, tmp_path: Path) -> None:
     _record_rebuild(built, private.parent)  # a record for *this* lock: reproducible, yet not free
     frameworks = _audit(private)["frameworks"]
     assert frameworks["debian_ml_policy"]["verdict"] == "ToxicCandy"
-    assert frameworks["reproducible"]["verdict"] == "yes"
+    assert frameworks["reproducible"]["verdict"] == "self-reported"  # unsigned
     non_free = _relicensed(built, tmp_path / "nc", weights_license="CC-BY-NC-4.0")
     shutil.copy2(private.parent / RECORD_NAME, non_free.parent / RECORD_NAME)  # a record for another lock
     frameworks = _audit(non_free)["frameworks"]
     assert frameworks["debian_ml_policy"]["verdict"] == "Non-free"
     assert frameworks["osi_osaid_1_0"]["verdict"] == "not Open Source AI"
-    assert frameworks["reproducible"]["reasons"][0].startswith("verification.json verifies another lock")
+    assert frameworks["reproducible"]["reasons"][0].startswith("verification.json: verifies another lock")
 
 
 # 6. The card is complete, and its rebuild commands rebuild.

@@ -99,7 +99,7 @@ def test_honest_verify_from_another_cwd_ignores_the_verifiers_shell(trained: Pat
     code, report = verify_json(trained / "out" / "repro.lock", "--no-record", cwd=tmp_path, env=HOSTILE_SHELL,
                                prefix=["taskset", "-c", "0"])
     assert code == 0, report
-    assert report["result"] == "identical" and report["version"] == 1 and report["differences"] == []
+    assert report["result"] == "identical" and report["version"] == 2 and report["differences"] == []
     assert report["root"] == str(trained.resolve())
     assert report["rebuild"]["performed"] is True
     assert report["rebuild"]["weights_sha256"] == sha256_file(trained / "out" / "model.safetensors")
@@ -121,9 +121,10 @@ def test_fresh_git_clone_at_another_path_verifies(trained: Path, tmp_path: Path)
     assert sha256_file(work / "out" / "model.safetensors") == sha256_file(trained / "out" / "model.safetensors")
     assert (work / "out" / "repro.lock").read_bytes() == (trained / "out" / "repro.lock").read_bytes()
     record = clone / "out" / RECORD_NAME
-    check = check_record(record, clone / "out" / "repro.lock")
-    assert check.valid, check.reason
-    assert json.loads(record.read_text())["weights"]["sha256"] == sha256_file(work / "out" / "model.safetensors")
+    lock_sha, weights_sha = sha256_file(clone / "out" / "repro.lock"), sha256_file(work / "out" / "model.safetensors")
+    check = check_record(record, lock_sha, weights_sha)
+    assert check.valid and check.self_reported, check.reason  # unsigned: valid, but only self-reported
+    assert check.machine["cpu_model"]
 
 
 def test_inputs_only_never_imports_torch(trained: Path, tmp_path: Path) -> None:
@@ -198,14 +199,15 @@ def test_project_code_file_edited(copy: Path) -> None:
     assert f"check out commit {commit[:12]}" in r.stdout
 
 
-def _verify_with_repro(trained: Path, tmp_path: Path, rel: str) -> tuple[int, dict[str, Any]]:
-    """verify --inputs-only with a copy of repro whose file `rel` gained a comment."""
+def _verify_with_repro(trained: Path, tmp_path: Path, rel: str, *args: str) -> tuple[int, dict[str, Any]]:
+    """verify (default --inputs-only) with a copy of repro whose file `rel` gained a docstring line."""
     alt = tmp_path / "alt"
-    shutil.copytree(REPO / "repro", alt / "repro", ignore=shutil.ignore_patterns("__pycache__"))
-    edited = alt / rel
-    edited.write_text(edited.read_text() + "\n# patched\n")
+    if not alt.exists():
+        shutil.copytree(REPO / "repro", alt / "repro", ignore=shutil.ignore_patterns("__pycache__"))
+        edited = alt / rel
+        edited.write_text(edited.read_text().replace('"""', '"""Edited. ', 1))
     env = {**os.environ, "PYTHONPATH": str(alt)}
-    proc = subprocess.run([sys.executable, "-m", "repro", "verify", "--inputs-only", "--json",
+    proc = subprocess.run([sys.executable, "-m", "repro", "verify", "--quiet", "--json", *(args or ["--inputs-only"]),
                            str(trained / "out" / "repro.lock")], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.stdout.strip(), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
@@ -219,9 +221,10 @@ def test_repro_compiler_edited_is_toolchain_drift_not_a_source_change(trained: P
 
 
 def test_a_docstring_edit_outside_the_compiler_changes_nothing(trained: Path, tmp_path: Path) -> None:
-    code, report = _verify_with_repro(trained, tmp_path, "repro/trust/card.py")
-    assert code == 0 and report["differences"] == [], report
-    assert not [d for d in report["notes"] if d["section"] == "toolchain"], report["notes"]
+    for args in (["--inputs-only"], ["--no-record"]):  # and a full rebuild, by the edited repro
+        code, report = _verify_with_repro(trained, tmp_path, "repro/trust/card.py", *args)
+        assert code == 0 and report["differences"] == [], report
+        assert not [d for d in report["notes"] if d["section"] == "toolchain"], report["notes"]
 
 
 # --- pins ----------------------------------------------------------------------------------------
@@ -238,8 +241,9 @@ def test_thread_pin_edited_is_reported_as_a_pin_and_the_rebuild_differs(copy: Pa
 
     code, report = verify_json(lock, "--rebuild-anyway", cwd=copy)
     assert code == 1 and report["rebuild"]["performed"]
-    record = json.loads((copy / "out" / RECORD_NAME).read_text())
-    assert record["identical"] is False and not check_record(copy / "out" / RECORD_NAME, lock).valid
+    locked = json.loads(lock.read_text())["outputs"]["weights"]["hashes"]["sha256"]
+    check = check_record(copy / "out" / RECORD_NAME, sha256_file(lock), locked)
+    assert not check.valid and "FAILED" in check.reason
     kinds = {(d["kind"], d["name"]) for d in report["differences"]}
     assert ("pin", "threads") in kinds and ("weights", "model.safetensors") in kinds
     tensors = [d for d in report["differences"] if d["kind"] == "tensor"]

@@ -49,7 +49,7 @@ def verify_chain(opts: VerifyOptions, trusted_keys: list[Path]) -> tuple[VerifyR
         if lock_path.resolve() in seen or len(links) > MAX_DEPTH:
             raise UserInputError(f"{printable(str(lock_path))}: the base chain loops or is deeper than {MAX_DEPTH}")
         seen.add(lock_path.resolve())
-        accepted = _trusted_record(lock_path, trusted_keys)
+        accepted = _trusted_record(lock_path, base, trusted_keys)
         if accepted is not None:
             links.append(accepted)
             if not accepted.ok:
@@ -73,18 +73,22 @@ def _link(lock_path: Path, report: VerifyReport) -> Link:
     return Link(str(lock_path), how, report.identical, detail)
 
 
-def _trusted_record(lock_path: Path, keys: list[Path]) -> Link | None:
-    """A verification record beside `lock_path` signed by one of `keys`, or None to rebuild instead."""
+def _trusted_record(lock_path: Path, base: dict[str, Any], keys: list[Path]) -> Link | None:
+    """A verification record beside the base lock, for exactly the lock and weights the fine-tune
+    recorded, signed by one of `keys`; None (rebuild instead) when no key was named."""
     if not keys:
         return None
-    from repro.trust.attestation import check_record, default_record_path
+    from repro.trust.attestation import check_record, load_public_keys, record_paths
 
-    reasons: list[str] = []
-    for key in keys:
-        check = check_record(default_record_path(lock_path), lock_path, key)
-        if check.valid:
-            return Link(str(lock_path), "signed record", True, f"{check.reason}; key {key.name}")
-        reasons.append(check.reason)
+    trusted = load_public_keys(keys)
+    checks = [check_record(p, base["lock"]["sha256"], base["lock"]["weights_sha256"], trusted)
+              for p in record_paths(lock_path)]
+    for check in checks:
+        if check.valid and check.signers:
+            return Link(str(lock_path), "signed record", True, f"{check.reason}; signed by {', '.join(check.signers)}")
+    reasons = [c.reason for c in checks] or ["no verification record beside the base lock"]
+    if any(c.valid for c in checks):
+        reasons.insert(0, "a record exists but no key named with --trust-verification signed it")
     return Link(str(lock_path), "signed record", False, "; ".join(dict.fromkeys(reasons)))
 
 

@@ -28,15 +28,17 @@ def rebuild_config(lock: dict[str, Any], world_size: int | None = None) -> tuple
     return resolved, pins
 
 
-def run_rebuild(lock: dict[str, Any], root: Path, work_dir: Path, quiet: bool, world_size: int | None = None) -> Path:
+def run_rebuild(lock: dict[str, Any], root: Path, work_dir: Path, quiet: bool, world_size: int | None = None,
+                python: Path | None = None) -> Path:
     """Train again in a fresh interpreter under the lock's pins alone; return the rebuilt out_dir.
 
     The child (`repro.build.child`) gets an environment made from the pins alone,
-    imports the same repro whose source was just hashed, and a datasets cache of
-    its own so no stale cache can stand in for the data.
+    imports the same repro whose source was just hashed (or, with `python`, the
+    repro of a recreated toolchain), and a datasets cache of its own so no stale
+    cache can stand in for the data.
     """
     resolved, pins = rebuild_config(lock, world_size)
     out_dir = work_dir / "out"
     run_child({"resolved": resolved, "root": str(root), "out_dir": str(out_dir)}, pins, work_dir,
-              quiet=quiet, what="rebuild", own_cache=True)
+              quiet=quiet, what="rebuild", own_cache=True, python=None if python is None else str(python))
     return out_dir

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.build.child import child_message, run_child, write_error
-from repro.canonical import atomic_write_bytes, atomic_write_json
+from repro.canonical import StagedFiles, atomic_write_bytes, canonical_json
 from repro.environment import toolchain
 from repro.environment.machine import cpu_model
 from repro.environment.pins import (
@@ -35,11 +35,11 @@ from repro.environment.pins import (
     resolve_pins,
     target_packages,
 )
-from repro.errors import ConfigError
+from repro.errors import ConfigError, is_write_failure, output_error
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
 from repro.source.base_model import require_consistent
-from repro.source.config import CheckpointSpec, require
+from repro.source.config import CheckpointSpec, check_value_types, require
 from repro.source.data import DataSpec, data_file_list
 from repro.source.discover import imported_project_files
 from repro.source.inputs import code_block, code_include, compiler_block, git_state, hash_inputs
@@ -129,6 +129,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     trusting the stat cache.
     """
     started = time.monotonic()
+    check_value_types(resolved)
     resolved, pins = concrete_pins(resolved)
     ReleaseTerms.from_config(resolved)  # a malformed licence or data location must not reach the lock
     resume = resume or ResumeOptions()
@@ -145,14 +146,20 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     if not in_child:
         fix_hash_seed()  # a rank under an outside launcher: the one variable that cannot be set in-process
     apply_process_env(pins)
+    require_supported(pins)
     project_importable(root)
     rank, _ = distributed.check_world(pins)
     if rank != 0:  # other ranks train, but never write to out_dir
         _build_rank(resolved, pins, spec, root, out_dir, resume)
         return None
-    with hold_out_dir(out_dir):
-        return _build_locked(resolved, pins, spec, root, out_dir, quiet, resume,
-                             notify or (lambda _msg: None), started, rehash)
+    try:
+        with hold_out_dir(out_dir):
+            return _build_locked(resolved, pins, spec, root, out_dir, quiet, resume,
+                                 notify or (lambda _msg: None), started, rehash)
+    except OSError as exc:  # out_dir itself, its lock file: a full disk, no permission, read-only
+        if is_write_failure(exc):
+            raise output_error(exc) from None
+        raise
 
 
 # torch optimizers whose update takes a square root (or another MKL vector-math
@@ -170,6 +177,16 @@ def require_portable(resolved: dict[str, Any], pins: Pins) -> None:
             f"build.profile=portable with trainer.optimizer._target_={target}: its square root goes through MKL's "
             "vector math, whose bits differ between CPU models; use repro.optim.PortableAdam (the same update) "
             "or torch.optim.SGD, e.g. trainer=portable")
+
+
+def require_supported(pins: Pins) -> None:
+    """Refuse (exit 3) a device, precision or world size this machine cannot honour, before any hashing.
+
+    Runs after `apply_process_env`: torch reads ATEN_CPU_CAPABILITY once, when imported.
+    """
+    from repro.train.device import check_supported
+
+    check_supported(pins)
 
 
 def require_divisible(resolved: dict[str, Any], pins: Pins) -> None:
@@ -228,49 +245,17 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         distributed.barrier(pins)  # the other ranks now read the same resume point
 
     from repro.train.loop import train
-    from repro.train.weights import save_weights, tensor_records
-
     every = require(resolved, "trainer.log_every", int)
     with step_bar(require(resolved, "trainer.max_steps", int), quiet) as on_step:
         # The data were just hashed: their root digest names the datasets cache (no second read).
         result = train(resolved, pins, root, files, on_step=on_step, checkpoints=session,
                        data_digest=inputs["data"]["root_digest"])
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    exported = write_exports(out_dir, result.exports)
-    weights = save_weights(result.state, out_dir / WEIGHTS_NAME)
-    metrics_lines = [
-        json.dumps({"loss": result.losses[s - 1], "step": s}, sort_keys=True)
-        for s in lockfile.logged_steps(len(result.losses), every)
-    ]
-    atomic_write_bytes(out_dir / METRICS_NAME, ("\n".join(metrics_lines) + "\n").encode())
-
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
     inputs["code"] = finish_code(resolved, root)
     build = {**pins.to_json(), "flags": result.flags, "env": pinned_variables(pins), "cuda": result.flags.pop("cuda")}
-    outputs: dict[str, Any] = {
-        "weights": {"path": WEIGHTS_NAME, "size": len(weights),
-                    "hashes": {"sha256": hashlib.sha256(weights).hexdigest()}, "tensors": tensor_records(result.state)},
-        "final_loss": result.losses[-1] if result.losses else None,
-        "loss_trajectory": loss_trajectory(result.losses, every),
-        "metrics": result.metrics,
-    }
-    # Only tasks with the optional hooks add these, so other locks keep their bytes.
-    if exported:
-        outputs["files"] = exported
-    if result.samples:
-        outputs["samples"] = result.samples
-    lock = lockfile.assemble(inputs, build, outputs, toolchain_record())
-    seconds = time.monotonic() - started
-    # Machine-incidental facts live here, never in the lock.
-    atomic_write_json(out_dir / RUN_NAME, {
-        "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": cpu_model(), "platform": platform.platform(),
-        "cores": os.cpu_count(), "wall_seconds": round(seconds, 3), "finished_unix": int(time.time()),
-        "datasets_fingerprint": result.dataset_fingerprint, "python_executable": sys.executable,
-        "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]),
-        **session.report(),
-    })
-    lock_bytes = lockfile.write(out_dir / LOCK_NAME, lock)
+    outputs, lock_bytes, seconds = _write_outputs(out_dir, result, inputs, build, every, started, {
+        "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]), **session.report()})
     # The outputs are complete: checkpoints served their purpose, and left here
     # they would end up in whatever tracks out_dir (a DVC output, a release).
     checkpoint.clear(session.root)
@@ -283,14 +268,59 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     )
 
 
-def write_exports(out_dir: Path, files: dict[str, bytes]) -> list[dict[str, Any]]:
-    """Write a task's exported files beside the weights; return their lock records."""
+def _write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: dict[str, Any], every: int,
+                   started: float, run_facts: dict[str, Any]) -> tuple[dict[str, Any], bytes, float]:
+    """Write weights, metrics, exports, run.json and the lock; return the lock's outputs block and bytes.
+
+    Every file is staged first and all are renamed into place together, the lock
+    last: a full disk or a read-only out_dir leaves the earlier outputs as they were.
+    """
+    from repro.train.weights import tensor_records, weights_bytes
+
+    with StagedFiles() as staged:
+        exported = write_exports(out_dir, result.exports, staged)
+        weights = weights_bytes(result.state)
+        staged.add(out_dir / WEIGHTS_NAME, weights)
+        logged = [json.dumps({"loss": result.losses[s - 1], "step": s}, sort_keys=True)
+                  for s in lockfile.logged_steps(len(result.losses), every)]
+        staged.add(out_dir / METRICS_NAME, ("\n".join(logged) + "\n").encode())
+        outputs: dict[str, Any] = {
+            "weights": {"path": WEIGHTS_NAME, "size": len(weights),
+                        "hashes": {"sha256": hashlib.sha256(weights).hexdigest()},
+                        "tensors": tensor_records(result.state)},
+            "final_loss": result.losses[-1] if result.losses else None,
+            "loss_trajectory": loss_trajectory(result.losses, every),
+            "metrics": result.metrics,
+        }
+        # Only tasks with the optional hooks add these, so other locks keep their bytes.
+        if exported:
+            outputs["files"] = exported
+        if result.samples:
+            outputs["samples"] = result.samples
+        lock_bytes = canonical_json(lockfile.assemble(inputs, build, outputs, toolchain_record()))
+        seconds = time.monotonic() - started
+        # Machine-incidental facts live here, never in the lock.
+        staged.add(out_dir / RUN_NAME, canonical_json({
+            "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": cpu_model(),
+            "platform": platform.platform(), "cores": os.cpu_count(), "wall_seconds": round(seconds, 3),
+            "finished_unix": int(time.time()), "datasets_fingerprint": result.dataset_fingerprint,
+            "python_executable": sys.executable, **run_facts,
+        }))
+        staged.add(out_dir / LOCK_NAME, lock_bytes)
+    return outputs, lock_bytes, seconds
+
+
+def write_exports(out_dir: Path, files: dict[str, bytes], staged: StagedFiles | None = None) -> list[dict[str, Any]]:
+    """Write (or stage) a task's exported files beside the weights; return their lock records."""
     for name in files:  # all checked before anything is written
         if name in OWN_OUTPUTS or "/" in name or "\\" in name or name.startswith(".") or not name:
             raise ConfigError(f"task export {name!r}: expected a plain file name other than repro's own outputs")
     records = []
     for name in sorted(files):
-        atomic_write_bytes(out_dir / name, files[name])
+        if staged is None:
+            atomic_write_bytes(out_dir / name, files[name])
+        else:
+            staged.add(out_dir / name, files[name])
         digest = hashlib.sha256(files[name]).hexdigest()
         records.append({"path": name, "size": len(files[name]), "hashes": {"sha256": digest}})
     return records

@@ -29,6 +29,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from repro.build.rebuild import run_rebuild
 from repro.environment.machine import machine_cores
 from repro.environment.pins import check_bounds, check_capability, native_capability, resolve_pins
 from repro.environment.toolchain import installed_versions, interpreter_facts
-from repro.errors import DataError, EnvironmentMismatch, ReproError, UserInputError
+from repro.errors import ConfigError, DataError, EnvironmentMismatch, LockfileError, ReproError, UserInputError
 from repro.filenames import LOCK_NAME
 from repro.lock import lockfile
 from repro.lock.diff import (
@@ -81,6 +83,8 @@ class VerifyOptions:
     record: bool = True  # after a rebuild, leave verification.json beside the lock (repro audit reads it)
     signing_key: Path | None = None
     world_size: int | None = None  # rebuild with this many processes instead of the lock's
+    toolchain: str = "current"  # or "recreate": rebuild in a fresh environment holding the lock's toolchain
+    find_links: tuple[Path, ...] = ()  # wheel folders for --toolchain recreate (an unreleased repro)
     trust_code: bool = False  # run `_target_`s outside the trusted set (repro.build.gate)
     allow_oversubscribe: bool = False  # rebuild with more threads than OVERSUBSCRIBE x this machine's cores
 
@@ -139,12 +143,14 @@ def verify(opts: VerifyOptions) -> VerifyReport:
     lock, lock_sha256 = lockfile.load(opts.lock_path)  # one read: the digest describes the bytes checked
     root, root_source = find_root(opts.lock_path, lock, opts.root)
     mode = "inputs-only" if opts.inputs_only else "rebuild"
-    found, checked = rehash_inputs(lock, root, opts.quiet)
-    report = VerifyReport(str(opts.lock_path), str(root), root_source, mode, checked, base=lock["inputs"].get("base"))
-    for d in compare_inputs(lock["inputs"], found):
-        (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
-    report.notes += toolchain_check(lock["toolchain"])
-    report.differences = explain_config(report.differences, lock, root) + pin_consistency(lock)
+    with _naming(opts.lock_path):  # the lock's config is read here: its errors name the lock
+        found, checked = rehash_inputs(lock, root, opts.quiet)
+        report = VerifyReport(str(opts.lock_path), str(root), root_source, mode, checked,
+                              base=lock["inputs"].get("base"))
+        for d in compare_inputs(lock["inputs"], found):
+            (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
+        report.notes += toolchain_check(lock["toolchain"])
+        report.differences = explain_config(report.differences, lock, root) + pin_consistency(lock)
     report.differences = explain_lineage(report.differences, root)  # a tokenizer made from a changed corpus
     # Only inputs and pins can make a rebuild pointless; a bad weights file cannot.
     rebuilding = not opts.inputs_only and (report.identical or opts.rebuild_anyway)
@@ -179,6 +185,15 @@ def verify(opts: VerifyOptions) -> VerifyReport:
                           "reason": "skipped: the lock's inputs already differ (--rebuild-anyway rebuilds regardless)"}
     report.hints = hints(report.differences, report.notes, lock, built_at_commit(opts.lock_path))
     return report
+
+
+@contextmanager
+def _naming(lock_path: Path) -> Iterator[None]:
+    """Prefix config errors raised while interpreting a lock's config with the lock's path."""
+    try:
+        yield
+    except (ConfigError, LockfileError) as exc:
+        raise type(exc)(f"{printable(str(lock_path))}: {exc}") from None
 
 
 def built_at_commit(lock_path: Path) -> str | None:
@@ -249,6 +264,11 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
     file code.include matches today; a recorded file that is gone is reported as removed.
     """
     resolved = lock["inputs"]["config"]["resolved"]
+    task = resolved.get("task")
+    if isinstance(task, dict) and task.get("tokenizer") is not None:  # a path the rebuild reads and copies
+        if not isinstance(task["tokenizer"], str):
+            raise LockfileError(f"config key task.tokenizer: expected a relative path, got {task['tokenizer']!r}")
+        resolve_under(root, task["tokenizer"], "config key task.tokenizer")
     recorded = [f["path"] for f in lock["inputs"]["code"]["files"]]
     present = [p for p in recorded if resolve_under(root, p, "code file").is_file()]
     with byte_bar(quiet, "hash data") as bar:
@@ -376,8 +396,14 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
         raise UserInputError(f"--work-dir {opts.work_dir}: would overwrite the lock being verified")
     work.mkdir(parents=True, exist_ok=True)
     try:
+        python, env = None, {"mode": "current"}
+        if opts.toolchain == "recreate":
+            from repro.build.recreate import provision
+
+            made = provision(lock["toolchain"], list(opts.find_links), opts.quiet)
+            python, env = made.python, made.to_json()
         started = time.monotonic()
-        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size)
+        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python)
         seconds = time.monotonic() - started
         rebuilt = lockfile.read(out / LOCK_NAME)
         # The rebuild's own record of its toolchain replaces the guess made before it.
@@ -393,7 +419,7 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
             (report.notes if d.kind in NOTE_KINDS or d.section == "toolchain" else report.differences).append(d)
         report.differences = count_elements(report.differences, lock, weights_path, out / LOCK_NAME)
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
-                "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"]}
+                "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"], "toolchain": env}
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)

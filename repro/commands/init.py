@@ -4,7 +4,9 @@
 
 Writes Hydra configs with the project's own `model` and `data` groups, a model
 package (a module that imports a helper), a small seeded CSV in data/, a
-.gitignore, a dvc.yaml and a short README. No file is overwritten.
+.gitignore, a dvc.yaml and a short README, and makes the folder a git repository
+unless it is inside one (verify finds the project root at the git top level).
+No file is overwritten.
 """
 
 from __future__ import annotations

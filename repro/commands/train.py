@@ -14,10 +14,28 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from repro.errors import ConfigError
+from repro.source.hydra_app import INFO_CHOICES
+
+if TYPE_CHECKING:
+    from repro.source.config import ConfigSource
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Our -h/--help replaces argparse's: it also lists the config groups, as a Hydra app's does.
+    p.conflict_handler = p._optionals.conflict_handler = "resolve"
+    p.add_argument("-h", "--help", action="store_true", help="show this help, the config groups and the config")
+    p.set_defaults(_parser=p)
     p.add_argument("overrides", nargs="*", help="Hydra overrides, key=value")
+    p.add_argument("-m", "--multirun", action="store_true",
+                   help="sweep: one build per combination of comma-separated values (Hydra's sweeper)")
+    p.add_argument("--cfg", "-c", choices=["job", "hydra", "all"], help="print the composed config and exit")
+    p.add_argument("--resolve", action="store_true", help="with --cfg or --help: resolve interpolations")
+    p.add_argument("--package", "-p", help="with --cfg: print only this node of the config")
+    p.add_argument("--info", "-i", nargs="?", const="all", choices=list(INFO_CHOICES),
+                   help="print Hydra's information (search path, defaults, config groups) and exit")
     p.add_argument("--config-dir", help="folder holding the project's Hydra configs (default: ./configs)")
     p.add_argument("--config-name", default="train", help="config file name without .yaml (default: train)")
     p.add_argument("--root", help="project root that data and code paths are relative to")
@@ -32,12 +50,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from repro.build.run import run_build
-    from repro.source.config import compose, find_config
-    from repro.train.resume import ResumeOptions
+    from repro.source.config import find_config
 
     cwd = Path.cwd()
     source = find_config(args.config_dir, args.config_name, args.root, cwd)
+    if args.help or args.cfg or args.info:
+        return _inspect(args, source)
+    if args.resolve or args.package:
+        raise ConfigError("--resolve and --package go with --cfg (or --resolve with --help)")
+    if args.multirun:
+        return _sweep(args, source)
+    return _train(args, source, cwd)
+
+
+def _inspect(args: argparse.Namespace, source: ConfigSource) -> int:
+    from repro.source import hydra_app
+
+    if args.help:
+        text = args._parser.format_help() + "\n" + hydra_app.help_text(source, args.overrides)
+    elif args.cfg:
+        text = hydra_app.show_cfg(source, args.overrides, args.cfg, args.package, args.resolve)
+    else:
+        text = hydra_app.show_info(source, args.overrides, args.info)
+    sys.stdout.write(text)
+    return 0
+
+
+def _sweep(args: argparse.Namespace, source: ConfigSource) -> int:
+    from repro.build.sweep import run_sweep
+
+    if args.resume_from or args.no_resume or args.restart:
+        raise ConfigError("--multirun: each job resumes its own out_dir; --resume-from, --no-resume and "
+                          "--restart apply to a single build")
+    report = run_sweep(source, args.overrides, quiet=args.quiet, rehash=args.rehash)
+    for job in report.summary["jobs"]:
+        what = f"lock sha256 {job['lock_sha256']}" if job["status"] == "ok" else \
+            f"FAILED (exit {job['exit_code']}): {job['error']}"
+        print(f"job {job['num']:<3} {' '.join(job['overrides']):<40} {what}", file=sys.stdout)
+    failed = sum(job["status"] != "ok" for job in report.summary["jobs"])
+    print(f"sweep        {report.summary_path}  ({len(report.summary['jobs']) - failed} ok, {failed} failed)")
+    return report.exit_code
+
+
+def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> int:
+    from repro.build.run import run_build
+    from repro.source.config import compose
+    from repro.train.resume import ResumeOptions
+
     resolved = compose(source, args.overrides)
     out_dir = (cwd / str(resolved["out_dir"])).resolve()
     options = ResumeOptions(mode="fresh" if args.no_resume else "restart" if args.restart else "auto",

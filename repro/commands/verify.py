@@ -54,6 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "repro's own, torch.nn/torch.optim/transformers classes); see docs/security.md")
     p.add_argument("--allow-oversubscribe", action="store_true",
                    help="rebuild even if the pins ask for more than 4 threads per core of this machine")
+    p.add_argument("--toolchain", choices=("current", "recreate"), default="current",
+                   help="rebuild with this environment's toolchain (current, the default), or in a fresh one that "
+                        "holds exactly the lock's (recreate; cached by its digest in the user's cache folder)")
+    p.add_argument("--find-links", metavar="DIR", action="append", default=[],
+                   help="with --toolchain recreate: also install wheels from DIR (repeatable), e.g. an unreleased "
+                        "repro")
     p.add_argument("--recursive", action="store_true",
                    help="a fine-tune: go on to verify its base release's lock (inputs.base), and that one's base")
     p.add_argument("--trust-verification", action="append", default=[], metavar="KEY",
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         allow_env_drift=args.allow_env_drift, rebuild_anyway=args.rebuild_anyway, quiet=args.quiet or args.json,
         record=not args.no_record, signing_key=Path(args.signing_key) if args.signing_key else None,
         world_size=args.world_size, trust_code=args.trust_code, allow_oversubscribe=args.allow_oversubscribe,
+        toolchain=args.toolchain, find_links=tuple(Path(d) for d in args.find_links),
     )
     if args.trust_verification and not args.recursive:
         raise UserInputError("--trust-verification needs --recursive: it decides how a base model is verified")
@@ -125,6 +132,10 @@ def render(report: VerifyReport) -> list[str]:
         where = f", kept in {rb['work_dir']}" if rb["work_dir"] else ""
         lines.append(f"rebuild    {rb['seconds']:.1f} s in a fresh process under the lock's pins{where}; "
                      f"weights sha256 {rb['weights_sha256'][:12]}…")
+        env = rb.get("toolchain") or {}
+        if env.get("mode") == "recreate":
+            how = "reused from the cache" if env["cached"] else f"installed with {env['installer']}"
+            lines.append(f"toolchain  recreated at {env['path']} ({how}, {env['seconds']:.1f} s)")
     elif rb:
         lines.append(f"rebuild    {rb['reason']}")
     rec = report.record

@@ -34,7 +34,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # and hints, and trust: card, audit, signing, release terms). A build process
 # imports some of them; their edits still leave every lock and verify unchanged.
 NOT_COMPILER = ("repro.__main__", "repro.cli", "repro.commands", "repro.progress", "repro.trust", "repro.scaffold",
-                "repro.build.verify", "repro.build.rebuild", "repro.lock.explain")
+                "repro.build.verify", "repro.build.rebuild", "repro.build.recreate", "repro.lock.explain")
 # Modules that interpreter start-up imports through `.pth` hooks, not the build.
 STARTUP_HOOKS = ("_distutils_hack", "__editable__", "_virtualenv")
 

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from repro.errors import UserInputError
 from repro.lock.diff import Difference
+from repro.safeio import read_bytes
 
 PIPELINE = "dvc.yaml"
 
@@ -30,9 +32,9 @@ def read_stages(root: Path) -> list[Stage]:
     """The plainly written stages of `root/dvc.yaml`; none if it is absent or unreadable."""
     import yaml  # type: ignore[import-untyped]  # PyYAML (via omegaconf) ships no type stubs
 
-    try:
-        doc = yaml.safe_load((root / PIPELINE).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    try:  # a regular file under the cap only: a FIFO or /dev/zero link in a stranger's project is skipped
+        doc = yaml.safe_load(read_bytes(root / PIPELINE, PIPELINE).decode("utf-8"))
+    except (UserInputError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
         return []
     stages = doc.get("stages") if isinstance(doc, dict) else None
     if not isinstance(stages, dict):

@@ -64,7 +64,7 @@ def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
             cfg = hydra_compose(config_name=source.config_name, overrides=list(overrides))
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as exc:  # Hydra raises many types; all mean "bad config"
-        raise ConfigError(_one_line(exc)) from None
+        raise ConfigError(one_line(exc)) from None
     if not isinstance(resolved, dict):
         raise ConfigError(f"{source.config_name}.yaml: expected a mapping at the top level")
     return {str(k): v for k, v in resolved.items()}
@@ -83,13 +83,13 @@ def hashed_view(resolved: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     cause = exc.__cause__ or exc.__context__
     if cause is not None and str(cause).strip() and str(cause).strip() not in text:
         text = f"{text}: {str(cause).strip()}"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("full_key")]
-    return "config: " + " ".join(lines[:3])
+    return "config: " + " ".join(lines[:5])
 
 
 def require(cfg: dict[str, Any], dotted: str, kind: type | tuple[type, ...]) -> Any:
@@ -102,9 +102,41 @@ def require(cfg: dict[str, Any], dotted: str, kind: type | tuple[type, ...]) -> 
     if kind is float and isinstance(node, int) and not isinstance(node, bool):
         node = float(node)
     if not isinstance(node, kind) or (isinstance(node, bool) and kind in (int, float)):
-        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise ConfigError(f"config key {dotted}: expected {names}, got {node!r}")
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(_type_name(k) for k in kind)
+        raise ConfigError(f"config key {dotted}: expected {names}, got {node!r} ({_type_name(type(node))})")
     return node
+
+
+# Keys that repro (not a `_target_`) reads, and the types their values must have. Checked
+# up front, before any hashing or training, wherever the key is present: `trainer.lr=abc`
+# is refused naming the key, the type and the value, instead of failing deep in torch.
+VALUE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "seed": int, "out_dir": str, "code.include": list,
+    "data.builder": str, "data.data_files": list, "data.test_fraction": float, "data.split_seed": int,
+    "trainer.max_steps": int, "trainer.batch_size": int, "trainer.log_every": int, "trainer.num_workers": int,
+    "trainer.shuffle": bool, "trainer.lr": float, "trainer.optimizer.lr": float,
+    "trainer.checkpoint_every": int, "trainer.keep_checkpoints": int,
+    "build.profile": str, "build.device": str, "build.threads": (int, str), "build.cpu_capability": str,
+    "build.precision": str, "build.world_size": int, "build.deterministic": bool, "build.mkldnn": bool,
+    "build.mkl_cbwr": (str, type(None)),
+}
+
+
+def check_value_types(cfg: dict[str, Any]) -> None:
+    """Raise ConfigError naming the first key of VALUE_TYPES whose value has the wrong type."""
+    for dotted, kind in VALUE_TYPES.items():
+        node: Any = cfg
+        for part in dotted.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is not _ABSENT:
+            require(cfg, dotted, kind)
+
+
+_ABSENT = object()
+
+
+def _type_name(kind: type) -> str:
+    return "null" if kind is type(None) else kind.__name__
 
 
 def optional(cfg: dict[str, Any], dotted: str, kind: type | tuple[type, ...], default: Any) -> Any:

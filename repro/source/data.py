@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.errors import ConfigError, DataError, LockfileError
+from repro.errors import ConfigError, DataError, LockfileError, is_write_failure, output_error
 from repro.source.config import optional, require
 from repro.source.hashing import check_algorithms, expand_patterns
 
@@ -109,11 +109,18 @@ def load_splits(root: Path, spec: DataSpec, files: list[str],
         ds = _from_disk(root, spec.data_files[0])
     else:
         paths = [str(root / f) for f in files]
+        cache = content_cache_dir(root, files, data_digest)
         try:
-            ds = datasets.load_dataset(spec.builder, data_files=paths, split="train",
-                                       cache_dir=str(content_cache_dir(root, files, data_digest)))
+            ds = datasets.load_dataset(spec.builder, data_files=paths, split="train", cache_dir=str(cache))
         except FileNotFoundError as exc:
             raise DataError(f"data.data_files: {exc}") from None
+        except Exception as exc:  # datasets wraps a full disk in its own errors: name the cache and the cause
+            cause: BaseException | None = exc
+            while cause is not None and not is_write_failure(cause):
+                cause = cause.__cause__ or cause.__context__
+            if isinstance(cause, OSError):
+                raise output_error(cause, cache) from None
+            raise
     fingerprint = ds._fingerprint
     if spec.preprocess is not None:
         from repro.source.preprocess import apply

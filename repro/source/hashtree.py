@@ -197,12 +197,12 @@ class _Run:
     def cached(self, cache: StatCache) -> bytearray:
         """Fill in what the stat cache knows; a 0/1 flag per file."""
         done = bytearray(len(self.rels))
-        sha, extra = self.out.sha256, self.out.extra
+        sha, extra, wanted = self.out.sha256, self.out.extra, set(self.algos)
         for i, digest, more in cache.matches(self.base, self.rels, sorted_order(self.rels), self.keys, self.algos):
             sha[i * SHA : (i + 1) * SHA] = digest
             done[i] = 1
-            if extra is not None:
-                extra[i] = more
+            if extra is not None:  # only what was asked for, though the row may know more
+                extra[i] = ";".join(item for item in more.split(";") if item.partition("=")[0] in wanted)
             if self.on_file is not None:
                 self.on_file(self.out.file(i))
         return done

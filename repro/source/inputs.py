@@ -6,6 +6,8 @@ exactly which input changed.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -68,11 +70,35 @@ def git_state(root: Path, rel_paths: list[str]) -> dict[str, Any] | None:
         return None
     if len(top) != 2:
         return None
-    status = subprocess.run(
-        ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--", *rel_paths],
-        capture_output=True, text=True, check=False,
-    ).stdout if rel_paths else ""
-    return {"commit": top[1], "dirty": bool(status.strip())}
+    return {"commit": top[1], "dirty": _differs_from_head(root, rel_paths)}
+
+
+def _differs_from_head(root: Path, rel_paths: list[str]) -> bool:
+    """Whether any file's bytes differ from its blob in HEAD (or it is not in HEAD).
+
+    Read from the object store with `ls-tree` and compared with our own blob hash:
+    `git status` would run the repository's `core.fsmonitor` command and clean
+    filters, which a stranger's `.git/config` chooses (docs/security.md).
+    """
+    if not rel_paths:
+        return False
+    try:
+        out = subprocess.run(["git", "-C", str(root), "-c", "core.fsmonitor=false", "ls-tree", "-r", "-z", "HEAD",
+                              "--", *rel_paths], capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return True
+    blobs = {}
+    for entry in filter(None, out.split(b"\0")):
+        meta, _, name = entry.partition(b"\t")
+        blobs[os.fsdecode(name)] = meta.split()[2].decode("ascii")
+    for rel in rel_paths:
+        try:
+            data = (root / rel).read_bytes()
+        except OSError:
+            return True
+        if blobs.get(rel) != hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest():
+            return True
+    return False
 
 
 def code_include(resolved: dict[str, Any]) -> list[str]:

@@ -11,7 +11,8 @@ path, plus its params:
 The params are part of the resolved config, already in the lock. The code is
 recorded here: the sha256 of the module file when it lives under the project
 root, or the name and version of the installed package it comes from. Only the
-module holding the function is hashed; list its local helpers in `code.include`.
+module holding the function is hashed here; the project modules it imports are
+in `inputs.code`, like every project module the build process imports.
 """
 
 from __future__ import annotations

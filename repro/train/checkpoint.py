@@ -10,6 +10,7 @@ damaged afterwards, and a damaged one fails its digests and is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import canonical_json, fsync_dir, sha256_bytes
-from repro.errors import CheckpointError, DataError, TrainingFailed
+from repro.errors import CheckpointError, DataError, TrainingFailed, output_error
 from repro.filenames import MANIFEST_NAME, OPTIMIZER_NAME, PICKLED_SUFFIXES, STATE_NAME, WEIGHTS_NAME
 from repro.safeio import loads, open_regular, read_bytes
 from repro.source.hashing import digest_path
@@ -97,11 +98,13 @@ def write(root: Path, step: int, writers: dict[str, Writer]) -> Path:
         if final.exists():  # an unusable earlier write of this step (it was skipped on resume)
             _remove(final)
         os.replace(tmp, final)
-    except OSError as exc:  # a full disk, a quota: the run itself failed, say so in one line
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise TrainingFailed(f"writing checkpoint {root / final.name}: {exc.strerror or exc}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            root.rmdir()  # only if empty: a first checkpoint that failed leaves no folder behind
+        failure = _os_error(exc)
+        if failure is not None:  # a full disk, a quota, no permission: one line naming the checkpoint
+            raise output_error(failure, root / final.name) from None
         raise
     fsync_dir(root)
     return final
@@ -239,6 +242,18 @@ def pause_if_asked(env: str, step: int, root: Path) -> None:
     deadline = time.monotonic() + 600
     while marker.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+# safetensors reports an I/O failure as SafetensorError("... (os error 28)") or "Os { code: 28, ...".
+_RUST_OS_ERROR = re.compile(r"(?:Os \{ code: |os error )(\d+)")
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed write, also when safetensors wrapped it in its own error type."""
+    if isinstance(exc, OSError):
+        return exc
+    m = _RUST_OS_ERROR.search(str(exc)) if type(exc).__name__ == "SafetensorError" else None
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1)))) if m else None
 
 
 def _write_synced(path: Path, data: bytes) -> None:

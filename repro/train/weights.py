@@ -24,9 +24,14 @@ def to_cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: state[k].detach().to("cpu").contiguous().clone() for k in sorted(state)}
 
 
+def weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """The safetensors bytes of `state` (sorted names, one metadata key: byte-stable)."""
+    return save(to_cpu_state(state), metadata=METADATA)
+
+
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> bytes:
     """Serialise to safetensors and write atomically; return the bytes written."""
-    data = save(to_cpu_state(state), metadata=METADATA)
+    data = weights_bytes(state)
     atomic_write_bytes(path, data)
     return data
 

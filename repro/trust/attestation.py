@@ -1,42 +1,64 @@
 """Verification records: what `repro verify` leaves behind for `repro audit`. No torch.
 
-A record says "this exact lock (sha256 of its bytes) was rebuilt into weights
-with this sha256, and they were / were not bit-identical to the locked ones".
-It carries a sha256 over its own canonical body, which catches corruption but
-not forgery: anyone can recompute a hash. Signed with the release key
-(`verification.sig`, model-signing over the single file), it also says who ran
-the rebuild, and `repro audit --public-key` then insists on that signature.
+A record is a standard statement: an in-toto Statement v1 whose predicate is a
+SLSA Verification Summary Attestation v1 (https://slsa.dev/verification_summary/v1),
+saying "this lock (sha256 of its bytes) was rebuilt into weights with this
+sha256, PASSED (bit-identical) or FAILED, by this verifier on this machine, at
+this time". It is stored in a DSSE envelope (`payloadType`
+application/vnd.in-toto+json); with a signing key the envelope carries an ECDSA
+or Ed25519 signature over the DSSE pre-authentication encoding, otherwise none.
+
+Anyone can write an unsigned record, so `repro audit` calls one "self-reported";
+only signatures by keys the user names (`--trusted-key`) count as evidence.
+Specified in docs/security.md ("Verification records").
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import base64
+import binascii
+import hashlib
+import os
+import platform
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from repro import __version__
-from repro.canonical import atomic_write_bytes, canonical_json, compact_json, sha256_bytes
+from repro.canonical import atomic_write_bytes, canonical_json, compact_json
 from repro.errors import UserInputError
 from repro.filenames import RECORD_NAME, WEIGHTS_NAME
-from repro.lock import lockfile
-from repro.source.hashing import sha256_file
-from repro.trust.signing import model_signing
+from repro.safeio import loads, open_regular, printable, read_bytes
+from repro.source.hashing import hash_file
 
-RECORD_SIGNATURE_NAME = "verification.sig"
-RECORD_KIND = "repro.verification"
-VERSION = 1
+RECORDS_DIR = "verifications"  # more records beside the lock: one per rebuilder
+MAX_RECORDS = 256
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+VERIFIER_ID = "https://repro.invalid/verifiers/repro-verify/v1"
+POLICY_URI = "https://repro.invalid/policies/bit-identical-rebuild/v1"
+LEVEL_PASSED = "REPRO_BIT_IDENTICAL"  # a custom SlsaResult (custom values must not start with SLSA_)
+MACHINE_KEY = "https://repro.invalid/vsa/machine/v1"  # extension fields are named by URI
+DETAILS_KEY = "https://repro.invalid/vsa/details/v1"
 
 
 @dataclass(frozen=True)
 class RecordCheck:
-    """Whether a record backs the "Reproducible" mark for one lock, and why (not)."""
+    """One record judged against one lock: does it show a bit-identical rebuild, and who vouches?"""
 
-    valid: bool
+    valid: bool  # names this lock and its weights, and PASSED
     reason: str
     path: Path
-    signed: bool
-    record: dict[str, Any] | None
+    signers: tuple[str, ...] = ()  # names of trusted keys whose signatures verify
+    signatures: int = 0  # signatures in the envelope, verified or not
+    machine: dict[str, Any] = field(default_factory=dict)
+    time_verified: str = ""
+
+    @property
+    def self_reported(self) -> bool:
+        return self.valid and not self.signers
 
 
 def default_record_path(lock_path: Path) -> Path:
@@ -44,106 +66,211 @@ def default_record_path(lock_path: Path) -> Path:
     return Path(lock_path).parent / RECORD_NAME
 
 
-def record_verification(out_path: Path, lock_bytes_sha256: str, weights_sha256: str, identical: bool,
-                        details: dict[str, Any], signing_key: Path | None = None) -> dict[str, Any]:
-    """Write a verification record atomically (and sign it when `signing_key` is given).
+def record_paths(lock_path: Path) -> list[Path]:
+    """verification.json and verifications/*.json beside the lock (those that exist, capped)."""
+    folder = Path(lock_path).parent
+    found = [folder / RECORD_NAME] if os.path.lexists(folder / RECORD_NAME) else []
+    extra = folder / RECORDS_DIR
+    if extra.is_dir() and not extra.is_symlink():
+        found += sorted(p for p in extra.iterdir() if p.suffix == ".json")[:MAX_RECORDS]
+    return found
 
-    `lock_bytes_sha256` is the sha256 of the lock file's bytes, `weights_sha256`
-    that of the rebuilt weights. `details` is free-form JSON (machine, timings,
-    first differing tensor...); it is not part of what the mark depends on.
-    """
+
+def statement(lock_sha256: str, weights_name: str, weights_sha256: str, identical: bool,
+              machine: dict[str, Any], details: dict[str, Any]) -> dict[str, Any]:
+    """The in-toto Statement v1 with a SLSA VSA v1 predicate for one rebuild."""
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": "repro.lock", "digest": {"sha256": lock_sha256}},
+                    {"name": weights_name, "digest": {"sha256": weights_sha256}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "verifier": {"id": VERIFIER_ID, "version": {"repro": __version__}},
+            "timeVerified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "resourceUri": "repro.lock",
+            "policy": {"uri": POLICY_URI},
+            "verificationResult": "PASSED" if identical else "FAILED",
+            "verifiedLevels": [LEVEL_PASSED] if identical else ["FAILED"],
+            "slsaVersion": "1.0",
+            MACHINE_KEY: machine,
+            DETAILS_KEY: details,
+        },
+    }
+
+
+def machine_facts(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Who rebuilt where: CPU model and toolchain (not hashed anywhere; shown by `repro audit`)."""
+    from importlib import metadata
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return {"cpu_model": cpu, "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch_version, **(extra or {})}
+
+
+def pae(payload_type: str, body: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding: what a signature covers."""
+    kind = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(body), body)
+
+
+def record_verification(out_path: Path, lock_bytes_sha256: str, weights_sha256: str, identical: bool,
+                        details: dict[str, Any], signing_key: Path | None = None,
+                        weights_name: str = WEIGHTS_NAME, machine: dict[str, Any] | None = None
+                        ) -> dict[str, Any]:
+    """Write a VSA in a DSSE envelope atomically, signed when `signing_key` (a PEM private key) is given."""
     for name, value in (("lock_bytes_sha256", lock_bytes_sha256), ("weights_sha256", weights_sha256)):
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
             raise ValueError(f"{name}: expected 64 lowercase hex digits, got {value!r}")
-    body = {
-        "version": VERSION, "kind": RECORD_KIND, "identical": bool(identical),
-        "lock": {"sha256": lock_bytes_sha256}, "weights": {"sha256": weights_sha256},
-        "verifier": {"repro": __version__}, "details": details,
-    }
-    record = {**body, "sha256": sha256_bytes(compact_json(body))}
-    out_path = Path(out_path)
-    atomic_write_bytes(out_path, canonical_json(record))
-    sig = out_path.with_name(RECORD_SIGNATURE_NAME)
-    if signing_key is not None:
-        (signing,) = model_signing("signing")
-        tmp = sig.with_name(f".{sig.name}.tmp")
+    body = compact_json(statement(lock_bytes_sha256, weights_name, weights_sha256, identical,
+                                  machine if machine is not None else machine_facts(), details))
+    signatures = [] if signing_key is None else [_sign(Path(signing_key), pae(PAYLOAD_TYPE, body))]
+    envelope = {"payloadType": PAYLOAD_TYPE, "payload": base64.b64encode(body).decode("ascii"),
+                "signatures": signatures}
+    atomic_write_bytes(Path(out_path), canonical_json(envelope))
+    return envelope
+
+
+def load_public_keys(paths: list[Path]) -> dict[str, tuple[str, Any]]:
+    """keyid (sha256 of the DER public key) -> (the file's name, the key), for `--trusted-key`."""
+    from cryptography.hazmat.primitives import serialization
+
+    keys: dict[str, tuple[str, Any]] = {}
+    for path in paths:
+        raw = read_bytes(path, "public key", cap=1 << 20, follow_links=True)
         try:
-            signer = signing.Config()
-            signer.use_elliptic_key_signer(private_key=Path(signing_key)).sign(out_path, tmp)
-            tmp.replace(sig)
-        finally:
-            tmp.unlink(missing_ok=True)
-    else:
-        sig.unlink(missing_ok=True)  # an old signature would vouch for an older record
-    return record
+            key = serialization.load_pem_public_key(raw)
+        except (ValueError, TypeError) as exc:
+            raise UserInputError(f"{printable(str(path))}: not a PEM public key ({exc})") from None
+        keys[keyid(key)] = (Path(path).name, key)
+    return keys
 
 
-def check_record(record_path: Path, lock_path: Path, public_key: Path | None = None) -> RecordCheck:
-    """Does the record at `record_path` show a bit-identical rebuild of `lock_path`?
+def keyid(public_key: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
 
-    Checks, in order: the record parses and its own sha256 holds; it names this
-    lock's bytes; it names the lock's weights digest; the rebuild was identical;
-    the weights file beside the lock (if any) still has that digest; and, with
-    `public_key`, that verification.sig verifies the record with that key.
-    """
-    record_path, lock_path = Path(record_path), Path(lock_path)
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
-    def no(reason: str, record: dict[str, Any] | None = None, signed: bool = False) -> RecordCheck:
-        return RecordCheck(False, reason, record_path, signed, record)
 
-    if not record_path.is_file():
-        return no("no verification record (run `repro verify` on this lock)")
+def check_record(record_path: Path, lock_sha256: str, locked_weights_sha256: str,
+                 trusted: dict[str, tuple[str, Any]] | None = None) -> RecordCheck:
+    """Judge one record: its statement must name this lock and weights and say PASSED;
+    `signers` are the trusted keys whose signatures over it verify."""
+    path = Path(record_path)
+
+    def no(reason: str) -> RecordCheck:
+        return RecordCheck(False, f"{printable(path.name)}: {reason}", path)
+
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        body = {k: v for k, v in record.items() if k != "sha256"}
-        ok = record.get("kind") == RECORD_KIND and record.get("version") == VERSION
-        ok = ok and record["sha256"] == sha256_bytes(compact_json(body))
-        claimed_lock, claimed_weights = str(record["lock"]["sha256"]), str(record["weights"]["sha256"])
-        identical = record["identical"] is True
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        envelope = loads(read_bytes(path, "verification record"), str(path))
+        body = _payload(envelope)
+        st = loads(body, f"{path} (payload)")
+        pred = st["predicate"]
+        ok = (st.get("_type") == STATEMENT_TYPE and st.get("predicateType") == PREDICATE_TYPE
+              and isinstance(pred, dict))
+        subjects = {s["name"]: s["digest"]["sha256"] for s in st["subject"] if isinstance(s, dict)}
+        result = pred["verificationResult"]
+    except UserInputError as exc:
+        return no(str(exc).replace(str(path) + ": ", "", 1))
+    except (KeyError, TypeError, AttributeError, ValueError):
         ok = False
     if not ok:
-        return no(f"{record_path.name}: corrupted or not a repro verification record")
-    lock_sha256 = sha256_file(lock_path)
-    locked = lockfile.read(lock_path)["outputs"]["weights"]["hashes"]["sha256"]
-    if claimed_lock != lock_sha256:
-        return no(f"{record_path.name} verifies another lock (sha256 {claimed_lock[:12]}...)", record)
-    if claimed_weights != locked:
-        return no(f"{record_path.name}: rebuilt weights {claimed_weights[:12]}... differ from the "
-                  f"locked {locked[:12]}...", record)
-    if not identical:
-        return no(f"{record_path.name}: the rebuild was not bit-identical", record)
-    weights = lock_path.parent / WEIGHTS_NAME
-    if weights.is_file() and sha256_file(weights) != locked:
-        return no(f"{weights.name} beside the lock no longer has the locked sha256", record)
-    sig = record_path.with_name(RECORD_SIGNATURE_NAME)
-    signed = sig.is_file()
-    if public_key is not None:
-        if not signed:
-            return no(f"{record_path.name} is not signed ({sig.name} missing) and --public-key asks for it", record)
-        reason = _verify_record_signature(record_path, sig, Path(public_key))
-        if reason:
-            return no(reason, record, signed=True)
-    how = "signed" if public_key is not None else ("signature not checked" if signed else "unsigned, hashed")
-    return RecordCheck(True, f"rebuilt bit-identically ({record_path.name}, {how})", record_path, signed, record)
+        return no("not an in-toto statement with a SLSA verification summary (VSA v1)")
+    if subjects.get("repro.lock") != lock_sha256:
+        return no(f"verifies another lock (sha256 {str(subjects.get('repro.lock'))[:12]}...)")
+    if locked_weights_sha256 not in subjects.values():
+        return no(f"its rebuilt weights differ from the locked {locked_weights_sha256[:12]}...")
+    if result != "PASSED":
+        return no("the rebuild was not bit-identical (verificationResult FAILED)")
+    signers = _verified_signers(envelope, body, trusted or {})
+    machine = pred.get(MACHINE_KEY) if isinstance(pred.get(MACHINE_KEY), dict) else {}
+    sigs = envelope["signatures"]
+    how = ("signed by " + ", ".join(signers)) if signers else (
+        "self-reported: unsigned" if not sigs else "self-reported: signed by no key you trust")
+    return RecordCheck(True, f"{printable(path.name)}: rebuilt bit-identically ({how})", path, tuple(signers),
+                       len(sigs), machine, str(pred.get("timeVerified", "")))
 
 
-def _verify_record_signature(record: Path, sig: Path, public_key: Path) -> str | None:
-    (verifying,) = model_signing("verifying")
-    if not public_key.is_file():
-        raise UserInputError(f"{public_key}: no such public key file")
-    try:
-        verifier = verifying.Config()
-        verifier.use_elliptic_key_verifier(public_key=public_key).verify(record, sig)
-    except Exception as exc:  # any failure means the signature does not vouch for this record
-        if str(exc).startswith("Key mismatch"):
-            return f"{sig.name} was made with another key than {public_key.name}"
-        return f"{sig.name} does not verify {record.name} with {public_key.name} ({type(exc).__name__})"
+def weights_beside_match(lock_path: Path, weights_rel: str, locked_sha256: str) -> str | None:
+    """None if no weights file is beside the lock or it has the locked digest; else why not."""
+    path = Path(lock_path).parent / weights_rel
+    if not os.path.lexists(path):
+        return None
+    fd, _ = open_regular(path, "weights file")  # a link or FIFO beside a stranger's lock is refused
+    os.close(fd)
+    if hash_file(path)[1] != locked_sha256:
+        return f"{printable(weights_rel)} beside the lock no longer has the locked sha256"
     return None
 
 
-def _read(path: Path) -> bytes:
+def _payload(envelope: Any) -> bytes:
+    if not isinstance(envelope, dict) or envelope.get("payloadType") != PAYLOAD_TYPE \
+            or not isinstance(envelope.get("signatures"), list) or not isinstance(envelope.get("payload"), str):
+        raise UserInputError("not a DSSE envelope of an in-toto statement")
     try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot read ({exc.strerror})") from None
+        return base64.b64decode(envelope["payload"], validate=True)
+    except (binascii.Error, ValueError):
+        raise UserInputError("the DSSE payload is not base64") from None
+
+
+def _verified_signers(envelope: dict[str, Any], body: bytes, trusted: dict[str, tuple[str, Any]]) -> list[str]:
+    """Names of trusted keys with a valid signature (each key counted once, whatever its keyid hint)."""
+    message = pae(PAYLOAD_TYPE, body)
+    found: list[str] = []
+    for sig in envelope["signatures"][:MAX_RECORDS]:
+        if not isinstance(sig, dict) or not isinstance(sig.get("sig"), str):
+            continue
+        try:
+            raw = base64.b64decode(sig["sig"], validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        for name, key in trusted.values():
+            if name not in found and _verifies(key, raw, message):
+                found.append(name)
+    return found
+
+
+def _verifies(key: Any, signature: bytes, message: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, message)
+        else:
+            return False
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _sign(private_key: Path, message: bytes) -> dict[str, str]:
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    raw = read_bytes(private_key, "private key", cap=1 << 20, follow_links=True)
+    try:
+        key = serialization.load_pem_private_key(raw, password=None)
+    except (ValueError, TypeError) as exc:
+        raise UserInputError(f"{printable(str(private_key))}: not a usable PEM private key ({exc})") from None
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        sig = key.sign(message, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        sig = key.sign(message)
+    else:
+        raise UserInputError(f"{printable(str(private_key))}: expected an EC or Ed25519 private key")
+    return {"keyid": keyid(key.public_key()), "sig": base64.b64encode(sig).decode("ascii")}

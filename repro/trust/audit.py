@@ -13,8 +13,8 @@ from typing import Any
 
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME
 from repro.lock import lockfile
-from repro.source.hashing import sha256_file
-from repro.trust.attestation import RecordCheck, check_record, default_record_path
+from repro.safeio import printable
+from repro.trust.attestation import RecordCheck, check_record, load_public_keys, record_paths, weights_beside_match
 from repro.trust.licenses import Rating, rate
 from repro.trust.release import DATA_LOCATIONS, ReleaseTerms
 
@@ -83,7 +83,9 @@ class ReleaseFacts:
 
     card: bool = False
     checkpoints: bool = False
-    record: RecordCheck | None = None
+    records: tuple[RecordCheck, ...] = ()
+    trusted_keys: int = 0  # how many keys the user named with --trusted-key
+    threshold: int = 1  # distinct trusted signers needed
 
 
 def audit(lock: dict[str, Any], lock_name: str, lock_sha256: str, facts: ReleaseFacts) -> AuditReport:
@@ -93,7 +95,7 @@ def audit(lock: dict[str, Any], lock_name: str, lock_sha256: str, facts: Release
                            rate(release.code_license, "code"))
     comps = components(lock, release, facts, weights, data, code)
     return AuditReport(lock_name, lock_sha256, release, debian(release, weights, data, code),
-                       osaid(release, weights, code), mof(comps), reproducible(facts.record), comps)
+                       osaid(release, weights, code), mof(comps), reproducible(facts), comps)
 
 
 def debian(release: ReleaseTerms, weights: Rating, data: Rating, code: Rating) -> Verdict:
@@ -195,40 +197,69 @@ def mof(comps: list[Component]) -> Verdict:
     return Verdict("LF AI MOF", verdict, reached > 0, reasons or ["every component is present and open"])
 
 
-def reproducible(record: RecordCheck | None) -> Verdict:
-    """Our mark: granted only with a valid verification record for this exact lock and weights."""
-    if record is None or not record.valid:
-        reason = record.reason if record is not None else "no verification record"
-        return Verdict("Reproducible", "no", False, [reason])
-    return Verdict("Reproducible", "yes", True, [record.reason])
+def reproducible(facts: ReleaseFacts) -> Verdict:
+    """Our mark: granted only when `threshold` distinct keys the user trusts signed a PASSED
+    verification summary of this exact lock and weights. Unsigned or untrusted ones are "self-reported"."""
+    name = "Reproducible"
+    valid = [r for r in facts.records if r.valid]
+    if not valid:
+        return Verdict(name, "no", False, [r.reason for r in facts.records[:3]] or ["no verification record"])
+    signers = sorted({s for r in valid for s in r.signers})
+    who = [f"{r.reason}; {_where(r)}" for r in valid]
+    if facts.trusted_keys and len(signers) >= facts.threshold:
+        head = f"rebuilt bit-identically by {len(signers)} trusted signer{'s' if len(signers) != 1 else ''} " \
+               f"(threshold {facts.threshold}): {', '.join(signers)}"
+        return Verdict(name, "yes", True, [head, *who])
+    if facts.trusted_keys:
+        head = f"{len(signers)} of the {facts.threshold} trusted signers required (--threshold) vouch for a rebuild"
+        return Verdict(name, "no", False, [head, *who])
+    return Verdict(name, "self-reported", False,
+                   ["a rebuild is recorded, but no key you trust signed it (pass --trusted-key KEY)", *who])
 
 
-def audit_path(lock_path: Path, record_path: Path | None = None, public_key: Path | None = None,
-               assume_card: bool = False) -> AuditReport:
+def _where(r: RecordCheck) -> str:
+    m = r.machine
+    return (f"on {m.get('cpu_model', 'an unknown CPU')}, torch {m.get('torch', '?')}, "
+            f"python {m.get('python', '?')}, at {r.time_verified or 'an unknown time'}")
+
+
+def audit_path(lock_path: Path, records: list[Path] | None = None, trusted_keys: list[Path] | None = None,
+               threshold: int = 1, assume_card: bool = False) -> AuditReport:
     """Read the lock (or the folder holding it) and the facts beside it, then `audit`."""
+    from repro.errors import UserInputError
+
     lock_path = Path(lock_path)
     if lock_path.is_dir():
         lock_path = lock_path / LOCK_NAME
-    lock = lockfile.read(lock_path)
+    if threshold < 1:
+        raise UserInputError(f"--threshold {threshold}: expected at least 1")
+    lock, sha = lockfile.load(lock_path)  # one read: the digest is of the bytes rated
     folder = lock_path.parent
     ckpt = folder / CHECKPOINTS_DIR
+    keys = load_public_keys(list(trusted_keys or []))
+    weights = lock["outputs"]["weights"]
+    checks = [check_record(p, sha, weights["hashes"]["sha256"], keys)
+              for p in (records if records is not None else record_paths(lock_path))]
+    stale = weights_beside_match(lock_path, weights["path"], weights["hashes"]["sha256"])
+    if stale:
+        checks = [RecordCheck(False, stale, c.path) for c in checks]
     facts = ReleaseFacts(
         card=assume_card or (folder / "README.md").is_file(),
-        checkpoints=ckpt.is_dir() and any(ckpt.rglob("*.safetensors")),
-        record=check_record(record_path or default_record_path(lock_path), lock_path, public_key),
+        checkpoints=ckpt.is_dir() and not ckpt.is_symlink() and any(ckpt.glob("step-*/*.safetensors")),
+        records=tuple(checks), trusted_keys=len(keys), threshold=threshold,
     )
-    sha = sha256_file(lock_path)
     return audit(lock, str(lock_path), sha, facts)
 
 
 def render_table(report: AuditReport) -> str:
-    """The 10-second view: one line per framework, then the MOF components."""
-    lines = [f"repro audit  {report.lock}  (sha256 {report.lock_sha256[:12]}...)", ""]
+    """The 10-second view: one line per framework, then the MOF components. Every value is escaped."""
+    p = printable
+    lines = [f"repro audit  {p(report.lock)}  (sha256 {report.lock_sha256[:12]}...)", ""]
     for v in report.verdicts():
-        lines.append(f"{v.framework:<18} {v.verdict:<24} {v.reasons[0]}")
-        lines += [f"{'':<18} {'':<24} {r}" for r in v.reasons[1:]]
+        lines.append(f"{v.framework:<18} {p(v.verdict):<24} {p(v.reasons[0])}")
+        lines += [f"{'':<18} {'':<24} {p(r)}" for r in v.reasons[1:]]
     lines += ["", f"{'MOF component':<32} {'class':<6} {'status':<9} {'licence':<16} evidence"]
     for x in report.components:
         status = ("open" if x.open else "not open") if x.present else ("missing" if x.required else "optional")
-        lines.append(f"{x.name:<32} {'I' * x.mof_class:<6} {status:<9} {str(x.license):<16} {x.evidence}")
+        lines.append(f"{x.name:<32} {'I' * x.mof_class:<6} {status:<9} {p(str(x.license)):<16} {p(x.evidence)}")
     return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ from repro.canonical import atomic_write_bytes
 from repro.errors import UserInputError
 from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
-from repro.safeio import read_json
+from repro.safeio import loads, read_bytes, read_json
 from repro.trust.audit import AuditReport, audit_path
 from repro.trust.licenses import hf_license
 
@@ -50,14 +50,11 @@ def write_card(out_dir: Path) -> CardReport:
 
 
 def build_commit(out_dir: Path) -> dict[str, Any] | None:
-    """The commit the build ran at, from run.json (the lock cannot hold it); None if unknown.
-
-    A link, FIFO or device in run.json's place is refused (exit 2), never read.
-    """
+    """The commit the build ran at, from run.json (the lock cannot hold it)."""
     path = out_dir / RUN_NAME
     if not os.path.lexists(path):
         return None
-    run, _ = read_json(path, RUN_NAME)
+    run, _ = read_json(path, RUN_NAME)  # a link, FIFO or device is refused, never read
     git = run.get("git") if isinstance(run, dict) else None
     return git if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
 
@@ -65,9 +62,10 @@ def build_commit(out_dir: Path) -> dict[str, Any] | None:
 def loss_curve(out_dir: Path, lock: dict[str, Any]) -> tuple[list[int], list[float]]:
     """(step, loss) pairs from metrics.jsonl, or from the lock's logged trajectory without it."""
     path = out_dir / METRICS_NAME
-    if path.is_file():
+    if os.path.lexists(path):
+        text = read_bytes(path, "metrics log").decode("utf-8", "replace")
         try:
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = [loads(line.encode(), str(path)) for line in text.splitlines() if line.strip()]
             pairs = [(int(r["step"]), float(r["loss"])) for r in rows if "loss" in r]
         except (ValueError, KeyError, TypeError) as exc:
             raise UserInputError(f"{path}: expected JSON lines with 'step' and 'loss' ({exc})") from None

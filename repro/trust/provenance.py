@@ -8,7 +8,8 @@ the build and when. docs/provenance.md describes the build type.
 
 from __future__ import annotations
 
-import json
+import hashlib
+import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +20,8 @@ from repro import __version__
 from repro.errors import MismatchError, UserInputError
 from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
-from repro.source.hashing import sha256_file
+from repro.safeio import open_regular, read_bytes, read_json
+from repro.source.hashing import hash_file
 from repro.trust.release import ReleaseTerms
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -124,16 +126,18 @@ def attest(out_dir: Path, builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
     path = out_dir / weights["path"]
     if not path.is_file():
         raise UserInputError(f"{path}: missing; provenance is about these weights")
-    actual = sha256_file(path)
+    fd, _ = open_regular(path, "weights file")
+    os.close(fd)
+    actual = hash_file(path)[1]
     if actual != weights["hashes"]["sha256"]:
         raise MismatchError(f"{path.name}: sha256 is {actual}, {LOCK_NAME} has "
                             f"{weights['hashes']['sha256']}; these are not the weights the lock describes")
     run = _read_run(out_dir / RUN_NAME)
     byproducts = []
     for name in _EXTRA_FILES:
-        if (out_dir / name).is_file():
-            entry: dict[str, Any] = {"name": name,
-                                     "digest": {"sha256": sha256_file(out_dir / name)}}
+        if os.path.lexists(out_dir / name):
+            raw = read_bytes(out_dir / name, name)
+            entry: dict[str, Any] = {"name": name, "digest": {"sha256": hashlib.sha256(raw).hexdigest()}}
             if name == RUN_NAME and run:
                 entry["annotations"] = run
             byproducts.append(entry)
@@ -141,12 +145,9 @@ def attest(out_dir: Path, builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
 
 
 def _read_run(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"{path}: not valid JSON ({exc})") from None
+    run, _ = read_json(path, "run.json")
     return run if isinstance(run, dict) else None
 
 

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from repro.errors import MismatchError, UserInputError
 from repro.filenames import LOCK_NAME, WEIGHTS_NAME
-from repro.source.hashing import sha256_file
+from repro.safeio import loads, open_regular, read_bytes
+from repro.source.hashing import hash_file
 
 SIGNATURE_NAME = "model.sig"
 REQUIRED_FILES = (WEIGHTS_NAME, LOCK_NAME)
@@ -181,7 +182,9 @@ def _file_mismatch(folder: Path, signature: Path) -> SignatureMismatch:
         if not path.is_file():
             problems.append((name, "signed but missing from the folder"))
             continue
-        actual = sha256_file(path)
+        fd, _ = open_regular(path, "release file")  # a link or FIFO in a stranger's folder is refused
+        os.close(fd)
+        actual = hash_file(path)[1]
         if actual != digest:
             problems.append((name, f"modified after signing: sha256 is {actual[:12]}..., "
                                    f"the signature has {digest[:12]}..."))
@@ -195,12 +198,12 @@ def _file_mismatch(folder: Path, signature: Path) -> SignatureMismatch:
 def _signed_digests(signature: Path) -> dict[str, str]:
     """The file -> sha256 list inside the bundle's statement (authentic only after a verify)."""
     try:
-        bundle = json.loads(Path(signature).read_text(encoding="utf-8"))
+        bundle = loads(read_bytes(signature, "signature bundle", follow_links=True), str(signature))
         payload = bundle["dsseEnvelope"]["payload"]
-        statement: dict[str, Any] = json.loads(base64.b64decode(payload, validate=True))
+        statement: dict[str, Any] = loads(base64.b64decode(payload, validate=True), f"{signature} (payload)")
         resources = statement["predicate"]["resources"]
         return {str(r["name"]): str(r["digest"]) for r in resources}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, binascii.Error) as exc:
+    except (UserInputError, KeyError, TypeError, binascii.Error) as exc:
         raise SignatureMismatch(Path(signature).name, f"not a valid signature bundle ({type(exc).__name__})") from None
 
 
