@@ -141,3 +141,47 @@ def test_a_base_without_a_lock_is_recorded_unverified_and_ends_the_chain(chain: 
     assert lock["inputs"]["base"]["status"] == "unverified base" and lock["inputs"]["base"]["lock"] is None
     r = run_repro(["verify", "--inputs-only", "--recursive", "finetune/out-unlocked/repro.lock"], cwd=root)
     assert r.code == 1 and "unverified base" in r.stdout, r.stdout + r.stderr
+
+
+def _record(root: Path, out: str, key: Path | None) -> None:
+    """A PASSED verification record beside a lock, as `repro verify` leaves one (no rebuild here)."""
+    from repro.trust.attestation import default_record_path, record_verification
+
+    lock = _lock(root, out)
+    record_verification(default_record_path(root / out / "repro.lock"), sha256_file(root / out / "repro.lock"),
+                        lock["outputs"]["weights"]["hashes"]["sha256"], True, {}, signing_key=key)
+
+
+def _audit(root: Path, *args: str) -> dict:
+    r = run_repro(["audit", f"{OUT}/repro.lock", "--json", *args], cwd=root)
+    assert r.code in (0, 1), r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    return report.get("result", report)  # the command envelope, or the bare report
+
+
+def test_reproducible_follows_the_base_signed_or_self_reported(chain: Path, tmp_path: Path) -> None:
+    from signing_keys import make_keypair
+
+    root = tmp_path / "examples"
+    shutil.copytree(chain, root, symlinks=True)
+    private, public = make_keypair(tmp_path, "rebuilder")
+    _record(root, OUT, private)       # the fine-tune: rebuilt, signed by a key we trust
+    _record(root, BASE_OUT, None)     # its base: an unsigned, self-reported record
+    frameworks = _audit(root, "--trusted-key", str(public))["frameworks"]
+    mark = frameworks["reproducible"]
+    assert mark["verdict"] == "self-reported" and BASE_OUT in mark["reasons"][0], mark
+    _record(root, BASE_OUT, private)  # now the base is signed too
+    assert _audit(root, "--trusted-key", str(public))["frameworks"]["reproducible"]["verdict"] == "yes"
+
+
+def test_a_base_trained_on_non_free_data_makes_the_fine_tune_non_free(chain: Path, tmp_path: Path) -> None:
+    root = tmp_path / "examples"
+    shutil.copytree(chain, root, symlinks=True)
+    before = _audit(root)["frameworks"]["debian_ml_policy"]
+    assert before["verdict"] == "Free Model", before
+    # The same base, released with its data under a proprietary licence: rebuilt, then fine-tuned again.
+    _ok(run_repro(["train", "--quiet", *SMOKE, "release.data_license=LicenseRef-Proprietary"],
+                  cwd=root / "tiny-lm"), "base with non-free data")
+    _ok(finetune(root), "fine-tune of the non-free base")
+    after = _audit(root)["frameworks"]["debian_ml_policy"]
+    assert after["verdict"] != "Free Model" and BASE_OUT in after["reasons"][0], after
