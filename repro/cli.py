@@ -1,8 +1,15 @@
-"""The `repro` command line: parse, dispatch, and turn exceptions into exit codes.
+"""The `repro` command line: parse, dispatch, print, and turn exceptions into exit codes.
 
-This is the only place that prints errors or decides exit codes. Each command
-lives in `repro/commands/<name>.py` and returns an int. Nothing here imports
-torch, so `repro --help` stays fast.
+This is the only place that prints results or errors and decides exit codes.
+Each command lives in `repro/commands/<name>.py` and returns an `Outcome`; here
+it is printed as text, or with `--json` (which every command takes) as one
+envelope on stdout:
+
+    {"version": 1, "command": "verify", "result": {...}, "exit_code": 0}
+
+plus `"error": "one line"` whenever `exit_code` is not 0; `result` is null when
+the command failed before it had one. Nothing here imports torch, so
+`repro --help` stays fast.
 """
 
 from __future__ import annotations
@@ -11,11 +18,16 @@ import argparse
 import importlib
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 from repro import __version__
-from repro.errors import EXIT_CODES, ReproError
+from repro.canonical import canonical_json
+from repro.commands import Outcome
+from repro.errors import EXIT_CODES, ReproError, UserInputError
 from repro.safeio import printable
+
+ENVELOPE_VERSION = 1
 
 # Command name -> module under repro.commands; modules load only when used.
 COMMANDS: dict[str, str] = {
@@ -32,13 +44,29 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class UsageError(UserInputError):
+    """The command line itself is wrong; argparse has printed the usage."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(f"{prog}: {message}")
+        self.prog, self.message = prog, message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a bad command line raises (exit 2, and JSON with --json) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(self.prog, message)
+
+
 def _epilog() -> str:
     codes = "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
     return f"exit codes:\n{codes}"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="repro",
         description="Rebuild model weights bit for bit from data, code, config and pinned environment.",
         epilog=_epilog(),
@@ -51,30 +79,101 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=summary, description=module.__doc__, epilog=_epilog(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
+        p.add_argument("--json", action="store_true",
+                       help='print one JSON envelope on stdout: {"version", "command", "result", "exit_code"} '
+                            'and "error" on failure')
         p.set_defaults(_run=module.run)
     return parser
 
 
+def envelope(command: str | None, result: Any, exit_code: int, error: str | None = None) -> dict[str, Any]:
+    """The one shape of every command's --json output."""
+    out: dict[str, Any] = {"version": ENVELOPE_VERSION, "command": command, "result": result,
+                           "exit_code": exit_code}
+    if exit_code != 0:
+        out["error"] = error or EXIT_CODES.get(exit_code, f"exit code {exit_code}")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `repro`; return the exit code instead of exiting, so tests can call it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:  # known before parsing: a bad command line is JSON too
+        command = next((a for a in argv if a in COMMANDS), None)
+        return _fail(command, "--json" in argv, exc.exit_code, str(exc), f"{exc.prog}: error: {exc.message}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    name: str = args.command
     try:
-        code: int = args._run(args)
-        return code
+        outcome: Outcome = args._run(args)
+        _print(name, outcome, args.json)
+        return outcome.exit_code
     except ReproError as exc:
-        print(f"repro {args.command}: error: {printable(str(exc))}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(name, args.json, exc.exit_code, str(exc), f"repro {name}: error: {exc}")
     except BrokenPipeError:  # `repro ... | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print(f"repro {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception:  # a bug in repro, not the user's mistake: show everything
+        return _fail(name, args.json, 130, "interrupted", f"repro {name}: interrupted")
+    except Exception as exc:  # a bug in repro, not the user's mistake: show everything
         traceback.print_exc()
-        print(f"repro {args.command}: internal error; please report the traceback above", file=sys.stderr)
-        return 70
+        return _fail(name, args.json, 70, f"internal error: {type(exc).__name__}: {exc} (traceback on stderr)",
+                     f"repro {name}: internal error; please report the traceback above")
+
+
+def _print(command: str, outcome: Outcome, as_json: bool) -> None:
+    if outcome.silent:
+        return
+    head = envelope(command, outcome.result, outcome.exit_code, outcome.error)
+    if as_json and outcome.result_json is not None:
+        _write_bytes(_spliced(canonical_json(head), outcome.result_json()))
+    elif as_json:
+        sys.stdout.write(canonical_json(head).decode("utf-8"))
+    elif isinstance(outcome.text, str):
+        sys.stdout.write(_printable(outcome.text))
+    else:
+        sys.stdout.flush()
+        outcome.text(sys.stdout.buffer, printable)
+    sys.stdout.flush()
+    if outcome.stderr:
+        sys.stderr.write(_printable(outcome.stderr))
+
+
+def _spliced(head: bytes, result: Iterator[bytes]) -> Iterator[bytes]:
+    """canonical_json(envelope) with a streamed canonical result in place of its `"result": null`.
+
+    The result's own lines move one level in (JSON strings hold no raw newline,
+    so every newline is a line break); its trailing newline is dropped.
+    """
+    before, after = head.split(b'\n  "result": null', 1)
+    yield before + b'\n  "result": '
+    pending = b""
+    for chunk in result:
+        if pending:
+            yield pending.replace(b"\n", b"\n  ")
+        pending = chunk
+    yield pending.removesuffix(b"\n").replace(b"\n", b"\n  ") + after
+
+
+def _write_bytes(chunks: Iterator[bytes]) -> None:
+    sys.stdout.flush()
+    for chunk in chunks:
+        sys.stdout.buffer.write(chunk)
+
+
+def _printable(text: str) -> str:
+    """Human output with control and bidi characters escaped, line by line (JSON escapes its own)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
+def _fail(command: str | None, as_json: bool, code: int, message: str, line: str) -> int:
+    """`line` for people on stderr; with --json, also the envelope (`error`: `message`) on stdout."""
+    print(_printable(line), file=sys.stderr)
+    if as_json:
+        sys.stdout.write(canonical_json(envelope(command, None, code, message)).decode("utf-8"))
+        sys.stdout.flush()
+    return code

@@ -103,15 +103,18 @@ def from_exit_code(code: int, message: str) -> ReproError:
     return exc
 
 
-# Documented in README.md and `repro --help`; keep the three in step.
+# The one exit-code table: `repro --help` prints it, and README.md's "Exit codes"
+# table must list exactly these rows (tests/test_docs.py checks both).
 EXIT_CODES: dict[int, str] = {
     0: "success (for verify: bit-identical)",
-    1: "mismatch: something differs from the lockfile (a report says what)",
-    2: "unusable input: config, data file, lockfile or path",
-    3: "this machine cannot honour the pins (torch build, CPU level, device, precision, world size)",
-    4: "training failed at run time",
+    1: "mismatch: something differs from the lockfile; a report says what",
+    2: "unusable input: config, data file, lockfile, path or command line (one line names it)",
+    3: "verify: only the toolchain differs and the bits do too; or this machine cannot honour the pins "
+       "(CPU level, device, precision, world size) or install the recorded toolchain",
+    4: "training failed at run time (loss became NaN, a rank died)",
     5: "out_dir is locked by another running build",
-    6: "an output could not be written: no space, permission denied, read-only filesystem (one line names the path)",
-    70: "internal error (a bug in repro: please report the traceback)",
+    6: "an output or checkpoint could not be written: no space, permission denied, read-only filesystem "
+       "(one line names the path and the cause)",
+    70: "internal error: a bug in repro (the traceback is shown; please report it)",
     130: "interrupted",
 }

@@ -150,6 +150,6 @@ def test_repro_hash_prints_the_locks_data_digests(digits: tuple[Path, dict[str, 
     project, base = digits
     r = run_repro(["hash", "--json", CSV], cwd=project)
     assert r.code == 0, r.stderr
-    block = json.loads(r.stdout)
+    block = json.loads(r.stdout)["result"]
     assert block["files"] == base["inputs"]["data"]["files"]
     assert block["root_digest"] == base["inputs"]["data"]["root_digest"]

@@ -142,7 +142,7 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert "inputs:\n  data         changed  data/train.csv" in out
     assert main(["diff", "--json", str(a), str(b)]) == 1
-    report = json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out)["result"]
     assert report["version"] == 1 and report["result"] == "differ"
     assert [d["name"] for d in report["differences"]] == ["data/train.csv"]
     b.write_text("{")

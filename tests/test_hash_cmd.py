@@ -56,8 +56,9 @@ def test_text_output_is_sha256sum_output_plus_the_root(proj: Path, capsys: pytes
 def test_json_is_the_locks_data_block(proj: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, "--quiet", "--json", "data")
     spec = DataSpec.from_config(CONFIG)
-    assert code == 0 and json.loads(out) == data_block(proj, spec, data_file_list(proj, spec))
-    assert [f["path"] for f in json.loads(out)["files"]] == ["data/a.csv", "data/empty.csv", "data/sub dir/ü b.csv"]
+    block = json.loads(out)["result"]
+    assert code == 0 and block == data_block(proj, spec, data_file_list(proj, spec))
+    assert [f["path"] for f in block["files"]] == ["data/a.csv", "data/empty.csv", "data/sub dir/ü b.csv"]
 
 
 def test_paths_are_relative_to_the_root_wherever_you_stand(proj: Path, capsys: pytest.CaptureFixture[str],
@@ -72,7 +73,7 @@ def test_paths_are_relative_to_the_root_wherever_you_stand(proj: Path, capsys: p
 
 def test_extra_algorithms_in_json(proj: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, out, _ = _run(capsys, "--quiet", "--json", "--hash", "blake2b", "--hash", "md5", "data/a.csv")
-    (entry,) = json.loads(out)["files"]
+    (entry,) = json.loads(out)["result"]["files"]
     raw = (proj / "data" / "a.csv").read_bytes()
     assert entry["hashes"] == {"sha256": hashlib.sha256(raw).hexdigest(), "blake2b": hashlib.blake2b(raw).hexdigest(),
                                "md5": hashlib.md5(raw).hexdigest()}

@@ -135,3 +135,9 @@ def test_help_works_without_a_project(tmp_path: Path) -> None:
     tmp_path.mkdir()
     res = run_repro(["train", "-h"], cwd=tmp_path)
     assert res.code == 0 and "data: digits" in res.stdout
+
+
+def test_help_still_shows_the_flags_when_the_config_is_broken(project: Path) -> None:
+    res = run_repro(["train", "--help", "model=nope"], cwd=project)
+    assert res.code == 0 and "--multirun" in res.stdout
+    assert "the config groups cannot be listed" in res.stdout and "model/nope" in res.stdout

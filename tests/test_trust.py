@@ -235,7 +235,8 @@ def test_attest_refuses_weights_the_lock_does_not_describe(built: Built, tmp_pat
 def _audit(lock: Path, *extra: str) -> dict:
     r = run_repro(["audit", str(lock), "--json", *extra], cwd=lock.parent)
     assert r.code == 0, r.stderr
-    return json.loads(r.stdout)
+    result: dict = json.loads(r.stdout)["result"]
+    return result
 
 
 def _relicensed(built: Built, dest: Path, **release: str | None) -> Path:

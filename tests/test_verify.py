@@ -72,7 +72,9 @@ def verify(lock: Path, *args: str, cwd: Path, env: dict[str, str] | None = None,
 def verify_json(lock: Path, *args: str, cwd: Path, **kw: Any) -> tuple[int, dict[str, Any]]:
     r = verify(lock, "--json", *args, cwd=cwd, **kw)
     assert r.stdout.strip(), r.stderr
-    return r.code, json.loads(r.stdout)
+    envelope = json.loads(r.stdout)
+    assert envelope["command"] == "verify" and envelope["exit_code"] == r.code, envelope
+    return r.code, envelope["result"]
 
 
 def edit_lock(lock: Path, change: Any, *, redigest: bool = False) -> None:
@@ -210,7 +212,7 @@ def _verify_with_repro(trained: Path, tmp_path: Path, rel: str, *args: str) -> t
     proc = subprocess.run([sys.executable, "-m", "repro", "verify", "--quiet", "--json", *(args or ["--inputs-only"]),
                            str(trained / "out" / "repro.lock")], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.stdout.strip(), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+    return proc.returncode, json.loads(proc.stdout)["result"]
 
 
 def test_repro_compiler_edited_is_toolchain_drift_not_a_source_change(trained: Path, tmp_path: Path) -> None:
@@ -373,7 +375,8 @@ def test_missing_data_exits_2(copy: Path) -> None:
     shutil.rmtree(copy / "data")
     r = verify(copy / "out" / "repro.lock", "--json", cwd=copy)
     assert_user_error(r, 2, "data/digits")
-    assert json.loads(r.stdout)["result"] == "error" and json.loads(r.stdout)["exit_code"] == 2
+    envelope = json.loads(r.stdout)
+    assert envelope["result"] is None and envelope["exit_code"] == 2 and "data/digits" in envelope["error"]
 
 
 def test_missing_lockfile_exits_2(tmp_path: Path) -> None:

@@ -12,14 +12,13 @@ Criteria: docs/openness.md.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
+
+from repro.commands import Outcome, add_release_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("lock", help="repro.lock, or the folder holding it")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_release_argument(p)
     p.add_argument("--record", action="append", metavar="FILE",
                    help="a verification record to weigh (repeatable; default: verification.json and "
                         "verifications/*.json beside the lock)")
@@ -29,13 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="distinct trusted signers needed for Reproducible: yes (default 1)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Outcome:
+    from repro.lock.release_folder import resolve_release
     from repro.trust.audit import audit_path, render_table
 
-    report = audit_path(Path(args.lock), [Path(r) for r in args.record] if args.record else None,
+    report = audit_path(resolve_release(args.release).lock, [Path(r) for r in args.record] if args.record else None,
                         [Path(k) for k in args.trusted_key], args.threshold)
-    if args.json:
-        print(json.dumps(report.to_json(), sort_keys=True, indent=2), file=sys.stdout)
-    else:
-        sys.stdout.write(render_table(report))
-    return 0
+    return Outcome(report.to_json(), render_table(report))

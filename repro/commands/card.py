@@ -1,6 +1,7 @@
-"""Write a Hugging Face model card (OUT_DIR/README.md) with a loss plot (loss.png) and rebuild config.
+"""Write a Hugging Face model card (README.md) with a loss plot (loss.png) and rebuild config.
 
-  repro card out/digits
+  repro card out/digits              (or out/digits/repro.lock: a release folder or its lock)
+The files go into the release folder.
 The card lists the data with digests and licences, the config, the pins, the
 audit verdict, and commands that rebuild the weights and check them byte for byte.
 """
@@ -8,21 +9,19 @@ audit verdict, and commands that rebuild the weights and check them byte for byt
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
+
+from repro.commands import Outcome, add_release_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("out_dir", help="the release folder (holds repro.lock and metrics.jsonl)")
+    add_release_argument(p)
 
 
-def run(args: argparse.Namespace) -> int:
-    from repro.safeio import printable
+def run(args: argparse.Namespace) -> Outcome:
+    from repro.lock.release_folder import resolve_release
     from repro.trust.card import write_card
 
-    report = write_card(Path(args.out_dir))
+    report = write_card(resolve_release(args.release))
     verdicts = ", ".join(f"{v.framework}: {v.verdict}" for v in report.audit.verdicts())
-    lines = [f"card         {report.card}", f"plot         {report.plot}", f"rebuild      {report.rebuild_config}",
-             f"audit        {verdicts}"]
-    print("\n".join(printable(line) for line in lines), file=sys.stdout)
-    return 0
+    return Outcome(report.to_json(), f"card         {report.card}\nplot         {report.plot}\n"
+                   f"rebuild      {report.rebuild_config}\naudit        {verdicts}\n")

@@ -9,33 +9,26 @@ logged training step whose loss differs. Exits 0 when the locks are identical,
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from repro.commands import Outcome
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", metavar="A.lock", help="the first lockfile (its values are shown on the left)")
     p.add_argument("b", metavar="B.lock", help="the second lockfile")
-    p.add_argument("--json", action="store_true", help="print the differences as one JSON report")
 
 
-def run(args: argparse.Namespace) -> int:
-    from repro.canonical import canonical_json
+def run(args: argparse.Namespace) -> Outcome:
     from repro.lock import lockfile
     from repro.lock.diff import compare_locks, render
-    from repro.safeio import printable
 
     a, b = lockfile.read(Path(args.a)), lockfile.read(Path(args.b))
     diffs = compare_locks(a, b)
-    if args.json:
-        sys.stdout.buffer.write(canonical_json({
-            "version": 1, "a": args.a, "b": args.b, "result": "differ" if diffs else "identical",
-            "differences": [d.to_json() for d in diffs],
-        }))
-    elif diffs:
-        total = f"{len(diffs)} difference{'s' if len(diffs) != 1 else ''}"
-        lines = [f"--- {args.a}", f"+++ {args.b}", *render(diffs), total]
-        print("\n".join(printable(line) for line in lines))
-    else:
-        print(printable(f"identical: {args.a} and {args.b} describe the same build"))
-    return 1 if diffs else 0
+    count = f"{len(diffs)} difference{'s' if len(diffs) != 1 else ''}"
+    result = {"version": 1, "a": args.a, "b": args.b, "result": "differ" if diffs else "identical",
+              "differences": [d.to_json() for d in diffs]}
+    if not diffs:
+        return Outcome(result, f"identical: {args.a} and {args.b} describe the same build\n")
+    text = "\n".join([f"--- {args.a}\n+++ {args.b}", *render(diffs), count]) + "\n"
+    return Outcome(result, text, 1, f"the locks differ: {count}")

@@ -9,7 +9,8 @@ folders are not data. The text output is `sha256sum`'s format plus a last
 
     repro hash data/ | grep -v '^root_digest' | sha256sum -c
 
-`--json` prints the lock's own `{"files": [...], "root_digest": ...}` block.
+`--json` prints the lock's own `{"files": [...], "root_digest": ...}` block as the
+envelope's `result`.
 Unchanged files are not re-read (stat cache in <root>/.repro/); --rehash reads
 every byte.
 """
@@ -18,17 +19,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
+from repro.commands import Outcome
 from repro.errors import LockfileError
 from repro.source.hashing import EXTRA_ALGORITHMS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="file, directory or quoted glob")
-    p.add_argument("--json", action="store_true", help="print the lock's JSON block instead of sha256sum lines")
     p.add_argument("--rehash", action="store_true", help="re-read every byte instead of trusting the stat cache")
     p.add_argument("--root", help="folder the recorded paths are relative to (default: the current directory)")
     p.add_argument("--hash", action="append", default=[], choices=EXTRA_ALGORITHMS, metavar="ALG",
@@ -45,9 +47,8 @@ def relative_to_root(root: Path, cwd: Path, typed: str) -> str:
     return Path(rel).as_posix()
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Outcome:
     from repro.progress import byte_bar
-    from repro.safeio import printable
     from repro.source.hashcache import open_cache
     from repro.source.hashing import check_algorithms, expand_patterns
     from repro.source.hashtree import hash_tree
@@ -61,16 +62,14 @@ def run(args: argparse.Namespace) -> int:
     with open_cache(root) as cache, byte_bar(args.quiet) as bar:
         tree = hash_tree(root, files, cache=cache, rehash=args.rehash, algorithms=algorithms, progress=bar)
     seconds = time.monotonic() - started
-    out = sys.stdout.buffer
-    if args.json:  # the lock's block, streamed: the same bytes as canonical_json(files_block(...))
-        for chunk in tree.block_json():
-            out.write(chunk)
-    else:
-        out.write(f"root_digest {tree.root_digest(out, shown=printable)}\n".encode())
-    out.flush()
+    summary = []
     if not args.quiet:
-        for note in cache.notes:
-            print(f"repro hash: note: {note}", file=sys.stderr)
-        print(f"repro hash: {len(files)} files, {sum(tree.sizes):,} bytes, {cache.hits} unchanged (stat cache), "
-              f"{seconds:.2f} s", file=sys.stderr)
-    return 0
+        summary = [f"repro hash: note: {note}" for note in cache.notes]
+        summary.append(f"repro hash: {len(files)} files, {sum(tree.sizes):,} bytes, {cache.hits} unchanged "
+                       f"(stat cache), {seconds:.2f} s")
+
+    def listing(out: BinaryIO, shown: Callable[[str], str]) -> None:  # sha256sum lines, then the root digest
+        out.write(f"root_digest {tree.root_digest(out, shown=shown)}\n".encode())
+
+    # Streamed both ways: a million files are never held as dicts or one string.
+    return Outcome(None, listing, result_json=tree.block_json, stderr="".join(f"{line}\n" for line in summary))

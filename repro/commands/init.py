@@ -12,20 +12,22 @@ No file is overwritten.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from repro.commands import Outcome
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", nargs="?", default=".", help="the project folder (default: the current one)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Outcome:
     from repro.scaffold import package_name, scaffold
 
     folder = Path(args.dir)
     written = scaffold(folder)
-    print("\n".join(f"created      {folder / rel}" for rel in written), file=sys.stdout)
-    print(f"next         cd {folder} && repro train && repro verify out/repro.lock   (model code: "
-          f"{package_name(folder)}/)", file=sys.stdout)
-    return 0
+    lines = [f"created      {folder / rel}" for rel in written]
+    lines.append(f"next         cd {folder} && repro train && repro verify out/repro.lock   (model code: "
+                 f"{package_name(folder)}/)")
+    result = {"folder": str(folder), "created": [str(rel) for rel in written], "package": package_name(folder)}
+    return Outcome(result, "\n".join(lines) + "\n")

@@ -1,5 +1,6 @@
 """Sign a release folder: model.safetensors, repro.lock, and the card, plot, rebuild config and
-provenance when present. Writes a Sigstore bundle (default OUT_DIR/model.sig) via OpenSSF model-signing.
+provenance when present. Writes a Sigstore bundle (default model.sig in the folder) via OpenSSF
+model-signing. PATH is the release folder or its repro.lock.
 
 Offline with a key:   repro sign out/digits --key key.pem
 Keyless (Sigstore, needs the network and an OIDC login):   repro sign out/digits --keyless
@@ -11,21 +12,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
+
+from repro.commands import Outcome, add_release_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("out_dir", help="the release folder (holds model.safetensors and repro.lock)")
+    add_release_argument(p)
     p.add_argument("--key", help="EC private key (PEM) to sign with")
-    p.add_argument("--signature", help="where to write the bundle (default: OUT_DIR/model.sig)")
+    p.add_argument("--signature", help="where to write the bundle (default: model.sig in the release folder)")
     p.add_argument("--password-env", metavar="VAR", help="environment variable holding the key's password")
     p.add_argument("--keyless", action="store_true", help="sign with Sigstore (network, OIDC login) instead of a key")
     p.add_argument("--staging", action="store_true", help="with --keyless: use Sigstore's staging instance")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Outcome:
     from repro.errors import UserInputError
+    from repro.lock.release_folder import resolve_release
     from repro.trust.signing import sign_release
 
     if args.key and args.keyless:
@@ -35,11 +38,10 @@ def run(args: argparse.Namespace) -> int:
         if args.password_env not in os.environ:
             raise UserInputError(f"--password-env {args.password_env}: no such environment variable")
         password = os.environ[args.password_env]
-    report = sign_release(Path(args.out_dir), Path(args.signature) if args.signature else None,
+    report = sign_release(resolve_release(args.release).folder, Path(args.signature) if args.signature else None,
                           Path(args.key) if args.key else None, password, args.keyless, args.staging)
     lines = [f"signature    {report.signature}  ({report.method})"]
     lines += [f"signed       {name:<24} sha256 {digest}" for name, digest in sorted(report.files.items())]
     if report.not_covered:
         lines.append(f"not signed   {', '.join(report.not_covered)}")
-    print("\n".join(lines), file=sys.stdout)
-    return 0
+    return Outcome(report.to_json(), "\n".join(lines) + "\n")

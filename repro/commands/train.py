@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from repro.commands import Outcome
 from repro.errors import ConfigError
 from repro.source.hydra_app import INFO_CHOICES
 
@@ -49,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume-from", metavar="DIR", help="resume from this checkpoint folder (safetensors + JSON)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Outcome:
     from repro.source.config import find_config
 
     cwd = Path.cwd()
@@ -63,36 +64,42 @@ def run(args: argparse.Namespace) -> int:
     return _train(args, source, cwd)
 
 
-def _inspect(args: argparse.Namespace, source: ConfigSource) -> int:
+def _inspect(args: argparse.Namespace, source: ConfigSource) -> Outcome:
     from repro.source import hydra_app
 
     if args.help:
-        text = args._parser.format_help() + "\n" + hydra_app.help_text(source, args.overrides)
+        try:
+            groups = hydra_app.help_text(source, args.overrides)
+        except ConfigError as exc:  # a broken config must not hide the flags
+            groups = f"(the config groups cannot be listed: {exc})\n"
+        text = args._parser.format_help() + "\n" + groups
     elif args.cfg:
         text = hydra_app.show_cfg(source, args.overrides, args.cfg, args.package, args.resolve)
     else:
         text = hydra_app.show_info(source, args.overrides, args.info)
-    sys.stdout.write(text)
-    return 0
+    return Outcome(text, text)
 
 
-def _sweep(args: argparse.Namespace, source: ConfigSource) -> int:
+def _sweep(args: argparse.Namespace, source: ConfigSource) -> Outcome:
     from repro.build.sweep import run_sweep
 
     if args.resume_from or args.no_resume or args.restart:
         raise ConfigError("--multirun: each job resumes its own out_dir; --resume-from, --no-resume and "
                           "--restart apply to a single build")
     report = run_sweep(source, args.overrides, quiet=args.quiet, rehash=args.rehash)
+    lines = []
     for job in report.summary["jobs"]:
         what = f"lock sha256 {job['lock_sha256']}" if job["status"] == "ok" else \
             f"FAILED (exit {job['exit_code']}): {job['error']}"
-        print(f"job {job['num']:<3} {' '.join(job['overrides']):<40} {what}", file=sys.stdout)
+        lines.append(f"job {job['num']:<3} {' '.join(job['overrides']):<40} {what}")
     failed = sum(job["status"] != "ok" for job in report.summary["jobs"])
-    print(f"sweep        {report.summary_path}  ({len(report.summary['jobs']) - failed} ok, {failed} failed)")
-    return report.exit_code
+    lines.append(f"sweep        {report.summary_path}  ({len(report.summary['jobs']) - failed} ok, {failed} failed)")
+    result = {"summary": str(report.summary_path), **report.summary}
+    error = f"{failed} of {len(report.summary['jobs'])} jobs failed" if report.exit_code else None
+    return Outcome(result, "\n".join(lines) + "\n", report.exit_code, error)
 
 
-def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> int:
+def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> Outcome:
     from repro.build.run import run_build
     from repro.source.config import compose
     from repro.train.resume import ResumeOptions
@@ -104,7 +111,7 @@ def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> int:
     report = run_build(resolved, source.root, out_dir, quiet=args.quiet, resume=options, notify=_note,
                        rehash=args.rehash)
     if report is None:  # a rank other than 0 under torchrun / accelerate launch: rank 0 reports
-        return 0
+        return Outcome(None, "", silent=True)
     lines = [
         f"out_dir      {report.out_dir}",
         f"weights      sha256 {report.weights_sha256}",
@@ -118,8 +125,13 @@ def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> int:
     if report.resumed_from_step is not None:
         lines.append(f"resumed      at step {report.resumed_from_step}")
     lines += [f"sample {i}     {text!r}" for i, text in enumerate(report.samples, 1)]
-    print("\n".join(lines), file=sys.stdout)
-    return 0
+    result = {
+        "out_dir": str(report.out_dir), "weights_sha256": report.weights_sha256, "lock_sha256": report.lock_sha256,
+        "config_sha256": report.config_sha256, "data_root_digest": report.data_root_digest,
+        "final_loss": report.final_loss, "metrics": report.metrics, "seconds": report.seconds,
+        "resumed_from_step": report.resumed_from_step, "samples": list(report.samples),
+    }
+    return Outcome(result, "\n".join(lines) + "\n")
 
 
 def _note(message: str) -> None:

@@ -21,17 +21,17 @@ machine cannot honour the pins or install the recorded toolchain.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from repro.commands import Outcome, add_release_argument
 
 if TYPE_CHECKING:
     from repro.build.verify import VerifyReport
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("lockfile", help="path to a repro.lock")
+    add_release_argument(p)
     p.add_argument("--inputs-only", action="store_true",
                    help="re-hash data, code and config against the lock and stop (no rebuild, no torch)")
     p.add_argument("--weights", metavar="FILE", help="check this weights file against the lock's digests")
@@ -39,7 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", metavar="DIR",
                    help="project root the lock's paths are relative to (default: the git repository holding "
                         "the lockfile)")
-    p.add_argument("--json", action="store_true", help="print one machine-readable report on stdout")
     p.add_argument("--allow-env-drift", action="store_true",
                    help="rebuild even if another torch build is installed than the lock's")
     p.add_argument("--rebuild-anyway", action="store_true",
@@ -68,15 +67,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Outcome:
     from repro.build.chain import chain_json, chain_ok, verify_chain
     from repro.build.verify import VerifyOptions, verify
-    from repro.canonical import canonical_json
-    from repro.errors import ReproError, UserInputError
-    from repro.safeio import printable
+    from repro.errors import UserInputError
+    from repro.lock.release_folder import resolve_release
 
     opts = VerifyOptions(
-        lock_path=Path(args.lockfile), root=Path(args.root) if args.root else None, inputs_only=args.inputs_only,
+        lock_path=resolve_release(args.release).lock, root=Path(args.root) if args.root else None,
+        inputs_only=args.inputs_only,
         weights=Path(args.weights) if args.weights else None, work_dir=Path(args.work_dir) if args.work_dir else None,
         allow_env_drift=args.allow_env_drift, rebuild_anyway=args.rebuild_anyway, quiet=args.quiet or args.json,
         record=not args.no_record, signing_key=Path(args.signing_key) if args.signing_key else None,
@@ -85,32 +84,31 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.trust_verification and not args.recursive:
         raise UserInputError("--trust-verification needs --recursive: it decides how a base model is verified")
-    try:
-        if args.recursive:
-            report, links = verify_chain(opts, [Path(k) for k in args.trust_verification])
-        else:
-            report, links = verify(opts), None
-    except ReproError as exc:
-        if args.json:  # machine readers get a report on stdout too; cli.py prints the line
-            sys.stdout.write(json.dumps({"version": 1, "result": "error", "exit_code": exc.exit_code,
-                                         "error": str(exc)}, sort_keys=True) + "\n")
-        raise
-    code = report.exit_code if links is None or not report.identical else (0 if chain_ok(links) else 1)
-    if args.json:
-        body = report.to_json() if links is None else {**report.to_json(), "chain": chain_json(links),
-                                                       "exit_code": code}
-        sys.stdout.buffer.write(canonical_json(body))
-        return code
-    print("\n".join(printable(line) for line in render(report)))
-    if links is not None:
-        print("chain (this lock, then its base, and the base's base):")
-        print("\n".join("  " + link.line() for link in links))
-        print("OK: the whole chain is verified" if code == 0 else "FAILED: the chain is not verified")
-    return code
+    if not args.recursive:
+        report = verify(opts)
+        error = None if report.identical else _mismatch(report)
+        return Outcome(report.to_json(), "\n".join(render(report)) + "\n", report.exit_code, error)
+    report, links = verify_chain(opts, [Path(k) for k in args.trust_verification])
+    ok = report.identical and chain_ok(links)
+    text = "\n".join([*render(report), "chain (this lock, then its base, and the base's base):",
+                      *("  " + link.line() for link in links),
+                      "OK: the whole chain is verified" if ok else "FAILED: the chain is not verified"]) + "\n"
+    error = None if ok else (_mismatch(report) if not report.identical else "the chain of base models is not verified")
+    return Outcome({**report.to_json(), "chain": chain_json(links), "exit_code": 0 if ok else 1}, text,
+                   0 if ok else 1, error)
 
 
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _mismatch(report: VerifyReport) -> str:
+    """The verdict line of a mismatch: the report's, and --json's `error`."""
+    if report.toolchain_caused:
+        bits, drift = _n(len(report.differences), "difference"), _n(len(report.toolchain_drift), "note")
+        return (f"TOOLCHAIN MISMATCH: the source matches, the bits do not ({bits}), and the toolchain "
+                f"differs ({drift} above): the likely cause")
+    return f"MISMATCH: {_n(len(report.differences), 'difference')} from the lock"
 
 
 def render(report: VerifyReport) -> list[str]:
@@ -149,12 +147,7 @@ def render(report: VerifyReport) -> list[str]:
         what = "inputs match the lock" if report.mode == "inputs-only" else "bit-identical to the lock"
         lines.append(f"OK: {what}")
         return lines
-    if report.toolchain_caused:
-        bits, drift = _n(len(report.differences), "difference"), _n(len(report.toolchain_drift), "note")
-        lines.append(f"TOOLCHAIN MISMATCH: the source matches, the bits do not ({bits}), and the toolchain "
-                     f"differs ({drift} above): the likely cause")
-    else:
-        lines.append(f"MISMATCH: {_n(len(report.differences), 'difference')} from the lock")
+    lines.append(_mismatch(report))
     lines += render_diffs(report.differences)
     lines += [f"hint: {h}" for h in report.hints]
     return lines

@@ -1,5 +1,7 @@
 """Check a release folder's signature (the cheap check: no rebuild). Exit 1 names the file or key at fault.
 
+PATH is the release folder or its repro.lock.
+
   repro verify-signature out/digits --public-key pub.pem
   repro verify-signature out/digits --identity me@example.org --oidc-issuer https://github.com/login/oauth
 """
@@ -7,29 +9,29 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from repro.commands import Outcome, add_release_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("out_dir", help="the release folder that was signed")
-    p.add_argument("--signature", help="the bundle (default: OUT_DIR/model.sig)")
+    add_release_argument(p)
+    p.add_argument("--signature", help="the bundle (default: model.sig in the release folder)")
     p.add_argument("--public-key", help="EC public key (PEM) of the signer")
     p.add_argument("--identity", help="keyless: the signer's identity (e-mail or workflow URI)")
     p.add_argument("--oidc-issuer", help="keyless: the OIDC issuer that vouched for the identity")
     p.add_argument("--staging", action="store_true", help="keyless: Sigstore's staging instance")
 
 
-def run(args: argparse.Namespace) -> int:
-    from repro.safeio import printable
+def run(args: argparse.Namespace) -> Outcome:
+    from repro.lock.release_folder import resolve_release
     from repro.trust.signing import verify_signature
 
-    report = verify_signature(Path(args.out_dir), Path(args.signature) if args.signature else None,
+    report = verify_signature(resolve_release(args.release).folder, Path(args.signature) if args.signature else None,
                               Path(args.public_key) if args.public_key else None,
                               args.identity, args.oidc_issuer, args.staging)
     lines = [f"signature    {report.signature}  ({report.method}): good"]
     lines += [f"verified     {name:<24} sha256 {digest}" for name, digest in sorted(report.files.items())]
     if report.not_covered:
         lines.append(f"not covered  {', '.join(report.not_covered)}")
-    print("\n".join(printable(line) for line in lines), file=sys.stdout)
-    return 0
+    return Outcome(report.to_json(), "\n".join(lines) + "\n")

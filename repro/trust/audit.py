@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME
+from repro.filenames import CHECKPOINTS_DIR
 from repro.lock import lockfile
 from repro.safeio import printable
 from repro.trust.attestation import RecordCheck, check_record, load_public_keys, record_paths, weights_beside_match
@@ -162,13 +162,13 @@ def components(lock: dict[str, Any], release: ReleaseTerms, facts: ReleaseFacts,
         c("Sample model outputs", 3, False, doc, "repro does not publish samples", required=False),
         c("Training code", 2, True, code, "repro source + project code, digests in the lock"),
         c("Inference code", 2, True, code, "repro/models.py forward pass, run by the held-out evaluation"),
-        c("Evaluation code", 2, metrics, code, "repro/train.py held-out evaluation"),
+        c("Evaluation code", 2, metrics, code, "repro/train/loop.py held-out evaluation"),
         c("Evaluation data", 2, held_out and obtainable, data,
           "held-out split of the training data" if held_out else "data.test_fraction is 0"),
         c("Supporting libraries and tools", 2, True, _packages(lock), "versions in toolchain.distributions",
           required=False),
         c("Datasets", 1, obtainable, data, f"data_location {release.data_location}"),
-        c("Data preprocessing code", 1, True, code, "repro/data.py + data config, hashed in the lock"),
+        c("Data preprocessing code", 1, True, code, "repro/source/data.py + data config, hashed in the lock"),
         c("Model parameters (Intermediate)", 1, facts.checkpoints, weights,
           "checkpoints/ beside the lock" if facts.checkpoints else "no checkpoints/ beside the lock"),
         c("Research paper", 1, bool(release.research_paper), doc,
@@ -229,12 +229,10 @@ def _where(r: RecordCheck) -> str:
 
 def audit_path(lock_path: Path, records: list[Path] | None = None, trusted_keys: list[Path] | None = None,
                threshold: int = 1, assume_card: bool = False, depth: int = 0) -> AuditReport:
-    """Read the lock (or the folder holding it) and the facts beside it, then `audit`."""
+    """Read the lock and the facts in the folder beside it, then `audit` (and its base's, for a fine-tune)."""
     from repro.errors import UserInputError
 
     lock_path = Path(lock_path)
-    if lock_path.is_dir():
-        lock_path = lock_path / LOCK_NAME
     if threshold < 1:
         raise UserInputError(f"--threshold {threshold}: expected at least 1")
     lock, sha = lockfile.load(lock_path)  # one read: the digest is of the bytes rated

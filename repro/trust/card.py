@@ -17,8 +17,9 @@ from typing import Any
 
 from repro.canonical import atomic_write_bytes
 from repro.errors import UserInputError
-from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
+from repro.filenames import METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
+from repro.lock.release_folder import ReleaseFolder
 from repro.safeio import loads, read_bytes, read_json
 from repro.trust.audit import AuditReport, audit_path
 from repro.trust.licenses import hf_license
@@ -36,15 +37,19 @@ class CardReport:
     rebuild_config: Path
     audit: AuditReport
 
+    def to_json(self) -> dict[str, Any]:
+        return {"card": str(self.card), "plot": str(self.plot), "rebuild_config": str(self.rebuild_config),
+                "audit": self.audit.to_json()}
 
-def write_card(out_dir: Path) -> CardReport:
-    """Write README.md, loss.png and rebuild.yaml into the release folder `out_dir`."""
-    out_dir = Path(out_dir)
-    lock = lockfile.read(out_dir / LOCK_NAME)
+
+def write_card(release: ReleaseFolder) -> CardReport:
+    """Write README.md, loss.png and rebuild.yaml into the release's folder."""
+    out_dir = release.folder
+    lock = lockfile.read(release.lock)
     steps, losses = loss_curve(out_dir, lock)
     atomic_write_bytes(out_dir / PLOT_NAME, plot_png(steps, losses))
     atomic_write_bytes(out_dir / REBUILD_NAME, rebuild_yaml(lock))
-    report = audit_path(out_dir / LOCK_NAME, assume_card=True)
+    report = audit_path(release.lock, assume_card=True)
     atomic_write_bytes(out_dir / CARD_NAME, render(lock, report, build_commit(out_dir)).encode("utf-8"))
     return CardReport(out_dir / CARD_NAME, out_dir / PLOT_NAME, out_dir / REBUILD_NAME, report)
 

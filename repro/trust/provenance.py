@@ -20,6 +20,7 @@ from repro import __version__
 from repro.errors import MismatchError, UserInputError
 from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
+from repro.lock.release_folder import ReleaseFolder
 from repro.safeio import open_regular, read_bytes, read_json
 from repro.source.hashing import hash_file
 from repro.trust.release import ReleaseTerms
@@ -118,10 +119,10 @@ def _metadata(run: dict[str, Any] | None) -> dict[str, Any]:
     return {"startedOn": started.strftime(fmt), "finishedOn": finished.strftime(fmt)}
 
 
-def attest(out_dir: Path, builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
-    """Build the statement for the release in `out_dir`, after checking the weights against the lock."""
-    out_dir = Path(out_dir)
-    lock = lockfile.read(out_dir / LOCK_NAME)
+def attest(release: ReleaseFolder, builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
+    """Build the statement for `release`, after checking the weights against its lock."""
+    out_dir = release.folder
+    lock = lockfile.read(release.lock)
     weights = lock["outputs"]["weights"]
     path = out_dir / weights["path"]
     if not path.is_file():
@@ -130,7 +131,7 @@ def attest(out_dir: Path, builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
     os.close(fd)
     actual = hash_file(path)[1]
     if actual != weights["hashes"]["sha256"]:
-        raise MismatchError(f"{path.name}: sha256 is {actual}, {LOCK_NAME} has "
+        raise MismatchError(f"{path.name}: sha256 is {actual}, {release.lock.name} has "
                             f"{weights['hashes']['sha256']}; these are not the weights the lock describes")
     run = _read_run(out_dir / RUN_NAME)
     byproducts = []

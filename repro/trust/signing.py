@@ -48,6 +48,10 @@ class SignatureReport:
     files: dict[str, str]
     not_covered: tuple[str, ...]
 
+    def to_json(self) -> dict[str, Any]:
+        return {"folder": str(self.folder), "signature": str(self.signature), "method": self.method,
+                "files": dict(sorted(self.files.items())), "not_covered": list(self.not_covered)}
+
 
 def covered_files(folder: Path) -> list[str]:
     """The release files a new signature of `folder` covers (required ones must exist)."""
