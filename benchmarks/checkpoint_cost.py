@@ -88,7 +88,7 @@ def _one_small_checkpoint(tmp: Path, repeats: int = 20) -> float:
     record = {"inputs": {}, "build": {}, "resumes": []}
 
     def once() -> None:
-        writers, state = capture(STEPS, Parts(model, opt, None, None), order, [0.5] * STEPS, digest)
+        writers, state = capture(STEPS, Parts(model, opt, None, None), order, [0.5] * STEPS, digest, [])
         writers[checkpoint.STATE_NAME] = checkpoint.bytes_writer(canonical_json({**state, **record}))
         checkpoint.write(root, STEPS, writers)
         shutil.rmtree(root)
@@ -121,7 +121,7 @@ def bench_large(tmp: Path, width: int, layers: int, repeats: int) -> None:
     def repro_write() -> None:
         digest = OrderDigest()
         digest.update(order.batch(0))
-        writers, state = capture(1, parts, order, [0.0], digest)
+        writers, state = capture(1, parts, order, [0.0], digest, [])
         state.update(record)
         writers[checkpoint.STATE_NAME] = checkpoint.bytes_writer(canonical_json(state))
         checkpoint.write(root, 1, writers)

@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
             for _ in ("cold", "cached"):
                 out = run(["verify", "--json", "--no-record", "--toolchain", "recreate", "--find-links",
                            str(work / "wheels"), "out/repro.lock"], project, cache)
-                made = json.loads(out.stdout)["rebuild"]["toolchain"]
+                made = json.loads(out.stdout)["result"]["rebuild"]["toolchain"]
                 times.append(made["seconds"])
             print(f"{installer:<4} cold {times[0]:7.1f} s   cached {times[1]:6.2f} s   "
                   f"cached/cold {times[1] / times[0]:.4f}", flush=True)

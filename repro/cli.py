@@ -32,7 +32,9 @@ ENVELOPE_VERSION = 1
 # Command name -> module under repro.commands; modules load only when used.
 COMMANDS: dict[str, str] = {
     "train": "Train from a Hydra config and write weights plus repro.lock.",
+    "run": "Run one stage declared under stages.NAME and write its stage record.",
     "verify": "Rebuild from a repro.lock and prove the weights bit for bit (exit 0), or say why not.",
+    "check": "Build under varied conditions (shell, cores, path, resume, CPU) and name where the bits part.",
     "diff": "Show how two lockfiles differ: inputs, build, outputs.",
     "sign": "Sign a release folder (weights, lock, card) with OpenSSF model-signing.",
     "verify-signature": "Check a release folder's signature without rebuilding.",
@@ -40,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "audit": "Rate a release's openness: Debian ML-Policy, OSI OSAID, LF AI MOF, Reproducible.",
     "card": "Write a Hugging Face model card with a loss plot and rebuild commands.",
     "hash": "Print file and root digests of data paths, exactly as repro.lock records them.",
+    "dvc-yaml": "Check (or --write) that dvc.yaml's stages agree with the stage declarations.",
     "init": "Create a new project (configs, model package, data, dvc.yaml) that trains and verifies as created.",
 }
 

@@ -11,12 +11,14 @@ LOCK_NAME = "repro.lock"  # the lockfile (docs/lockfile.md)
 WEIGHTS_NAME = "model.safetensors"  # the weights; also the model file inside a checkpoint
 METRICS_NAME = "metrics.jsonl"  # one {"loss", "step"} line per logged step
 RUN_NAME = "run.json"  # machine-incidental facts (host, timings, git): never hashed into the lock
+STEPS_NAME = "step_digests.txt"  # parameter digests before the first and after every step; sha256 in the lock
+CHECK_NAME = "check.json"  # the latest `repro check` report; `repro card` shows it
 RECORD_NAME = "verification.json"  # left beside a lock by `repro verify`; `repro audit` reads it
 OUT_DIR_LOCK = ".repro-train.lock"  # held while a build writes out_dir
 CHECKPOINTS_DIR = "checkpoints"  # step folders, deleted once the outputs are complete
 
 # Names a task's exported files may not take.
-OWN_OUTPUTS = (WEIGHTS_NAME, METRICS_NAME, RUN_NAME, LOCK_NAME)
+OWN_OUTPUTS = (WEIGHTS_NAME, METRICS_NAME, RUN_NAME, STEPS_NAME, LOCK_NAME)
 
 # Inside one checkpoint folder.
 MANIFEST_NAME = "MANIFEST.json"

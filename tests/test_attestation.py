@@ -110,14 +110,14 @@ def test_audit_needs_trusted_signers_up_to_the_threshold(release: Path, tmp_path
     a, a_pub = make_keypair(tmp_path, "alice")
     b, b_pub = make_keypair(tmp_path, "bob")
     _record(release)
-    assert audit_path(release).reproducible.verdict == "self-reported"
+    assert audit_path(release / "repro.lock").reproducible.verdict == "self-reported"
     _record(release, key=a)
     (release / "verifications").mkdir()
     _record(release, key=b, name="verifications/bob.json")
-    one = audit_path(release, trusted_keys=[a_pub]).reproducible
+    one = audit_path(release / "repro.lock", trusted_keys=[a_pub]).reproducible
     assert one.verdict == "yes" and "alice.pub.pem" in one.reasons[0] and "Test CPU" in one.reasons[1]
-    assert audit_path(release, trusted_keys=[a_pub, b_pub], threshold=2).reproducible.verdict == "yes"
-    short = audit_path(release, trusted_keys=[a_pub], threshold=2).reproducible
+    assert audit_path(release / "repro.lock", trusted_keys=[a_pub, b_pub], threshold=2).reproducible.verdict == "yes"
+    short = audit_path(release / "repro.lock", trusted_keys=[a_pub], threshold=2).reproducible
     assert short.verdict == "no" and "1 of the 2" in short.reasons[0]
     assert main(["audit", str(release), "--trusted-key", str(a_pub), "--trusted-key", str(b_pub),
                  "--threshold", "2"]) == 0
@@ -127,7 +127,7 @@ def test_swapped_weights_beside_the_lock_void_every_record(release: Path, tmp_pa
     key, pub = make_keypair(tmp_path, "rebuilder")
     _record(release, key=key)
     (release / "model.safetensors").write_bytes(b"swapped")
-    verdict = audit_path(release, trusted_keys=[pub]).reproducible
+    verdict = audit_path(release / "repro.lock", trusted_keys=[pub]).reproducible
     assert verdict.verdict == "no" and "no longer has the locked sha256" in verdict.reasons[0]
 
 

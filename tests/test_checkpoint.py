@@ -74,7 +74,7 @@ def _write_one(root: Path, parts: Parts, step: int) -> Path:
     digest = OrderDigest()
     for s in range(step):
         digest.update(order.batch(s))
-    writers, state = capture(step, parts, order, [0.5] * step, digest)
+    writers, state = capture(step, parts, order, [0.5] * step, digest, ["0" * 32] * (step + 1))
     state.update(inputs={"config": {"resolved": {}, "sha256": "0" * 64}, "data": {"files": [], "root_digest": "0"},
                          "code": {"files": [], "root_digest": "0", "repro": {}}},
                  build={"packages": {}}, resumes=[])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -59,14 +58,14 @@ def test_train_stage_tracks_every_hashed_key_and_writes_under_out_dir(project: P
     train, prepare = stages(project)["train"], stages(project)["prepare"]
     # repro hashes every key but out_dir into repro.lock: DVC must rerun on any of them.
     assert sorted(train["params"]) == sorted(set(params) - {"out_dir"})
-    assert set(prepare["params"]) <= set(params)
+    assert prepare["params"] == ["stages.prepare"] and prepare["cmd"].startswith("repro run prepare ")
     assert train["cmd"] == "repro train --quiet --config-dir . --config-name params --root ."
     out_dir = params["out_dir"]
     outs = {(o if isinstance(o, str) else next(iter(o))): o for o in train["outs"]}
     assert set(outs) == {f"{out_dir}/model.safetensors", f"{out_dir}/metrics.jsonl", f"{out_dir}/repro.lock"}
     assert outs[f"{out_dir}/repro.lock"] == {f"{out_dir}/repro.lock": {"cache": False}}, "repro.lock goes to git"
     # The training set is prepare's out and train's dep.
-    assert params["data"]["data_files"] == prepare["outs"]
+    assert params["data"]["data_files"] == prepare["outs"][:-1]
     assert set(params["data"]["data_files"]) <= set(train["deps"])
 
 
@@ -93,19 +92,37 @@ def test_generator_writes_the_same_bytes_every_time(tmp_path: Path) -> None:
 
 @pytest.fixture
 def sensors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The example's params.yaml and freshly generated raw data, as the current directory."""
-    shutil.copy2(EXAMPLE / "params.yaml", tmp_path / "params.yaml")
+    """Freshly generated raw data, as the current directory (stages run in the project root)."""
     load_script(EXAMPLE / "generate.py").main(["--out", str(tmp_path / "data" / "raw")])
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
+def sensors_settings() -> dict:
+    return yaml.safe_load((EXAMPLE / "params.yaml").read_text())["stages"]["prepare"]["params"]
+
+
+def shards(root: Path) -> list[Path]:
+    return sorted((root / "data" / "raw").glob("*.jsonl"))
+
+
+def test_stage_declarations_call_the_prepare_functions_with_the_prepare_settings() -> None:
+    for project in (REPO, EXAMPLE):
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        stage = params["stages"]["prepare"]
+        assert stage["_target_"] == "pipelines.prepare.prepare"
+        assert stage["outputs"] == params["data"]["data_files"]
+        assert stage["params"].items() <= params["prepare"].items()
+
+
 def test_sensors_prepare_drops_incomplete_readings_and_numbers_classes(sensors: Path) -> None:
     prepare = load_script(EXAMPLE / "pipelines" / "prepare.py")
-    assert prepare.main(["data/raw", "out/train.csv"]) == 0
-    raw = [json.loads(line) for p in sorted((sensors / "data" / "raw").glob("*.jsonl")) for line in p.open()]
+    out = sensors / "out" / "train.csv"
+    out.parent.mkdir()
+    prepare.prepare(shards(sensors), [out], **sensors_settings())
+    raw = [json.loads(line) for p in shards(sensors) for line in p.open()]
     complete = [r for r in raw if None not in r.values()]
-    lines = (sensors / "out" / "train.csv").read_text().splitlines()
+    lines = out.read_text().splitlines()
     assert lines[0] == "flow,pressure,temperature,vibration,label"
     assert len(lines) - 1 == len(complete) < len(raw)
     classes = ["ok", "worn", "failing"]
@@ -113,54 +130,65 @@ def test_sensors_prepare_drops_incomplete_readings_and_numbers_classes(sensors: 
     assert lines[1] == ",".join([*(repr(first[k]) for k in ("flow", "pressure", "temperature", "vibration")),
                                  str(classes.index(first["status"]))])
     again = sensors / "again.csv"
-    prepare.main(["data/raw", str(again)])
-    assert again.read_bytes() == (sensors / "out" / "train.csv").read_bytes()
+    prepare.prepare(shards(sensors), [again], **sensors_settings())
+    assert again.read_bytes() == out.read_bytes()
 
 
-def test_sensors_prepare_names_the_line_that_breaks_the_contract(
-        sensors: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sensors_prepare_names_the_line_that_breaks_the_contract(sensors: Path) -> None:
+    from repro.errors import DataError
+
     prepare = load_script(EXAMPLE / "pipelines" / "prepare.py")
     shard = sensors / "data" / "raw" / "readings-01.jsonl"
     lines = shard.read_text().splitlines()
     lines[2] = lines[2].replace('"status":"', '"status":"exploded-')
     shard.write_text("\n".join(lines) + "\n")
-    assert prepare.main(["data/raw", "out/train.csv"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "readings-01.jsonl:3" in err and "prepare.classes" in err
-    assert not (sensors / "out").exists()
+    with pytest.raises(DataError) as err:
+        prepare.prepare(shards(sensors), [sensors / "train.csv"], **sensors_settings())
+    assert str(err.value).startswith("data/raw/readings-01.jsonl:3:") and "prepare.classes" in str(err.value)
+    assert not (sensors / "train.csv").exists()
 
 
 @pytest.fixture
 def digits_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copy2(REPO / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def test_digits_prepare_keeps_all_rows_byte_for_byte_by_default(digits_project: Path) -> None:
     prepare = load_script(REPO / "pipelines" / "prepare.py")
-    assert prepare.main([str(DIGITS), "train.csv"]) == 0
+    classes = yaml.safe_load((REPO / "params.yaml").read_text())["stages"]["prepare"]["params"]["classes"]
+    prepare.prepare([DIGITS], [digits_project / "train.csv"], classes=classes)
     assert (digits_project / "train.csv").read_bytes() == DIGITS.read_bytes()
 
 
 def test_digits_prepare_keeps_only_the_listed_classes(digits_project: Path) -> None:
-    params = yaml.safe_load((digits_project / "params.yaml").read_text())
-    params["prepare"]["classes"] = [3, 8]
-    (digits_project / "params.yaml").write_text(yaml.safe_dump(params))
     prepare = load_script(REPO / "pipelines" / "prepare.py")
-    assert prepare.main([str(DIGITS), "train.csv"]) == 0
+    prepare.prepare([DIGITS], [digits_project / "train.csv"], classes=[3, 8])
     raw = DIGITS.read_text().splitlines()[1:]
     out = (digits_project / "train.csv").read_text().splitlines()[1:]
     assert out == [r for r in raw if r.rsplit(",", 1)[1] in ("3", "8")]
 
 
-def test_digits_prepare_names_a_broken_row(digits_project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_digits_prepare_names_a_broken_row(digits_project: Path) -> None:
+    from repro.errors import DataError
+
     lines = DIGITS.read_text().splitlines()
     lines[5] = lines[5].replace("0,", "x,", 1)
     bad = digits_project / "bad.csv"
     bad.write_text("\n".join(lines) + "\n")
     prepare = load_script(REPO / "pipelines" / "prepare.py")
-    assert prepare.main([str(bad), "train.csv"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "bad.csv:6" in err
+    with pytest.raises(DataError, match=r"^bad\.csv:6: expected integers"):
+        prepare.prepare([bad], [digits_project / "train.csv"], classes=list(range(10)))
     assert not (digits_project / "train.csv").exists()
+
+
+@pytest.mark.parametrize(("project", "flags"), [
+    pytest.param(REPO, ["--config-dir", ".", "--config-name", "params", "--root", "."], id="root"),
+    pytest.param(EXAMPLE, ["--config-dir", ".", "--config-name", "params", "--root", "."], id="dvc-sensors"),
+    pytest.param(REPO / "examples" / "tiny-lm", [], id="tiny-lm"),
+])
+def test_each_dvc_yaml_agrees_with_its_stage_declarations(project: Path, flags: list[str]) -> None:
+    from conftest import run_repro
+
+    r = run_repro(["dvc-yaml", "--check", *flags], cwd=project)
+    assert r.code == 0, r.stdout + r.stderr

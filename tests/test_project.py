@@ -53,7 +53,7 @@ def _train(root: Path, out: str, *extra: str) -> Path:
 def _verify(root: Path, lock: Path, *args: str) -> tuple[int, dict]:
     r = run_repro(["verify", "--quiet", "--json", str(lock), *args], cwd=root, env=_env())
     assert r.stdout.strip(), r.stderr
-    return r.code, json.loads(r.stdout)
+    return r.code, json.loads(r.stdout)["result"]  # the report, inside the --json envelope
 
 
 @pytest.fixture(scope="module")

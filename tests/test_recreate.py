@@ -67,12 +67,12 @@ def test_recreate_from_a_local_repro_wheel_then_reuse_it(tmp_path: Path) -> None
     args = ["verify", "--quiet", "--json", "--toolchain", "recreate", "--find-links", str(wheels), "out/repro.lock"]
     first = run_repro(args, cwd=project, env=env)
     assert first.code == 0, (first.stdout, first.stderr)
-    made = json.loads(first.stdout)["rebuild"]["toolchain"]
+    made = json.loads(first.stdout)["result"]["rebuild"]["toolchain"]
     assert made["mode"] == "recreate" and made["cached"] is False
     assert Path(made["python"]).parent.parent.parent == tmp_path / "toolchains"
     second = run_repro(args, cwd=project, env=env)
     assert second.code == 0, (second.stdout, second.stderr)
-    again = json.loads(second.stdout)["rebuild"]["toolchain"]
+    again = json.loads(second.stdout)["result"]["rebuild"]["toolchain"]
     assert again["cached"] is True and again["path"] == made["path"]
 
 

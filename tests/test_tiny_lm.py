@@ -64,16 +64,15 @@ def copy_example(dst: Path) -> Path:
 
 
 def use_smoke_pipeline(root: Path) -> None:
-    """dvc.yaml for the smoke build: the same stages on the smoke config and paths."""
-    spec = (root / "dvc.yaml").read_text()
-    smoke = (spec.replace("--config-name train", "--config-name smoke")
-             .replace("data/", f"{DATA}/").replace("out/", f"{OUT}/"))
-    assert "--config-name train" not in smoke
-    (root / "dvc.yaml").write_text(smoke)
+    """dvc.yaml for the smoke build: the same stages, generated from the smoke config."""
+    r = run_repro(["dvc-yaml", "--write", *SMOKE], cwd=root)
+    assert r.code == 0, r.stderr
+    assert "--config-name smoke" in (root / "dvc.yaml").read_text()
 
 
 def tokenize(root: Path, *overrides: str, **env: str) -> Result:
-    return _run([sys.executable, "tokenize_corpus.py", *SMOKE, *overrides], root, _env(**env))
+    return _run([sys.executable, "-m", "repro", "run", "tokenize", *overrides, "--quiet", *SMOKE], root,
+                _env(**env))
 
 
 def train(root: Path, *overrides: str) -> Result:
@@ -122,7 +121,13 @@ def test_tokenizer_is_a_hashed_input_and_ships_with_the_weights(built: tuple[Pat
         raw = (root / OUT / name).read_bytes()
         assert rec["hashes"]["sha256"] == hashlib.sha256(raw).hexdigest() and rec["size"] == len(raw)
         assert canonical_json(json.loads(raw)) == raw or name == "tokenizer.json"
-    assert lock["inputs"]["code"]["files"][0]["path"] == "tokenize_corpus.py"
+    # The tokenize stage's record is embedded: its code, toolchain, and the outputs training read.
+    [stage] = lock["inputs"]["stages"]
+    assert stage["stage"] == "tokenize" and [f["path"] for f in stage["code"]["files"]] == ["tokenize_corpus.py"]
+    assert stage["toolchain"]["distributions"]["tokenizers"] == _version("tokenizers")
+    assert {f["path"]: f["hashes"]["sha256"] for f in stage["outputs"]["files"]} == {
+        p: d for p, d in data_digests(lock).items() if p.startswith(DATA)}
+    assert stage == json.loads((root / DATA / "tokenize.stage.json").read_text())
     assert lock["toolchain"]["distributions"]["transformers"] == _version("transformers")
 
 
@@ -267,6 +272,40 @@ def test_verify_names_a_changed_corpus_byte_and_the_tokenizer_downstream(publish
     assert lines[CORPUS] and "downstream" not in lines[CORPUS], report
     for name in (f"{DATA}/tokenizer.json", f"{DATA}/blocks.jsonl"):
         assert f"downstream of {CORPUS}" in lines[name] and "tokenize" in lines[name], report
+
+
+# 6. From source: a fresh clone holds the novels and the lock, and no data/ at all -------------
+
+@pytest.mark.integration
+@needs_verify
+def test_verify_from_source_rebuilds_tokenizer_blocks_and_weights_in_a_fresh_clone(published: Path,
+                                                                                    tmp_path: Path) -> None:
+    clone = tmp_path / "stranger" / "tiny-lm"
+    _run(["git", "clone", "-q", str(published), str(clone)], published.parent)
+    assert not (clone / DATA).exists()
+    r = run_repro(["verify", "--from-source", "--quiet", f"{OUT}/repro.lock"], cwd=clone)
+    assert r.code == 0, r.stdout + r.stderr
+    assert "stage      tokenize: rerun from source" in r.stdout and "identical to its record" in r.stdout
+    assert not (clone / DATA).exists(), "the rebuild happens in a work folder, not in the clone"
+
+
+@pytest.mark.integration
+@needs_verify
+def test_verify_from_source_names_the_corpus_file_the_stage_and_its_first_differing_output(
+        published: Path, tmp_path: Path) -> None:
+    clone = tmp_path / "stranger" / "tiny-lm"
+    _run(["git", "clone", "-q", str(published), str(clone)], published.parent)
+    _flip_one_byte(clone / CORPUS)
+    r = run_repro(["verify", "--from-source", "--quiet", "--json", f"{OUT}/repro.lock"], cwd=clone)
+    assert r.code == 1, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["stages"][0]["stage"] == "tokenize"
+    assert report["stages"][0]["first_differing_output"] == f"{DATA}/tokenizer.json"
+    names = [d["name"] for d in report["differences"]]
+    assert f"tokenize: {CORPUS}" in names and f"tokenize: {DATA}/tokenizer.json" in names
+    assert report["rebuild"]["performed"] is False
+    text = run_repro(["verify", "--from-source", "--quiet", f"{OUT}/repro.lock"], cwd=clone).stdout
+    assert f"first at {DATA}/tokenizer.json" in text and "stage tokenize is the first that differs" in text
 
 
 # The dvc.yaml as written: both stages run under `dvc repro` and give the same bits ----------

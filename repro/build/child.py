@@ -62,14 +62,15 @@ def child_command(pins: Pins, spec_path: Path, python: str | None = None) -> lis
 
 
 def run_child(spec: dict[str, Any], pins: Pins, work_dir: Path, *, quiet: bool = True, what: str = "",
-              own_cache: bool = False, python: str | None = None) -> None:
+              own_cache: bool = False, python: str | None = None, prefix: tuple[str, ...] = ()) -> None:
     """Run `rebuild_main(spec)` under `pins` in child processes; raise what they reported.
 
     `spec` holds the resolved config, root, out_dir and resume options (see
     rebuild_main). Progress goes to the terminal unless `quiet` or several ranks
     run (torchrun's report is parsed from stderr), and repro's own messages
     (`repro train: resuming from ...`) always do; `what` ("rebuild") starts error
-    messages; `own_cache` and `python`: see `child_environ`. The child dies with
+    messages; `own_cache` and `python`: see `child_environ`; `prefix` wraps the command
+    (a sandbox, repro.build.sandbox). The child dies with
     this process, so a killed `repro train` leaves no build running.
     """
     spec_path, error_path, log = work_dir / SPEC_NAME, work_dir / ERROR_NAME, work_dir / LOG_NAME
@@ -78,7 +79,7 @@ def run_child(spec: dict[str, Any], pins: Pins, work_dir: Path, *, quiet: bool =
     shown = not quiet and pins.world_size == 1
     env = child_environ(pins, work_dir, own_cache, python)
     with open(log, "wb") as err:
-        proc = subprocess.run(child_command(pins, spec_path, python), cwd=work_dir, env=env,
+        proc = subprocess.run([*prefix, *child_command(pins, spec_path, python)], cwd=work_dir, env=env,
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None if shown else err,
                               preexec_fn=_die_with_parent)
     stderr = log.read_text(errors="replace") if log.is_file() else ""

@@ -8,7 +8,8 @@ the lock, whether it may do so without `--trust-code` (like transformers'
 `trust_remote_code=True`). Allowed without asking:
 
 - the project's own modules whose files are hashed in the lock (`inputs.code`,
-  or the preprocess step's hashed file): the user chose to check out that project;
+  a stage record's `code` in `inputs.stages`, or the preprocess step's hashed
+  file): the user chose to check out that project;
 - public classes and functions defined in repro's own `repro.tasks`,
   `repro.models` and `repro.optim` (read from their source, not imported);
 - `torch.nn` module classes, `torch.optim` optimizers and schedulers, and
@@ -64,6 +65,8 @@ def review(lock: dict[str, Any]) -> list[Target]:
     """Judge every `_target_` in the lock's config (see the module doc); nothing from the lock is imported."""
     resolved = lock["inputs"]["config"]["resolved"]
     hashed = {f["path"] for f in lock["inputs"]["code"]["files"]}
+    # A stage's code is hashed in its record, which the lock embeds (inputs.stages).
+    hashed |= {f["path"] for r in lock["inputs"].get("stages", []) for f in r["code"]["files"]}
     pre = lock["inputs"]["data"].get("preprocess") or {}
     if isinstance(pre.get("file"), dict):
         hashed.add(pre["file"]["path"])

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.build.child import run_child
+from repro.build.sandbox import Sandbox
 from repro.environment.pins import Pins
 from repro.lock.diff import PIN_KEYS
 
@@ -29,16 +30,17 @@ def rebuild_config(lock: dict[str, Any], world_size: int | None = None) -> tuple
 
 
 def run_rebuild(lock: dict[str, Any], root: Path, work_dir: Path, quiet: bool, world_size: int | None = None,
-                python: Path | None = None) -> Path:
+                python: Path | None = None, sandbox: Sandbox | None = None) -> Path:
     """Train again in a fresh interpreter under the lock's pins alone; return the rebuilt out_dir.
 
     The child (`repro.build.child`) gets an environment made from the pins alone,
     imports the same repro whose source was just hashed (or, with `python`, the
     repro of a recreated toolchain), and a datasets cache of its own so no stale
-    cache can stand in for the data.
+    cache can stand in for the data. With `sandbox`, the child runs inside it.
     """
     resolved, pins = rebuild_config(lock, world_size)
     out_dir = work_dir / "out"
     run_child({"resolved": resolved, "root": str(root), "out_dir": str(out_dir)}, pins, work_dir,
-              quiet=quiet, what="rebuild", own_cache=True, python=None if python is None else str(python))
+              quiet=quiet, what="rebuild", own_cache=True, python=None if python is None else str(python),
+              prefix=sandbox.prefix if sandbox is not None else ())
     return out_dir

@@ -148,7 +148,9 @@ def provision(toolchain: dict[str, Any], find_links: list[Path], quiet: bool = T
 
 
 def _run(cmd: list[str], what: str, quiet: bool) -> None:
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    # No PYTHONPATH: pip would count a repro (or anything) importable from it as already installed.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, env=env)
     if proc.returncode == 0:
         return
     output = proc.stdout + proc.stderr

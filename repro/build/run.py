@@ -36,8 +36,9 @@ from repro.environment.pins import (
     target_packages,
 )
 from repro.errors import ConfigError, is_write_failure, output_error
-from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, WEIGHTS_NAME
+from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
+from repro.lock.chain import upstream_records
 from repro.source.base_model import require_consistent
 from repro.source.config import CheckpointSpec, check_value_types, require
 from repro.source.data import DataSpec, data_file_list
@@ -237,6 +238,10 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         inputs = hash_inputs(resolved, root, use_cache=not rehash, progress=bar)
     if "base" in inputs:
         require_consistent(inputs["base"])  # before anything trains on it
+    # The records of the stages that made these data, transitively: the chain back to primary sources.
+    chain = upstream_records(resolved, root, {f["path"]: f["hashes"]["sha256"] for f in inputs["data"]["files"]})
+    if chain:
+        inputs["stages"] = chain
     files = data_file_list(root, DataSpec.from_config(resolved))
     packages = package_versions((*RECORDED_PACKAGES, *target_packages(resolved)))
     session = start_checkpoints(out_dir, spec, {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},
@@ -275,6 +280,7 @@ def _write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: di
     Every file is staged first and all are renamed into place together, the lock
     last: a full disk or a read-only out_dir leaves the earlier outputs as they were.
     """
+    from repro.train.trace import step_digests_blob
     from repro.train.weights import tensor_records, weights_bytes
 
     with StagedFiles() as staged:
@@ -284,6 +290,8 @@ def _write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: di
         logged = [json.dumps({"loss": result.losses[s - 1], "step": s}, sort_keys=True)
                   for s in lockfile.logged_steps(len(result.losses), every)]
         staged.add(out_dir / METRICS_NAME, ("\n".join(logged) + "\n").encode())
+        steps_blob = step_digests_blob(result.step_digests)
+        staged.add(out_dir / STEPS_NAME, steps_blob)
         outputs: dict[str, Any] = {
             "weights": {"path": WEIGHTS_NAME, "size": len(weights),
                         "hashes": {"sha256": hashlib.sha256(weights).hexdigest()},
@@ -291,6 +299,8 @@ def _write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: di
             "final_loss": result.losses[-1] if result.losses else None,
             "loss_trajectory": loss_trajectory(result.losses, every),
             "metrics": result.metrics,
+            "step_digests": {"path": STEPS_NAME, "steps": len(result.step_digests) - 1, "algorithm": "xxh3_128",
+                             "sha256": hashlib.sha256(steps_blob).hexdigest()},
         }
         # Only tasks with the optional hooks add these, so other locks keep their bytes.
         if exported:

@@ -37,7 +37,9 @@ from typing import Any
 
 from repro import __version__
 from repro.build import gate
+from repro.build.localize import name_first_step
 from repro.build.rebuild import run_rebuild
+from repro.build.sandbox import sandbox_for
 from repro.environment.machine import machine_cores
 from repro.environment.pins import check_bounds, check_capability, native_capability, resolve_pins
 from repro.environment.toolchain import installed_versions, interpreter_facts
@@ -87,6 +89,8 @@ class VerifyOptions:
     find_links: tuple[Path, ...] = ()  # wheel folders for --toolchain recreate (an unreleased repro)
     trust_code: bool = False  # run `_target_`s outside the trusted set (repro.build.gate)
     allow_oversubscribe: bool = False  # rebuild with more threads than OVERSUBSCRIBE x this machine's cores
+    sandbox: bool = True  # network off, project read-only, where the machine allows it (repro.build.sandbox)
+    localize: bool = False  # on a mismatch, name the first differing op where the lock's machine can be emulated
 
 
 @dataclass
@@ -104,6 +108,7 @@ class VerifyReport:
     rebuild: dict[str, Any] | None = None
     record: dict[str, Any] | None = None
     base: dict[str, Any] | None = None  # the lock's inputs.base: where `--recursive` goes next
+    stages: list[dict[str, Any]] = field(default_factory=list)  # --from-source: each stage rerun
 
     @property
     def identical(self) -> bool:
@@ -134,7 +139,7 @@ class VerifyReport:
             "lockfile": self.lockfile, "root": self.root, "root_source": self.root_source, "mode": self.mode,
             "checked": self.checked, "differences": [d.to_json() for d in self.differences],
             "notes": [d.to_json() for d in self.notes], "hints": self.hints, "rebuild": self.rebuild,
-            "record": self.record,
+            "record": self.record, "stages": self.stages,
         }
 
 
@@ -273,6 +278,8 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
     present = [p for p in recorded if resolve_under(root, p, "code file").is_file()]
     with byte_bar(quiet, "hash data") as bar:
         found = hash_inputs(resolved, root, imported=present, use_cache=False, progress=bar)
+    if "stages" in lock["inputs"]:  # intermediates are inputs here; --from-source rebuilds them
+        found["stages"] = lock["inputs"]["stages"]
     data = found["data"]["files"]
     checked = {"data_files": len(data), "data_bytes": sum(f["size"] for f in data),
                "code_files": len(found["code"]["files"]), "compiler_files": len(lock["toolchain"]["repro"]["files"]),
@@ -403,7 +410,8 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
             made = provision(lock["toolchain"], list(opts.find_links), opts.quiet)
             python, env = made.python, made.to_json()
         started = time.monotonic()
-        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python)
+        box = sandbox_for(root, work, opts.world_size or lock["build"]["world_size"], opts.sandbox)
+        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python, sandbox=box)
         seconds = time.monotonic() - started
         rebuilt = lockfile.read(out / LOCK_NAME)
         # The rebuild's own record of its toolchain replaces the guess made before it.
@@ -418,11 +426,28 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
                 continue  # inputs were compared before the rebuild, by the same functions
             (report.notes if d.kind in NOTE_KINDS or d.section == "toolchain" else report.differences).append(d)
         report.differences = count_elements(report.differences, lock, weights_path, out / LOCK_NAME)
+        report.differences = name_first_step(report.differences, lock, opts.lock_path.parent, rebuilt, out)
+        localized = _localize(lock, root, opts, work, report.differences) if opts.localize else None
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
-                "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"], "toolchain": env}
+                "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"], "toolchain": env,
+                "sandbox": {"active": box.active, "description": box.description}, "localized": localized}
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _localize(lock: dict[str, Any], root: Path, opts: VerifyOptions, work: Path,
+              diffs: list[Difference]) -> dict[str, Any] | None:
+    """--localize: the first differing op, when an environment here reproduces the lock's steps."""
+    from repro.build.localize import localize_lock
+    from repro.lock.lockfile import read_step_digests
+
+    step = next((d.stats["first_step"] for d in diffs if d.kind == "step" and d.stats), None)
+    recorded = read_step_digests(opts.lock_path.parent, lock)
+    if not step or recorded is None:
+        return None if not diffs else {"error": "no exact first step to replay (the lock has no step digests "
+                                                "beside it, or every step agrees)"}
+    return localize_lock(lock, root, int(step), recorded, work / "localize")
 
 
 def write_record(report: VerifyReport, rebuild: dict[str, Any], opts: VerifyOptions,

@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> Outcome:
     from repro.lock import lockfile
     from repro.lock.diff import compare_locks, render
+    from repro.lock.stagerecord import chain_line
 
     a, b = lockfile.read(Path(args.a)), lockfile.read(Path(args.b))
     diffs = compare_locks(a, b)
@@ -30,5 +31,8 @@ def run(args: argparse.Namespace) -> Outcome:
               "differences": [d.to_json() for d in diffs]}
     if not diffs:
         return Outcome(result, f"identical: {args.a} and {args.b} describe the same build\n")
-    text = "\n".join([f"--- {args.a}\n+++ {args.b}", *render(diffs), count]) + "\n"
+    chains = [chain_line(lock["inputs"].get("stages", [])) for lock in (a, b)]
+    chain = [f"chain  {chains[0]}" + ("" if chains[0] == chains[1] else f"  ->  {chains[1]}")
+             ] if chains != ["train", "train"] else []
+    text = "\n".join([f"--- {args.a}\n+++ {args.b}", *chain, *render(diffs), count]) + "\n"
     return Outcome(result, text, 1, f"the locks differ: {count}")

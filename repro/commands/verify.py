@@ -32,8 +32,12 @@ if TYPE_CHECKING:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_release_argument(p)
-    p.add_argument("--inputs-only", action="store_true",
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--inputs-only", action="store_true",
                    help="re-hash data, code and config against the lock and stop (no rebuild, no torch)")
+    g.add_argument("--from-source", action="store_true",
+                   help="copy the primary sources to a work folder, rerun every recorded stage comparing each "
+                        "output with its record, then rebuild the training")
     p.add_argument("--weights", metavar="FILE", help="check this weights file against the lock's digests")
     p.add_argument("--work-dir", metavar="DIR", help="rebuild here and keep it (default: a temporary folder)")
     p.add_argument("--root", metavar="DIR",
@@ -48,9 +52,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signing-key", metavar="KEY", help="sign verification.json with this private key (model-signing)")
     p.add_argument("--world-size", type=int, metavar="N",
                    help="rebuild with N processes instead of the lock's (not expected to be bit-identical)")
+    p.add_argument("--localize", action="store_true",
+                   help="on a mismatch, replay the first differing step where this machine can reproduce the "
+                        "lock's (an emulated CPU under qemu-user) and name the first differing operation")
     p.add_argument("--trust-code", action="store_true",
                    help="run `_target_`s the lock names outside the trusted set (project code hashed in the lock, "
                         "repro's own, torch.nn/torch.optim/transformers classes); see docs/security.md")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="rebuild without cutting the network and making the project read-only (unshare)")
     p.add_argument("--allow-oversubscribe", action="store_true",
                    help="rebuild even if the pins ask for more than 4 threads per core of this machine")
     p.add_argument("--toolchain", choices=("current", "recreate"), default="current",
@@ -80,12 +89,20 @@ def run(args: argparse.Namespace) -> Outcome:
         allow_env_drift=args.allow_env_drift, rebuild_anyway=args.rebuild_anyway, quiet=args.quiet or args.json,
         record=not args.no_record, signing_key=Path(args.signing_key) if args.signing_key else None,
         world_size=args.world_size, trust_code=args.trust_code, allow_oversubscribe=args.allow_oversubscribe,
+        sandbox=not args.no_sandbox, localize=args.localize,
         toolchain=args.toolchain, find_links=tuple(Path(d) for d in args.find_links),
     )
     if args.trust_verification and not args.recursive:
         raise UserInputError("--trust-verification needs --recursive: it decides how a base model is verified")
+    if args.recursive and args.from_source:
+        raise UserInputError("--recursive and --from-source: verify the base chain and the stage chain separately")
     if not args.recursive:
-        report = verify(opts)
+        if args.from_source:
+            from repro.build.fromsource import verify_from_source
+
+            report = verify_from_source(opts)
+        else:
+            report = verify(opts)
         error = None if report.identical else _mismatch(report)
         return Outcome(report.to_json(), "\n".join(render(report)) + "\n", report.exit_code, error)
     report, links = verify_chain(opts, [Path(k) for k in args.trust_verification])
@@ -116,12 +133,18 @@ def render(report: VerifyReport) -> list[str]:
     from repro.lock.diff import render as render_diffs
 
     c = report.checked
-    lines = [
-        f"lockfile   {report.lockfile}",
-        f"root       {report.root}  ({report.root_source})",
-        f"inputs     {_n(c['data_files'], 'data file')} ({c['data_bytes']} bytes), {_n(c['code_files'], 'code file')}, "
-        f"{_n(c['compiler_files'], 'compiler module')}, config sha256 {c['config_sha256'][:12]}…",
-    ]
+    lines = [f"lockfile   {report.lockfile}", f"root       {report.root}  ({report.root_source})"]
+    if "primary_sources" in c:
+        lines.append(f"sources    {_n(c['primary_sources'], 'primary source file')} copied (no stage made them)")
+    if "data_files" in c:
+        lines.append(f"inputs     {_n(c['data_files'], 'data file')} ({c['data_bytes']} bytes), "
+                     f"{_n(c['code_files'], 'code file')}, {_n(c['compiler_files'], 'compiler module')}, "
+                     f"config sha256 {c['config_sha256'][:12]}…")
+    for st in report.stages:
+        state = "identical to its record" if st["identical"] else (
+            f"DIFFERS from its record (first at {st['first_differing_output']})" if st["first_differing_output"]
+            else "DIFFERS from its record")
+        lines.append(f"stage      {st['stage']}: rerun from source in {st['seconds']:.1f} s, {state}")
     if c.get("weights_file"):
         bad = any(d.kind == "weights" and d.name == c["weights_file"] for d in report.differences)
         lines.append(f"weights    {c['weights_file']}: {'DIFFERS from' if bad else 'identical to'} the lock")
@@ -130,10 +153,16 @@ def render(report: VerifyReport) -> list[str]:
         where = f", kept in {rb['work_dir']}" if rb["work_dir"] else ""
         lines.append(f"rebuild    {rb['seconds']:.1f} s in a fresh process under the lock's pins{where}; "
                      f"weights sha256 {rb['weights_sha256'][:12]}…")
+        loc = rb.get("localized")
+        if loc:
+            lines.append(f"localized  {loc['environment']}: {loc.get('line') or loc.get('error')}"
+                         if loc.get("environment") else f"localized  {loc.get('error')}")
         env = rb.get("toolchain") or {}
         if env.get("mode") == "recreate":
             how = "reused from the cache" if env["cached"] else f"installed with {env['installer']}"
             lines.append(f"toolchain  recreated at {env['path']} ({how}, {env['seconds']:.1f} s)")
+        if rb.get("sandbox"):
+            lines.append(f"sandbox    {rb['sandbox']['description']}")
     elif rb:
         lines.append(f"rebuild    {rb['reason']}")
     rec = report.record
@@ -144,7 +173,8 @@ def render(report: VerifyReport) -> list[str]:
         lines.append("notes (not a mismatch):")
         lines += ["  " + d.line() for d in report.notes]
     if report.identical:
-        what = "inputs match the lock" if report.mode == "inputs-only" else "bit-identical to the lock"
+        what = {"inputs-only": "inputs match the lock", "from-source": "rebuilt from source, every stage and "
+                "the weights bit-identical to the lock"}.get(report.mode, "bit-identical to the lock")
         lines.append(f"OK: {what}")
         return lines
     lines.append(_mismatch(report))

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from repro.lock.lockfile import logged_steps
+from repro.safeio import printable
 
 # Build keys that are pins (they decide the bits), as opposed to recorded facts.
 PIN_KEYS = ("profile", "device", "threads", "cpu_capability", "precision", "seed", "world_size",
@@ -27,7 +28,8 @@ class Difference:
     section: inputs | build | toolchain | outputs
     kind:    data | code | config | preprocess | sample_order (inputs: the source);
              pin | flag | env | cuda (build); python | platform | distribution | torch | compiler (toolchain);
-             weights | tensor | loss | metric (outputs); other
+             weights | tensor | loss | step | metric (outputs); other;
+             stage | stage config | stage input | stage code | stage output | stage tool (a stage record)
     change:  changed | added | removed | renamed
     stats:   numbers behind `detail`, for --json (e.g. a tensor's differing elements)
     """
@@ -52,7 +54,8 @@ class Difference:
         elif self.change == "renamed":
             values = f"  (from {self.old})"
         detail = f"  ({self.detail})" if self.detail else ""
-        return f"{self.kind:<12} {self.change:<8} {self.name}{values}{detail}"
+        # Escaped here, not only at print time: a newline in a config key must not start a line of its own.
+        return printable(f"{self.kind:<12} {self.change:<8} {self.name}{values}{detail}")
 
 
 def show(value: Any) -> str:
@@ -142,6 +145,10 @@ def compare_inputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
         diffs += compare_values("inputs", "sample_order", a["data"]["sample_order"], b["data"]["sample_order"],
                                 "sample_order")
     diffs += compare_file_block("code", a["code"], b["code"])
+    if "stages" in a or "stages" in b:  # the chain of stage records behind the data
+        from repro.lock.stagerecord import compare_chains
+
+        diffs += compare_chains(a.get("stages", []), b.get("stages", []))
     return diffs + compare_base(a.get("base"), b.get("base"))
 
 
@@ -223,9 +230,23 @@ def compare_outputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     if a["final_loss"] != b["final_loss"]:
         diffs.append(Difference("outputs", "loss", "final", "changed", a["final_loss"], b["final_loss"]))
     diffs += compare_values("outputs", "metric", a["metrics"], b["metrics"])
-    known = {"weights", "final_loss", "loss_trajectory", "metrics"}
+    # Locks written before per-step digests existed lack the field: nothing to compare then.
+    sa, sb = a.get("step_digests"), b.get("step_digests")
+    if sa is not None and sb is not None and sa != sb:
+        diffs.append(Difference("outputs", "step", "parameters", "changed", sa["sha256"], sb["sha256"],
+                                "the parameter digests after some step differ"))
+    known = {"weights", "final_loss", "loss_trajectory", "metrics", "step_digests"}
     return diffs + compare_values("outputs", "other", {k: v for k, v in a.items() if k not in known},
                                   {k: v for k, v in b.items() if k not in known})
+
+
+def first_differing_step(a: list[str], b: list[str]) -> int | None:
+    """The first step after which two runs' parameter digests differ (0: the initial
+    parameters already do); None when both lists agree."""
+    for step, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return step
+    return None if len(a) == len(b) else min(len(a), len(b))
 
 
 def compare_tensor_records(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[Difference]:

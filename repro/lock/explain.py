@@ -109,10 +109,10 @@ def hints(diffs: list[Difference], notes: list[Difference], lock: dict[str, Any]
                    "edited after the build; the rebuild applies the build section's pins")
     if "sample_order" in by_kind:
         out.append("the sample order differs: the seed or repro's sampler changed")
-    if "weights" in by_kind and not any(d.section == "outputs" and d.kind == "loss" for d in diffs):
+    if "weights" in by_kind and not any(d.section == "outputs" and d.kind in ("loss", "step") for d in diffs):
         out.append("the weights file does not match the lock: it is corrupted or not the file this lock "
                    "describes; download it again")
-    if any(d.kind in ("tensor", "loss", "metric") for d in diffs) and not out:
+    if any(d.kind in ("tensor", "loss", "step", "metric") for d in diffs) and not out:
         drift = [n for n in notes if n.section == "toolchain"]
         if drift:
             version = lock["toolchain"]["repro"]["version"]
@@ -120,9 +120,11 @@ def hints(diffs: list[Difference], notes: list[Difference], lock: dict[str, Any]
                        f"rebuild in the recorded toolchain with `repro verify --toolchain recreate` "
                        f"(repro {version})")
         else:
-            step = next((d.name for d in diffs if d.kind == "loss"), "some step")
+            exact = [d.name for d in diffs if d.kind == "step" and d.name.startswith("step ")]
+            step = next(iter(exact), next((d.name for d in diffs if d.kind == "loss"), "some step"))
             out.append(f"inputs and pins match, yet training diverges at {step}: the likely cause is this CPU "
                        "(MKL/oneDNN pick kernels by CPU model even with ATEN_CPU_CAPABILITY pinned), or the "
                        "lock's pins do not describe how its weights were really built; locks built with "
-                       "build=portable are the likeliest to agree across CPUs")
+                       "build=portable are the likeliest to agree across CPUs (`repro verify --localize` "
+                       "names the operation where qemu-user can emulate a CPU that reproduces the lock)")
     return out

@@ -72,6 +72,10 @@ def validate(lock: Any, where: str) -> None:
     for section in (lock["inputs"]["data"], lock["inputs"]["code"], lock["toolchain"]["repro"]):
         for f in section["files"]:
             safe_relpath(f["path"], f"{where}: file path")
+    from repro.lock import stagerecord  # here, not at the top: stagerecord -> diff -> lockfile
+
+    for i, record in enumerate(lock["inputs"].get("stages", [])):
+        stagerecord.validate(record, f"{where}: inputs.stages.{i}")
     pre_file = lock["inputs"]["data"].get("preprocess", {}).get("file")
     if pre_file is not None:
         safe_relpath(pre_file["path"], f"{where}: preprocess file path")
@@ -96,3 +100,21 @@ def read(path: Path) -> dict[str, Any]:
 
 def _short(message: str) -> str:
     return message if len(message) < 160 else message[:157] + "..."
+
+
+def read_step_digests(out_dir: Path, lock: dict[str, Any]) -> list[str] | None:
+    """The per-step parameter digests beside a lock, if present and matching its record."""
+    import hashlib
+
+    record = lock["outputs"].get("step_digests")
+    if record is None:
+        return None
+    path = Path(out_dir) / safe_relpath(record["path"], "outputs.step_digests.path")
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(raw).hexdigest() != record["sha256"]:
+        return None
+    lines = raw.decode("ascii", errors="replace").split("\n")[:-1]
+    return lines if len(lines) == record["steps"] + 1 else None

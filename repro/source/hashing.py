@@ -133,7 +133,8 @@ def _hasher(name: str) -> Any:
         from blake3 import blake3
 
         return blake3()
-    return hashlib.new(name)
+    # hashlib.sha256() and friends cost half of hashlib.new("sha256"): it matters per small file.
+    return getattr(hashlib, name)() if name in hashlib.algorithms_guaranteed else hashlib.new(name)
 
 
 _local = threading.local()
@@ -151,8 +152,8 @@ class _Changed(Exception):
     """The file's size, timestamps or inode moved while we read it."""
 
 
-def _read_once(path: str, algorithms: Sequence[str], on_bytes: OnBytes | None) -> tuple[int, list[Any], StatKey]:
-    """One pass over `path`: (size, hashers fed every byte, stat key that held throughout).
+def _read_once(path: str, algorithms: Sequence[str], on_bytes: OnBytes | None) -> tuple[int, list[Any], bytes]:
+    """One pass over `path`: (size, hashers fed every byte, packed stat key that held throughout).
 
     Raises _Changed if the size, timestamps or inode moved while it was read.
     """
@@ -185,10 +186,10 @@ def _read_once(path: str, algorithms: Sequence[str], on_bytes: OnBytes | None) -
                     break  # it grew while we read: stop now rather than chase a writer forever
     finally:
         os.close(fd)
-    key = StatKey.of(before)
+    key = pack_key(before)
     # The path's stat after the last byte: the same inode (so what fstat would say now) with the
     # same size and times, or the file was written, truncated or replaced while we read it.
-    if size != before.st_size or StatKey.of(os.stat(path)) != key:
+    if size != before.st_size or pack_key(os.stat(path)) != key:
         raise _Changed
     return size, hashers, key
 
@@ -206,11 +207,11 @@ def digest_path(path: str | Path, algorithms: Sequence[str] = ("sha256",), on_by
     errors (the relative path, when the caller has one).
     """
     size, hashers, key = read_stable(str(path), algorithms, on_bytes, shown or str(path))
-    return Hashed(size, {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}, key)
+    return Hashed(size, {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}, StatKey.unpack(key))
 
 
 def read_stable(path: str, algorithms: Sequence[str], on_bytes: OnBytes | None, shown: str
-                ) -> tuple[int, list[Any], StatKey]:
+                ) -> tuple[int, list[Any], bytes]:
     """`_read_once`, once more if the file moved; DataError naming `shown` otherwise."""
     for attempt in (1, 2):
         try:

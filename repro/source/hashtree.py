@@ -39,7 +39,6 @@ from repro.source.hashing import (
     StatCache,
     check_algorithms,
     default_workers,
-    pack_key,
     read_stable,
 )
 
@@ -223,7 +222,7 @@ class _Run:
             rel = self.rels[i]
             size, hashers, key = read_stable(f"{self.base}/{rel}", self.algos, self._on_big if big else None, rel)
             sha[i * SHA : (i + 1) * SHA] = hashers[0].digest()
-            self.keys[i * KEY_SIZE : (i + 1) * KEY_SIZE] = pack_key(key)  # the stat that held while read
+            self.keys[i * KEY_SIZE : (i + 1) * KEY_SIZE] = key  # the stat that held while it was read
             self.sizes[i] = size
             if extra is not None:
                 # check_algorithms keeps the names after sha256 sorted

@@ -26,6 +26,7 @@ from repro.tasks import Batch, Task
 from repro.train.determinism import apply_torch_pins, cuda_facts, seed_everything, seed_worker, torch_generator
 from repro.train.sampling import OrderDigest, SampleOrder
 from repro.train.state import Parts, capture, restore
+from repro.train.trace import StepTrace
 
 if TYPE_CHECKING:
     from repro.train.resume import Session
@@ -45,6 +46,7 @@ class TrainResult:
     flags: dict[str, Any]
     dataset_fingerprint: str
     extra: dict[str, Any] = field(default_factory=dict)
+    step_digests: list[str] = field(default_factory=list)  # parameters after every step (repro.train.trace)
     samples: list[str] = field(default_factory=list)  # from the task's optional `samples` hook
     exports: dict[str, bytes] = field(default_factory=dict)  # from its optional `export` hook
 
@@ -176,9 +178,11 @@ def train(
         digest, losses = OrderDigest(), list[float]()
         if resume is not None:  # restores the RNGs last: nothing may draw before the next step
             digest, losses = restore(resume, parts, order)
+        trace = StepTrace.start(parts.model, inner, resume)
         model.train()
         mine = slice(rank * per_rank, (rank + 1) * per_rank)
         for step, (rows, batch) in enumerate(batches, start):
+            trace.before_step(step + 1)
             digest.update(rows)
             if world > 1:
                 batch = {k: v[mine] for k, v in batch.items()}
@@ -192,13 +196,15 @@ def train(
             if scheduler is not None:
                 scheduler.step()
             zero_fn(set_to_none=True)
+            trace.after_step(step + 1)
             # Every rank records the same number: the mean of all ranks' losses, in rank order.
             value = loss.item() if world == 1 else accelerator.gather(loss.detach().reshape(1)).mean().item()
             if not math.isfinite(value):
                 raise TrainingFailed(f"loss became {value} at step {step + 1}; lower trainer.lr or check the data")
             losses.append(value)
             if checkpoints is not None:
-                checkpoints.after_step(step + 1, partial(capture, step + 1, parts, order, losses, digest))
+                checkpoints.after_step(step + 1, partial(capture, step + 1, parts, order, losses, digest,
+                                                                trace.digests))
             if on_step is not None:
                 on_step(step + 1, value)
 
@@ -214,4 +220,4 @@ def train(
     finally:
         AcceleratorState._reset_state(True)
     return TrainResult(state, losses, digest.hexdigest(), digest.count, metrics, flags, fingerprint,
-                       samples=samples, exports=exports)
+                       step_digests=trace.digests, samples=samples, exports=exports)

@@ -38,7 +38,7 @@ class Parts:
 
 
 def capture(step: int, parts: Parts, order: SampleOrder, losses: list[float],
-            digest: OrderDigest) -> tuple[dict[str, Writer], dict[str, Any]]:
+            digest: OrderDigest, step_digests: list[str]) -> tuple[dict[str, Writer], dict[str, Any]]:
     """Writers of the safetensors files and the JSON state of a checkpoint after `step` steps.
 
     The writers read the live tensors: call them before the next step.
@@ -50,6 +50,7 @@ def capture(step: int, parts: Parts, order: SampleOrder, losses: list[float],
         "step": step,
         "sample_order": {"epoch": epoch, "offset": offset, "count": digest.count, "sha256": digest.hexdigest()},
         "losses": list(losses),
+        "step_digests": list(step_digests),
         "rng": rng_state(),
         "optimizer": encode(parts.optimizer.state_dict(), "optimizer", tensors),
         "scheduler": None if parts.scheduler is None else encode(parts.scheduler.state_dict(), "scheduler", tensors),

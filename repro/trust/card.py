@@ -17,7 +17,7 @@ from typing import Any
 
 from repro.canonical import atomic_write_bytes
 from repro.errors import UserInputError
-from repro.filenames import METRICS_NAME, RUN_NAME
+from repro.filenames import CHECK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.release_folder import ReleaseFolder
 from repro.safeio import loads, read_bytes, read_json
@@ -50,8 +50,36 @@ def write_card(release: ReleaseFolder) -> CardReport:
     atomic_write_bytes(out_dir / PLOT_NAME, plot_png(steps, losses))
     atomic_write_bytes(out_dir / REBUILD_NAME, rebuild_yaml(lock))
     report = audit_path(release.lock, assume_card=True)
-    atomic_write_bytes(out_dir / CARD_NAME, render(lock, report, build_commit(out_dir)).encode("utf-8"))
+    text = render(lock, report, build_commit(out_dir), read_check(out_dir))
+    atomic_write_bytes(out_dir / CARD_NAME, text.encode("utf-8"))
     return CardReport(out_dir / CARD_NAME, out_dir / PLOT_NAME, out_dir / REBUILD_NAME, report)
+
+
+def read_check(out_dir: Path) -> dict[str, Any] | None:
+    """The latest `repro check` report in the folder (check.json), if present and well formed."""
+    try:
+        report = json.loads((out_dir / CHECK_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    rows = report.get("axes") if isinstance(report, dict) else None
+    keys = ("axis", "variation", "result", "promised", "first_step", "detail")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in keys) for r in rows):
+        return None
+    return dict(report)
+
+
+def check_section(report: dict[str, Any]) -> list[str]:
+    """The card's table of the latest `repro check`: one row per variation."""
+    lines = ["## Reproducibility check (`repro check`)", "",
+             f"Latest run: {report.get('steps')} steps per build, profile `{report.get('profile')}`; "
+             "every variation is a fresh `repro train` compared with a baseline in a clean shell.", "",
+             "| axis | variation | result | promised | first step | where |", "|---|---|---|---|---|---|"]
+    for r in report["axes"]:
+        step = "-" if r["first_step"] is None else str(r["first_step"])
+        where = str(r["detail"]).replace("|", "\\|")
+        lines.append(f"| {r['axis']} | {r['variation']} | {r['result']} | {'yes' if r['promised'] else 'no'} "
+                     f"| {step} | {where} |")
+    return [*lines, ""]
 
 
 def build_commit(out_dir: Path) -> dict[str, Any] | None:
@@ -127,8 +155,10 @@ def front_matter(lock: dict[str, Any], report: AuditReport) -> str:
     return "---\n" + _yaml(meta) + "---\n"
 
 
-def render(lock: dict[str, Any], report: AuditReport, git: dict[str, Any] | None = None) -> str:
-    """The card's Markdown; `git` is run.json's commit record, when the build ran in a checkout."""
+def render(lock: dict[str, Any], report: AuditReport, git: dict[str, Any] | None = None,
+           check: dict[str, Any] | None = None) -> str:
+    """The card's Markdown; `git` is run.json's commit record, when the build ran in a checkout;
+    `check` the latest `repro check` report from the folder."""
     inputs, build, outputs = lock["inputs"], lock["build"], lock["outputs"]
     resolved = inputs["config"]["resolved"]
     rel = report.release
@@ -155,6 +185,7 @@ def render(lock: dict[str, Any], report: AuditReport, git: dict[str, Any] | None
             f"- sample order: sha256 `{inputs['data']['sample_order']['sha256']}` over "
             f"{inputs['data']['sample_order']['count']} rows", "", "| file | bytes | sha256 |", "|---|---|---|"]
     out += [f"| `{f['path']}` | {f['size']} | `{f['hashes']['sha256']}` |" for f in inputs["data"]["files"]]
+    out += _chain(inputs.get("stages", []))
     out += ["", "## Training config", "", f"Resolved config, sha256 `{inputs['config']['sha256']}` "
             f"(also in `{REBUILD_NAME}`):", "", "```yaml",
             _yaml(resolved).rstrip(), "```",
@@ -166,8 +197,26 @@ def render(lock: dict[str, Any], report: AuditReport, git: dict[str, Any] | None
             f"| repro | `{toolchain['repro']['version']}` (compiler `{toolchain['repro']['root_digest'][:12]}…`) |"]
     out += [f"| package {k} | `{v}` |" for k, v in sorted(toolchain["distributions"].items())]
     out += ["", "## Loss curve", "", f"![Training loss by step]({PLOT_NAME})", ""]
+    out += check_section(check) if check else []
     out += _commands(lock, weights_sha, report.lock_sha256, git)
     return "\n".join(out) + "\n"
+
+
+def _chain(records: list[dict[str, Any]]) -> list[str]:
+    """The stages that made the training data, upstream first, from their records in the lock."""
+    if not records:
+        return []
+    from repro.lock.stagerecord import chain_line
+
+    out = ["", "## Build chain", "", f"`{chain_line(records)}`. Every intermediate above was made by a stage "
+           "whose record (inputs, code, params, pins and toolchain, hashed before it ran) is in the lock; "
+           "`repro verify --from-source repro.lock` rebuilds them from the primary sources alone.", "",
+           "| stage | code | reads | writes |", "|---|---|---|---|"]
+    for r in records:
+        reads = f"{len(r['inputs']['files'])} files, root `{r['inputs']['root_digest'][:16]}…`"
+        writes = ", ".join(f"`{f['path']}` (`{f['hashes']['sha256'][:12]}…`)" for f in r["outputs"]["files"])
+        out.append(f"| {r['stage']} | `{r['declared']['target']}` | {reads} | {writes} |")
+    return out
 
 
 def _commands(lock: dict[str, Any], weights_sha: str, lock_sha: str, git: dict[str, Any] | None) -> list[str]:
@@ -187,6 +236,8 @@ def _commands(lock: dict[str, Any], weights_sha: str, lock_sha: str, git: dict[s
         "```sh",
         "repro verify-signature \"$RELEASE\" --public-key PUBLISHER.pem",
         "repro verify \"$RELEASE/repro.lock\"",
+        *(["repro verify --from-source \"$RELEASE/repro.lock\"   # every stage too, from the primary sources"]
+          if lock["inputs"].get("stages") else []),
         "```",
     ]
 

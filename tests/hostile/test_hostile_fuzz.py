@@ -9,7 +9,6 @@ SIGALRM deadline; examples are bounded so the whole file stays near 30 s (REPRO_
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import signal
@@ -19,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
+from hostile_helpers import trained  # noqa: F401  (the session's trained project, a fixture)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from repro.cli import main
 
-REAL_LOCK = REPO / "models" / "digits" / "repro.lock"
 DEADLINE_S = 10
 EXAMPLES = os.environ.get("REPRO_FUZZ_EXAMPLES")  # set it for a longer, random search
 SETTINGS = settings(max_examples=int(EXAMPLES or 25), deadline=None, derandomize=EXAMPLES is None,
@@ -37,10 +35,11 @@ json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def workspace(tmp_path_factory: pytest.TempPathFactory, trained: Path) -> Path:  # noqa: F811
+    """A copy of a lock this repro just wrote (outside git: its data resolves to the installed example)."""
     folder = tmp_path_factory.mktemp("fuzz")
     (folder / "a").mkdir()
-    (folder / "a" / "repro.lock").write_bytes(REAL_LOCK.read_bytes())
+    (folder / "real.lock").write_bytes((trained / "out" / "repro.lock").read_bytes())
     (folder / "cache").mkdir()
     return folder
 
@@ -55,15 +54,11 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]
             yield from _paths(v, (*prefix, i))
 
 
-REAL = json.loads(REAL_LOCK.read_text())
-PATHS = [p for p in _paths(REAL) if p]
-
-
-@st.composite
-def mutated_locks(draw: st.DrawFn) -> bytes:
-    lock = copy.deepcopy(REAL)
+def mutated_lock(draw: Any, real: bytes) -> bytes:
+    lock = json.loads(real)
+    paths = [p for p in _paths(lock) if p]
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(PATHS))
+        path = draw(st.sampled_from(paths))
         parent: Any = lock
         try:
             for part in path[:-1]:
@@ -80,9 +75,8 @@ def mutated_locks(draw: st.DrawFn) -> bytes:
     return json.dumps(lock, indent=2).encode()
 
 
-@st.composite
-def byte_mutations(draw: st.DrawFn) -> bytes:
-    raw = bytearray(REAL_LOCK.read_bytes())
+def byte_mutation(draw: Any, real: bytes) -> bytes:
+    raw = bytearray(real)
     for _ in range(draw(st.integers(1, 4))):
         at = draw(st.integers(0, len(raw) - 1))
         op = draw(st.sampled_from(["flip", "insert", "delete"]))
@@ -102,7 +96,7 @@ def _check(workspace: Path, data: bytes, capsys: pytest.CaptureFixture[str]) -> 
     lock.write_bytes(data)
     torch_before = "torch" in sys.modules
     before = set(sys.modules)
-    for argv in (["verify", "--inputs-only", "--quiet", str(lock)], ["diff", str(REAL_LOCK), str(lock)],
+    for argv in (["verify", "--inputs-only", "--quiet", str(lock)], ["diff", str(workspace / "real.lock"), str(lock)],
                  ["audit", str(lock)]):
         def hung(*_: object, command: str = argv[0]) -> None:
             raise TimeoutError(f"repro {command} hung")
@@ -128,13 +122,23 @@ def test_arbitrary_json(workspace: Path, capsys: pytest.CaptureFixture[str], doc
 
 
 @SETTINGS
-@given(data=mutated_locks())
+@given(data=st.data())
 def test_structural_mutations_of_a_real_lock(workspace: Path, capsys: pytest.CaptureFixture[str],
-                                             data: bytes) -> None:
-    _check(workspace, data, capsys)
+                                             data: st.DataObject) -> None:
+    _check(workspace, mutated_lock(data.draw, (workspace / "real.lock").read_bytes()), capsys)
 
 
 @SETTINGS
-@given(data=byte_mutations())
-def test_byte_mutations_of_a_real_lock(workspace: Path, capsys: pytest.CaptureFixture[str], data: bytes) -> None:
-    _check(workspace, data, capsys)
+@given(data=st.data())
+def test_byte_mutations_of_a_real_lock(workspace: Path, capsys: pytest.CaptureFixture[str],
+                                       data: st.DataObject) -> None:
+    _check(workspace, byte_mutation(data.draw, (workspace / "real.lock").read_bytes()), capsys)
+
+
+def test_the_real_lock_itself_is_accepted(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The seed of the mutations must be a lock this repro reads, or they would test only the version check."""
+    lock = workspace / "a" / "repro.lock"
+    lock.write_bytes((workspace / "real.lock").read_bytes())
+    os.environ["REPRO_CACHE_DIR"] = str(workspace / "cache")
+    assert main(["diff", str(workspace / "real.lock"), str(lock)]) == 0
+    assert main(["verify", "--inputs-only", "--quiet", str(lock)]) == 0, capsys.readouterr()

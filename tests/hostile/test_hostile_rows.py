@@ -308,3 +308,40 @@ def test_git_provenance_never_runs_the_repositorys_commands(tmp_path: Path) -> N
     assert git_state(repo, ["model.py"])["dirty"] is True  # type: ignore[index]
     assert git_state(repo, ["new.py"])["dirty"] is True  # type: ignore[index]
     assert not marker.exists()
+
+
+# Stretch: where the machine allows it, a rebuild runs with the network off and the project read-only.
+def test_the_rebuild_sandbox_cuts_the_network_and_freezes_the_project(tmp_path: Path) -> None:
+    import subprocess
+
+    from repro.build.sandbox import sandbox_for
+
+    root, work = tmp_path / "project", tmp_path / "work"
+    root.mkdir()
+    work.mkdir()
+    box = sandbox_for(root, work, world_size=1)
+    assert sandbox_for(root, work, world_size=2).description.startswith("not sandboxed")
+    assert not sandbox_for(root, work, 1, wanted=False).active
+    if not box.active:
+        pytest.skip(box.description)
+    probe = ("import socket, pathlib, sys\n"
+             f"pathlib.Path({str(work / 'ok')!r}).write_text('w')\n"
+             f"try:\n    pathlib.Path({str(root / 'x')!r}).write_text('w'); print('project writable')\n"
+             "except OSError: pass\n"
+             "try:\n    socket.create_connection(('1.1.1.1', 80), timeout=2); print('network')\n"
+             "except OSError: pass\n")
+    out = subprocess.run([*box.prefix, sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "network" not in out.stdout and (work / "ok").exists()
+    if "read-only" in box.description:
+        assert "project writable" not in out.stdout and not (root / "x").exists()
+
+
+def test_09_a_newline_in_a_config_key_cannot_start_a_line(project: Path, guard: Guard) -> None:
+    other = project / "out" / "other.lock"
+    lock = lock_of(project)
+    lock["inputs"]["config"]["resolved"]["trainer"]["x\nidentical: all is well"] = 1
+    write_lock(other, lock)
+    r = guard.run("diff", lock_path(project), str(other))
+    assert r.code == 1 and not any(ln.startswith("identical") for ln in r.out.splitlines())
+    assert "x\\nidentical: all is well" in r.out

@@ -1,0 +1,334 @@
+"""`repro check`: build once as a baseline, then once per variation, each in a fresh process.
+
+Like Debian's reprotest, every variation changes one condition a stranger's
+rebuild could differ in, and the builds are compared: weights, per-step
+parameter digests and the lock. Each run is a real `repro train` started the
+way a user would start it (its own shell, working directory, core set or
+emulated CPU), so what repro pins and what it does not are both tested.
+
+A variation that differs is then localized (`repro.build.localize`): the first
+step whose parameters differ, and the first operation of that step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from repro.build.run import NOT_PORTABLE
+from repro.environment.pins import SHELL_KNOBS, resolve_pins
+from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
+from repro.lock import lockfile
+from repro.source.config import ConfigSource, require
+from repro.source.data import DataSpec, hashed_file_list
+from repro.source.hashing import expand_patterns
+from repro.source.inputs import PACKAGE_DIR
+
+AXES = ("again", "shell", "cores", "path", "hashseed", "resume", "profile", "world", "cpu")
+REPORT_ONLY = ("profile", "world")  # never promised: another optimizer, another reduction order
+QEMU_CPUS = ("Haswell", "EPYC")
+DEFAULT_STEPS = 20
+# A noisy shell: thread counts, ISA limits and dynamic threads for every library torch may use.
+NOISY_ENV = {
+    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_DYNAMIC": "true",
+    "MKL_DYNAMIC": "true", "ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+    "MKL_CBWR": "AUTO", "DNNL_MAX_CPU_ISA": "SSE41", "ONEDNN_MAX_CPU_ISA": "SSE41", "KMP_AFFINITY": "scatter",
+    "OMP_PROC_BIND": "true", "TZ": "Pacific/Chatham", "TERM": "dumb", "COLUMNS": "37",
+}
+_CLEAN = {"PYTHONHASHSEED": "0", "TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "TERM": "xterm", "COLUMNS": "80"}
+
+
+@dataclass(frozen=True)
+class Variation:
+    """One condition changed from the baseline."""
+
+    axis: str
+    name: str
+    what: str  # what was varied, in words
+    env: tuple[tuple[str, str], ...] = ()
+    prefix: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    relocate: bool = False
+    interrupt: bool = False
+    umask: int = 0o022
+    qemu: bool = False
+
+
+@dataclass
+class Run:
+    """One finished build (or why it did not finish)."""
+
+    out_dir: Path
+    seconds: float
+    error: str | None = None
+    weights_sha256: str | None = None
+    lock: dict[str, Any] | None = None
+    digests: list[str] | None = None
+
+
+@dataclass
+class Project:
+    """What every run builds: the config source, the user's overrides and the step count."""
+
+    source: ConfigSource
+    overrides: list[str]
+    resolved: dict[str, Any]
+    steps: int
+    work: Path
+    python: str = sys.executable
+    counter: list[int] = field(default_factory=lambda: [0])
+
+    def folder(self, name: str) -> Path:
+        self.counter[0] += 1
+        path = self.work / f"{self.counter[0]:02d}-{name}"
+        path.mkdir(parents=True)
+        return path
+
+
+def locale_name() -> str:
+    """A locale unlike the baseline's C.UTF-8: Turkish (dotless i) where installed, else POSIX."""
+    try:
+        names = subprocess.run(["locale", "-a"], capture_output=True, text=True, check=False).stdout.split()
+    except OSError:
+        names = []
+    return next((n for n in names if n.lower().startswith("tr_tr")), "POSIX")
+
+
+def variations(project: Project, axes: tuple[str, ...]) -> list[Variation]:
+    """The variations of the requested axes that this machine can run, in AXES order."""
+    out: list[Variation] = []
+    for axis in axes:
+        name, _, model = axis.partition(":")  # cpu:Haswell runs one emulated CPU model
+        out += [v for v in _MAKERS[name](project) if not model or v.prefix[:1] == (model,)]
+    return out
+
+
+def _again(project: Project) -> list[Variation]:
+    return [Variation("again", "same again", "nothing varied: a second build in the baseline's conditions")]
+
+
+def _shell(project: Project) -> list[Variation]:
+    loc = locale_name()
+    env = {**NOISY_ENV, "LC_ALL": loc, "LANG": loc}
+    what = ", ".join(f"{k}={v}" for k, v in sorted(env.items())) + ", umask 077"
+    return [Variation("shell", "noisy shell", what, tuple(sorted(env.items())), umask=0o077)]
+
+
+def _cores(project: Project) -> list[Variation]:
+    if shutil.which("taskset") is None:
+        return [Variation("cores", "one core", "skipped: taskset is not installed")]
+    return [Variation("cores", "one core", "taskset -c 0", prefix=("taskset", "-c", "0"))]
+
+
+def _path(project: Project) -> list[Variation]:
+    return [Variation("path", "another path", "the project copied to another absolute path and run from there",
+                      relocate=True)]
+
+
+def _hashseed(project: Project) -> list[Variation]:
+    return [Variation("hashseed", "hash seed", "PYTHONHASHSEED=12345", (("PYTHONHASHSEED", "12345"),))]
+
+
+def _resume(project: Project) -> list[Variation]:
+    k = max(1, project.steps // 2)
+    return [Variation("resume", "kill and resume", f"SIGKILL after the checkpoint of step {k}, then the same "
+                      "command again", overrides=(f"trainer.checkpoint_every={k}",), interrupt=True)]
+
+
+def _profile(project: Project) -> list[Variation]:
+    profile = str(project.resolved["build"]["profile"])
+    if profile == "portable":
+        return [Variation("profile", "default profile", "build=default", overrides=("build=default",))]
+    target = project.resolved["trainer"].get("optimizer", {}).get("_target_")
+    swap: tuple[str, ...] = ()
+    if target in ("torch.optim.Adam", "repro.optim.PortableAdam"):
+        swap = ("trainer.optimizer._target_=repro.optim.PortableAdam",)
+    elif target in NOT_PORTABLE:
+        return [Variation("profile", "portable profile", f"skipped: {target} has no portable twin")]
+    return [Variation("profile", "portable profile", "build=portable" + "".join(" " + s for s in swap),
+                      overrides=("build=portable", *swap))]
+
+
+def _world(project: Project) -> list[Variation]:
+    return [Variation("world", "world_size 2", "build.world_size=2 (two processes, gloo on CPU)",
+                      overrides=("build.world_size=2",))]
+
+
+def _cpu(project: Project) -> list[Variation]:
+    if shutil.which("qemu-x86_64") is None or platform.machine() != "x86_64":
+        return [Variation("cpu", f"{m} (qemu)", "skipped: qemu-user (qemu-x86_64) is not installed")
+                for m in QEMU_CPUS]
+    return [Variation("cpu", f"{m} (qemu)", f"qemu-x86_64 -cpu {m}", prefix=(m,), qemu=True) for m in QEMU_CPUS]
+
+
+def qemu_python(work: Path, cpu: str, python: str) -> Path:
+    """An interpreter that runs under `qemu-x86_64 -cpu CPU`, children included.
+
+    A shell script at `<env>/bin/python` execs qemu with argv[0] set to itself, so
+    the emulated Python reports the script as `sys.executable` (and any child it
+    starts, such as repro's build process, is emulated too) and finds the venv's
+    packages through `<env>/pyvenv.cfg` and a link to its site-packages.
+    """
+    env = work / f"qemu-{cpu}"
+    script = env / "bin" / "python"
+    if script.is_file():
+        return script
+    real = os.path.realpath(python)
+    site = Path(sysconfig.get_paths()["purelib"])
+    (env / "bin").mkdir(parents=True)
+    (env / "lib" / site.parent.name).mkdir(parents=True)
+    (env / "lib" / site.parent.name / "site-packages").symlink_to(site)
+    (env / "pyvenv.cfg").write_text(f"home = {Path(real).parent}\ninclude-system-site-packages = false\n",
+                                    encoding="utf-8")
+    script.write_text(f'#!/bin/sh\nexec qemu-x86_64 -cpu {cpu} -0 "$0" {real} "$@"\n', encoding="utf-8")
+    script.chmod(0o755)
+    return script
+
+
+
+_MAKERS: dict[str, Callable[[Project], list[Variation]]] = {
+    "again": _again, "shell": _shell, "cores": _cores, "path": _path, "hashseed": _hashseed, "resume": _resume,
+    "profile": _profile, "world": _world, "cpu": _cpu,
+}
+BASELINE = Variation("baseline", "baseline", "a clean shell: C.UTF-8, TZ=UTC, PYTHONHASHSEED=0, umask 022")
+
+
+def promised(variation: Variation, profile: str) -> bool:
+    """Whether the build's profile promises the same bits under this variation."""
+    if variation.axis in REPORT_ONLY:
+        return False
+    return variation.axis != "cpu" or profile == "portable"
+
+
+def environment(variation: Variation, work: Path) -> dict[str, str]:
+    """The shell a run starts from: the caller's, cleaned of every knob, plus the variation's."""
+    env = {k: v for k, v in os.environ.items() if k not in SHELL_KNOBS and k not in NOISY_ENV and
+           not k.startswith(("LC_", "REPRO_"))}
+    paths = [str(PACKAGE_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env.update(_CLEAN, PYTHONPATH=os.pathsep.join(dict.fromkeys(paths)), HF_DATASETS_OFFLINE="1",
+               HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1", HF_DATASETS_CACHE=str(work / "hf-datasets-cache"))
+    env.update(dict(variation.env))
+    return env
+
+
+def relocate(project: Project, dest: Path) -> tuple[Path, Path]:
+    """Copy the project's data, code and configs under `dest`; return (root, config_dir) there."""
+    src = project.source
+    spec = DataSpec.from_config(project.resolved)
+    include = [str(p) for p in require(project.resolved, "code.include", list)]
+    files = set(hashed_file_list(src.root, spec)) | set(expand_patterns(src.root, include) if include else [])
+    root = dest / "another place" / src.root.name
+    for rel in sorted(files):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src.root / rel, root / rel)
+    try:
+        config_dir = root / src.config_dir.relative_to(src.root)
+    except ValueError:  # configs outside the root (the embedded example's, say)
+        config_dir = root / "configs-elsewhere"
+    shutil.copytree(src.config_dir, config_dir, dirs_exist_ok=True)
+    return root, config_dir
+
+
+def train(project: Project, variation: Variation, trace: tuple[int, Path] | None = None) -> Run:
+    """One `repro train` under `variation`, in a fresh process; `trace` = (step, folder) to replay."""
+    work = project.folder(variation.axis)
+    out_dir = work / "out"
+    # From the project root, as its users run it (a project's own modules import from there).
+    root, config_dir = project.source.root, project.source.config_dir
+    cwd = root
+    if variation.relocate:
+        root, config_dir = relocate(project, work)
+        cwd = root
+    python = str(qemu_python(project.work, variation.prefix[0], project.python)) if variation.qemu else project.python
+    prefix = [] if variation.qemu else list(variation.prefix)
+    cmd = [*prefix, python, "-m", "repro", "train", "--quiet", "--config-dir", str(config_dir),
+           "--config-name", project.source.config_name, "--root", str(root), *project.overrides,
+           f"trainer.max_steps={project.steps}", *variation.overrides, f"out_dir={out_dir}"]
+    env = environment(variation, work)
+    if trace is not None:
+        from repro.train.trace import TRACE_DIR_ENV, TRACE_STEP_ENV
+
+        env.update({TRACE_STEP_ENV: str(trace[0]), TRACE_DIR_ENV: str(trace[1])})
+    started = time.monotonic()
+    error = _interrupt(cmd, cwd, env, variation, out_dir) if variation.interrupt else None
+    if error is None:
+        error = _run(cmd, cwd, env, variation.umask, work / "stderr.log")
+    if error is None and variation.interrupt:
+        error = _resumed(out_dir, work / "stderr.log")
+    return _collect(out_dir, time.monotonic() - started, error)
+
+
+def _resumed(out_dir: Path, log: Path) -> str | None:
+    """None if the second run resumed from a checkpoint; else why it started over, in its words."""
+    import json
+
+    try:
+        resumed = json.loads((out_dir / RUN_NAME).read_text(encoding="utf-8")).get("resumed_from")
+    except (OSError, ValueError, AttributeError):
+        resumed = None
+    if resumed:
+        return None
+    said = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if "checkpoint" in ln]
+    return "the second run did not resume: it started over" + (f" ({said[0]})" if said else "")
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], umask: int, log: Path) -> str | None:
+    with open(log, "wb") as err:
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=err, umask=umask, check=False)
+    if proc.returncode == 0:
+        return None
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    return f"exit code {proc.returncode}" + (f": {lines[-1].strip()}" if lines else "")
+
+
+def _interrupt(cmd: list[str], cwd: Path, env: dict[str, str], variation: Variation, out_dir: Path) -> str | None:
+    """Start the build, SIGKILL it once the checkpoint named in its overrides is on disk."""
+    from repro.train.checkpoint import PAUSE_STEP_ENV
+
+    every = next(o for o in variation.overrides if o.startswith("trainer.checkpoint_every="))
+    step = every.split("=", 1)[1]
+    marker = out_dir / CHECKPOINTS_DIR / f".paused-{PAUSE_STEP_ENV}-{step}"
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**env, PAUSE_STEP_ENV: step}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            umask=variation.umask)
+    while not marker.exists():
+        if proc.poll() is not None:
+            return f"the run ended (exit code {proc.returncode}) before reaching step {step}"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # a power cut: the whole process group we started
+    proc.wait()
+    return None
+
+
+def _collect(out_dir: Path, seconds: float, error: str | None) -> Run:
+    run = Run(out_dir, round(seconds, 3), error)
+    if error is not None:
+        return run
+    raw = (out_dir / WEIGHTS_NAME).read_bytes()
+    run.weights_sha256 = hashlib.sha256(raw).hexdigest()
+    run.lock = lockfile.read(out_dir / LOCK_NAME)
+    run.digests = lockfile.read_step_digests(out_dir, run.lock)
+    return run
+
+
+def profile_of(resolved: dict[str, Any]) -> str:
+    return resolve_pins(require(resolved, "build", dict), require(resolved, "seed", int)).profile
+
+
+def with_steps(project: Project, steps: int) -> Project:
+    return replace(project, steps=steps)
+
+
+__all__ = ["AXES", "BASELINE", "STEPS_NAME", "Project", "Run", "Variation", "promised", "train", "variations"]

@@ -1,0 +1,136 @@
+"""Stage records: what one stage read, ran and wrote, as canonical JSON. No torch.
+
+`repro run NAME` writes one record per stage (docs/stages.md; the schema is
+`stagerecord.schema.json` beside this module). Inputs, code, config and toolchain
+are hashed *before* the stage runs, so a record can never pair outputs with code
+that did not make them. A training lock embeds the records of every stage
+upstream of its data (`inputs.stages`), so the lock alone names the chain back
+to the primary sources: the files no stage produced.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from repro.canonical import atomic_write_json, compact_json, sha256_bytes
+from repro.errors import LockfileError
+from repro.lock.diff import Difference, compare_files, compare_values
+from repro.safeio import read_json
+from repro.source.hashing import safe_relpath
+from repro.source.stages import StageSpec
+
+VERSION = 1
+SCHEMA_PATH = Path(__file__).resolve().parent / "stagerecord.schema.json"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return loaded
+
+
+def config_sha256(declared: dict[str, Any], pins: dict[str, Any]) -> str:
+    """The digest of everything configured about a stage: its declaration and its pins."""
+    return sha256_bytes(compact_json({"declared": declared, "pins": pins}))
+
+
+def assemble(spec: StageSpec, pins: dict[str, Any], inputs: dict[str, Any], code: dict[str, Any],
+             toolchain: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+    """A record, validated so that a writer bug cannot ship a bad one."""
+    declared = spec.declaration()
+    record = {"version": VERSION, "stage": spec.name, "declared": declared, "pins": pins,
+              "config_sha256": config_sha256(declared, pins), "inputs": inputs, "code": code,
+              "toolchain": toolchain, "outputs": outputs}
+    validate(record, f"stage record {spec.name} (being written)")
+    return record
+
+
+def write(path: Path, record: dict[str, Any]) -> bytes:
+    return atomic_write_json(path, record)
+
+
+def validate(record: Any, where: str) -> None:
+    """Version, schema and path safety; LockfileError naming the field."""
+    import jsonschema
+
+    if not isinstance(record, dict):
+        raise LockfileError(f"{where}: expected a JSON object")
+    if record.get("version") != VERSION:
+        raise LockfileError(f"{where}: field 'version': expected {VERSION}, got {record.get('version')!r}")
+    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(record), key=lambda e: list(e.path))
+    if errors:
+        field = ".".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+        message = errors[0].message if len(errors[0].message) < 160 else errors[0].message[:157] + "..."
+        raise LockfileError(f"{where}: field '{field}': {message}")
+    for block in ("inputs", "outputs", "code"):
+        for f in record[block]["files"]:
+            safe_relpath(f["path"], f"{where}: {block} path")
+    if record["config_sha256"] != config_sha256(record["declared"], record["pins"]):
+        raise LockfileError(f"{where}: field 'config_sha256' does not match its declaration and pins "
+                            "(the record was edited after the stage ran)")
+
+
+def read(path: Path) -> dict[str, Any]:
+    """Parse (strictly: a regular file, capped, no duplicate keys) and validate a record file."""
+    record, _ = read_json(path, "stage record", LockfileError)
+    validate(record, str(path))
+    return dict(record)
+
+
+def spec_of(record: dict[str, Any], record_path: str) -> StageSpec:
+    """The stage a record describes, runnable again from the record alone."""
+    return StageSpec.from_declaration(record["stage"], record["declared"], record_path)
+
+
+def output_digests(record: dict[str, Any]) -> dict[str, str]:
+    return {f["path"]: f["hashes"]["sha256"] for f in record["outputs"]["files"]}
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+    """How two records of one stage differ: config, toolchain, inputs, code, then outputs.
+
+    Names are `STAGE: path` (or `STAGE: key`), so a chain of stages reads in one list.
+    """
+    name = a["stage"]
+    diffs = compare_values("inputs", "stage config", {"declared": a["declared"], "pins": a["pins"]},
+                           {"declared": b["declared"], "pins": b["pins"]}, name)
+    ta, tb = dict(a["toolchain"]), dict(b["toolchain"])
+    ra, rb = ta.pop("repro"), tb.pop("repro")
+    diffs += compare_values("toolchain", "stage tool", ta, tb, name)
+    if ra["version"] != rb["version"]:
+        diffs.append(Difference("toolchain", "stage tool", f"{name}.repro version", "changed", ra["version"],
+                                rb["version"]))
+    diffs += compare_files("stage tool", ra["files"], rb["files"], section="toolchain")
+    diffs += compare_files("stage input", a["inputs"]["files"], b["inputs"]["files"])
+    diffs += compare_files("stage code", a["code"]["files"], b["code"]["files"])
+    diffs += compare_files("stage output", a["outputs"]["files"], b["outputs"]["files"], section="outputs")
+    return [_named(d, name) for d in diffs]
+
+
+def _named(d: Difference, stage: str) -> Difference:
+    from dataclasses import replace
+
+    return d if d.name.startswith(f"{stage}.") or d.name.startswith(f"{stage}:") else replace(
+        d, name=f"{stage}: {d.name}")
+
+
+def compare_chains(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[Difference]:
+    """Two locks' `inputs.stages`, stage by stage, in a's order."""
+    by_name = {r["stage"]: r for r in b}
+    diffs: list[Difference] = []
+    for rec in a:
+        other = by_name.pop(rec["stage"], None)
+        if other is None:
+            diffs.append(Difference("inputs", "stage", rec["stage"], "removed", rec["config_sha256"], None))
+        else:
+            diffs += compare(rec, other)
+    diffs += [Difference("inputs", "stage", n, "added", None, r["config_sha256"]) for n, r in by_name.items()]
+    return diffs
+
+
+def chain_line(records: list[dict[str, Any]]) -> str:
+    """`prepare -> train`: the stages a lock was built through, upstream first."""
+    return " -> ".join([*(r["stage"] for r in records), "train"])

@@ -1,0 +1,146 @@
+"""`repro check` and the per-step digests: real builds in real processes, on fixture models
+with known sources of nondeterminism (tests/fixtures/check/check_models.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from repro.lock.diff import first_differing_step
+from repro.lock.lockfile import read, read_step_digests
+from repro.train.trace import ulp_distance
+from tests.conftest import TINY, run_repro, sha256_file
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "check"
+MODELS = ("ReadsEnv", "Racy", "OwnNoise", "SetOrder")
+
+
+@pytest.fixture
+def fixture_project(project: Path) -> Path:
+    """The digits project plus the fixture models, each selectable as `model=<name lowercased>`."""
+    shutil.copy2(FIXTURE / "check_models.py", project / "check_models.py")
+    for name in MODELS:
+        (project / "configs" / "model" / f"{name.lower()}.yaml").write_text(
+            f"_target_: check_models.{name}\nhidden: 16\n", encoding="utf-8")
+    return project
+
+
+def check(project: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    result = run_repro(["check", "--json", *args], cwd=project)
+    assert result.code in (0, 1), result.stderr
+    return result.code, json.loads(result.stdout)["result"]
+
+
+def row(report: dict[str, Any], axis: str) -> dict[str, Any]:
+    return next(r for r in report["axes"] if r["axis"] == axis)
+
+
+def test_first_differing_step_counts_the_initial_parameters_as_step_0() -> None:
+    assert first_differing_step(["a", "b", "c"], ["a", "b", "c"]) is None
+    assert first_differing_step(["a", "b", "c"], ["a", "x", "c"]) == 1
+    assert first_differing_step(["x", "b"], ["a", "b"]) == 0
+    assert first_differing_step(["a", "b"], ["a", "b", "c"]) == 2
+
+
+def test_ulp_distance_counts_elements_and_units_in_the_last_place() -> None:
+    a = torch.tensor([1.0, 2.0, -3.0, 0.0])
+    b = a.clone()
+    b[0] = torch.nextafter(a[0], torch.tensor(2.0))
+    b[2] = torch.nextafter(torch.nextafter(a[2], torch.tensor(0.0)), torch.tensor(0.0))
+    assert ulp_distance(a, b) == (2, 2)
+    assert ulp_distance(a, a.clone()) == (0, 0)
+    assert ulp_distance(torch.tensor([0.0]), torch.tensor([-0.0])) == (1, 0)  # other bits, same number
+
+
+def test_every_build_records_per_step_digests_in_the_lock(project: Path) -> None:
+    result = run_repro(["train", "--quiet", *TINY, "out_dir=o"], cwd=project)
+    assert result.code == 0, result.stderr
+    lock = read(project / "o" / "repro.lock")
+    record = lock["outputs"]["step_digests"]
+    assert record["path"] == "step_digests.txt" and record["steps"] == 20
+    assert sha256_file(project / "o" / "step_digests.txt") == record["sha256"]
+    digests = read_step_digests(project / "o", lock)
+    assert digests is not None and len(digests) == 21 and len(set(digests)) == 21
+
+
+@pytest.mark.slow
+def test_a_model_reading_the_environment_is_named_by_the_shell_axis_and_its_op(fixture_project: Path) -> None:
+    code, report = check(fixture_project, "model=readsenv", "--axes", "again,shell,path", "--steps", "3")
+    assert code == 1
+    assert row(report, "again")["result"] == "identical" and row(report, "path")["result"] == "identical"
+    shell = row(report, "shell")
+    assert shell["result"] == "different" and shell["promised"] and shell["first_step"] == 1
+    op = shell["first_op"]
+    assert op["op"].startswith("aten::mul") and op["phase"] == "forward" and op["module"] == "ReadsEnv"
+    assert op["differing"] > 0 and op["shapes"] == [[64, 10]]
+    # The card shows the latest table.
+    assert run_repro(["train", "--quiet", "model=readsenv", *TINY], cwd=fixture_project).code == 0
+    assert json.loads((fixture_project / "out" / "digits" / "check.json").read_text())["axes"] == report["axes"]
+    assert run_repro(["card", "out/digits"], cwd=fixture_project).code == 0
+    card = (fixture_project / "out" / "digits" / "README.md").read_text()
+    assert "## Reproducibility check (`repro check`)" in card
+    assert "| shell | noisy shell | different | yes | 1 |" in card
+
+
+@pytest.mark.slow
+def test_a_nondeterministic_op_switched_on_by_the_model_is_named(fixture_project: Path) -> None:
+    code, report = check(fixture_project, "model=racy", "--axes", "again", "--steps", "8")
+    assert code == 1
+    again = row(report, "again")
+    assert again["result"] == "different"
+    assert again["first_op"]["op"].startswith("aten::index_put"), again
+
+
+@pytest.mark.slow
+def test_a_resume_that_forgets_an_rng_state_shows_on_the_resume_axis(fixture_project: Path) -> None:
+    code, report = check(fixture_project, "model=ownnoise", "--axes", "again,resume", "--steps", "6")
+    assert code == 1
+    assert row(report, "again")["result"] == "identical"
+    resume = row(report, "resume")
+    assert resume["result"] == "different" and resume["first_step"] == 4  # killed after step 3
+    assert resume["first_op"]["op"].startswith("aten::randn") and resume["first_op"]["phase"] == "forward"
+
+
+@pytest.mark.slow
+def test_the_digits_example_survives_the_axes_its_profile_promises_on_one_machine(project: Path) -> None:
+    code, report = check(project, "--axes", "again,cores,hashseed,resume", "--steps", "4")
+    assert code == 0, report
+    assert {r["result"] for r in report["axes"]} == {"identical"}
+
+
+@pytest.mark.slow
+def test_verify_names_the_first_differing_step(fixture_project: Path) -> None:
+    built = run_repro(["train", "--quiet", "model=readsenv", *TINY, "out_dir=o"], cwd=fixture_project,
+                      env={"COLUMNS": "80"})
+    assert built.code == 0, built.stderr
+    # verify rebuilds in a folder of its own: the project's module comes through PYTHONPATH.
+    result = run_repro(["verify", "--json", "o/repro.lock", "--no-record"], cwd=fixture_project,
+                       env={"COLUMNS": "37", "PYTHONPATH": str(fixture_project)})
+    assert result.code == 1, result.stderr
+    diffs = json.loads(result.stdout)["result"]["differences"]
+    step = next(d for d in diffs if d["kind"] == "step")
+    assert step["name"] == "step 1" and step["stats"] == {"first_step": 1}
+
+
+qemu = pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-user is not installed")
+
+
+@pytest.mark.slow
+@qemu
+def test_adam_parts_from_an_emulated_haswell_at_its_square_root(project: Path) -> None:
+    """The measured fact, found by the tool: with the GEMM pinned (the portable profile's pins),
+    torch.optim.Adam's float32 sqrt differs on another CPU model; PortableAdam does not."""
+    pins = ["build.cpu_capability=default", "build.mkldnn=false", "build.mkl_cbwr=COMPATIBLE"]
+    code, report = check(project, *pins, "--axes", "cpu:Haswell", "--steps", "1")
+    cpu = row(report, "cpu")
+    assert code == 0 and not cpu["promised"]  # the default profile does not promise other CPUs
+    assert cpu["result"] == "different" and cpu["first_step"] == 1
+    op = cpu["first_op"]
+    assert op["op"].startswith("aten::sqrt") and op["phase"] == "optimizer" and op["max_ulp"] == 1
+    code, report = check(project, "build=portable", "trainer=portable", "--axes", "cpu:Haswell", "--steps", "1")
+    assert code == 0 and row(report, "cpu")["promised"] and row(report, "cpu")["result"] == "identical"
