@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -39,21 +38,13 @@ def _ok(r: Result, what: str) -> Result:
     return r
 
 
-def _script(root: Path, project: str, script: str) -> None:
-    proc = subprocess.run([sys.executable, script, *SMOKE], cwd=root / project, capture_output=True, text=True,
-                          env={**_env(), "PYTHONPATH": str(REPO)}, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
-
-
 def build_base(root: Path) -> None:
-    _script(root, "tiny-lm", "tokenize_corpus.py")
+    _ok(run_repro(["run", "tokenize", *SMOKE], cwd=root / "tiny-lm"), "tiny-lm tokenize")
     _ok(run_repro(["train", "--quiet", *SMOKE], cwd=root / "tiny-lm"), "tiny-lm train")
+
+
+def prepare(root: Path) -> None:
+    _ok(run_repro(["run", "prepare", "--root", "..", *SMOKE], cwd=root / "finetune"), "finetune prepare")
 
 
 def finetune(root: Path, *overrides: str) -> Result:
@@ -68,7 +59,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _copy("finetune", root)
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     build_base(root)
-    _script(root, "finetune", "prepare_blocks.py")
+    prepare(root)
     _ok(finetune(root), "finetune train")
     return root
 

@@ -1,12 +1,12 @@
 """Stage `prepare`: cut the fine-tuning corpus into Parquet token blocks with the *base* tokenizer.
 
-    python prepare_blocks.py [--config-name train] [HYDRA_OVERRIDES...]
+    repro run prepare --root .. [--config-name smoke] [HYDRA_OVERRIDES...]
 
 A fine-tune must read text the way its base model does, so this stage encodes
 with the tokenizer inside the base release folder (`prepare.tokenizer`), never a
-new one. It writes, atomically, one Parquet file with a single column `ids`
-(block_size + 1 token ids a row), which `repro train` loads through `datasets`'
-parquet builder. The bytes are the same on every run: pyarrow writes no
+new one. `repro run` hashes its inputs and code first, then moves into place one
+Parquet file with a single column `ids` (block_size + 1 token ids a row), which
+`repro train` loads through `datasets`' parquet builder. The bytes are the same on every run: pyarrow writes no
 timestamps, and the writer settings are fixed below.
 
 Paths are relative to the project root, `examples/` (the folder that holds this
@@ -15,19 +15,10 @@ project and its base, `tiny-lm/`): see README.md.
 
 from __future__ import annotations
 
-import argparse
 import io
-import sys
-import time
 from pathlib import Path
 
-from repro.canonical import atomic_write_bytes
-from repro.errors import ConfigError, ReproError
-from repro.source.config import ConfigSource, compose, require
-from repro.source.hashing import expand_patterns
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+from repro.errors import ConfigError
 
 
 def encode_blocks(tokenizer_json: str, files: list[Path], block_size: int, end_of_text: str) -> list[list[int]]:
@@ -58,32 +49,15 @@ def parquet_bytes(blocks: list[list[int]]) -> bytes:
     return buf.getvalue()
 
 
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("overrides", nargs="*", help="Hydra overrides, key=value (the same ones `repro train` gets)")
-    ap.add_argument("--config-name", default="train")
-    args = ap.parse_args(argv)
-    started = time.perf_counter()
-    try:
-        cfg = compose(ConfigSource(HERE / "configs", args.config_name, ROOT, embedded=False), args.overrides)
-        files = [ROOT / p for p in expand_patterns(ROOT, require(cfg, "prepare.corpus", list))]
-        tokenizer = ROOT / require(cfg, "prepare.tokenizer", str)
-        if not tokenizer.is_file():
-            raise ConfigError(f"prepare.tokenizer: {tokenizer.relative_to(ROOT)} not found; build the base "
-                              "model first (cd ../tiny-lm && see its README)")
-        blocks = encode_blocks(tokenizer.read_text(encoding="utf-8"), files,
-                               require(cfg, "prepare.block_size", int), require(cfg, "prepare.end_of_text", str))
-        if not blocks:
-            raise ConfigError("prepare.block_size: larger than the whole tokenized corpus; no block written")
-    except ReproError as exc:
-        print(f"prepare: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    out = ROOT / require(cfg, "prepare.out_dir", str) / "blocks.parquet"
-    atomic_write_bytes(out, parquet_bytes(blocks))
-    print(f"prepare: {len(files)} file(s) -> {len(blocks)} blocks of {len(blocks[0])} ids in "
-          f"{out.relative_to(ROOT)} ({time.perf_counter() - started:.1f} s)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def prepare(inputs: list[Path], outputs: list[Path], *, end_of_text: str, block_size: int) -> None:
+    """The stage: `inputs` are the base's tokenizer.json and the corpus files; `outputs` the Parquet file."""
+    tokenizers = [f for f in inputs if f.name == "tokenizer.json"]
+    corpus = [f for f in inputs if f.name != "tokenizer.json"]
+    if len(tokenizers) != 1:
+        raise ConfigError("stages.prepare.inputs: expected exactly one tokenizer.json (the base release's)")
+    blocks = encode_blocks(tokenizers[0].read_text(encoding="utf-8"), corpus, block_size, end_of_text)
+    if not blocks:
+        raise ConfigError("prepare.block_size: larger than the whole tokenized corpus; no block written")
+    (out,) = outputs
+    out.write_bytes(parquet_bytes(blocks))
+    print(f"prepare: {len(corpus)} file(s) -> {len(blocks)} blocks of {len(blocks[0])} ids")
