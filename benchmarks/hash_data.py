@@ -186,8 +186,8 @@ def phases(data: Path, cache_dir: Path) -> None:
     import resource
 
     sys.path.insert(0, str(REPO))
+    from repro.source.filetree import expand_patterns
     from repro.source.hashcache import HashCache
-    from repro.source.hashing import expand_patterns
     from repro.source.hashtree import _locate, hash_tree, sorted_order
 
     def cpu() -> float:

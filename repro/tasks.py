@@ -35,13 +35,65 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module, data: Batch) -> dict[str, float]:
         """Held-out metrics; recorded in the lock, so they must be deterministic."""
 
+    def samples(self, model: nn.Module, root: Path) -> list[str]:
+        """Optional (TaskBase: none): deterministic text recorded in the lock, e.g. greedy completions."""
 
-# Optional task hooks, called by the loop when a task defines them:
-#   samples(model, root) -> list[str]       deterministic text, recorded in the lock
-#   export(model, root) -> dict[str, bytes] extra files for out_dir (name -> bytes)
+    def export(self, model: nn.Module, root: Path) -> dict[str, bytes]:
+        """Optional (TaskBase: none): extra files for out_dir beside the weights, name -> bytes."""
 
 
-class Classification:
+REQUIRED_METHODS = ("tensors", "loss", "evaluate")
+OPTIONAL_HOOKS = ("samples", "export")
+
+
+class TaskBase:
+    """The optional hooks' defaults: no samples, no exported files. Tasks subclass it."""
+
+    def samples(self, model: nn.Module, root: Path) -> list[str]:
+        return []
+
+    def export(self, model: nn.Module, root: Path) -> dict[str, bytes]:
+        return {}
+
+
+class _Completed(TaskBase):
+    """A task that defines only the required methods (it predates the hooks): the rest answer with nothing."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    def tensors(self, rows: Any) -> Batch:
+        out: Batch = self.task.tensors(rows)
+        return out
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        out: torch.Tensor = self.task.loss(model, batch)
+        return out
+
+    def evaluate(self, model: nn.Module, data: Batch) -> dict[str, float]:
+        out: dict[str, float] = self.task.evaluate(model, data)
+        return out
+
+
+def as_task(obj: Any) -> Task:
+    """The object the `task` group built, as a Task; a missing required method is a config error.
+
+    A task that defines neither optional hook gets TaskBase's; one that defines
+    only one of them is refused, so a typo'd hook name cannot silently do nothing.
+    """
+    has = {name for name in (*REQUIRED_METHODS, *OPTIONAL_HOOKS) if callable(getattr(obj, name, None))}
+    missing = [name for name in REQUIRED_METHODS if name not in has]
+    hooks = [name for name in OPTIONAL_HOOKS if name in has]
+    if missing or len(hooks) == 1:
+        lacks = missing or [name for name in OPTIONAL_HOOKS if name not in has]
+        raise ConfigError(f"config key task: {type(obj).__module__}.{type(obj).__qualname__} lacks "
+                          f"{', '.join(lacks)}; a task defines {', '.join(REQUIRED_METHODS)} and may subclass "
+                          "repro.tasks.TaskBase for the optional samples and export")
+    task: Task = obj if hooks else _Completed(obj)
+    return task
+
+
+class Classification(TaskBase):
     """Cross-entropy over `label_column`; the remaining columns are features."""
 
     def __init__(self, label_column: str = "label", feature_scale: float = 1.0) -> None:
@@ -70,7 +122,7 @@ class Classification:
         return {"accuracy": accuracy, "loss": loss}
 
 
-class CausalLM:
+class CausalLM(TaskBase):
     """Next-token cross-entropy over fixed-length blocks of token ids.
 
     Each row's `column` holds `block_size + 1` ids: the model reads the first

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,11 @@ class Result:
     code: int
     stdout: str
     stderr: str
+
+
+def without_run_details(stmt: dict[str, Any]) -> dict[str, Any]:
+    """The part of a provenance statement that two builds of one lock share byte for byte."""
+    return {**stmt, "predicate": {k: v for k, v in stmt["predicate"].items() if k != "runDetails"}}
 
 
 def sha256_file(path: Path) -> str:

@@ -14,8 +14,9 @@ import pytest
 from conftest import REPO
 
 from repro.source import hashcache
+from repro.source.filetree import expand_patterns
 from repro.source.hashcache import HashCache
-from repro.source.hashing import StatKey, expand_patterns, hash_files
+from repro.source.hashing import StatKey, hash_files
 
 
 def _sha(path: Path) -> str:

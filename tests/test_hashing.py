@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from repro.errors import ConfigError, DataError, LockfileError
-from repro.source.hashing import CHUNK, FileDigest, expand_patterns, hash_file, hash_files, resolve_under, root_digest
+from repro.source.filetree import expand_patterns, resolve_under
+from repro.source.hashing import CHUNK, FileDigest, hash_file, hash_files, root_digest
 
 
 def _tree(root: Path) -> None:

@@ -79,3 +79,46 @@ def test_bad_locks_fail_with_the_field_named(tmp_path: Path, mutate: Any, needle
 def test_malformed_json(tmp_path: Path) -> None:
     with pytest.raises(LockfileError, match="not valid JSON"):
         lockfile.read(_write(tmp_path, "{not json"))
+
+
+def test_the_lock_types_mirror_the_schema() -> None:
+    """Every object in lockfile.schema.json has a TypedDict with the same required and optional keys."""
+    from repro.lock import types as t
+
+    schema = lockfile.schema()
+    defs = schema["$defs"]
+
+    def node(*path: str) -> dict[str, Any]:
+        n: dict[str, Any] = schema
+        for part in path:
+            n = n["properties"][part] if part != "[]" else n["items"]
+        return n
+
+    pairs: list[tuple[dict[str, Any], type, set[str]]] = [
+        (schema, t.Lock, set()), (node("inputs"), t.Inputs, set()), (node("inputs", "config"), t.ConfigBlock, set()),
+        # sample_order: required in a lock, absent from hash_inputs' view (made before training)
+        (node("inputs", "data"), t.DataBlock, {"sample_order"}),
+        (node("inputs", "data", "preprocess"), t.Preprocess, set()),
+        (node("inputs", "data", "preprocess", "package"), t.PreprocessPackage, set()),
+        (node("inputs", "data", "sample_order"), t.SampleOrder, set()), (node("inputs", "code"), t.FilesBlock, set()),
+        (node("build"), t.Build, set()), (node("toolchain"), t.Toolchain, set()),
+        (node("toolchain", "python"), t.PythonFacts, set()), (node("toolchain", "platform"), t.PlatformFacts, set()),
+        (node("toolchain", "torch"), t.TorchFacts, set()), (node("toolchain", "repro"), t.Compiler, set()),
+        (node("outputs"), t.Outputs, set()), (node("outputs", "weights"), t.Weights, set()),
+        (node("outputs", "weights", "tensors", "[]"), t.TensorRecord, set()),
+        (node("outputs", "loss_trajectory"), t.LossTrajectory, set()),
+        (node("outputs", "step_digests"), t.StepDigests, set()),
+        (defs["file"], t.FileRecord, set()), (defs["hashes"], t.Hashes, set()),
+    ]
+    from dataclasses import fields
+
+    from repro.environment.pins import Pins
+
+    pins = {f.name: str(f.type) for f in fields(Pins)}  # annotations as written: "str", "str | None"
+    build = {k: getattr(v, "__name__", None) or str(v) for k, v in t.Build.__annotations__.items()}
+    assert {k: v for k, v in build.items() if k in pins} == pins  # the same pins, with the same types
+    for obj, typed, relaxed in pairs:
+        required = set(obj.get("required", []))
+        assert set(typed.__required_keys__) == required - relaxed, typed.__name__  # type: ignore[attr-defined]
+        optional = set(obj.get("properties", {})) - required
+        assert set(typed.__optional_keys__) == optional | relaxed, typed.__name__  # type: ignore[attr-defined]

@@ -9,9 +9,10 @@ from typing import Any
 
 import jsonschema
 import pytest
+from conftest import without_run_details
 from test_lockfile import H, sample_lock
 
-from repro.trust.provenance import BUILD_TYPE, PREDICATE_TYPE, statement, without_run_details
+from repro.trust.provenance import BUILD_TYPE, PREDICATE_TYPE, statement
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "provenance.schema.json").read_text())
 COMMIT = "c0ffee" * 6 + "c0ff"

@@ -130,6 +130,9 @@ def test_cli_in_process(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: 
     (["model._target_=nowhere.Model"], "model._target_"),
     (["build.threads=0"], "build.threads"),
     (["trainer.batch_size=100000"], "trainer.batch_size"),
+    (["~task"], "config group task: missing"),  # checked before anything is hashed or locked
+    (["~trainer.optimizer"], "config key trainer.optimizer._target_: missing"),
+    (["+model.bogus=1"], "unexpected keyword argument 'bogus'"),  # Hydra's cause is kept
 ])
 def test_user_errors_are_one_line_exit_2_no_traceback(project: Path, args: list[str], needle: str) -> None:
     r = run_repro(["train", "--quiet", *TINY, *args], cwd=project)

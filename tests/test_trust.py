@@ -20,13 +20,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from conftest import DIGITS, EMBEDDED_CONFIGS, REPO, TINY, run_repro, sha256_file
+from conftest import DIGITS, EMBEDDED_CONFIGS, REPO, TINY, run_repro, sha256_file, without_run_details
 from test_provenance import SCHEMA, validate_statement
 
 from repro.canonical import canonical_json, compact_json, sha256_bytes
 from repro.lock import lockfile
 from repro.trust.attestation import RECORD_NAME, record_verification
-from repro.trust.provenance import without_run_details
 from repro.trust.signing import SignatureMismatch, verify_signature
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

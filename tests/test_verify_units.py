@@ -110,3 +110,10 @@ def test_machine_check_refuses_a_level_this_cpu_lacks(monkeypatch: pytest.Monkey
         machine_check(arm, rebuilding=True)
     [note] = machine_check(arm, rebuilding=False)
     assert (note.name, note.old) == ("cpu_capability", "sve256")
+
+
+def test_an_unusable_signing_key_is_named_before_anything_is_read(tmp_path: Path) -> None:
+    from repro.build.verify import VerifyOptions, verify
+
+    with pytest.raises(UserInputError, match="missing.pem"):
+        verify(VerifyOptions(lock_path=tmp_path / "no.lock", signing_key=tmp_path / "missing.pem"))

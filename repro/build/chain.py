@@ -16,6 +16,7 @@ from typing import Any
 
 from repro.build.verify import VerifyOptions, VerifyReport, verify
 from repro.errors import UserInputError
+from repro.lock.types import BaseLock
 from repro.safeio import printable
 
 MAX_DEPTH = 16  # a chain longer than this is a loop or a hostile lock, not lineage
@@ -41,15 +42,16 @@ def verify_chain(opts: VerifyOptions, trusted_keys: list[Path]) -> tuple[VerifyR
     seen = {opts.lock_path.resolve()}
     while report.identical and report.base is not None:
         base = report.base
-        if base["lock"] is None:
+        locked = base["lock"]
+        if locked is None:
             links.append(Link(base["path"], "unverified base", False,
                               "the base release has no repro.lock: its lineage cannot be checked"))
             break
-        lock_path = Path(report.root) / base["lock"]["path"]
+        lock_path = Path(report.root) / locked["path"]
         if lock_path.resolve() in seen or len(links) > MAX_DEPTH:
             raise UserInputError(f"{printable(str(lock_path))}: the base chain loops or is deeper than {MAX_DEPTH}")
         seen.add(lock_path.resolve())
-        accepted = _trusted_record(lock_path, base, trusted_keys)
+        accepted = _trusted_record(lock_path, locked, trusted_keys)
         if accepted is not None:
             links.append(accepted)
             if not accepted.ok:
@@ -73,7 +75,7 @@ def _link(lock_path: Path, report: VerifyReport) -> Link:
     return Link(str(lock_path), how, report.identical, detail)
 
 
-def _trusted_record(lock_path: Path, base: dict[str, Any], keys: list[Path]) -> Link | None:
+def _trusted_record(lock_path: Path, base: BaseLock, keys: list[Path]) -> Link | None:
     """A verification record beside the base lock, for exactly the lock and weights the fine-tune
     recorded, signed by one of `keys`; None (rebuild instead) when no key was named."""
     if not keys:
@@ -81,7 +83,7 @@ def _trusted_record(lock_path: Path, base: dict[str, Any], keys: list[Path]) -> 
     from repro.trust.attestation import check_record, load_public_keys, record_paths
 
     trusted = load_public_keys(keys)
-    checks = [check_record(p, base["lock"]["sha256"], base["lock"]["weights_sha256"], trusted)
+    checks = [check_record(p, base["sha256"], base["weights_sha256"], trusted)
               for p in record_paths(lock_path)]
     for check in checks:
         if check.valid and check.signers:

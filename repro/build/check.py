@@ -30,9 +30,10 @@ from repro.build.run import NOT_PORTABLE
 from repro.environment.pins import SHELL_KNOBS, resolve_pins
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
+from repro.lock.types import Lock
 from repro.source.config import ConfigSource, require
 from repro.source.data import DataSpec, hashed_file_list
-from repro.source.hashing import expand_patterns
+from repro.source.filetree import expand_patterns
 from repro.source.inputs import PACKAGE_DIR
 
 AXES = ("again", "shell", "cores", "path", "hashseed", "resume", "profile", "world", "cpu")
@@ -73,7 +74,7 @@ class Run:
     seconds: float
     error: str | None = None
     weights_sha256: str | None = None
-    lock: dict[str, Any] | None = None
+    lock: Lock | None = None
     digests: list[str] | None = None
 
 

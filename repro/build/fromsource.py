@@ -26,6 +26,7 @@ from repro.build.verify import NOTE_KINDS, VerifyOptions, VerifyReport, find_roo
 from repro.errors import DataError, UserInputError
 from repro.lock import lockfile, stagerecord
 from repro.lock.diff import Difference
+from repro.lock.types import Lock
 from repro.source.stages import default_record, stage_specs
 
 SOURCE_DIR = "source"
@@ -64,7 +65,7 @@ def verify_from_source(opts: VerifyOptions) -> VerifyReport:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def primary_sources(lock: dict[str, Any]) -> list[str]:
+def primary_sources(lock: Lock) -> list[str]:
     """Every file the lock or its records name that no recorded stage made."""
     records = lock["inputs"]["stages"]
     made = {f["path"] for r in records for f in r["outputs"]["files"]}
@@ -73,7 +74,7 @@ def primary_sources(lock: dict[str, Any]) -> list[str]:
     return sorted(named - made, key=lambda s: s.encode("utf-8"))
 
 
-def copy_primary_sources(lock: dict[str, Any], root: Path, dest: Path) -> list[str]:
+def copy_primary_sources(lock: Lock, root: Path, dest: Path) -> list[str]:
     files = primary_sources(lock)
     for rel in files:
         if not (root / rel).is_file():
@@ -83,7 +84,7 @@ def copy_primary_sources(lock: dict[str, Any], root: Path, dest: Path) -> list[s
     return files
 
 
-def record_paths(lock: dict[str, Any]) -> dict[str, str]:
+def record_paths(lock: Lock) -> dict[str, str]:
     """Where each stage's record goes: the lock's own config declares it (else the default place)."""
     declared = {n: s.record for n, s in stage_specs(lock["inputs"]["config"]["resolved"]).items()}
     return {r["stage"]: declared.get(r["stage"]) or default_record(r["stage"], r["declared"]["outputs"][0])

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import UserInputError
+from repro.lock.types import Lock
 from repro.safeio import printable
 
 REPRO_COMPONENTS = ("repro.tasks", "repro.models", "repro.optim")
@@ -61,13 +62,13 @@ def targets(resolved: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from targets(value, f"{prefix}[{i}]")
 
 
-def review(lock: dict[str, Any]) -> list[Target]:
+def review(lock: Lock) -> list[Target]:
     """Judge every `_target_` in the lock's config (see the module doc); nothing from the lock is imported."""
     resolved = lock["inputs"]["config"]["resolved"]
     hashed = {f["path"] for f in lock["inputs"]["code"]["files"]}
     # A stage's code is hashed in its record, which the lock embeds (inputs.stages).
     hashed |= {f["path"] for r in lock["inputs"].get("stages", []) for f in r["code"]["files"]}
-    pre = lock["inputs"]["data"].get("preprocess") or {}
+    pre: dict[str, Any] = dict(lock["inputs"]["data"].get("preprocess") or {})
     if isinstance(pre.get("file"), dict):
         hashed.add(pre["file"]["path"])
     out = []
@@ -80,7 +81,7 @@ def review(lock: dict[str, Any]) -> list[Target]:
     return out
 
 
-def check(lock: dict[str, Any], trust_code: bool) -> list[Target]:
+def check(lock: Lock, trust_code: bool) -> list[Target]:
     """Raise UserInputError listing every untrusted target, unless `trust_code`; return the review."""
     reviewed = review(lock)
     untrusted = [t for t in reviewed if not t.trusted]

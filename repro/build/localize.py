@@ -14,6 +14,7 @@ from typing import Any
 
 from repro.build.check import BASELINE, Project, Run, Variation, train
 from repro.lock.diff import first_differing_step
+from repro.lock.types import Lock
 
 REPLAYS = 3  # replays of a variation before concluding that every op agrees
 
@@ -82,7 +83,7 @@ def explain(base: Run, other: Run) -> str:
     return "same weights; the locks differ: " + ", ".join(names[:5]) if names else "identical"
 
 
-def name_first_step(diffs: list[Any], lock: dict[str, Any], lock_dir: Path, rebuilt: dict[str, Any],
+def name_first_step(diffs: list[Any], lock: Lock, lock_dir: Path, rebuilt: Lock,
                     rebuilt_dir: Path) -> list[Any]:
     """Give verify's "step parameters differ" the exact step, from the digests beside both locks."""
     import dataclasses
@@ -108,7 +109,7 @@ def name_first_step(diffs: list[Any], lock: dict[str, Any], lock_dir: Path, rebu
     return out
 
 
-def localize_lock(lock: dict[str, Any], root: Path, step: int, recorded: list[str], work: Path) -> dict[str, Any]:
+def localize_lock(lock: Lock, root: Path, step: int, recorded: list[str], work: Path) -> dict[str, Any]:
     """Name the op where this machine parts from the lock's build at `step`, if some environment
     here reproduces the lock's parameters after that step (an emulated CPU model under qemu-user).
 

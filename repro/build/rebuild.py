@@ -14,12 +14,13 @@ from repro.build.child import run_child
 from repro.build.sandbox import Sandbox
 from repro.environment.pins import Pins
 from repro.lock.diff import PIN_KEYS
+from repro.lock.types import Lock
 
 
-def rebuild_config(lock: dict[str, Any], world_size: int | None = None) -> tuple[dict[str, Any], Pins]:
+def rebuild_config(lock: Lock, world_size: int | None = None) -> tuple[dict[str, Any], Pins]:
     """The lock's resolved config with its build section's pins applied on top
     (and another world size, when the user asks for one)."""
-    build = dict(lock["build"])
+    build: dict[str, Any] = dict(lock["build"])  # read by pin name
     if world_size is not None:
         build["world_size"] = world_size
     pins = Pins(**{key: build[key] for key in PIN_KEYS})
@@ -29,7 +30,7 @@ def rebuild_config(lock: dict[str, Any], world_size: int | None = None) -> tuple
     return resolved, pins
 
 
-def run_rebuild(lock: dict[str, Any], root: Path, work_dir: Path, quiet: bool, world_size: int | None = None,
+def run_rebuild(lock: Lock, root: Path, work_dir: Path, quiet: bool, world_size: int | None = None,
                 python: Path | None = None, sandbox: Sandbox | None = None) -> Path:
     """Train again in a fresh interpreter under the lock's pins alone; return the rebuilt out_dir.
 

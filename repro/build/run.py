@@ -10,9 +10,6 @@ import copy
 import hashlib
 import json
 import os
-import platform
-import socket
-import struct
 import sys
 import tempfile
 import time
@@ -21,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.build.child import child_message, run_child, write_error
-from repro.canonical import StagedFiles, atomic_write_bytes, canonical_json
-from repro.environment import toolchain
-from repro.environment.machine import cpu_model
+from repro.build.outputs import write_outputs
 from repro.environment.pins import (
     HASH_SEED,
     RECORDED_PACKAGES,
@@ -36,14 +31,14 @@ from repro.environment.pins import (
     target_packages,
 )
 from repro.errors import ConfigError, is_write_failure, output_error
-from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
+from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.chain import upstream_records
 from repro.source.base_model import require_consistent
-from repro.source.config import CheckpointSpec, check_value_types, require
+from repro.source.config import CheckpointSpec, TrainerSpec, check_value_types, require, require_keys
 from repro.source.data import DataSpec, data_file_list
 from repro.source.discover import imported_project_files
-from repro.source.inputs import code_block, code_include, compiler_block, git_state, hash_inputs
+from repro.source.inputs import code_block, code_include, git_state, hash_inputs
 from repro.train import checkpoint, distributed
 from repro.train.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.train.resume import start as start_checkpoints
@@ -66,6 +61,15 @@ class BuildReport:
     samples: tuple[str, ...] = ()
 
 
+def check_config(resolved: dict[str, Any]) -> None:
+    """Every group and key a build reads, checked before anything is hashed or out_dir is locked (exit 2)."""
+    require_keys(resolved)
+    TrainerSpec.from_config(resolved)
+    DataSpec.from_config(resolved)
+    CheckpointSpec.from_config(resolved)
+    ReleaseTerms.from_config(resolved)  # a malformed licence or data location must not reach the lock
+
+
 def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
     """Resolve `auto`/`native` pins to values and write them back into the config."""
     pins = resolve_pins(require(resolved, "build", dict), require(resolved, "seed", int))
@@ -78,11 +82,6 @@ def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
 def finish_code(resolved: dict[str, Any], root: Path) -> dict[str, Any]:
     """`inputs.code` after training: code.include's files plus every project module the build imported."""
     return code_block(root, code_include(resolved), imported_project_files(root))
-
-
-def toolchain_record() -> dict[str, Any]:
-    """The lock's `toolchain`: what this process ran, read after training (see repro.environment.toolchain)."""
-    return {**toolchain.record(), "repro": compiler_block(toolchain.compiler_files())}
 
 
 def fix_hash_seed() -> None:
@@ -108,13 +107,6 @@ def project_importable(root: Path) -> None:
         sys.path.insert(0, entry)
 
 
-def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
-    """Every `every`-th loss in the lock, and a digest over all of them (float64 LE)."""
-    blob = b"".join(struct.pack("<d", v) for v in losses)
-    logged = [losses[s - 1] for s in lockfile.logged_steps(len(losses), every)]
-    return {"every": every, "steps": len(losses), "losses": logged, "sha256": hashlib.sha256(blob).hexdigest()}
-
-
 def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
               resume: ResumeOptions | None = None, notify: Notify | None = None,
               rehash: bool = False, in_child: bool = False) -> BuildReport | None:
@@ -131,8 +123,8 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     """
     started = time.monotonic()
     check_value_types(resolved)
+    check_config(resolved)
     resolved, pins = concrete_pins(resolved)
-    ReleaseTerms.from_config(resolved)  # a malformed licence or data location must not reach the lock
     resume = resume or ResumeOptions()
     spec = CheckpointSpec.from_config(resolved)
     require_divisible(resolved, pins)
@@ -258,8 +250,9 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
     inputs["code"] = finish_code(resolved, root)
-    build = {**pins.to_json(), "flags": result.flags, "env": pinned_variables(pins), "cuda": result.flags.pop("cuda")}
-    outputs, lock_bytes, seconds = _write_outputs(out_dir, result, inputs, build, every, started, {
+    build = {**pins.to_json(), "flags": result.flags.to_json(), "env": pinned_variables(pins),
+             "cuda": result.flags.cuda}
+    outputs, lock_bytes, seconds = write_outputs(out_dir, result, inputs, build, every, started, {
         "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]), **session.report()})
     # The outputs are complete: checkpoints served their purpose, and left here
     # they would end up in whatever tracks out_dir (a DVC output, a release).
@@ -271,69 +264,6 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
         final_loss=outputs["final_loss"], seconds=seconds,
         resumed_from_step=None if session.resume is None else session.resume.step, samples=tuple(result.samples),
     )
-
-
-def _write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: dict[str, Any], every: int,
-                   started: float, run_facts: dict[str, Any]) -> tuple[dict[str, Any], bytes, float]:
-    """Write weights, metrics, exports, run.json and the lock; return the lock's outputs block and bytes.
-
-    Every file is staged first and all are renamed into place together, the lock
-    last: a full disk or a read-only out_dir leaves the earlier outputs as they were.
-    """
-    from repro.train.trace import step_digests_blob
-    from repro.train.weights import tensor_records, weights_bytes
-
-    with StagedFiles() as staged:
-        exported = write_exports(out_dir, result.exports, staged)
-        weights = weights_bytes(result.state)
-        staged.add(out_dir / WEIGHTS_NAME, weights)
-        logged = [json.dumps({"loss": result.losses[s - 1], "step": s}, sort_keys=True)
-                  for s in lockfile.logged_steps(len(result.losses), every)]
-        staged.add(out_dir / METRICS_NAME, ("\n".join(logged) + "\n").encode())
-        steps_blob = step_digests_blob(result.step_digests)
-        staged.add(out_dir / STEPS_NAME, steps_blob)
-        outputs: dict[str, Any] = {
-            "weights": {"path": WEIGHTS_NAME, "size": len(weights),
-                        "hashes": {"sha256": hashlib.sha256(weights).hexdigest()},
-                        "tensors": tensor_records(result.state)},
-            "final_loss": result.losses[-1] if result.losses else None,
-            "loss_trajectory": loss_trajectory(result.losses, every),
-            "metrics": result.metrics,
-            "step_digests": {"path": STEPS_NAME, "steps": len(result.step_digests) - 1, "algorithm": "xxh3_128",
-                             "sha256": hashlib.sha256(steps_blob).hexdigest()},
-        }
-        # Only tasks with the optional hooks add these, so other locks keep their bytes.
-        if exported:
-            outputs["files"] = exported
-        if result.samples:
-            outputs["samples"] = result.samples
-        lock_bytes = canonical_json(lockfile.assemble(inputs, build, outputs, toolchain_record()))
-        seconds = time.monotonic() - started
-        # Machine-incidental facts live here, never in the lock.
-        staged.add(out_dir / RUN_NAME, canonical_json({
-            "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": cpu_model(),
-            "platform": platform.platform(), "cores": os.cpu_count(), "wall_seconds": round(seconds, 3),
-            "finished_unix": int(time.time()), "datasets_fingerprint": result.dataset_fingerprint,
-            "python_executable": sys.executable, **run_facts,
-        }))
-        staged.add(out_dir / LOCK_NAME, lock_bytes)
-    return outputs, lock_bytes, seconds
-
-
-def write_exports(out_dir: Path, files: dict[str, bytes], staged: StagedFiles | None = None) -> list[dict[str, Any]]:
-    """Write (or stage) a task's exported files beside the weights; return their lock records."""
-    for name in files:  # all checked before anything is written
-        if name in OWN_OUTPUTS or "/" in name or "\\" in name or name.startswith(".") or not name:
-            raise ConfigError(f"task export {name!r}: expected a plain file name other than repro's own outputs")
-    records = []
-    for name in sorted(files):
-        if staged is None:
-            atomic_write_bytes(out_dir / name, files[name])
-        else:
-            staged.add(out_dir / name, files[name])
-        digest = hashlib.sha256(files[name]).hexdigest()
-        records.append({"path": name, "size": len(files[name]), "hashes": {"sha256": digest}})
-    return records
 
 
 def rebuild_main(spec_path: str) -> int:

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from repro import __version__
 from repro.build import gate
@@ -56,10 +56,12 @@ from repro.lock.diff import (
 )
 from repro.lock.explain import explain_config_edit, hints, reference_configs
 from repro.lock.lineage import explain_lineage
+from repro.lock.types import BaseBlock, Inputs, Lock, TensorRecord, Toolchain, Weights
 from repro.progress import byte_bar
 from repro.safeio import open_regular, printable
 from repro.source.config import require
-from repro.source.hashing import hash_file, resolve_under
+from repro.source.filetree import resolve_under
+from repro.source.hashing import hash_file
 from repro.source.inputs import PACKAGE_DIR, compiler_block, hash_inputs
 
 REPORT_VERSION = 2
@@ -107,7 +109,7 @@ class VerifyReport:
     hints: list[str] = field(default_factory=list)
     rebuild: dict[str, Any] | None = None
     record: dict[str, Any] | None = None
-    base: dict[str, Any] | None = None  # the lock's inputs.base: where `--recursive` goes next
+    base: BaseBlock | None = None  # the lock's inputs.base: where `--recursive` goes next
     stages: list[dict[str, Any]] = field(default_factory=list)  # --from-source: each stage rerun
 
     @property
@@ -145,6 +147,10 @@ class VerifyReport:
 
 def verify(opts: VerifyOptions) -> VerifyReport:
     """Run the checks in order; raise for exit 2/3, return a report for 0/1."""
+    if opts.signing_key is not None and opts.record and not opts.inputs_only:
+        from repro.trust.attestation import signing_key
+
+        signing_key(opts.signing_key)  # a bad key is named now, not after the rebuild
     lock, lock_sha256 = lockfile.load(opts.lock_path)  # one read: the digest describes the bytes checked
     root, root_source = find_root(opts.lock_path, lock, opts.root)
     mode = "inputs-only" if opts.inputs_only else "rebuild"
@@ -210,7 +216,7 @@ def built_at_commit(lock_path: Path) -> str | None:
     return None if git is None else str(git["commit"])
 
 
-def find_root(lock_path: Path, lock: dict[str, Any], explicit: Path | None) -> tuple[Path, str]:
+def find_root(lock_path: Path, lock: Lock, explicit: Path | None) -> tuple[Path, str]:
     """The folder the lock's relative data and code paths are resolved against.
 
     `--root` if given; else the first of these that holds one of the lock's data
@@ -258,7 +264,7 @@ def _git_toplevel(folder: Path) -> Path | None:
     return Path(out).resolve() if out else None
 
 
-def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+def rehash_inputs(lock: Lock, root: Path, quiet: bool = True) -> tuple[Inputs, dict[str, Any]]:
     """Hash the source the lock names, today, under `root`: a lock-shaped `inputs`, and counts. Imports nothing.
 
     The same `hash_inputs` as `repro train`, with every data byte read (the fresh
@@ -284,10 +290,10 @@ def rehash_inputs(lock: dict[str, Any], root: Path, quiet: bool = True) -> tuple
     checked = {"data_files": len(data), "data_bytes": sum(f["size"] for f in data),
                "code_files": len(found["code"]["files"]), "compiler_files": len(lock["toolchain"]["repro"]["files"]),
                "config_sha256": found["config"]["sha256"], "weights_file": None}
-    return found, checked
+    return cast(Inputs, found), checked
 
 
-def current_toolchain(recorded: dict[str, Any]) -> dict[str, Any]:
+def current_toolchain(recorded: Toolchain) -> Toolchain:
     """This environment, in the shape of the lock's toolchain, as far as it is known without importing.
 
     Distributions are looked up by the recorded names (installed metadata); torch's
@@ -295,23 +301,23 @@ def current_toolchain(recorded: dict[str, Any]) -> dict[str, Any]:
     rebuild; repro's compiler is the recorded module list, hashed as installed here.
     """
     installed = installed_versions(sorted(recorded["distributions"]))
-    torch = recorded["torch"]
+    torch: dict[str, Any] | None = None if recorded["torch"] is None else dict(recorded["torch"])
     if torch is not None:
         version = installed.get("torch") or installed_versions(["torch"])["torch"]
         torch = {**torch, "version": version, "build": None if version is None else version.partition("+")[2] or None}
     base = PACKAGE_DIR.parent
     present = [f["path"] for f in recorded["repro"]["files"] if (base / f["path"]).is_file()]
-    return {**interpreter_facts(), "distributions": {k: v for k, v in installed.items() if v is not None},
-            "torch": torch, "repro": compiler_block(present)}
+    return cast(Toolchain, {**interpreter_facts(), "torch": torch, "repro": compiler_block(present),
+                            "distributions": {k: v for k, v in installed.items() if v is not None}})
 
 
-def toolchain_check(recorded: dict[str, Any]) -> list[Difference]:
+def toolchain_check(recorded: Toolchain) -> list[Difference]:
     """How this environment's toolchain differs from the recorded one (notes: a rebuild decides)."""
     return [dataclasses.replace(d, detail=d.detail or "installed here")
             for d in compare_toolchain(recorded, current_toolchain(recorded))]
 
 
-def explain_config(diffs: list[Difference], lock: dict[str, Any], root: Path) -> list[Difference]:
+def explain_config(diffs: list[Difference], lock: Lock, root: Path) -> list[Difference]:
     """Replace "config digest differs" by the edited keys and their old values, when provable."""
     digest = [d for d in diffs if d.kind == "config" and d.name == "sha256"]
     if not digest:
@@ -329,11 +335,11 @@ FLAG_PINS = {"threads": "threads", "cpu_capability": "cpu_capability",
              "use_deterministic_algorithms": "deterministic", "mkldnn": "mkldnn"}
 
 
-def pin_consistency(lock: dict[str, Any]) -> list[Difference]:
+def pin_consistency(lock: Lock) -> list[Difference]:
     """The lock's build pins must be what its own config resolves to, and what torch reported."""
     resolved = lock["inputs"]["config"]["resolved"]
     expected = resolve_pins(require(resolved, "build", dict), require(resolved, "seed", int)).to_json()
-    build = lock["build"]
+    build: dict[str, Any] = dict(lock["build"])  # read by pin name
     diffs = [
         Difference("build", "pin", key, "changed", expected[key], build[key],
                    f"the lock's build section says {build[key]!r} but its config resolves to {expected[key]!r}")
@@ -347,7 +353,7 @@ def pin_consistency(lock: dict[str, Any]) -> list[Difference]:
     return diffs
 
 
-def check_weights_file(path: Path, recorded: dict[str, Any], follow_links: bool = True) -> list[Difference]:
+def check_weights_file(path: Path, recorded: Weights, follow_links: bool = True) -> list[Difference]:
     """Size and sha256 of a weights file, then tensor by tensor if those differ. No torch.
 
     The file must be a regular one (not a FIFO or device; not a link unless
@@ -366,13 +372,13 @@ def check_weights_file(path: Path, recorded: dict[str, Any], follow_links: bool 
         tensors = read_tensors(path, follow_links)
     except ReproError as exc:
         return [dataclasses.replace(whole, detail=f"not readable as safetensors: {exc}")]
-    per_tensor = compare_tensor_records(recorded["tensors"], [t.record() for t in tensors.values()])
+    per_tensor = compare_tensor_records(recorded["tensors"], [cast(TensorRecord, t.record()) for t in tensors.values()])
     if not per_tensor:
         whole = dataclasses.replace(whole, detail="every tensor matches the lock; only the file's header differs")
     return [whole, *per_tensor]
 
 
-def machine_check(lock: dict[str, Any], rebuilding: bool) -> list[Difference]:
+def machine_check(lock: Lock, rebuilding: bool) -> list[Difference]:
     """Pins versus this machine. A CPU level it cannot run raises when a rebuild would run (exit 3).
 
     Another toolchain never stops a rebuild: the rebuild is what tells whether it
@@ -394,7 +400,7 @@ def machine_check(lock: dict[str, Any], rebuilding: bool) -> list[Difference]:
     return notes
 
 
-def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, weights_path: Path | None,
+def _rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_path: Path | None,
                          report: VerifyReport) -> dict[str, Any]:
     keep = opts.work_dir is not None
     work = Path(opts.work_dir) if opts.work_dir else Path(tempfile.mkdtemp(prefix="repro-verify-"))
@@ -407,7 +413,7 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
         if opts.toolchain == "recreate":
             from repro.build.recreate import provision
 
-            made = provision(lock["toolchain"], list(opts.find_links), opts.quiet)
+            made = provision(cast(dict[str, Any], lock["toolchain"]), list(opts.find_links), opts.quiet)
             python, env = made.python, made.to_json()
         started = time.monotonic()
         box = sandbox_for(root, work, opts.world_size or lock["build"]["world_size"], opts.sandbox)
@@ -436,7 +442,7 @@ def _rebuild_and_compare(lock: dict[str, Any], root: Path, opts: VerifyOptions, 
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _localize(lock: dict[str, Any], root: Path, opts: VerifyOptions, work: Path,
+def _localize(lock: Lock, root: Path, opts: VerifyOptions, work: Path,
               diffs: list[Difference]) -> dict[str, Any] | None:
     """--localize: the first differing op, when an environment here reproduces the lock's steps."""
     from repro.build.localize import localize_lock
@@ -470,7 +476,7 @@ def write_record(report: VerifyReport, rebuild: dict[str, Any], opts: VerifyOpti
     return {"path": str(path), "written": True, "signed": opts.signing_key is not None}
 
 
-def count_elements(diffs: list[Difference], lock: dict[str, Any], original: Path | None,
+def count_elements(diffs: list[Difference], lock: Lock, original: Path | None,
                    rebuilt_lock: Path) -> list[Difference]:
     """Add "N of M elements differ, max abs diff X" to each differing tensor.
 

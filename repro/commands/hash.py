@@ -49,8 +49,9 @@ def relative_to_root(root: Path, cwd: Path, typed: str) -> str:
 
 def run(args: argparse.Namespace) -> Outcome:
     from repro.progress import byte_bar
+    from repro.source.filetree import expand_patterns
     from repro.source.hashcache import open_cache
-    from repro.source.hashing import check_algorithms, expand_patterns
+    from repro.source.hashing import check_algorithms
     from repro.source.hashtree import hash_tree
 
     cwd = Path.cwd()

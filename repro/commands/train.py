@@ -101,11 +101,11 @@ def _sweep(args: argparse.Namespace, source: ConfigSource) -> Outcome:
 
 def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> Outcome:
     from repro.build.run import run_build
-    from repro.source.config import compose
+    from repro.source.config import compose, require
     from repro.train.resume import ResumeOptions
 
     resolved = compose(source, args.overrides)
-    out_dir = (cwd / str(resolved["out_dir"])).resolve()
+    out_dir = (cwd / require(resolved, "out_dir", str)).resolve()
     options = ResumeOptions(mode="fresh" if args.no_resume else "restart" if args.restart else "auto",
                             source=(cwd / args.resume_from).resolve() if args.resume_from else None)
     report = run_build(resolved, source.root, out_dir, quiet=args.quiet, resume=options, notify=_note,

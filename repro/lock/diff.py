@@ -13,6 +13,18 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from repro.lock.lockfile import logged_steps
+from repro.lock.types import (
+    BaseBlock,
+    Build,
+    FileRecord,
+    FilesBlock,
+    Inputs,
+    Lock,
+    LossTrajectory,
+    Outputs,
+    TensorRecord,
+    Toolchain,
+)
 from repro.safeio import printable
 
 # Build keys that are pins (they decide the bits), as opposed to recorded facts.
@@ -94,7 +106,7 @@ def compare_values(section: str, kind: str, a: Any, b: Any, prefix: str = "") ->
     return diffs
 
 
-def compare_files(kind: str, a: Iterable[dict[str, Any]], b: Iterable[dict[str, Any]],
+def compare_files(kind: str, a: Iterable[FileRecord], b: Iterable[FileRecord],
                   section: str = "inputs") -> list[Difference]:
     """Files by path: changed content, added, removed; a removed+added pair with the
     same sha256 is reported once, as renamed."""
@@ -121,7 +133,7 @@ def compare_files(kind: str, a: Iterable[dict[str, Any]], b: Iterable[dict[str, 
     return diffs
 
 
-def compare_file_block(kind: str, a: dict[str, Any], b: dict[str, Any], section: str = "inputs") -> list[Difference]:
+def compare_file_block(kind: str, a: FilesBlock, b: FilesBlock, section: str = "inputs") -> list[Difference]:
     """A `{files, root_digest}` block; a root digest that disagrees on equal file
     lists is reported too (it means the lock's own numbers do not add up)."""
     diffs = compare_files(kind, a["files"], b["files"], section)
@@ -130,7 +142,7 @@ def compare_file_block(kind: str, a: dict[str, Any], b: dict[str, Any], section:
     return diffs
 
 
-def compare_inputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+def compare_inputs(a: Inputs, b: Inputs) -> list[Difference]:
     """Config by key, data and project code files by path: the source."""
     diffs: list[Difference] = []
     ca, cb = a["config"], b["config"]
@@ -152,7 +164,7 @@ def compare_inputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     return diffs + compare_base(a.get("base"), b.get("base"))
 
 
-def compare_base(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[Difference]:
+def compare_base(a: BaseBlock | None, b: BaseBlock | None) -> list[Difference]:
     """A fine-tune's base release: its files by path, then its lock's digest and status."""
     if a is None or b is None:
         if a is b:
@@ -168,7 +180,7 @@ def compare_base(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[Dif
     return diffs
 
 
-def compare_toolchain(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+def compare_toolchain(a: Toolchain, b: Toolchain) -> list[Difference]:
     """What compiled the source: interpreter, platform, distributions, torch's build, repro's compiler."""
     diffs = compare_values("toolchain", "python", a["python"], b["python"], "python")
     diffs += compare_values("toolchain", "platform", a["platform"], b["platform"], "platform")
@@ -180,7 +192,7 @@ def compare_toolchain(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     return diffs + compare_file_block("compiler", ra, rb, "toolchain")
 
 
-def compare_build(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+def compare_build(a: Build, b: Build) -> list[Difference]:
     """Pins, the flags torch reported, the pinned environment, GPU facts."""
     diffs: list[Difference] = []
     for key in PIN_KEYS:
@@ -195,7 +207,7 @@ def compare_build(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     return diffs + compare_values("build", "other", rest_a, rest_b)
 
 
-def first_loss_difference(a: dict[str, Any], b: dict[str, Any]) -> Difference | None:
+def first_loss_difference(a: LossTrajectory, b: LossTrajectory) -> Difference | None:
     """The first logged training step whose loss differs between two trajectories."""
     if a == b:
         return None
@@ -216,7 +228,7 @@ def first_loss_difference(a: dict[str, Any], b: dict[str, Any]) -> Difference | 
                       "every logged loss agrees; an unlogged step differs")
 
 
-def compare_outputs(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+def compare_outputs(a: Outputs, b: Outputs) -> list[Difference]:
     """Weights file, tensors by name, loss trajectory, final loss and metrics."""
     diffs: list[Difference] = []
     wa, wb = a["weights"], b["weights"]
@@ -249,7 +261,7 @@ def first_differing_step(a: list[str], b: list[str]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def compare_tensor_records(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[Difference]:
+def compare_tensor_records(a: list[TensorRecord], b: list[TensorRecord]) -> list[Difference]:
     """Tensors by name: content digest, dtype and shape."""
     ta, tb = {t["name"]: t for t in a}, {t["name"]: t for t in b}
     diffs = []
@@ -266,7 +278,7 @@ def compare_tensor_records(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> 
     return diffs
 
 
-def compare_locks(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+def compare_locks(a: Lock, b: Lock) -> list[Difference]:
     """Every difference between two valid locks, grouped inputs, build, outputs."""
     diffs = compare_inputs(a["inputs"], b["inputs"]) + compare_build(a["build"], b["build"])
     diffs += compare_toolchain(a["toolchain"], b["toolchain"]) + compare_outputs(a["outputs"], b["outputs"])

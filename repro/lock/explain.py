@@ -14,6 +14,7 @@ from typing import Any
 from repro.canonical import compact_json, sha256_bytes
 from repro.errors import ConfigError
 from repro.lock.diff import Difference, flatten
+from repro.lock.types import Lock
 from repro.source.config import EMBEDDED_CONFIG_DIR, ConfigSource, compose, hashed_view
 
 MAX_SUSPECTS = 12  # 2**12 candidate configs at most: milliseconds of hashing
@@ -86,7 +87,7 @@ def _names(diffs: list[Difference], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def hints(diffs: list[Difference], notes: list[Difference], lock: dict[str, Any],
+def hints(diffs: list[Difference], notes: list[Difference], lock: Lock,
           commit: str | None = None) -> list[str]:
     """One sentence per likely cause, most fundamental first. `commit`: the git commit
     the build ran at (from run.json), if known."""

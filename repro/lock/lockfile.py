@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from repro.canonical import atomic_write_json, sha256_bytes
 from repro.errors import LockfileError
+from repro.lock.types import Lock
 from repro.safeio import loads, printable, read_bytes
-from repro.source.hashing import safe_relpath
+from repro.source.filetree import safe_relpath
 
 VERSION = 2  # 2: the toolchain section; imported project code in inputs.code; build.env
 SCHEMA_PATH = Path(__file__).resolve().parent / "lockfile.schema.json"
@@ -81,7 +82,7 @@ def validate(lock: Any, where: str) -> None:
         safe_relpath(pre_file["path"], f"{where}: preprocess file path")
 
 
-def load(path: Path) -> tuple[dict[str, Any], str]:
+def load(path: Path) -> tuple[Lock, str]:
     """Read a lockfile once: the validated lock and the sha256 of the very bytes parsed.
 
     A link is followed (the user named this file), but only to a regular file under
@@ -90,10 +91,10 @@ def load(path: Path) -> tuple[dict[str, Any], str]:
     raw = read_bytes(path, "lockfile", error=LockfileError, follow_links=True)
     lock = loads(raw, str(path), LockfileError)
     validate(lock, printable(str(path)))
-    return dict(lock), sha256_bytes(raw)
+    return cast(Lock, dict(lock)), sha256_bytes(raw)  # validated against the schema that Lock mirrors
 
 
-def read(path: Path) -> dict[str, Any]:
+def read(path: Path) -> Lock:
     """Parse and validate a lockfile (see `load`, which also gives the digest of its bytes)."""
     return load(path)[0]
 
@@ -102,7 +103,7 @@ def _short(message: str) -> str:
     return message if len(message) < 160 else message[:157] + "..."
 
 
-def read_step_digests(out_dir: Path, lock: dict[str, Any]) -> list[str] | None:
+def read_step_digests(out_dir: Path, lock: Lock) -> list[str] | None:
     """The per-step parameter digests beside a lock, if present and matching its record."""
     import hashlib
 

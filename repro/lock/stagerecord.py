@@ -19,7 +19,7 @@ from repro.canonical import atomic_write_json, compact_json, sha256_bytes
 from repro.errors import LockfileError
 from repro.lock.diff import Difference, compare_files, compare_values
 from repro.safeio import read_json
-from repro.source.hashing import safe_relpath
+from repro.source.filetree import safe_relpath
 from repro.source.stages import StageSpec
 
 VERSION = 1

@@ -7,10 +7,11 @@ Hydra/OmegaConf stops here: the rest of repro sees a plain, fully resolved dict
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from repro.environment.pins import Pins
 from repro.errors import ConfigError
 
 EMBEDDED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -64,7 +65,7 @@ def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
             cfg = hydra_compose(config_name=source.config_name, overrides=list(overrides))
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as exc:  # Hydra raises many types; all mean "bad config"
-        raise ConfigError(one_line(exc)) from None
+        raise ConfigError("config: " + one_line(exc)) from None
     if not isinstance(resolved, dict):
         raise ConfigError(f"{source.config_name}.yaml: expected a mapping at the top level")
     return {str(k): v for k, v in resolved.items()}
@@ -84,12 +85,32 @@ def hashed_view(resolved: dict[str, Any]) -> dict[str, Any]:
 
 
 def one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    """A Hydra error and its cause on one line: the cause says which argument or module is wrong."""
+    text = (str(exc).strip() or type(exc).__name__).replace(", set env var HYDRA_FULL_ERROR=1 to see chained "
+                                                             "exception.", "")
     cause = exc.__cause__ or exc.__context__
     if cause is not None and str(cause).strip() and str(cause).strip() not in text:
-        text = f"{text}: {str(cause).strip()}"
+        text = f"{text.rstrip(':')}: {str(cause).strip()}"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("full_key")]
-    return "config: " + " ".join(lines[:5])
+    return " ".join(lines[:5])
+
+
+# Groups and keys every build reads, checked (present) before anything is hashed or
+# out_dir is locked; their values' types are checked by the typed views below.
+REQUIRED_GROUPS = ("data", "model", "task", "trainer", "build")
+REQUIRED_KEYS = ("seed", "code.include", "model._target_", "task._target_", "trainer.optimizer._target_",
+                 *(f"build.{f.name}" for f in fields(Pins) if f.name != "seed"))
+
+
+def require_keys(cfg: dict[str, Any]) -> None:
+    """Raise ConfigError naming the first missing group, else the first missing key."""
+    for group in REQUIRED_GROUPS:
+        if not isinstance(cfg.get(group), dict):
+            got = "missing" if group not in cfg else f"expected a mapping, got {cfg[group]!r}"
+            raise ConfigError(f"config group {group}: {got}; add `- {group}: NAME` to the config's defaults list "
+                              f"(a file configs/{group}/NAME.yaml) or define it inline")
+    for key in REQUIRED_KEYS:
+        require(cfg, key, object)
 
 
 def require(cfg: dict[str, Any], dotted: str, kind: type | tuple[type, ...]) -> Any:

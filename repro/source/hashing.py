@@ -26,14 +26,7 @@ from typing import Any, NamedTuple, Protocol
 
 from repro.environment.machine import machine_cores
 from repro.errors import ConfigError, DataError
-from repro.source.filetree import SKIP_DIRS, expand_patterns, os_reason, resolve_under, safe_relpath
-
-# The path API lived here first; callers keep importing it from repro.source.hashing.
-__all__ = [
-    "CHUNK", "EXTRA_ALGORITHMS", "KEY_SIZE", "SKIP_DIRS", "FileDigest", "Hashed", "Progress", "StatCache", "StatKey",
-    "check_algorithms", "default_workers", "digest_path", "expand_patterns", "hash_file", "hash_files",
-    "pack_key", "read_stable", "resolve_under", "root_digest", "safe_relpath", "sha256_file",
-]
+from repro.source.filetree import os_reason
 
 CHUNK = 1 << 20  # 1 MiB reads: large enough that hashlib, not Python, dominates.
 SEQUENTIAL_HINT = 8 << 20  # files at least this big get POSIX_FADV_SEQUENTIAL (more readahead)

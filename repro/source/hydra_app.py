@@ -93,4 +93,4 @@ def hydra_errors(on_exit: str = "Hydra stopped") -> Iterator[None]:
     except ConfigError:
         raise
     except Exception as exc:  # Hydra raises many types; all mean "bad config or override"
-        raise ConfigError(one_line(exc)) from None
+        raise ConfigError("config: " + one_line(exc)) from None

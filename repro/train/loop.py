@@ -1,8 +1,8 @@
 """The training loop. There is exactly one; pipelines, examples and verify call it.
 
-Read it top to bottom: pins, seeds, data, model, then the steps. Everything that
-can change the bits comes in through `cfg` and `pins` and is recorded by the
-caller (`repro.build.run`).
+Read `train` top to bottom: pins, seeds, data, model, then the steps, then the
+held-out evaluation. Everything that can change the bits comes in through `cfg`
+and `pins` and is recorded by the caller (`repro.build.run`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from repro.environment.pins import Pins
 from repro.errors import ConfigError, TrainingFailed
 from repro.source.base_model import with_base_path
-from repro.source.config import TrainerSpec
+from repro.source.config import TrainerSpec, one_line
 from repro.source.data import DataSpec, load_splits
-from repro.tasks import Batch, Task
+from repro.tasks import Batch, Task, as_task
 from repro.train.determinism import apply_torch_pins, cuda_facts, seed_everything, seed_worker, torch_generator
 from repro.train.sampling import OrderDigest, SampleOrder
 from repro.train.state import Parts, capture, restore
@@ -32,9 +32,24 @@ if TYPE_CHECKING:
     from repro.train.resume import Session
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+OnStep = Callable[[int, float], None]
 
 
-@dataclass
+@dataclass(frozen=True)
+class RunFlags:
+    """What the loop set in torch and found about the run, for the lock's build section."""
+
+    torch: dict[str, Any]  # what apply_torch_pins set
+    seeds: dict[str, int]
+    distributed: dict[str, Any]
+    cuda: dict[str, Any] | None  # the lock's build.cuda (None on CPU)
+
+    def to_json(self) -> dict[str, Any]:
+        """The lock's `build.flags`."""
+        return {**self.torch, "seeds": self.seeds, "distributed": self.distributed}
+
+
+@dataclass(frozen=True)
 class TrainResult:
     """What one run produced; `repro.build.run` turns it into files and the lock."""
 
@@ -43,12 +58,175 @@ class TrainResult:
     order_sha256: str
     order_count: int
     metrics: dict[str, float]
-    flags: dict[str, Any]
+    flags: RunFlags
     dataset_fingerprint: str
-    extra: dict[str, Any] = field(default_factory=dict)
     step_digests: list[str] = field(default_factory=list)  # parameters after every step (repro.train.trace)
-    samples: list[str] = field(default_factory=list)  # from the task's optional `samples` hook
-    exports: dict[str, bytes] = field(default_factory=dict)  # from its optional `export` hook
+    samples: list[str] = field(default_factory=list)  # from the task's `samples` hook
+    exports: dict[str, bytes] = field(default_factory=dict)  # from its `export` hook
+
+
+def train(cfg: dict[str, Any], pins: Pins, root: Path, data_files: list[str], on_step: OnStep | None = None,
+          checkpoints: Session | None = None, data_digest: str | None = None) -> TrainResult:
+    """Train once from a resolved config under applied pins; return tensors and traces.
+
+    With `checkpoints`, resume from `checkpoints.resume` if set and save after steps.
+    """
+    from accelerate.state import AcceleratorState
+
+    torch_flags = apply_torch_pins(pins)
+    spec = TrainerSpec.from_config(cfg)
+    task = as_task(instantiate(cfg["task"], "task"))
+    train_t, test_t, fingerprint = _load_data(cfg, task, root, data_files, data_digest, spec)
+    # Seed after data loading so model init depends on the seed alone.
+    seeds = seed_everything(pins.seed)
+    model = instantiate(with_base_path(cfg["model"], root), "model")  # a fine-tune loads its base
+    optimizer = instantiate(cfg["trainer"]["optimizer"], "trainer.optimizer")(model.parameters())
+    # Optional: a project's own trainer group may predate the key; absent means none.
+    sched_node = cfg["trainer"].get("scheduler")
+    scheduler = None if sched_node is None else instantiate(sched_node, "trainer.scheduler")(optimizer)
+
+    accelerator = _accelerator(pins)
+    try:
+        run = _Run.prepare(accelerator, pins, spec, task, model, optimizer, scheduler, train_t)
+        losses, digest, trace = run.steps(checkpoints, on_step)
+        net = accelerator.unwrap_model(run.model)
+        metrics, samples, exports = evaluate(task, net, test_t, root, accelerator.device)
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        flags = RunFlags(torch_flags, seeds, run.distributed(), cuda_facts())
+    finally:
+        AcceleratorState._reset_state(True)
+    return TrainResult(state, losses, digest.hexdigest(), digest.count, metrics, flags, fingerprint,
+                       step_digests=trace.digests, samples=samples, exports=exports)
+
+
+def _load_data(cfg: dict[str, Any], task: Task, root: Path, data_files: list[str], data_digest: str | None,
+               spec: TrainerSpec) -> tuple[Batch, Batch, str]:
+    """The train and test splits as the task's tensors, and the datasets fingerprint."""
+    train_rows, test_rows, fingerprint = load_splits(root, DataSpec.from_config(cfg), data_files, data_digest)
+    train_t, test_t = task.tensors(train_rows), task.tensors(test_rows)
+    n_train = next(iter(train_t.values())).shape[0]
+    if spec.batch_size > n_train:
+        raise ConfigError(f"config key trainer.batch_size: {spec.batch_size} exceeds the {n_train} training rows")
+    return train_t, test_t, fingerprint
+
+
+def evaluate(task: Task, net: torch.nn.Module, test_t: Batch, root: Path,
+             device: torch.device) -> tuple[dict[str, float], list[str], dict[str, bytes]]:
+    """Held-out metrics (none without test rows), then the task's samples and exported files."""
+    net.eval()
+    test = {k: v.to(device) for k, v in test_t.items()}
+    metrics = task.evaluate(net, test) if next(iter(test.values())).shape[0] else {}
+    return metrics, task.samples(net, root), task.export(net, root)
+
+
+class _FastStep:
+    """accelerate's optimizer step and backward, minus a per-step cost that changes no bit.
+
+    accelerate's optimizer wrapper probes for lomo_optim (importlib) and inspects
+    zero_grad's signature on every step: ~0.1 ms, 40% of a small model's step
+    here (benchmarks/train_overhead.py). Without a grad scaler it only forwards to
+    the wrapped optimizer, so call that directly; fp16 keeps accelerate's path.
+    accelerator.backward likewise only divides by the accumulation steps (1) and
+    calls loss.backward() unless there is a scaler.
+    """
+
+    def __init__(self, accelerator: Any, optimizer: Any) -> None:
+        plain = getattr(optimizer, "scaler", None) is None
+        self.inner = optimizer.optimizer if plain else optimizer
+        self.step, self.zero_grad = self.inner.step, self.inner.zero_grad
+        self.backward: Callable[[torch.Tensor], None] = _backward if plain else accelerator.backward
+
+
+def _backward(loss: torch.Tensor) -> None:
+    loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward untyped
+
+
+@dataclass
+class _Run:
+    """One run's prepared pieces; `steps` is the loop itself."""
+
+    accelerator: Any
+    pins: Pins
+    spec: TrainerSpec
+    task: Task
+    model: Any
+    scheduler: Any
+    parts: Parts
+    order: SampleOrder
+    train_t: Batch
+    fast: _FastStep
+    rank: int
+    world: int
+
+    @classmethod
+    def prepare(cls, accelerator: Any, pins: Pins, spec: TrainerSpec, task: Task, model: Any, optimizer: Any,
+                scheduler: Any, train_t: Batch) -> _Run:
+        rank, world = accelerator.process_index, accelerator.num_processes
+        if world != pins.world_size:
+            raise ConfigError(f"build.world_size is {pins.world_size} but {world} processes were launched")
+        model, optimizer = accelerator.prepare(model, optimizer)
+        n_train = next(iter(train_t.values())).shape[0]
+        order = SampleOrder(n_train, spec.batch_size, pins.seed, spec.shuffle)
+        train_t = {k: v.to(accelerator.device) for k, v in train_t.items()}
+        parts = Parts(accelerator.unwrap_model(model), optimizer, scheduler, accelerator.scaler)
+        return cls(accelerator, pins, spec, task, model, scheduler, parts, order, train_t,
+                   _FastStep(accelerator, optimizer), rank, world)
+
+    def distributed(self) -> dict[str, Any]:
+        """How the global batch was split and the loss reduced, for the lock's flags."""
+        return {
+            "backend": self.accelerator.state.backend if self.world > 1 else None,
+            "batch_split": "contiguous",  # rank r takes rows [r*b, (r+1)*b) of every global batch
+            "per_rank_batch": self.spec.batch_size // self.world,
+            "grad_accumulation": 1,
+            "loss_reduction": "mean over ranks in rank order",
+        }
+
+    def steps(self, checkpoints: Session | None,
+              on_step: OnStep | None) -> tuple[list[float], OrderDigest, StepTrace]:
+        """Train from step 0 or the checkpoint's step to max_steps; return the losses, order digest and trace."""
+        resume = checkpoints.resume if checkpoints is not None else None
+        start = resume.step if resume is not None else 0
+        batches = _batches(self.train_t, self.order, self.spec, self.pins.seed, start)
+        digest, losses = OrderDigest(), list[float]()
+        if resume is not None:  # restores the RNGs last: nothing may draw before the next step
+            digest, losses = restore(resume, self.parts, self.order)
+        trace = StepTrace.start(self.parts.model, self.fast.inner, resume)
+        self.model.train()
+        for step, (rows, batch) in enumerate(batches, start):
+            trace.before_step(step + 1)
+            digest.update(rows)
+            value = self.step(step, batch, trace)
+            losses.append(value)
+            if checkpoints is not None:
+                checkpoints.after_step(step + 1, partial(capture, step + 1, self.parts, self.order, losses, digest,
+                                                         trace.digests))
+            if on_step is not None:
+                on_step(step + 1, value)
+        return losses, digest, trace
+
+    def step(self, step: int, batch: Batch, trace: StepTrace) -> float:
+        """One optimizer step on this rank's slice of the global batch; the loss every rank agrees on."""
+        if self.world > 1:
+            per_rank = self.spec.batch_size // self.world
+            batch = {k: v[self.rank * per_rank:(self.rank + 1) * per_rank] for k, v in batch.items()}
+        if self.pins.precision != "fp32":
+            with self.accelerator.autocast():
+                loss = self.task.loss(self.model, batch)
+        else:
+            loss = self.task.loss(self.model, batch)
+        self.fast.backward(loss)
+        self.fast.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.fast.zero_grad(set_to_none=True)  # flush the gradients as soon as we can
+        trace.after_step(step + 1)
+        # Every rank records the same number: the mean of all ranks' losses, in rank order.
+        world_loss = loss if self.world == 1 else self.accelerator.gather(loss.detach().reshape(1)).mean()
+        value = float(world_loss.item())
+        if not math.isfinite(value):
+            raise TrainingFailed(f"loss became {value} at step {step + 1}; lower trainer.lr or check the data")
+        return value
 
 
 class _Rows(Dataset[Batch]):
@@ -108,116 +286,4 @@ def instantiate(node: dict[str, Any], key: str) -> Any:
     try:
         return hydra_instantiate(node)
     except InstantiationException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"config key {key}._target_ {node['_target_']!r}: {first}") from None
-
-
-def train(
-    cfg: dict[str, Any],
-    pins: Pins,
-    root: Path,
-    data_files: list[str],
-    on_step: Callable[[int, float], None] | None = None,
-    checkpoints: Session | None = None,
-    data_digest: str | None = None,
-) -> TrainResult:
-    """Train once from a resolved config under applied pins; return tensors and traces.
-
-    With `checkpoints`, resume from `checkpoints.resume` if set and save after steps.
-    """
-    from accelerate.state import AcceleratorState
-
-    flags = apply_torch_pins(pins)
-    spec = TrainerSpec.from_config(cfg)
-    task: Task = instantiate(cfg["task"], "task")
-    train_rows, test_rows, fingerprint = load_splits(root, DataSpec.from_config(cfg), data_files, data_digest)
-    train_t, test_t = task.tensors(train_rows), task.tensors(test_rows)
-    n_train = next(iter(train_t.values())).shape[0]
-    if spec.batch_size > n_train:
-        raise ConfigError(f"config key trainer.batch_size: {spec.batch_size} exceeds the {n_train} training rows")
-
-    # Seed after data loading so model init depends on the seed alone.
-    flags["seeds"] = seed_everything(pins.seed)
-    model = instantiate(with_base_path(cfg["model"], root), "model")  # a fine-tune loads its base
-    optimizer = instantiate(cfg["trainer"]["optimizer"], "trainer.optimizer")(model.parameters())
-    # Optional: a project's own trainer group may predate the key; absent means none.
-    sched_node = cfg["trainer"].get("scheduler")
-    scheduler = None if sched_node is None else instantiate(sched_node, "trainer.scheduler")(optimizer)
-
-    accelerator = _accelerator(pins)
-    try:
-        rank, world = accelerator.process_index, accelerator.num_processes
-        if world != pins.world_size:
-            raise ConfigError(f"build.world_size is {pins.world_size} but {world} processes were launched")
-        per_rank = spec.batch_size // world
-        flags["distributed"] = {
-            "backend": accelerator.state.backend if world > 1 else None,
-            "batch_split": "contiguous",  # rank r takes rows [r*b, (r+1)*b) of every global batch
-            "per_rank_batch": per_rank,
-            "grad_accumulation": 1,
-            "loss_reduction": "mean over ranks in rank order",
-        }
-        model, optimizer = accelerator.prepare(model, optimizer)
-        order = SampleOrder(n_train, spec.batch_size, pins.seed, spec.shuffle)
-        train_t = {k: v.to(accelerator.device) for k, v in train_t.items()}
-        autocast = pins.precision != "fp32"
-        # accelerate's optimizer wrapper probes for lomo_optim (importlib) and inspects
-        # zero_grad's signature on every step: ~0.1 ms, 40% of a small model's step
-        # here (benchmarks/train_overhead.py). Without a grad scaler it only forwards
-        # to the wrapped optimizer, so call that directly; fp16 keeps accelerate's path.
-        # accelerator.backward likewise only divides by the accumulation steps (1) and
-        # calls loss.backward() unless there is a scaler.
-        plain = getattr(optimizer, "scaler", None) is None
-        inner = optimizer.optimizer if plain else optimizer
-        step_fn, zero_fn = inner.step, inner.zero_grad
-        backward = (lambda t: t.backward()) if plain else accelerator.backward
-        resume = checkpoints.resume if checkpoints is not None else None
-        start = resume.step if resume is not None else 0
-        parts = Parts(accelerator.unwrap_model(model), optimizer, scheduler, accelerator.scaler)
-        batches = _batches(train_t, order, spec, pins.seed, start)
-        digest, losses = OrderDigest(), list[float]()
-        if resume is not None:  # restores the RNGs last: nothing may draw before the next step
-            digest, losses = restore(resume, parts, order)
-        trace = StepTrace.start(parts.model, inner, resume)
-        model.train()
-        mine = slice(rank * per_rank, (rank + 1) * per_rank)
-        for step, (rows, batch) in enumerate(batches, start):
-            trace.before_step(step + 1)
-            digest.update(rows)
-            if world > 1:
-                batch = {k: v[mine] for k, v in batch.items()}
-            if autocast:
-                with accelerator.autocast():
-                    loss = task.loss(model, batch)
-            else:
-                loss = task.loss(model, batch)
-            backward(loss)
-            step_fn()
-            if scheduler is not None:
-                scheduler.step()
-            zero_fn(set_to_none=True)
-            trace.after_step(step + 1)
-            # Every rank records the same number: the mean of all ranks' losses, in rank order.
-            value = loss.item() if world == 1 else accelerator.gather(loss.detach().reshape(1)).mean().item()
-            if not math.isfinite(value):
-                raise TrainingFailed(f"loss became {value} at step {step + 1}; lower trainer.lr or check the data")
-            losses.append(value)
-            if checkpoints is not None:
-                checkpoints.after_step(step + 1, partial(capture, step + 1, parts, order, losses, digest,
-                                                                trace.digests))
-            if on_step is not None:
-                on_step(step + 1, value)
-
-        net = accelerator.unwrap_model(model)
-        net.eval()
-        test = {k: v.to(accelerator.device) for k, v in test_t.items()}
-        metrics = task.evaluate(net, test) if next(iter(test.values())).shape[0] else {}
-        # Optional task hooks: text to record, files to put beside the weights.
-        samples = task.samples(net, root) if hasattr(task, "samples") else []
-        exports = task.export(net, root) if hasattr(task, "export") else {}
-        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        flags["cuda"] = cuda_facts()
-    finally:
-        AcceleratorState._reset_state(True)
-    return TrainResult(state, losses, digest.hexdigest(), digest.count, metrics, flags, fingerprint,
-                       step_digests=trace.digests, samples=samples, exports=exports)
+        raise ConfigError(f"config key {key}._target_ {node['_target_']!r}: {one_line(exc)}") from None

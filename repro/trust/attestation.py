@@ -27,10 +27,11 @@ from typing import Any
 
 from repro import __version__
 from repro.canonical import atomic_write_bytes, canonical_json, compact_json
+from repro.environment.machine import cpu_model
 from repro.errors import UserInputError
-from repro.filenames import RECORD_NAME, WEIGHTS_NAME
+from repro.filenames import LOCK_NAME, RECORD_NAME, WEIGHTS_NAME
 from repro.safeio import loads, open_regular, printable, read_bytes
-from repro.source.hashing import hash_file
+from repro.source.hashing import sha256_file
 
 RECORDS_DIR = "verifications"  # more records beside the lock: one per rebuilder
 MAX_RECORDS = 256
@@ -81,13 +82,13 @@ def statement(lock_sha256: str, weights_name: str, weights_sha256: str, identica
     """The in-toto Statement v1 with a SLSA VSA v1 predicate for one rebuild."""
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": "repro.lock", "digest": {"sha256": lock_sha256}},
+        "subject": [{"name": LOCK_NAME, "digest": {"sha256": lock_sha256}},
                     {"name": weights_name, "digest": {"sha256": weights_sha256}}],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "verifier": {"id": VERIFIER_ID, "version": {"repro": __version__}},
             "timeVerified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "resourceUri": "repro.lock",
+            "resourceUri": LOCK_NAME,
             "policy": {"uri": POLICY_URI},
             "verificationResult": "PASSED" if identical else "FAILED",
             "verifiedLevels": [LEVEL_PASSED] if identical else ["FAILED"],
@@ -102,14 +103,7 @@ def machine_facts(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Who rebuilt where: CPU model and toolchain (not hashed anywhere; shown by `repro audit`)."""
     from importlib import metadata
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model() or platform.machine()
     try:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
@@ -187,7 +181,7 @@ def check_record(record_path: Path, lock_sha256: str, locked_weights_sha256: str
         ok = False
     if not ok:
         return no("not an in-toto statement with a SLSA verification summary (VSA v1)")
-    if subjects.get("repro.lock") != lock_sha256:
+    if subjects.get(LOCK_NAME) != lock_sha256:
         return no(f"verifies another lock (sha256 {str(subjects.get('repro.lock'))[:12]}...)")
     if locked_weights_sha256 not in subjects.values():
         return no(f"its rebuilt weights differ from the locked {locked_weights_sha256[:12]}...")
@@ -209,7 +203,7 @@ def weights_beside_match(lock_path: Path, weights_rel: str, locked_sha256: str) 
         return None
     fd, _ = open_regular(path, "weights file")  # a link or FIFO beside a stranger's lock is refused
     os.close(fd)
-    if hash_file(path)[1] != locked_sha256:
+    if sha256_file(path) != locked_sha256:
         return f"{printable(weights_rel)} beside the lock no longer has the locked sha256"
     return None
 
@@ -258,8 +252,12 @@ def _verifies(key: Any, signature: bytes, message: bytes) -> bool:
     return True
 
 
-def _sign(private_key: Path, message: bytes) -> dict[str, str]:
-    from cryptography.hazmat.primitives import hashes, serialization
+def signing_key(private_key: Path) -> Any:
+    """The EC or Ed25519 key records are signed with; UserInputError naming the file if it is unusable.
+
+    `repro verify --signing-key` loads it before its rebuild, so a bad key costs seconds, not a training run.
+    """
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
     raw = read_bytes(private_key, "private key", cap=1 << 20, follow_links=True)
@@ -267,10 +265,18 @@ def _sign(private_key: Path, message: bytes) -> dict[str, str]:
         key = serialization.load_pem_private_key(raw, password=None)
     except (ValueError, TypeError) as exc:
         raise UserInputError(f"{printable(str(private_key))}: not a usable PEM private key ({exc})") from None
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
+        raise UserInputError(f"{printable(str(private_key))}: expected an EC or Ed25519 private key")
+    return key
+
+
+def _sign(private_key: Path, message: bytes) -> dict[str, str]:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = signing_key(private_key)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         sig = key.sign(message, ec.ECDSA(hashes.SHA256()))
-    elif isinstance(key, ed25519.Ed25519PrivateKey):
-        sig = key.sign(message)
     else:
-        raise UserInputError(f"{printable(str(private_key))}: expected an EC or Ed25519 private key")
+        sig = key.sign(message)
     return {"keyid": keyid(key.public_key()), "sig": base64.b64encode(sig).decode("ascii")}

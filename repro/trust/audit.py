@@ -13,6 +13,7 @@ from typing import Any
 
 from repro.filenames import CHECKPOINTS_DIR
 from repro.lock import lockfile
+from repro.lock.types import Lock
 from repro.safeio import printable
 from repro.trust.attestation import RecordCheck, check_record, load_public_keys, record_paths, weights_beside_match
 from repro.trust.licenses import Rating, rate
@@ -92,7 +93,7 @@ class ReleaseFacts:
     threshold: int = 1  # distinct trusted signers needed
 
 
-def audit(lock: dict[str, Any], lock_name: str, lock_sha256: str, facts: ReleaseFacts) -> AuditReport:
+def audit(lock: Lock, lock_name: str, lock_sha256: str, facts: ReleaseFacts) -> AuditReport:
     """Rate a (validated) lock under every framework."""
     release = ReleaseTerms.from_config(lock["inputs"]["config"]["resolved"])
     weights, data, code = (rate(release.weights_license, "weights"), rate(release.data_license, "data"),
@@ -139,7 +140,7 @@ def osaid(release: ReleaseTerms, weights: Rating, code: Rating) -> Verdict:
                    ["data information, code and parameters are available under free terms"])
 
 
-def components(lock: dict[str, Any], release: ReleaseTerms, facts: ReleaseFacts,
+def components(lock: Lock, release: ReleaseTerms, facts: ReleaseFacts,
                weights: Rating, data: Rating, code: Rating) -> list[Component]:
     """The MOF's components, with the evidence repro has for each one in this release."""
     metrics = bool(lock["outputs"]["metrics"])
@@ -177,7 +178,7 @@ def components(lock: dict[str, Any], release: ReleaseTerms, facts: ReleaseFacts,
     ]
 
 
-def _packages(lock: dict[str, Any]) -> Rating:
+def _packages(lock: Lock) -> Rating:
     names = ["python", *sorted(n for n in lock["toolchain"]["distributions"] if n in PACKAGE_LICENSES)]
     unknown = [n for n in names if n not in PACKAGE_LICENSES]
     if unknown:

@@ -20,6 +20,7 @@ from repro.errors import UserInputError
 from repro.filenames import CHECK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.release_folder import ReleaseFolder
+from repro.lock.types import Inputs, Lock
 from repro.safeio import loads, read_bytes, read_json
 from repro.trust.audit import AuditReport, audit_path
 from repro.trust.licenses import hf_license
@@ -92,7 +93,7 @@ def build_commit(out_dir: Path) -> dict[str, Any] | None:
     return git if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
 
 
-def loss_curve(out_dir: Path, lock: dict[str, Any]) -> tuple[list[int], list[float]]:
+def loss_curve(out_dir: Path, lock: Lock) -> tuple[list[int], list[float]]:
     """(step, loss) pairs from metrics.jsonl, or from the lock's logged trajectory without it."""
     path = out_dir / METRICS_NAME
     if os.path.lexists(path):
@@ -133,7 +134,7 @@ def plot_png(steps: list[int], losses: list[float]) -> bytes:
     return buf.getvalue()
 
 
-def rebuild_yaml(lock: dict[str, Any]) -> bytes:
+def rebuild_yaml(lock: Lock) -> bytes:
     """The lock's resolved config as a Hydra primary config (no defaults list)."""
     config = {**lock["inputs"]["config"]["resolved"], "out_dir": REBUILD_OUT}
     header = (
@@ -144,7 +145,7 @@ def rebuild_yaml(lock: dict[str, Any]) -> bytes:
     return (header + _yaml(config)).encode()
 
 
-def front_matter(lock: dict[str, Any], report: AuditReport) -> str:
+def front_matter(lock: Lock, report: AuditReport) -> str:
     license_id, license_name = hf_license(report.release.weights_license)
     meta: dict[str, Any] = {"license": license_id, "tags": ["repro", "reproducible", "safetensors", "pytorch"]}
     if license_name:
@@ -155,11 +156,12 @@ def front_matter(lock: dict[str, Any], report: AuditReport) -> str:
     return "---\n" + _yaml(meta) + "---\n"
 
 
-def render(lock: dict[str, Any], report: AuditReport, git: dict[str, Any] | None = None,
+def render(lock: Lock, report: AuditReport, git: dict[str, Any] | None = None,
            check: dict[str, Any] | None = None) -> str:
     """The card's Markdown; `git` is run.json's commit record, when the build ran in a checkout;
     `check` the latest `repro check` report from the folder."""
-    inputs, build, outputs = lock["inputs"], lock["build"], lock["outputs"]
+    inputs, outputs = lock["inputs"], lock["outputs"]
+    build: dict[str, Any] = dict(lock["build"])  # every pin, by name
     resolved = inputs["config"]["resolved"]
     rel = report.release
     weights_sha = outputs["weights"]["hashes"]["sha256"]
@@ -219,7 +221,7 @@ def _chain(records: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _commands(lock: dict[str, Any], weights_sha: str, lock_sha: str, git: dict[str, Any] | None) -> list[str]:
+def _commands(lock: Lock, weights_sha: str, lock_sha: str, git: dict[str, Any] | None) -> list[str]:
     where = f"a checkout of commit `{git['commit']}`" if git else "the project folder"
     return [
         "## Rebuild", "",
@@ -250,7 +252,7 @@ def _yaml(obj: Any) -> str:
     return text
 
 
-def _title(resolved: dict[str, Any], inputs: dict[str, Any]) -> str:
+def _title(resolved: dict[str, Any], inputs: Inputs) -> str:
     model = str(resolved.get("model", {}).get("_target_", "model")).rsplit(".", 1)[-1]
     files = inputs["data"]["files"]
     data = Path(files[0]["path"]).stem if files else "data"

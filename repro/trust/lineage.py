@@ -13,12 +13,13 @@ import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from repro.errors import ReproError
 from repro.source.filetree import resolve_under
 
 if TYPE_CHECKING:
+    from repro.lock.types import Lock
     from repro.trust.audit import AuditReport, Verdict
 
 DEBIAN_RANK = {"Free Model": 2, "ToxicCandy": 1, "Non-free": 0}
@@ -46,7 +47,7 @@ def base_lock_path(lock_path: Path, rel: str) -> Path | None:
     return None
 
 
-def follow_base(report: AuditReport, lock: dict[str, Any], lock_path: Path,
+def follow_base(report: AuditReport, lock: Lock, lock_path: Path,
                 audit_base: Callable[[Path], AuditReport]) -> AuditReport:
     """`report` with the base's verdicts applied and the base's report attached."""
     base = lock["inputs"].get("base")

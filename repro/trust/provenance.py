@@ -21,8 +21,9 @@ from repro.errors import MismatchError, UserInputError
 from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.release_folder import ReleaseFolder
+from repro.lock.types import Lock
 from repro.safeio import open_regular, read_bytes, read_json
-from repro.source.hashing import hash_file
+from repro.source.hashing import sha256_file
 from repro.trust.release import ReleaseTerms
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -36,7 +37,7 @@ _EXTRA_FILES = (LOCK_NAME, METRICS_NAME, RUN_NAME)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # what the schema accepts as a URI
 
 
-def statement(lock: dict[str, Any], run: dict[str, Any] | None, byproducts: list[dict[str, Any]],
+def statement(lock: Lock, run: dict[str, Any] | None, byproducts: list[dict[str, Any]],
               builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
     """The provenance statement for `lock`; pure, so it can be tested on any lock dict."""
     inputs, build = lock["inputs"], lock["build"]
@@ -61,7 +62,7 @@ def statement(lock: dict[str, Any], run: dict[str, Any] | None, byproducts: list
     }
 
 
-def _dependencies(lock: dict[str, Any], git: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _dependencies(lock: Lock, git: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Data files, the data tree, code files, the code tree and commit, repro's compiler, the toolchain.
 
     Tree digests are repro root digests, which are exactly in-toto's `dirHash`
@@ -129,7 +130,7 @@ def attest(release: ReleaseFolder, builder_id: str = LOCAL_BUILDER_ID) -> dict[s
         raise UserInputError(f"{path}: missing; provenance is about these weights")
     fd, _ = open_regular(path, "weights file")
     os.close(fd)
-    actual = hash_file(path)[1]
+    actual = sha256_file(path)
     if actual != weights["hashes"]["sha256"]:
         raise MismatchError(f"{path.name}: sha256 is {actual}, {release.lock.name} has "
                             f"{weights['hashes']['sha256']}; these are not the weights the lock describes")
@@ -148,11 +149,5 @@ def attest(release: ReleaseFolder, builder_id: str = LOCAL_BUILDER_ID) -> dict[s
 def _read_run(path: Path) -> dict[str, Any] | None:
     if not os.path.lexists(path):
         return None
-    run, _ = read_json(path, "run.json")
+    run, _ = read_json(path, RUN_NAME)
     return run if isinstance(run, dict) else None
-
-
-def without_run_details(stmt: dict[str, Any]) -> dict[str, Any]:
-    """The part of a statement that two builds of one lock share byte for byte."""
-    pred = {k: v for k, v in stmt["predicate"].items() if k != "runDetails"}
-    return {**stmt, "predicate": pred}

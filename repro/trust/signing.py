@@ -23,7 +23,7 @@ from typing import Any
 from repro.errors import MismatchError, UserInputError
 from repro.filenames import LOCK_NAME, WEIGHTS_NAME
 from repro.safeio import loads, open_regular, read_bytes
-from repro.source.hashing import hash_file
+from repro.source.hashing import sha256_file
 
 SIGNATURE_NAME = "model.sig"
 REQUIRED_FILES = (WEIGHTS_NAME, LOCK_NAME)
@@ -86,11 +86,7 @@ def sign_release(folder: Path, signature: Path | None = None, private_key: Path 
     if keyless:
         config = config.use_sigstore_signer(use_staging=staging)
     elif private_key is not None:
-        _must_exist(Path(private_key), "private key")
-        try:
-            config = config.use_elliptic_key_signer(private_key=Path(private_key), password=password)
-        except (ValueError, TypeError) as exc:
-            raise UserInputError(f"{private_key}: not a usable EC private key ({_first_line(exc)})") from None
+        config = key_signer(private_key, password, config)
     else:
         raise UserInputError("no signer: give --key PRIVATE.pem, or --keyless for Sigstore")
     tmp = signature.with_name(f".{signature.name}.tmp")
@@ -151,6 +147,20 @@ def verify_signature(folder: Path, signature: Path | None = None, public_key: Pa
     return SignatureReport(folder, signature, method, files, not_covered)
 
 
+def key_signer(private_key: Path, password: str | None = None, config: Any = None) -> Any:
+    """A model-signing signing config using this EC private key; UserInputError if it is missing or unusable.
+
+    `repro verify --signing-key` calls this before its rebuild, so a bad key is named
+    in seconds rather than after a training run.
+    """
+    (signing,) = model_signing("signing")
+    _must_exist(Path(private_key), "private key")
+    try:
+        return (config or signing.Config()).use_elliptic_key_signer(private_key=Path(private_key), password=password)
+    except (ValueError, TypeError) as exc:
+        raise UserInputError(f"{private_key}: not a usable EC private key ({_first_line(exc)})") from None
+
+
 def model_signing(*names: str) -> list[Any]:
     """Import model-signing submodules, or say how to install them (it is the `trust` extra)."""
     import importlib
@@ -188,7 +198,7 @@ def _file_mismatch(folder: Path, signature: Path) -> SignatureMismatch:
             continue
         fd, _ = open_regular(path, "release file")  # a link or FIFO in a stranger's folder is refused
         os.close(fd)
-        actual = hash_file(path)[1]
+        actual = sha256_file(path)
         if actual != digest:
             problems.append((name, f"modified after signing: sha256 is {actual[:12]}..., "
                                    f"the signature has {digest[:12]}..."))
