@@ -88,6 +88,7 @@ class Project:
     steps: int
     work: Path
     python: str = sys.executable
+    code_files: list[str] = field(default_factory=list)  # the baseline lock's inputs.code files
     counter: list[int] = field(default_factory=lambda: [0])
 
     def folder(self, name: str) -> Path:
@@ -229,6 +230,7 @@ def relocate(project: Project, dest: Path) -> tuple[Path, Path]:
     spec = DataSpec.from_config(project.resolved)
     include = [str(p) for p in require(project.resolved, "code.include", list)]
     files = set(hashed_file_list(src.root, spec)) | set(expand_patterns(src.root, include) if include else [])
+    files |= set(project.code_files)  # the project modules the build imported, as its lock lists them
     root = dest / "another place" / src.root.name
     for rel in sorted(files):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)

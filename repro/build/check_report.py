@@ -98,6 +98,8 @@ def check(opts: CheckOptions) -> CheckReport:
         base = train(project, BASELINE)
         if base.error is not None:
             raise TrainingFailed(f"the baseline build failed ({base.error}); fix `repro train` first")
+        assert base.lock is not None
+        project.code_files = [str(f["path"]) for f in base.lock["inputs"]["code"]["files"]]
         profile = profile_of(resolved)
         report = CheckReport(profile, opts.steps, config_digest(resolved)["sha256"],
                              {"what": BASELINE.what, "seconds": base.seconds, "weights_sha256": base.weights_sha256})
