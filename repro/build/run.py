@@ -34,6 +34,7 @@ from repro.errors import ConfigError, is_write_failure, output_error
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.chain import upstream_records
+from repro.source.base_model import require_consistent
 from repro.source.config import CheckpointSpec, TrainerSpec, check_value_types, require, require_keys
 from repro.source.data import DataSpec, data_file_list
 from repro.source.discover import imported_project_files
@@ -227,6 +228,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
 
     with byte_bar(quiet, "hash data") as bar:
         inputs = hash_inputs(resolved, root, use_cache=not rehash, progress=bar)
+    if "base" in inputs:
+        require_consistent(inputs["base"])  # before anything trains on it
     # The records of the stages that made these data, transitively: the chain back to primary sources.
     chain = upstream_records(resolved, root, {f["path"]: f["hashes"]["sha256"] for f in inputs["data"]["files"]})
     if chain:

@@ -56,7 +56,7 @@ from repro.lock.diff import (
 )
 from repro.lock.explain import explain_config_edit, hints, reference_configs
 from repro.lock.lineage import explain_lineage
-from repro.lock.types import Inputs, Lock, TensorRecord, Toolchain, Weights
+from repro.lock.types import BaseBlock, Inputs, Lock, TensorRecord, Toolchain, Weights
 from repro.progress import byte_bar
 from repro.safeio import open_regular, printable
 from repro.source.config import require
@@ -109,6 +109,7 @@ class VerifyReport:
     hints: list[str] = field(default_factory=list)
     rebuild: dict[str, Any] | None = None
     record: dict[str, Any] | None = None
+    base: BaseBlock | None = None  # the lock's inputs.base: where `--recursive` goes next
     stages: list[dict[str, Any]] = field(default_factory=list)  # --from-source: each stage rerun
 
     @property
@@ -155,7 +156,8 @@ def verify(opts: VerifyOptions) -> VerifyReport:
     mode = "inputs-only" if opts.inputs_only else "rebuild"
     with _naming(opts.lock_path):  # the lock's config is read here: its errors name the lock
         found, checked = rehash_inputs(lock, root, opts.quiet)
-        report = VerifyReport(str(opts.lock_path), str(root), root_source, mode, checked)
+        report = VerifyReport(str(opts.lock_path), str(root), root_source, mode, checked,
+                              base=lock["inputs"].get("base"))
         for d in compare_inputs(lock["inputs"], found):
             (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
         report.notes += toolchain_check(lock["toolchain"])

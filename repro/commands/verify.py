@@ -68,11 +68,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--find-links", metavar="DIR", action="append", default=[],
                    help="with --toolchain recreate: also install wheels from DIR (repeatable), e.g. an unreleased "
                         "repro")
+    p.add_argument("--recursive", action="store_true",
+                   help="a fine-tune: go on to verify its base release's lock (inputs.base), and that one's base")
+    p.add_argument("--trust-verification", action="append", default=[], metavar="KEY",
+                   help="with --recursive: accept a base whose verification.json is signed by this public key "
+                        "instead of rebuilding it (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
 def run(args: argparse.Namespace) -> Outcome:
+    from repro.build.chain import chain_json, chain_ok, verify_chain
     from repro.build.verify import VerifyOptions, verify
+    from repro.errors import UserInputError
     from repro.lock.release_folder import resolve_release
 
     opts = VerifyOptions(
@@ -85,14 +92,27 @@ def run(args: argparse.Namespace) -> Outcome:
         sandbox=not args.no_sandbox, localize=args.localize,
         toolchain=args.toolchain, find_links=tuple(Path(d) for d in args.find_links),
     )
-    if args.from_source:
-        from repro.build.fromsource import verify_from_source
+    if args.trust_verification and not args.recursive:
+        raise UserInputError("--trust-verification needs --recursive: it decides how a base model is verified")
+    if args.recursive and args.from_source:
+        raise UserInputError("--recursive and --from-source: verify the base chain and the stage chain separately")
+    if not args.recursive:
+        if args.from_source:
+            from repro.build.fromsource import verify_from_source
 
-        report = verify_from_source(opts)
-    else:
-        report = verify(opts)
-    error = None if report.identical else _mismatch(report)
-    return Outcome(report.to_json(), "\n".join(render(report)) + "\n", report.exit_code, error)
+            report = verify_from_source(opts)
+        else:
+            report = verify(opts)
+        error = None if report.identical else _mismatch(report)
+        return Outcome(report.to_json(), "\n".join(render(report)) + "\n", report.exit_code, error)
+    report, links = verify_chain(opts, [Path(k) for k in args.trust_verification])
+    ok = report.identical and chain_ok(links)
+    text = "\n".join([*render(report), "chain (this lock, then its base, and the base's base):",
+                      *("  " + link.line() for link in links),
+                      "OK: the whole chain is verified" if ok else "FAILED: the chain is not verified"]) + "\n"
+    error = None if ok else (_mismatch(report) if not report.identical else "the chain of base models is not verified")
+    return Outcome({**report.to_json(), "chain": chain_json(links), "exit_code": 0 if ok else 1}, text,
+                   0 if ok else 1, error)
 
 
 def _n(count: int, noun: str) -> str:

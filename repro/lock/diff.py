@@ -9,11 +9,12 @@ change, the lock's value and the value found.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from repro.lock.lockfile import logged_steps
 from repro.lock.types import (
+    BaseBlock,
     Build,
     FileRecord,
     FilesBlock,
@@ -160,6 +161,22 @@ def compare_inputs(a: Inputs, b: Inputs) -> list[Difference]:
         from repro.lock.stagerecord import compare_chains
 
         diffs += compare_chains(a.get("stages", []), b.get("stages", []))
+    return diffs + compare_base(a.get("base"), b.get("base"))
+
+
+def compare_base(a: BaseBlock | None, b: BaseBlock | None) -> list[Difference]:
+    """A fine-tune's base release: its files by path, then its lock's digest and status."""
+    if a is None or b is None:
+        if a is b:
+            return []
+        change, present = ("added", b) if a is None else ("removed", a)
+        assert present is not None  # exactly one side is None here
+        return [Difference("inputs", "base", str(present["path"]), change,
+                           detail="a model trained from scratch on one side, a fine-tune on the other")]
+    diffs = [replace(d, detail=d.detail or f"a file of the base release {b['path']}")  # name the release
+             for d in compare_file_block("base", a, b)]
+    diffs += compare_values("inputs", "base", {"lock": a["lock"], "status": a["status"]},
+                            {"lock": b["lock"], "status": b["status"]}, b["path"])
     return diffs
 
 

@@ -51,11 +51,30 @@ class DataBlock(FilesBlock):
     sample_order: NotRequired[SampleOrder]
 
 
+class BaseLock(TypedDict):
+    path: str
+    sha256: str
+    weights_path: str
+    weights_sha256: str
+    config_sha256: str
+    data_root_digest: str
+    version: int
+
+
+class BaseBlock(FilesBlock):
+    """A fine-tune's base release (repro.source.base_model)."""
+
+    path: str
+    status: str  # "locked" | "unverified base"
+    lock: BaseLock | None
+
+
 class Inputs(TypedDict):
     config: ConfigBlock
     data: DataBlock
     code: FilesBlock
     stages: NotRequired[list[dict[str, Any]]]  # records of the stages that made the data (repro.lock.stagerecord)
+    base: NotRequired[BaseBlock]  # a fine-tune's base release
 
 
 class Build(TypedDict):

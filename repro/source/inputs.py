@@ -15,6 +15,7 @@ from typing import Any
 from repro import __version__
 from repro.canonical import compact_json, sha256_bytes
 from repro.errors import ConfigError, LockfileError
+from repro.source.base_model import base_block, base_path
 from repro.source.config import hashed_view, require
 from repro.source.data import DataSpec, hashed_file_list
 from repro.source.filetree import expand_patterns, safe_relpath
@@ -149,12 +150,16 @@ def hash_inputs(resolved: dict[str, Any], root: Path, *, imported: list[str] | t
     spec = DataSpec.from_config(resolved)
     include = code_include(resolved)
     check_paths(resolved, spec)
-    return {
+    inputs = {
         "config": config_digest(resolved),
         # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
         "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
         "code": code_block(root, include, imported),
     }
+    base = base_path(resolved)
+    if base is not None:  # a fine-tune: its base release is source too
+        inputs["base"] = base_block(root, base)
+    return inputs
 
 
 def check_paths(resolved: dict[str, Any], spec: DataSpec) -> None:

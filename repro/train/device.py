@@ -17,6 +17,10 @@ def check_supported(pins: Pins) -> None:
     import torch
     import torch.distributed as dist
 
+    if pins.device == "cpu" and pins.precision == "fp16":
+        raise EnvironmentMismatch(
+            "build.precision=fp16 on the CPU: accelerate runs fp16 autocast and its grad scaler only on "
+            "accelerators, so the weights would be fp32 ones recorded as fp16; use bf16 or fp32 on the CPU")
     if pins.device == "cuda":
         if not torch.cuda.is_available():
             build = torch.__version__ + ("" if torch.version.cuda else ", a CPU-only build")

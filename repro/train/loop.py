@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from repro.environment.pins import Pins
 from repro.errors import ConfigError, TrainingFailed
+from repro.source.base_model import with_base_path
 from repro.source.config import TrainerSpec, one_line
 from repro.source.data import DataSpec, load_splits
 from repro.tasks import Batch, Task, as_task
@@ -78,7 +79,7 @@ def train(cfg: dict[str, Any], pins: Pins, root: Path, data_files: list[str], on
     train_t, test_t, fingerprint = _load_data(cfg, task, root, data_files, data_digest, spec)
     # Seed after data loading so model init depends on the seed alone.
     seeds = seed_everything(pins.seed)
-    model = instantiate(cfg["model"], "model")
+    model = instantiate(with_base_path(cfg["model"], root), "model")  # a fine-tune loads its base
     optimizer = instantiate(cfg["trainer"]["optimizer"], "trainer.optimizer")(model.parameters())
     # Optional: a project's own trainer group may predate the key; absent means none.
     sched_node = cfg["trainer"].get("scheduler")

@@ -17,6 +17,7 @@ from repro.lock.types import Lock
 from repro.safeio import printable
 from repro.trust.attestation import RecordCheck, check_record, load_public_keys, record_paths, weights_beside_match
 from repro.trust.licenses import Rating, rate
+from repro.trust.lineage import follow_base
 from repro.trust.release import DATA_LOCATIONS, ReleaseTerms
 
 REPRO_LICENSE = "Apache-2.0"  # repro's own source: part of every training program it runs
@@ -28,6 +29,7 @@ PACKAGE_LICENSES = {"python": "Python-2.0", "torch": "BSD-3-Clause", "accelerate
 VERSION = 1
 
 DEBIAN_FREE, DEBIAN_TOXIC, DEBIAN_NONFREE = "Free Model", "ToxicCandy", "Non-free"
+MAX_BASE_DEPTH = 16  # fine-tunes of fine-tunes: deeper is a loop or a hostile lock
 MOF_NAMES = {3: "Class III (Open Model)", 2: "Class II (Open Tooling)", 1: "Class I (Open Science)"}
 
 
@@ -64,6 +66,7 @@ class AuditReport:
     mof: Verdict
     reproducible: Verdict
     components: list[Component] = field(default_factory=list)
+    base: dict[str, Any] | None = None  # a fine-tune's base release and its own audit (repro.trust.lineage)
 
     def verdicts(self) -> list[Verdict]:
         return [self.debian, self.osaid, self.mof, self.reproducible]
@@ -75,6 +78,7 @@ class AuditReport:
             "frameworks": {k: asdict(v) for k, v in (("debian_ml_policy", self.debian), ("osi_osaid_1_0", self.osaid),
                                                      ("lfai_mof", self.mof), ("reproducible", self.reproducible))},
             "components": [asdict(c) for c in self.components],
+            **({"base": self.base} if self.base is not None else {}),
         }
 
 
@@ -225,8 +229,8 @@ def _where(r: RecordCheck) -> str:
 
 
 def audit_path(lock_path: Path, records: list[Path] | None = None, trusted_keys: list[Path] | None = None,
-               threshold: int = 1, assume_card: bool = False) -> AuditReport:
-    """Read the lock and the facts in the folder beside it, then `audit`."""
+               threshold: int = 1, assume_card: bool = False, depth: int = 0) -> AuditReport:
+    """Read the lock and the facts in the folder beside it, then `audit` (and its base's, for a fine-tune)."""
     from repro.errors import UserInputError
 
     lock_path = Path(lock_path)
@@ -247,7 +251,11 @@ def audit_path(lock_path: Path, records: list[Path] | None = None, trusted_keys:
         checkpoints=ckpt.is_dir() and not ckpt.is_symlink() and any(ckpt.glob("step-*/*.safetensors")),
         records=tuple(checks), trusted_keys=len(keys), threshold=threshold,
     )
-    return audit(lock, str(lock_path), sha, facts)
+    report = audit(lock, str(lock_path), sha, facts)
+    if depth >= MAX_BASE_DEPTH:
+        raise UserInputError(f"{printable(str(lock_path))}: the chain of base models is deeper than {MAX_BASE_DEPTH}")
+    return follow_base(report, lock, lock_path,
+                       lambda base: audit_path(base, None, trusted_keys, threshold, depth=depth + 1))
 
 
 def render_table(report: AuditReport) -> str:
@@ -257,6 +265,9 @@ def render_table(report: AuditReport) -> str:
     for v in report.verdicts():
         lines.append(f"{v.framework:<18} {p(v.verdict):<24} {p(v.reasons[0])}")
         lines += [f"{'':<18} {'':<24} {p(r)}" for r in v.reasons[1:]]
+    if report.base is not None:
+        lines.append(f"{'base model':<18} {p(report.base['path'])}  ({p(report.base['status'])}; "
+                     "its verdicts cap this one's Debian and Reproducible)")
     lines += ["", f"{'MOF component':<32} {'class':<6} {'status':<9} {'licence':<16} evidence"]
     for x in report.components:
         status = ("open" if x.open else "not open") if x.present else ("missing" if x.required else "optional")

@@ -9,6 +9,10 @@ reader are needed only to re-create them (see corpus/PROVENANCE.md):
     pip install rdata==1.1.0
     python scripts/export_corpus.py deb/usr/lib/R/site-library/janeaustenr/data
 
+Another novel into another folder (examples/finetune uses Northanger Abbey):
+
+    python scripts/export_corpus.py DATA_DIR ../finetune/corpus northangerabbey=northanger-abbey.txt
+
 R's lazy-load database holds each novel as a character vector, one element per
 printed line; we join the lines with "\\n" and end the file with one "\\n".
 """
@@ -37,11 +41,11 @@ def _r_object(blob: bytes) -> object:
     return rdata.conversion.convert(rdata.parser.parse_data(blob))
 
 
-def main(data_dir: str) -> int:
+def main(data_dir: str, out: Path = OUT, novels: dict[str, str] = NOVELS) -> int:
     base = Path(data_dir)
     index = _r_object(gzip.decompress((base / "Rdata.rdx").read_bytes()))
     db = (base / "Rdata.rdb").read_bytes()
-    for name, filename in NOVELS.items():
+    for name, filename in novels.items():
         offset, length = (int(v) for v in index["variables"][name])  # type: ignore[index]
         record = db[offset : offset + length]
         (size,) = struct.unpack(">I", record[:4])  # big-endian length, then zlib
@@ -50,10 +54,12 @@ def main(data_dir: str) -> int:
             raise SystemExit(f"{name}: expected {size} bytes, got {len(blob)}")
         lines = [str(line) for line in _r_object(blob)]  # type: ignore[attr-defined]
         text = "\n".join(line.rstrip() for line in lines).strip("\n") + "\n"
-        (OUT / filename).write_text(text, encoding="utf-8", newline="\n")
-        print(f"wrote {OUT / filename} ({len(lines)} lines, {len(text.encode())} bytes)")
+        (out / filename).write_text(text, encoding="utf-8", newline="\n")
+        print(f"wrote {out / filename} ({len(lines)} lines, {len(text.encode())} bytes)")
     return 0
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        sys.exit(main(sys.argv[1], Path(sys.argv[2]), dict(a.split("=", 1) for a in sys.argv[3:])))
     sys.exit(main(sys.argv[1]))

@@ -1,0 +1,64 @@
+"""Paths real work uses: DataLoader worker processes, bf16 autocast on the CPU, fp16 with
+a grad scaler (GPU only), each giving the same bits twice and recorded in the lock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY, run_repro, sha256_file
+
+pytestmark = pytest.mark.slow
+
+
+def _train(project: Path, out: str, *overrides: str) -> str:
+    r = run_repro(["train", "--quiet", *TINY, f"out_dir={out}", *overrides], cwd=project)
+    assert r.code == 0, r.stderr
+    return sha256_file(project / out / "model.safetensors")
+
+
+def test_worker_processes_do_not_change_the_bits(project: Path) -> None:
+    """Workers only gather the rows of batches the sampler already chose (repro.train.sampling),
+    each seeded from the run's generator, so 0, 1 and 2 workers train the same model."""
+    digests = {n: _train(project, f"w{n}", f"trainer.num_workers={n}") for n in (0, 1, 2)}
+    assert len(set(digests.values())) == 1, digests
+    lock = json.loads((project / "w2" / "repro.lock").read_text())
+    assert lock["inputs"]["config"]["resolved"]["trainer"]["num_workers"] == 2
+
+
+def test_bf16_autocast_on_the_cpu_is_bit_identical_twice_and_recorded(project: Path) -> None:
+    first, again = _train(project, "b1", "build.precision=bf16"), _train(project, "b2", "build.precision=bf16")
+    assert first == again
+    assert first != _train(project, "f32")  # autocast really ran: bf16 products round differently
+    lock = json.loads((project / "b1" / "repro.lock").read_text())
+    assert lock["build"]["precision"] == "bf16"
+
+
+def test_fp16_on_the_cpu_is_refused_before_anything_is_written(project: Path) -> None:
+    r = run_repro(["train", "--quiet", *TINY, "out_dir=h", "build.precision=fp16"], cwd=project)
+    assert r.code == 3 and "build.precision=fp16" in r.stderr and "Traceback" not in r.stderr
+    assert not (project / "h" / "repro.lock").exists()
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fp16_grad_scaler_state_survives_a_resume(project: Path) -> None:
+    """The scaler's scale and growth tracker are checkpointed (repro.train.state): a run
+    stopped at step 10 and resumed ends in the bytes of one that never stopped."""
+    import signal
+
+    from test_resume import STEP, _start, _wait_paused
+    from test_resume import _train as train_resumable
+
+    fp16 = ["build.device=cuda", "build.precision=fp16"]
+    straight = train_resumable(project, "s", "trainer.checkpoint_every=0", *fp16) / "model.safetensors"
+    proc = _start(project, "r", (STEP, 15), *fp16)
+    _wait_paused(proc, project / "r", (STEP, 15))
+    proc.send_signal(signal.SIGKILL)  # killed after a checkpoint, before the end
+    proc.communicate()
+    resumed = train_resumable(project, "r", *fp16) / "model.safetensors"
+    assert sha256_file(resumed) == sha256_file(straight)
