@@ -99,10 +99,10 @@ def test_imagefolder_with_a_preprocess_step(tmp_path: Path) -> None:
 
     # repro verify re-hashes the step's code too: honest first, then an edited prep.py is named.
     lock = project / "a" / "repro.lock"
-    ok = run_repro(["verify", "--quiet", "--inputs-only", str(lock)], cwd=project)
+    ok = run_repro(["verify", "--quiet", "--inputs-only", "--root", str(project), str(lock)], cwd=project)
     assert ok.code == 0, ok.stdout + ok.stderr
     (project / "prep.py").write_text(PREP + "# edited\n")
-    bad = run_repro(["verify", "--quiet", "--inputs-only", "--json", str(lock)], cwd=project)
+    bad = run_repro(["verify", "--quiet", "--inputs-only", "--json", "--root", str(project), str(lock)], cwd=project)
     assert bad.code == 1, bad.stdout + bad.stderr
     assert "preprocess.file.hashes.sha256" in bad.stdout and "preprocess.file.size" in bad.stdout
 

@@ -56,5 +56,5 @@ def test_unreadable_file_is_a_data_error(tmp_path: Path) -> None:
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
     with pytest.raises(DataError, match="not a readable safetensors file"):
         read_tensors(bad)
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(DataError, match="no such weights file"):
         read_tensors(tmp_path / "missing.safetensors")

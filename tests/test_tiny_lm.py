@@ -298,7 +298,7 @@ def test_verify_from_source_names_the_corpus_file_the_stage_and_its_first_differ
     _flip_one_byte(clone / CORPUS)
     r = run_repro(["verify", "--from-source", "--quiet", "--json", f"{OUT}/repro.lock"], cwd=clone)
     assert r.code == 1, r.stdout + r.stderr
-    report = json.loads(r.stdout)
+    report = json.loads(r.stdout)["result"]  # the --json envelope's result: verify's report
     assert report["stages"][0]["stage"] == "tokenize"
     assert report["stages"][0]["first_differing_output"] == f"{DATA}/tokenizer.json"
     names = [d["name"] for d in report["differences"]]

@@ -94,7 +94,7 @@ def test_seed_changes_sample_order_digest(project: Path) -> None:
 def test_outputs_and_metrics_file(project: Path) -> None:
     out = _train(project, "o")
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "metrics.jsonl", "model.safetensors", "repro.lock", "run.json"]
+        "metrics.jsonl", "model.safetensors", "repro.lock", "run.json", "step_digests.txt"]
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [5, 10, 15, 20]
     lock = _lock(out)

@@ -224,6 +224,11 @@ def _report_from(out_dir: Path, started: float) -> BuildReport:
 
 def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root: Path, out_dir: Path,
                   quiet: bool, resume: ResumeOptions, notify: Notify, started: float, rehash: bool) -> BuildReport:
+    # A resumed build validates its checkpoint with jsonschema. Import it in every build, so the
+    # toolchain (the distributions this process imported, read after training) is the same
+    # whether or not the run was resumed.
+    import jsonschema  # noqa: F401
+
     from repro.progress import byte_bar, step_bar
 
     with byte_bar(quiet, "hash data") as bar:

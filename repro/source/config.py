@@ -98,7 +98,7 @@ def one_line(exc: BaseException) -> str:
 # Groups and keys every build reads, checked (present) before anything is hashed or
 # out_dir is locked; their values' types are checked by the typed views below.
 REQUIRED_GROUPS = ("data", "model", "task", "trainer", "build")
-REQUIRED_KEYS = ("seed", "code.include", "model._target_", "task._target_", "trainer.optimizer._target_",
+REQUIRED_KEYS = ("seed", "model._target_", "task._target_", "trainer.optimizer._target_",
                  *(f"build.{f.name}" for f in fields(Pins) if f.name != "seed"))
 
 
