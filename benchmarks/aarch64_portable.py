@@ -1,6 +1,6 @@
 """Does the portable CPU profile hold across instruction sets? This x86-64 host against aarch64 under qemu-user.
 
-    .venv/bin/python benchmarks/aarch64_portable.py [--steps 5] [--profiles portable,default]
+    .venv/bin/python benchmarks/aarch64_portable.py [--steps 5] [--profiles portable,default-cap] [--probe]
         [--cpu neoverse-n1] [--cache ~/.cache/repro-aarch64] [--work DIR] [--again] [--json]
 
 Needs Debian or Ubuntu (apt, dpkg), `qemu-user` (qemu-aarch64), Debian's archive and PyPI,
@@ -25,10 +25,12 @@ the weights are compared by sha256. When they differ, the per-step digests name 
 differing step and `repro check`'s Localizer replays it on both under the dispatch recorder to
 name the first differing op (its phase, module, shape, differing elements, largest ulp distance).
 
-Prints, per profile, one line for each build (sha256 prefix and seconds) and the verdict, e.g.
-    portable  host x86-64  853bfc7789f8  (17.7 s)
-    portable  aarch64      0576c822904f  (160.9 s)
-    portable  different: first step 1; step 1 op #4 aten::addmm.default in forward (net.0), ...
+Prints the probe (with --probe), then per profile one line per build (weights sha256 prefix and
+seconds) and the verdict; measured on a loaded 2-core EPYC (qemu 7.2, --steps 5):
+    portable  host          c70d09add632  (18.0 s)
+    portable  aarch64       0576c8229046  (121.9 s)
+    portable  different: first step 1; step 1 op #1 aten::addmm.default in forward (net.0), shape [64, 64]
+              float32: 1621 of 4096 elements differ, max 1024 ulp (localized in ... s)
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ from repro.build.check import BASELINE, Project, Run, Variation, train  # noqa: 
 from repro.build.localize import Localizer, first_step  # noqa: E402
 from repro.source.config import compose, find_config  # noqa: E402
 
-PROFILES = {"portable": ["build=portable", "trainer=portable"], "default": []}
+# "default" pins ATEN_CPU_CAPABILITY=avx2, which aarch64 cannot honour (exit 3); "default-cap" is the
+# default profile (oneDNN on, torch.optim.Adam, no MKL_CBWR) at the ATen level every CPU has.
+PROFILES = {"portable": ["build=portable", "trainer=portable"], "default": [],
+            "default-cap": ["build.cpu_capability=default"]}
 # What `repro train` of the digits example imports (parent and build child), by distribution name.
 REQUIREMENTS = ["torch", "numpy", "safetensors", "hydra-core", "omegaconf", "antlr4-python3-runtime", "PyYAML",
                 "jsonschema", "accelerate", "datasets", "xxhash", "packaging"]
@@ -142,6 +147,43 @@ def aarch64_python(cache: Path, cpu: str) -> Path:
     return prefix
 
 
+# Single ops on fixed inputs, with the portable profile's torch settings, in each interpreter: which
+# ops give other bits on aarch64 by themselves (in a training run, the first one poisons the rest).
+PROBE = r"""
+import hashlib, json, os, sys
+import torch
+from repro.optim import portable_sqrt
+torch.set_num_threads(2); torch.use_deterministic_algorithms(True); torch.backends.mkldnn.enabled = False
+def exact(*shape, k=1):  # the same float32 values on any machine: integers scaled by a power of two
+    n = torch.arange(1, 1 + torch.Size(shape).numel(), dtype=torch.int64) * (2654435761 * k)
+    return ((n % 2**24).to(torch.float32) / 2**24 - 0.5).reshape(shape)
+a, b, w, big = exact(64, 64), exact(64, 64, k=3), exact(64), exact(64, 4096, k=5)
+pos = a.abs() + 2**-10
+ops = {"mm 64x64x64": lambda: a @ b, "addmm 64x64x64": lambda: torch.addmm(w, a, b),
+       "mm 64x4096x64 (long sum)": lambda: big @ big.T, "sum 64x4096": lambda: big.sum(1),
+       "mul+add (elementwise)": lambda: a * b + w, "div": lambda: a / pos, "relu": lambda: torch.relu(a),
+       "exp": lambda: torch.exp(a), "log": lambda: torch.log(pos), "tanh": lambda: torch.tanh(a),
+       "log_softmax": lambda: torch.log_softmax(a, 1), "torch.sqrt": lambda: torch.sqrt(pos),
+       "portable_sqrt (PortableAdam)": lambda: portable_sqrt(pos)}
+out = {k: hashlib.sha256(f().contiguous().numpy().tobytes()).hexdigest() for k, f in ops.items()}
+print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "ops": out}))
+"""
+PROBE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "2"}
+
+
+def probe(prefix: Path) -> dict[str, Any]:
+    """PROBE on the host and on aarch64: per op, whether the bits agree."""
+    env = {**os.environ, **PROBE_ENV, "PYTHONPATH": str(REPO)}
+    runs = {}
+    for name, cmd in (("host", [sys.executable]), ("aarch64", [str(prefix), sys.executable])):
+        started = time.monotonic()
+        out = subprocess.run([*cmd, "-c", PROBE], env=env, check=True, capture_output=True, text=True).stdout
+        runs[name] = {**json.loads(out.splitlines()[-1]), "seconds": round(time.monotonic() - started, 1)}
+    ops = {k: runs["host"]["ops"][k] == runs["aarch64"]["ops"][k] for k in runs["host"]["ops"]}
+    return {"same": ops, "capability": {k: v["capability"] for k, v in runs.items()},
+            "seconds": {k: v["seconds"] for k, v in runs.items()}}
+
+
 def compare(profile: str, steps: int, prefix: Path, cpu: str, work: Path, again: bool) -> dict[str, Any]:
     """Host and aarch64 builds of one profile; where they part."""
     (work / profile).mkdir(parents=True)
@@ -175,11 +217,12 @@ def _run(run: Run) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--profiles", default="portable,default")
+    ap.add_argument("--profiles", default="portable,default-cap", help=",".join(PROFILES))
     ap.add_argument("--cpu", default="neoverse-n1", choices=sorted(MIDR))
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "repro-aarch64")
     ap.add_argument("--work", type=Path, help="keep every run here (default: a temporary folder, removed)")
     ap.add_argument("--again", action="store_true", help="a second aarch64 build, to show emulation is stable")
+    ap.add_argument("--probe", action="store_true", help="also single ops on fixed inputs (PROBE)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if shutil.which("qemu-aarch64") is None:
@@ -189,8 +232,14 @@ def main() -> int:
     work = (args.work or Path(tempfile.mkdtemp(prefix="repro-aarch64-"))).resolve()
     report: dict[str, Any] = {"host": platform.machine(), "cpu": args.cpu, "load_before": os.getloadavg(),
                               "setup_seconds": round(time.monotonic() - started, 1), "profiles": []}
+    if args.probe:
+        report["probe"] = probe(prefix)
+        if not args.json:
+            print("ops on fixed inputs, host vs aarch64 (ATen default level, oneDNN off, MKL_CBWR=COMPATIBLE):")
+            for op, same in report["probe"]["same"].items():
+                print(f"  {op:30} {'same' if same else 'DIFFERENT'}")
     try:
-        for profile in args.profiles.split(","):
+        for profile in filter(None, args.profiles.split(",")):
             row = compare(profile, args.steps, prefix, args.cpu, work, args.again)
             report["profiles"].append(row)
             if not args.json:
