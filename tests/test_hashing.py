@@ -10,7 +10,11 @@ import pytest
 
 from repro.errors import ConfigError, DataError, LockfileError
 from repro.source.filetree import expand_patterns, resolve_under
-from repro.source.hashing import CHUNK, FileDigest, hash_file, hash_files, root_digest
+from repro.source.hashing import CHUNK, READAHEAD_MIN, FileDigest, hash_file, hash_files, root_digest
+from repro.source.readahead import hash_with_readahead
+
+# Sizes read in one thread, and read ahead by a second one (repro.source.readahead).
+SIZES = pytest.mark.parametrize("size", [3 * CHUNK, READAHEAD_MIN + CHUNK + 5], ids=["one-thread", "readahead"])
 
 
 def _tree(root: Path) -> None:
@@ -240,9 +244,10 @@ def test_unreadable_file_error_names_the_path(tmp_path: Path, monkeypatch: pytes
 # --- files that change while they are read ----------------------------------------------------------------------
 
 
-def test_a_file_that_grows_once_is_read_again(tmp_path: Path) -> None:
+@SIZES
+def test_a_file_that_grows_once_is_read_again(tmp_path: Path, size: int) -> None:
     p = tmp_path / "growing.bin"
-    p.write_bytes(b"\0" * (3 * CHUNK))
+    p.write_bytes(b"\0" * size)
     calls = []
 
     def append_once(n: int) -> None:
@@ -251,15 +256,16 @@ def test_a_file_that_grows_once_is_read_again(tmp_path: Path) -> None:
                 fh.write(b"late")
         calls.append(n)
 
-    size, digest = hash_file(p, on_bytes=append_once)
-    assert size == 3 * CHUNK + 4
+    read, digest = hash_file(p, on_bytes=append_once)
+    assert read == size + 4
     assert digest == hashlib.sha256(p.read_bytes()).hexdigest()
-    assert sum(calls) > size  # the first, torn read was thrown away
+    assert sum(calls) > read  # the first, torn read was thrown away
 
 
-def test_a_file_that_keeps_changing_is_an_error(tmp_path: Path) -> None:
+@SIZES
+def test_a_file_that_keeps_changing_is_an_error(tmp_path: Path, size: int) -> None:
     p = tmp_path / "log.bin"
-    p.write_bytes(b"\0" * (2 * CHUNK))
+    p.write_bytes(b"\0" * size)
 
     def append(n: int) -> None:
         with open(p, "ab") as fh:
@@ -269,11 +275,12 @@ def test_a_file_that_keeps_changing_is_an_error(tmp_path: Path) -> None:
         hash_file(p, on_bytes=append)
 
 
-def test_a_file_replaced_during_the_read_is_read_again(tmp_path: Path) -> None:
+@SIZES
+def test_a_file_replaced_during_the_read_is_read_again(tmp_path: Path, size: int) -> None:
     p = tmp_path / "swap.bin"
-    p.write_bytes(b"a" * (2 * CHUNK))
+    p.write_bytes(b"a" * size)
     new = tmp_path / "new.bin"
-    new.write_bytes(b"b" * (2 * CHUNK))
+    new.write_bytes(b"b" * size)
     calls = []
 
     def swap_once(n: int) -> None:
@@ -282,7 +289,41 @@ def test_a_file_replaced_during_the_read_is_read_again(tmp_path: Path) -> None:
         calls.append(n)
 
     _, digest = hash_file(p, on_bytes=swap_once)
-    assert digest == hashlib.sha256(b"b" * (2 * CHUNK)).hexdigest()
+    assert digest == hashlib.sha256(b"b" * size).hexdigest()
+
+
+def test_a_large_file_read_ahead_matches_hashlib_and_reports_every_byte(tmp_path: Path) -> None:
+    p = tmp_path / "big.bin"
+    p.write_bytes(os.urandom(READAHEAD_MIN + 12345))
+    seen: list[int] = []
+    size, digest = hash_file(p, on_bytes=seen.append)
+    assert (size, digest) == (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+    assert sum(seen) == size
+
+
+def test_readahead_stops_at_the_limit_and_raises_either_threads_error(tmp_path: Path) -> None:
+    import threading
+
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"x" * (10 * CHUNK))
+    before = threading.active_count()
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        h = hashlib.sha256()
+        assert hash_with_readahead(fd, 2 * CHUNK, [h], CHUNK, None) == 3 * CHUNK  # one chunk past the limit
+
+        class Stop(Exception):
+            pass
+
+        def stop(n: int) -> None:
+            raise Stop
+        with pytest.raises(Stop):  # the hashing side fails: the reader is stopped and joined
+            hash_with_readahead(fd, 10 * CHUNK, [hashlib.sha256()], CHUNK, stop)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):  # the reading side fails: raised in the caller's thread
+        hash_with_readahead(fd, 10 * CHUNK, [hashlib.sha256()], CHUNK, None)
+    assert threading.active_count() == before
 
 
 def test_the_documented_coreutils_pipeline_gives_the_root_digest(tmp_path: Path) -> None:

@@ -62,3 +62,56 @@ def test_fp16_grad_scaler_state_survives_a_resume(project: Path) -> None:
     proc.communicate()
     resumed = train_resumable(project, "r", *fp16) / "model.safetensors"
     assert sha256_file(resumed) == sha256_file(straight)
+
+
+def test_a_grad_scaler_state_round_trips_through_the_checkpoint_encoding() -> None:
+    """The CPU half of the fp16 resume guarantee (the GPU test above is the end-to-end one):
+    a real GradScaler whose scale was halved by an overflow and whose growth tracker counts
+    good steps goes through repro.train.state's JSON + safetensors encoding, and a loop
+    resumed from it ends in the same parameter bytes as one that never stopped."""
+    import hashlib
+
+    from safetensors.torch import load, save
+
+    from repro.train.state import decode, encode
+
+    def setup() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(8, 4)
+        return model, torch.optim.SGD(model.parameters(), lr=0.1), torch.amp.GradScaler(
+            "cpu", init_scale=2.0**16, growth_interval=4)
+
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+
+    def step(model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, i: int) -> None:
+        opt.zero_grad()
+        loss = model(x).square().mean() * (float("inf") if i == 1 else 1.0)  # step 1 overflows
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    def digest(model: torch.nn.Module) -> str:
+        return hashlib.sha256(save({k: v.contiguous() for k, v in model.state_dict().items()})).hexdigest()
+
+    model, opt, scaler = setup()
+    for i in range(8):
+        step(model, opt, scaler, i)
+    straight = digest(model)
+
+    model, opt, scaler = setup()
+    for i in range(5):
+        step(model, opt, scaler, i)
+    assert scaler.get_scale() == 2.0**15 and scaler.state_dict()["_growth_tracker"] == 3  # moved by steps 1-4
+    tensors: dict[str, torch.Tensor] = {}
+    state = json.loads(json.dumps({k: encode(o.state_dict(), k, tensors) for k, o in
+                                   (("model", model), ("optimizer", opt), ("grad_scaler", scaler))}))
+    tensors = load(save({k: v.contiguous() for k, v in tensors.items()}))
+
+    model, opt, scaler = setup()  # a fresh process's objects, then the checkpoint
+    model.load_state_dict(decode(state["model"], tensors))
+    opt.load_state_dict(decode(state["optimizer"], tensors))
+    scaler.load_state_dict(decode(state["grad_scaler"], tensors))
+    assert scaler.get_scale() == 2.0**15 and scaler.state_dict()["_growth_tracker"] == 3
+    for i in range(5, 8):
+        step(model, opt, scaler, i)
+    assert digest(model) == straight

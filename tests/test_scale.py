@@ -44,9 +44,6 @@ def _same(a: Path, b: Path) -> None:
     assert (a / "repro.lock").read_bytes() == (b / "repro.lock").read_bytes()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known failure since lock v2: the toolchain section (imported distributions) differs "
-    "between launchers; weights agree"))
 def test_two_process_runs_agree_under_every_launcher(project: Path, two: Path) -> None:
     lock = json.loads((two / "repro.lock").read_text())
     assert lock["build"]["world_size"] == 2

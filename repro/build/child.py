@@ -4,10 +4,13 @@ A child is the only way to guarantee the pins: `ATEN_CPU_CAPABILITY` is read onc
 when torch is first imported, and the parent's shell may carry OMP_NUM_THREADS,
 MKL_* or CUDA_VISIBLE_DEVICES. One world size runs a plain interpreter; more run
 torchrun's ranks, whose agent stops every rank as soon as one dies, so a crash
-cannot hang the others. Either way the child runs `python -m repro.build SPEC`
-(`repro.build.run.rebuild_main`); a user-facing failure comes back through an
-error file as exit code + message, and `repro.errors.from_exit_code` turns it
-back into the same typed error.
+cannot hang the others. A rank that an outside launcher started (`torchrun -m
+repro train`, `accelerate launch`) starts one plain child of its own, with the
+launcher's variables passed on (they are in the allowlist). Either way the child
+runs `python -m repro.build SPEC` (`repro.build.run.rebuild_main`): whatever
+started repro, the build process is the same program, importing the same
+modules. A user-facing failure comes back through an error file as exit code +
+message, and `repro.errors.from_exit_code` turns it back into the same typed error.
 
 This module names no build function, so build.run can import it without a cycle.
 """
@@ -26,6 +29,7 @@ from repro.canonical import atomic_write_json
 from repro.environment.pins import Pins, pinned_environ
 from repro.errors import EnvironmentMismatch, ReproError, TrainingFailed, from_exit_code
 from repro.source.inputs import PACKAGE_DIR
+from repro.train import distributed
 
 # `python -m repro.build SPEC` runs repro/build/__main__.py, which calls rebuild_main.
 CHILD_MODULE = "repro.build"
@@ -53,9 +57,10 @@ def child_environ(pins: Pins, work_dir: Path, own_cache: bool = False, python: s
 
 
 def child_command(pins: Pins, spec_path: Path, python: str | None = None) -> list[str]:
-    """A plain interpreter for one process; torchrun's ranks for more."""
+    """A plain interpreter for one process, or for one rank that an outside launcher started; torchrun's ranks
+    for more."""
     exe = python or sys.executable
-    if pins.world_size == 1:
+    if pins.world_size == 1 or distributed.under_launcher():
         return [exe, "-m", CHILD_MODULE, str(spec_path)]
     return [exe, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={pins.world_size}",
             "--max-restarts=0", "--monitor-interval=0.2", "-m", CHILD_MODULE, str(spec_path)]

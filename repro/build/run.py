@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -20,10 +19,8 @@ from typing import Any
 from repro.build.child import child_message, run_child, write_error
 from repro.build.outputs import write_outputs
 from repro.environment.pins import (
-    HASH_SEED,
     RECORDED_PACKAGES,
     Pins,
-    apply_process_env,
     check_capability,
     package_versions,
     pinned_variables,
@@ -84,18 +81,6 @@ def finish_code(resolved: dict[str, Any], root: Path) -> dict[str, Any]:
     return code_block(root, code_include(resolved), imported_project_files(root))
 
 
-def fix_hash_seed() -> None:
-    """Start this process again with Python's hash seed pinned, if it is not (a rank under torchrun).
-
-    The seed is fixed when the interpreter starts, so it cannot be set from
-    inside; a rank launched as `torchrun -m repro train` re-executes itself
-    (same command, same process id, so the launcher still watches it).
-    """
-    if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
-        os.environ["PYTHONHASHSEED"] = HASH_SEED
-        os.execv(sys.executable, list(sys.orig_argv))
-
-
 def project_importable(root: Path) -> None:
     """Put the project root first on the import path, as `python -m` does for the current folder.
 
@@ -115,11 +100,13 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     The build itself runs in a child process (`repro.build.child`) whose whole
     environment is an allowlist of the shell plus the pins, so nothing in the
     caller's shell or process can change a bit; `in_child` says we are that child.
-    Under an outside launcher (torchrun, accelerate launch) each rank builds in
-    its own process. `out_dir` is locked for the whole build; a run that was
-    interrupted resumes from its newest usable checkpoint (see `repro.train.resume`)
-    and ends in the same bytes. `rehash=True` reads every data byte rather than
-    trusting the stat cache.
+    Under an outside launcher (torchrun, accelerate launch) this process is one
+    rank, and starts its rank's child the same way: the build process, and with
+    it the toolchain the lock records, is the same whoever launched it.
+    `out_dir` is locked for the whole build; a run that was interrupted resumes
+    from its newest usable checkpoint (see `repro.train.resume`) and ends in the
+    same bytes. `rehash=True` reads every data byte rather than trusting the stat
+    cache.
     """
     started = time.monotonic()
     check_value_types(resolved)
@@ -129,16 +116,15 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     spec = CheckpointSpec.from_config(resolved)
     require_divisible(resolved, pins)
     require_portable(resolved, pins)
-    if not in_child and not distributed.under_launcher():
+    if not in_child:
+        # Under an outside launcher this process is one rank: refuse a wrong count before starting anything.
+        rank = distributed.check_world(pins)[0] if distributed.under_launcher() else 0
         source = None if resume.source is None else str(resume.source.resolve())
         with tempfile.TemporaryDirectory(prefix="repro-launch-") as tmp:
             run_child({"resolved": resolved, "root": str(root.resolve()), "out_dir": str(out_dir.resolve()),
                        "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins, Path(tmp),
                       quiet=quiet)
-        return _report_from(out_dir, started)
-    if not in_child:
-        fix_hash_seed()  # a rank under an outside launcher: the one variable that cannot be set in-process
-    apply_process_env(pins)
+        return _report_from(out_dir, started) if rank == 0 else None
     require_supported(pins)
     project_importable(root)
     rank, _ = distributed.check_world(pins)
@@ -175,7 +161,8 @@ def require_portable(resolved: dict[str, Any], pins: Pins) -> None:
 def require_supported(pins: Pins) -> None:
     """Refuse (exit 3) a device, precision or world size this machine cannot honour, before any hashing.
 
-    Runs after `apply_process_env`: torch reads ATEN_CPU_CAPABILITY once, when imported.
+    Runs in the build child, whose environment holds the pins: torch reads ATEN_CPU_CAPABILITY once,
+    when imported.
     """
     from repro.train.device import check_supported
 

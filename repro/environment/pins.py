@@ -30,8 +30,8 @@ ALLOWED_ENV = (
 )
 # repro's own settings (REPRO_CACHE_DIR, ...) pass too; none of them decides a bit.
 ALLOWED_PREFIXES = ("REPRO_",)
-# Variables a build must never inherit, even from a launcher: an in-process
-# build (a rank under torchrun) drops these before torch is imported.
+# Variables that can decide a bit (or say how a launcher runs torch): never in
+# ALLOWED_ENV, so no build inherits them; `repro check` drops them too.
 SHELL_KNOBS = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_CBWR", "OMP_DYNAMIC", "MKL_DYNAMIC",
     "MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE", "KMP_AFFINITY", "GOMP_CPU_AFFINITY", "OMP_PROC_BIND",
@@ -194,19 +194,6 @@ def pinned_environ(pins: Pins, base: dict[str, str] | None = None) -> dict[str, 
     elif "CUDA_VISIBLE_DEVICES" in shell:
         env["CUDA_VISIBLE_DEVICES"] = shell["CUDA_VISIBLE_DEVICES"]
     return env
-
-
-def apply_process_env(pins: Pins) -> None:
-    """Set the pinned variables in this process; must run before torch is imported.
-
-    For a build that runs in a process it did not start (a rank under an outside
-    launcher); the hash seed cannot change once Python runs, so such a process
-    should be started with PYTHONHASHSEED=0 (repro's own children are).
-    """
-    for k in SHELL_KNOBS:
-        os.environ.pop(k, None)
-    os.environ.update(pinned_variables(pins))
-    os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
 
 
 def target_packages(resolved: dict[str, Any]) -> tuple[str, ...]:

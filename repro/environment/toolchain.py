@@ -3,7 +3,13 @@
 Debian's `.buildinfo` records the exact compilers and libraries of a package
 build, separately from its source; this is the same record for a model. It is
 read from the build process itself, after training, so it names what actually
-ran rather than a hand-picked list:
+ran rather than a hand-picked list. The rule: *what the build process had
+imported when its lock was written*. The build process is always the child that
+`repro.build.child` starts (`python -m repro.build SPEC`): for `repro train`,
+for verify's rebuild, and for each rank of `torchrun` or `accelerate launch`,
+whose rank process starts its own child. A CLI, a launcher or config
+composition runs in another process, so what they import never reaches the
+record, and one build gives the same record whatever launched it:
 
 - the Python implementation and version, the machine and its C library;
 - every distribution that the process imported, with its version;

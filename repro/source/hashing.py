@@ -9,7 +9,8 @@ the absolute location, or the platform's path separator.
 This module reads one file; `repro.source.hashtree` hashes many at once (threads,
 the stat cache in `repro.source.hashcache`, compact results). Every read goes
 through a reused per-thread buffer, in 1 MiB chunks, so memory stays constant in
-file size, and no Python object is made per chunk.
+file size, and no Python object is made per chunk. A large file is read by a
+second thread while this one hashes (`repro.source.readahead`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from typing import Any, NamedTuple, Protocol
 from repro.environment.machine import machine_cores
 from repro.errors import ConfigError, DataError
 from repro.source.filetree import os_reason
+from repro.source.readahead import hash_with_readahead
 
 CHUNK = 1 << 20  # 1 MiB reads: large enough that hashlib, not Python, dominates.
 SEQUENTIAL_HINT = 8 << 20  # files at least this big get POSIX_FADV_SEQUENTIAL (more readahead)
+READAHEAD_MIN = 32 << 20  # and from this size on, a reader thread (repro.source.readahead)
 # sha256 is always computed; these may be recorded beside it (config data.extra_hashes).
 EXTRA_ALGORITHMS = ("blake2b", "blake2s", "blake3", "md5", "sha1", "sha3_256", "sha512")
 
@@ -164,6 +167,10 @@ def _read_once(path: str, algorithms: Sequence[str], on_bytes: OnBytes | None) -
                 h.update(view[:size])
             if on_bytes is not None:
                 on_bytes(size)
+        elif before.st_size >= READAHEAD_MIN and machine_cores() > 1:
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            size = hash_with_readahead(fd, before.st_size, hashers, CHUNK, on_bytes)
         else:
             if before.st_size >= SEQUENTIAL_HINT and hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
