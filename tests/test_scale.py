@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, TINY, make_project, run_repro, sha256_file
 
 from repro.build.emulate import qemu_missing, qemu_python
-from repro.train import checkpoint
+from repro.train.resume import PAUSE_AFTER_STEP_ENV, pause_marker
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 BIN = Path(sys.executable).parent
@@ -122,10 +122,10 @@ def test_two_process_resume_gives_the_same_bytes(project: Path) -> None:
     straight = run_repro(["train", *base, "out_dir=mp-straight"], cwd=project)
     assert straight.code == 0, straight.stderr
     ckpt = ["trainer.checkpoint_every=10", "trainer.keep_checkpoints=2", "out_dir=mp-resumed"]
-    env = {**_env(), checkpoint.PAUSE_STEP_ENV: "20"}
+    env = {**_env(), PAUSE_AFTER_STEP_ENV: "20"}
     proc = subprocess.Popen([sys.executable, "-m", "repro", "train", *base, *ckpt], cwd=project, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    marker = project / "mp-resumed" / "checkpoints" / f".paused-{checkpoint.PAUSE_STEP_ENV}-20"
+    marker = pause_marker(project / "mp-resumed" / "checkpoints", 20)
     deadline = time.monotonic() + 180
     while not marker.exists():
         assert proc.poll() is None, proc.communicate()[1]

@@ -155,13 +155,12 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], umask: int, log: Path) 
 
 def _interrupt(cmd: list[str], cwd: Path, env: dict[str, str], variation: Variation, out_dir: Path) -> str | None:
     """Start the build, SIGKILL it once the checkpoint named in its overrides is on disk."""
-    from repro.train.checkpoint import PAUSE_STEP_ENV
-    from repro.train.resume import wait_released
+    from repro.train.resume import PAUSE_AFTER_STEP_ENV, pause_marker, wait_released
 
     every = next(o for o in variation.overrides if o.startswith("trainer.checkpoint_every="))
     step = every.split("=", 1)[1]
-    marker = out_dir / CHECKPOINTS_DIR / f".paused-{PAUSE_STEP_ENV}-{step}"
-    proc = subprocess.Popen(cmd, cwd=cwd, env={**env, PAUSE_STEP_ENV: step}, stdin=subprocess.DEVNULL,
+    marker = pause_marker(out_dir / CHECKPOINTS_DIR, int(step))
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**env, PAUSE_AFTER_STEP_ENV: step}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             umask=variation.umask)
     while not marker.exists():

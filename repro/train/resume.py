@@ -9,6 +9,7 @@ this run's; otherwise we refuse and name what changed.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,11 @@ from repro.train.checkpoint import Checkpoint
 Mode = Literal["auto", "restart", "fresh"]
 Notify = Callable[[str], None]
 Capture = Callable[[], tuple[dict[str, checkpoint.Writer], dict[str, Any]]]
+# With REPRO_PAUSE_AFTER_STEP=N a build pauses after step N and its checkpoint, if one
+# is due, until `pause_marker` is deleted: how `repro check --axes resume` (and the
+# resume tests) SIGKILL a real build at a known point. Documented in docs/checkpoints.md.
+PAUSE_AFTER_STEP_ENV = "REPRO_PAUSE_AFTER_STEP"
+PAUSE_LIMIT_S = 600  # a pause nobody ends does not hold a build forever
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,8 @@ class Session:
     resumes: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     written: int = 0
-    # Test hook (checkpoint.PAUSE_STEP_ENV), read once: the loop calls after_step every step.
-    pause_step: str | None = field(default_factory=lambda: os.environ.get(checkpoint.PAUSE_STEP_ENV))
+    # REPRO_PAUSE_AFTER_STEP, read once: the loop calls after_step every step.
+    pause_step: str | None = field(default_factory=lambda: os.environ.get(PAUSE_AFTER_STEP_ENV))
 
     def after_step(self, step: int, capture: Capture) -> None:
         if self.spec.every and step % self.spec.every == 0:
@@ -60,7 +66,7 @@ class Session:
             checkpoint.prune(self.root, self.spec.keep)
             self.written += 1
         if self.pause_step == str(step):
-            checkpoint.pause_if_asked(checkpoint.PAUSE_STEP_ENV, step, self.root)
+            wait_while_present(pause_marker(self.root, step))
 
     def report(self) -> dict[str, Any]:
         """What run.json says about checkpoints and resumes (never the lock)."""
@@ -70,6 +76,20 @@ class Session:
             "resumes": self.resumes,
             "skipped_checkpoints": self.skipped,
         }
+
+
+def pause_marker(checkpoints: Path, step: int) -> Path:
+    """The file a build paused after `step` touches in its checkpoints folder (see PAUSE_AFTER_STEP_ENV)."""
+    return checkpoints / f".paused-after-step-{step}"
+
+
+def wait_while_present(marker: Path, limit_s: float = PAUSE_LIMIT_S) -> None:
+    """Touch `marker`, then wait until someone deletes it (or `limit_s` passes)."""
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    deadline = time.monotonic() + limit_s
+    while marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 class _StaleLockFile(Exception):
