@@ -37,7 +37,7 @@ demo: venv
 
 ## test: the linters and the import contract, then the whole suite (slow tests included) on every core.
 test: dev lint
-	$(BIN)/python -m pytest -n auto
+	$(BIN)/python -m pytest -n auto --dist worksteal
 
 test-fast: dev
 	$(BIN)/python -m pytest -m "not slow"

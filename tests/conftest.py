@@ -34,6 +34,15 @@ def without_run_details(stmt: dict[str, Any]) -> dict[str, Any]:
     return {**stmt, "predicate": {k: v for k, v in stmt["predicate"].items() if k != "runDetails"}}
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow end-to-end tests first, each file's tests otherwise in order.
+
+    Longest-first is what lets `pytest -n auto --dist worksteal` (the Makefile) end
+    both workers together: a long test started last would run on alone.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

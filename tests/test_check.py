@@ -106,29 +106,29 @@ def test_a_resume_that_forgets_an_rng_state_shows_on_the_resume_axis(fixture_pro
     assert resume["first_op"]["op"].startswith("aten::randn") and resume["first_op"]["phase"] == "forward"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known failure at the end of the session: an axis the default profile promises differs; not "
-    "yet diagnosed (see the closing note)"))
 @pytest.mark.slow
 def test_the_digits_example_survives_the_axes_its_profile_promises_on_one_machine(project: Path) -> None:
-    code, report = check(project, "--axes", "again,cores,hashseed,resume", "--steps", "4")
+    code, report = check(project, "--axes", "again,cores,hashseed,resume", "--steps", "2")
     assert code == 0, report
     assert {r["result"] for r in report["axes"]} == {"identical"}
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known failure: the rebuild's report carries no 'step' difference (the sandboxed, "
-    "allowlisted rebuild may hide the varied variable); not yet diagnosed"))
 @pytest.mark.slow
 def test_verify_names_the_first_differing_step(fixture_project: Path) -> None:
-    built = run_repro(["train", "--quiet", "model=readsenv", *TINY, "out_dir=o"], cwd=fixture_project,
+    """The lock is built in one shell, rebuilt in another: COLUMNS passes the build's allowlist
+    (the terminal's width), and ReadsEnv scales its logits by it, so the first step differs."""
+    steps = ["trainer.max_steps=3", "trainer.log_every=1"]
+    built = run_repro(["train", "--quiet", "model=readsenv", *steps, "out_dir=o"], cwd=fixture_project,
                       env={"COLUMNS": "80"})
     assert built.code == 0, built.stderr
-    # verify rebuilds in a folder of its own: the project's module comes through PYTHONPATH.
-    result = run_repro(["verify", "--json", "o/repro.lock", "--no-record"], cwd=fixture_project,
-                       env={"COLUMNS": "37", "PYTHONPATH": str(fixture_project)})
+    # Outside git, with the data not beside the lock, the project root is named (else verify
+    # would fall back to the installed package's folder, which holds the digits data but not
+    # check_models.py, and report the module as removed before any rebuild).
+    result = run_repro(["verify", "--json", "o/repro.lock", "--root", ".", "--no-record"], cwd=fixture_project,
+                       env={"COLUMNS": "37"})
     assert result.code == 1, result.stderr
     diffs = json.loads(result.stdout)["result"]["differences"]
+    assert not [d for d in diffs if d["section"] == "inputs"], diffs
     step = next(d for d in diffs if d["kind"] == "step")
     assert step["name"] == "step 1" and step["stats"] == {"first_step": 1}
 

@@ -40,6 +40,7 @@ AXES = ("again", "shell", "cores", "path", "hashseed", "resume", "profile", "wor
 REPORT_ONLY = ("profile", "world")  # never promised: another optimizer, another reduction order
 QEMU_CPUS = ("Haswell", "EPYC")
 DEFAULT_STEPS = 20
+KILL_GRACE = 120  # seconds a SIGKILLed build may take to let go of its out_dir
 # A noisy shell: thread counts, ISA limits and dynamic threads for every library torch may use.
 NOISY_ENV = {
     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_DYNAMIC": "true",
@@ -299,6 +300,7 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], umask: int, log: Path) 
 def _interrupt(cmd: list[str], cwd: Path, env: dict[str, str], variation: Variation, out_dir: Path) -> str | None:
     """Start the build, SIGKILL it once the checkpoint named in its overrides is on disk."""
     from repro.train.checkpoint import PAUSE_STEP_ENV
+    from repro.train.resume import wait_released
 
     every = next(o for o in variation.overrides if o.startswith("trainer.checkpoint_every="))
     step = every.split("=", 1)[1]
@@ -312,6 +314,8 @@ def _interrupt(cmd: list[str], cwd: Path, env: dict[str, str], variation: Variat
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # a power cut: the whole process group we started
     proc.wait()
+    if not wait_released(out_dir, KILL_GRACE):  # the build child may outlive the parent waited for
+        return f"the killed build still held {out_dir.name} {KILL_GRACE} s later"
     return None
 
 

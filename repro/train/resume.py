@@ -129,6 +129,27 @@ def hold_out_dir(out_dir: Path) -> Iterator[None]:
                     break
 
 
+def wait_released(out_dir: Path, timeout: float) -> bool:
+    """Wait until no process holds `out_dir`'s build lock; False if one still does after `timeout` s.
+
+    For a caller that killed a build and starts the next one in the same out_dir:
+    the kernel drops the flock only once its holder is gone, and the build child
+    may outlive the parent that was waited for (a loaded machine takes its time
+    tearing down a large process), so the next build would find out_dir busy.
+    """
+    from filelock import FileLock, Timeout
+
+    if not (out_dir / OUT_DIR_LOCK).exists():
+        return True
+    lock = FileLock(str(out_dir / OUT_DIR_LOCK), timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        return False
+    lock.release()
+    return True
+
+
 def start(out_dir: Path, spec: CheckpointSpec, record: dict[str, Any], options: ResumeOptions,
           notify: Notify) -> Session:
     """Pick what to resume from (or nothing) and clear what must not be resumed."""
