@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import psutil
 import pytest
 from conftest import REPO, TINY, Result, make_project, run_repro, sha256_file
 
+from repro.build.emulate import qemu_missing, qemu_python
 from repro.train import checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -170,32 +170,31 @@ def test_bad_world_size_combinations_name_both_keys(project: Path) -> None:
 PORTABLE = ["--quiet", "build=portable", "trainer=portable", "trainer.max_steps=30"]
 
 
-@pytest.fixture(scope="module")
-def portable(project: Path) -> Path:
-    """A build in the portable profile, on this host's CPU as it is."""
-    a = run_repro(["train", *PORTABLE, "out_dir=port-a"], cwd=project)
-    assert a.code == 0, a.stderr
-    return project / "port-a"
-
-
-def test_portable_profile_refuses_adam_and_ignores_affinity(project: Path, portable: Path) -> None:
+def test_portable_profile_refuses_adam_and_ignores_affinity(project: Path) -> None:
     bad = run_repro(["train", "--quiet", *TINY, "build=portable"], cwd=project)
     assert bad.code == 2 and "trainer.optimizer._target_=torch.optim.Adam" in bad.stderr
+    a = run_repro(["train", *PORTABLE, "out_dir=port-a"], cwd=project)
     b = run_repro(["train", *PORTABLE, "out_dir=port-b"], cwd=project, prefix=["taskset", "-c", "0"])
-    assert b.code == 0, b.stderr
-    _same(portable, project / "port-b")
+    assert a.code == 0 and b.code == 0, a.stderr + b.stderr
+    _same(project / "port-a", project / "port-b")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known failure: under qemu the build child's allowlisted environment drops the venv's site- "
-    "packages (No module named torch); repro check's qemu axis has the working wrapper"))
-@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="needs qemu-user (Debian package qemu-user)")
-def test_portable_profile_gives_the_same_bits_on_an_emulated_cpu(project: Path, portable: Path) -> None:
-    """Another CPU model (Haswell, emulated): same weights as this host in the portable profile."""
-    real = os.path.realpath(sys.executable)
-    site = [p for p in sys.path if p.endswith("site-packages")]
-    env = {**_env(), "PYTHONPATH": os.pathsep.join([str(REPO), *site])}
-    proc = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", real, "-m", "repro", "train", *PORTABLE,
-                           "out_dir=port-haswell"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+@pytest.mark.skipif(qemu_missing() is not None, reason="needs qemu-user (Debian package qemu-user) on x86-64")
+def test_portable_profile_gives_the_same_bits_on_an_emulated_cpu(project: Path, tmp_path: Path) -> None:
+    """Another CPU model (Haswell, emulated): same weights as this host in the portable profile.
+
+    `repro train` trains in a child started from `sys.executable`, and qemu-user runs what it
+    execs natively: so the interpreter itself must be the emulated one (repro.build.emulate, as
+    `repro check`'s cpu axis does), or only the parent would be emulated.
+    """
+    steps = ["--quiet", "build=portable", "trainer=portable", "trainer.max_steps=2"]
+    host = run_repro(["train", *steps, "out_dir=port-host"], cwd=project)
+    assert host.code == 0, host.stderr
+    haswell = qemu_python(tmp_path, "Haswell", sys.executable)
+    proc = subprocess.run([str(haswell), "-m", "repro", "train", *steps, "out_dir=port-haswell"], cwd=project,
+                          env=_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    _same(portable, project / "port-haswell")
+    # The build child (which trains) was started through the emulated interpreter.
+    run = json.loads((project / "port-haswell" / "run.json").read_text())
+    assert run["python_executable"] == str(haswell)
+    _same(project / "port-host", project / "port-haswell")

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__
-from repro.build.check import AXES, BASELINE, Project, Run, Variation, profile_of, promised, train, variations
+from repro.build.check import Project, Run, profile_of, train
 from repro.build.localize import Localizer, explain, first_step
+from repro.build.variations import AXES, BASELINE, Variation, promised, variations
 from repro.errors import ConfigError, TrainingFailed
 from repro.filenames import CHECK_NAME, LOCK_NAME
 from repro.source.config import ConfigSource, compose

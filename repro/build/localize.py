@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from repro.build.check import BASELINE, Project, Run, Variation, train
+from repro.build.check import Project, Run, train
+from repro.build.variations import BASELINE, Variation
 from repro.lock.diff import first_differing_step
 from repro.lock.types import Lock
 
@@ -119,8 +120,8 @@ def localize_lock(lock: Lock, root: Path, step: int, recorded: list[str], work: 
     """
     import yaml  # type: ignore[import-untyped]  # PyYAML ships no type information
 
-    from repro.build.check import _cpu
     from repro.build.rebuild import rebuild_config
+    from repro.build.variations import _cpu
     from repro.canonical import atomic_write_bytes
     from repro.source.config import ConfigSource
 
