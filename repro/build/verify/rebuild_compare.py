@@ -11,6 +11,7 @@ import dataclasses
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -50,7 +51,14 @@ def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pat
         add_rebuilt_differences(report, lock, rebuilt)
         report.differences = count_elements(report.differences, lock, weights_path, out / LOCK_NAME)
         report.differences = name_first_step(report.differences, lock, opts.lock_path.parent, rebuilt, out)
-        localized = _localize(lock, root, opts, work, report.differences) if opts.localize else None
+        localized = None
+        if opts.localize:
+            def replay_here(folder: Path, env: dict[str, str]) -> None:  # this rebuild again, as it ran
+                folder.mkdir(parents=True, exist_ok=True)
+                run_rebuild(lock, root, folder, True, world_size=opts.world_size, python=python, sandbox=box,
+                            env_extra=env)
+
+            localized = _localize(lock, root, opts, work, report.differences, replay_here)
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
                 "weights_sha256": rebuilt["outputs"]["weights"]["hashes"]["sha256"], "toolchain": env,
                 "sandbox": {"active": box.active, "description": box.description}, "localized": localized}
@@ -78,8 +86,8 @@ def add_rebuilt_differences(report: VerifyReport, lock: Lock, rebuilt: Lock) -> 
         (report.notes if d.kind in NOTE_KINDS or d.section == "toolchain" else report.differences).append(d)
 
 
-def _localize(lock: Lock, root: Path, opts: VerifyOptions, work: Path,
-              diffs: list[Difference]) -> dict[str, Any] | None:
+def _localize(lock: Lock, root: Path, opts: VerifyOptions, work: Path, diffs: list[Difference],
+              replay_here: Callable[[Path, dict[str, str]], None]) -> dict[str, Any] | None:
     """--localize: the first differing op, when an environment here reproduces the lock's steps."""
     from repro.build.localize import localize_lock
     from repro.lock.lockfile import read_step_digests
@@ -89,7 +97,9 @@ def _localize(lock: Lock, root: Path, opts: VerifyOptions, work: Path,
     if not step or recorded is None:
         return None if not diffs else {"error": "no exact first step to replay (the lock has no step digests "
                                                 "beside it, or every step agrees)"}
-    return localize_lock(lock, root, int(step), recorded, work / "localize")
+    if (opts.world_size or lock["build"]["world_size"]) != 1:
+        return {"error": "the op recorder replays one process; this rebuild ran several ranks"}
+    return localize_lock(lock, root, int(step), recorded, work / "localize", replay_here)
 
 
 def count_elements(diffs: list[Difference], lock: Lock, original: Path | None,
