@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO, TINY, make_project, run_repro, sha256_file
+from conftest import REPO, TINY, Result, make_project, run_repro, sha256_file
 
 from repro.build.emulate import qemu_missing, qemu_python
 from repro.train import checkpoint
@@ -35,6 +35,23 @@ def two(project: Path) -> Path:
     return project / "two"
 
 
+@pytest.fixture(scope="module")
+def rebuilt(project: Path, two: Path) -> Path:
+    """`repro verify` of the 2-process lock, its rebuild kept: a second build by repro's own ranks."""
+    r = run_repro(["verify", "--quiet", "--json", str(two / "repro.lock"), "--root", str(project),
+                   "--work-dir", str(project / "verify-work")], cwd=project)
+    assert r.code == 0, r.stdout + r.stderr
+    return project / "verify-work" / "out"
+
+
+@pytest.fixture(scope="module")
+def at_one(project: Path, two: Path) -> tuple[Result, Path]:
+    """The 2-process lock rebuilt by one process (`verify --world-size 1`): its report, and the kept 1-process build."""
+    r = run_repro(["verify", "--quiet", str(two / "repro.lock"), "--root", str(project), "--world-size", "1",
+                   "--no-record", "--work-dir", str(project / "verify-one")], cwd=project)
+    return r, project / "verify-one" / "out"
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_DATASETS_OFFLINE": "1"}
 
@@ -44,15 +61,13 @@ def _same(a: Path, b: Path) -> None:
     assert (a / "repro.lock").read_bytes() == (b / "repro.lock").read_bytes()
 
 
-def test_two_process_runs_agree_under_every_launcher(project: Path, two: Path) -> None:
+def test_two_process_runs_agree_under_every_launcher(project: Path, two: Path, rebuilt: Path) -> None:
     lock = json.loads((two / "repro.lock").read_text())
     assert lock["build"]["world_size"] == 2
     assert lock["build"]["flags"]["distributed"] == {
         "backend": "gloo", "batch_split": "contiguous", "per_rank_batch": 32, "grad_accumulation": 1,
         "loss_reduction": "mean over ranks in rank order"}
-    again = run_repro(["train", *TWO, "out_dir=two-again"], cwd=project)
-    assert again.code == 0, again.stderr
-    _same(two, project / "two-again")
+    _same(two, rebuilt)  # repro's own ranks, a second time (verify's rebuild)
     args = ["-m", "repro", "train", *TWO]
     for name, cmd in {
         "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *args],
@@ -64,22 +79,18 @@ def test_two_process_runs_agree_under_every_launcher(project: Path, two: Path) -
         _same(two, project / name)
 
 
-def test_world_size_is_recorded_and_diffed(project: Path, two: Path) -> None:
-    one = run_repro(["train", "--quiet", *TINY, "out_dir=one"], cwd=project)
-    assert one.code == 0, one.stderr
-    d = run_repro(["diff", str(project / "one" / "repro.lock"), str(two / "repro.lock")], cwd=project)
+def test_world_size_is_recorded_and_diffed(project: Path, two: Path, at_one: tuple[Result, Path]) -> None:
+    one = at_one[1]  # the same source, built by one process
+    d = run_repro(["diff", str(one / "repro.lock"), str(two / "repro.lock")], cwd=project)
     assert d.code == 1
     assert "world_size  1 -> 2" in d.stdout and "per_rank_batch  64 -> 32" in d.stdout
 
 
-def test_verify_rebuilds_with_the_recorded_world_size(project: Path, two: Path) -> None:
-    r = run_repro(["verify", "--quiet", "--json", str(two / "repro.lock"), "--root", str(project),
-                   "--work-dir", str(project / "verify-work")], cwd=project)
-    assert r.code == 0, r.stdout + r.stderr
-    rebuilt = json.loads((project / "verify-work" / "out" / "repro.lock").read_text())
-    assert rebuilt["build"]["flags"]["distributed"]["backend"] == "gloo"
-    other = run_repro(["verify", "--quiet", str(two / "repro.lock"), "--root", str(project), "--world-size", "1",
-                       "--no-record"], cwd=project)
+def test_verify_rebuilds_with_the_recorded_world_size(rebuilt: Path, at_one: tuple[Result, Path]) -> None:
+    lock = json.loads((rebuilt / "repro.lock").read_text())  # the fixture checked verify's exit 0
+    assert lock["build"]["world_size"] == 2
+    assert lock["build"]["flags"]["distributed"]["backend"] == "gloo"
+    other, _ = at_one
     assert other.code == 1 and "not expected to be bit-identical" in other.stdout
 
 

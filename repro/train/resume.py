@@ -76,6 +76,17 @@ class _StaleLockFile(Exception):
     """We won the flock on a lock file that its last holder had already deleted."""
 
 
+def _still_named(fd: int, path: Path) -> None:
+    """Raise _StaleLockFile unless the file we hold open (`fd`) is still the one at `path`."""
+    held = os.fstat(fd)
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        raise _StaleLockFile from None
+    if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+        raise _StaleLockFile
+
+
 @contextmanager
 def hold_out_dir(out_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on `out_dir` (Busy if another build has it).
@@ -90,19 +101,9 @@ def hold_out_dir(out_dir: Path) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     path = out_dir / OUT_DIR_LOCK
-
-    def current(fd: int) -> None:
-        held = os.fstat(fd)
-        try:
-            named = os.stat(path)
-        except FileNotFoundError:
-            raise _StaleLockFile from None
-        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
-            raise _StaleLockFile
-
     created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), timeout=0, on_acquired=current)
+    lock = FileLock(str(path), timeout=0, on_acquired=lambda fd: _still_named(fd, path))
     for _ in range(10):
         try:
             lock.acquire()
@@ -119,7 +120,7 @@ def hold_out_dir(out_dir: Path) -> Iterator[None]:
         yield
         ok = True
     finally:
-        path.unlink(missing_ok=True)  # while still holding it; see `current`
+        path.unlink(missing_ok=True)  # while still holding it; see `_still_named`
         lock.release()
         if not ok:
             for p in created:  # deepest first; stops at the first that is not empty

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +26,7 @@ from repro.lock.explain import hints
 from repro.lock.lineage import explain_lineage
 from repro.lock.types import Lock
 from repro.safeio import printable
+from repro.source.enclosing import enclosing_folders
 from repro.source.inputs import PACKAGE_DIR
 
 
@@ -125,8 +125,8 @@ def find_root(lock_path: Path, lock: Lock, explicit: Path | None) -> tuple[Path,
         if not explicit.is_dir():
             raise UserInputError(f"--root {printable(str(explicit))}: not a directory")
         return explicit.resolve(), "--root"
-    start = lock_path.resolve().parent
-    top = _git_toplevel(start)
+    # Never above the git top level, nor above the lock's own folder outside git.
+    above, top = enclosing_folders(lock_path.resolve().parent)
     data = [f["path"] for f in lock["inputs"]["data"]["files"]]
 
     def holds_data(folder: Path) -> bool:
@@ -134,10 +134,6 @@ def find_root(lock_path: Path, lock: Lock, explicit: Path | None) -> tuple[Path,
 
     if top is not None and holds_data(top):
         return top, "the git repository holding the lockfile"
-    # Never above the git top level, nor above the lock's own folder outside git: a
-    # stranger's lock must not make us hash /etc/passwd or write /.repro/.
-    above = [start] if top is None or not start.is_relative_to(top) else \
-        [start, *(p for p in start.parents if p.is_relative_to(top))]
     for folder in above:
         if holds_data(folder):
             return folder, "the nearest folder above the lockfile holding its data"
@@ -149,11 +145,3 @@ def find_root(lock_path: Path, lock: Lock, explicit: Path | None) -> tuple[Path,
     raise UserInputError(f"{printable(str(lock_path))}: cannot tell the project root: the lockfile's folder does "
                          f"not hold {first} and it is not in a git repository; pass --root DIR")
 
-
-def _git_toplevel(folder: Path) -> Path | None:
-    try:
-        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return Path(out).resolve() if out else None
