@@ -82,14 +82,22 @@ class Localizer:
         self.project, self.baseline = project, baseline
         self.cache: dict[int, tuple[Path | None, str | None]] = {}
 
-    def op(self, variation: Variation, step: int) -> dict[str, Any]:
-        """The first op of `step` whose outputs differ between the baseline and `variation`."""
+    def op(self, variation: Variation, step: int, recorded: Path | None = None) -> dict[str, Any]:
+        """The first op of `step` whose outputs differ between the baseline and `variation`;
+        `recorded`: a recording of the variation's steps made already, replayed only if it agrees."""
         def base(_attempt: int) -> tuple[Path | None, str | None]:
             if step not in self.cache:
                 self.cache[step] = trace_step(self.project, self.baseline, step)
             return self.cache[step]
 
-        return first_op(base, lambda attempt: trace_step(self.project, variation, step, attempt), step)
+        def other(attempt: int) -> tuple[Path | None, str | None]:
+            if recorded is not None and (recorded / "ops.json").is_file():
+                attempt -= 1
+                if attempt == 0:
+                    return recorded, None
+            return trace_step(self.project, variation, step, attempt)
+
+        return first_op(base, other, step)
 
 
 def explain(base: Run, other: Run) -> str:
