@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/step_digest_cost.py [--steps 3000] [--repeats 5] [--check]
 
-repro's loop on the digits example, with its per-step digests (repro.train.trace)
+repro's loop on the digits example, with its per-step digests (repro.train.step_digests)
 and with them switched off by patching the recorder to a no-op, interleaved so
 drift hits both alike; the plain PyTorch loop of train_overhead.py as a
 reference. Goal: digests <= 1.05x the loop without them. Also checks that the
@@ -25,7 +25,7 @@ from train_overhead import REPO, digest, plain_loop, repro_loop  # sets ATEN_CPU
 
 
 def loop_without_digests(steps: int) -> tuple[float, dict]:
-    from repro.train import trace
+    from repro.train import step_digests as trace
 
     real = trace.StepDigests.record
     trace.StepDigests.record = lambda self: self.digests.append("")  # type: ignore[method-assign]

@@ -8,31 +8,44 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pause_checkpoint_plugin
 import pytest
 from conftest import REPO, make_project, run_repro, sha256_file
+from pause_checkpoint_plugin import PAUSE_CHECKPOINT_ENV
+from pause_checkpoint_plugin import marker as writing_marker
 
 from repro.train import checkpoint
+from repro.train.resume import PAUSE_AFTER_STEP_ENV, pause_marker
 
 pytestmark = pytest.mark.slow
+
+PLUGIN = Path(pause_checkpoint_plugin.__file__)  # copied into the project, which names it as its model
 
 BASE = [
     "--quiet", "trainer.max_steps=40", "trainer.log_every=5", "model.dropout=0.3",
     "trainer.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:7,gamma:0.7}",
+    f"model._target_={PLUGIN.stem}.MLP",  # repro's MLP, imported through the plugin
 ]
 CKPT = ["trainer.checkpoint_every=10", "trainer.keep_checkpoints=2"]
-STEP, WRITE = checkpoint.PAUSE_STEP_ENV, checkpoint.PAUSE_CHECKPOINT_ENV
+# Where a test stops a build to SIGKILL it: after a step (repro's own REPRO_PAUSE_AFTER_STEP, which
+# `repro check` uses too), or in the middle of a checkpoint write (a test plugin the project imports).
+STEP, WRITE = PAUSE_AFTER_STEP_ENV, PAUSE_CHECKPOINT_ENV
+MARKERS = {STEP: pause_marker, WRITE: writing_marker}
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One digits project for the module, so the straight run is trained once."""
-    return make_project(tmp_path_factory.mktemp("resume") / "project")
+    project = make_project(tmp_path_factory.mktemp("resume") / "project")
+    shutil.copy2(PLUGIN, project / PLUGIN.name)
+    return project
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +69,7 @@ def _start(project: Path, out: str, pause: tuple[str, int], *extra: str) -> subp
 
 
 def _wait_paused(proc: subprocess.Popen[str], out: Path, pause: tuple[str, int]) -> Path:
-    marker = out / "checkpoints" / f".paused-{pause[0]}-{pause[1]}"
+    marker = MARKERS[pause[0]](out / "checkpoints", pause[1])
     deadline = time.monotonic() + 300
     while not marker.exists():
         if proc.poll() is not None:

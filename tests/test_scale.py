@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,9 +12,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO, TINY, make_project, run_repro, sha256_file
+from conftest import REPO, TINY, Result, make_project, run_repro, sha256_file
 
-from repro.train import checkpoint
+from repro.build.emulate import qemu_missing, qemu_python
+from repro.train.resume import PAUSE_AFTER_STEP_ENV, pause_marker
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 BIN = Path(sys.executable).parent
@@ -35,6 +35,23 @@ def two(project: Path) -> Path:
     return project / "two"
 
 
+@pytest.fixture(scope="module")
+def rebuilt(project: Path, two: Path) -> Path:
+    """`repro verify` of the 2-process lock, its rebuild kept: a second build by repro's own ranks."""
+    r = run_repro(["verify", "--quiet", "--json", str(two / "repro.lock"), "--root", str(project),
+                   "--work-dir", str(project / "verify-work")], cwd=project)
+    assert r.code == 0, r.stdout + r.stderr
+    return project / "verify-work" / "out"
+
+
+@pytest.fixture(scope="module")
+def at_one(project: Path, two: Path) -> tuple[Result, Path]:
+    """The 2-process lock rebuilt by one process (`verify --world-size 1`): its report, and the kept 1-process build."""
+    r = run_repro(["verify", "--quiet", str(two / "repro.lock"), "--root", str(project), "--world-size", "1",
+                   "--no-record", "--work-dir", str(project / "verify-one")], cwd=project)
+    return r, project / "verify-one" / "out"
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_DATASETS_OFFLINE": "1"}
 
@@ -44,15 +61,13 @@ def _same(a: Path, b: Path) -> None:
     assert (a / "repro.lock").read_bytes() == (b / "repro.lock").read_bytes()
 
 
-def test_two_process_runs_agree_under_every_launcher(project: Path, two: Path) -> None:
+def test_two_process_runs_agree_under_every_launcher(project: Path, two: Path, rebuilt: Path) -> None:
     lock = json.loads((two / "repro.lock").read_text())
     assert lock["build"]["world_size"] == 2
     assert lock["build"]["flags"]["distributed"] == {
         "backend": "gloo", "batch_split": "contiguous", "per_rank_batch": 32, "grad_accumulation": 1,
         "loss_reduction": "mean over ranks in rank order"}
-    again = run_repro(["train", *TWO, "out_dir=two-again"], cwd=project)
-    assert again.code == 0, again.stderr
-    _same(two, project / "two-again")
+    _same(two, rebuilt)  # repro's own ranks, a second time (verify's rebuild)
     args = ["-m", "repro", "train", *TWO]
     for name, cmd in {
         "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *args],
@@ -64,22 +79,18 @@ def test_two_process_runs_agree_under_every_launcher(project: Path, two: Path) -
         _same(two, project / name)
 
 
-def test_world_size_is_recorded_and_diffed(project: Path, two: Path) -> None:
-    one = run_repro(["train", "--quiet", *TINY, "out_dir=one"], cwd=project)
-    assert one.code == 0, one.stderr
-    d = run_repro(["diff", str(project / "one" / "repro.lock"), str(two / "repro.lock")], cwd=project)
+def test_world_size_is_recorded_and_diffed(project: Path, two: Path, at_one: tuple[Result, Path]) -> None:
+    one = at_one[1]  # the same source, built by one process
+    d = run_repro(["diff", str(one / "repro.lock"), str(two / "repro.lock")], cwd=project)
     assert d.code == 1
     assert "world_size  1 -> 2" in d.stdout and "per_rank_batch  64 -> 32" in d.stdout
 
 
-def test_verify_rebuilds_with_the_recorded_world_size(project: Path, two: Path) -> None:
-    r = run_repro(["verify", "--quiet", "--json", str(two / "repro.lock"), "--root", str(project),
-                   "--work-dir", str(project / "verify-work")], cwd=project)
-    assert r.code == 0, r.stdout + r.stderr
-    rebuilt = json.loads((project / "verify-work" / "out" / "repro.lock").read_text())
-    assert rebuilt["build"]["flags"]["distributed"]["backend"] == "gloo"
-    other = run_repro(["verify", "--quiet", str(two / "repro.lock"), "--root", str(project), "--world-size", "1",
-                       "--no-record"], cwd=project)
+def test_verify_rebuilds_with_the_recorded_world_size(rebuilt: Path, at_one: tuple[Result, Path]) -> None:
+    lock = json.loads((rebuilt / "repro.lock").read_text())  # the fixture checked verify's exit 0
+    assert lock["build"]["world_size"] == 2
+    assert lock["build"]["flags"]["distributed"]["backend"] == "gloo"
+    other, _ = at_one
     assert other.code == 1 and "not expected to be bit-identical" in other.stdout
 
 
@@ -122,10 +133,10 @@ def test_two_process_resume_gives_the_same_bytes(project: Path) -> None:
     straight = run_repro(["train", *base, "out_dir=mp-straight"], cwd=project)
     assert straight.code == 0, straight.stderr
     ckpt = ["trainer.checkpoint_every=10", "trainer.keep_checkpoints=2", "out_dir=mp-resumed"]
-    env = {**_env(), checkpoint.PAUSE_STEP_ENV: "20"}
+    env = {**_env(), PAUSE_AFTER_STEP_ENV: "20"}
     proc = subprocess.Popen([sys.executable, "-m", "repro", "train", *base, *ckpt], cwd=project, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    marker = project / "mp-resumed" / "checkpoints" / f".paused-{checkpoint.PAUSE_STEP_ENV}-20"
+    marker = pause_marker(project / "mp-resumed" / "checkpoints", 20)
     deadline = time.monotonic() + 180
     while not marker.exists():
         assert proc.poll() is None, proc.communicate()[1]
@@ -168,18 +179,22 @@ def test_portable_profile_refuses_adam_and_ignores_affinity(project: Path) -> No
     _same(project / "port-a", project / "port-b")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known failure: under qemu the build child's allowlisted environment drops the venv's site- "
-    "packages (No module named torch); repro check's qemu axis has the working wrapper"))
-@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="needs qemu-user (Debian package qemu-user)")
-def test_portable_profile_gives_the_same_bits_on_an_emulated_cpu(project: Path) -> None:
-    """Another CPU model (Haswell, emulated): same weights as this host in the portable profile."""
-    host = run_repro(["train", *PORTABLE, "out_dir=port-host"], cwd=project)
+@pytest.mark.skipif(qemu_missing() is not None, reason="needs qemu-user (Debian package qemu-user) on x86-64")
+def test_portable_profile_gives_the_same_bits_on_an_emulated_cpu(project: Path, tmp_path: Path) -> None:
+    """Another CPU model (Haswell, emulated): same weights as this host in the portable profile.
+
+    `repro train` trains in a child started from `sys.executable`, and qemu-user runs what it
+    execs natively: so the interpreter itself must be the emulated one (repro.build.emulate, as
+    `repro check`'s cpu axis does), or only the parent would be emulated.
+    """
+    steps = ["--quiet", "build=portable", "trainer=portable", "trainer.max_steps=2"]
+    host = run_repro(["train", *steps, "out_dir=port-host"], cwd=project)
     assert host.code == 0, host.stderr
-    real = os.path.realpath(sys.executable)
-    site = [p for p in sys.path if p.endswith("site-packages")]
-    env = {**_env(), "PYTHONPATH": os.pathsep.join([str(REPO), *site])}
-    proc = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", real, "-m", "repro", "train", *PORTABLE,
-                           "out_dir=port-haswell"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    haswell = qemu_python(tmp_path, "Haswell", sys.executable)
+    proc = subprocess.run([str(haswell), "-m", "repro", "train", *steps, "out_dir=port-haswell"], cwd=project,
+                          env=_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # The build child (which trains) was started through the emulated interpreter.
+    run = json.loads((project / "port-haswell" / "run.json").read_text())
+    assert run["python_executable"] == str(haswell)
     _same(project / "port-host", project / "port-haswell")

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.build.verify import VerifyOptions, VerifyReport, verify
+from repro.build.verify.report import VerifyOptions, VerifyReport
+from repro.build.verify.run import verify
 from repro.errors import UserInputError
 from repro.lock.types import BaseLock
 from repro.safeio import printable

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro.build.run import NOT_PORTABLE
+from repro.build.emulate import qemu_python
+from repro.build.variations import NOISY_ENV, Variation
 from repro.environment.pins import SHELL_KNOBS, resolve_pins
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
 from repro.lock import lockfile
@@ -36,34 +34,8 @@ from repro.source.data import DataSpec, hashed_file_list
 from repro.source.filetree import expand_patterns
 from repro.source.inputs import PACKAGE_DIR
 
-AXES = ("again", "shell", "cores", "path", "hashseed", "resume", "profile", "world", "cpu")
-REPORT_ONLY = ("profile", "world")  # never promised: another optimizer, another reduction order
-QEMU_CPUS = ("Haswell", "EPYC")
-DEFAULT_STEPS = 20
-# A noisy shell: thread counts, ISA limits and dynamic threads for every library torch may use.
-NOISY_ENV = {
-    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_DYNAMIC": "true",
-    "MKL_DYNAMIC": "true", "ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
-    "MKL_CBWR": "AUTO", "DNNL_MAX_CPU_ISA": "SSE41", "ONEDNN_MAX_CPU_ISA": "SSE41", "KMP_AFFINITY": "scatter",
-    "OMP_PROC_BIND": "true", "TZ": "Pacific/Chatham", "TERM": "dumb", "COLUMNS": "37",
-}
+KILL_GRACE = 120  # seconds a SIGKILLed build may take to let go of its out_dir
 _CLEAN = {"PYTHONHASHSEED": "0", "TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "TERM": "xterm", "COLUMNS": "80"}
-
-
-@dataclass(frozen=True)
-class Variation:
-    """One condition changed from the baseline."""
-
-    axis: str
-    name: str
-    what: str  # what was varied, in words
-    env: tuple[tuple[str, str], ...] = ()
-    prefix: tuple[str, ...] = ()
-    overrides: tuple[str, ...] = ()
-    relocate: bool = False
-    interrupt: bool = False
-    umask: int = 0o022
-    qemu: bool = False
 
 
 @dataclass
@@ -96,121 +68,6 @@ class Project:
         path = self.work / f"{self.counter[0]:02d}-{name}"
         path.mkdir(parents=True)
         return path
-
-
-def locale_name() -> str:
-    """A locale unlike the baseline's C.UTF-8: Turkish (dotless i) where installed, else POSIX."""
-    try:
-        names = subprocess.run(["locale", "-a"], capture_output=True, text=True, check=False).stdout.split()
-    except OSError:
-        names = []
-    return next((n for n in names if n.lower().startswith("tr_tr")), "POSIX")
-
-
-def variations(project: Project, axes: tuple[str, ...]) -> list[Variation]:
-    """The variations of the requested axes that this machine can run, in AXES order."""
-    out: list[Variation] = []
-    for axis in axes:
-        name, _, model = axis.partition(":")  # cpu:Haswell runs one emulated CPU model
-        out += [v for v in _MAKERS[name](project) if not model or v.prefix[:1] == (model,)]
-    return out
-
-
-def _again(project: Project) -> list[Variation]:
-    return [Variation("again", "same again", "nothing varied: a second build in the baseline's conditions")]
-
-
-def _shell(project: Project) -> list[Variation]:
-    loc = locale_name()
-    env = {**NOISY_ENV, "LC_ALL": loc, "LANG": loc}
-    what = ", ".join(f"{k}={v}" for k, v in sorted(env.items())) + ", umask 077"
-    return [Variation("shell", "noisy shell", what, tuple(sorted(env.items())), umask=0o077)]
-
-
-def _cores(project: Project) -> list[Variation]:
-    if shutil.which("taskset") is None:
-        return [Variation("cores", "one core", "skipped: taskset is not installed")]
-    return [Variation("cores", "one core", "taskset -c 0", prefix=("taskset", "-c", "0"))]
-
-
-def _path(project: Project) -> list[Variation]:
-    return [Variation("path", "another path", "the project copied to another absolute path and run from there",
-                      relocate=True)]
-
-
-def _hashseed(project: Project) -> list[Variation]:
-    return [Variation("hashseed", "hash seed", "PYTHONHASHSEED=12345", (("PYTHONHASHSEED", "12345"),))]
-
-
-def _resume(project: Project) -> list[Variation]:
-    k = max(1, project.steps // 2)
-    return [Variation("resume", "kill and resume", f"SIGKILL after the checkpoint of step {k}, then the same "
-                      "command again", overrides=(f"trainer.checkpoint_every={k}",), interrupt=True)]
-
-
-def _profile(project: Project) -> list[Variation]:
-    profile = str(project.resolved["build"]["profile"])
-    if profile == "portable":
-        return [Variation("profile", "default profile", "build=default", overrides=("build=default",))]
-    target = project.resolved["trainer"].get("optimizer", {}).get("_target_")
-    swap: tuple[str, ...] = ()
-    if target in ("torch.optim.Adam", "repro.optim.PortableAdam"):
-        swap = ("trainer.optimizer._target_=repro.optim.PortableAdam",)
-    elif target in NOT_PORTABLE:
-        return [Variation("profile", "portable profile", f"skipped: {target} has no portable twin")]
-    return [Variation("profile", "portable profile", "build=portable" + "".join(" " + s for s in swap),
-                      overrides=("build=portable", *swap))]
-
-
-def _world(project: Project) -> list[Variation]:
-    return [Variation("world", "world_size 2", "build.world_size=2 (two processes, gloo on CPU)",
-                      overrides=("build.world_size=2",))]
-
-
-def _cpu(project: Project) -> list[Variation]:
-    if shutil.which("qemu-x86_64") is None or platform.machine() != "x86_64":
-        return [Variation("cpu", f"{m} (qemu)", "skipped: qemu-user (qemu-x86_64) is not installed")
-                for m in QEMU_CPUS]
-    return [Variation("cpu", f"{m} (qemu)", f"qemu-x86_64 -cpu {m}", prefix=(m,), qemu=True) for m in QEMU_CPUS]
-
-
-def qemu_python(work: Path, cpu: str, python: str) -> Path:
-    """An interpreter that runs under `qemu-x86_64 -cpu CPU`, children included.
-
-    A shell script at `<env>/bin/python` execs qemu with argv[0] set to itself, so
-    the emulated Python reports the script as `sys.executable` (and any child it
-    starts, such as repro's build process, is emulated too) and finds the venv's
-    packages through `<env>/pyvenv.cfg` and a link to its site-packages.
-    """
-    env = work / f"qemu-{cpu}"
-    script = env / "bin" / "python"
-    if script.is_file():
-        return script
-    real = os.path.realpath(python)
-    site = Path(sysconfig.get_paths()["purelib"])
-    (env / "bin").mkdir(parents=True)
-    (env / "lib" / site.parent.name).mkdir(parents=True)
-    (env / "lib" / site.parent.name / "site-packages").symlink_to(site)
-    (env / "pyvenv.cfg").write_text(f"home = {Path(real).parent}\ninclude-system-site-packages = false\n",
-                                    encoding="utf-8")
-    script.write_text(f'#!/bin/sh\nexec qemu-x86_64 -cpu {cpu} -0 "$0" {real} "$@"\n', encoding="utf-8")
-    script.chmod(0o755)
-    return script
-
-
-
-_MAKERS: dict[str, Callable[[Project], list[Variation]]] = {
-    "again": _again, "shell": _shell, "cores": _cores, "path": _path, "hashseed": _hashseed, "resume": _resume,
-    "profile": _profile, "world": _world, "cpu": _cpu,
-}
-BASELINE = Variation("baseline", "baseline", "a clean shell: C.UTF-8, TZ=UTC, PYTHONHASHSEED=0, umask 022")
-
-
-def promised(variation: Variation, profile: str) -> bool:
-    """Whether the build's profile promises the same bits under this variation."""
-    if variation.axis in REPORT_ONLY:
-        return False
-    return variation.axis != "cpu" or profile == "portable"
 
 
 def environment(variation: Variation, work: Path) -> dict[str, str]:
@@ -298,12 +155,12 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], umask: int, log: Path) 
 
 def _interrupt(cmd: list[str], cwd: Path, env: dict[str, str], variation: Variation, out_dir: Path) -> str | None:
     """Start the build, SIGKILL it once the checkpoint named in its overrides is on disk."""
-    from repro.train.checkpoint import PAUSE_STEP_ENV
+    from repro.train.resume import PAUSE_AFTER_STEP_ENV, pause_marker, wait_released
 
     every = next(o for o in variation.overrides if o.startswith("trainer.checkpoint_every="))
     step = every.split("=", 1)[1]
-    marker = out_dir / CHECKPOINTS_DIR / f".paused-{PAUSE_STEP_ENV}-{step}"
-    proc = subprocess.Popen(cmd, cwd=cwd, env={**env, PAUSE_STEP_ENV: step}, stdin=subprocess.DEVNULL,
+    marker = pause_marker(out_dir / CHECKPOINTS_DIR, int(step))
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**env, PAUSE_AFTER_STEP_ENV: step}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             umask=variation.umask)
     while not marker.exists():
@@ -312,6 +169,8 @@ def _interrupt(cmd: list[str], cwd: Path, env: dict[str, str], variation: Variat
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # a power cut: the whole process group we started
     proc.wait()
+    if not wait_released(out_dir, KILL_GRACE):  # the build child may outlive the parent waited for
+        return f"the killed build still held {out_dir.name} {KILL_GRACE} s later"
     return None
 
 
@@ -330,8 +189,4 @@ def profile_of(resolved: dict[str, Any]) -> str:
     return resolve_pins(require(resolved, "build", dict), require(resolved, "seed", int)).profile
 
 
-def with_steps(project: Project, steps: int) -> Project:
-    return replace(project, steps=steps)
-
-
-__all__ = ["AXES", "BASELINE", "STEPS_NAME", "Project", "Run", "Variation", "promised", "train", "variations"]
+__all__ = ["STEPS_NAME", "Project", "Run", "profile_of", "train"]

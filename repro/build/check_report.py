@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__
-from repro.build.check import AXES, BASELINE, Project, Run, Variation, profile_of, promised, train, variations
+from repro.build.check import Project, Run, profile_of, train
 from repro.build.localize import Localizer, explain, first_step
+from repro.build.variations import AXES, BASELINE, Variation, promised, variations
 from repro.errors import ConfigError, TrainingFailed
 from repro.filenames import CHECK_NAME, LOCK_NAME
 from repro.source.config import ConfigSource, compose
@@ -119,7 +120,10 @@ def _one(project: Project, variation: Variation, base: Run, profile: str,
     if variation.what.startswith("skipped:"):
         row.detail, row.promised = variation.what.removeprefix("skipped: "), False
         return row
-    run = train(project, variation)
+    # An emulated CPU is ~30x slower, start-up included: its one build also records its ops (every
+    # step; the recorder reads, it changes no value), so a difference needs no second emulated build.
+    recorded = project.work / f"trace-{variation.prefix[0]}-all" if variation.qemu and localizer else None
+    run = train(project, variation, trace=None if recorded is None else (project.steps, recorded))
     row.seconds, row.weights_sha256 = run.seconds, run.weights_sha256
     if run.error is not None:
         row.result, row.detail = "failed", run.error
@@ -135,7 +139,7 @@ def _one(project: Project, variation: Variation, base: Run, profile: str,
     if row.first_step is None:
         row.detail = explain(base, run)
     elif localizer is not None and variation.axis not in ("world", "profile"):
-        row.first_op = localizer.op(variation, row.first_step)
+        row.first_op = localizer.op(variation, row.first_step, recorded)
         row.detail = row.first_op.get("line") or row.first_op.get("error", "")
     return row
 

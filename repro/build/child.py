@@ -67,7 +67,8 @@ def child_command(pins: Pins, spec_path: Path, python: str | None = None) -> lis
 
 
 def run_child(spec: dict[str, Any], pins: Pins, work_dir: Path, *, quiet: bool = True, what: str = "",
-              own_cache: bool = False, python: str | None = None, prefix: tuple[str, ...] = ()) -> None:
+              own_cache: bool = False, python: str | None = None, prefix: tuple[str, ...] = (),
+              env_extra: dict[str, str] | None = None) -> None:
     """Run `rebuild_main(spec)` under `pins` in child processes; raise what they reported.
 
     `spec` holds the resolved config, root, out_dir and resume options (see
@@ -75,14 +76,15 @@ def run_child(spec: dict[str, Any], pins: Pins, work_dir: Path, *, quiet: bool =
     run (torchrun's report is parsed from stderr), and repro's own messages
     (`repro train: resuming from ...`) always do; `what` ("rebuild") starts error
     messages; `own_cache` and `python`: see `child_environ`; `prefix` wraps the command
-    (a sandbox, repro.build.sandbox). The child dies with
+    (a sandbox, repro.build.sandbox); `env_extra` is added to the child's environment
+    (the op recorder's REPRO_TRACE_* variables). The child dies with
     this process, so a killed `repro train` leaves no build running.
     """
     spec_path, error_path, log = work_dir / SPEC_NAME, work_dir / ERROR_NAME, work_dir / LOG_NAME
     error_path.unlink(missing_ok=True)
     atomic_write_json(spec_path, {**spec, "quiet": quiet, "error_path": str(error_path)})
     shown = not quiet and pins.world_size == 1
-    env = child_environ(pins, work_dir, own_cache, python)
+    env = {**child_environ(pins, work_dir, own_cache, python), **(env_extra or {})}
     with open(log, "wb") as err:
         proc = subprocess.run([*prefix, *child_command(pins, spec_path, python)], cwd=work_dir, env=env,
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None if shown else err,

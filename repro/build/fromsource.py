@@ -22,7 +22,8 @@ from typing import Any
 
 from repro.build import gate
 from repro.build.stage import run_stage
-from repro.build.verify import NOTE_KINDS, VerifyOptions, VerifyReport, find_root, verify
+from repro.build.verify.report import NOTE_KINDS, VerifyOptions, VerifyReport
+from repro.build.verify.run import find_root, verify
 from repro.errors import DataError, UserInputError
 from repro.lock import lockfile, stagerecord
 from repro.lock.diff import Difference

@@ -9,10 +9,12 @@ replaying that step in both conditions under the dispatch recorder
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from repro.build.check import BASELINE, Project, Run, Variation, train
+from repro.build.check import Project, Run, train
+from repro.build.variations import BASELINE, Variation
 from repro.lock.diff import first_differing_step
 from repro.lock.types import Lock
 
@@ -37,6 +39,42 @@ def trace_step(project: Project, variation: Variation, step: int, attempt: int =
     return folder, None
 
 
+# A replay under the op recorder: attempt number -> (its trace folder, or why there is none).
+Tracer = Callable[[int], tuple[Path | None, str | None]]
+
+
+def first_op(base: Tracer, other: Tracer, step: int) -> dict[str, Any]:
+    """The first op of steps 1..`step` whose outputs differ between two replays; `other` is
+    replayed up to REPLAYS times (a nondeterministic op need not part every replay)."""
+    from repro.train.opdiff import describe, first_difference
+
+    if step == 0:
+        return {"error": "the initial parameters differ: building the model depends on this condition "
+                         "(before any step, so no op of a step to name)"}
+    ours, error = base(1)
+    if ours is None:
+        return {"error": f"baseline replay failed: {error}"}
+    found, tries = None, 0
+    while found is None and tries < REPLAYS:
+        tries += 1
+        theirs, error = other(tries)
+        if theirs is None:
+            return {"error": f"replay failed: {error}"}
+        found = first_difference(ours, theirs)
+    if found is None:
+        return {"error": f"every op of steps 1-{step} agreed in {tries} replays (the difference came from "
+                         "outside the steps, or is too rare to catch)"}
+    line = describe(found)
+    if found.get("step") not in (None, step):
+        line += f" (the replays parted at step {found['step']}, not {step}: the same conditions give other bits)"
+    return {**found, "line": line}
+
+
+def _recorded(folder: Path) -> Tracer:
+    """A replay that has already run: its folder, whatever the attempt."""
+    return lambda _attempt: (folder, None)
+
+
 class Localizer:
     """Replays steps, sharing the baseline's recordings between variations."""
 
@@ -44,32 +82,22 @@ class Localizer:
         self.project, self.baseline = project, baseline
         self.cache: dict[int, tuple[Path | None, str | None]] = {}
 
-    def op(self, variation: Variation, step: int) -> dict[str, Any]:
-        """The first op of `step` whose outputs differ between the baseline and `variation`."""
-        from repro.train.trace import describe, first_difference
+    def op(self, variation: Variation, step: int, recorded: Path | None = None) -> dict[str, Any]:
+        """The first op of `step` whose outputs differ between the baseline and `variation`;
+        `recorded`: a recording of the variation's steps made already, replayed only if it agrees."""
+        def base(_attempt: int) -> tuple[Path | None, str | None]:
+            if step not in self.cache:
+                self.cache[step] = trace_step(self.project, self.baseline, step)
+            return self.cache[step]
 
-        if step == 0:
-            return {"error": "the initial parameters differ: building the model depends on this condition "
-                             "(before any step, so no op of a step to name)"}
-        if step not in self.cache:
-            self.cache[step] = trace_step(self.project, self.baseline, step)
-        base, error = self.cache[step]
-        if base is None:
-            return {"error": f"baseline replay failed: {error}"}
-        found, tries = None, 0
-        while found is None and tries < REPLAYS:  # a nondeterministic op need not part every replay
-            tries += 1
-            other, error = trace_step(self.project, variation, step, tries)
-            if other is None:
-                return {"error": f"replay failed: {error}"}
-            found = first_difference(base, other)
-        if found is None:
-            return {"error": f"every op of steps 1-{step} agreed in {tries} replays (the difference came from "
-                             "outside the steps, or is too rare to catch)"}
-        line = describe(found)
-        if found.get("step") not in (None, step):
-            line += f" (the replays parted at step {found['step']}, not {step}: the same conditions give other bits)"
-        return {**found, "line": line}
+        def other(attempt: int) -> tuple[Path | None, str | None]:
+            if recorded is not None and (recorded / "ops.json").is_file():
+                attempt -= 1
+                if attempt == 0:
+                    return recorded, None
+            return trace_step(self.project, variation, step, attempt)
+
+        return first_op(base, other, step)
 
 
 def explain(base: Run, other: Run) -> str:
@@ -109,34 +137,57 @@ def name_first_step(diffs: list[Any], lock: Lock, lock_dir: Path, rebuilt: Lock,
     return out
 
 
-def localize_lock(lock: Lock, root: Path, step: int, recorded: list[str], work: Path) -> dict[str, Any]:
-    """Name the op where this machine parts from the lock's build at `step`, if some environment
-    here reproduces the lock's parameters after that step (an emulated CPU model under qemu-user).
+# Where the lock's own build may be reproduced here: this CPU in the clean shell `repro check`
+# starts from, then each CPU model qemu-user emulates.
+HERE = Variation("lock", "this machine, a clean shell", BASELINE.what)
 
-    Every candidate trains the lock's config (its pins applied) for `step` steps in a fresh
-    process; the first whose digests match `recorded` up to `step` stands in for the lock's
-    machine, and the step is replayed there and on this machine under the op recorder.
+
+def localize_lock(lock: Lock, root: Path, step: int, recorded: list[str], work: Path,
+                  replay_here: Callable[[Path, dict[str, str]], None]) -> dict[str, Any]:
+    """Name the op where verify's rebuild parts from the lock's build at `step`, if some environment
+    here reproduces the lock's parameters up to that step.
+
+    Each candidate (`HERE`, then the qemu CPU models) trains the lock's config (its
+    pins applied) in a fresh process, recording steps 1..`step` under the op
+    recorder; the first whose digests match `recorded` up to `step` stands in for
+    the lock's machine. `replay_here(work_dir, env)` runs verify's rebuild again,
+    as it ran, with `env` added (the recorder's variables), to record this side.
     """
     import yaml  # type: ignore[import-untyped]  # PyYAML ships no type information
 
-    from repro.build.check import _cpu
     from repro.build.rebuild import rebuild_config
+    from repro.build.variations import _cpu
     from repro.canonical import atomic_write_bytes
+    from repro.errors import ReproError
     from repro.source.config import ConfigSource
+    from repro.train.trace import TRACE_DIR_ENV, TRACE_STEP_ENV
 
     resolved, _ = rebuild_config(lock)
     config_dir = work / "lock-config"
     config_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(config_dir / "rebuild.yaml", yaml.safe_dump(resolved, sort_keys=True).encode("utf-8"))
-    project = Project(ConfigSource(config_dir, "rebuild", root, False), [], resolved, step, work)
+    # out_dir is no input (the lock does not hold it), but the config must have the key to override it.
+    composable = {**resolved, "out_dir": "out"}
+    atomic_write_bytes(config_dir / "rebuild.yaml", yaml.safe_dump(composable, sort_keys=True).encode("utf-8"))
+    steps = int(resolved["trainer"]["max_steps"])  # the lock's whole run: a schedule may depend on it
+    project = Project(ConfigSource(config_dir, "rebuild", root, False), [], resolved, steps, work)
+
+    def here(attempt: int) -> tuple[Path | None, str | None]:
+        folder = work / f"here-{attempt}"
+        try:
+            replay_here(folder, {TRACE_STEP_ENV: str(step), TRACE_DIR_ENV: str(folder / "trace")})
+        except ReproError as exc:
+            return None, str(exc)
+        return (folder / "trace", None) if (folder / "trace" / "ops.json").is_file() else \
+            (None, f"the replay recorded no ops for step {step}")
+
     tried = []
-    for variation in _cpu(project):
-        if not variation.qemu:
-            return {"error": f"cannot localize: {variation.what.removeprefix('skipped: ')}"}
+    for variation in [HERE, *(v for v in _cpu(project) if v.qemu)]:
         tried.append(variation.name)
-        run = train(project, variation)
-        if run.digests is not None and run.digests[:step + 1] == recorded[:step + 1]:
-            found = Localizer(project).op(variation, step)
-            return {"environment": variation.name, **found}
-    return {"error": f"no environment here reproduces the lock's parameters after step {step} "
-                     f"(tried this CPU and {', '.join(tried)}): the operation cannot be named locally"}
+        folder = work / f"trace-{len(tried)}"
+        run = train(project, variation, trace=(step, folder))
+        if run.digests is not None and run.digests[:step + 1] == recorded[:step + 1] and \
+                (folder / "ops.json").is_file():
+            return {"environment": variation.name, **first_op(_recorded(folder), here, step)}
+    missing = "" if len(tried) > 1 else f"; {_cpu(project)[0].what.removeprefix('skipped: ')}"
+    return {"error": f"no environment here reproduces the lock's parameters up to step {step} "
+                     f"(tried {', '.join(tried)}{missing}): the operation cannot be named locally"}

@@ -33,7 +33,7 @@ def write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: dic
     Every file is staged first and all are renamed into place together, the lock
     last: a full disk or a read-only out_dir leaves the earlier outputs as they were.
     """
-    from repro.train.trace import step_digests_blob
+    from repro.train.step_digests import step_digests_blob
     from repro.train.weights import tensor_records, weights_bytes
 
     with StagedFiles() as staged:

@@ -22,12 +22,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from repro.commands import Outcome, add_release_argument
-
-if TYPE_CHECKING:
-    from repro.build.verify import VerifyReport
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,7 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Outcome:
     from repro.build.chain import chain_json, chain_ok, verify_chain
-    from repro.build.verify import VerifyOptions, verify
+    from repro.build.verify.render import mismatch_line, render
+    from repro.build.verify.report import VerifyOptions
+    from repro.build.verify.run import verify
     from repro.errors import UserInputError
     from repro.lock.release_folder import resolve_release
 
@@ -103,81 +101,14 @@ def run(args: argparse.Namespace) -> Outcome:
             report = verify_from_source(opts)
         else:
             report = verify(opts)
-        error = None if report.identical else _mismatch(report)
+        error = None if report.identical else mismatch_line(report)
         return Outcome(report.to_json(), "\n".join(render(report)) + "\n", report.exit_code, error)
     report, links = verify_chain(opts, [Path(k) for k in args.trust_verification])
     ok = report.identical and chain_ok(links)
     text = "\n".join([*render(report), "chain (this lock, then its base, and the base's base):",
                       *("  " + link.line() for link in links),
                       "OK: the whole chain is verified" if ok else "FAILED: the chain is not verified"]) + "\n"
-    error = None if ok else (_mismatch(report) if not report.identical else "the chain of base models is not verified")
+    error = None if ok else "the chain of base models is not verified" if report.identical else mismatch_line(report)
     return Outcome({**report.to_json(), "chain": chain_json(links), "exit_code": 0 if ok else 1}, text,
                    0 if ok else 1, error)
 
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
-
-
-def _mismatch(report: VerifyReport) -> str:
-    """The verdict line of a mismatch: the report's, and --json's `error`."""
-    if report.toolchain_caused:
-        bits, drift = _n(len(report.differences), "difference"), _n(len(report.toolchain_drift), "note")
-        return (f"TOOLCHAIN MISMATCH: the source matches, the bits do not ({bits}), and the toolchain "
-                f"differs ({drift} above): the likely cause")
-    return f"MISMATCH: {_n(len(report.differences), 'difference')} from the lock"
-
-
-def render(report: VerifyReport) -> list[str]:
-    """The human report: what was checked, then differences grouped by section, notes, hints."""
-    from repro.lock.diff import render as render_diffs
-
-    c = report.checked
-    lines = [f"lockfile   {report.lockfile}", f"root       {report.root}  ({report.root_source})"]
-    if "primary_sources" in c:
-        lines.append(f"sources    {_n(c['primary_sources'], 'primary source file')} copied (no stage made them)")
-    if "data_files" in c:
-        lines.append(f"inputs     {_n(c['data_files'], 'data file')} ({c['data_bytes']} bytes), "
-                     f"{_n(c['code_files'], 'code file')}, {_n(c['compiler_files'], 'compiler module')}, "
-                     f"config sha256 {c['config_sha256'][:12]}…")
-    for st in report.stages:
-        state = "identical to its record" if st["identical"] else (
-            f"DIFFERS from its record (first at {st['first_differing_output']})" if st["first_differing_output"]
-            else "DIFFERS from its record")
-        lines.append(f"stage      {st['stage']}: rerun from source in {st['seconds']:.1f} s, {state}")
-    if c.get("weights_file"):
-        bad = any(d.kind == "weights" and d.name == c["weights_file"] for d in report.differences)
-        lines.append(f"weights    {c['weights_file']}: {'DIFFERS from' if bad else 'identical to'} the lock")
-    rb = report.rebuild
-    if rb and rb["performed"]:
-        where = f", kept in {rb['work_dir']}" if rb["work_dir"] else ""
-        lines.append(f"rebuild    {rb['seconds']:.1f} s in a fresh process under the lock's pins{where}; "
-                     f"weights sha256 {rb['weights_sha256'][:12]}…")
-        loc = rb.get("localized")
-        if loc:
-            lines.append(f"localized  {loc['environment']}: {loc.get('line') or loc.get('error')}"
-                         if loc.get("environment") else f"localized  {loc.get('error')}")
-        env = rb.get("toolchain") or {}
-        if env.get("mode") == "recreate":
-            how = "reused from the cache" if env["cached"] else f"installed with {env['installer']}"
-            lines.append(f"toolchain  recreated at {env['path']} ({how}, {env['seconds']:.1f} s)")
-        if rb.get("sandbox"):
-            lines.append(f"sandbox    {rb['sandbox']['description']}")
-    elif rb:
-        lines.append(f"rebuild    {rb['reason']}")
-    rec = report.record
-    if rec:
-        lines.append(f"record     {rec['path']}" + (" (signed)" if rec.get("signed") else "") if rec["written"]
-                     else f"record     not written: {rec['path']}: {rec['error']}")
-    if report.notes:
-        lines.append("notes (not a mismatch):")
-        lines += ["  " + d.line() for d in report.notes]
-    if report.identical:
-        what = {"inputs-only": "inputs match the lock", "from-source": "rebuilt from source, every stage and "
-                "the weights bit-identical to the lock"}.get(report.mode, "bit-identical to the lock")
-        lines.append(f"OK: {what}")
-        return lines
-    lines.append(_mismatch(report))
-    lines += render_diffs(report.differences)
-    lines += [f"hint: {h}" for h in report.hints]
-    return lines

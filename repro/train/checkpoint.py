@@ -34,10 +34,6 @@ VERSION = 1
 MODEL_NAME = WEIGHTS_NAME
 REQUIRED = (MODEL_NAME, OPTIMIZER_NAME, STATE_NAME)
 SCHEMA_PATH = Path(__file__).resolve().parent / "checkpoint.schema.json"
-# Test hooks: pause the writer mid-write / the loop after a step until a marker
-# file is deleted, so tests can SIGKILL the process at that exact point.
-PAUSE_CHECKPOINT_ENV = "REPRO_TEST_PAUSE_CHECKPOINT"
-PAUSE_STEP_ENV = "REPRO_TEST_PAUSE_STEP"
 
 _STEP_DIR = re.compile(r"^step-(\d{8,})$")
 
@@ -86,11 +82,9 @@ def write(root: Path, step: int, writers: dict[str, Writer]) -> Path:
         # written (in the order given: largest first leaves the least hashing at the end).
         with ThreadPoolExecutor(max_workers=2) as pool:
             pending = {}
-            for i, name in enumerate(writers):
+            for name in writers:
                 writers[name](tmp / name)
                 pending[name] = pool.submit(_hash_file, tmp / name, True)
-                if i == 0:
-                    pause_if_asked(PAUSE_CHECKPOINT_ENV, step, root)
             files = [{"path": n, "size": size, "hashes": {"sha256": digest}}
                      for n in sorted(writers) for size, digest in [pending[n].result()]]
         _write_synced(tmp / MANIFEST_NAME, canonical_json({"version": VERSION, "step": step, "files": files}))
@@ -230,18 +224,6 @@ def clear(root: Path) -> None:
     """Delete every checkpoint under `root` (a fresh start or a finished run)."""
     if root.is_dir():
         _remove(root)
-
-
-def pause_if_asked(env: str, step: int, root: Path) -> None:
-    """Test hook: if `env` names this step, touch `root/.paused-<env>-<step>` and wait until it is deleted."""
-    if os.environ.get(env) != str(step):
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    marker = root / f".paused-{env}-{step}"
-    marker.touch()
-    deadline = time.monotonic() + 600
-    while marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
 
 
 # safetensors reports an I/O failure as SafetensorError("... (os error 28)") or "Os { code: 28, ...".

@@ -60,7 +60,7 @@ class TrainResult:
     metrics: dict[str, float]
     flags: RunFlags
     dataset_fingerprint: str
-    step_digests: list[str] = field(default_factory=list)  # parameters after every step (repro.train.trace)
+    step_digests: list[str] = field(default_factory=list)  # parameters after every step (repro.train.step_digests)
     samples: list[str] = field(default_factory=list)  # from the task's `samples` hook
     exports: dict[str, bytes] = field(default_factory=dict)  # from its `export` hook
 

@@ -9,6 +9,7 @@ this run's; otherwise we refuse and name what changed.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,11 @@ from repro.train.checkpoint import Checkpoint
 Mode = Literal["auto", "restart", "fresh"]
 Notify = Callable[[str], None]
 Capture = Callable[[], tuple[dict[str, checkpoint.Writer], dict[str, Any]]]
+# With REPRO_PAUSE_AFTER_STEP=N a build pauses after step N and its checkpoint, if one
+# is due, until `pause_marker` is deleted: how `repro check --axes resume` (and the
+# resume tests) SIGKILL a real build at a known point. Documented in docs/checkpoints.md.
+PAUSE_AFTER_STEP_ENV = "REPRO_PAUSE_AFTER_STEP"
+PAUSE_LIMIT_S = 600  # a pause nobody ends does not hold a build forever
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,8 @@ class Session:
     resumes: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     written: int = 0
-    # Test hook (checkpoint.PAUSE_STEP_ENV), read once: the loop calls after_step every step.
-    pause_step: str | None = field(default_factory=lambda: os.environ.get(checkpoint.PAUSE_STEP_ENV))
+    # REPRO_PAUSE_AFTER_STEP, read once: the loop calls after_step every step.
+    pause_step: str | None = field(default_factory=lambda: os.environ.get(PAUSE_AFTER_STEP_ENV))
 
     def after_step(self, step: int, capture: Capture) -> None:
         if self.spec.every and step % self.spec.every == 0:
@@ -60,7 +66,7 @@ class Session:
             checkpoint.prune(self.root, self.spec.keep)
             self.written += 1
         if self.pause_step == str(step):
-            checkpoint.pause_if_asked(checkpoint.PAUSE_STEP_ENV, step, self.root)
+            wait_while_present(pause_marker(self.root, step))
 
     def report(self) -> dict[str, Any]:
         """What run.json says about checkpoints and resumes (never the lock)."""
@@ -72,8 +78,33 @@ class Session:
         }
 
 
+def pause_marker(checkpoints: Path, step: int) -> Path:
+    """The file a build paused after `step` touches in its checkpoints folder (see PAUSE_AFTER_STEP_ENV)."""
+    return checkpoints / f".paused-after-step-{step}"
+
+
+def wait_while_present(marker: Path, limit_s: float = PAUSE_LIMIT_S) -> None:
+    """Touch `marker`, then wait until someone deletes it (or `limit_s` passes)."""
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    deadline = time.monotonic() + limit_s
+    while marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 class _StaleLockFile(Exception):
     """We won the flock on a lock file that its last holder had already deleted."""
+
+
+def _still_named(fd: int, path: Path) -> None:
+    """Raise _StaleLockFile unless the file we hold open (`fd`) is still the one at `path`."""
+    held = os.fstat(fd)
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        raise _StaleLockFile from None
+    if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+        raise _StaleLockFile
 
 
 @contextmanager
@@ -90,19 +121,9 @@ def hold_out_dir(out_dir: Path) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     path = out_dir / OUT_DIR_LOCK
-
-    def current(fd: int) -> None:
-        held = os.fstat(fd)
-        try:
-            named = os.stat(path)
-        except FileNotFoundError:
-            raise _StaleLockFile from None
-        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
-            raise _StaleLockFile
-
     created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), timeout=0, on_acquired=current)
+    lock = FileLock(str(path), timeout=0, on_acquired=lambda fd: _still_named(fd, path))
     for _ in range(10):
         try:
             lock.acquire()
@@ -119,7 +140,7 @@ def hold_out_dir(out_dir: Path) -> Iterator[None]:
         yield
         ok = True
     finally:
-        path.unlink(missing_ok=True)  # while still holding it; see `current`
+        path.unlink(missing_ok=True)  # while still holding it; see `_still_named`
         lock.release()
         if not ok:
             for p in created:  # deepest first; stops at the first that is not empty
@@ -127,6 +148,27 @@ def hold_out_dir(out_dir: Path) -> Iterator[None]:
                     p.rmdir()
                 except OSError:
                     break
+
+
+def wait_released(out_dir: Path, timeout: float) -> bool:
+    """Wait until no process holds `out_dir`'s build lock; False if one still does after `timeout` s.
+
+    For a caller that killed a build and starts the next one in the same out_dir:
+    the kernel drops the flock only once its holder is gone, and the build child
+    may outlive the parent that was waited for (a loaded machine takes its time
+    tearing down a large process), so the next build would find out_dir busy.
+    """
+    from filelock import FileLock, Timeout
+
+    if not (out_dir / OUT_DIR_LOCK).exists():
+        return True
+    lock = FileLock(str(out_dir / OUT_DIR_LOCK), timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        return False
+    lock.release()
+    return True
 
 
 def start(out_dir: Path, spec: CheckpointSpec, record: dict[str, Any], options: ResumeOptions,

@@ -1,17 +1,11 @@
-"""Where two runs part: a digest of the parameters after every step, and an op recorder.
+"""The loop's per-step hook, and the op recorder that replays steps under a `TorchDispatchMode`.
 
-Every run records `StepDigests`: before the first step and after each optimizer
-step, one XXH3-128 digest over the bytes of every parameter, in
-`named_parameters()` order. Hashing only reads the
-tensors' memory; it draws no random number and changes no value, so the weights
-are the same with or without it. The list goes beside the weights
-(`step_digests.txt`) and its digest into the lock, so two runs' first differing
-step can be named exactly, not rounded to the logging interval.
-
-`OpRecorder` then replays one step under a `TorchDispatchMode`: every aten
-operation's outputs are digested (and kept, for counting differing elements),
-with the module it ran in (forward hooks, and autograd nodes mapped back to the
-module that made them) and its phase: forward, backward or optimizer.
+`StepTrace` keeps the per-step parameter digests (`repro.train.step_digests`)
+and, when asked, records steps under `OpRecorder`: every aten operation's
+outputs are digested (and kept, for counting differing elements), with the
+module it ran in (forward hooks, and autograd nodes mapped back to the module
+that made them) and its phase: forward, backward or optimizer.
+`repro.train.opdiff` compares two recordings.
 
 A replay is asked for through the environment, so the run under test keeps its
 own command line, shell and CPU: `REPRO_TRACE_STEP=k` and `REPRO_TRACE_DIR=DIR`
@@ -23,19 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import xxhash
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from repro.canonical import atomic_write_json
 from repro.errors import CheckpointError
+from repro.train.step_digests import StepDigests, tensor_bytes
 
 if TYPE_CHECKING:
     from repro.train.checkpoint import Checkpoint
@@ -44,56 +37,6 @@ TRACE_STEP_ENV, TRACE_DIR_ENV = "REPRO_TRACE_STEP", "REPRO_TRACE_DIR"
 OPS_NAME, VALUES_NAME = "ops.json", "values.safetensors"
 VALUES_CAP = 256 * 2**20  # bytes of op outputs kept for element counts; digests are always kept
 TRACE_VERSION = 1
-
-
-def tensor_bytes(t: torch.Tensor) -> memoryview:
-    """The raw bytes of a tensor (a read, never a copy on CPU unless non-contiguous)."""
-    t = t.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    flat = t.contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().data
-
-
-class StepDigests:
-    """One digest over every parameter before the first step and after every step.
-
-    `digests[0]` is the initial parameters, `digests[n]` those after step n. On
-    resume the list comes from the checkpoint. The digest is XXH3-128: it only has
-    to tell two honest runs apart, at about a microsecond per step (sha256 would
-    cost the digits loop ~6%); the file of digests is sha256-hashed into the lock.
-    CPU parameters are read through numpy views made once (optimizers update in
-    place); a parameter whose storage moved gets a fresh view.
-    """
-
-    def __init__(self, model: nn.Module, done: list[str] | None = None) -> None:
-        self.params = [p for _, p in model.named_parameters()]
-        self.views: list[tuple[int, memoryview | None]] = [(-1, None)] * len(self.params)
-        self.digests: list[str] = list(done or [])
-        if not self.digests:
-            self.record()
-
-    def _view(self, i: int, p: torch.Tensor) -> memoryview:
-        ptr, view = self.views[i]
-        if view is not None and ptr == p.data_ptr():
-            return view
-        if p.device.type != "cpu" or not p.is_contiguous():
-            return tensor_bytes(p)
-        view = tensor_bytes(p)  # shares the parameter's memory: valid while its storage stays
-        self.views[i] = (p.data_ptr(), view)
-        return view
-
-    def record(self) -> None:
-        h = xxhash.xxh3_128()
-        for i, p in enumerate(self.params):
-            h.update(self._view(i, p))
-        self.digests.append(h.hexdigest())
-
-
-def step_digests_blob(digests: list[str]) -> bytes:
-    """The file beside the weights: one hex digest per line; the first line is the initial
-    parameters, line n + 1 the parameters after step n."""
-    return "".join(d + "\n" for d in digests).encode("ascii")
 
 
 class StepTrace:
@@ -228,7 +171,7 @@ class OpRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's
         phase, module = self._where(args)
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and t.layout == torch.strided and not t.is_meta:
-                self._record(str(func.name()) + "." + func._overloadname, phase, module, t)
+                self._record(f"{func._schema.name}.{func._overloadname}", phase, module, t)
         return out
 
     def _record(self, name: str, phase: str, module: str, t: torch.Tensor) -> None:
@@ -262,87 +205,3 @@ def read_trace(folder: Path) -> tuple[list[dict[str, Any]], dict[str, torch.Tens
     ops = json.loads((folder / OPS_NAME).read_text(encoding="utf-8"))["ops"]
     values = load_file(str(folder / VALUES_NAME)) if (folder / VALUES_NAME).is_file() else {}
     return list(ops), values
-
-
-def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
-    """(elements that differ, the largest distance in units in the last place) of two float tensors."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return -1, -1
-    differ = int((a.reshape(-1).view(torch.uint8).reshape(a.numel(), -1)
-                  != b.reshape(-1).view(torch.uint8).reshape(b.numel(), -1)).any(dim=1).sum()) if a.numel() else 0
-    ints = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16,
-            torch.bfloat16: torch.int16}
-    if a.dtype not in ints or not differ:
-        return differ, 0
-
-    def ordered(x: torch.Tensor) -> torch.Tensor:  # IEEE bits as a monotonic integer line
-        i = x.contiguous().view(ints[x.dtype]).to(torch.int64)
-        top = torch.iinfo(ints[x.dtype]).min
-        return torch.where(i < 0, top - i, i)
-
-    return differ, int((ordered(a) - ordered(b)).abs().max())
-
-
-def first_difference(a: Path, b: Path) -> dict[str, Any] | None:
-    """The first op whose outputs differ between two recorded runs, described; None if all agree.
-
-    Only steps both recorded are compared (a resumed run records from its checkpoint on).
-    """
-    ops_a, vals_a = read_trace(a)
-    ops_b, vals_b = read_trace(b)
-    common = {o["step"] for o in ops_a} & {o["step"] for o in ops_b}
-    for step in sorted(common):
-        in_a = [o for o in ops_a if o["step"] == step]
-        in_b = [o for o in ops_b if o["step"] == step]
-        found = _first_in_step(in_a, in_b, vals_a, vals_b)
-        if found is not None:
-            return found
-    return None
-
-
-def _first_in_step(ops_a: list[dict[str, Any]], ops_b: list[dict[str, Any]], vals_a: dict[str, torch.Tensor],
-                   vals_b: dict[str, torch.Tensor]) -> dict[str, Any] | None:
-    for x, y in zip(ops_a, ops_b, strict=False):
-        where = {"step": x["step"], "position": x["position"], "op": x["op"], "phase": x["phase"],
-                 "module": x["module"]}
-        if x["op"] != y["op"] or x["shape"] != y["shape"]:
-            return {**where, "other_op": y["op"], "shapes": [x["shape"], y["shape"]],
-                    "kind": "the op sequences diverge"}
-        if x["sha256"] != y["sha256"]:
-            found = {**where, "shapes": [x["shape"]], "dtype": x["dtype"], "kind": "values differ",
-                     "elements": _numel(x["shape"]), "differing": None, "max_ulp": None}
-            ka, kb = f"op{x['index']}", f"op{y['index']}"
-            if ka in vals_a and kb in vals_b:
-                found["differing"], found["max_ulp"] = ulp_distance(vals_a[ka], vals_b[kb])
-            return found
-    if len(ops_a) != len(ops_b):
-        return {"step": ops_a[0]["step"] if ops_a else None, "position": min(len(ops_a), len(ops_b)), "op": None,
-                "phase": None, "module": None, "shapes": [],
-                "kind": f"one run recorded {len(ops_a)} ops in the step, the other {len(ops_b)}"}
-    return None
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
-def describe(diff: dict[str, Any]) -> str:
-    """One line: `aten::sqrt.default in optimizer (net.0.weight), [64, 64]: 12 of 4096 differ, max 1 ulp`."""
-    if diff["kind"] != "values differ":
-        other = f" vs {diff['other_op']}" if diff.get("other_op") else ""
-        return (f"step {diff['step']} op #{diff['position']} {diff['op']}{other} in {diff['phase']} "
-                f"({diff['module']}): {diff['kind']}")
-    counts = "" if diff["differing"] is None else \
-        f": {diff['differing']} of {diff['elements']} elements differ, max {diff['max_ulp']} ulp"
-    return (f"step {diff['step']} op #{diff['position']} {diff['op']} in {diff['phase']} ({diff['module']}), "
-            f"shape {diff['shapes'][0]} {diff['dtype']}{counts}")
-
-
-def iter_lines(path: Path) -> Iterator[str]:
-    """The step digests of a `step_digests.txt`."""
-    for line in path.read_text(encoding="ascii").splitlines():
-        if line.strip():
-            yield line.strip()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from repro.errors import ReproError
+from repro.source.enclosing import enclosing_folders
 from repro.source.filetree import resolve_under
 
 if TYPE_CHECKING:
@@ -29,15 +30,8 @@ REPRODUCIBLE_RANK = {"yes": 2, "self-reported": 1, "no": 0}
 def base_lock_path(lock_path: Path, rel: str) -> Path | None:
     """The base release's lock, `rel` under the project root: the lock's own folder or one
     above it, never above the git repository that holds it (nor above the folder, outside git)."""
-    folder = lock_path.resolve().parent
-    candidates = [folder]
-    for parent in folder.parents:
-        if (candidates[-1] / ".git").exists():
-            break
-        candidates.append(parent)
-    if not (candidates[-1] / ".git").exists():
-        candidates = [folder]
-    for top in candidates:
+    folders, _ = enclosing_folders(lock_path.resolve().parent)
+    for top in folders:
         try:
             path = resolve_under(top, rel, "inputs.base.lock.path")
         except ReproError:  # a path that escapes this candidate root is simply not here

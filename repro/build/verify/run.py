@@ -1,0 +1,147 @@
+"""`verify`: the checks in order (see the package's docstring), and the project root a lock is checked under."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from repro.build import gate
+from repro.build.verify.checks import (
+    check_weights_file,
+    explain_config,
+    machine_check,
+    pin_consistency,
+    rehash_inputs,
+    toolchain_check,
+)
+from repro.build.verify.rebuild_compare import rebuild_and_compare
+from repro.build.verify.report import NOTE_KINDS, VerifyOptions, VerifyReport, write_record
+from repro.environment.pins import check_bounds
+from repro.errors import ConfigError, LockfileError, UserInputError
+from repro.lock import lockfile
+from repro.lock.diff import Difference, compare_inputs
+from repro.lock.explain import hints
+from repro.lock.lineage import explain_lineage
+from repro.lock.types import Lock
+from repro.safeio import printable
+from repro.source.enclosing import enclosing_folders
+from repro.source.inputs import PACKAGE_DIR
+
+
+def verify(opts: VerifyOptions) -> VerifyReport:
+    """Run the checks in order; raise for exit 2/3, return a report for 0/1."""
+    if opts.signing_key is not None and opts.record and not opts.inputs_only:
+        from repro.trust.attestation import signing_key
+
+        signing_key(opts.signing_key)  # a bad key is named now, not after the rebuild
+    lock, lock_sha256 = lockfile.load(opts.lock_path)  # one read: the digest describes the bytes checked
+    root, root_source = find_root(opts.lock_path, lock, opts.root)
+    report = check_source(lock, root, root_source, opts)
+    # Only inputs and pins can make a rebuild pointless; a bad weights file cannot.
+    rebuilding = not opts.inputs_only and (report.identical or opts.rebuild_anyway)
+    weights_path = check_weights(report, lock, opts)
+    if rebuilding:  # before anything from the lock is imported or started
+        reviewed = gate.check(lock, opts.trust_code)
+        report.checked["trusted_anyway"] = [t.line() for t in reviewed if not t.trusted]
+        check_bounds(lock["build"]["threads"], opts.world_size or lock["build"]["world_size"],
+                     opts.allow_oversubscribe)
+    report.notes += machine_check(lock, rebuilding)
+    if opts.world_size is not None and opts.world_size != lock["build"]["world_size"]:
+        report.notes.append(Difference(
+            "build", "pin", "world_size", "changed", lock["build"]["world_size"], opts.world_size,
+            "rebuilding with another world size: the global batch is split differently and gradients are "
+            "reduced in another order, so the result is not expected to be bit-identical"))
+    if rebuilding:
+        report.rebuild = rebuild = rebuild_and_compare(lock, root, opts, weights_path, report)
+        if opts.record:
+            report.record = write_record(report, rebuild, opts, lock_sha256)
+    elif not opts.inputs_only:
+        report.rebuild = {"performed": False,
+                          "reason": "skipped: the lock's inputs already differ (--rebuild-anyway rebuilds regardless)"}
+    report.hints = hints(report.differences, report.notes, lock, built_at_commit(opts.lock_path))
+    return report
+
+
+def check_source(lock: Lock, root: Path, root_source: str, opts: VerifyOptions) -> VerifyReport:
+    """The report's first findings: the source re-hashed under `root`, the toolchain, the pins, lineage."""
+    mode = "inputs-only" if opts.inputs_only else "rebuild"
+    with _naming(opts.lock_path):  # the lock's config is read here: its errors name the lock
+        found, checked = rehash_inputs(lock, root, opts.quiet)
+        report = VerifyReport(str(opts.lock_path), str(root), root_source, mode, checked,
+                              base=lock["inputs"].get("base"))
+        for d in compare_inputs(lock["inputs"], found):
+            (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
+        report.notes += toolchain_check(lock["toolchain"])
+        report.differences = explain_config(report.differences, lock, root) + pin_consistency(lock)
+    report.differences = explain_lineage(report.differences, root)  # a tokenizer made from a changed corpus
+    return report
+
+
+def check_weights(report: VerifyReport, lock: Lock, opts: VerifyOptions) -> Path | None:
+    """Check `--weights FILE`, or the weights beside the lock when a rebuild is asked for; the file checked."""
+    weights_path = opts.weights
+    beside = opts.lock_path.parent / lock["outputs"]["weights"]["path"]
+    if weights_path is None and not opts.inputs_only and os.path.lexists(beside):
+        weights_path = beside
+    if weights_path is not None:
+        # A file the user named may be a link; one found beside a stranger's lock may not.
+        report.differences += check_weights_file(weights_path, lock["outputs"]["weights"],
+                                                 follow_links=opts.weights is not None)
+        report.checked["weights_file"] = str(weights_path)
+    return weights_path
+
+
+@contextmanager
+def _naming(lock_path: Path) -> Iterator[None]:
+    """Prefix config errors raised while interpreting a lock's config with the lock's path."""
+    try:
+        yield
+    except (ConfigError, LockfileError) as exc:
+        raise type(exc)(f"{printable(str(lock_path))}: {exc}") from None
+
+
+def built_at_commit(lock_path: Path) -> str | None:
+    """The git commit the build ran at, from run.json beside the lock (not in the lock:
+    a lock committed to git cannot name the commit that holds it). None if unknown."""
+    from repro.trust.card import build_commit
+
+    git = build_commit(lock_path.parent)
+    return None if git is None else str(git["commit"])
+
+
+def find_root(lock_path: Path, lock: Lock, explicit: Path | None) -> tuple[Path, str]:
+    """The folder the lock's relative data and code paths are resolved against.
+
+    `--root` if given; else the first of these that holds one of the lock's data
+    files: the git repository holding the lockfile, the nearest folder above the
+    lockfile (a project inside a larger repository), the folder holding the
+    installed repro package (the embedded example's data ships there). If none
+    does, the git repository (the missing file is then named), else an error.
+    Only existence is tested here; nothing is read.
+    """
+    if explicit is not None:
+        if not explicit.is_dir():
+            raise UserInputError(f"--root {printable(str(explicit))}: not a directory")
+        return explicit.resolve(), "--root"
+    # Never above the git top level, nor above the lock's own folder outside git.
+    above, top = enclosing_folders(lock_path.resolve().parent)
+    data = [f["path"] for f in lock["inputs"]["data"]["files"]]
+
+    def holds_data(folder: Path) -> bool:
+        return any((folder / p).is_file() for p in data)
+
+    if top is not None and holds_data(top):
+        return top, "the git repository holding the lockfile"
+    for folder in above:
+        if holds_data(folder):
+            return folder, "the nearest folder above the lockfile holding its data"
+    if holds_data(PACKAGE_DIR.parent):
+        return PACKAGE_DIR.parent, "the folder holding the installed repro package"
+    if top is not None:
+        return top, "the git repository holding the lockfile"
+    first = printable(data[0]) if data else "its data"
+    raise UserInputError(f"{printable(str(lock_path))}: cannot tell the project root: the lockfile's folder does "
+                         f"not hold {first} and it is not in a git repository; pass --root DIR")
+
