@@ -65,10 +65,14 @@ REQUIREMENTS = ["torch", "numpy", "safetensors", "hydra-core", "omegaconf", "ant
 SDIST_ONLY = ["antlr4-python3-runtime"]  # pure Python, no wheel on PyPI: built here once, py3-none-any
 DEB_ROOTS = ["python3.11-minimal", "libpython3.11-stdlib", "libgomp1", "libstdc++6"]
 DEB_SKIP = {"dpkg", "tar", "install-info"}  # tools the dependency closure drags in; the interpreter needs none
-# A Neoverse N1 (Graviton2, Ampere Altra): what pytorch's cpuinfo and oneDNN read to identify the CPU.
+# What pytorch's cpuinfo and oneDNN read to identify the CPU: MIDR fields and /proc/cpuinfo's
+# features, which must match what qemu emulates (a feature listed but not emulated is a SIGILL).
 MIDR = {"neoverse-n1": ("0x41", "0x3", "0xd0c", "1"), "cortex-a72": ("0x41", "0x0", "0xd08", "3"),
         "cortex-a76": ("0x41", "0x4", "0xd0b", "1"), "a64fx": ("0x46", "0x1", "0x001", "0")}
-FEATURES = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
+_V80 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
+_V82 = _V80 + " atomics fphp asimdhp asimdrdm lrcpc dcpop asimddp"
+FEATURES = {"neoverse-n1": _V82 + " ssbs", "cortex-a72": _V80, "cortex-a76": _V82,
+            "a64fx": "fp asimd evtstrm sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm fcma dcpop sve"}
 
 
 def sh(*cmd: str, cwd: Path | None = None) -> str:
@@ -93,7 +97,7 @@ def sysroot(cache: Path, cpu: str) -> Path:
             sh("dpkg", "-x", str(deb), str(root))
         (root / ".done").write_text("\n".join(names) + "\n")
     implementer, variant, part, revision = MIDR[cpu]
-    block = (f"BogoMIPS\t: 50.00\nFeatures\t: {FEATURES}\nCPU implementer\t: {implementer}\n"
+    block = (f"BogoMIPS\t: 50.00\nFeatures\t: {FEATURES[cpu]}\nCPU implementer\t: {implementer}\n"
              f"CPU architecture: 8\nCPU variant\t: {variant}\nCPU part\t: {part}\nCPU revision\t: {revision}\n")
     (root / "proc").mkdir(exist_ok=True)
     (root / "proc" / "cpuinfo").write_text("\n".join(f"processor\t: {i}\n{block}" for i in range(os.cpu_count() or 1)))
