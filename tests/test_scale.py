@@ -14,7 +14,6 @@ import psutil
 import pytest
 from conftest import REPO, TINY, Result, make_project, run_repro, sha256_file
 
-from repro.build.emulate import qemu_missing, qemu_python
 from repro.train.resume import PAUSE_AFTER_STEP_ENV, pause_marker
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -177,24 +176,3 @@ def test_portable_profile_refuses_adam_and_ignores_affinity(project: Path) -> No
     b = run_repro(["train", *PORTABLE, "out_dir=port-b"], cwd=project, prefix=["taskset", "-c", "0"])
     assert a.code == 0 and b.code == 0, a.stderr + b.stderr
     _same(project / "port-a", project / "port-b")
-
-
-@pytest.mark.skipif(qemu_missing() is not None, reason="needs qemu-user (Debian package qemu-user) on x86-64")
-def test_portable_profile_gives_the_same_bits_on_an_emulated_cpu(project: Path, tmp_path: Path) -> None:
-    """Another CPU model (Haswell, emulated): same weights as this host in the portable profile.
-
-    `repro train` trains in a child started from `sys.executable`, and qemu-user runs what it
-    execs natively: so the interpreter itself must be the emulated one (repro.build.emulate, as
-    `repro check`'s cpu axis does), or only the parent would be emulated.
-    """
-    steps = ["--quiet", "build=portable", "trainer=portable", "trainer.max_steps=2"]
-    host = run_repro(["train", *steps, "out_dir=port-host"], cwd=project)
-    assert host.code == 0, host.stderr
-    haswell = qemu_python(tmp_path, "Haswell", sys.executable)
-    proc = subprocess.run([str(haswell), "-m", "repro", "train", *steps, "out_dir=port-haswell"], cwd=project,
-                          env=_env(), capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    # The build child (which trains) was started through the emulated interpreter.
-    run = json.loads((project / "port-haswell" / "run.json").read_text())
-    assert run["python_executable"] == str(haswell)
-    _same(project / "port-host", project / "port-haswell")

@@ -13,7 +13,7 @@ import pytest
 from repro.build.rebuild import rebuild_config
 from repro.build.verify.checks import machine_check, pin_consistency, toolchain_check
 from repro.build.verify.run import find_root
-from repro.errors import EnvironmentMismatch, UserInputError
+from repro.errors import EnvironmentMismatch, LockfileError, UserInputError
 from repro.source.inputs import PACKAGE_DIR
 
 GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v2.lock"
@@ -119,3 +119,16 @@ def test_an_unusable_signing_key_is_named_before_anything_is_read(tmp_path: Path
 
     with pytest.raises(UserInputError, match="missing.pem"):
         verify(VerifyOptions(lock_path=tmp_path / "no.lock", signing_key=tmp_path / "missing.pem"))
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside/repro.lock"])
+def test_verify_recursive_never_follows_a_base_lock_out_of_the_project(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    from repro.build import chain
+    from repro.build.verify.report import VerifyOptions, VerifyReport
+
+    base = {"path": "base", "files": [], "root_digest": "0" * 64, "status": "locked", "lock": {"path": path}}
+    report = VerifyReport("repro.lock", str(tmp_path), "--root", "inputs-only", {}, base=base)
+    monkeypatch.setattr(chain, "verify", lambda opts: report)
+    with pytest.raises(LockfileError, match="inputs.base.lock.path"):
+        chain.verify_chain(VerifyOptions(lock_path=tmp_path / "repro.lock", inputs_only=True), [])

@@ -19,6 +19,7 @@ from repro.build.verify.run import verify
 from repro.errors import UserInputError
 from repro.lock.types import BaseLock
 from repro.safeio import printable
+from repro.source.filetree import resolve_under
 
 MAX_DEPTH = 16  # a chain longer than this is a loop or a hostile lock, not lineage
 
@@ -48,7 +49,8 @@ def verify_chain(opts: VerifyOptions, trusted_keys: list[Path]) -> tuple[VerifyR
             links.append(Link(base["path"], "unverified base", False,
                               "the base release has no repro.lock: its lineage cannot be checked"))
             break
-        lock_path = Path(report.root) / locked["path"]
+        # A path from the lock: it may not leave the project (an absolute path, `..`, a link out).
+        lock_path = resolve_under(Path(report.root), locked["path"], "inputs.base.lock.path")
         if lock_path.resolve() in seen or len(links) > MAX_DEPTH:
             raise UserInputError(f"{printable(str(lock_path))}: the base chain loops or is deeper than {MAX_DEPTH}")
         seen.add(lock_path.resolve())

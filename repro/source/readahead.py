@@ -33,21 +33,7 @@ def hash_with_readahead(fd: int, limit: int, hashers: Sequence[Any], chunk: int,
     for _ in range(BUFFERS):
         free.put(bytearray(chunk))
     stop = threading.Event()
-
-    def reader() -> None:
-        total = 0
-        try:
-            while not stop.is_set():
-                buf = free.get()
-                n = os.readv(fd, [buf])
-                full.put((buf, n))
-                total += n
-                if n == 0 or total > limit:
-                    return
-        except BaseException as exc:  # handed to the hashing thread, which raises it
-            full.put(exc)
-
-    thread = threading.Thread(target=reader, name="repro-readahead", daemon=True)
+    thread = threading.Thread(target=_read, args=(fd, limit, free, full, stop), name="repro-readahead", daemon=True)
     thread.start()
     size = 0
     try:
@@ -72,3 +58,19 @@ def hash_with_readahead(fd: int, limit: int, hashers: Sequence[Any], chunk: int,
         free.put(bytearray(0))  # wakes a reader waiting for a buffer: it reads 0 bytes and returns
         thread.join()
     return size
+
+
+def _read(fd: int, limit: int, free: SimpleQueue[bytearray],
+          full: SimpleQueue[tuple[bytearray, int] | BaseException], stop: threading.Event) -> None:
+    """The reader thread: fill free buffers in file order until the end, `limit`, or `stop`."""
+    total = 0
+    try:
+        while not stop.is_set():
+            buf = free.get()
+            n = os.readv(fd, [buf])
+            full.put((buf, n))
+            total += n
+            if n == 0 or total > limit:
+                return
+    except BaseException as exc:  # handed to the hashing thread, which raises it
+        full.put(exc)
