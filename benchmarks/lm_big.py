@@ -111,7 +111,7 @@ def main() -> int:
         steps = [f"trainer.max_steps={a.steps}", "trainer.log_every=5"]  # the LM config writes no checkpoints
         train_s = _repro(["train", "--quiet", "--config-name", NAME, *steps], root)
         rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        verify_s = _repro(["verify", "--quiet", "--no-record", "out-big/repro.lock"], root)
+        verify_s = _repro(["verify", "--quiet", "--no-record", "--root", ".", "out-big/repro.lock"], root)
         print(f"train       repro train {train_s:.1f} s, peak RSS {rss_mib:.0f} MiB")
         print(f"verify      repro verify {verify_s:.1f} s, ratio to training {verify_s / train_s:.2f}x")
     return 0
