@@ -156,7 +156,7 @@ def localize_lock(lock: Lock, root: Path, step: int, recorded: list[str], work: 
     import yaml  # type: ignore[import-untyped]  # PyYAML ships no type information
 
     from repro.build.rebuild import rebuild_config
-    from repro.build.variations import _cpu
+    from repro.build.variations import cpu_variations
     from repro.canonical import atomic_write_bytes
     from repro.errors import ReproError
     from repro.source.config import ConfigSource
@@ -181,13 +181,13 @@ def localize_lock(lock: Lock, root: Path, step: int, recorded: list[str], work: 
             (None, f"the replay recorded no ops for step {step}")
 
     tried = []
-    for variation in [HERE, *(v for v in _cpu(project) if v.qemu)]:
+    for variation in [HERE, *(v for v in cpu_variations(project) if v.qemu)]:
         tried.append(variation.name)
         folder = work / f"trace-{len(tried)}"
         run = train(project, variation, trace=(step, folder))
         if run.digests is not None and run.digests[:step + 1] == recorded[:step + 1] and \
                 (folder / "ops.json").is_file():
             return {"environment": variation.name, **first_op(_recorded(folder), here, step)}
-    missing = "" if len(tried) > 1 else f"; {_cpu(project)[0].what.removeprefix('skipped: ')}"
+    missing = "" if len(tried) > 1 else f"; {cpu_variations(project)[0].what.removeprefix('skipped: ')}"
     return {"error": f"no environment here reproduces the lock's parameters up to step {step} "
                      f"(tried {', '.join(tried)}{missing}): the operation cannot be named locally"}

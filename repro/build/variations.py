@@ -117,7 +117,7 @@ def _world(project: Project) -> list[Variation]:
                       overrides=("build.world_size=2",))]
 
 
-def _cpu(project: Project) -> list[Variation]:
+def cpu_variations(project: Project) -> list[Variation]:
     missing = qemu_missing()
     if missing is not None:
         return [Variation("cpu", f"{m} (qemu)", f"skipped: {missing}") for m in QEMU_CPUS]
@@ -126,7 +126,7 @@ def _cpu(project: Project) -> list[Variation]:
 
 _MAKERS: dict[str, Callable[[Project], list[Variation]]] = {
     "again": _again, "shell": _shell, "cores": _cores, "path": _path, "hashseed": _hashseed, "resume": _resume,
-    "profile": _profile, "world": _world, "cpu": _cpu,
+    "profile": _profile, "world": _world, "cpu": cpu_variations,
 }
 BASELINE = Variation("baseline", "baseline", "a clean shell: C.UTF-8, TZ=UTC, PYTHONHASHSEED=0, umask 022")
 

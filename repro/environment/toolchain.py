@@ -41,7 +41,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # imports some of them; their edits still leave every lock and verify unchanged.
 NOT_COMPILER = ("repro.__main__", "repro.cli", "repro.commands", "repro.progress", "repro.trust", "repro.scaffold",
                 "repro.build.verify", "repro.build.rebuild", "repro.build.recreate", "repro.build.sandbox",
-                "repro.build.check", "repro.build.check_report", "repro.build.localize", "repro.lock.explain")
+                "repro.build.check", "repro.build.check_report", "repro.build.localize", "repro.build.variations",
+                "repro.build.emulate", "repro.train.opdiff", "repro.lock.explain")
 # Modules that interpreter start-up imports through `.pth` hooks, not the build.
 STARTUP_HOOKS = ("_distutils_hack", "__editable__", "_virtualenv")
 
