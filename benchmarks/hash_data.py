@@ -186,9 +186,10 @@ def phases(data: Path, cache_dir: Path) -> None:
     import resource
 
     sys.path.insert(0, str(REPO))
-    from repro.source.filetree import expand_patterns
     from repro.source.hashcache import HashCache
-    from repro.source.hashtree import _locate, hash_tree, sorted_order
+    from repro.source.hashtree import hash_tree, sorted_order
+    from repro.source.locate import locate
+    from repro.source.walk import expand_patterns, locate_patterns
 
     def cpu() -> float:
         u = resource.getrusage(resource.RUSAGE_SELF)
@@ -204,14 +205,16 @@ def phases(data: Path, cache_dir: Path) -> None:
         t = now
 
     files = expand_patterns(data, ["."])
-    step("walk (expand_patterns)")
-    keys, _ = _locate(data, files)
-    step("lstat every file (_locate)")
+    step("walk, names only (expand_patterns)")
+    keys, _ = locate(str(data), files)
+    step("lstat a list of paths (locate)")
+    located = locate_patterns(data, ["."])
+    step("walk + lstat (locate_patterns)")
     with HashCache(cache_dir / "hashcache.sqlite") as cache:
         hits = sum(1 for _ in cache.matches(str(data), files, sorted_order(files), keys, ("sha256",)))
         step(f"stat cache lookup ({hits:,} hits)")
-        tree = hash_tree(data, files, cache=cache)
-        step("hash_tree (lstat + lookup again)")
+        tree = hash_tree(data, located, cache=cache)
+        step("hash_tree of the walk (lookup again)")
     tree.root_digest(io.BytesIO())
     step("listing + root digest")
     print("\n  where a warm re-check's time goes (in-process, CPU s; peak RSS: the table's child runs):")

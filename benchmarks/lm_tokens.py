@@ -43,7 +43,7 @@ def tokenize_stage(root: Path, config_name: str, repeats: int) -> tuple[float, f
     spec.loader.exec_module(mod)
     cfg = _config(root, config_name, [])
     t = cfg["tokenize"]
-    from repro.source.filetree import expand_patterns
+    from repro.source.walk import expand_patterns
 
     files = [root / p for p in expand_patterns(root, t["corpus"])]
     train_s, encode_s = [], []

@@ -23,6 +23,8 @@ _opened: list[str] | None = None
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
     if _opened is not None and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        if isinstance(args[2], int) and args[2] & os.O_DIRECTORY:  # listing a folder reads no data
+            return
         _opened.append(os.fsdecode(args[0]))
 
 

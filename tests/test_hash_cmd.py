@@ -144,10 +144,10 @@ def test_repro_hash_never_imports_torch_or_datasets(proj: Path) -> None:
 def test_streamed_json_is_byte_for_byte_canonical(proj: Path, extra: tuple[str, ...]) -> None:
     """`repro hash --json` streams the block; it must be canonical_json's bytes, not just equal JSON."""
     from repro.canonical import canonical_json
-    from repro.source.filetree import expand_patterns
     from repro.source.hashing import check_algorithms
     from repro.source.hashtree import hash_tree
     from repro.source.inputs import files_block
+    from repro.source.walk import expand_patterns
 
     (proj / "data" / 'q"uote\t.csv').write_bytes(b"odd name")
     files = expand_patterns(proj, ["data"])

@@ -14,9 +14,9 @@ import pytest
 from conftest import REPO
 
 from repro.source import hashcache
-from repro.source.filetree import expand_patterns
 from repro.source.hashcache import HashCache
 from repro.source.hashing import StatKey, hash_files
+from repro.source.walk import expand_patterns
 
 
 def _sha(path: Path) -> str:

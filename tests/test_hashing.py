@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from repro.errors import ConfigError, DataError, LockfileError
-from repro.source.filetree import expand_patterns, resolve_under
+from repro.source.filetree import resolve_under
 from repro.source.hashing import CHUNK, READAHEAD_MIN, FileDigest, hash_file, hash_files, root_digest
 from repro.source.readahead import hash_with_readahead
+from repro.source.walk import expand_patterns
 
 # Sizes read in one thread, and read ahead by a second one (repro.source.readahead).
 SIZES = pytest.mark.parametrize("size", [3 * CHUNK, READAHEAD_MIN + CHUNK + 5], ids=["one-thread", "readahead"])

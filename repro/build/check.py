@@ -31,8 +31,8 @@ from repro.lock import lockfile
 from repro.lock.types import Lock
 from repro.source.config import ConfigSource, require
 from repro.source.data import DataSpec, hashed_file_list
-from repro.source.filetree import expand_patterns
 from repro.source.inputs import PACKAGE_DIR
+from repro.source.walk import expand_patterns
 
 KILL_GRACE = 120  # seconds a SIGKILLed build may take to let go of its out_dir
 _CLEAN = {"PYTHONHASHSEED": "0", "TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "TERM": "xterm", "COLUMNS": "80"}

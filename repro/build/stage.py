@@ -35,9 +35,10 @@ from repro.environment.pins import Pins
 from repro.errors import DataError, ReproError
 from repro.lock import stagerecord
 from repro.lock.diff import Difference
-from repro.source.filetree import SKIP_DIRS, expand_patterns
+from repro.source.filetree import SKIP_DIRS
 from repro.source.inputs import files_block
 from repro.source.stages import StageSpec
+from repro.source.walk import expand_patterns
 
 STAGING = ".repro/staging"
 _CHILD = "import sys; from repro.build.stage_child import main; sys.exit(main(sys.argv[1]))"

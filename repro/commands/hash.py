@@ -49,24 +49,24 @@ def relative_to_root(root: Path, cwd: Path, typed: str) -> str:
 
 def run(args: argparse.Namespace) -> Outcome:
     from repro.progress import byte_bar
-    from repro.source.filetree import expand_patterns
     from repro.source.hashcache import open_cache
     from repro.source.hashing import check_algorithms
     from repro.source.hashtree import hash_tree
+    from repro.source.walk import locate_patterns
 
     cwd = Path.cwd()
     root = Path(os.path.normpath(cwd / args.root)) if args.root else cwd
     rels = [relative_to_root(root, cwd, p) for p in args.paths]
     algorithms = check_algorithms(args.hash)
     started = time.monotonic()
-    files = expand_patterns(root, rels)
+    files = locate_patterns(root, rels)  # each file's stat taken on the walk, not again
     with open_cache(root) as cache, byte_bar(args.quiet) as bar:
         tree = hash_tree(root, files, cache=cache, rehash=args.rehash, algorithms=algorithms, progress=bar)
     seconds = time.monotonic() - started
     summary = []
     if not args.quiet:
         summary = [f"repro hash: note: {note}" for note in cache.notes]
-        summary.append(f"repro hash: {len(files)} files, {sum(tree.sizes):,} bytes, {cache.hits} unchanged "
+        summary.append(f"repro hash: {len(tree)} files, {sum(tree.sizes):,} bytes, {cache.hits} unchanged "
                        f"(stat cache), {seconds:.2f} s")
 
     def listing(out: BinaryIO, shown: Callable[[str], str]) -> None:  # sha256sum lines, then the root digest

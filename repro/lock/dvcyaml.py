@@ -25,9 +25,9 @@ from typing import Any
 
 from repro.source.config import ConfigSource, require
 from repro.source.data import DataSpec
-from repro.source.filetree import expand_patterns
 from repro.source.inputs import PACKAGE_DIR
 from repro.source.stages import StageSpec, stage_specs
+from repro.source.walk import expand_patterns
 
 TRAIN = "train"
 DVC_YAML = "dvc.yaml"

@@ -20,8 +20,8 @@ from typing import Any
 
 from repro.errors import ConfigError, DataError, LockfileError, is_write_failure, output_error
 from repro.source.config import optional, require
-from repro.source.filetree import expand_patterns
 from repro.source.hashing import check_algorithms
+from repro.source.walk import expand_patterns
 
 LOCAL_BUILDERS = ("csv", "json", "parquet", "text", "imagefolder")
 FROM_DISK = "load_from_disk"  # a folder written by `Dataset.save_to_disk`

@@ -2,7 +2,7 @@
 
 `hash_tree` is what `hashing.hash_files` runs. It is built for a million files:
 
-- one `lstat` per file, one `realpath` per folder (`_locate`);
+- one `lstat` per file, one `realpath` per folder (`locate`);
 - the stat cache is asked in sorted path order, a range of rows at a time
   (`hashcache.HashCache.matches`), never one query per file;
 - files that must be read go to a small thread pool in batches (hashlib releases
@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
 import threading
 import time
 from array import array
@@ -24,23 +22,22 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
 
-from repro.errors import DataError, LockfileError
-from repro.source.filetree import check_relpath, inside, os_reason
 from repro.source.hashing import (
     CHUNK,
     KEY_SIZE,
-    STAT_KEY,
     FileDigest,
     Progress,
     StatCache,
     check_algorithms,
     default_workers,
+    gc_paused,
     read_stable,
 )
+from repro.source.locate import locate
+from repro.source.walk import Located
 
 BATCH_FILES, BATCH_BYTES = 64, 8 << 20  # one pool task: up to 64 small files or 8 MiB
 STORE_EVERY = 4096  # digests filed in the stat cache per transaction
@@ -80,7 +77,7 @@ class TreeDigests:
         for start in range(0, len(order), per_chunk):
             part = order[start : start + per_chunk]
             raw = "".join([f"{sha[i * SHA : (i + 1) * SHA].hex()}  {paths[i]}\n" for i in part]).encode()
-            if shown is None or all(paths[i].isprintable() for i in part):
+            if shown is None or "".join([paths[i] for i in part]).isprintable():
                 yield raw, raw
             else:
                 text = "".join([f"{sha[i * SHA : (i + 1) * SHA].hex()}  {shown(paths[i])}\n" for i in part])
@@ -124,45 +121,10 @@ class TreeDigests:
 
 def sorted_order(paths: Sequence[str]) -> Sequence[int]:
     """Indices of `paths` sorted by UTF-8 bytes (which is Python's str order for valid UTF-8)."""
-    if all(a < b for a, b in pairwise(paths)):
+    as_list = paths if isinstance(paths, list) else list(paths)
+    if sorted(as_list) == as_list:  # already sorted (a walk's or a lock's list): n compares, in C
         return range(len(paths))
     return sorted(range(len(paths)), key=paths.__getitem__)
-
-
-def _locate(root: Path, rel_paths: Sequence[str]) -> tuple[bytearray, array]:  # type: ignore[type-arg]
-    """Packed stat keys and sizes of every file, refusing anything outside `root`.
-
-    One lstat per file; realpath only per distinct parent folder and per
-    symlink, so checking a million files costs one pass of system calls.
-    """
-    base = str(root)
-    real_root = os.path.realpath(base)
-    parents: dict[str, bool] = {}  # folder -> its real path is inside the root
-    keys, sizes = bytearray(), array("q")
-    lstat, is_link, is_reg, pack = os.lstat, stat.S_ISLNK, stat.S_ISREG, STAT_KEY.pack
-    for rel in rel_paths:
-        check_relpath(rel, "data file")
-        full = f"{base}/{rel}"
-        parent = full[: full.rfind("/")]
-        ok = parents.get(parent)
-        if ok is None:
-            ok = parents[parent] = inside(real_root, os.path.realpath(parent))
-        try:
-            st = lstat(full)
-            if is_link(st.st_mode):
-                ok = inside(real_root, os.path.realpath(full))
-                st = os.stat(full)
-        except OSError as exc:
-            raise DataError(f"{rel}: {os_reason(exc)}") from None
-        if not ok:
-            raise LockfileError(f"data file {rel!r}: resolves outside the project root")
-        if not is_reg(st.st_mode):
-            if stat.S_ISDIR(st.st_mode):
-                raise DataError(f"{rel}: expected a file, found a directory")
-            raise DataError(f"{rel}: not a regular file (a FIFO, socket or device); expected a file")
-        keys += pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)  # = pack_key(st)
-        sizes.append(st.st_size)
-    return keys, sizes
 
 
 def _batches(todo: Sequence[int], sizes: array) -> Iterator[Sequence[int]]:  # type: ignore[type-arg]
@@ -184,12 +146,16 @@ class _Cancelled(Exception):
 class _Run:
     """The state of one `hash_tree` call that its worker threads share."""
 
-    def __init__(self, root: Path, rels: Sequence[str], algos: tuple[str, ...], progress: Progress | None,
-                 on_file: Callable[[FileDigest], None] | None) -> None:
-        self.base, self.rels, self.algos = str(root), rels, algos
-        self.keys, self.sizes = _locate(root, rels)
-        n = len(rels)
-        self.out = TreeDigests(rels, self.sizes, bytearray(SHA * n), [""] * n if len(algos) > 1 else None)
+    def __init__(self, root: Path, rels: Sequence[str] | Located, algos: tuple[str, ...],
+                 progress: Progress | None, on_file: Callable[[FileDigest], None] | None) -> None:
+        paths = rels.paths if isinstance(rels, Located) else rels
+        self.base, self.rels, self.algos = str(root), paths, algos
+        if isinstance(rels, Located) and rels.keys is not None:  # the walk took every file's stat already
+            self.keys, self.sizes = rels.keys, rels.sizes
+        else:
+            self.keys, self.sizes = locate(self.base, paths)
+        n = len(paths)
+        self.out = TreeDigests(paths, self.sizes, bytearray(SHA * n), [""] * n if len(algos) > 1 else None)
         self.progress, self.on_file = progress, on_file
         self.stop = threading.Event()  # set on the first error or Ctrl-C: other threads stop mid-file
 
@@ -246,7 +212,7 @@ class _Run:
 
 def hash_tree(
     root: Path,
-    rel_paths: Sequence[str],
+    rel_paths: Sequence[str] | Located,
     workers: int | None = None,
     *,
     algorithms: Sequence[str] = ("sha256",),
@@ -255,12 +221,16 @@ def hash_tree(
     progress: Progress | None = None,
     on_file: Callable[[FileDigest], None] | None = None,
 ) -> TreeDigests:
-    """Hash many files under `root` (see `hashing.hash_files`, which lists this answer)."""
+    """Hash many files under `root` (see `hashing.hash_files`, which lists this answer).
+
+    `rel_paths` may be what `walk.locate_patterns` found, stats included: then no file is stat'ed twice.
+    """
     started_ns = time.time_ns()
-    run = _Run(Path(root), rel_paths, check_algorithms(algorithms), progress, on_file)
-    done = run.cached(cache) if cache is not None and not rehash else bytearray(len(rel_paths))
-    todo = array("q", (i for i, d in enumerate(done) if not d))
-    del done
+    with gc_paused():
+        run = _Run(Path(root), rel_paths, check_algorithms(algorithms), progress, on_file)
+        done = run.cached(cache) if cache is not None and not rehash else bytearray(len(run.rels))
+        todo = array("q", (i for i, d in enumerate(done) if not d))
+        del done
     if progress is not None:
         progress.start(sum(run.sizes[i] for i in todo), len(todo))
     pending: list[int] = []
