@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_repro, sha256_file
+from conftest import TINY, make_project, run_repro, sha256_file
 
 from repro.cli import main
 
@@ -25,17 +25,24 @@ def _lock(out: Path) -> dict:
     return json.loads((out / "repro.lock").read_text())
 
 
-def test_two_fresh_processes_give_identical_bytes(project: Path, tmp_path: Path) -> None:
-    a = _train(project, "run-a")
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One build of the tiny default config in a project of its own, which the tests below
+    compare their variant builds against. Read-only: a test that changes files uses `project`."""
+    return _train(make_project(tmp_path_factory.mktemp("base") / "project"), "base")
+
+
+def test_two_fresh_processes_give_identical_bytes(base: Path, project: Path, tmp_path: Path) -> None:
     other = tmp_path / "elsewhere"
     shutil.copytree(project, other)
     b = _train(other, "nested/run-b")
-    assert sha256_file(a / "model.safetensors") == sha256_file(b / "model.safetensors")
-    assert (a / "repro.lock").read_bytes() == (b / "repro.lock").read_bytes()
-    lock = _lock(a)
-    assert lock["outputs"]["weights"]["hashes"]["sha256"] == sha256_file(a / "model.safetensors")
-    raw = (a / "repro.lock").read_text()
-    assert str(tmp_path) not in raw and "hostname" not in raw
+    assert sha256_file(base / "model.safetensors") == sha256_file(b / "model.safetensors")
+    assert (base / "repro.lock").read_bytes() == (b / "repro.lock").read_bytes()
+    lock = _lock(base)
+    assert lock["outputs"]["weights"]["hashes"]["sha256"] == sha256_file(base / "model.safetensors")
+    for built in (base, b):
+        raw = (built / "repro.lock").read_text()
+        assert str(built.parent.parent) not in raw and "hostname" not in raw
 
 
 # Every variable measured or reported to move the bits (docs/environment.md), set
@@ -48,8 +55,7 @@ NOISY_SHELL = {
 }
 
 
-def test_a_noisy_shell_changes_neither_weights_nor_lock(project: Path) -> None:
-    base = _train(project, "base")
+def test_a_noisy_shell_changes_neither_weights_nor_lock(base: Path, project: Path) -> None:
     noisy = _train(project, "noisy", env=NOISY_SHELL, prefix=["taskset", "-c", "0"])
     assert sha256_file(base / "model.safetensors") == sha256_file(noisy / "model.safetensors")
     assert (base / "repro.lock").read_bytes() == (noisy / "repro.lock").read_bytes()
@@ -57,22 +63,22 @@ def test_a_noisy_shell_changes_neither_weights_nor_lock(project: Path) -> None:
     assert env["PYTHONHASHSEED"] == "0" and env["OMP_DYNAMIC"] == "FALSE"
 
 
-def test_the_thread_pin_decides_the_bits_and_is_recorded(project: Path) -> None:
-    two = _train(project, "t2")
+def test_the_thread_pin_decides_the_bits_and_is_recorded(base: Path, project: Path) -> None:
+    two = base
     one = _train(project, "t1", "build.threads=1")
     assert _lock(one)["build"]["threads"] == 1 and _lock(two)["build"]["threads"] == 2
     assert sha256_file(one / "model.safetensors") != sha256_file(two / "model.safetensors")
 
 
-def test_config_override_reaches_config_digest_and_weights(project: Path) -> None:
-    a, b = _lock(_train(project, "a")), _lock(_train(project, "b", "model.hidden=32"))
+def test_config_override_reaches_config_digest_and_weights(base: Path, project: Path) -> None:
+    a, b = _lock(base), _lock(_train(project, "b", "model.hidden=32"))
     assert a["inputs"]["config"]["sha256"] != b["inputs"]["config"]["sha256"]
     assert b["inputs"]["config"]["resolved"]["model"]["hidden"] == 32
     assert a["outputs"]["weights"]["hashes"] != b["outputs"]["weights"]["hashes"]
 
 
-def test_one_data_byte_changes_file_digest_and_root(project: Path) -> None:
-    a = _lock(_train(project, "a"))
+def test_one_data_byte_changes_file_digest_and_root(base: Path, project: Path) -> None:
+    a = _lock(base)
     csv = project / "repro" / "examples" / "digits" / "digits.csv"
     raw = bytearray(csv.read_bytes())
     idx = raw.index(b"\n") + 1  # first pixel of the first row
@@ -85,14 +91,14 @@ def test_one_data_byte_changes_file_digest_and_root(project: Path) -> None:
     assert a["inputs"]["data"]["root_digest"] != b["inputs"]["data"]["root_digest"]
 
 
-def test_seed_changes_sample_order_digest(project: Path) -> None:
-    a, b = _lock(_train(project, "a")), _lock(_train(project, "b", "seed=7"))
+def test_seed_changes_sample_order_digest(base: Path, project: Path) -> None:
+    a, b = _lock(base), _lock(_train(project, "b", "seed=7"))
     assert a["inputs"]["data"]["sample_order"]["sha256"] != b["inputs"]["data"]["sample_order"]["sha256"]
     assert a["inputs"]["data"]["sample_order"]["count"] == 20 * 64
 
 
-def test_outputs_and_metrics_file(project: Path) -> None:
-    out = _train(project, "o")
+def test_outputs_and_metrics_file(base: Path) -> None:
+    out = base
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "metrics.jsonl", "model.safetensors", "repro.lock", "run.json", "step_digests.txt"]
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
