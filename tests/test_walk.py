@@ -89,3 +89,19 @@ def test_a_name_that_is_not_utf8_is_named_in_the_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"bad\\xff.*not valid UTF-8"):
         locate_patterns(tmp_path, ["."])
 
+
+
+def test_a_deep_tree_holds_one_open_folder_at_a_time(tmp_path: Path) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    deep = tmp_path / "/".join(["d"] * 60)
+    deep.mkdir(parents=True)
+    (deep / "leaf").write_text("x")
+    (tmp_path / "d" / "z").write_text("after the subfolder")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 40), hard))  # fewer than the depth
+    try:
+        located = locate_patterns(tmp_path, ["."])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert located.paths == ["/".join(["d"] * 60) + "/leaf", "d/z"]

@@ -129,20 +129,27 @@ def _kind(root: Path, real_root: str, rel: str) -> tuple[str, os.stat_result]:
 
 
 class _Folder:
-    """One open folder of a walk: its descriptor and its names, sorted, still to visit."""
+    """One folder of a walk: its names, sorted, still to visit, and a descriptor while it is visited.
+
+    The descriptor is closed while a subfolder is walked and opened again after, so a
+    deep tree holds one open folder, not one per level.
+    """
 
     def __init__(self, root: str, real_root: str, rel: str, real: str, ancestors: frozenset[str]) -> None:
         self.root, self.real_root, self.rel, self.real, self.ancestors = root, real_root, rel, real, ancestors
         self.prefix = f"{rel}/" if rel else ""
-        try:
-            self.fd = os.open(os.path.join(root, rel) if rel else root, _OPEN_DIR)
-        except OSError as exc:
-            raise DataError(f"{rel or '.'}/: cannot list ({exc.strerror})") from None
+        self.fd = self._open()
         try:
             self.names = iter(self._list())
         except BaseException:
-            os.close(self.fd)
+            self.close()
             raise
+
+    def _open(self) -> int:
+        try:
+            return os.open(os.path.join(self.root, self.rel) if self.rel else self.root, _OPEN_DIR)
+        except OSError as exc:
+            raise DataError(f"{self.rel or '.'}/: cannot list ({exc.strerror})") from None
 
     def _list(self) -> list[str]:
         """Names to visit in full-path byte order: a folder (or a link to one) as "name/"."""
@@ -178,6 +185,8 @@ class _Folder:
 
     def next_folder(self, found: Located) -> _Folder | None:
         """Add this folder's files up to its next subfolder, and open that; None when done."""
+        if self.fd < 0:
+            self.fd = self._open()
         prefix, fd = self.prefix, self.fd
         lstat, is_reg, pack = os.lstat, stat.S_ISREG, STAT_KEY.pack
         paths, keys, sizes = found.paths, found.keys, found.sizes  # Located.add, inlined: a million calls
@@ -187,6 +196,7 @@ class _Folder:
                 real = self.folder_links.get(name) or os.path.join(self.real, name)
                 if real in self.ancestors:
                     raise DataError(f"{prefix}{name}: symlink loop (points at a directory that contains it)")
+                self.close()
                 return _Folder(self.root, self.real_root, prefix + name, real, self.ancestors | {real})
             if keys is None:
                 paths.append(prefix + name)
@@ -204,7 +214,9 @@ class _Folder:
         return None
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _walk(root: str, real_root: str, top: str, found: Located) -> None:
