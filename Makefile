@@ -15,15 +15,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# --no-compile: byte-compiling all 16,000 installed modules up front took ~57 s of a fresh
-# install; Python compiles (and caches) the few thousand a run imports, when it imports them.
+# pip byte-compiles every installed module (~57 s of a fresh install). Kept: where
+# PYTHONDONTWRITEBYTECODE is set (it is on this project's machines), nothing compiled
+# later is cached, and each test process would compile its imports again.
 $(VENV)/.ref-stamp: requirements/reference.txt pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q --no-compile -r requirements/reference.txt
-	$(BIN)/python -m pip install -q --no-compile --no-deps -e .
+	$(BIN)/python -m pip install -q -r requirements/reference.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
 $(VENV)/.dev-stamp: requirements/dev.txt $(VENV)/.ref-stamp
-	$(BIN)/python -m pip install -q --no-compile -r requirements/dev.txt
+	$(BIN)/python -m pip install -q -r requirements/dev.txt
 	touch $@
 
 venv: $(VENV)/.ref-stamp
