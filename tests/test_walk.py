@@ -105,3 +105,16 @@ def test_a_deep_tree_holds_one_open_folder_at_a_time(tmp_path: Path) -> None:
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert located.paths == ["/".join(["d"] * 60) + "/leaf", "d/z"]
+
+
+def test_a_listed_path_in_a_folder_linked_outside_is_refused_before_it_is_looked_at(tmp_path: Path) -> None:
+    from repro.errors import LockfileError
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "present").write_text("x")
+    (root / "linked").symlink_to(outside)
+    for rel in ("linked/present", "linked/missing"):  # missing: still 'outside', never 'not found'
+        with pytest.raises(LockfileError, match=f"data file '{rel}': resolves outside the project root"):
+            hash_files(root, [rel])

@@ -61,10 +61,13 @@ class _Job:
 
     def folder(self, start: int, end: int, folder: str, safe: dict[str, bool]) -> None:
         base, rels, keys, sizes = self.base, self.rels, self.keys, self.sizes
+        check_relpath(rels[start], "data file")  # a '..' or absolute folder: refused before it is opened
         path = f"{base}/{folder}" if folder else base
         ok = safe.get(folder)
         if ok is None:
             ok = safe[folder] = inside(self.real_root, os.path.realpath(path))
+        if not ok:  # nothing outside the root is opened or stat'ed, not even to say it is missing
+            raise LockfileError(f"data file {rels[start]!r}: resolves outside the project root")
         try:
             fd = os.open(path, _OPEN_DIR)
         except OSError:
@@ -79,21 +82,19 @@ class _Job:
                 except OSError:
                     st = None
                 if st is None or not is_reg(st.st_mode):
-                    st = self._odd(rel, ok)  # links, errors and non-files: the slow, careful way
-                elif not ok:
-                    raise LockfileError(f"data file {rel!r}: resolves outside the project root")
+                    st = self._odd(rel)  # links, errors and non-files: the slow, careful way
                 pack_into(keys, i * KEY_SIZE, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                 sizes[i] = st.st_size
         finally:
             if fd >= 0:
                 os.close(fd)
 
-    def _odd(self, rel: str, folder_ok: bool) -> os.stat_result:
+    def _odd(self, rel: str) -> os.stat_result:
         """The stat of a path that is not a plain file in a readable folder: follow a link, or say why not."""
         full = f"{self.base}/{rel}"
         try:
             st = os.lstat(full)
-            ok = folder_ok
+            ok = True  # its folder is inside the root (checked before)
             if stat.S_ISLNK(st.st_mode):
                 ok = inside(self.real_root, os.path.realpath(full))
                 st = os.stat(full)
