@@ -33,7 +33,7 @@ import sqlite3
 import stat
 import struct
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from repro.errors import DataError
@@ -59,7 +59,9 @@ def cache_path(root: Path) -> Path:
     return (Path(base) if base else Path(root) / CACHE_DIR) / CACHE_NAME
 
 
-def _check(path: str, stat: bytes, margin_ns: int, sha256: bytes, extra: str) -> int:
+def _check(path: str, stat: bytes, margin_ns: int, sha256: bytes, extra: str,
+           _crc: Callable[[bytes], int] = zlib.crc32, _join: Callable[[Iterable[bytes]], bytes] = b"\0".join,
+           _pack: Callable[[int], bytes] = _MARGIN.pack) -> int:
     """CRC-32 of every field of a row: catches a damaged page, as ext4's and zip's CRCs do.
 
     Not a defence against a deliberate edit: whoever can write the cache can write
@@ -67,9 +69,8 @@ def _check(path: str, stat: bytes, margin_ns: int, sha256: bytes, extra: str) ->
     file's 40-byte stat key to be used. CRC-32 costs a third of a BLAKE2 here, which
     is a second at a million rows.
     """
-    row = b"\0".join((path.encode("utf-8", "surrogateescape"), stat, _MARGIN.pack(margin_ns), sha256,
-                      extra.encode()))
-    return zlib.crc32(row)
+    # The defaults bind the helpers as locals: a re-check runs this a million times.
+    return _crc(_join((path.encode("utf-8", "surrogateescape"), stat, _pack(margin_ns), sha256, extra.encode())))
 
 
 def _has(extra: str, wanted: Sequence[str]) -> bool:
@@ -159,7 +160,6 @@ class HashCache:
         stat, KEY_SIZE bytes per file in the order of `rels`.
         """
         wanted = [a for a in algorithms if a != "sha256"]
-        crc, join, pack = zlib.crc32, b"\0".join, _MARGIN.pack
         for start in range(0, len(order), _SCAN):
             if self._db is None:
                 return
@@ -179,11 +179,7 @@ class HashCache:
                 i = index.get(path)
                 if i is None or key != keys[i * KEY_SIZE : (i + 1) * KEY_SIZE]:
                     continue
-                # _check(path, key, margin_ns, sha256, extra), inlined: it runs a million times a re-check
-                if chk != crc(join((path.encode("utf-8", "surrogateescape"), key, pack(margin_ns), sha256,
-                                    extra.encode()))):
-                    continue
-                if wanted and not _has(extra, wanted):
+                if chk != _check(path, key, margin_ns, sha256, extra) or (wanted and not _has(extra, wanted)):
                     continue
                 self.hits += 1
                 yield i, sha256, extra

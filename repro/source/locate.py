@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 
 from repro.errors import DataError, LockfileError
 from repro.source.filetree import check_relpath, inside, os_reason
-from repro.source.hashing import KEY_SIZE, STAT_KEY
+from repro.source.hashing import KEY_SIZE, pack_key
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 
@@ -72,7 +72,7 @@ class _Job:
             fd = os.open(path, _OPEN_DIR)
         except OSError:
             fd = -1  # each file's own lstat below names the error
-        lstat, pack_into, skip, is_reg = os.lstat, STAT_KEY.pack_into, len(folder), stat.S_ISREG
+        lstat, skip, is_reg = os.lstat, len(folder), stat.S_ISREG
         try:
             for i in range(start, end):
                 rel = rels[i]
@@ -83,25 +83,26 @@ class _Job:
                     st = None
                 if st is None or not is_reg(st.st_mode):
                     st = self._odd(rel)  # links, errors and non-files: the slow, careful way
-                pack_into(keys, i * KEY_SIZE, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                keys[i * KEY_SIZE : (i + 1) * KEY_SIZE] = pack_key(st)
                 sizes[i] = st.st_size
         finally:
             if fd >= 0:
                 os.close(fd)
 
     def _odd(self, rel: str) -> os.stat_result:
-        """The stat of a path that is not a plain file in a readable folder: follow a link, or say why not."""
+        """The stat of a path that is not a plain file in a readable folder: follow a link, or say why not.
+
+        Its folder is inside the root (checked before); a link must be too.
+        """
         full = f"{self.base}/{rel}"
         try:
             st = os.lstat(full)
-            ok = True  # its folder is inside the root (checked before)
             if stat.S_ISLNK(st.st_mode):
-                ok = inside(self.real_root, os.path.realpath(full))
+                if not inside(self.real_root, os.path.realpath(full)):
+                    raise LockfileError(f"data file {rel!r}: resolves outside the project root")
                 st = os.stat(full)
         except OSError as exc:
             raise DataError(f"{rel}: {os_reason(exc)}") from None
-        if not ok:
-            raise LockfileError(f"data file {rel!r}: resolves outside the project root")
         if not stat.S_ISREG(st.st_mode):
             if stat.S_ISDIR(st.st_mode):
                 raise DataError(f"{rel}: expected a file, found a directory")

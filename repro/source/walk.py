@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from repro.errors import DataError, LockfileError
 from repro.source.filetree import SKIP_DIRS, checked_name, inside, os_reason, safe_relpath
-from repro.source.hashing import STAT_KEY, gc_paused
+from repro.source.hashing import KEY_SIZE, pack_key
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 
@@ -44,10 +44,10 @@ class Located:
     keys: bytearray | None = None
     sizes: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]
 
-    def add(self, rel: str, st: os.stat_result | None) -> None:
+    def add(self, rel: str, st: os.stat_result) -> None:
         self.paths.append(rel)
-        if self.keys is not None and st is not None:
-            self.keys += STAT_KEY.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if self.keys is not None:
+            self.keys += pack_key(st)
             self.sizes.append(st.st_size)
 
 
@@ -60,14 +60,12 @@ def expand_patterns(root: Path, patterns: Iterable[str]) -> list[str]:
     `.dvc` and `.repro` directories are skipped inside directories. A pattern
     that matches no file is an error, so a typo cannot silently drop data.
     """
-    with gc_paused():
-        return _expand(Path(root), patterns, Located()).paths
+    return _expand(Path(root), patterns, Located()).paths
 
 
 def locate_patterns(root: Path, patterns: Iterable[str]) -> Located:
     """`expand_patterns`, with every file's stat key and size taken on the way (for `hashtree.hash_tree`)."""
-    with gc_paused():
-        return _expand(Path(root), patterns, Located(keys=bytearray()))
+    return _expand(Path(root), patterns, Located(keys=bytearray()))
 
 
 def _expand(root: Path, patterns: Iterable[str], found: Located) -> Located:
@@ -98,7 +96,7 @@ def _sorted_unique(found: Located) -> Located:
     # Python's str order is the UTF-8 byte order (checked_name refused anything else).
     order = sorted(range(len(paths)), key=paths.__getitem__)
     out = Located(keys=None if found.keys is None else bytearray())
-    size = STAT_KEY.size
+    size = KEY_SIZE
     for n, i in enumerate(order):
         if n and paths[i] == paths[order[n - 1]]:
             continue
@@ -138,6 +136,8 @@ class _Folder:
     def __init__(self, root: str, real_root: str, rel: str, real: str, ancestors: frozenset[str]) -> None:
         self.root, self.real_root, self.rel, self.real, self.ancestors = root, real_root, rel, real, ancestors
         self.prefix = f"{rel}/" if rel else ""
+        self.file_links: dict[str, os.stat_result] = {}  # links to files: name -> the target's stat
+        self.folder_links: dict[str, str] = {}  # links to folders: name -> real path
         self.fd = self._open()
         try:
             self.names = iter(self._list())
@@ -154,8 +154,6 @@ class _Folder:
     def _list(self) -> list[str]:
         """Names to visit in full-path byte order: a folder (or a link to one) as "name/"."""
         names: list[str] = []
-        self.file_links: set[str] = set()  # links to files: stat'ed through the link
-        self.folder_links: dict[str, str] = {}  # links to folders: name -> real path
         try:
             entries = os.scandir(self.fd)
         except OSError as exc:
@@ -170,8 +168,9 @@ class _Folder:
                         names.append(name + "/")
                 elif e.is_symlink():
                     rel = self.prefix + name
-                    if _kind(Path(self.root), self.real_root, rel)[0] == "file":
-                        self.file_links.add(name)
+                    kind, target = _kind(Path(self.root), self.real_root, rel)
+                    if kind == "file":
+                        self.file_links[name] = target
                         names.append(name)
                     else:
                         self.folder_links[name] = os.path.realpath(os.path.join(self.root, rel))
@@ -188,7 +187,7 @@ class _Folder:
         if self.fd < 0:
             self.fd = self._open()
         prefix, fd = self.prefix, self.fd
-        lstat, is_reg, pack = os.lstat, stat.S_ISREG, STAT_KEY.pack
+        lstat, is_reg = os.lstat, stat.S_ISREG
         paths, keys, sizes = found.paths, found.keys, found.sizes  # Located.add, inlined: a million calls
         for name in self.names:
             if name[-1] == "/":
@@ -202,14 +201,13 @@ class _Folder:
                 paths.append(prefix + name)
                 continue
             try:
-                st = os.stat(os.path.join(self.root, prefix + name)) if name in self.file_links else \
-                    lstat(name, dir_fd=fd)
+                st = self.file_links.get(name) or lstat(name, dir_fd=fd)
             except OSError as exc:
                 raise DataError(f"{prefix}{name}: {os_reason(exc)}") from None
             if not is_reg(st.st_mode):  # replaced since it was listed
                 raise DataError(f"{prefix}{name}: not a regular file (a FIFO, socket or device); expected a file")
             paths.append(prefix + name)
-            keys += pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            keys += pack_key(st)
             sizes.append(st.st_size)
         return None
 
