@@ -9,7 +9,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv dev demo test test-fast lint bench freeze clean
+.PHONY: venv dev demo test test-fast lint lint-quick bench freeze clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,7 @@ demo: venv
 
 ## test: the linters and the import contract, then the whole suite (slow tests included) on every core.
 ## mypy --strict (~45 s from a fresh cache, one core) checks while the suite runs; either failing fails.
-test: dev
-	$(BIN)/ruff check repro tests benchmarks pipelines
-	$(BIN)/lint-imports
+test: dev lint-quick
 	@$(BIN)/mypy > $(VENV)/mypy.log 2>&1 & typing=$$!; \
 	  $(BIN)/python -m pytest -n auto --dist worksteal; suite=$$?; \
 	  wait $$typing; typed=$$?; echo "--- mypy --strict:"; cat $(VENV)/mypy.log; \
@@ -51,9 +49,12 @@ test: dev
 test-fast: dev
 	$(BIN)/python -m pytest -m "not slow"
 
-lint: dev
-	$(BIN)/ruff check repro tests benchmarks pipelines
+lint: dev lint-quick
 	$(BIN)/mypy
+
+## lint-quick: ruff and the import contract (seconds; mypy is the slow linter).
+lint-quick: dev
+	$(BIN)/ruff check repro tests benchmarks pipelines
 	$(BIN)/lint-imports
 
 bench: venv
