@@ -104,11 +104,13 @@ class Classification(TaskBase):
         columns = list(rows.column_names)
         if self.label_column not in columns:
             raise ConfigError(f"task.label_column: {self.label_column!r} is not a column (have {columns[:8]}...)")
-        table = rows.with_format("numpy")[:]
+        # One Arrow table, one column at a time: datasets' numpy formatting copies a split
+        # (an index mapping, one chunk per row) row by row, ~0.4 s for the digits example.
+        table = rows.with_format("arrow")[:]
         features = [c for c in columns if c != self.label_column]
-        x = np.stack([np.asarray(table[c], dtype=np.float32) for c in features], axis=1)
+        x = np.stack([_numbers(table, c, np.float32) for c in features], axis=1)
         x *= np.float32(self.feature_scale)
-        y = np.asarray(table[self.label_column], dtype=np.int64)
+        y = _numbers(table, self.label_column, np.int64)
         return {"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.from_numpy(y)}
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -120,6 +122,19 @@ class Classification(TaskBase):
         loss = F.cross_entropy(logits, data["y"]).item()
         accuracy = (logits.argmax(dim=1) == data["y"]).double().mean().item()
         return {"accuracy": accuracy, "loss": loss}
+
+
+def _numbers(table: Any, column: str, dtype: type[np.generic]) -> np.ndarray:
+    """One number per row from a pyarrow `table`'s `column`, as `dtype`; anything else is a DataError."""
+    import pyarrow as pa
+
+    values = table.column(column)
+    kind = values.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+        raise DataError(f"data column {column!r}: expected a number per row, got {kind}")
+    if values.null_count:
+        raise DataError(f"data column {column!r}: {values.null_count} rows have no value")
+    return np.asarray(values.to_numpy(), dtype=dtype)
 
 
 class CausalLM(TaskBase):

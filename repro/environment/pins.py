@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import Any
 
+from repro.environment.installed import distributions_by_module
 from repro.environment.machine import cpu_flags, machine_cores
 from repro.errors import ConfigError, EnvironmentMismatch
 
@@ -217,7 +218,7 @@ def target_packages(resolved: dict[str, Any]) -> tuple[str, ...]:
                 walk(v)
 
     walk(resolved)
-    dists = metadata.packages_distributions()
+    dists = distributions_by_module()
     names = {d for r in roots - {"repro"} for d in dists.get(r, [])}
     return tuple(sorted(n for n in names if n.lower() not in {p.lower() for p in RECORDED_PACKAGES}))
 

@@ -33,6 +33,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from repro.environment.installed import distributions_by_module
+
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 # repro modules that never decide a bit: how a build is asked for, checked and
@@ -102,7 +104,7 @@ def imported_distributions(modules: Mapping[str, ModuleType | None] | None = Non
     `.pth` hooks that interpreter start-up runs whatever the build does.
     """
     modules = sys.modules if modules is None else modules
-    owners = metadata.packages_distributions()
+    owners = distributions_by_module()
     tops = {name.partition(".")[0] for name in list(modules)}
     names: set[str] = set()
     for top in tops:

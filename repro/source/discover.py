@@ -8,6 +8,7 @@ that are never imported (other stages' scripts, configs).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,19 +30,32 @@ def imported_project_files(root: Path, modules: Mapping[str, ModuleType | None] 
     Sorted by UTF-8 bytes, the order the lock keeps.
     """
     modules = sys.modules if modules is None else modules
-    real_root = Path(root).resolve()
+    # Plain strings: a build has imported ~3,000 modules from a few hundred folders, and
+    # Path objects and per-file `resolve()` made this ~0.2 s of every build.
+    root_prefix = os.path.join(os.path.realpath(root), "")
+    package, package_prefix = str(_PACKAGE_DIR), os.path.join(str(_PACKAGE_DIR), "")
     found: set[str] = set()
+    real_folders: dict[str, str] = {}
     for module in list(modules.values()):
         path = getattr(module, "__file__", None)
         if not isinstance(path, str) or not path:
             continue
-        file = Path(path).resolve()
-        if real_root not in file.parents or file == _PACKAGE_DIR or _PACKAGE_DIR in file.parents:
+        file = _resolved(path, real_folders)
+        if not file.startswith(root_prefix) or file == package or file.startswith(package_prefix):
             continue
-        rel = file.relative_to(real_root)
-        folders = rel.parts[:-1]
-        if any(p in SKIP_DIRS or p in _INSTALLED or p.startswith(".") for p in folders):
+        parts = file[len(root_prefix):].split(os.sep)
+        if any(p in SKIP_DIRS or p in _INSTALLED or p.startswith(".") for p in parts[:-1]):
             continue
-        if file.is_file():
-            found.add(rel.as_posix())
+        if os.path.isfile(file):
+            found.add("/".join(parts))
     return sorted(found, key=lambda s: s.encode("utf-8"))
+
+
+def _resolved(path: str, real_folders: dict[str, str]) -> str:
+    """`os.path.realpath(path)`, each folder resolved once per call (cached in `real_folders`)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    real_folder = real_folders.get(folder)
+    if real_folder is None:
+        real_folder = real_folders[folder] = os.path.realpath(folder)
+    real = os.path.join(real_folder, name)
+    return os.path.realpath(real) if os.path.islink(real) else real

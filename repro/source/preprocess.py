@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from repro.environment.installed import distributions_by_module
 from repro.errors import ConfigError, DataError
 from repro.safeio import printable
 
@@ -93,7 +94,7 @@ def _package(target: str) -> dict[str, str]:
     top = target.split(".", 1)[0]
     if top in sys.stdlib_module_names:
         return {"name": "python", "version": platform.python_version()}
-    names = metadata.packages_distributions().get(top)
+    names = distributions_by_module().get(top)
     if not names:
         raise ConfigError(f"config key data.preprocess._target_ {printable(repr(target))}: its module is neither "
                           "under the project root nor part of an installed package, so the lock could not pin it")
