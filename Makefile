@@ -48,10 +48,14 @@ demo: venv
 
 ## test: the linters and the import contract, then the whole suite (slow tests included) on every core.
 ## mypy --strict (~45 s from a fresh cache, one core) checks while the suite runs; either failing fails.
+## The suite's temporary files go to a memory filesystem when there is room (scripts/test_tmpdir.sh says
+## why); that folder is removed after a passing run and kept, for a look, after a failing one.
 test: dev lint-quick
-	@$(BIN)/mypy > $(VENV)/mypy.log 2>&1 & typing=$$!; \
-	  $(BIN)/python -m pytest -n auto --dist worksteal; suite=$$?; \
+	@tmp=$$(scripts/test_tmpdir.sh); echo "--- temporary files: $$tmp"; \
+	  $(BIN)/mypy > $(VENV)/mypy.log 2>&1 & typing=$$!; \
+	  TMPDIR=$$tmp $(BIN)/python -m pytest -n auto --dist worksteal; suite=$$?; \
 	  wait $$typing; typed=$$?; echo "--- mypy --strict:"; cat $(VENV)/mypy.log; \
+	  case $$tmp in */repro-tests.*) if test $$suite -eq 0; then rm -rf "$$tmp"; fi;; esac; \
 	  test $$suite -eq 0 && test $$typed -eq 0
 
 test-fast: dev
