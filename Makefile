@@ -20,7 +20,7 @@ $(BIN)/python:
 # set (it is on this project's machines), nothing compiled later is cached, and each test
 # process would compile its imports again. uv does not read pip's configuration, so pip's
 # find-links and index URLs are handed to it, as `verify --toolchain recreate` does.
-$(BIN)/uv: requirements/dev.txt | $(BIN)/python
+$(BIN)/uv: | $(BIN)/python
 	$(BIN)/python -m pip install -q "$$(grep '^uv==' requirements/dev.txt)"
 
 UV_INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode --index-strategy unsafe-best-match \
