@@ -84,3 +84,19 @@ def test_discovery_finds_project_modules_only(tmp_path: Path) -> None:
     outside.__file__ = "/usr/lib/python3/os2.py"
     found = imported_project_files(tmp_path, {"mylib.net": net, "dep": dep, "os2": outside, "builtin": None})
     assert found == ["mylib/net.py"]
+
+
+def test_discovery_follows_links_as_resolve_does(tmp_path: Path) -> None:
+    """A module reached through a link counts where its file really lies: a linked file into the project
+    is project code, a file in a linked folder that leads outside is not (folders are resolved once)."""
+    root, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    (root / "mylib").mkdir(parents=True)
+    elsewhere.mkdir()
+    (root / "mylib" / "real.py").write_text("X = 1\n")
+    (elsewhere / "mod.py").write_text("Y = 2\n")
+    (tmp_path / "link.py").symlink_to(root / "mylib" / "real.py")
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    into, out = ModuleType("into"), ModuleType("out")
+    into.__file__ = str(tmp_path / "link.py")
+    out.__file__ = str(root / "linked" / "mod.py")
+    assert imported_project_files(root, {"into": into, "out": out}) == ["mylib/real.py"]
