@@ -3,10 +3,11 @@
 # filesystem (/dev/shm) when it is writable, lets programs run, and has 4 GiB free
 # (a full run writes ~1.6 GiB), else the usual temporary folder.
 #
-# Why: repro writes every file to a temp file, fsyncs it and renames it. On a
-# disk still writing back a freshly built .venv, each fsync waits behind that
-# backlog; on a memory filesystem it returns at once. What the tests check does
-# not change: the same system calls run, on another filesystem.
+# Why: repro writes every file to a temp file, fsyncs it and renames it. On ext4
+# an fsync waits for other dirty data too: the .venv `make dev` has just written,
+# or the 1.2 GiB toolchain a recreate test installs beside the other worker's
+# tests. On a memory filesystem it returns at once. What the tests check does not
+# change: the same system calls run, on another filesystem.
 set -u
 shm=/dev/shm
 need_kib=$((4 * 1024 * 1024))
