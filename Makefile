@@ -9,7 +9,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv dev demo test test-fast lint lint-quick bench freeze clean
+.PHONY: venv dev demo test test-fast test-durations lint lint-quick bench freeze clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,13 +53,17 @@ demo: venv
 test: dev lint-quick
 	@tmp=$$(scripts/test_tmpdir.sh); echo "--- temporary files: $$tmp"; \
 	  $(BIN)/mypy > $(VENV)/mypy.log 2>&1 & typing=$$!; \
-	  TMPDIR=$$tmp $(BIN)/python -m pytest -n auto --dist worksteal; suite=$$?; \
+	  TMPDIR=$$tmp $(BIN)/python -m pytest -n auto --dist loadgroup; suite=$$?; \
 	  wait $$typing; typed=$$?; echo "--- mypy --strict:"; cat $(VENV)/mypy.log; \
 	  case $$tmp in */repro-tests.*) if test $$suite -eq 0; then rm -rf "$$tmp"; fi;; esac; \
 	  test $$suite -eq 0 && test $$typed -eq 0
 
 test-fast: dev
 	$(BIN)/python -m pytest -m "not slow"
+
+## test-durations: run the suite and rewrite tests/durations.json, the longest-first order `make test` uses.
+test-durations: dev
+	$(BIN)/python -m pytest -n auto --dist loadgroup --store-durations
 
 lint: dev lint-quick
 	$(BIN)/mypy

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import scheduling
 
 REPO = Path(__file__).resolve().parent.parent
 EMBEDDED_CONFIGS = REPO / "repro" / "configs"
@@ -34,13 +35,29 @@ def without_run_details(stmt: dict[str, Any]) -> dict[str, Any]:
     return {**stmt, "predicate": {k: v for k, v in stmt["predicate"].items() if k != "runDetails"}}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns groups into node id suffixes
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Slow end-to-end tests first, each file's tests otherwise in order.
+    """Longest units first, tests sharing a module fixture kept together (tests/scheduling.py)."""
+    scheduling.order(items, scheduling.load_durations())
 
-    Longest-first is what lets `pytest -n auto --dist worksteal` (the Makefile) end
-    both workers together: a long test started last would run on alone.
-    """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store-durations", action="store_true",
+                     help="rewrite tests/durations.json from this run (make test-durations)")
+
+
+_MEASURED: list[tuple[str, float]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _MEASURED.append((report.nodeid, report.duration))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under xdist the controller sees every worker's reports; a worker writes nothing."""
+    controller = not hasattr(session.config, "workerinput")
+    if session.config.getoption("store_durations") and controller and exitstatus == 0:
+        scheduling.write_durations(_MEASURED)
 
 
 def sha256_file(path: Path) -> str:
