@@ -17,6 +17,10 @@ the lock, whether it may do so without `--trust-code` (like transformers'
   the library itself: a name is never trusted because its module imports).
 
 Everything else is listed with its position in the config. See docs/security.md.
+
+verify's rebuild defers the library check to its build child (`check_deferred`,
+first thing, before anything the lock names is imported): the child imports
+torch anyway, and verify's own process then need not (~1 s).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Target:
     target: str
     trusted: bool
     why: str
+    deferred: bool = False  # a library class, judged in the build child (`check_deferred`)
 
     def line(self) -> str:
         return f"{printable(self.position)}._target_ = {printable(self.target)}: {self.why}"
@@ -62,8 +67,12 @@ def targets(resolved: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from targets(value, f"{prefix}[{i}]")
 
 
-def review(lock: Lock) -> list[Target]:
-    """Judge every `_target_` in the lock's config (see the module doc); nothing from the lock is imported."""
+def review(lock: Lock, libraries: bool = True) -> list[Target]:
+    """Judge every `_target_` in the lock's config (see the module doc); nothing from the lock is imported.
+
+    Without `libraries`, a name under a library prefix is left undecided (`deferred`) and the
+    library is not imported.
+    """
     resolved = lock["inputs"]["config"]["resolved"]
     hashed = {f["path"] for f in lock["inputs"]["code"]["files"]}
     # A stage's code is hashed in its record, which the lock embeds (inputs.stages).
@@ -76,20 +85,44 @@ def review(lock: Lock) -> list[Target]:
         if not isinstance(target, str) or not _is_dotted(target):
             out.append(Target(position, repr(target), False, "not an import path (module.name)"))
             continue
-        trusted, why = _judge(target, hashed)
-        out.append(Target(position, target, trusted, why))
+        trusted, why = _judge(target, hashed, libraries)
+        out.append(Target(position, target, bool(trusted), why, deferred=trusted is None))
     return out
 
 
-def check(lock: Lock, trust_code: bool) -> list[Target]:
-    """Raise UserInputError listing every untrusted target, unless `trust_code`; return the review."""
-    reviewed = review(lock)
-    untrusted = [t for t in reviewed if not t.trusted]
+def check(lock: Lock, trust_code: bool, defer_libraries: bool = False) -> list[Target]:
+    """Raise UserInputError listing every untrusted target, unless `trust_code`; return the review.
+
+    With `defer_libraries` (and no `trust_code`), library classes are left to `check_deferred`
+    in the build child, unless something else is refused: then all are judged here, so the
+    error names every target at once.
+    """
+    reviewed = review(lock, libraries=trust_code or not defer_libraries)
+    untrusted = [t for t in reviewed if not t.trusted and not t.deferred]
     if untrusted and not trust_code:
-        listed = "; ".join(t.line() for t in untrusted)
-        raise UserInputError(f"the lock's config names code outside the trusted set, which a rebuild would run: "
-                             f"{listed}. Read it, then pass --trust-code to run it anyway")
+        if any(t.deferred for t in reviewed):
+            reviewed = review(lock)
+            untrusted = [t for t in reviewed if not t.trusted]
+        raise _refused(untrusted)
     return reviewed
+
+
+def check_deferred(pending: list[tuple[str, str]]) -> None:
+    """In the build child, before anything from the lock is imported: judge the library
+    targets `check` deferred (config position, target); raise as `check` would."""
+    untrusted = []
+    for position, target in pending:
+        trusted, why = _judge_library(target)
+        if not trusted:
+            untrusted.append(Target(position, target, False, why))
+    if untrusted:
+        raise _refused(untrusted)
+
+
+def _refused(untrusted: list[Target]) -> UserInputError:
+    listed = "; ".join(t.line() for t in untrusted)
+    return UserInputError(f"the lock's config names code outside the trusted set, which a rebuild would run: "
+                          f"{listed}. Read it, then pass --trust-code to run it anyway")
 
 
 def _is_dotted(target: str) -> bool:
@@ -97,7 +130,8 @@ def _is_dotted(target: str) -> bool:
     return len(parts) >= 2 and all(p.isidentifier() for p in parts)
 
 
-def _judge(target: str, hashed: set[str]) -> tuple[bool, str]:
+def _judge(target: str, hashed: set[str], libraries: bool = True) -> tuple[bool | None, str]:
+    """(trusted, why); trusted is None for a library class left undecided (not `libraries`)."""
     parts = target.split(".")
     for i in range(len(parts) - 1, 0, -1):  # the longest module prefix that is a hashed project file
         module = parts[:i]
@@ -109,10 +143,16 @@ def _judge(target: str, hashed: set[str]) -> tuple[bool, str]:
         if name in _defined_in(home):
             return True, f"repro's own {home.rsplit('.', 1)[1]}"
         return False, f"{name!r} is not a public class or function defined in {home}"
+    if any(target.startswith(prefix) for prefix, _ in _LIBRARIES):
+        return (_judge_library(target) if libraries else (None, "a library class, checked in the build child"))
+    return False, "not project code hashed in the lock, not repro's, not in the safe library set"
+
+
+def _judge_library(target: str) -> tuple[bool, str]:
     for prefix, check in _LIBRARIES:
         if target.startswith(prefix):
             return check(target)
-    return False, "not project code hashed in the lock, not repro's, not in the safe library set"
+    return False, "not in the safe library set"
 
 
 @cache

@@ -32,18 +32,20 @@ def rebuild_config(lock: Lock, world_size: int | None = None) -> tuple[dict[str,
 
 def run_rebuild(lock: Lock, root: Path, work_dir: Path, quiet: bool, world_size: int | None = None,
                 python: Path | None = None, sandbox: Sandbox | None = None,
-                env_extra: dict[str, str] | None = None) -> Path:
+                env_extra: dict[str, str] | None = None, deferred: list[tuple[str, str]] | None = None) -> Path:
     """Train again in a fresh interpreter under the lock's pins alone; return the rebuilt out_dir.
 
     The child (`repro.build.child`) gets an environment made from the pins alone,
     imports the same repro whose source was just hashed (or, with `python`, the
     repro of a recreated toolchain), and a datasets cache of its own so no stale
     cache can stand in for the data. With `sandbox`, the child runs inside it;
-    `env_extra` is added to its environment (verify --localize's op recorder).
+    `env_extra` is added to its environment (verify --localize's op recorder). `deferred`: the
+    trust gate's library targets, which the child checks before anything else (gate.check_deferred).
     """
     resolved, pins = rebuild_config(lock, world_size)
     out_dir = work_dir / "out"
-    run_child({"resolved": resolved, "root": str(root), "out_dir": str(out_dir)}, pins, work_dir,
+    spec = {"resolved": resolved, "root": str(root), "out_dir": str(out_dir), "deferred_targets": deferred or []}
+    run_child(spec, pins, work_dir,
               quiet=quiet, what="rebuild", own_cache=True, python=None if python is None else str(python),
               prefix=sandbox.prefix if sandbox is not None else (), env_extra=env_extra)
     return out_dir

@@ -272,6 +272,10 @@ def rebuild_main(spec_path: str) -> int:
     source = spec.get("resume_source")
     options = ResumeOptions(mode=spec.get("resume_mode", "auto"), source=None if source is None else Path(source))
     try:
+        if spec.get("deferred_targets"):  # verify's trust gate, finished before anything from the lock runs
+            from repro.build.gate import check_deferred
+
+            check_deferred([(str(p), str(t)) for p, t in spec["deferred_targets"]])
         run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]),
                   resume=options, rehash=bool(spec.get("rehash", False)), notify=child_message, in_child=True)
     except ReproError as exc:

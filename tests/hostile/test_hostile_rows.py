@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,9 @@ def test_01_inputs_only_never_imports_a_preprocess_package(project: Path, guard:
                    "allow_pickle": True}),
     ("model.init", {"_target_": "shutil.copyfile", "src": "/etc/passwd", "dst": "stolen"}),
     ("data.preprocess", {"_target_": "pathlib.Path.write_text"}),
+    # Under a library prefix, but a function reached through it, not a torch.nn class: the
+    # rebuild child refuses it (gate.check_deferred) before anything from the lock runs.
+    ("model.init", {"_target_": "torch.nn.functional.torch.save", "obj": 1, "f": "stolen"}),
 ])
 def test_02_a_rebuild_lists_and_refuses_untrusted_targets(project: Path, guard: Guard, position: str,
                                                           node: dict[str, object]) -> None:
@@ -73,6 +77,22 @@ def test_02_a_rebuild_lists_and_refuses_untrusted_targets(project: Path, guard: 
     assert r.code == 2, r.text
     assert f"{position}._target_ = {node['_target_']}" in r.err and "--trust-code" in r.err
     assert not (project / "stolen").exists() and "rebuild " not in r.out
+
+
+def test_02_verify_defers_library_classes_to_the_child_and_never_imports_torch(project: Path) -> None:
+    """The gate judges everything else in verify's own process, without importing torch."""
+    script = ("import json, sys; from repro.build import gate; from repro.lock import lockfile; "
+              f"lock, _ = lockfile.load({lock_path(project)!r}); "
+              "reviewed = gate.check(lock, False, defer_libraries=True); "
+              "print(json.dumps([[t.target, t.trusted, t.deferred] for t in reviewed], sort_keys=True)); "
+              "print('torch' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True,
+                         cwd=project).stdout.splitlines()
+    assert sorted(json.loads(out[0])) == [["repro.models.MLP", True, False],
+                                          ["repro.tasks.Classification", True, False],
+                                          ["torch.optim.Adam", False, True]]
+    assert out[1] == "False"
 
 
 # 3 ------------------------------------------------------------------------------------------

@@ -27,9 +27,10 @@ from repro.lock.types import Lock
 
 
 def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_path: Path | None,
-                        report: VerifyReport) -> dict[str, Any]:
+                        report: VerifyReport, deferred: list[tuple[str, str]]) -> dict[str, Any]:
     """Rebuild `lock` in a work folder under its pins, file the rebuilt lock's differences in `report`,
-    and return the report's `rebuild` block. The work folder is kept only when `opts.work_dir` names it."""
+    and return the report's `rebuild` block. The work folder is kept only when `opts.work_dir` names it.
+    `deferred`: the trust gate's library targets, which the rebuild child checks first (gate.check_deferred)."""
     keep = opts.work_dir is not None
     work = Path(opts.work_dir) if opts.work_dir else Path(tempfile.mkdtemp(prefix="repro-verify-"))
     work = work.resolve()
@@ -45,7 +46,8 @@ def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pat
             python, env = made.python, made.to_json()
         started = time.monotonic()
         box = sandbox_for(root, work, opts.world_size or lock["build"]["world_size"], opts.sandbox)
-        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python, sandbox=box)
+        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python, sandbox=box,
+                          deferred=deferred)
         seconds = time.monotonic() - started
         rebuilt = lockfile.read(out / LOCK_NAME)
         add_rebuilt_differences(report, lock, rebuilt)
@@ -56,7 +58,7 @@ def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pat
             def replay_here(folder: Path, env: dict[str, str]) -> None:  # this rebuild again, as it ran
                 folder.mkdir(parents=True, exist_ok=True)
                 run_rebuild(lock, root, folder, True, world_size=opts.world_size, python=python, sandbox=box,
-                            env_extra=env)
+                            env_extra=env, deferred=deferred)
 
             localized = _localize(lock, root, opts, work, report.differences, replay_here)
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,

@@ -42,9 +42,12 @@ def verify(opts: VerifyOptions) -> VerifyReport:
     # Only inputs and pins can make a rebuild pointless; a bad weights file cannot.
     rebuilding = not opts.inputs_only and (report.identical or opts.rebuild_anyway)
     weights_path = check_weights(report, lock, opts)
+    deferred: list[tuple[str, str]] = []
     if rebuilding:  # before anything from the lock is imported or started
-        reviewed = gate.check(lock, opts.trust_code)
-        report.checked["trusted_anyway"] = [t.line() for t in reviewed if not t.trusted]
+        # Library classes are checked by the rebuild child itself, unless another toolchain's repro runs it.
+        reviewed = gate.check(lock, opts.trust_code, defer_libraries=opts.toolchain != "recreate")
+        report.checked["trusted_anyway"] = [t.line() for t in reviewed if not t.trusted and not t.deferred]
+        deferred = [(t.position, t.target) for t in reviewed if t.deferred]
         check_bounds(lock["build"]["threads"], opts.world_size or lock["build"]["world_size"],
                      opts.allow_oversubscribe)
     report.notes += machine_check(lock, rebuilding)
@@ -54,7 +57,7 @@ def verify(opts: VerifyOptions) -> VerifyReport:
             "rebuilding with another world size: the global batch is split differently and gradients are "
             "reduced in another order, so the result is not expected to be bit-identical"))
     if rebuilding:
-        report.rebuild = rebuild = rebuild_and_compare(lock, root, opts, weights_path, report)
+        report.rebuild = rebuild = rebuild_and_compare(lock, root, opts, weights_path, report, deferred)
         if opts.record:
             report.record = write_record(report, rebuild, opts, lock_sha256)
     elif not opts.inputs_only:
