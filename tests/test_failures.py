@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, run_repro, sha256_file
+from conftest import REPO, TINY, make_project, run_repro, sha256_file
 
 from repro.canonical import StagedFiles, atomic_write_bytes
 from repro.errors import EXIT_CODES, ConfigError, OutputError, output_error
@@ -105,13 +106,21 @@ def _train_limited(args: list[str], cwd: Path, fsize: int | None) -> subprocess.
                           capture_output=True, text=True, preexec_fn=limit if fsize else None)
 
 
+@pytest.fixture(scope="module")
+def earlier_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny build's out_dir, trained once for the module: the outputs a failing run must keep."""
+    project = make_project(tmp_path_factory.mktemp("failures") / "project")
+    first = _train_limited([*TINY, "trainer.checkpoint_every=0", "out_dir=o"], project, None)
+    assert first.returncode == 0, first.stderr
+    return project / "o"
+
+
 @pytest.mark.parametrize("checkpoint_every", [0, 5])
 def test_a_full_disk_exits_6_naming_the_path_and_keeps_the_earlier_outputs(
-        project: Path, small_disk: tuple[Path, str], checkpoint_every: int) -> None:
+        project: Path, small_disk: tuple[Path, str], earlier_outputs: Path, checkpoint_every: int) -> None:
     disk, kind = small_disk
     out = disk / "o"
-    first = _train_limited([*TINY, "trainer.checkpoint_every=0", f"out_dir={out}"], project, None)
-    assert first.returncode == 0, first.stderr
+    shutil.copytree(earlier_outputs, out)  # the earlier build's outputs, on the small disk
     before = {p.name: sha256_file(p) for p in out.iterdir()}
     if kind == "tmpfs":  # fill the disk to its last few KiB
         filler = disk / "filler"

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_repro, sha256_file
+from conftest import TINY, make_project, run_repro, sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -18,19 +18,32 @@ def _train(project: Path, out: str, *overrides: str) -> str:
     return sha256_file(project / out / "model.safetensors")
 
 
-def test_worker_processes_do_not_change_the_bits(project: Path) -> None:
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One build of the tiny default config (no worker processes, fp32), shared by the module:
+    (its project, the weights' sha256). Tests add their own out_dirs beside it and change no file."""
+    project = make_project(tmp_path_factory.mktemp("precision") / "project")
+    return project, _train(project, "plain")
+
+
+def test_worker_processes_do_not_change_the_bits(plain: tuple[Path, str]) -> None:
     """Workers only gather the rows of batches the sampler already chose (repro.train.sampling),
     each seeded from the run's generator, so 0, 1 and 2 workers train the same model."""
-    digests = {n: _train(project, f"w{n}", f"trainer.num_workers={n}") for n in (0, 1, 2)}
+    project, no_workers = plain
+    lock = json.loads((project / "plain" / "repro.lock").read_text())
+    assert lock["inputs"]["config"]["resolved"]["trainer"]["num_workers"] == 0  # the default: 0 workers
+    digests = {0: no_workers, **{n: _train(project, f"w{n}", f"trainer.num_workers={n}") for n in (1, 2)}}
     assert len(set(digests.values())) == 1, digests
     lock = json.loads((project / "w2" / "repro.lock").read_text())
     assert lock["inputs"]["config"]["resolved"]["trainer"]["num_workers"] == 2
 
 
-def test_bf16_autocast_on_the_cpu_is_bit_identical_twice_and_recorded(project: Path) -> None:
+def test_bf16_autocast_on_the_cpu_is_bit_identical_twice_and_recorded(plain: tuple[Path, str]) -> None:
+    project, f32 = plain
     first, again = _train(project, "b1", "build.precision=bf16"), _train(project, "b2", "build.precision=bf16")
     assert first == again
-    assert first != _train(project, "f32")  # autocast really ran: bf16 products round differently
+    assert json.loads((project / "plain" / "repro.lock").read_text())["build"]["precision"] == "fp32"
+    assert first != f32  # autocast really ran: bf16 products round differently
     lock = json.loads((project / "b1" / "repro.lock").read_text())
     assert lock["build"]["precision"] == "bf16"
 

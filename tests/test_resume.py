@@ -152,6 +152,8 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(project: Path, s
 def test_changed_config_is_refused_naming_the_key(project: Path, straight: Path) -> None:
     out = project / "changed"
     _kill_at(project, "changed", (STEP, 10))
+    kept = project / "changed-checkpoints"  # for --no-resume below, which needs checkpoints to delete
+    shutil.copytree(out / "checkpoints", kept)
     r = run_repro(["train", *BASE, *CKPT, "out_dir=changed", "trainer.batch_size=32"], cwd=project)
     assert r.code == 2, r.stderr
     assert "Traceback" not in r.stderr
@@ -163,7 +165,9 @@ def test_changed_config_is_refused_naming_the_key(project: Path, straight: Path)
     assert r.code == 0, r.stderr
     assert "--restart" in r.stderr and _run_json(out)["resumed_from"] is None
 
-    _kill_at(project, "changed", (STEP, 10))
+    # Checkpoints again, as a second run killed at step 10 would leave them: the first kill's, put back.
+    shutil.copytree(kept, out / "checkpoints")
+    assert _checkpoints(out) == ["step-00000010"]
     r = run_repro(["train", *BASE, *CKPT, "out_dir=changed", "--no-resume"], cwd=project)
     assert r.code == 0, r.stderr
     assert "--no-resume: deleting the checkpoints" in r.stderr
