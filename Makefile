@@ -63,7 +63,8 @@ test-fast: dev
 
 ## test-durations: run the suite and rewrite tests/durations.json, the longest-first order `make test` uses.
 test-durations: dev
-	$(BIN)/python -m pytest -n auto --dist loadgroup --store-durations
+	@tmp=$$(scripts/test_tmpdir.sh); TMPDIR=$$tmp $(BIN)/python -m pytest -n auto --dist loadgroup --store-durations; \
+	  suite=$$?; case $$tmp in */repro-tests.*) rm -rf "$$tmp";; esac; exit $$suite
 
 lint: dev lint-quick
 	$(BIN)/mypy
