@@ -47,16 +47,20 @@ demo: venv
 	@echo "--- verify: rebuild from the lock in a fresh process, compare bytes (exit 0 = bit-identical):"
 	$(BIN)/repro verify out/digits/repro.lock
 
+# The whole suite on every core, longest units first (tests/scheduling.py), its temporary files where
+# scripts/test_tmpdir.sh says; sets $suite to pytest's exit code. $(1): more pytest arguments.
+SUITE = tmp=$$(scripts/test_tmpdir.sh); echo "--- temporary files: $$tmp"; \
+	TMPDIR=$$tmp $(BIN)/python -m pytest -n auto --dist loadgroup $(1); suite=$$?; \
+	case $$tmp in */repro-tests.*) if test $$suite -eq 0; then rm -rf "$$tmp"; fi;; esac
+
 ## test: the linters and the import contract, then the whole suite (slow tests included) on every core.
 ## mypy --strict (~45 s from a fresh cache, one core) checks while the suite runs; either failing fails.
 ## The suite's temporary files go to a memory filesystem when there is room (scripts/test_tmpdir.sh says
 ## why); that folder is removed after a passing run and kept, for a look, after a failing one.
 test: dev lint-quick
-	@tmp=$$(scripts/test_tmpdir.sh); echo "--- temporary files: $$tmp"; \
-	  $(BIN)/mypy > $(VENV)/mypy.log 2>&1 & typing=$$!; \
-	  TMPDIR=$$tmp $(BIN)/python -m pytest -n auto --dist loadgroup; suite=$$?; \
+	@$(BIN)/mypy > $(VENV)/mypy.log 2>&1 & typing=$$!; \
+	  $(call SUITE,); \
 	  wait $$typing; typed=$$?; echo "--- mypy --strict:"; cat $(VENV)/mypy.log; \
-	  case $$tmp in */repro-tests.*) if test $$suite -eq 0; then rm -rf "$$tmp"; fi;; esac; \
 	  test $$suite -eq 0 && test $$typed -eq 0
 
 test-fast: dev
@@ -64,8 +68,7 @@ test-fast: dev
 
 ## test-durations: run the suite and rewrite tests/durations.json, the longest-first order `make test` uses.
 test-durations: dev
-	@tmp=$$(scripts/test_tmpdir.sh); TMPDIR=$$tmp $(BIN)/python -m pytest -n auto --dist loadgroup --store-durations; \
-	  suite=$$?; case $$tmp in */repro-tests.*) rm -rf "$$tmp";; esac; exit $$suite
+	@$(call SUITE,--store-durations); exit $$suite
 
 lint: dev lint-quick
 	$(BIN)/mypy

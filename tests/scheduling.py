@@ -19,12 +19,12 @@ collection here:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+
+from repro.canonical import atomic_write_json
 
 DURATIONS = Path(__file__).resolve().parent / "durations.json"
 DEFAULT_SLOW, DEFAULT_FAST = 8.0, 0.1
@@ -80,11 +80,6 @@ def write_durations(measured: Iterable[tuple[str, float]], path: Path = DURATION
     missing one is a new one), sorted by node id, atomically."""
     totals: dict[str, float] = {}
     for node_id, seconds in measured:
-        totals[plain_node_id(node_id)] = totals.get(plain_node_id(node_id), 0.0) + seconds
-    text = json.dumps({k: round(v, 1) for k, v in sorted(totals.items())}, indent=1) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+        plain = plain_node_id(node_id)
+        totals[plain] = totals.get(plain, 0.0) + seconds
+    atomic_write_json(path, {k: round(v, 1) for k, v in totals.items()})

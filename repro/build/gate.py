@@ -112,7 +112,8 @@ def check_deferred(pending: list[tuple[str, str]]) -> None:
     targets `check` deferred (config position, target); raise as `check` would."""
     untrusted = []
     for position, target in pending:
-        trusted, why = _judge_library(target)
+        library = _library_check(target)
+        trusted, why = library(target) if library is not None else (False, "not in the safe library set")
         if not trusted:
             untrusted.append(Target(position, target, False, why))
     if untrusted:
@@ -143,16 +144,15 @@ def _judge(target: str, hashed: set[str], libraries: bool = True) -> tuple[bool 
         if name in _defined_in(home):
             return True, f"repro's own {home.rsplit('.', 1)[1]}"
         return False, f"{name!r} is not a public class or function defined in {home}"
-    if any(target.startswith(prefix) for prefix, _ in _LIBRARIES):
-        return (_judge_library(target) if libraries else (None, "a library class, checked in the build child"))
+    library = _library_check(target)
+    if library is not None:
+        return library(target) if libraries else (None, "a library class, checked in the build child")
     return False, "not project code hashed in the lock, not repro's, not in the safe library set"
 
 
-def _judge_library(target: str) -> tuple[bool, str]:
-    for prefix, check in _LIBRARIES:
-        if target.startswith(prefix):
-            return check(target)
-    return False, "not in the safe library set"
+def _library_check(target: str) -> Callable[[str], tuple[bool, str]] | None:
+    """The subclass check for a target under one of the safe libraries' prefixes, if it is under one."""
+    return next((check for prefix, check in _LIBRARIES if target.startswith(prefix)), None)
 
 
 @cache
