@@ -15,16 +15,23 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# uv installs the pinned environment: it unpacks and byte-compiles on every core (`make dev`
-# from a fresh clone: 45 s, against 90 s with pip, on two cores). The byte-compile is kept: where PYTHONDONTWRITEBYTECODE is
-# set (it is on this project's machines), nothing compiled later is cached, and each test
-# process would compile its imports again. uv does not read pip's configuration, so pip's
-# find-links and index URLs are handed to it, as `verify --toolchain recreate` does. repro itself
-# goes in editable through uv too: 2.7 s against 11.3 s with pip, same files (PEP 660, setuptools).
+# uv installs the pinned environment, unpacking on every core. uv does not read pip's
+# configuration, so pip's find-links and index URLs are handed to it, as `verify --toolchain
+# recreate` does. repro itself goes in editable through uv too: 2.7 s against 11.3 s with pip,
+# same files (PEP 660, setuptools).
+#
+# Nothing is byte-compiled at install: compiling all ~16,000 installed modules took 48 s of CPU, and
+# the suite imports about a third of them. Instead make lets Python cache what it compiles (its
+# default; PYTHONDONTWRITEBYTECODE, set on this project's machines, would make every process compile
+# its imports again), so each module is compiled once, by the first process that imports it.
+# Build children write their cache either way (their environment is an allowlist), and stage
+# children never do (repro.build.stage). BENCHMARKS.md has the figures.
+unexport PYTHONDONTWRITEBYTECODE
+
 $(BIN)/uv: | $(BIN)/python
 	$(BIN)/python -m pip install -q "$$(grep '^uv==' requirements/dev.txt)"
 
-UV_INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode --index-strategy unsafe-best-match \
+UV_INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python --index-strategy unsafe-best-match \
 	$$(PYTHONPATH=. $(BIN)/python -c 'from repro.build.recreate import pip_index_options as o; print(*o())')
 
 $(VENV)/.ref-stamp: requirements/reference.txt pyproject.toml | $(BIN)/uv
