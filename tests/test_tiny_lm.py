@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,9 @@ from conftest import REPO, Result, run_repro, sha256_file
 from repro.canonical import canonical_json
 from repro.cli import COMMANDS
 
-pytestmark = pytest.mark.slow
 # The example needs the `lm` extra (transformers, tokenizers); the reference env has it.
-pytest.importorskip("transformers")
-pytest.importorskip("tokenizers")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(find_spec("transformers") is None or find_spec("tokenizers") is None,
+                                                   reason="needs the `lm` extra (transformers, tokenizers)")]
 
 EXAMPLE = REPO / "examples" / "tiny-lm"
 VENV_BIN = Path(sys.executable).parent
