@@ -57,6 +57,32 @@ def test_ulp_distance_counts_elements_and_units_in_the_last_place() -> None:
     assert ulp_distance(torch.tensor([0.0]), torch.tensor([-0.0])) == (1, 0)  # other bits, same number
 
 
+def _recording(folder: Path, steps: dict[int, list[str]]) -> Path:
+    """A recording as the op recorder saves one: per step, one op per digest (no values kept)."""
+    ops = [{"index": i, "step": step, "position": pos, "op": "aten::mm.default", "phase": "forward",
+            "module": "net", "shape": [2, 2], "dtype": "float32", "sha256": digest, "kept": False}
+           for i, (step, pos, digest) in enumerate((s, p, d) for s, ds in steps.items() for p, d in enumerate(ds))]
+    folder.mkdir(parents=True)
+    (folder / "ops.json").write_text(json.dumps({"version": 1, "step": max(steps), "ops": ops}))
+    return folder
+
+
+def test_first_difference_compares_only_the_steps_asked_about_and_both_recorded(tmp_path: Path) -> None:
+    """A build records all its steps; localizing step k compares steps up to k, and a resumed run's
+    recording (from its checkpoint on) is compared on the steps both hold."""
+    from repro.train.opdiff import first_difference
+
+    base = _recording(tmp_path / "base", {1: ["a", "b"], 2: ["c", "d"], 3: ["e", "f"]})
+    later = _recording(tmp_path / "later", {1: ["a", "b"], 2: ["c", "d"], 3: ["e", "X"]})
+    assert first_difference(base, later, upto=2) is None
+    found = first_difference(base, later, upto=3)
+    assert found is not None and (found["step"], found["position"], found["kind"]) == (3, 1, "values differ")
+    assert first_difference(base, later) == found
+    resumed = _recording(tmp_path / "resumed", {3: ["e", "X"]})
+    assert first_difference(base, resumed, upto=2) is None
+    assert first_difference(base, resumed, upto=3) == found
+
+
 def test_every_build_records_per_step_digests_in_the_lock(project: Path) -> None:
     result = run_repro(["train", "--quiet", *TINY, "out_dir=o"], cwd=project)
     assert result.code == 0, result.stderr

@@ -96,7 +96,8 @@ def check(opts: CheckOptions) -> CheckReport:
     project = Project(opts.source, list(opts.overrides), resolved, opts.steps, work)
     started = time.monotonic()
     try:
-        base = train(project, BASELINE)
+        base_trace = _recording(project, BASELINE) if opts.localize else None
+        base = train(project, BASELINE, trace=None if base_trace is None else (project.steps, base_trace))
         if base.error is not None:
             raise TrainingFailed(f"the baseline build failed ({base.error}); fix `repro train` first")
         assert base.lock is not None
@@ -104,7 +105,7 @@ def check(opts: CheckOptions) -> CheckReport:
         profile = profile_of(resolved)
         report = CheckReport(profile, opts.steps, config_digest(resolved)["sha256"],
                              {"what": BASELINE.what, "seconds": base.seconds, "weights_sha256": base.weights_sha256})
-        localizer = Localizer(project)
+        localizer = Localizer(project, recorded=base_trace)
         for variation in variations(project, opts.axes):
             report.rows.append(_one(project, variation, base, profile, localizer if opts.localize else None))
         report.seconds = time.monotonic() - started
@@ -120,9 +121,11 @@ def _one(project: Project, variation: Variation, base: Run, profile: str,
     if variation.what.startswith("skipped:"):
         row.detail, row.promised = variation.what.removeprefix("skipped: "), False
         return row
-    # An emulated CPU is ~30x slower, start-up included: its one build also records its ops (every
-    # step; the recorder reads, it changes no value), so a difference needs no second emulated build.
-    recorded = project.work / f"trace-{variation.prefix[0]}-all" if variation.qemu and localizer else None
+    # When localizing, the build itself records its ops, every step (the recorder reads, it changes no
+    # value), as the baseline's did: a difference is then named from the two builds that differ, with
+    # no replay (an emulated build is ~30x slower; a racy op need not part a replay).
+    localized = localizer is not None and variation.axis not in NOT_LOCALIZED
+    recorded = _recording(project, variation) if localized else None
     run = train(project, variation, trace=None if recorded is None else (project.steps, recorded))
     row.seconds, row.weights_sha256 = run.seconds, run.weights_sha256
     if run.error is not None:
@@ -138,10 +141,19 @@ def _one(project: Project, variation: Variation, base: Run, profile: str,
     row.first_step = first_step(base, run)
     if row.first_step is None:
         row.detail = explain(base, run)
-    elif localizer is not None and variation.axis not in ("world", "profile"):
+    elif localizer is not None and localized:
         row.first_op = localizer.op(variation, row.first_step, recorded)
         row.detail = row.first_op.get("line") or row.first_op.get("error", "")
     return row
+
+
+# Expected to differ from the first step, so not localized; several ranks are not recorded either.
+NOT_LOCALIZED = ("world", "profile")
+
+
+def _recording(project: Project, variation: Variation) -> Path:
+    """Where a build of `variation` records its ops (all its steps) for localization."""
+    return project.work / f"trace-{variation.axis}-{variation.name.replace(' ', '-')}-all"
 
 
 def _lock_bytes(run: Run) -> bytes:

@@ -2,9 +2,11 @@
 
 The step comes from the per-step parameter digests every build records
 (`step_digests.txt`, whose digest is in the lock). The operation comes from
-replaying that step in both conditions under the dispatch recorder
-(`repro.train.trace`) and comparing the two op sequences. `repro check` and
-`repro verify --localize` both come through here.
+comparing two op sequences recorded under the dispatch recorder
+(`repro.train.trace`) up to that step: `repro check`'s own builds record theirs
+(see check_report), and a condition without a recording, or whose recording
+agrees, is replayed. `repro check` and `repro verify --localize` both come
+through here.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def first_op(base: Tracer, other: Tracer, step: int) -> dict[str, Any]:
         theirs, error = other(tries)
         if theirs is None:
             return {"error": f"replay failed: {error}"}
-        found = first_difference(ours, theirs)
+        found = first_difference(ours, theirs, upto=step)
     if found is None:
         return {"error": f"every op of steps 1-{step} agreed in {tries} replays (the difference came from "
                          "outside the steps, or is too rare to catch)"}
@@ -76,16 +78,23 @@ def _recorded(folder: Path) -> Tracer:
 
 
 class Localizer:
-    """Replays steps, sharing the baseline's recordings between variations."""
+    """Names the first differing op against the baseline, replaying only what was not recorded.
 
-    def __init__(self, project: Project, baseline: Variation = BASELINE) -> None:
+    `recorded`: the baseline build's own recording of its steps; without one, the
+    baseline is replayed once per distinct step and the replays are shared.
+    """
+
+    def __init__(self, project: Project, baseline: Variation = BASELINE, recorded: Path | None = None) -> None:
         self.project, self.baseline = project, baseline
         self.cache: dict[int, tuple[Path | None, str | None]] = {}
+        self.recorded = recorded if recorded is not None and (recorded / "ops.json").is_file() else None
 
     def op(self, variation: Variation, step: int, recorded: Path | None = None) -> dict[str, Any]:
         """The first op of `step` whose outputs differ between the baseline and `variation`;
         `recorded`: a recording of the variation's steps made already, replayed only if it agrees."""
         def base(_attempt: int) -> tuple[Path | None, str | None]:
+            if self.recorded is not None:
+                return self.recorded, None
             if step not in self.cache:
                 self.cache[step] = trace_step(self.project, self.baseline, step)
             return self.cache[step]

@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "again,shell,cores,path,hashseed,resume,profile,world,cpu")
     p.add_argument("--steps", type=int, default=20, metavar="N",
                    help="train N steps per build (default 20; emulated CPUs run ~30x slower)")
-    p.add_argument("--no-localize", action="store_true", help="do not replay the first differing step")
+    p.add_argument("--no-localize", action="store_true",
+                   help="do not record the builds' ops or name the first differing op")
     p.add_argument("--config-dir", help="folder holding the project's Hydra configs (default: ./configs)")
     p.add_argument("--config-name", default="train", help="config file name without .yaml (default: train)")
     p.add_argument("--root", help="project root that data and code paths are relative to")

@@ -1,8 +1,9 @@
-"""Compare two recorded replays (`repro.train.trace`): the first op whose outputs differ, in words.
+"""Compare two op recordings (`repro.train.trace`): the first op whose outputs differ, in words.
 
 Only steps both recordings hold are compared (a resumed run records from its
-checkpoint on). A differing op is counted in elements and in units in the last
-place, from the values the recorder kept.
+checkpoint on), up to the step asked about (a build may have recorded all its
+steps). A differing op is counted in elements and in units in the last place,
+from the values the recorder kept.
 """
 
 from __future__ import annotations
@@ -34,14 +35,17 @@ def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
     return differ, int((ordered(a) - ordered(b)).abs().max())
 
 
-def first_difference(a: Path, b: Path) -> dict[str, Any] | None:
+def first_difference(a: Path, b: Path, upto: int | None = None) -> dict[str, Any] | None:
     """The first op whose outputs differ between two recorded runs, described; None if all agree.
 
-    Only steps both recorded are compared (a resumed run records from its checkpoint on).
+    Only steps both recorded are compared (a resumed run records from its checkpoint on),
+    and none after `upto`.
     """
     ops_a, vals_a = read_trace(a)
     ops_b, vals_b = read_trace(b)
     common = {o["step"] for o in ops_a} & {o["step"] for o in ops_b}
+    if upto is not None:
+        common = {s for s in common if s <= upto}
     for step in sorted(common):
         in_a = [o for o in ops_a if o["step"] == step]
         in_b = [o for o in ops_b if o["step"] == step]
