@@ -61,7 +61,7 @@ SUITE = tmp=$$(scripts/test_tmpdir.sh); echo "--- temporary files: $$tmp"; \
 	case $$tmp in */repro-tests.*) if test $$suite -eq 0; then rm -rf "$$tmp"; fi;; esac
 
 ## test: the linters and the import contract, then the whole suite (slow tests included) on every core.
-## mypy --strict (~45 s from a fresh cache, one core) checks while the suite runs; either failing fails.
+## mypy --strict (~16 s from a fresh cache, one core) checks while the suite runs; either failing fails.
 ## The suite's temporary files go to a memory filesystem when there is room (scripts/test_tmpdir.sh says
 ## why); that folder is removed after a passing run and kept, for a look, after a failing one.
 test: dev lint-quick
