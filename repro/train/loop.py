@@ -7,6 +7,7 @@ and `pins` and is recorded by the caller (`repro.build.run`).
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -86,6 +87,9 @@ def train(cfg: dict[str, Any], pins: Pins, root: Path, data_files: list[str], on
     scheduler = None if sched_node is None else instantiate(sched_node, "trainer.scheduler")(optimizer)
 
     accelerator = _accelerator(pins)
+    if not gc.isenabled():  # a build child, whose imports are done (repro.build.__main__)
+        gc.freeze()  # what start-up loaded stays: never scan it again
+        gc.enable()
     try:
         run = _Run.prepare(accelerator, pins, spec, task, model, optimizer, scheduler, train_t)
         losses, digest, trace = run.steps(checkpoints, on_step)
