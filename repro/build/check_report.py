@@ -17,7 +17,7 @@ from typing import Any
 
 from repro import __version__
 from repro.build.check import Project, Run, profile_of, train
-from repro.build.localize import Localizer, explain, first_step
+from repro.build.localize import Localizer, explain, first_step, trace_folder
 from repro.build.variations import AXES, BASELINE, Variation, promised, variations
 from repro.errors import ConfigError, TrainingFailed
 from repro.filenames import CHECK_NAME, LOCK_NAME
@@ -96,7 +96,7 @@ def check(opts: CheckOptions) -> CheckReport:
     project = Project(opts.source, list(opts.overrides), resolved, opts.steps, work)
     started = time.monotonic()
     try:
-        base_trace = _recording(project, BASELINE) if opts.localize else None
+        base_trace = trace_folder(project, BASELINE, "all") if opts.localize else None
         base = train(project, BASELINE, trace=None if base_trace is None else (project.steps, base_trace))
         if base.error is not None:
             raise TrainingFailed(f"the baseline build failed ({base.error}); fix `repro train` first")
@@ -125,7 +125,7 @@ def _one(project: Project, variation: Variation, base: Run, profile: str,
     # value), as the baseline's did: a difference is then named from the two builds that differ, with
     # no replay (an emulated build is ~30x slower; a racy op need not part a replay).
     localized = localizer is not None and variation.axis not in NOT_LOCALIZED
-    recorded = _recording(project, variation) if localized else None
+    recorded = trace_folder(project, variation, "all") if localized else None
     run = train(project, variation, trace=None if recorded is None else (project.steps, recorded))
     row.seconds, row.weights_sha256 = run.seconds, run.weights_sha256
     if run.error is not None:
@@ -141,7 +141,7 @@ def _one(project: Project, variation: Variation, base: Run, profile: str,
     row.first_step = first_step(base, run)
     if row.first_step is None:
         row.detail = explain(base, run)
-    elif localizer is not None and localized:
+    elif localized and localizer is not None:
         row.first_op = localizer.op(variation, row.first_step, recorded)
         row.detail = row.first_op.get("line") or row.first_op.get("error", "")
     return row
@@ -149,11 +149,6 @@ def _one(project: Project, variation: Variation, base: Run, profile: str,
 
 # Expected to differ from the first step, so not localized; several ranks are not recorded either.
 NOT_LOCALIZED = ("world", "profile")
-
-
-def _recording(project: Project, variation: Variation) -> Path:
-    """Where a build of `variation` records its ops (all its steps) for localization."""
-    return project.work / f"trace-{variation.axis}-{variation.name.replace(' ', '-')}-all"
 
 
 def _lock_bytes(run: Run) -> bytes:

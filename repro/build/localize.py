@@ -30,9 +30,14 @@ def first_step(a: Run, b: Run) -> int | None:
     return first_differing_step(a.digests, b.digests)
 
 
+def trace_folder(project: Project, variation: Variation, what: str) -> Path:
+    """Where a build of `variation` records its ops: `what` is `all` (the check's own build) or a replay's step."""
+    return project.work / f"trace-{variation.axis}-{variation.name.replace(' ', '-')}-{what}"
+
+
 def trace_step(project: Project, variation: Variation, step: int, attempt: int = 1) -> tuple[Path | None, str | None]:
     """Replay `variation`'s build up to `step` under the op recorder; (trace folder, error)."""
-    folder = project.work / f"trace-{variation.axis}-{variation.name.replace(' ', '-')}-step{step}-{attempt}"
+    folder = trace_folder(project, variation, f"step{step}-{attempt}")
     run = train(project, variation, trace=(step, folder))
     if run.error is not None and not (folder / "ops.json").is_file():
         return None, run.error
