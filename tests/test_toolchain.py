@@ -46,6 +46,17 @@ def test_card_audit_signing_and_cli_are_not_the_compiler() -> None:
     assert toolchain.is_compiler_module("repro.models")
 
 
+def test_the_fingerprint_holds_only_modules_a_lock_can_record() -> None:
+    """An entry point runs as `__main__`, which `compiler_files` never records, so it is no compiler source."""
+    sources = toolchain.compiler_sources()
+    assert not [p for p in sources if p.endswith("/__main__.py")]
+    entry_points = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "repro").rglob("__main__.py"))
+    assert entry_points == ["repro/__main__.py", "repro/build/__main__.py"]
+    running_as_main = {"__main__": ModuleType("__main__")}
+    running_as_main["__main__"].__file__ = str(REPO / "repro" / "build" / "__main__.py")
+    assert toolchain.compiler_files(running_as_main) == []
+
+
 def test_compiler_files_are_the_loaded_compiler_modules() -> None:
     import repro.cli  # noqa: F401  (loaded, not compiler)
     import repro.source.hashing  # noqa: F401
