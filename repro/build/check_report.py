@@ -28,6 +28,9 @@ __all__ = ["CHECK_NAME", "CheckOptions", "CheckReport", "check", "parse_axes", "
 
 REPORT_VERSION = 1
 
+# Expected to differ from the first step, so not localized; several ranks are not recorded either.
+NOT_LOCALIZED = ("world", "profile")
+
 
 @dataclass(frozen=True)
 class CheckOptions:
@@ -145,10 +148,6 @@ def _one(project: Project, variation: Variation, base: Run, profile: str,
         row.first_op = localizer.op(variation, row.first_step, recorded)
         row.detail = row.first_op.get("line") or row.first_op.get("error", "")
     return row
-
-
-# Expected to differ from the first step, so not localized; several ranks are not recorded either.
-NOT_LOCALIZED = ("world", "profile")
 
 
 def _lock_bytes(run: Run) -> bytes:
