@@ -17,6 +17,14 @@ RECORD_NAME = "verification.json"  # left beside a lock by `repro verify`; `repr
 OUT_DIR_LOCK = ".repro-train.lock"  # held while a build writes out_dir
 CHECKPOINTS_DIR = "checkpoints"  # step folders, deleted once the outputs are complete
 
+# Written into a release folder after the build, by the trust commands (`repro card`, `repro sign`,
+# `repro attest`): evidence about the model, never its source.
+CARD_NAME = "README.md"  # the model card
+PLOT_NAME = "loss.png"  # the card's loss curve
+REBUILD_NAME = "rebuild.yaml"  # the card's composable config for a rebuild
+SIGNATURE_NAME = "model.sig"  # the model-signing bundle
+PROVENANCE_NAME = "provenance.intoto.json"  # the in-toto statement
+
 # Names a task's exported files may not take.
 OWN_OUTPUTS = (WEIGHTS_NAME, METRICS_NAME, RUN_NAME, STEPS_NAME, LOCK_NAME)
 

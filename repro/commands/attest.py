@@ -22,8 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Outcome:
     from repro.canonical import atomic_write_json, sha256_bytes
+    from repro.filenames import PROVENANCE_NAME
     from repro.lock.release_folder import resolve_release
-    from repro.trust.provenance import LOCAL_BUILDER_ID, PROVENANCE_NAME, attest
+    from repro.trust.provenance import LOCAL_BUILDER_ID, attest
 
     release = resolve_release(args.release)
     stmt = attest(release, args.builder_id or LOCAL_BUILDER_ID)

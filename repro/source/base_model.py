@@ -15,16 +15,18 @@ from typing import Any
 
 from repro.canonical import sha256_bytes
 from repro.errors import DataError
-from repro.filenames import LOCK_NAME
+from repro.filenames import CHECK_NAME, LOCK_NAME, PROVENANCE_NAME, RECORD_NAME, RUN_NAME
 from repro.safeio import read_json
 from repro.source.filetree import resolve_under, safe_relpath
 from repro.source.hashing import hash_files, root_digest
 
 BASE_KEY = "model.base"
 # What a model loads from a release folder. Not hashed: the lock (recorded on its
-# own), run.json (machine facts) and verification records (evidence, not source).
+# own), run.json (machine facts), and the JSON evidence that commands leave beside a
+# release after its build (verify's record, check's report, attest's statement): a
+# fine-tune's base must not change because someone verified, checked or attested it.
 LOADED_SUFFIXES = (".safetensors", ".json", ".txt", ".model")
-NOT_SOURCE = (LOCK_NAME, "run.json", "verification.json")
+NOT_SOURCE = (LOCK_NAME, RUN_NAME, RECORD_NAME, CHECK_NAME, PROVENANCE_NAME)
 LOCKED, UNVERIFIED = "locked", "unverified base"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from repro.canonical import atomic_write_bytes
 from repro.errors import UserInputError
-from repro.filenames import CHECK_NAME, METRICS_NAME, RUN_NAME
+from repro.filenames import CARD_NAME, CHECK_NAME, METRICS_NAME, PLOT_NAME, REBUILD_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.release_folder import ReleaseFolder
 from repro.lock.types import Inputs, Lock
@@ -25,9 +25,6 @@ from repro.safeio import loads, read_bytes, read_json
 from repro.trust.audit import AuditReport, audit_path
 from repro.trust.licenses import hf_license
 
-CARD_NAME = "README.md"
-PLOT_NAME = "loss.png"
-REBUILD_NAME = "rebuild.yaml"
 REBUILD_OUT = "rebuilt"
 
 

@@ -32,7 +32,6 @@ PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 # reserved (RFC 6761), so these can never point at someone else's page.
 BUILD_TYPE = "https://repro.invalid/build-types/train/v1"
 LOCAL_BUILDER_ID = "https://repro.invalid/builders/local/v1"
-PROVENANCE_NAME = "provenance.intoto.json"
 _EXTRA_FILES = (LOCK_NAME, METRICS_NAME, RUN_NAME)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # what the schema accepts as a URI
 

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import MismatchError, UserInputError
-from repro.filenames import LOCK_NAME, WEIGHTS_NAME
+from repro.filenames import CARD_NAME, LOCK_NAME, PLOT_NAME, PROVENANCE_NAME, REBUILD_NAME, SIGNATURE_NAME, WEIGHTS_NAME
 from repro.safeio import loads, open_regular, read_bytes
 from repro.source.hashing import sha256_file
 
-SIGNATURE_NAME = "model.sig"
 REQUIRED_FILES = (WEIGHTS_NAME, LOCK_NAME)
-OPTIONAL_FILES = ("README.md", "loss.png", "rebuild.yaml", "provenance.intoto.json")
+OPTIONAL_FILES = (CARD_NAME, PLOT_NAME, REBUILD_NAME, PROVENANCE_NAME)
 
 
 class SignatureMismatch(MismatchError):
