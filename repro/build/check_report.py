@@ -1,7 +1,7 @@
 """Run `repro check` and report: one row per variation, with its first step and op when it differs.
 
 Exit 1 when a variation that the build's profile promises differs: everything
-on one machine for the default profile; also other CPU models for `portable`.
+on one machine for `native`; other CPU models too for the default profile.
 `profile` and `world` are reported only. The report is written to the config's
 out_dir as `check.json`, where `repro card` finds it.
 """

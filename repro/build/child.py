@@ -26,11 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import atomic_write_json
+from repro.environment.kernels import library
 from repro.environment.pins import Pins, pinned_environ
 from repro.errors import EnvironmentMismatch, ReproError, TrainingFailed, from_exit_code
 from repro.source.inputs import PACKAGE_DIR
 from repro.train import distributed
 
+# Where the build child finds repro's portable kernels (repro.train.kernels reads it).
+LIBRARY_VARIABLE = "REPRO_PORTABLE_LIBRARY"
 # `python -m repro.build SPEC` runs repro/build/__main__.py, which calls rebuild_main.
 CHILD_MODULE = "repro.build"
 SPEC_NAME, ERROR_NAME, LOG_NAME = "child-spec.json", "child-error.json", "child-stderr.log"
@@ -44,12 +47,15 @@ def child_environ(pins: Pins, work_dir: Path, own_cache: bool = False, python: s
     dynamic-thread or hash-seed variable is inherited. The child imports the same
     repro whose source was hashed (PYTHONPATH names it and nothing else), unless
     `python` is another environment's interpreter (`verify --toolchain recreate`),
-    which must use its own installed repro. With `own_cache` (verify) the datasets
+    which must use its own installed repro (and builds repro's portable kernels against its own
+    torch). With `own_cache` (verify) the datasets
     cache is the child's own, so no stale cache can stand in for the data.
     """
     env = pinned_environ(pins)
     if python is None:
         env["PYTHONPATH"] = str(PACKAGE_DIR.parent)
+        if pins.kernels == "portable":  # built here, once per toolchain; the child only loads it
+            env[LIBRARY_VARIABLE] = str(library()[0])
     if own_cache:
         env["HF_DATASETS_CACHE"] = str(work_dir / "hf-datasets-cache")
     env["TORCHELASTIC_ERROR_FILE"] = str(work_dir / "elastic-error.json")

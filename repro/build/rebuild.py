@@ -12,6 +12,7 @@ from typing import Any
 
 from repro.build.child import run_child
 from repro.build.sandbox import Sandbox
+from repro.build.verify.native import recorded_cpu
 from repro.environment.pins import Pins
 from repro.lock.diff import PIN_KEYS
 from repro.lock.types import Lock
@@ -44,7 +45,8 @@ def run_rebuild(lock: Lock, root: Path, work_dir: Path, quiet: bool, world_size:
     """
     resolved, pins = rebuild_config(lock, world_size)
     out_dir = work_dir / "out"
-    spec = {"resolved": resolved, "root": str(root), "out_dir": str(out_dir), "deferred_targets": deferred or []}
+    spec = {"resolved": resolved, "root": str(root), "out_dir": str(out_dir), "deferred_targets": deferred or [],
+            "expect_cpu": recorded_cpu(lock)}
     run_child(spec, pins, work_dir,
               quiet=quiet, what="rebuild", own_cache=True, python=None if python is None else str(python),
               prefix=sandbox.prefix if sandbox is not None else (), env_extra=env_extra)

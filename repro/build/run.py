@@ -27,7 +27,7 @@ from repro.environment.pins import (
     resolve_pins,
     target_packages,
 )
-from repro.errors import ConfigError, is_write_failure, output_error
+from repro.errors import ConfigError, ReproError, is_write_failure, output_error
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.chain import upstream_records
@@ -115,7 +115,6 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     resume = resume or ResumeOptions()
     spec = CheckpointSpec.from_config(resolved)
     require_divisible(resolved, pins)
-    require_portable(resolved, pins)
     if not in_child:
         # Under an outside launcher this process is one rank: refuse a wrong count before starting anything.
         rank = distributed.check_world(pins)[0] if distributed.under_launcher() else 0
@@ -139,23 +138,6 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
         if is_write_failure(exc):
             raise output_error(exc) from None
         raise
-
-
-# torch optimizers whose update takes a square root (or another MKL vector-math
-# function): on the portable profile their bits differ between CPU models.
-NOT_PORTABLE = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.Adagrad", "torch.optim.RMSprop",
-                "torch.optim.Adadelta", "torch.optim.NAdam", "torch.optim.RAdam")
-
-
-def require_portable(resolved: dict[str, Any], pins: Pins) -> None:
-    """The portable profile refuses optimizers measured to differ across CPU models."""
-    target = resolved["trainer"]["optimizer"].get("_target_") if isinstance(resolved["trainer"].get("optimizer"),
-                                                                              dict) else None
-    if pins.profile == "portable" and target in NOT_PORTABLE:
-        raise ConfigError(
-            f"build.profile=portable with trainer.optimizer._target_={target}: its square root goes through MKL's "
-            "vector math, whose bits differ between CPU models; use repro.optim.PortableAdam (the same update) "
-            "or torch.optim.SGD, e.g. trainer=portable")
 
 
 def require_supported(pins: Pins) -> None:
@@ -243,7 +225,7 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
     inputs["code"] = finish_code(resolved, root)
     build = {**pins.to_json(), "flags": result.flags.to_json(), "env": pinned_variables(pins),
-             "cuda": result.flags.cuda}
+             "cuda": result.flags.cuda, "cpu": result.flags.cpu}
     outputs, lock_bytes, seconds = write_outputs(out_dir, result, inputs, build, every, started, {
         "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]), **session.report()})
     # The outputs are complete: checkpoints served their purpose, and left here
@@ -266,8 +248,6 @@ def rebuild_main(spec_path: str) -> int:
     training. The spec file names the resolved config, the project root, the
     out_dir and resume options; a user-facing failure goes back through `write_error`.
     """
-    from repro.errors import ReproError
-
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     source = spec.get("resume_source")
     options = ResumeOptions(mode=spec.get("resume_mode", "auto"), source=None if source is None else Path(source))
@@ -276,8 +256,25 @@ def rebuild_main(spec_path: str) -> int:
             from repro.build.gate import check_deferred
 
             check_deferred([(str(p), str(t)) for p, t in spec["deferred_targets"]])
+        if spec.get("expect_cpu"):  # verify of a native build: the same CPU, or stop before hashing (exit 3)
+            from repro.build.verify.native import require_same_cpu_here
+
+            require_same_cpu_here(spec["expect_cpu"], spec["resolved"])
         run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]),
                   resume=options, rehash=bool(spec.get("rehash", False)), notify=child_message, in_child=True)
     except ReproError as exc:
         return write_error(spec, exc)
+    except RuntimeError as exc:  # an operator the portable kernels refused: exit 3, naming it
+        refused = _refused_operator(exc)
+        if refused is None:
+            raise
+        return write_error(spec, refused)
     return 0
+
+
+def _refused_operator(exc: RuntimeError) -> ReproError | None:
+    if "repro.train.kernels" not in sys.modules:
+        return None
+    from repro.train.kernels import unportable_error
+
+    return unportable_error(exc)

@@ -128,10 +128,13 @@ def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, qui
 
 
 def as_pins(pins: dict[str, Any]) -> Pins:
-    """A stage's recorded pins as the build pins the child environment is made from (one CPU process)."""
-    return Pins(profile="default", device="cpu", threads=pins["threads"], cpu_capability=pins["cpu_capability"],
+    """A stage's recorded pins as the build pins the child environment is made from (one CPU process).
+
+    A stage is a plain function, not a training: it loads none of repro's portable kernels, so a stage
+    that computes with torch runs torch's own (vendor) kernels under the recorded MKL mode."""
+    return Pins(profile="native", device="cpu", threads=pins["threads"], cpu_capability=pins["cpu_capability"],
                 precision="fp32", seed=pins["seed"], world_size=1, deterministic=True, mkldnn=True,
-                mkl_cbwr=pins["mkl_cbwr"])
+                mkl_cbwr=pins["mkl_cbwr"], kernels="vendor", unportable="record")
 
 
 def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:

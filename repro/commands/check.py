@@ -9,9 +9,10 @@ once as a baseline and once per variation, each in a fresh process:
   path      the project at another absolute path, run from another working directory
   hashseed  another PYTHONHASHSEED
   resume    SIGKILL in the middle of the run, then the same command again
-  profile   the portable profile against the default (reported only)
+  profile   the native profile against the default, or the reverse (reported only)
   world     build.world_size=2 (reported only: another reduction order)
-  cpu       other CPU models under qemu-user, when installed (Haswell, EPYC; cpu:MODEL for one)
+  cpu       other CPU models under qemu-user, when installed (Haswell, Skylake-Server, EPYC, EPYC-Rome;
+            cpu:MODEL for one, any model qemu knows)
 
 A variation that differs is localized: the first step whose parameters differ
 (from the per-step digests every build records), then that step replayed in
@@ -20,8 +21,9 @@ aten operation, its module, phase (forward, backward, optimizer), shape, and
 how many elements differ by how many ulps.
 
 Exit 0 when every variation the build's profile promises is identical, 1 when
-one differs (the default profile promises everything on one machine; portable
-also other CPU models), 2 for a bad config, 4 when the baseline cannot train.
+one differs (the default profile promises every axis but profile and world, other
+CPU models included; native everything on one machine), 2 for a bad config, 4 when
+the baseline cannot train.
 The report goes to the config's out_dir as check.json; `repro card` shows it.
 """
 

@@ -123,9 +123,17 @@ def hints(diffs: list[Difference], notes: list[Difference], lock: Lock,
         else:
             exact = [d.name for d in diffs if d.kind == "step" and d.name.startswith("step ")]
             step = next(iter(exact), next((d.name for d in diffs if d.kind == "loss"), "some step"))
-            out.append(f"inputs and pins match, yet training diverges at {step}: the likely cause is this CPU "
-                       "(MKL/oneDNN pick kernels by CPU model even with ATEN_CPU_CAPABILITY pinned), or the "
-                       "lock's pins do not describe how its weights were really built; locks built with "
-                       "build=portable are the likeliest to agree across CPUs (`repro verify --localize` "
-                       "names the operation where qemu-user can emulate a CPU that reproduces the lock)")
+            out.append(f"inputs and pins match, yet training diverges at {step}: " + _cpu_cause(lock))
     return out
+
+
+def _cpu_cause(lock: Lock) -> str:
+    """The likely cause of a divergence with the same source, pins and toolchain, by the lock's profile."""
+    localize = ("(`repro verify --localize` names the operation where qemu-user can emulate a CPU that reproduces "
+                "the lock)")
+    if lock["build"].get("kernels") == "portable":
+        return ("the lock's pins do not describe how its weights were really built (its portable kernels give the "
+                "same bits on every x86-64 CPU with AVX2), or an operation outside them ran " + localize)
+    return ("the likely cause is this CPU (build=native uses MKL/oneDNN, which pick kernels by CPU vendor and "
+            "model), or the lock's pins do not describe how its weights were really built; build=default gives "
+            "the same bits on every x86-64 CPU with AVX2 " + localize)

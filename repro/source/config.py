@@ -139,7 +139,7 @@ VALUE_TYPES: dict[str, type | tuple[type, ...]] = {
     "trainer.checkpoint_every": int, "trainer.keep_checkpoints": int,
     "build.profile": str, "build.device": str, "build.threads": (int, str), "build.cpu_capability": str,
     "build.precision": str, "build.world_size": int, "build.deterministic": bool, "build.mkldnn": bool,
-    "build.mkl_cbwr": (str, type(None)),
+    "build.mkl_cbwr": (str, type(None)), "build.kernels": str, "build.unportable": str,
 }
 
 

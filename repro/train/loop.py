@@ -24,7 +24,14 @@ from repro.source.base_model import with_base_path
 from repro.source.config import TrainerSpec, one_line
 from repro.source.data import DataSpec, load_splits
 from repro.tasks import Batch, Task, as_task
-from repro.train.determinism import apply_torch_pins, cuda_facts, seed_everything, seed_worker, torch_generator
+from repro.train.determinism import (
+    apply_torch_pins,
+    cpu_facts,
+    cuda_facts,
+    seed_everything,
+    seed_worker,
+    torch_generator,
+)
 from repro.train.sampling import OrderDigest, SampleOrder
 from repro.train.state import Parts, capture, restore
 from repro.train.trace import StepTrace
@@ -44,6 +51,7 @@ class RunFlags:
     seeds: dict[str, int]
     distributed: dict[str, Any]
     cuda: dict[str, Any] | None  # the lock's build.cuda (None on CPU)
+    cpu: dict[str, Any] | None = None  # the lock's build.cpu: a native CPU build's CPU (else None)
 
     def to_json(self) -> dict[str, Any]:
         """The lock's `build.flags`."""
@@ -96,11 +104,20 @@ def train(cfg: dict[str, Any], pins: Pins, root: Path, data_files: list[str], on
         net = accelerator.unwrap_model(run.model)
         metrics, samples, exports = evaluate(task, net, test_t, root, accelerator.device)
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        flags = RunFlags(torch_flags, seeds, run.distributed(), cuda_facts())
+        flags = RunFlags({**torch_flags, **_unportable(pins)}, seeds, run.distributed(), cuda_facts(), cpu_facts(pins))
     finally:
         AcceleratorState._reset_state(True)
     return TrainResult(state, losses, digest.hexdigest(), digest.count, metrics, flags, fingerprint,
                        step_digests=trace.digests, samples=samples, exports=exports)
+
+
+def _unportable(pins: Pins) -> dict[str, list[str]]:
+    """The unportable operators this run made under `build.unportable: record` (the lock's warning)."""
+    if pins.kernels != "portable":
+        return {}
+    from repro.train.kernels import unportable_seen
+
+    return {"unportable": unportable_seen()}
 
 
 def _load_data(cfg: dict[str, Any], task: Task, root: Path, data_files: list[str], data_digest: str | None,

@@ -16,6 +16,7 @@ from repro.build.verify.checks import (
     rehash_inputs,
     toolchain_check,
 )
+from repro.build.verify.native import require_same_cpu
 from repro.build.verify.rebuild_compare import rebuild_and_compare
 from repro.build.verify.report import NOTE_KINDS, VerifyOptions, VerifyReport, write_record
 from repro.environment.pins import check_bounds
@@ -37,6 +38,8 @@ def verify(opts: VerifyOptions) -> VerifyReport:
 
         signing_key(opts.signing_key)  # a bad key is named now, not after the rebuild
     lock, lock_sha256 = lockfile.load(opts.lock_path)  # one read: the digest describes the bytes checked
+    if not opts.inputs_only:
+        require_same_cpu(lock)  # a native build from another CPU: exit 3 now, not after hashing and training
     root, root_source = find_root(opts.lock_path, lock, opts.root)
     report = check_source(lock, root, root_source, opts)
     # Only inputs and pins can make a rebuild pointless; a bad weights file cannot.
