@@ -25,15 +25,17 @@
 namespace repro_portable {
 
 constexpr int64_t KC = 256;   // k rows per packed block (fits the micro-panels in L1/L2)
-constexpr int64_t MC = 96;    // rows of C per task: a multiple of every MR below
+constexpr int64_t MC = 96;    // rows of C per task: a multiple of every MR below (8 and 6)
 constexpr int64_t NCB = 384;  // columns of C per task: a multiple of every NR below
-constexpr int MAX_MR = 12, MAX_NR = 32;
+constexpr int MAX_MR = 8, MAX_NR = 32;
 
-using Kernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool zero);
+// A micro-kernel: C[MR x NR] (leading dimension ldc) = the chain over kc, from C (zero=false) or
+// from 0. A is read where it lies, A[i, p] at a[i * ars + p * acs] (no copy); B is packed [kc][NR].
+using Kernel = void (*)(int64_t kc, const float* a, int64_t ars, int64_t acs, const float* b, float* c, int64_t ldc,
+                        bool zero);
 
-// C[MR x 32] = chain over kc, from C (zero=false) or 0; A packed [kc][MR], B packed [kc][32].
 template <int MR>
-__attribute__((target("avx512f"))) void kernel_avx512(int64_t kc, const float* __restrict a,
+__attribute__((target("avx512f"))) void kernel_avx512(int64_t kc, const float* a, int64_t ars, int64_t acs,
                                                       const float* __restrict b, float* c, int64_t ldc, bool zero) {
   __m512 lo[MR], hi[MR];
   for (int i = 0; i < MR; i++) {
@@ -42,13 +44,13 @@ __attribute__((target("avx512f"))) void kernel_avx512(int64_t kc, const float* _
   }
   for (int64_t p = 0; p < kc; p++) {
     const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+    const float* ap = a + p * acs;
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++) {
-      const __m512 ai = _mm512_set1_ps(a[i]);
+      const __m512 ai = _mm512_set1_ps(ap[i * ars]);
       lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
       hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
     }
-    a += MR;
     b += 32;
   }
   for (int i = 0; i < MR; i++) {
@@ -57,9 +59,9 @@ __attribute__((target("avx512f"))) void kernel_avx512(int64_t kc, const float* _
   }
 }
 
-// C[MR x 16] likewise, eight lanes at a time: per element the same chain as kernel_avx512.
+// The same chain per element, eight lanes at a time.
 template <int MR>
-__attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* __restrict a,
+__attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* a, int64_t ars, int64_t acs,
                                                      const float* __restrict b, float* c, int64_t ldc, bool zero) {
   __m256 lo[MR], hi[MR];
   for (int i = 0; i < MR; i++) {
@@ -68,13 +70,13 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* __
   }
   for (int64_t p = 0; p < kc; p++) {
     const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+    const float* ap = a + p * acs;
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++) {
-      const __m256 ai = _mm256_broadcast_ss(a + i);
+      const __m256 ai = _mm256_broadcast_ss(ap + i * ars);
       lo[i] = _mm256_fmadd_ps(ai, b0, lo[i]);
       hi[i] = _mm256_fmadd_ps(ai, b1, hi[i]);
     }
-    a += MR;
     b += 16;
   }
   for (int i = 0; i < MR; i++) {
@@ -91,49 +93,86 @@ struct Tiling {
 
 // The widest kernel this CPU runs (or AVX2 when `allow_avx512` is off, for tests): speed only.
 inline Tiling tiling(bool allow_avx512) {
-  if (allow_avx512 && __builtin_cpu_supports("avx512f")) return {12, 32, &kernel_avx512<12>, "avx512"};
+  if (allow_avx512 && __builtin_cpu_supports("avx512f")) return {8, 32, &kernel_avx512<8>, "avx512"};
   return {6, 16, &kernel_avx2<6>, "avx2"};
 }
 
-// A[0:m, 0:kc] (strides rs, cs) into panels of `mr` rows, [panel][k][mr]; rows past m are zero.
-inline void pack_rows(const float* A, int64_t rs, int64_t cs, int64_t m, int64_t kc, int mr, float* out) {
-  for (int64_t i = 0; i < m; i += mr) {
-    const int64_t rows = std::min<int64_t>(mr, m - i);
-    const float* src = A + i * rs;
-    if (cs == 1) {  // row-major rows: read each row along k, scatter into the panel
-      for (int64_t r = 0; r < rows; r++)
-        for (int64_t p = 0; p < kc; p++) out[p * mr + r] = src[r * rs + p];
-      for (int64_t r = rows; r < mr; r++)
-        for (int64_t p = 0; p < kc; p++) out[p * mr + r] = 0.f;
-    } else {
-      for (int64_t p = 0; p < kc; p++) {
-        int64_t r = 0;
-        for (; r < rows; r++) out[p * mr + r] = src[r * rs + p * cs];
-        for (; r < mr; r++) out[p * mr + r] = 0.f;
-      }
-    }
-    out += kc * mr;
-  }
+// ---- packing: exact copies into the layouts the kernels read (no arithmetic, so any ISA) ----
+
+// Eight rows of eight floats in, their transpose out: r[t] becomes column t.
+inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-// B[0:kc, 0:n] (strides rs, cs) into panels of `nr` columns, [panel][k][nr]; columns past n are zero.
-inline void pack_cols(const float* B, int64_t rs, int64_t cs, int64_t kc, int64_t n, int nr, float* out) {
-  for (int64_t j = 0; j < n; j += nr) {
-    const int64_t cols = std::min<int64_t>(nr, n - j);
-    const float* src = B + j * cs;
-    if (cs == 1) {
-      for (int64_t p = 0; p < kc; p++) {
-        std::memcpy(out + p * nr, src + p * rs, cols * sizeof(float));
-        std::fill(out + p * nr + cols, out + (p + 1) * nr, 0.f);
-      }
-    } else {
-      for (int64_t q = 0; q < cols; q++)
-        for (int64_t p = 0; p < kc; p++) out[p * nr + q] = src[q * cs + p * rs];
-      for (int64_t q = cols; q < nr; q++)
-        for (int64_t p = 0; p < kc; p++) out[p * nr + q] = 0.f;
-    }
-    out += kc * nr;
+// `lanes` (1..8) floats of v to out.
+inline void store_lanes(float* out, __m256 v, int lanes) {
+  if (lanes == 8) {
+    _mm256_storeu_ps(out, v);
+    return;
   }
+  alignas(32) float tmp[8];
+  _mm256_store_ps(tmp, v);
+  std::memcpy(out, tmp, lanes * sizeof(float));
+}
+
+// 8 (or fewer, the rest zero) vectors of 8 floats at src + i * stride, i < count.
+inline void load_rows(const float* src, int64_t stride, int count, __m256 r[8]) {
+  for (int i = 0; i < 8; i++) r[i] = i < count ? _mm256_loadu_ps(src + i * stride) : _mm256_setzero_ps();
+}
+
+// Strided matrix X[0:rows, 0:kc] (X[i, p] at x + i * rs + p * cs) into [p][width], rows past `rows` zero:
+// the k-major layout of one micro-panel. `rows` <= `width` <= 32.
+inline void pack_panel(const float* x, int64_t rs, int64_t cs, int64_t rows, int64_t kc, int width, float* out) {
+  int64_t p = 0;
+  if (cs == 1 && rows > 0) {  // each row runs along k: transpose 8x8 blocks
+    for (; p + 8 <= kc; p += 8)
+      for (int i0 = 0; i0 < width; i0 += 8) {
+        const int count = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(8, rows - i0)));
+        __m256 r[8];
+        load_rows(x + i0 * rs + p, rs, count, r);
+        transpose8(r);
+        for (int t = 0; t < 8; t++) store_lanes(out + (p + t) * width + i0, r[t], std::min(8, width - i0));
+      }
+  } else if (rs == 1) {  // each k already runs along the rows: copy
+    for (; p < kc; p++) {
+      std::memcpy(out + p * width, x + p * cs, rows * sizeof(float));
+      std::fill(out + p * width + rows, out + (p + 1) * width, 0.f);
+    }
+  }
+  for (; p < kc; p++)  // what is left, in any layout
+    for (int64_t i = 0; i < width; i++) out[p * width + i] = i < rows ? x[i * rs + p * cs] : 0.f;
+}
+
+// B[0:kc, 0:n] into panels of `nr` columns, [panel][k][nr]; columns past n are zero.
+inline void pack_cols(const float* B, int64_t rs, int64_t cs, int64_t kc, int64_t n, int nr, float* out) {
+  for (int64_t j = 0; j < n; j += nr, out += kc * nr)
+    pack_panel(B + j * cs, cs, rs, std::min<int64_t>(nr, n - j), kc, nr, out);
+}
+
+// A buffer per thread that only grows: packing allocates nothing per call.
+inline float* scratch(int which, int64_t floats) {
+  thread_local std::unique_ptr<float[]> buffers[3];
+  thread_local int64_t sizes[3] = {0, 0, 0};
+  if (sizes[which] < floats) {
+    buffers[which].reset(new float[floats]);
+    sizes[which] = floats;
+  }
+  return buffers[which].get();
 }
 
 struct Matrix {
@@ -142,26 +181,21 @@ struct Matrix {
 };
 
 // C (row-major, leading dimension ldc) = the chain of A[M,K] B[K,N], from C or from 0 (`zero`).
+// B is packed one k block at a time, shared by every task; A is read in place, except that the rows
+// of a last, short row tile are copied into a zero-padded panel so that no kernel reads past A.
 inline void gemm_tiled(int64_t M, int64_t N, int64_t K, Matrix A, Matrix B, float* C, int64_t ldc, bool zero,
                        const Tiling& t) {
   const int mr = t.mr, nr = t.nr;
-  const int64_t Mp = (M + mr - 1) / mr * mr, Np = (N + nr - 1) / nr * nr, kmax = std::min(K, KC);
-  std::unique_ptr<float[]> apack(new float[Mp * kmax]), bpack(new float[Np * kmax]);
-  float *ap = apack.get(), *bp = bpack.get();
-  const int64_t mpanels = Mp / mr, npanels = Np / nr;
+  const int64_t Np = (N + nr - 1) / nr * nr, npanels = Np / nr;
+  float* bp = scratch(1, Np * std::min(K, KC));
   const int64_t mtasks = (M + MC - 1) / MC, ntasks = (N + NCB - 1) / NCB;
   for (int64_t p0 = 0; p0 < K; p0 += KC) {
     const int64_t kc = std::min(KC, K - p0);
     const bool first = zero && p0 == 0;
-    at::parallel_for(0, mpanels + npanels, 8, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, npanels, 4, [&](int64_t begin, int64_t end) {
       for (int64_t s = begin; s < end; s++) {
-        if (s < mpanels) {
-          const int64_t i = s * mr;
-          pack_rows(A.data + i * A.rs + p0 * A.cs, A.rs, A.cs, std::min<int64_t>(mr, M - i), kc, mr, ap + i * kc);
-        } else {
-          const int64_t j = (s - mpanels) * nr;
-          pack_cols(B.data + p0 * B.rs + j * B.cs, B.rs, B.cs, kc, std::min<int64_t>(nr, N - j), nr, bp + j * kc);
-        }
+        const int64_t j = s * nr;
+        pack_cols(B.data + p0 * B.rs + j * B.cs, B.rs, B.cs, kc, std::min<int64_t>(nr, N - j), nr, bp + j * kc);
       }
     });
     at::parallel_for(0, mtasks * ntasks, 1, [&](int64_t begin, int64_t end) {
@@ -169,19 +203,26 @@ inline void gemm_tiled(int64_t M, int64_t N, int64_t K, Matrix A, Matrix B, floa
       for (int64_t task = begin; task < end; task++) {
         const int64_t i0 = task / ntasks * MC, j0 = task % ntasks * NCB;
         const int64_t i1 = std::min(M, i0 + MC), j1 = std::min(N, j0 + NCB);
+        const int64_t short_rows = (i1 - i0) % mr, full_end = i1 - short_rows;
+        float* tail = short_rows ? scratch(0, kc * mr) : nullptr;  // the short tile's rows, zero-padded
+        if (short_rows) pack_panel(A.data + full_end * A.rs + p0 * A.cs, A.rs, A.cs, short_rows, kc, mr, tail);
         for (int64_t j = j0; j < j1; j += nr) {
           const int64_t cols = std::min<int64_t>(nr, j1 - j);
+          const float* bpan = bp + j * kc;
           for (int64_t i = i0; i < i1; i += mr) {
             const int64_t rows = std::min<int64_t>(mr, i1 - i);
+            const bool packed = rows < mr;
+            const float* a = packed ? tail : A.data + i * A.rs + p0 * A.cs;
+            const int64_t ars = packed ? 1 : A.rs, acs = packed ? mr : A.cs;
             float* c = C + i * ldc + j;
-            if (rows == mr && cols == nr) {
-              t.kernel(kc, ap + i * kc, bp + j * kc, c, ldc, first);
+            if (!packed && cols == nr) {
+              t.kernel(kc, a, ars, acs, bpan, c, ldc, first);
               continue;
             }
             // An edge tile: the same kernel on a full-size copy; only the valid part goes back.
             if (!first)
               for (int64_t r = 0; r < rows; r++) std::memcpy(edge + r * nr, c + r * ldc, cols * sizeof(float));
-            t.kernel(kc, ap + i * kc, bp + j * kc, edge, nr, first);
+            t.kernel(kc, a, ars, acs, bpan, edge, nr, first);
             for (int64_t r = 0; r < rows; r++) std::memcpy(c + r * ldc, edge + r * nr, cols * sizeof(float));
           }
         }
@@ -204,11 +245,11 @@ inline void gemm(int64_t M, int64_t N, int64_t K, Matrix A, Matrix B, float* C, 
   auto padded = [&](int64_t m, int64_t n) { return ((m + t.mr - 1) / t.mr) * ((n + t.nr - 1) / t.nr) * t.mr * t.nr; };
   if (padded(N, M) < padded(M, N)) {
     // C^T[N,M] = B^T A^T, written through C's transposed strides into a row-major scratch.
-    std::unique_ptr<float[]> ct(new float[N * M]);
+    float* ct = scratch(2, N * M);
     if (!zero)
       for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) ct[j * M + i] = C[i * ldc + j];
-    gemm_tiled(N, M, K, Matrix{B.data, B.cs, B.rs}, Matrix{A.data, A.cs, A.rs}, ct.get(), M, zero, t);
+    gemm_tiled(N, M, K, Matrix{B.data, B.cs, B.rs}, Matrix{A.data, A.cs, A.rs}, ct, M, zero, t);
     for (int64_t i = 0; i < M; i++)
       for (int64_t j = 0; j < N; j++) C[i * ldc + j] = ct[j * M + i];
     return;

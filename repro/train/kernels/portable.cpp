@@ -33,10 +33,12 @@
 #include <ATen/ops/vdot_cpu_dispatch.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cmath>
 #include <mutex>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "gemm.h"
@@ -428,23 +430,125 @@ Tensor& r_bernoulli_(Tensor& self, double p, std::optional<at::Generator> gen) {
   return self.copy_(u.lt(p));
 }
 
-// ---- elementwise: ATen's AVX2 vector code ----
+// ---- elementwise: ATen's own AVX2 vector code, or SLEEF's AVX-512 code where it is the same ----
 
-template <typename scalar_t, typename Op>
-void map_dense(const scalar_t* in, scalar_t* out, int64_t n, Op op) {
-  using Vec = at::vec::Vectorized<scalar_t>;
-  at::parallel_for(0, n, 4096, [&](int64_t s, int64_t e) { at::vec::map([&](Vec x) { return op(x); }, out + s, in + s, e - s); });
+// The operators MKL's vector math would compute, in REPRO_UNARY_OPS order.
+enum class Fn : int { exp, log, log2, log10, sqrt, tanh, erf, erfc, erfinv, sin, cos, tan, asin, acos, atan };
+
+// What ATen runs at ATEN_CPU_CAPABILITY=avx2: this file is compiled with CPU_CAPABILITY=AVX2.
+template <typename T>
+at::vec::Vectorized<T> narrow_one(Fn f, at::vec::Vectorized<T> x) {
+  switch (f) {
+    case Fn::exp: return x.exp();
+    case Fn::log: return x.log();
+    case Fn::log2: return x.log2();
+    case Fn::log10: return x.log10();
+    case Fn::sqrt: return x.sqrt();
+    case Fn::tanh: return x.tanh();
+    case Fn::erf: return x.erf();
+    case Fn::erfc: return x.erfc();
+    case Fn::erfinv: return x.erfinv();
+    case Fn::sin: return x.sin();
+    case Fn::cos: return x.cos();
+    case Fn::tan: return x.tan();
+    case Fn::asin: return x.asin();
+    case Fn::acos: return x.acos();
+    case Fn::atan: return x.atan();
+  }
+  return x;
 }
 
-template <typename Op>
-bool unary_into(const char* op, const Tensor& self, Tensor& out, Op fn) {
-  // `out` has self's sizes; both are dense with the same strides here, so storage order is element order.
-  if (self.scalar_type() == at::kFloat)
-    map_dense(self.const_data_ptr<float>(), out.data_ptr<float>(), self.numel(), fn);
-  else
-    map_dense(self.const_data_ptr<double>(), out.data_ptr<double>(), self.numel(), fn);
-  (void)op;
-  return true;
+template <typename T>
+void narrow_map(Fn f, const T* in, T* out, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  at::vec::map([f](Vec x) { return narrow_one(f, x); }, out, in, n);
+}
+
+// SLEEF's 16-lane AVX-512 versions of the functions ATen's AVX2 code calls (same accuracy variant).
+// Each was compared with the 8-lane AVX2 one on every one of the 2^32 float32 inputs and gives the
+// same bits (`compare_widths`, scripts/check_vector_widths.py): so the wide path is a speed choice.
+#define REPRO_WIDE_SLEEF(X) \
+  X(exp, u10) X(log, u10) X(log2, u10) X(log10, u10) X(tanh, u10) X(erfc, u15) X(sin, u35) X(cos, u35) X(tan, u10) \
+  X(asin, u10) X(acos, u10) X(atan, u10)
+#define REPRO_DECLARE(fn, u) extern "C" __attribute__((target("avx512f"))) __m512 Sleef_##fn##f16_##u##avx512f(__m512);
+REPRO_WIDE_SLEEF(REPRO_DECLARE)
+
+__attribute__((target("avx512f"))) inline __m512 bit_and(__m512 a, __m512 b) {
+  return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+}
+__attribute__((target("avx512f"))) inline __m512 bit_xor(__m512 a, __m512 b) {
+  return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+}
+
+// ATen's AVX2 erf (vec256_float.h), operation for operation, on 16 lanes: every step is an IEEE
+// operation or SLEEF's exp, so each lane gets the same bits as there.
+__attribute__((target("avx512f"))) __m512 erf16(__m512 x) {
+  const __m512 neg_zero = _mm512_set1_ps(-0.f), one = _mm512_set1_ps(1.0f), p = _mm512_set1_ps(0.3275911f);
+  const __m512 p1 = _mm512_set1_ps(0.254829592f), p2 = _mm512_set1_ps(-0.284496736f);
+  const __m512 p3 = _mm512_set1_ps(1.421413741f), p4 = _mm512_set1_ps(-1.453152027f);
+  const __m512 p5 = _mm512_set1_ps(1.061405429f);
+  const __m512 sign = bit_and(neg_zero, x), abs = bit_xor(sign, x);
+  const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(p, abs, one));
+  const __m512 r = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_fmadd_ps(p5, t, p4), t, p3), t, p2), t, p1);
+  const __m512 e = bit_xor(neg_zero, Sleef_expf16_u10avx512f(bit_xor(neg_zero, _mm512_mul_ps(x, x))));
+  return bit_xor(sign, _mm512_fmadd_ps(_mm512_mul_ps(e, t), r, one));
+}
+
+bool has_wide(Fn f) { return f != Fn::erfinv; }  // ATen's erfinv is scalar code: no wide twin
+
+__attribute__((target("avx512f"))) __m512 wide_one(Fn f, __m512 x) {
+  switch (f) {
+#define REPRO_CASE(fn, u) case Fn::fn: return Sleef_##fn##f16_##u##avx512f(x);
+    REPRO_WIDE_SLEEF(REPRO_CASE)
+    case Fn::sqrt: return _mm512_sqrt_ps(x);
+    case Fn::erf: return erf16(x);
+    default: return x;  // erfinv: never asked (has_wide)
+  }
+}
+
+__attribute__((target("avx512f"))) void wide_map(Fn f, const float* in, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, wide_one(f, _mm512_loadu_ps(in + i)));
+  if (i < n) {  // the tail: masked lanes in, the rest zero (computed and dropped), like ATen's partial loads
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(out + i, m, wide_one(f, _mm512_maskz_loadu_ps(m, in + i)));
+  }
+}
+
+bool use_wide(Fn f) { return settings.allow_avx512 && has_wide(f) && __builtin_cpu_supports("avx512f"); }
+
+// out[i] = f(in[i]) over n dense elements, in parallel chunks (elementwise: the chunking decides no bit).
+template <typename T>
+void map_dense(Fn f, const T* in, T* out, int64_t n) {
+  const bool wide = std::is_same_v<T, float> && use_wide(f);
+  at::parallel_for(0, n, 4096, [&](int64_t s, int64_t e) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (wide) return wide_map(f, in + s, out + s, e - s);
+    }
+    narrow_map(f, in + s, out + s, e - s);
+  });
+}
+
+// The number of float32 bit patterns in [lo, hi) whose AVX2 and AVX-512 results differ (two NaNs,
+// whatever their payloads, count as equal): the check behind the wide path, run by a test on a
+// sample and by scripts/check_vector_widths.py on all 2^32.
+int64_t compare_widths(Fn f, int64_t lo, int64_t hi) {
+  if (!has_wide(f) || !__builtin_cpu_supports("avx512f")) return 0;
+  std::atomic<int64_t> differ{0};
+  at::parallel_for(lo, hi, 1 << 16, [&](int64_t s, int64_t e) {
+    std::vector<uint32_t> in(4096);
+    std::vector<float> a(4096), b(4096);
+    for (int64_t base = s; base < e; base += 4096) {
+      const int64_t n = std::min<int64_t>(4096, e - base);
+      for (int64_t i = 0; i < n; i++) in[i] = static_cast<uint32_t>(base + i);
+      const float* x = reinterpret_cast<const float*>(in.data());
+      narrow_map(f, x, a.data(), n);
+      wide_map(f, x, b.data(), n);
+      for (int64_t i = 0; i < n; i++)
+        if (std::memcmp(&a[i], &b[i], 4) != 0 && !(std::isnan(a[i]) && std::isnan(b[i]))) differ++;
+    }
+  });
+  return differ.load();
 }
 
 bool unary_portable(const char* op, const Tensor& self) {
@@ -454,59 +558,61 @@ bool unary_portable(const char* op, const Tensor& self) {
   return false;  // integers (promoted), bool, half, bfloat16: ATen's own kernels, portable
 }
 
-template <typename Op>
-Tensor unary(const char* op, const Tensor& self, Op fn) {
+void unary_into(Fn f, const Tensor& self, Tensor& out) {
+  // `out` has self's sizes; both are dense with the same strides here, so storage order is element order.
+  if (self.scalar_type() == at::kFloat)
+    map_dense(f, self.const_data_ptr<float>(), out.data_ptr<float>(), self.numel());
+  else
+    map_dense(f, self.const_data_ptr<double>(), out.data_ptr<double>(), self.numel());
+}
+
+Tensor unary(Fn f, const Tensor& self) {
   const Tensor src = self.is_non_overlapping_and_dense() ? self : self.contiguous();
   Tensor out = at::empty_like(src);
-  unary_into(op, src, out, fn);
+  unary_into(f, src, out);
   return out;
 }
 
-template <typename Op>
-Tensor& unary_out(const char* op, const Tensor& self, Tensor& out, Op fn) {
+Tensor& unary_out(Fn f, const Tensor& self, Tensor& out) {
   at::native::resize_output(out, self.sizes());
-  if (out.scalar_type() == self.scalar_type() && self.is_non_overlapping_and_dense() &&
-      out.strides() == self.strides() && !self.is_same(out)) {
-    unary_into(op, self, out, fn);
+  if (self.is_non_overlapping_and_dense() && out.strides() == self.strides() && !self.is_same(out)) {
+    unary_into(f, self, out);
     return out;
   }
-  return out.copy_(unary(op, self, fn));
+  return out.copy_(unary(f, self));
 }
 
-#define REPRO_UNARY(name, expr)                                                          \
-  Tensor name##_fn(const Tensor& self) {                                                 \
-    if (!unary_portable("aten::" #name, self)) return at::cpu::name(self);               \
-    return unary("aten::" #name, self, [](auto x) { return expr; });                     \
-  }                                                                                      \
-  Tensor& name##_out_fn(const Tensor& self, Tensor& out) {                               \
-    if (!unary_portable("aten::" #name ".out", self) || out.scalar_type() != self.scalar_type()) \
-      return at::cpu::name##_out(out, self);                                             \
-    return unary_out("aten::" #name ".out", self, out, [](auto x) { return expr; });     \
-  }                                                                                      \
-  Tensor& name##_inplace_fn(Tensor& self) {                                              \
-    if (!unary_portable("aten::" #name "_", self)) return at::cpu::name##_(self);        \
-    if (self.is_non_overlapping_and_dense()) {                                           \
-      unary_into("aten::" #name "_", self, self, [](auto x) { return expr; });           \
-      return self;                                                                       \
-    }                                                                                    \
-    return self.copy_(unary("aten::" #name "_", self, [](auto x) { return expr; }));     \
-  }
+Tensor& unary_inplace(Fn f, Tensor& self) {
+  if (!self.is_non_overlapping_and_dense()) return self.copy_(unary(f, self));
+  unary_into(f, self, self);
+  return self;
+}
 
-REPRO_UNARY(exp, x.exp())
-REPRO_UNARY(log, x.log())
-REPRO_UNARY(log2, x.log2())
-REPRO_UNARY(log10, x.log10())
-REPRO_UNARY(sqrt, x.sqrt())
-REPRO_UNARY(tanh, x.tanh())
-REPRO_UNARY(erf, x.erf())
-REPRO_UNARY(erfc, x.erfc())
-REPRO_UNARY(erfinv, x.erfinv())
-REPRO_UNARY(sin, x.sin())
-REPRO_UNARY(cos, x.cos())
-REPRO_UNARY(tan, x.tan())
-REPRO_UNARY(asin, x.asin())
-REPRO_UNARY(acos, x.acos())
-REPRO_UNARY(atan, x.atan())
+#define REPRO_UNARY(name)                                                                                     \
+  Tensor name##_fn(const Tensor& self) {                                                                      \
+    if (!unary_portable("aten::" #name, self)) return at::cpu::name(self);                                    \
+    return unary(Fn::name, self);                                                                             \
+  }                                                                                                           \
+  Tensor& name##_out_fn(const Tensor& self, Tensor& out) {                                                    \
+    if (!unary_portable("aten::" #name ".out", self) || out.scalar_type() != self.scalar_type())              \
+      return at::cpu::name##_out(out, self);                                                                  \
+    return unary_out(Fn::name, self, out);                                                                    \
+  }                                                                                                           \
+  Tensor& name##_inplace_fn(Tensor& self) {                                                                   \
+    if (!unary_portable("aten::" #name "_", self)) return at::cpu::name##_(self);                             \
+    return unary_inplace(Fn::name, self);                                                                     \
+  }
+REPRO_UNARY_OPS(REPRO_UNARY)
+
+Fn fn_named(const std::string& name) {
+#define REPRO_NAME(op) if (name == #op) return Fn::op;
+  REPRO_UNARY_OPS(REPRO_NAME)
+  TORCH_CHECK(false, "repro-portable: no elementwise function named ", name);
+}
+
+int64_t compare_widths_named(const std::string& name, int64_t lo, int64_t hi) {
+  return compare_widths(fn_named(name), lo, hi);
+}
 
 // ---- what Python asks of the library ----
 
@@ -541,6 +647,7 @@ TORCH_LIBRARY(repro_portable, m) {
   m.def("unportable_seen() -> str[]", &repro_portable::unportable_seen);
   m.def("gemm_isa() -> str", &repro_portable::gemm_isa);
   m.def("compiler() -> str", &repro_portable::compiler);
+  m.def("compare_widths(str name, int lo, int hi) -> int", &repro_portable::compare_widths_named);
 }
 
 TORCH_LIBRARY_IMPL(aten, CPU, m) {
