@@ -68,4 +68,7 @@ def test_hints_for_outputs_alone_blame_packages_or_the_cpu() -> None:
     assert "the toolchain differs (torch)" in hints(diffs, drift, LOCK)[0]
     assert "--toolchain recreate" in hints(diffs, drift, LOCK)[0]
     cpu = hints(diffs, [], LOCK)[0]
-    assert "diverges at step 5" in cpu and "CPU" in cpu
+    assert "diverges at step 5" in cpu and "likely cause is this CPU" in cpu and "build=default" in cpu
+    portable = hints(diffs, [], {**LOCK, "build": {"kernels": "portable"}})[0]  # the default profile's lock
+    assert "diverges at step 5" in portable and "likely cause is this CPU" not in portable
+    assert "an operation outside them" in portable

@@ -22,14 +22,16 @@ def sample_lock() -> dict[str, Any]:
         "code": {"files": [{"path": "mylib/net.py", "size": 7, "hashes": {"sha256": H}}], "root_digest": H},
     }
     build = {"profile": "default", "device": "cpu", "threads": 2, "cpu_capability": "avx2", "precision": "fp32",
-             "seed": 0, "world_size": 1, "deterministic": True, "mkldnn": True, "mkl_cbwr": None,
-             "flags": {}, "env": {"OMP_DYNAMIC": "FALSE", "PYTHONHASHSEED": "0"}, "cuda": None}
+             "seed": 0, "world_size": 1, "deterministic": True, "mkldnn": False, "mkl_cbwr": "COMPATIBLE",
+             "kernels": "portable", "unportable": "refuse",
+             "flags": {}, "env": {"OMP_DYNAMIC": "FALSE", "PYTHONHASHSEED": "0"}, "cuda": None, "cpu": None}
     toolchain = {
         "python": {"implementation": "CPython", "version": "3.11.7"},
         "platform": {"system": "Linux", "machine": "x86_64", "libc": "glibc 2.36"},
         "distributions": {"numpy": "2.4.6", "torch": "2.13.0+cpu"},
         "torch": {"version": "2.13.0+cpu", "build": "cpu", "commit": "cf30153c", "cuda": None, "cudnn": None,
                   "mkl": "2024.2 build 20240605", "onednn": "3.12.0 (80afa71049cd)"},
+        "kernels": {"cxx": "gcc 12.2.0"},
         "repro": {"version": "0.2.0", "files": [{"path": "repro/build/run.py", "size": 9, "hashes": {"sha256": H}}],
                   "root_digest": H},
     }

@@ -21,8 +21,8 @@ from repro.lock import stagerecord
 from repro.lock.chain import upstream_records
 from repro.source.stages import stage_specs
 
-BUILD = ("build: {profile: default, device: cpu, threads: 1, cpu_capability: default, precision: fp32,"
-         " world_size: 1, deterministic: true, mkldnn: true, mkl_cbwr: null}")
+BUILD = ("build: {profile: native, device: cpu, threads: 1, cpu_capability: default, precision: fp32,"
+         " world_size: 1, deterministic: true, mkldnn: true, mkl_cbwr: null, kernels: vendor, unportable: record}")
 CONFIG = f"""\
 seed: 0
 {BUILD}

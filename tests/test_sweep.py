@@ -124,11 +124,11 @@ def test_info_and_help_list_the_config_groups_and_options(project: Path) -> None
     info = run_repro(["train", "--info"], cwd=project)
     assert info.code == 0
     assert "Config search path" in info.stdout and str(project / "configs") in info.stdout
-    assert "model: mlp, wide" in info.stdout and "trainer: default, portable" in info.stdout
+    assert "model: mlp, wide" in info.stdout and "trainer: default\n" in info.stdout
     helped = run_repro(["train", "--help"], cwd=project)
     assert helped.code == 0 and "--multirun" in helped.stdout
     assert "== Configuration groups ==" in helped.stdout and "model: mlp, wide" in helped.stdout
-    assert "build: default, portable" in helped.stdout
+    assert "build: default, native" in helped.stdout
 
 
 def test_help_works_without_a_project(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TINY, make_project, run_repro, sha256_file
+from conftest import TINY, bit_deciding_pin, make_project, run_repro, sha256_file
 
 from repro.cli import main
 
@@ -63,11 +63,13 @@ def test_a_noisy_shell_changes_neither_weights_nor_lock(base: Path, project: Pat
     assert env["PYTHONHASHSEED"] == "0" and env["OMP_DYNAMIC"] == "FALSE"
 
 
-def test_the_thread_pin_decides_the_bits_and_is_recorded(base: Path, project: Path) -> None:
-    two = base
+def test_pins_are_recorded_and_a_bit_deciding_one_changes_the_weights(base: Path, project: Path) -> None:
     one = _train(project, "t1", "build.threads=1")
-    assert _lock(one)["build"]["threads"] == 1 and _lock(two)["build"]["threads"] == 2
-    assert sha256_file(one / "model.safetensors") != sha256_file(two / "model.safetensors")
+    assert _lock(one)["build"]["threads"] == 1 and _lock(base)["build"]["threads"] == 2
+    assert _lock(one)["build"]["flags"]["threads"] == 1  # what torch ran with, not just what was asked
+    key, value = bit_deciding_pin(project, sha256_file(base / "model.safetensors"))
+    probe = _lock(project / f"probe-{key}")
+    assert probe["build"][key] == value and probe["inputs"]["config"]["resolved"]["build"][key] == value
 
 
 def test_config_override_reaches_config_digest_and_weights(base: Path, project: Path) -> None:
