@@ -131,7 +131,7 @@ def _cpu_cause(lock: Lock) -> str:
     """The likely cause of a divergence with the same source, pins and toolchain, by the lock's profile."""
     localize = ("(`repro verify --localize` names the operation where qemu-user can emulate a CPU that reproduces "
                 "the lock)")
-    if lock["build"].get("kernels") == "portable":
+    if lock.get("build", {}).get("kernels") == "portable":
         return ("the lock's pins do not describe how its weights were really built (its portable kernels give the "
                 "same bits on every x86-64 CPU with AVX2), or an operation outside them ran " + localize)
     return ("the likely cause is this CPU (build=native uses MKL/oneDNN, which pick kernels by CPU vendor and "
