@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -88,6 +89,10 @@ def library() -> tuple[Path, str]:
     """The built library (compiled now if this toolchain has none yet) and the compiler's version line."""
     from filelock import FileLock
 
+    if platform.machine() not in ("x86_64", "AMD64"):
+        raise EnvironmentMismatch(
+            f"build.kernels=portable: repro's portable kernels are x86-64 (AVX2) code and this machine is "
+            f"{platform.machine()}; train with build=native (docs/portable.md)")
     cxx = compiler()
     version = compiler_version(cxx)
     torch = torch_dir()
