@@ -28,7 +28,7 @@ from pathlib import Path
 from repro.errors import EnvironmentMismatch
 
 SOURCES_DIR = Path(__file__).resolve().parent.parent / "train" / "kernels"
-SOURCES = ("portable.cpp", "gemm.h")  # the library's source files, in SOURCES_DIR
+SOURCES = ("portable.cpp", "gemm.h", "attention.h")  # the library's source files, in SOURCES_DIR
 LIBRARY_NAME = "repro_portable.so"
 # -ffp-contract=off: the only fused multiply-adds are the ones the source writes. AVX2/FMA is the
 # baseline every supported CPU has; the AVX-512 kernel is selected per function at run time.

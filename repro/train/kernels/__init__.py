@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from repro.environment.kernels import SOURCES
 from repro.errors import EnvironmentMismatch
 
-__compiler_sources__ = ("portable.cpp", "gemm.h")
+__compiler_sources__ = SOURCES  # the C++ this module loads: compiler sources (see the module docstring)
 
 # Set by the launching process (repro.build.child.LIBRARY_VARIABLE) to the library it built; a child
 # started some other way builds (or finds) it itself.
@@ -42,7 +43,6 @@ UNPORTABLE = (
     "_fft_c2c", "_fft_c2r", "_fft_r2c",
     "_embedding_bag", "_embedding_bag_forward_only",
     "_addmm_activation", "_native_multi_head_attention", "_transformer_encoder_layer_fwd",
-    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention_for_cpu_backward",
     "mkldnn_convolution", "mkldnn_linear", "mkldnn_rnn_layer", "_convolution", "_slow_conv2d_forward",
     "_slow_conv2d_backward", "slow_conv_dilated2d", "slow_conv3d_forward", "slow_conv_transpose2d",
 )
@@ -55,7 +55,7 @@ def enable(refuse: bool, cpu: bool = True) -> dict[str, Any]:
     """Load the library and route every later CPU call through it; the facts for the lock's flags.
 
     Once per process: torch has one dispatch table. `refuse` is `build.unportable == "refuse"`; `cpu`
-    says the build trains on the CPU (a GPU build keeps torch's attention backends, which are global).
+    says the build trains on the CPU (a GPU build keeps nn.MultiheadAttention's fast path, a global).
     """
     global _library, _recorder
     if _library is not None:
@@ -70,9 +70,8 @@ def enable(refuse: bool, cpu: bool = True) -> dict[str, Any]:
     # vector width changes no bit, never a setting that does.
     torch.ops.repro_portable.configure(os.environ.get("REPRO_KERNEL_ISA") != "avx2", refuse)
     if cpu:
-        # Attention's flash kernel and nn.MultiheadAttention's inference fast path call MKL's GEMM from
-        # inside; without them attention is bmm, softmax and linear layers, which the library covers.
-        torch.backends.cuda.enable_flash_sdp(False)  # despite the name, also selects the CPU backend
+        # nn.MultiheadAttention's inference fast path is one fused kernel on MKL's GEMM; without it,
+        # attention is linear layers and scaled_dot_product_attention, which the library covers.
         torch.backends.mha.set_fastpath_enabled(False)
     _library = torch.library.Library("aten", "IMPL")  # type: ignore[no-untyped-call]  # kept for the process
     if refuse:
@@ -87,7 +86,8 @@ def enable(refuse: bool, cpu: bool = True) -> dict[str, Any]:
 def facts() -> dict[str, Any]:
     """What the lock records: the same on every machine (the GEMM's vector width is not here: it decides
     no bit, and run.json has it)."""
-    return {"kernels": "portable", "gemm": "fma chain, k ascending", "sdpa": "math", "mha_fastpath": False}
+    return {"kernels": "portable", "gemm": "fma chain, k ascending", "sdpa": "flash, fixed order",
+            "mha_fastpath": False}
 
 
 def unportable_seen() -> list[str]:

@@ -29,6 +29,8 @@
 #include <ATen/ops/convolution_backward_compositeexplicitautograd_dispatch.h>
 #include <ATen/ops/convolution_compositeexplicitautograd_dispatch.h>
 #include <ATen/ops/dot_cpu_dispatch.h>
+#include <ATen/ops/_scaled_dot_product_flash_attention_for_cpu_backward_cpu_dispatch.h>
+#include <ATen/ops/_scaled_dot_product_flash_attention_for_cpu_cpu_dispatch.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 #include <ATen/ops/vdot_cpu_dispatch.h>
 #include <torch/library.h>
@@ -41,6 +43,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "attention.h"
 #include "gemm.h"
 
 // Each elementwise operator with its CPU fallback header.
@@ -435,9 +438,16 @@ Tensor& r_bernoulli_(Tensor& self, double p, std::optional<at::Generator> gen) {
 // The operators MKL's vector math would compute, in REPRO_UNARY_OPS order.
 enum class Fn : int { exp, log, log2, log10, sqrt, tanh, erf, erfc, erfinv, sin, cos, tan, asin, acos, atan };
 
-// What ATen runs at ATEN_CPU_CAPABILITY=avx2: this file is compiled with CPU_CAPABILITY=AVX2.
+// tanh is SLEEF's 3.5-ulp tanhf (4x faster than the 1-ulp one ATen calls, and the same bits at both
+// widths, like the others); every other function is what ATen runs at ATEN_CPU_CAPABILITY=avx2 (this
+// file is compiled with CPU_CAPABILITY=AVX2).
+extern "C" __m256 Sleef_tanhf8_u35avx2(__m256);
+
 template <typename T>
 at::vec::Vectorized<T> narrow_one(Fn f, at::vec::Vectorized<T> x) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (f == Fn::tanh) return at::vec::Vectorized<float>(Sleef_tanhf8_u35avx2(x));
+  }
   switch (f) {
     case Fn::exp: return x.exp();
     case Fn::log: return x.log();
@@ -464,11 +474,11 @@ void narrow_map(Fn f, const T* in, T* out, int64_t n) {
   at::vec::map([f](Vec x) { return narrow_one(f, x); }, out, in, n);
 }
 
-// SLEEF's 16-lane AVX-512 versions of the functions ATen's AVX2 code calls (same accuracy variant).
+// SLEEF's 16-lane AVX-512 versions of the 8-lane functions above (same accuracy variant).
 // Each was compared with the 8-lane AVX2 one on every one of the 2^32 float32 inputs and gives the
 // same bits (`compare_widths`, scripts/check_vector_widths.py): so the wide path is a speed choice.
 #define REPRO_WIDE_SLEEF(X) \
-  X(exp, u10) X(log, u10) X(log2, u10) X(log10, u10) X(tanh, u10) X(erfc, u15) X(sin, u35) X(cos, u35) X(tan, u10) \
+  X(exp, u10) X(log, u10) X(log2, u10) X(log10, u10) X(tanh, u35) X(erfc, u15) X(sin, u35) X(cos, u35) X(tan, u10) \
   X(asin, u10) X(acos, u10) X(atan, u10)
 #define REPRO_DECLARE(fn, u) extern "C" __attribute__((target("avx512f"))) __m512 Sleef_##fn##f16_##u##avx512f(__m512);
 REPRO_WIDE_SLEEF(REPRO_DECLARE)
@@ -614,6 +624,117 @@ int64_t compare_widths_named(const std::string& name, int64_t lo, int64_t hi) {
   return compare_widths(fn_named(name), lo, hi);
 }
 
+// ---- scaled dot-product attention: torch's CPU flash kernel, in a fixed order (attention.h) ----
+
+void attention_vmath(bool log, const float* in, float* out, int64_t n) {
+  const Fn f = log ? Fn::log : Fn::exp;
+  if (use_wide(f)) return wide_map(f, in, out, n);
+  narrow_map(f, in, out, n);
+}
+
+// q, k, v [B, H, L, E] with a contiguous last dimension (what torch hands its flash kernel).
+bool attention_ours(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, double dropout_p) {
+  const auto type = q.scalar_type();
+  if (k.scalar_type() != type || v.scalar_type() != type || q.dim() != 4 || k.dim() != 4 || v.dim() != 4) return false;
+  if (type != at::kFloat && !is_reduced(type)) return !unportable(op, dtype_name(q));
+  if (dropout_p != 0.0) return !unportable(op, "(with dropout)");
+  return q.size(0) == k.size(0) && q.size(1) == k.size(1) && k.sizes().slice(0, 3) == v.sizes().slice(0, 3);
+}
+
+Tensor last_dim_contiguous(const Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
+
+float attention_scale(const Tensor& q, std::optional<double> scale) {
+  return static_cast<float>(scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(q.size(-1))));
+}
+
+// The mask of head (b, h), from a mask broadcast to [B, H, Lq, Lk] (float or bool; kept alive by the caller).
+Mask head_mask(const Tensor& mask, int64_t b, int64_t h) {
+  Mask m;
+  if (!mask.defined()) return m;
+  const int64_t offset = b * mask.stride(0) + h * mask.stride(1);
+  m.rs = mask.stride(2);
+  m.cs = mask.stride(3);
+  if (mask.scalar_type() == at::kBool)
+    m.keep = mask.const_data_ptr<bool>() + offset;
+  else
+    m.additive = mask.const_data_ptr<float>() + offset;
+  return m;
+}
+
+Tensor broadcast_mask(const std::optional<Tensor>& mask, int64_t B, int64_t H, int64_t Lq, int64_t Lk) {
+  if (!mask.has_value() || !mask->defined()) return Tensor();
+  const Tensor m = mask->scalar_type() == at::kBool ? *mask : mask->to(at::kFloat);
+  return m.expand({B, H, Lq, Lk});
+}
+
+Rows rows(const Tensor& t, int64_t b, int64_t h) {
+  return Rows{t.const_data_ptr<float>() + b * t.stride(0) + h * t.stride(1), t.stride(2)};
+}
+
+std::tuple<Tensor, Tensor> r_flash(const Tensor& query, const Tensor& key, const Tensor& value, double dropout_p,
+                                   bool is_causal, const std::optional<Tensor>& attn_mask,
+                                   std::optional<double> scale) {
+  const char* op = "aten::_scaled_dot_product_flash_attention_for_cpu";
+  if (!attention_ours(op, query, key, value, dropout_p))
+    return at::cpu::_scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p, is_causal, attn_mask,
+                                                                scale);
+  if (is_reduced(query.scalar_type())) {
+    auto [out, lse] = r_flash(up(query), up(key), up(value), dropout_p, is_causal, attn_mask, scale);
+    return {out.to(query.scalar_type()), lse};
+  }
+  const Tensor q = last_dim_contiguous(query), k = last_dim_contiguous(key), v = last_dim_contiguous(value);
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), E = q.size(3), Lk = k.size(2), Ev = v.size(3);
+  const Tensor mask = broadcast_mask(attn_mask, B, H, Lq, Lk);
+  const float s = attention_scale(q, scale);
+  Tensor out = at::empty({B, Lq, H, Ev}, q.options()).transpose(1, 2);  // torch's flash layout
+  Tensor lse = at::empty({B, H, Lq}, q.options());
+  float *po = out.data_ptr<float>(), *pl = lse.data_ptr<float>();
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; t++) {
+      const int64_t b = t / H, h = t % H;
+      attention_forward(Lq, Lk, E, Ev, rows(q, b, h), rows(k, b, h), rows(v, b, h), s, is_causal,
+                        head_mask(mask, b, h), &attention_vmath, settings.allow_avx512,
+                        po + b * out.stride(0) + h * out.stride(1), out.stride(2), pl + (b * H + h) * Lq);
+    }
+  });
+  return {out, lse};
+}
+
+std::tuple<Tensor, Tensor, Tensor> r_flash_backward(const Tensor& grad_out, const Tensor& query, const Tensor& key,
+                                                    const Tensor& value, const Tensor& out, const Tensor& logsumexp,
+                                                    double dropout_p, bool is_causal,
+                                                    const std::optional<Tensor>& attn_mask,
+                                                    std::optional<double> scale) {
+  const char* op = "aten::_scaled_dot_product_flash_attention_for_cpu_backward";
+  if (!attention_ours(op, query, key, value, dropout_p) || grad_out.scalar_type() != query.scalar_type())
+    return at::cpu::_scaled_dot_product_flash_attention_for_cpu_backward(grad_out, query, key, value, out, logsumexp,
+                                                                         dropout_p, is_causal, attn_mask, scale);
+  if (is_reduced(query.scalar_type())) {
+    auto [gq, gk, gv] = r_flash_backward(up(grad_out), up(query), up(key), up(value), up(out), logsumexp, dropout_p,
+                                         is_causal, attn_mask, scale);
+    const auto t = query.scalar_type();
+    return {gq.to(t), gk.to(t), gv.to(t)};
+  }
+  const Tensor q = last_dim_contiguous(query), k = last_dim_contiguous(key), v = last_dim_contiguous(value);
+  const Tensor o = last_dim_contiguous(out), dout = last_dim_contiguous(grad_out);
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), E = q.size(3), Lk = k.size(2), Ev = v.size(3);
+  const Tensor mask = broadcast_mask(attn_mask, B, H, Lq, Lk);
+  const float s = attention_scale(q, scale);
+  Tensor gq = at::empty({B, H, Lq, E}, q.options()), gk = at::empty({B, H, Lk, E}, q.options());
+  Tensor gv = at::empty({B, H, Lk, Ev}, q.options());
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; t++) {
+      const int64_t b = t / H, h = t % H;
+      attention_backward(Lq, Lk, E, Ev, rows(q, b, h), rows(k, b, h), rows(v, b, h), rows(o, b, h),
+                         rows(dout, b, h), s, is_causal, head_mask(mask, b, h), &attention_vmath,
+                         settings.allow_avx512, gq.data_ptr<float>() + (b * H + h) * Lq * E, E,
+                         gk.data_ptr<float>() + (b * H + h) * Lk * E, E,
+                         gv.data_ptr<float>() + (b * H + h) * Lk * Ev, Ev);
+    }
+  });
+  return {gq, gk, gv};
+}
+
 // ---- what Python asks of the library ----
 
 void configure(bool allow_avx512, bool refuse) {
@@ -670,6 +791,8 @@ TORCH_LIBRARY_IMPL(aten, CPU, m) {
   m.impl("convolution", &r_convolution);
   m.impl("convolution_backward", &r_convolution_backward);
   m.impl("bernoulli_.float", &r_bernoulli_);
+  m.impl("_scaled_dot_product_flash_attention_for_cpu", &r_flash);
+  m.impl("_scaled_dot_product_flash_attention_for_cpu_backward", &r_flash_backward);
 #define REPRO_REGISTER(op)                 \
   m.impl(#op, &op##_fn);                   \
   m.impl(#op ".out", &op##_out_fn);        \
