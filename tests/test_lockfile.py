@@ -59,7 +59,8 @@ def _write(tmp_path: Path, obj: Any) -> Path:
 
 
 @pytest.mark.parametrize(("mutate", "needle"), [
-    (lambda lk: lk.update(version=3), "newer than this repro"),
+    (lambda lk: lk.update(version=4), "newer than this repro"),
+    (lambda lk: lk.update(version=3), "'resumes' is a required property"),
     (lambda lk: lk.update(version=1), "expected 2"),
     (lambda lk: lk.pop("toolchain"), "'toolchain' is a required property"),
     (lambda lk: lk["toolchain"]["repro"]["files"][0].update(path="../x.py"), "toolchain.repro.files.0.path"),
@@ -101,7 +102,10 @@ def test_the_lock_types_mirror_the_schema() -> None:
         (node("inputs", "data", "preprocess"), t.Preprocess, set()),
         (node("inputs", "data", "preprocess", "package"), t.PreprocessPackage, set()),
         (node("inputs", "data", "sample_order"), t.SampleOrder, set()), (node("inputs", "code"), t.FilesBlock, set()),
-        (node("build"), t.Build, set()), (node("toolchain"), t.Toolchain, set()),
+        (node("build"), t.Build, set()), (node("build", "resumes", "[]"), t.ResumeBoundary, set()),
+        (node("build", "resumes", "[]", "source"), t.ResumeSource, set()),
+        (node("build", "resumes", "[]", "differs", "[]"), t.ResumeDifference, set()),
+        (node("toolchain"), t.Toolchain, set()),
         (node("toolchain", "python"), t.PythonFacts, set()), (node("toolchain", "platform"), t.PlatformFacts, set()),
         (node("toolchain", "torch"), t.TorchFacts, set()), (node("toolchain", "repro"), t.Compiler, set()),
         (node("outputs"), t.Outputs, set()), (node("outputs", "weights"), t.Weights, set()),

@@ -77,6 +77,29 @@ class Inputs(TypedDict):
     base: NotRequired[BaseBlock]  # a fine-tune's base release
 
 
+class ResumeSource(TypedDict):
+    """The source identity of the run that trained up to a resume boundary, as digests (repro.lock.identity)."""
+
+    config: str
+    data: str
+    code: str
+    pins: str
+    toolchain: str
+    compiler: str
+
+
+class ResumeDifference(TypedDict):
+    kind: str  # a repro.lock.diff.Difference's kind: code, compiler, distribution, pin, ...
+    name: str
+    change: str
+
+
+class ResumeBoundary(TypedDict):
+    step: int
+    source: ResumeSource
+    differs: list[ResumeDifference]  # what in `source` differs from the lock's own source and toolchain
+
+
 class Build(TypedDict):
     # The pins, as `repro.environment.pins.Pins.to_json` writes them. A TypedDict cannot
     # extend a dataclass, so these ten lines repeat Pins' fields; tests/test_lockfile.py
@@ -94,6 +117,8 @@ class Build(TypedDict):
     flags: dict[str, Any]
     env: dict[str, str]
     cuda: dict[str, Any] | None
+    # A version 3 lock only: every resume boundary, when some step came from another source.
+    resumes: NotRequired[list[ResumeBoundary]]
 
 
 class PythonFacts(TypedDict):
