@@ -76,13 +76,14 @@ class Session:
 
         Returns the checkpoint to resume from: none with `--restart` if its source differs.
         """
-        if self.identify is None or (not self.spec.every and self.resume is None):
-            return self.resume
-        self.identity = self.identify()
+        if self.identify is not None and (self.spec.every or self.resume is not None):
+            self.identity = self.identify()
+            if self.resume is not None:
+                changed = source_identity.changes(self.resume.state["identity"], self.identity)
+                if changed:
+                    other_source(self, [_phrase(d) for d in changed])
         if self.resume is not None:
-            changed = source_identity.changes(self.resume.state["identity"], self.identity)
-            if changed:
-                other_source(self, [_phrase(d) for d in changed])
+            self.notify(f"resuming from {self.resume.path} (step {self.resume.step})")
         return self.resume
 
     def after_step(self, step: int, capture: Capture) -> None:
@@ -324,8 +325,7 @@ def start(out_dir: Path, spec: CheckpointSpec, record: dict[str, Any], options: 
     session.resume = ckpt
     session.resumes = [*ckpt.state["resumes"],
                        {"step": ckpt.step, "checkpoint": ckpt.path.name, "identity": ckpt.state["identity"]}]
-    notify(f"resuming from {ckpt.path} (step {ckpt.step})")
-    return session
+    return session  # `Session.begin` checks it against this run's source identity, then says it resumes
 
 
 def changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
