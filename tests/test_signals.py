@@ -27,7 +27,7 @@ from repro.train.resume import PAUSE_AFTER_STEP_ENV, pause_marker
 pytestmark = pytest.mark.slow
 
 BIG = "big.bin"  # a sparse data source: hashing it lasts long enough to be interrupted in the middle
-BIG_SIZE = 512 << 20
+BIG_SIZE = 256 << 20
 BASE = ["--quiet", "trainer.max_steps=20", "trainer.log_every=5", "trainer.checkpoint_every=10",
         "model.dropout=0.3", f"+data.sources=[{BIG}]"]
 PAUSE = 15  # the mid-training point: between two checkpoints
