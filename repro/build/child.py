@@ -96,7 +96,10 @@ def run_child(spec: dict[str, Any], pins: Pins, work_dir: Path, *, quiet: bool =
         if line.startswith(MESSAGE_PREFIX):
             print(line, file=sys.stderr, flush=True)
     if done.code != 0:
-        raise_interrupted(done, error_path, what)
+        # torchrun's agent stops the other ranks with SIGTERM when one dies: their report of that
+        # signal is not the user's; only one forwarded from here is.
+        agent = pins.world_size > 1 and not distributed.under_launcher()
+        raise_interrupted(done, error_path, what, child_signals=not agent)
         raise child_error(done.code, error_path, stderr, pins, what)
 
 
@@ -122,8 +125,9 @@ def write_error(spec: dict[str, Any], exc: ReproError | Interrupted) -> int:
     return exc.exit_code
 
 
-def raise_interrupted(done: Finished, error_path: Path, what: str = "") -> None:
-    """Raise `Interrupted` if a stop signal ended the child: one forwarded to it, or one it got itself.
+def raise_interrupted(done: Finished, error_path: Path, what: str = "", child_signals: bool = True) -> None:
+    """Raise `Interrupted` if a stop signal ended the child: one forwarded to it, or (with
+    `child_signals`) one it got itself.
 
     Where the child stopped comes from its error file, when it wrote one.
     """
@@ -133,7 +137,7 @@ def raise_interrupted(done: Finished, error_path: Path, what: str = "") -> None:
             info = json.loads(error_path.read_text(encoding="utf-8"))
         except ValueError:
             info = {}
-    signum = done.signum if done.signum is not None else info.get("signal")
+    signum = done.signum if done.signum is not None else info.get("signal") if child_signals else None
     if not isinstance(signum, int):
         return
     detail = info.get("detail") if isinstance(info.get("detail"), str) else ""
@@ -141,9 +145,13 @@ def raise_interrupted(done: Finished, error_path: Path, what: str = "") -> None:
 
 
 def child_error(code: int, error_path: Path, stderr: str, pins: Pins, what: str) -> ReproError:
-    """The typed error of a failed child: its own report, else what killed it."""
-    if error_path.is_file():
-        info = json.loads(error_path.read_text(encoding="utf-8"))
+    """The typed error of a failed child: its own report, else what killed it.
+
+    A report of a stop signal that is no interruption of ours (torchrun stopping the
+    other ranks after one died) says nothing: what killed the first rank does.
+    """
+    info = json.loads(error_path.read_text(encoding="utf-8")) if error_path.is_file() else {}
+    if info and "signal" not in info:
         return from_exit_code(int(info["exit_code"]), (f"{what}: " if what else "") + str(info["message"]))
     what = what or "build"
     rank = None

@@ -11,6 +11,7 @@ name what changed. A stop signal ends a run after a step, with a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -199,8 +200,9 @@ def hold_out_dir(out_dir: Path, notify: Notify | None = None) -> Iterator[None]:
     def acquired(fd: int) -> None:
         _still_named(fd, path)
         left[:] = [_pid_in(os.pread(fd, 32, 0))]
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        with contextlib.suppress(OSError):  # for the messages only: a full disk fails the build where it writes
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
 
     lock = FileLock(str(path), timeout=0, on_acquired=acquired)
     for _ in range(10):
