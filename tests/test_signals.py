@@ -220,3 +220,18 @@ def test_a_stage_child_stops_with_its_parent(tmp_path: Path, sig: signal.Signals
         assert "during the stage slow" in _one_clean_line(err, "run", sig)
         assert list((root / ".repro" / "staging").iterdir()) == [], "the stage's staging folder left behind"
     assert not (root / "out").exists(), "no output of an interrupted stage"
+
+
+def test_ctrl_c_stops_a_sweep_in_its_job_and_starts_no_other(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "sweep")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = _repro(["train", "-m", "--quiet", "trainer.max_steps=10", "trainer.checkpoint_every=5", "seed=0,1"],
+                  project, _env(tmp, **{PAUSE_AFTER_STEP_ENV: "3"}))
+    _wait_until(proc, lambda: any(project.glob("out/digits/multirun/0/checkpoints/.paused-after-step-3")),
+                "pausing its first job after step 3")
+    _, err = _stop(proc, signal.SIGINT)
+    line = _one_clean_line(err, "train", signal.SIGINT)
+    assert "during job " in line and "seed=0 after step 3" in line
+    assert not (project / "out" / "digits" / "multirun" / "1").exists(), "a second job started"
+    assert _left_in(tmp) == []
