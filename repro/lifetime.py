@@ -14,8 +14,9 @@ only asks to stop: the loop stops at the next step boundary, after a checkpoint
 wherever it lands.
 
 Every child is started in its own process group, so a terminal's Ctrl-C reaches
-only the top `repro` process, which forwards it once; and the kernel kills it when
-its parent dies, even by SIGKILL (Linux `PR_SET_PDEATHSIG`). A signal that was
+only the top `repro` process, which forwards it once (and Ctrl-Z, which stops the
+child's group along with it); and the kernel kills it when its parent dies, even
+by SIGKILL (Linux `PR_SET_PDEATHSIG`). A signal that was
 ignored when the process started (`nohup`, a background job of a script) stays
 ignored, in the parent and so in its children. No torch here.
 """
@@ -83,8 +84,19 @@ def supervise(cmd: Sequence[str], **popen: Any) -> Finished:
         if child:
             _send(child[0].pid, signal.SIGKILL if len(received) >= KILL_AFTER else signum)
 
+    def pause(_signum: int, _frame: Any) -> None:
+        """Ctrl-Z: stop the child's group (it is not in the terminal's), then ourselves; `fg` resumes both."""
+        if child:
+            _send_group(child[0].pid, signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT
+        signal.signal(signal.SIGTSTP, pause)
+        if child:
+            _send_group(child[0].pid, signal.SIGCONT)
+
     previous = _install(forward)
     blocked = _block(previous)
+    previous.update(_install(pause, (signal.SIGTSTP,)))
     try:
         try:
             proc = subprocess.Popen(list(cmd), preexec_fn=_child_setup(os.getpid()), **popen)
@@ -145,6 +157,11 @@ def _send(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
+def _send_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
 # ---- the child ---------------------------------------------------------------------------------------------
 
 _received: list[int] = []  # stop signals this process has received, in order
@@ -194,8 +211,8 @@ def deferred(finish: bool = False) -> Iterator[None]:
 # ---- handlers ----------------------------------------------------------------------------------------------
 
 
-def _install(handler: Handler) -> dict[int, Any]:
-    """Set `handler` for each stop signal not ignored here; the handlers it replaced, to restore.
+def _install(handler: Handler, signals: Sequence[int] = STOP_SIGNALS) -> dict[int, Any]:
+    """Set `handler` for each of `signals` not ignored here; the handlers it replaced, to restore.
 
     Only the main thread may set handlers; elsewhere (a test calling `main` in a
     thread) nothing is installed.
@@ -203,7 +220,7 @@ def _install(handler: Handler) -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}
     previous: dict[int, Any] = {}
-    for sig in STOP_SIGNALS:
+    for sig in signals:
         current = signal.getsignal(sig)
         if current is signal.SIG_IGN:
             continue

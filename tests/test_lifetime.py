@@ -148,3 +148,32 @@ def test_deferred_holds_a_first_signal_until_a_safe_point_and_a_second_raises_at
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
                          capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.splitlines() == ["held True", "interrupted by SIGTERM after step 3", "second: 130"]
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_ctrl_z_stops_the_childs_group_with_the_parent_and_fg_resumes_both(tmp_path: Path) -> None:
+    """The child is not in the terminal's process group, so the parent passes job control on."""
+    pid_file = tmp_path / "child.pid"
+    parent = textwrap.dedent(f"""\
+        import sys
+        from repro import lifetime
+        child = [sys.executable, "-c", "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+                 "time.sleep(120)"]
+        lifetime.supervise(child)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", parent], env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        _wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60, "the child never started")
+        child = int(pid_file.read_text())
+        proc.send_signal(signal.SIGTSTP)
+        _wait_for(lambda: _state(proc.pid) == "T" and _state(child) == "T", 30, "Ctrl-Z did not stop both")
+        proc.send_signal(signal.SIGCONT)  # what the shell's `fg` sends the parent's group
+        _wait_for(lambda: _state(proc.pid) != "T" and _state(child) != "T", 30, "fg did not resume both")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0  # supervise returned: the child ended by the forwarded SIGTERM
+        _wait_for(lambda: not _alive(child), 5, "the child outlived its parent")
+    finally:
+        proc.kill()
