@@ -151,5 +151,3 @@ EXIT_CODES: dict[int, str] = {
     130: "interrupted by SIGINT (Ctrl-C); checkpoints are kept, the same command resumes",
     143: "interrupted by SIGTERM; checkpoints are kept, the same command resumes",
 }
-# The exit codes of `Interrupted`, by signal.
-INTERRUPT_CODES = (129, 130, 143)

@@ -155,7 +155,11 @@ def _state(pid: int) -> str:
 
 
 def test_ctrl_z_stops_the_childs_group_with_the_parent_and_fg_resumes_both(tmp_path: Path) -> None:
-    """The child is not in the terminal's process group, so the parent passes job control on."""
+    """The child is not in the terminal's process group, so the parent passes job control on.
+
+    The parent gets a process group of its own in this session, as a shell's job does: in an
+    orphaned group (an xdist worker's) the kernel discards a stop signal, and then nothing stops.
+    """
     pid_file = tmp_path / "child.pid"
     parent = textwrap.dedent(f"""\
         import sys
@@ -164,7 +168,8 @@ def test_ctrl_z_stops_the_childs_group_with_the_parent_and_fg_resumes_both(tmp_p
                  "time.sleep(120)"]
         lifetime.supervise(child)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", parent], env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen([sys.executable, "-c", parent], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            preexec_fn=os.setpgrp)
     try:
         _wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60, "the child never started")
         child = int(pid_file.read_text())
