@@ -375,7 +375,7 @@ def _edited(change: Any) -> Any:
     (_edited(lambda d: d.pop("outputs")), "'outputs' is a required property"),
     (_edited(lambda d: d["build"].update(threads="two")), "field 'build.threads'"),
     (_edited(lambda d: d["inputs"]["data"]["files"][0].pop("hashes")), "inputs.data.files.0"),
-    (_edited(lambda d: d.update(version=3)), "version 3 is newer than this repro"),
+    (_edited(lambda d: d.update(version=4)), "version 4 is newer than this repro"),
     (_edited(lambda d: d.update(version="1")), "field 'version'"),
 ])
 def test_unusable_lock_exits_2_with_one_line(copy: Path, tamper: Any, needle: str) -> None:

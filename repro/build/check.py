@@ -26,7 +26,9 @@ from typing import Any
 from repro.build.emulate import qemu_python
 from repro.build.variations import NOISY_ENV, Variation
 from repro.environment.pins import SHELL_KNOBS, resolve_pins
+from repro.errors import Interrupted
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
+from repro.lifetime import start, supervise
 from repro.lock import lockfile
 from repro.lock.types import Lock
 from repro.source.config import ConfigSource, require
@@ -144,13 +146,15 @@ def _resumed(out_dir: Path, log: Path) -> str | None:
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], umask: int, log: Path) -> str | None:
-    with open(log, "wb") as err:
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=err, umask=umask, check=False)
-    if proc.returncode == 0:
+    with open(log, "wb") as err:  # the build dies with this process; a stop signal is forwarded to it
+        done = supervise(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                         umask=umask)
+    if done.signum is not None:
+        raise Interrupted(done.signum, " during a build of `repro check`")
+    if done.code == 0:
         return None
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    return f"exit code {proc.returncode}" + (f": {lines[-1].strip()}" if lines else "")
+    return f"exit code {done.code}" + (f": {lines[-1].strip()}" if lines else "")
 
 
 def _interrupt(cmd: list[str], cwd: Path, env: dict[str, str], variation: Variation, out_dir: Path) -> str | None:
@@ -160,14 +164,13 @@ def _interrupt(cmd: list[str], cwd: Path, env: dict[str, str], variation: Variat
     every = next(o for o in variation.overrides if o.startswith("trainer.checkpoint_every="))
     step = every.split("=", 1)[1]
     marker = pause_marker(out_dir / CHECKPOINTS_DIR, int(step))
-    proc = subprocess.Popen(cmd, cwd=cwd, env={**env, PAUSE_AFTER_STEP_ENV: step}, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            umask=variation.umask)
+    proc = start(cmd, cwd=cwd, env={**env, PAUSE_AFTER_STEP_ENV: step}, stdin=subprocess.DEVNULL,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, umask=variation.umask)
     while not marker.exists():
         if proc.poll() is not None:
             return f"the run ended (exit code {proc.returncode}) before reaching step {step}"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # a power cut: the whole process group we started
+    os.killpg(proc.pid, signal.SIGKILL)  # a power cut: its build child, in a group of its own, dies with it
     proc.wait()
     if not wait_released(out_dir, KILL_GRACE):  # the build child may outlive the parent waited for
         return f"the killed build still held {out_dir.name} {KILL_GRACE} s later"

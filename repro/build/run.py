@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from repro import lifetime
 from repro.build.child import child_message, run_child, write_error
 from repro.build.outputs import write_outputs
 from repro.environment.pins import (
@@ -31,11 +32,12 @@ from repro.errors import ConfigError, ReproError, is_write_failure, output_error
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.chain import upstream_records
+from repro.lock.identity import identify
 from repro.source.base_model import require_consistent
 from repro.source.config import CheckpointSpec, TrainerSpec, check_value_types, require, require_keys
 from repro.source.data import DataSpec, data_file_list
 from repro.source.discover import imported_project_files
-from repro.source.inputs import code_block, code_include, git_state, hash_inputs
+from repro.source.inputs import code_block, code_include, config_digest, git_state, hash_inputs
 from repro.train import checkpoint, distributed
 from repro.train.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.train.resume import start as start_checkpoints
@@ -131,7 +133,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
         _build_rank(resolved, pins, spec, root, out_dir, resume)
         return None
     try:
-        with hold_out_dir(out_dir):
+        with hold_out_dir(out_dir, notify):
             return _build_locked(resolved, pins, spec, root, out_dir, quiet, resume,
                                  notify or (lambda _msg: None), started, rehash)
     except OSError as exc:  # out_dir itself, its lock file: a full disk, no permission, read-only
@@ -170,7 +172,13 @@ def _build_rank(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root
     if resume.mode != "fresh":
         root_dir = out_dir / CHECKPOINTS_DIR
         ckpt = checkpoint.read(resume.source) if resume.source else checkpoint.newest_valid(root_dir)[0]
-    session = Session(out_dir / CHECKPOINTS_DIR, replace(spec, every=0), {}, resume=ckpt)
+    # The same identity check as rank 0's, so every rank takes the same decision (rank 0 alone deletes).
+    # Only rank 0 hashes the data, and it has compared them with the checkpoint's already.
+    data = ckpt.state["identity"]["data"] if ckpt is not None else ""
+    inputs = {"config": config_digest(resolved), "data": {"root_digest": data}}
+    session = Session(out_dir / CHECKPOINTS_DIR, replace(spec, every=0), {}, resume=ckpt,
+                      identify=lambda: identify(resolved, inputs, pins.to_json(), root), mode=resume.mode,
+                      owner=False)
     session.pause_step = None
     train(resolved, pins, root, files, checkpoints=session)
 
@@ -211,7 +219,7 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     files = data_file_list(root, DataSpec.from_config(resolved))
     packages = package_versions((*RECORDED_PACKAGES, *target_packages(resolved)))
     session = start_checkpoints(out_dir, spec, {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},
-                                resume, notify)
+                                resume, notify, identify=lambda: identify(resolved, inputs, pins.to_json(), root))
     if pins.world_size > 1:
         distributed.barrier(pins)  # the other ranks now read the same resume point
 
@@ -226,11 +234,15 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     inputs["code"] = finish_code(resolved, root)
     build = {**pins.to_json(), "flags": result.flags.to_json(), "env": pinned_variables(pins),
              "cuda": result.flags.cuda, "cpu": result.flags.cpu}
-    outputs, lock_bytes, seconds = write_outputs(out_dir, result, inputs, build, every, started, {
-        "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]), **session.report()})
-    # The outputs are complete: checkpoints served their purpose, and left here
-    # they would end up in whatever tracks out_dir (a DVC output, a release).
-    checkpoint.clear(session.root)
+    resumes = session.lock_resumes()
+    if resumes is not None:  # some steps came from another source: the lock says so (docs/lockfile.md)
+        build["resumes"] = resumes
+    with lifetime.deferred(finish=True):  # a stop signal now would only tear the outputs: finish them
+        outputs, lock_bytes, seconds = write_outputs(out_dir, result, inputs, build, every, started, {
+            "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]), **session.report()})
+        # The outputs are complete: checkpoints served their purpose, and left here
+        # they would end up in whatever tracks out_dir (a DVC output, a release).
+        checkpoint.clear(session.root)
     return BuildReport(
         out_dir=out_dir, weights_sha256=outputs["weights"]["hashes"]["sha256"],
         lock_sha256=hashlib.sha256(lock_bytes).hexdigest(), config_sha256=inputs["config"]["sha256"],
@@ -248,6 +260,8 @@ def rebuild_main(spec_path: str) -> int:
     training. The spec file names the resolved config, the project root, the
     out_dir and resume options; a user-facing failure goes back through `write_error`.
     """
+    from repro.errors import Interrupted
+
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     source = spec.get("resume_source")
     options = ResumeOptions(mode=spec.get("resume_mode", "auto"), source=None if source is None else Path(source))
@@ -262,7 +276,7 @@ def rebuild_main(spec_path: str) -> int:
             require_same_cpu_here(spec["expect_cpu"], spec["resolved"])
         run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]),
                   resume=options, rehash=bool(spec.get("rehash", False)), notify=child_message, in_child=True)
-    except ReproError as exc:
+    except (ReproError, Interrupted) as exc:  # a stop signal: the `with` blocks have released out_dir
         return write_error(spec, exc)
     except RuntimeError as exc:  # an operator the portable kernels refused: exit 3, naming it
         refused = _refused_operator(exc)

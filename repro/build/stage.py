@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.build.child import child_environ, child_error
+from repro.build.child import child_environ, child_error, raise_interrupted
 from repro.canonical import atomic_write_json, fsync_dir
 from repro.environment.pins import Pins
 from repro.errors import DataError, ReproError
+from repro.lifetime import supervise
 from repro.lock import stagerecord
 from repro.lock.diff import Difference
 from repro.source.filetree import SKIP_DIRS
@@ -116,10 +117,12 @@ def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, qui
     env = child_environ(as_pins(pins), staging.parent)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # a __pycache__ under the root is a write, and not an output
     try:
-        proc = subprocess.run([sys.executable, "-c", _CHILD, str(job_path)], cwd=root, env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else None)
-        if proc.returncode != 0:
-            raise child_error(proc.returncode, error, "", as_pins(pins), f"stage {spec.name}")
+        # It dies with this process, and a stop signal here is forwarded to it (repro.lifetime).
+        done = supervise([sys.executable, "-c", _CHILD, str(job_path)], cwd=root, env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else None)
+        if done.code != 0:
+            raise_interrupted(done, error, f"stage {spec.name}")
+            raise child_error(done.code, error, "", as_pins(pins), f"stage {spec.name}")
         loaded: dict[str, Any] = json.loads(prestart.read_text(encoding="utf-8"))
         return loaded
     finally:

@@ -14,17 +14,23 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from repro import lifetime
 from repro.canonical import atomic_write_json
 from repro.environment import toolchain
-from repro.errors import ConfigError, ReproError
+from repro.errors import ConfigError, Interrupted, ReproError
 from repro.source.discover import imported_project_files
 from repro.source.inputs import code_block, compiler_block
 
 
 def main(job_path: str) -> int:
-    """Run the job in `job_path`; a user-facing failure goes to its error file as one line."""
+    """Run the job in `job_path`; a user-facing failure goes to its error file as one line.
+
+    A stop signal interrupts the stage at once (its outputs go to a staging folder,
+    which the parent removes) and is reported like a failure, with its exit code.
+    """
     import json
 
+    lifetime.stop_on_signals()
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     root = Path(job["root"])
     try:
@@ -37,6 +43,10 @@ def main(job_path: str) -> int:
         fn(inputs=[root / p for p in job["inputs"]], outputs=[Path(p) for p in job["outputs"]], **job["params"])
     except ReproError as exc:
         atomic_write_json(Path(job["error_path"]), {"exit_code": exc.exit_code, "message": str(exc)})
+        return exc.exit_code
+    except Interrupted as exc:
+        atomic_write_json(Path(job["error_path"]), {"exit_code": exc.exit_code, "message": str(exc),
+                                                    "signal": exc.signum, "detail": exc.detail})
         return exc.exit_code
     except Exception as exc:  # the stage's own bug: show it, and fail the run like a failed training
         traceback.print_exc()

@@ -88,9 +88,14 @@ def _names(diffs: list[Difference], limit: int = 3) -> str:
 
 
 def hints(diffs: list[Difference], notes: list[Difference], lock: Lock,
-          commit: str | None = None) -> list[str]:
+          commit: str | None = None, built_here: bool | None = None) -> list[str]:
     """One sentence per likely cause, most fundamental first. `commit`: the git commit
-    the build ran at (from run.json), if known."""
+    the build ran at (from run.json), if known; `built_here`: whether this machine built
+    the lock (run.json's host and CPU model), None if unknown.
+
+    Before naming the CPU, the lock's own record is read: a resume from a checkpoint
+    of another source (`build.resumes`), the profile, and the first differing step.
+    """
     by_kind: dict[str, list[Difference]] = {}
     for d in diffs:
         by_kind.setdefault(d.kind, []).append(d)
@@ -114,26 +119,56 @@ def hints(diffs: list[Difference], notes: list[Difference], lock: Lock,
         out.append("the weights file does not match the lock: it is corrupted or not the file this lock "
                    "describes; download it again")
     if any(d.kind in ("tensor", "loss", "step", "metric") for d in diffs) and not out:
-        drift = [n for n in notes if n.section == "toolchain"]
-        if drift:
-            version = lock["toolchain"]["repro"]["version"]
-            out.append(f"the source and pins match but the toolchain differs ({_names(drift)}): the likely cause; "
-                       f"rebuild in the recorded toolchain with `repro verify --toolchain recreate` "
-                       f"(repro {version})")
-        else:
-            exact = [d.name for d in diffs if d.kind == "step" and d.name.startswith("step ")]
-            step = next(iter(exact), next((d.name for d in diffs if d.kind == "loss"), "some step"))
-            out.append(f"inputs and pins match, yet training diverges at {step}: " + _cpu_cause(lock))
+        out += _divergence(diffs, notes, lock, built_here)
     return out
 
 
-def _cpu_cause(lock: Lock) -> str:
-    """The likely cause of a divergence with the same source, pins and toolchain, by the lock's profile."""
-    localize = ("(`repro verify --localize` names the operation where qemu-user can emulate a CPU that reproduces "
-                "the lock)")
+def _divergence(diffs: list[Difference], notes: list[Difference], lock: Lock, built_here: bool | None) -> list[str]:
+    """The source matches and the bits do not: the resume record, the toolchain, this machine, the profile, the CPU."""
+    resumed = resumed_from_other_source(lock)
+    if resumed:
+        return [resumed]
+    drift = [n for n in notes if n.section == "toolchain"]
+    if drift:
+        version = lock["toolchain"]["repro"]["version"]
+        return [f"the source and pins match but the toolchain differs ({_names(drift)}): the likely cause; "
+                f"rebuild in the recorded toolchain with `repro verify --toolchain recreate` (repro {version})"]
+    exact = [d for d in diffs if d.kind == "step" and d.name.startswith("step ")]
+    step = exact[0].name if exact else next((d.name for d in diffs if d.kind == "loss"), "some step")
+    if exact and (exact[0].stats or {}).get("first_step") == 0:
+        where = ("the initial parameters already differ (step 0): building the model depends on something the "
+                 "lock does not record (Python's hash seed, a file the model reads that is not in inputs.code, "
+                 "the time), or the lock's code is not what built its weights")
+        return [where] if built_here else [where + ", or, for an initialiser that calls a BLAS or LAPACK kernel "
+                                                   "(orthogonal init), this CPU"]
+    if built_here:
+        return [f"inputs, pins and toolchain match, and this is the machine that built the lock (its run.json "
+                f"names this host and CPU model), yet training diverges at {step}: not the CPU. Something the "
+                "lock does not record decided the bits: code that depends on the process (Python's hash seed, "
+                "the time, a file read at run time), a resume from a checkpoint of other code made by a repro "
+                "that did not check, or weights from another build than the one the lock describes"]
+    localize = ("`repro verify --localize` names the operation where qemu-user can emulate a CPU that reproduces "
+                "the lock")
     if lock.get("build", {}).get("kernels") == "portable":
-        return ("the lock's pins do not describe how its weights were really built (its portable kernels give the "
-                "same bits on every x86-64 CPU with AVX2), or an operation outside them ran " + localize)
-    return ("the likely cause is this CPU (build=native uses MKL/oneDNN, which pick kernels by CPU vendor and "
-            "model), or the lock's pins do not describe how its weights were really built; build=default gives "
-            "the same bits on every x86-64 CPU with AVX2 " + localize)
+        return [f"inputs, pins and toolchain match, yet training diverges at {step}: the lock was built with "
+                "repro's portable kernels (build=default), whose operations give the same bits on every x86-64 "
+                "CPU with AVX2, so the likely cause is an operation outside them or a build the lock does not "
+                f"describe; {localize}"]
+    return [f"inputs and pins match, yet training diverges at {step}: the likely cause is this CPU "
+            "(build=native uses MKL/oneDNN, which pick kernels by CPU vendor and model even with "
+            "ATEN_CPU_CAPABILITY pinned), or the lock's pins do not describe how its weights were really built; "
+            f"build=default gives the same bits on every x86-64 CPU with AVX2 ({localize})"]
+
+
+def resumed_from_other_source(lock: Lock) -> str | None:
+    """The lock's own word that some of its steps came from another source (`build.resumes`), as a hint."""
+    boundaries = [b for b in lock["build"].get("resumes", []) if b["differs"]]
+    if not boundaries:
+        return None
+    first = boundaries[0]
+    names = [f"{d['kind']} {d['name']}" for d in first["differs"]]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (f"this release was resumed at step {first['step']} from a checkpoint made from another source "
+            f"({shown}): its steps up to {first['step']} ran other code or another toolchain than the lock "
+            "records, so no rebuild of the recorded source gives its weights. Not a CPU difference: retrain it "
+            "from step 0 with `repro train --no-resume`")

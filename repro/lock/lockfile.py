@@ -19,6 +19,11 @@ from repro.safeio import loads, printable, read_bytes
 from repro.source.filetree import safe_relpath
 
 VERSION = 2  # 2: the toolchain section; imported project code in inputs.code; build.env
+# 3: version 2 plus `build.resumes`, written only by a build that resumed from a checkpoint made from
+# another source. Every other lock stays version 2, byte for byte; a version 2 reader refuses a version 3
+# lock rather than ignore the record (`build` is an open object).
+RESUMED_VERSION = 3
+VERSIONS = (VERSION, RESUMED_VERSION)
 SCHEMA_PATH = Path(__file__).resolve().parent / "lockfile.schema.json"
 
 
@@ -34,8 +39,10 @@ def assemble(inputs: dict[str, Any], build: dict[str, Any], outputs: dict[str, A
 
     `inputs` is the source (data, project code, config), `build` the pins,
     `toolchain` what compiled it (interpreter, libraries, repro's compiler).
+    A `build` with `resumes` makes a version 3 lock.
     """
-    lock = {"version": VERSION, "inputs": inputs, "build": build, "toolchain": toolchain, "outputs": outputs}
+    version = RESUMED_VERSION if "resumes" in build else VERSION
+    lock = {"version": version, "inputs": inputs, "build": build, "toolchain": toolchain, "outputs": outputs}
     validate(lock, "repro.lock (being written)")
     return lock
 
@@ -56,10 +63,10 @@ def validate(lock: Any, where: str) -> None:
     if not isinstance(lock, dict):
         raise LockfileError(f"{where}: expected a JSON object at the top level")
     version = lock.get("version")
-    if version != VERSION:
-        if isinstance(version, int) and version > VERSION:
+    if version not in VERSIONS:
+        if isinstance(version, int) and version > RESUMED_VERSION:
             raise LockfileError(
-                f"{where}: version {version} is newer than this repro understands ({VERSION}); upgrade repro")
+                f"{where}: version {version} is newer than this repro understands ({RESUMED_VERSION}); upgrade repro")
         raise LockfileError(f"{where}: field 'version': expected {VERSION}, got {version!r}")
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(lock), key=lambda e: list(e.absolute_path))

@@ -86,6 +86,29 @@ class CpuFacts(TypedDict):
     mkl: str | None
 
 
+class ResumeSource(TypedDict):
+    """The source identity of the run that trained up to a resume boundary, as digests (repro.lock.identity)."""
+
+    config: str
+    data: str
+    code: str
+    pins: str
+    toolchain: str
+    compiler: str
+
+
+class ResumeDifference(TypedDict):
+    kind: str  # a repro.lock.diff.Difference's kind: code, compiler, distribution, pin, ...
+    name: str
+    change: str
+
+
+class ResumeBoundary(TypedDict):
+    step: int
+    source: ResumeSource
+    differs: list[ResumeDifference]  # what in `source` differs from the lock's own source and toolchain
+
+
 class Build(TypedDict):
     # The pins, as `repro.environment.pins.Pins.to_json` writes them. A TypedDict cannot
     # extend a dataclass, so these lines repeat Pins' fields; tests/test_lockfile.py
@@ -106,6 +129,8 @@ class Build(TypedDict):
     env: dict[str, str]
     cuda: dict[str, Any] | None
     cpu: CpuFacts | None  # a native build's CPU (build.kernels == "vendor" on the CPU); else None
+    # A version 3 lock only: every resume boundary, when some step came from another source.
+    resumes: NotRequired[list[ResumeBoundary]]
 
 
 class PythonFacts(TypedDict):

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import canonical_json, fsync_dir, sha256_bytes
-from repro.errors import CheckpointError, DataError, TrainingFailed, output_error
+from repro.errors import CheckpointError, CheckpointTooOld, DataError, TrainingFailed, output_error
 from repro.filenames import MANIFEST_NAME, OPTIMIZER_NAME, PICKLED_SUFFIXES, STATE_NAME, WEIGHTS_NAME
 from repro.safeio import loads, open_regular, read_bytes
 from repro.source.hashing import digest_path
 
-VERSION = 1
+VERSION = 2  # 2: state.json records the source identity of the run that wrote it (repro.lock.identity)
 MODEL_NAME = WEIGHTS_NAME
 REQUIRED = (MODEL_NAME, OPTIMIZER_NAME, STATE_NAME)
 SCHEMA_PATH = Path(__file__).resolve().parent / "checkpoint.schema.json"
@@ -110,7 +110,10 @@ def read(path: Path) -> Checkpoint:
     refuse_pickled(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a checkpoint folder (expected {MANIFEST_NAME} and safetensors files)")
-    manifest = _load_json(path / MANIFEST_NAME, f"{path.name}/{MANIFEST_NAME}", "#/$defs/manifest")
+    try:
+        manifest = _load_json(path / MANIFEST_NAME, f"{path.name}/{MANIFEST_NAME}", "#/$defs/manifest")
+    except CheckpointTooOld as exc:  # name the whole path: this one is refused, not skipped
+        raise CheckpointTooOld(f"{path.parent}/{exc}") from None
     records = {rec["path"]: rec for rec in manifest["files"]}
     absent = [n for n in REQUIRED if n not in records]
     if absent:
@@ -176,6 +179,8 @@ def newest_valid(root: Path) -> tuple[Checkpoint | None, list[str]]:
     for path in reversed(step_dirs(root)):
         try:
             return read(path), skipped
+        except CheckpointTooOld:  # refused by the caller, never silently skipped (and then deleted)
+            raise
         except CheckpointError as exc:
             skipped.append(str(exc))
     return None, skipped
@@ -266,6 +271,10 @@ def _parse_json(raw: bytes, where: str, ref: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{where}: expected a JSON object")
     version = obj.get("version")
+    if isinstance(version, int) and 1 <= version < VERSION:
+        raise CheckpointTooOld(f"{where}: checkpoint version {version}, written by an earlier repro that did not "
+                               "record the source identity (code, toolchain) of the run that wrote it, so resuming "
+                               "from it could mix two sources")
     if version != VERSION:
         newer = isinstance(version, int) and version > VERSION
         raise CheckpointError(f"{where}: version {version!r} " + ("is newer than this repro understands; upgrade repro"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from repro import lifetime
 from repro.environment.pins import Pins
 from repro.errors import ConfigError, TrainingFailed
 from repro.source.base_model import with_base_path
@@ -205,8 +206,12 @@ class _Run:
 
     def steps(self, checkpoints: Session | None,
               on_step: OnStep | None) -> tuple[list[float], OrderDigest, StepTrace]:
-        """Train from step 0 or the checkpoint's step to max_steps; return the losses, order digest and trace."""
-        resume = checkpoints.resume if checkpoints is not None else None
+        """Train from step 0 or the checkpoint's step to max_steps; return the losses, order digest and trace.
+
+        A stop signal (repro.lifetime) ends the steps after the one it came in, with a checkpoint.
+        """
+        # The model is built and its imports are known: the checkpoint must be of this very source.
+        resume = checkpoints.begin() if checkpoints is not None else None
         start = resume.step if resume is not None else 0
         batches = _batches(self.train_t, self.order, self.spec, self.pins.seed, start)
         digest, losses = OrderDigest(), list[float]()
@@ -214,16 +219,18 @@ class _Run:
             digest, losses = restore(resume, self.parts, self.order)
         trace = StepTrace.start(self.parts.model, self.fast.inner, resume)
         self.model.train()
-        for step, (rows, batch) in enumerate(batches, start):
-            trace.before_step(step + 1)
-            digest.update(rows)
-            value = self.step(step, batch, trace)
-            losses.append(value)
-            if checkpoints is not None:
-                checkpoints.after_step(step + 1, partial(capture, step + 1, self.parts, self.order, losses, digest,
-                                                         trace.digests))
-            if on_step is not None:
-                on_step(step + 1, value)
+        with lifetime.deferred():  # a stop signal waits for the end of its step
+            for step, (rows, batch) in enumerate(batches, start):
+                trace.before_step(step + 1)
+                digest.update(rows)
+                value = self.step(step, batch, trace)
+                losses.append(value)
+                if checkpoints is not None:
+                    checkpoints.after_step(step + 1, partial(capture, step + 1, self.parts, self.order, losses,
+                                                             digest, trace.digests))
+                lifetime.raise_if_stopped(f" after step {step + 1}")
+                if on_step is not None:
+                    on_step(step + 1, value)
         return losses, digest, trace
 
     def step(self, step: int, batch: Batch, trace: StepTrace) -> float:

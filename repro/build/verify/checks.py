@@ -162,3 +162,19 @@ def machine_check(lock: Lock, rebuilding: bool) -> list[Difference]:
         notes.append(Difference("build", "pin", "threads", "changed", build["threads"], cores,
                                 f"this machine has {cores} cores; fine: the pin of {build['threads']} is applied"))
     return notes
+
+
+def resume_notes(lock: Lock) -> list[Difference]:
+    """The lock's own record of resumes from a checkpoint of another source (`build.resumes`), one note each.
+
+    A note, not a difference: the other source may have computed the same bits (an
+    edit to a comment); the rebuild decides, and the hint names the resume.
+    """
+    notes = []
+    for b in lock["build"].get("resumes", []):
+        if b["differs"]:
+            names = ", ".join(f"{d['kind']} {d['name']}" for d in b["differs"][:3])
+            more = f" and {len(b['differs']) - 3} more" if len(b["differs"]) > 3 else ""
+            notes.append(Difference("build", "resume", f"step {b['step']}", "changed", detail=(
+                f"resumed from a checkpoint made from another source: {names}{more}")))
+    return notes

@@ -85,6 +85,8 @@ def add_rebuilt_differences(report: VerifyReport, lock: Lock, rebuilt: Lock) -> 
             continue
         if (d.section == "inputs" and d.kind != "sample_order") or (d.kind, d.name) in seen:
             continue  # inputs were compared before the rebuild, by the same functions
+        if d.section == "build" and d.name == "resumes":
+            continue  # the lock's resume record: a note already (checks.resume_notes); a rebuild never resumes
         (report.notes if d.kind in NOTE_KINDS or d.section == "toolchain" else report.differences).append(d)
 
 

@@ -17,7 +17,7 @@ from repro.lock.types import BaseBlock
 
 REPORT_VERSION = 2
 # Differences that describe where and with what a build ran, not what it is.
-NOTE_KINDS = ("cuda",)
+NOTE_KINDS = ("cuda", "resume")
 # The source: a difference here is a mismatch whatever the toolchain did (exit 1).
 SOURCE_KINDS = ("data", "code", "config", "preprocess")
 TOOLCHAIN_EXIT = 3

@@ -14,6 +14,7 @@ from repro.build.verify.checks import (
     machine_check,
     pin_consistency,
     rehash_inputs,
+    resume_notes,
     toolchain_check,
 )
 from repro.build.verify.native import require_same_cpu
@@ -66,7 +67,8 @@ def verify(opts: VerifyOptions) -> VerifyReport:
     elif not opts.inputs_only:
         report.rebuild = {"performed": False,
                           "reason": "skipped: the lock's inputs already differ (--rebuild-anyway rebuilds regardless)"}
-    report.hints = hints(report.differences, report.notes, lock, built_at_commit(opts.lock_path))
+    report.hints = hints(report.differences, report.notes, lock, built_at_commit(opts.lock_path),
+                         built_here(opts.lock_path))
     return report
 
 
@@ -79,7 +81,7 @@ def check_source(lock: Lock, root: Path, root_source: str, opts: VerifyOptions) 
                               base=lock["inputs"].get("base"))
         for d in compare_inputs(lock["inputs"], found):
             (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
-        report.notes += toolchain_check(lock["toolchain"])
+        report.notes += toolchain_check(lock["toolchain"]) + resume_notes(lock)
         report.differences = explain_config(report.differences, lock, root) + pin_consistency(lock)
     report.differences = explain_lineage(report.differences, root)  # a tokenizer made from a changed corpus
     return report
@@ -115,6 +117,30 @@ def built_at_commit(lock_path: Path) -> str | None:
 
     git = build_commit(lock_path.parent)
     return None if git is None else str(git["commit"])
+
+
+def built_here(lock_path: Path) -> bool | None:
+    """Whether this machine built the lock: run.json beside it names this host and CPU model (None: unknown).
+
+    Read before the hint names a CPU: on the machine that built the lock, the CPU is never the cause.
+    """
+    import socket
+
+    from repro.environment.machine import cpu_model
+    from repro.errors import ReproError
+    from repro.filenames import RUN_NAME
+    from repro.safeio import read_json
+
+    path = lock_path.parent / RUN_NAME
+    if not os.path.lexists(path):
+        return None
+    try:
+        run, _ = read_json(path, RUN_NAME)  # a link, FIFO or device is refused, never read
+    except ReproError:
+        return None
+    if not isinstance(run, dict) or not isinstance(run.get("hostname"), str) or not run.get("cpu_model"):
+        return None
+    return bool(run["hostname"] == socket.gethostname() and run["cpu_model"] == cpu_model())
 
 
 def find_root(lock_path: Path, lock: Lock, explicit: Path | None) -> tuple[Path, str]:
