@@ -32,7 +32,14 @@ from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.chain import upstream_records
 from repro.source.base_model import require_consistent
-from repro.source.config import CheckpointSpec, TrainerSpec, check_value_types, require, require_keys
+from repro.source.config import (
+    CheckpointSpec,
+    TrainerSpec,
+    check_value_types,
+    refuse_interpolations,
+    require,
+    require_keys,
+)
 from repro.source.data import DataSpec, data_file_list
 from repro.source.discover import imported_project_files
 from repro.source.inputs import code_block, code_include, git_state, hash_inputs
@@ -61,6 +68,7 @@ class BuildReport:
 def check_config(resolved: dict[str, Any]) -> None:
     """Every group and key a build reads, checked before anything is hashed or out_dir is locked (exit 2)."""
     require_keys(resolved)
+    refuse_interpolations(resolved)
     TrainerSpec.from_config(resolved)
     DataSpec.from_config(resolved)
     CheckpointSpec.from_config(resolved)

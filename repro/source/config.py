@@ -71,6 +71,38 @@ def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
     return {str(k): v for k, v in resolved.items()}
 
 
+def interpolation_in(node: Any, prefix: str = "") -> tuple[str, str] | None:
+    """The first (dotted key, string) holding `${`, in key order; None if there is none.
+
+    A resolved config holds values only. A string that still holds `${...}` would
+    be resolved again by OmegaConf when Hydra instantiates the node, and an
+    interpolation such as `${oc.create:...}` can build a `_target_` out of plain
+    text: a lock's config must never carry one (see docs/security.md).
+    """
+    stack: list[tuple[str, Any]] = [(prefix, node)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if "${" in value:
+                return where or "(top level)", value
+        elif isinstance(value, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+    return None
+
+
+def refuse_interpolations(resolved: dict[str, Any]) -> None:
+    """ConfigError naming the first key whose resolved value still holds `${` (an escaped `\\${` in YAML).
+
+    The lock would record it, and no verify could accept that lock (`interpolation_in`).
+    """
+    found = interpolation_in(resolved)
+    if found is not None:
+        raise ConfigError(f"config key {found[0]}: {found[1][:80]!r} still holds `${{` after resolving; a resolved "
+                          "config must hold values only (a lock refuses interpolations), so write it another way")
+
+
 def hashed_view(resolved: dict[str, Any]) -> dict[str, Any]:
     """The part of the config that decides the bits (what the lock stores)."""
     view = copy.deepcopy(resolved)
