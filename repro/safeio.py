@@ -388,7 +388,8 @@ def _refuse_lone_surrogates(value: Any) -> None:
         where, node = stack.pop()
         if isinstance(node, str):
             if has_lone_surrogate(node):
-                raise _Refused(f"a lone surrogate (\\ud800-\\udfff) in the string at {printable(where or '(top level)')}; "
+                shown = printable(where or "(top level)")
+                raise _Refused(f"a lone surrogate (\\ud800-\\udfff) in the string at {shown}; "
                                "text must be valid Unicode")
         elif isinstance(node, dict):
             for key, item in node.items():

@@ -41,7 +41,7 @@ def verify_from_source(opts: VerifyOptions) -> VerifyReport:
         raise UserInputError(f"{opts.lock_path}: records no stages (inputs.stages): its data were made by no "
                              "declared stage; plain `repro verify` checks it")
     root, root_source = find_root(opts.lock_path, lock, opts.root)
-    gate.check(lock, opts.trust_code)  # the stages run the lock's code too, before the training does
+    gate.check(lock, root, opts.trust_code)  # the stages run the lock's code too, before the training does
     keep = opts.work_dir is not None
     work = (opts.work_dir or Path(tempfile.mkdtemp(prefix="repro-from-source-"))).resolve()
     src = work / SOURCE_DIR
@@ -53,7 +53,7 @@ def verify_from_source(opts: VerifyOptions) -> VerifyReport:
                               f"({root_source})", "from-source", {"primary_sources": len(copied)})
         paths = record_paths(lock)
         for record in records:
-            if not _rerun(record, paths[record["stage"]], src, report, opts.quiet):
+            if not _rerun(record, paths[record["stage"]], src, report, opts):
                 report.rebuild = {"performed": False, "reason": f"skipped: stage {record['stage']} differs "
                                                                 f"from its record"}
                 return report
@@ -92,11 +92,13 @@ def record_paths(lock: Lock) -> dict[str, str]:
             for r in lock["inputs"]["stages"]}
 
 
-def _rerun(record: dict[str, Any], record_path: str, src: Path, report: VerifyReport, quiet: bool) -> bool:
-    """Run one stage from its record in `src`; add its differences to the report; True if identical."""
+def _rerun(record: dict[str, Any], record_path: str, src: Path, report: VerifyReport, opts: VerifyOptions) -> bool:
+    """Run one stage from its record in `src`, importing only its hashed code (unless --trust-code), in the
+    sandbox (unless --no-sandbox); add its differences to the report; True if identical."""
     spec = stagerecord.spec_of(record, record_path)
     started = time.monotonic()
-    rerun = run_stage(spec, record["pins"], src, use_cache=False, quiet=quiet)
+    rerun = run_stage(spec, record["pins"], src, use_cache=False, quiet=opts.quiet,
+                      served=None if opts.trust_code else gate.stage_code(record), sandbox=opts.sandbox)
     diffs = stagerecord.compare(record, rerun.record)
     notes = [d for d in diffs if d.kind == "stage tool" or d.kind in NOTE_KINDS]
     diffs = [d for d in diffs if d not in notes]

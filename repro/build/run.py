@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -89,15 +88,18 @@ def finish_code(resolved: dict[str, Any], root: Path) -> dict[str, Any]:
     return code_block(root, code_include(resolved), imported_project_files(root))
 
 
-def project_importable(root: Path) -> None:
-    """Put the project root first on the import path, as `python -m` does for the current folder.
+def project_importable(root: Path, served: dict[str, str] | None = None) -> None:
+    """Make the project's own modules importable through repro's finder (`repro.source.project_import`).
 
     The project's own `_target_`s (mylib.net.TinyNet) then import with no
-    PYTHONPATH and no install; the files they load are discovered and hashed.
+    PYTHONPATH and no install, and the root never goes on `sys.path`; the files
+    they load are discovered and hashed. `served`: a rebuild's files, the only ones
+    it may import (a finder installed for this root already is kept).
     """
-    entry = str(root.resolve())
-    if sys.path[:1] != [entry]:
-        sys.path.insert(0, entry)
+    from repro.source.project_import import install, installed_for
+
+    if served is not None or installed_for(root) is None:
+        install(root, served)
 
 
 def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
@@ -125,6 +127,9 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     require_divisible(resolved, pins)
     require_portable(resolved, pins)
     if not in_child:
+        from repro.source.project_import import refuse_shadowing
+
+        refuse_shadowing(root)  # a root-level json.py would never be imported: say so, before anything runs
         # Under an outside launcher this process is one rank: refuse a wrong count before starting anything.
         rank = distributed.check_world(pins)[0] if distributed.under_launcher() else 0
         source = None if resume.source is None else str(resume.source.resolve())
@@ -280,10 +285,12 @@ def rebuild_main(spec_path: str) -> int:
     source = spec.get("resume_source")
     options = ResumeOptions(mode=spec.get("resume_mode", "auto"), source=None if source is None else Path(source))
     try:
-        if spec.get("deferred_targets"):  # verify's trust gate, finished before anything from the lock runs
-            from repro.build.gate import check_deferred
+        served = spec.get("served")
+        project_importable(Path(spec["root"]), None if served is None else {str(k): str(v) for k, v in served.items()})
+        if spec.get("gate"):  # verify's trust gate, finished on the imported objects before anything runs
+            from repro.build.gate import check_located
 
-            check_deferred([(str(p), str(t)) for p, t in spec["deferred_targets"]])
+            check_located([(str(p), str(t), str(k)) for p, t, k in spec["gate"]], Path(spec["root"]), served)
         run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]),
                   resume=options, rehash=bool(spec.get("rehash", False)), notify=child_message, in_child=True)
     except ReproError as exc:

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ from repro.source.stages import StageSpec
 from repro.source.walk import expand_patterns
 
 STAGING = ".repro/staging"
-_CHILD = "import sys; from repro.build.stage_child import main; sys.exit(main(sys.argv[1]))"
+# `python -c` puts the current folder (the root) first on sys.path: taken off before anything is imported.
+_CHILD = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+          "from repro.build.stage_child import main; sys.exit(main(sys.argv[1]))")
 # Folders that are never a stage's business: tool caches and virtual environments.
 _NOT_WATCHED = frozenset({*SKIP_DIRS, "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv"})
 
@@ -65,16 +68,23 @@ def stage_pins(pins: Pins) -> dict[str, Any]:
 
 
 def run_stage(spec: StageSpec, pins: dict[str, Any], root: Path, *, use_cache: bool = True,
-              quiet: bool = True) -> StageReport:
-    """Run `spec` under `root` with these stage pins and write its outputs and record."""
+              quiet: bool = True, served: Mapping[str, str] | None = None, sandbox: bool = False) -> StageReport:
+    """Run `spec` under `root` with these stage pins and write its outputs and record.
+
+    `served`: the only project files the stage may import, with their digests (a stage run
+    again from its record); `sandbox`: run it in the rebuild's sandbox (repro.build.sandbox).
+    """
+    from repro.source.project_import import refuse_shadowing
+
     started = time.monotonic()
     root = root.resolve()
+    refuse_shadowing(root)
     inputs = _hash_inputs(spec, root, use_cache)
     (root / STAGING).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=root / STAGING))
     try:
         before = tree_state(root)
-        prestart = _spawn(spec, pins, root, staging, quiet)
+        prestart = _spawn(spec, pins, root, staging, quiet, served, sandbox)
         # Code was loaded before the call and hashed then: an edit during the run changed nothing that ran.
         loaded = {f["path"] for f in prestart["code"]["files"]}
         _check_writes(spec, root, before, tree_state(root), loaded)
@@ -101,13 +111,15 @@ def _hash_inputs(spec: StageSpec, root: Path, use_cache: bool) -> dict[str, Any]
         return files_block(root, files, cache=cache, rehash=not use_cache)
 
 
-def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, quiet: bool) -> dict[str, Any]:
+def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, quiet: bool,
+           served: Mapping[str, str] | None, sandbox: bool) -> dict[str, Any]:
     """Run the stage in a fresh interpreter under the pins; return the digests it took before calling."""
     prestart, error = staging.parent / f"{staging.name}.prestart.json", staging.parent / f"{staging.name}.error.json"
     job = {"name": spec.name, "target": spec.target, "params": spec.params, "root": str(root),
            "inputs": expand_patterns(root, spec.inputs) if spec.inputs else [],
            "outputs": [str(staging / rel) for rel in spec.outputs], "code": list(spec.code), "seed": pins["seed"],
-           "prestart_path": str(prestart), "error_path": str(error)}
+           "prestart_path": str(prestart), "error_path": str(error),
+           "served": None if served is None else dict(served)}
     for rel in spec.outputs:  # the stage writes plain paths; their folders are ready
         (staging / rel).parent.mkdir(parents=True, exist_ok=True)
     job_path = staging.parent / f"{staging.name}.job.json"
@@ -115,8 +127,13 @@ def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, qui
     # The one environment rule for build children: an allowlist plus these pins, on the CPU.
     env = child_environ(as_pins(pins), staging.parent)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # a __pycache__ under the root is a write, and not an output
+    prefix: tuple[str, ...] = ()
+    if sandbox:  # the project read-only; only the staging folder (and its job files beside it) writable
+        from repro.build.sandbox import sandbox_for
+
+        prefix = sandbox_for(root, staging.parent, 1).prefix
     try:
-        proc = subprocess.run([sys.executable, "-c", _CHILD, str(job_path)], cwd=root, env=env,
+        proc = subprocess.run([*prefix, sys.executable, "-c", _CHILD, str(job_path)], cwd=root, env=env,
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else None)
         if proc.returncode != 0:
             raise child_error(proc.returncode, error, "", as_pins(pins), f"stage {spec.name}")

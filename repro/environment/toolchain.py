@@ -46,7 +46,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 NOT_COMPILER = ("repro.__main__", "repro.build.__main__", "repro.cli", "repro.commands", "repro.progress",
                 "repro.trust", "repro.scaffold", "repro.build.verify", "repro.build.rebuild", "repro.build.recreate",
                 "repro.build.sandbox", "repro.build.check", "repro.build.check_report", "repro.build.localize",
-                "repro.build.variations", "repro.build.emulate", "repro.build.gate", "repro.train.opdiff",
+                "repro.build.variations", "repro.build.emulate", "repro.build.gate", "repro.build.definitions",
+                "repro.train.opdiff",
                 "repro.lock.explain")
 # Modules that interpreter start-up imports through `.pth` hooks, not the build.
 STARTUP_HOOKS = ("_distutils_hack", "__editable__", "_virtualenv")

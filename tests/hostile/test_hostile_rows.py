@@ -81,9 +81,9 @@ def test_02_a_rebuild_lists_and_refuses_untrusted_targets(project: Path, guard: 
 
 def test_02_verify_defers_library_classes_to_the_child_and_never_imports_torch(project: Path) -> None:
     """The gate judges everything else in verify's own process, without importing torch."""
-    script = ("import json, sys; from repro.build import gate; from repro.lock import lockfile; "
+    script = ("import json, pathlib, sys; from repro.build import gate; from repro.lock import lockfile; "
               f"lock, _ = lockfile.load({lock_path(project)!r}); "
-              "reviewed = gate.check(lock, False, defer_libraries=True); "
+              f"reviewed = gate.check(lock, pathlib.Path({str(project)!r}), False, defer_libraries=True); "
               "print(json.dumps([[t.target, t.trusted, t.deferred] for t in reviewed], sort_keys=True)); "
               "print('torch' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}

@@ -27,10 +27,11 @@ from repro.lock.types import Lock
 
 
 def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_path: Path | None,
-                        report: VerifyReport, deferred: list[tuple[str, str]]) -> dict[str, Any]:
+                        report: VerifyReport, plan: list[tuple[str, str, str]]) -> dict[str, Any]:
     """Rebuild `lock` in a work folder under its pins, file the rebuilt lock's differences in `report`,
     and return the report's `rebuild` block. The work folder is kept only when `opts.work_dir` names it.
-    `deferred`: the trust gate's library targets, which the rebuild child checks first (gate.check_deferred)."""
+    `plan`: the trust gate's targets, which the rebuild child judges first as imported objects
+    (gate.check_located)."""
     keep = opts.work_dir is not None
     work = Path(opts.work_dir) if opts.work_dir else Path(tempfile.mkdtemp(prefix="repro-verify-"))
     work = work.resolve()
@@ -47,7 +48,7 @@ def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pat
         started = time.monotonic()
         box = sandbox_for(root, work, opts.world_size or lock["build"]["world_size"], opts.sandbox)
         out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python, sandbox=box,
-                          deferred=deferred)
+                          plan=plan, trust_code=opts.trust_code)
         seconds = time.monotonic() - started
         rebuilt = lockfile.read(out / LOCK_NAME)
         add_rebuilt_differences(report, lock, rebuilt)
@@ -58,7 +59,7 @@ def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pat
             def replay_here(folder: Path, env: dict[str, str]) -> None:  # this rebuild again, as it ran
                 folder.mkdir(parents=True, exist_ok=True)
                 run_rebuild(lock, root, folder, True, world_size=opts.world_size, python=python, sandbox=box,
-                            env_extra=env, deferred=deferred)
+                            env_extra=env, plan=plan, trust_code=opts.trust_code)
 
             localized = _localize(lock, root, opts, work, report.differences, replay_here)
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,

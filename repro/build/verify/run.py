@@ -28,6 +28,7 @@ from repro.lock.types import Lock
 from repro.safeio import printable
 from repro.source.enclosing import enclosing_folders
 from repro.source.inputs import PACKAGE_DIR
+from repro.source.project_import import refuse_shadowing
 
 
 def verify(opts: VerifyOptions) -> VerifyReport:
@@ -42,12 +43,13 @@ def verify(opts: VerifyOptions) -> VerifyReport:
     # Only inputs and pins can make a rebuild pointless; a bad weights file cannot.
     rebuilding = not opts.inputs_only and (report.identical or opts.rebuild_anyway)
     weights_path = check_weights(report, lock, opts)
-    deferred: list[tuple[str, str]] = []
+    plan: gate.Plan = []
     if rebuilding:  # before anything from the lock is imported or started
+        refuse_shadowing(root)
         # Library classes are checked by the rebuild child itself, unless another toolchain's repro runs it.
-        reviewed = gate.check(lock, opts.trust_code, defer_libraries=opts.toolchain != "recreate")
+        reviewed = gate.check(lock, root, opts.trust_code, defer_libraries=opts.toolchain != "recreate")
         report.checked["trusted_anyway"] = [t.line() for t in reviewed if not t.trusted and not t.deferred]
-        deferred = [(t.position, t.target) for t in reviewed if t.deferred]
+        plan = gate.child_plan(reviewed, opts.trust_code)
         check_bounds(lock["build"]["threads"], opts.world_size or lock["build"]["world_size"],
                      opts.allow_oversubscribe)
     report.notes += machine_check(lock, rebuilding)
@@ -57,7 +59,7 @@ def verify(opts: VerifyOptions) -> VerifyReport:
             "rebuilding with another world size: the global batch is split differently and gradients are "
             "reduced in another order, so the result is not expected to be bit-identical"))
     if rebuilding:
-        report.rebuild = rebuild = rebuild_and_compare(lock, root, opts, weights_path, report, deferred)
+        report.rebuild = rebuild = rebuild_and_compare(lock, root, opts, weights_path, report, plan)
         if opts.record:
             report.record = write_record(report, rebuild, opts, lock_sha256)
     elif not opts.inputs_only:
