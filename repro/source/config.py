@@ -60,6 +60,7 @@ def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
+    guard(source)
     try:
         with initialize_config_dir(config_dir=str(source.config_dir), version_base="1.3", job_name="repro"):
             cfg = hydra_compose(config_name=source.config_name, overrides=list(overrides))
@@ -101,6 +102,15 @@ def refuse_interpolations(resolved: dict[str, Any]) -> None:
     if found is not None:
         raise ConfigError(f"config key {found[0]}: {found[1][:80]!r} still holds `${{` after resolving; a resolved "
                           "config must hold values only (a lock refuses interpolations), so write it another way")
+
+
+def guard(source: ConfigSource) -> None:
+    """Before Hydra composes a project's config: every YAML file bounded, no search path outside repro and the
+    project (`repro.source.config_guard`). repro's own embedded configs are part of the toolchain."""
+    from repro.source.config_guard import guard_config_dir
+
+    if not source.embedded:
+        guard_config_dir(source.config_dir, source.root)
 
 
 def hashed_view(resolved: dict[str, Any]) -> dict[str, Any]:
