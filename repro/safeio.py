@@ -160,34 +160,34 @@ def hash_fd(fd: int, limit: int | None = None) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def copy_beneath(root: str | Path, rel: str, dest: Path, size: int, sha256: str, what: str,
-                 error: type[UserInputError] = UserInputError) -> None:
-    """Copy `root/rel` (opened by `open_beneath`) to `dest` only if its bytes are `size` long and hash to `sha256`.
+def copy_beneath(root: str | Path, rel: str, dest: Path, size: int, what: str,
+                 error: type[UserInputError] = UserInputError, links: Links = "refuse") -> str:
+    """Copy `root/rel` (opened by `open_beneath`) to `dest` if it is `size` bytes long; return its sha256.
 
     The size is checked on the descriptor before a byte is read (a sparse 1 GB
-    file recorded as 4 KB is refused at once); the digest is computed while the
-    bytes stream to a temporary file beside `dest`, which gets its name only when
-    both match. Nothing partial is ever left at `dest`.
+    file recorded as 4 KB is refused at once, with `error`), and no more than
+    `size` bytes are ever read; the digest is computed while the bytes stream to
+    a temporary file beside `dest`, which gets its name only once complete, so the
+    caller learns the digest before it acts on the copy. Nothing partial is left.
     """
-    fd, st = open_beneath(root, rel, what, error)
+    fd, st = open_beneath(root, rel, what, error, links)
     try:
         if st.st_size != size:
-            raise error(f"{printable(rel)}: {st.st_size} bytes, the lock records {size}; a {what} must be the "
-                        "recorded file")
+            raise error(f"{printable(rel)}: {st.st_size} bytes, the lock records {size}; not copied")
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp_fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
         try:
             h, copied = hashlib.sha256(), 0
             for chunk in _chunks(fd, size + 1):
-                h.update(chunk)
                 copied += len(chunk)
                 if copied > size:
-                    break
-                os.write(tmp_fd, chunk)
-            if copied != size or h.hexdigest() != sha256:
-                got = f"{copied} bytes" if copied != size else f"sha256 {h.hexdigest()[:12]}…"
-                raise error(f"{printable(rel)}: {got}, the lock records {size} bytes with sha256 {sha256[:12]}…; "
-                            f"a {what} must be the recorded file")
+                    raise error(f"{printable(rel)}: grew past the recorded {size} bytes while being copied")
+                h.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(tmp_fd, view):]
+            if copied != size:
+                raise error(f"{printable(rel)}: shrank to {copied} bytes while being copied; the lock records {size}")
             os.fsync(tmp_fd)
             os.close(tmp_fd)
             tmp_fd = -1
@@ -197,6 +197,7 @@ def copy_beneath(root: str | Path, rel: str, dest: Path, size: int, sha256: str,
                 os.close(tmp_fd)
             if os.path.lexists(tmp):
                 os.unlink(tmp)
+        return h.hexdigest()
     finally:
         os.close(fd)
 
