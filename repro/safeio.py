@@ -40,7 +40,6 @@ from repro.errors import UserInputError
 MAX_JSON_BYTES = 64 << 20  # a lock, run.json, verification record, manifest or state.json
 MAX_JSON_DEPTH = 64  # nesting of objects and arrays
 MAX_INT_DIGITS = 40  # an unsigned 128-bit integer has 39 digits; sizes, steps and seeds need far fewer
-MAX_TENSOR_FILE_BYTES = 16 << 30  # a weights file read whole to compare tensor by tensor
 MAX_SOURCE_BYTES = 16 << 20  # one project source file compiled from the bytes that were hashed
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)

@@ -7,6 +7,7 @@ trajectory its first step, and `--localize` the first differing op.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import tempfile
@@ -117,17 +118,18 @@ def count_elements(diffs: list[Difference], lock: Lock, original: Path | None,
     if not changed:
         return diffs
     records = {t["name"]: t for t in lock["outputs"]["weights"]["tensors"]}
-    theirs = read_tensors(original) if original is not None else {}
-    ours = read_tensors(rebuilt_lock.parent / lock["outputs"]["weights"]["path"])
-    out = []
-    for d in diffs:
-        if d in changed and d.name in theirs and theirs[d.name].record() == records.get(d.name) and d.name in ours:
-            e = element_diff(theirs[d.name], ours[d.name])
-            mad = "n/a" if e["max_abs_diff"] is None else f"{e['max_abs_diff']:.3g}"
-            d = dataclasses.replace(d, stats=e, detail=f"{e['differing']} of {e['elements']} elements differ, "
-                                                       f"max abs diff {mad}")
-        elif d in changed:
-            d = dataclasses.replace(d, detail="no weights file with the lock's values to count differing elements "
-                                              "(pass --weights FILE)")
-        out.append(d)
+    with contextlib.ExitStack() as files:  # both files open once; tensors compared a chunk at a time
+        theirs = files.enter_context(read_tensors(original)).tensors if original is not None else {}
+        ours = files.enter_context(read_tensors(rebuilt_lock.parent / lock["outputs"]["weights"]["path"])).tensors
+        out = []
+        for d in diffs:
+            if d in changed and d.name in theirs and d.name in ours and theirs[d.name].record() == records.get(d.name):
+                e = element_diff(theirs[d.name], ours[d.name])
+                mad = "n/a" if e["max_abs_diff"] is None else f"{e['max_abs_diff']:.3g}"
+                d = dataclasses.replace(d, stats=e, detail=f"{e['differing']} of {e['elements']} elements differ, "
+                                                           f"max abs diff {mad}")
+            elif d in changed:
+                d = dataclasses.replace(d, detail="no weights file with the lock's values to count differing "
+                                                  "elements (pass --weights FILE)")
+            out.append(d)
     return out
