@@ -19,13 +19,13 @@ from repro.build.verify.checks import (
 from repro.build.verify.rebuild_compare import rebuild_and_compare
 from repro.build.verify.report import NOTE_KINDS, VerifyOptions, VerifyReport, write_record
 from repro.environment.pins import check_bounds
-from repro.errors import ConfigError, LockfileError, UserInputError
+from repro.errors import ConfigError, DataError, LockfileError, UserInputError
 from repro.lock import lockfile
 from repro.lock.diff import Difference, compare_inputs
 from repro.lock.explain import hints
 from repro.lock.lineage import explain_lineage
 from repro.lock.types import Lock
-from repro.safeio import printable
+from repro.safeio import open_regular, printable
 from repro.source.enclosing import enclosing_folders
 from repro.source.inputs import PACKAGE_DIR
 from repro.source.project_import import refuse_shadowing
@@ -91,7 +91,11 @@ def check_weights(report: VerifyReport, lock: Lock, opts: VerifyOptions) -> Path
     if weights_path is None and not opts.inputs_only and os.path.lexists(beside):
         weights_path = beside
     if weights_path is not None:
-        # A file the user named may be a link; one found beside a stranger's lock may not.
+        # A file the user named may be a link; one found beside a stranger's lock may not, nor may any folder
+        # on the way to it (out/sub -> /elsewhere): it is opened beneath the lock's folder, no link followed.
+        if opts.weights is None:
+            os.close(open_regular(lock["outputs"]["weights"]["path"], "weights file", DataError,
+                                  root=opts.lock_path.parent)[0])
         report.differences += check_weights_file(weights_path, lock["outputs"]["weights"],
                                                  follow_links=opts.weights is not None)
         report.checked["weights_file"] = str(weights_path)
