@@ -42,13 +42,14 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # orchestration and hints, and trust: card, audit, signing, release terms). A build process
 # imports some of them; their edits still leave every lock and verify unchanged. The two
 # `__main__` entry points run as `__main__`, never under their own names, so a build could not
-# record them anyway; the build child's only parses argv and pauses garbage collection.
-NOT_COMPILER = ("repro.__main__", "repro.build.__main__", "repro.cli", "repro.commands", "repro.progress",
-                "repro.trust", "repro.scaffold", "repro.build.verify", "repro.build.rebuild", "repro.build.recreate",
-                "repro.build.sandbox", "repro.build.check", "repro.build.check_report", "repro.build.localize",
-                "repro.build.variations", "repro.build.emulate", "repro.build.gate", "repro.build.definitions",
-                "repro.train.opdiff",
-                "repro.lock.explain")
+# record them anyway; the build child's only parses argv and pauses garbage collection. The
+# console script's `repro._entry` only takes the current folder off the path; the gate's
+# `repro.build.definitions` reads source to judge it, in verify alone.
+NOT_COMPILER = ("repro.__main__", "repro._entry", "repro.build.__main__", "repro.cli", "repro.commands",
+                "repro.progress", "repro.trust", "repro.scaffold", "repro.build.verify", "repro.build.rebuild",
+                "repro.build.recreate", "repro.build.sandbox", "repro.build.check", "repro.build.check_report",
+                "repro.build.localize", "repro.build.variations", "repro.build.emulate", "repro.build.gate",
+                "repro.build.definitions", "repro.train.opdiff", "repro.lock.explain")
 # Modules that interpreter start-up imports through `.pth` hooks, not the build.
 STARTUP_HOOKS = ("_distutils_hack", "__editable__", "_virtualenv")
 
