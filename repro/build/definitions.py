@@ -17,14 +17,35 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import inspect
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from repro.errors import UserInputError
 from repro.safeio import MAX_SOURCE_BYTES, read_bytes
 
 MAX_HOPS = 8  # re-exports followed from one file into the next
 Read = Callable[[str], "ast.Module | str"]  # a hashed file's syntax tree, or why it cannot be judged
+
+
+def defined_where(obj: Any) -> tuple[Any, str] | None:
+    """(module, qualname) that `obj` says it was defined as, if they lead back to `obj` itself; else None.
+
+    Only classes and functions count, and only at module level or nested in classes
+    (no `<locals>`): `module.Outer.Inner` read attribute by attribute is `obj`.
+    """
+    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+        return None
+    module_name, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    module = sys.modules.get(module_name) if isinstance(module_name, str) else None
+    if module is None or not isinstance(qualname, str) or "<" in qualname:
+        return None
+    found: Any = module
+    for part in qualname.split("."):
+        found = inspect.getattr_static(found, part, None)
+    return (module, qualname) if found is obj else None
 
 
 def module_files(module: str) -> tuple[str, str]:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -43,7 +42,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from repro.build.definitions import definition, reader
+from repro.build.definitions import defined_where, definition, reader
 from repro.errors import ReproError, UserInputError
 from repro.lock.types import Lock
 from repro.safeio import printable
@@ -171,24 +170,6 @@ def check_located(plan: Plan, root: Path, served: Mapping[str, str] | None) -> N
             untrusted.append(Target(position, target, False, why))
     if untrusted:
         raise _refused(untrusted)
-
-
-def defined_where(obj: Any) -> tuple[Any, str] | None:
-    """(module, qualname) that `obj` says it was defined as, if they lead back to `obj` itself; else None.
-
-    Only classes and functions count, and only at module level or nested in classes
-    (no `<locals>`): `module.Outer.Inner` read attribute by attribute is `obj`.
-    """
-    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
-        return None
-    module_name, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
-    module = sys.modules.get(module_name) if isinstance(module_name, str) else None
-    if module is None or not isinstance(qualname, str) or "<" in qualname:
-        return None
-    found: Any = module
-    for part in qualname.split("."):
-        found = inspect.getattr_static(found, part, None)
-    return (module, qualname) if found is obj else None
 
 
 def _judge_object(obj: Any, target: str, kind: str, root: Path,

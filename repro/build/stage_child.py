@@ -54,7 +54,6 @@ def load_target(name: str, target: str, root: Path, served: dict[str, str] | Non
     only those files are imported, and the function must be defined in one of them:
     its `__module__` and `__qualname__` lead back to it (the trust gate's rule).
     """
-    from repro.build.gate import defined_where
     from repro.source.project_import import install
 
     install(root, served)
@@ -68,6 +67,8 @@ def load_target(name: str, target: str, root: Path, served: dict[str, str] | Non
     if not callable(fn):
         raise ConfigError(f"config key stages.{name}._target_: {module_name} has no function {attr}")
     if served is not None:
+        from repro.build.definitions import defined_where  # only here: `repro run` imports the same modules
+
         where = defined_where(fn)
         file = getattr(where[0], "__file__", None) if where else None
         rel = Path(os.path.relpath(os.path.realpath(file), os.path.realpath(root))).as_posix() if file else None
