@@ -118,7 +118,14 @@ class _Loader(importlib.abc.Loader):
 
 
 def _top_names(root: Path, served: Mapping[str, str] | None) -> frozenset[str]:
-    """The project's own top-level import names: of the served files, or of what the root holds."""
+    """The project's own top-level import names: of the served files, or of what the root holds.
+
+    Never `repro` (the toolchain), and nothing for the user's own build when the root is
+    the folder holding repro itself (a checkout's own examples, or site-packages for the
+    embedded example): there the root stays on `sys.path` and its modules are installed ones.
+    """
+    if served is None and os.path.realpath(root) == str(_PACKAGE_PARENT):
+        return frozenset()
     if served is not None:
         tops = {p.split("/", 1)[0].removesuffix(".py") for p in served if p.endswith(".py")}
     else:
@@ -128,7 +135,7 @@ def _top_names(root: Path, served: Mapping[str, str] | None) -> frozenset[str]:
             entries = []
         tops = {e.removesuffix(".py") for e in entries
                 if (e.endswith(".py") and os.path.isfile(root / e)) or os.path.isdir(root / e)}
-    return frozenset(t for t in tops if t.isidentifier() and not _installed_elsewhere(t, root))
+    return frozenset(t for t in tops if t.isidentifier() and t != "repro" and not _installed_elsewhere(t, root))
 
 
 def install(root: Path, served: Mapping[str, str] | None = None) -> ProjectFinder:
@@ -157,8 +164,10 @@ def installed_for(root: Path) -> ProjectFinder | None:
 
 def shadowing(root: Path) -> list[str]:
     """Root-level modules (`NAME.py`, `NAME/__init__.py`) named like a standard-library or installed module."""
-    found = []
+    found: list[str] = []
     real = Path(os.path.realpath(root))
+    if real == _PACKAGE_PARENT:  # the toolchain's own folder: its modules are the installed ones
+        return found
     try:
         entries = sorted(os.listdir(real))
     except OSError:

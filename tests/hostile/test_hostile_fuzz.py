@@ -15,6 +15,7 @@ searches longer).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -177,10 +178,9 @@ def test_mutated_stage_records_inside_a_real_lock(workspace: Path, capsys: pytes
     record = json.loads(GOLDEN_RECORD.read_text())
     record = mutated(data.draw, record)
     if isinstance(record, dict) and isinstance(record.get("declared"), dict) and isinstance(record.get("pins"), dict):
-        try:
-            record["config_sha256"] = config_sha256(record["declared"], record["pins"])  # re-sealed, as an attacker
-        except UnicodeEncodeError:  # a lone surrogate has no UTF-8 bytes to hash: the attacker cannot seal it
-            pass
+        # Re-sealed, as an attacker would; a lone surrogate has no UTF-8 bytes to hash, so it stays unsealed.
+        with contextlib.suppress(UnicodeEncodeError):
+            record["config_sha256"] = config_sha256(record["declared"], record["pins"])
     lock["inputs"]["stages"] = [record]
     _check(workspace, json.dumps(lock).encode(), capsys)
 
