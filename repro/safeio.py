@@ -358,9 +358,12 @@ def loads(raw: bytes, where: str, error: type[UserInputError] = UserInputError) 
 
 
 def read_json(path: str | Path, what: str, error: type[UserInputError] = UserInputError,
-              follow_links: bool = False) -> tuple[Any, bytes]:
-    """`loads(read_bytes(path))`: the value and the very bytes it was parsed from (to hash them)."""
-    raw = read_bytes(path, what, MAX_JSON_BYTES, error, follow_links)
+              follow_links: bool = False, root: str | Path | None = None,
+              links: Links = "refuse") -> tuple[Any, bytes]:
+    """`loads(read_bytes(path))`: the value and the very bytes it was parsed from (to hash them).
+
+    With `root`, `path` is opened beneath it (see `open_regular`)."""
+    raw = read_bytes(path, what, MAX_JSON_BYTES, error, follow_links, root, links)
     return loads(raw, str(path), error), raw
 
 

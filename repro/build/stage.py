@@ -36,6 +36,7 @@ from repro.environment.pins import Pins
 from repro.errors import DataError, ReproError
 from repro.lock import stagerecord
 from repro.lock.diff import Difference
+from repro.safeio import open_beneath
 from repro.source.filetree import SKIP_DIRS
 from repro.source.inputs import files_block
 from repro.source.stages import StageSpec
@@ -185,10 +186,16 @@ def _check_writes(spec: StageSpec, root: Path, before: dict[str, Any], after: di
 
 
 def _collect(spec: StageSpec, staging: Path) -> dict[str, Any]:
-    """The staged outputs' digests; a missing or an undeclared file is an error naming it."""
+    """The staged outputs' digests; a missing or an undeclared file is an error naming it.
+
+    Each output must be a regular file reached without a link (repro.safeio.open_beneath): a
+    stage from a stranger's record could leave a link to a file outside, to be hashed and moved
+    into the project.
+    """
     for rel in spec.outputs:
-        if not (staging / rel).is_file():
+        if not os.path.lexists(staging / rel):
             raise DataError(f"{rel}: stage {spec.name} did not write this declared output")
+        os.close(open_beneath(staging, rel, f"output of stage {spec.name}", DataError)[0])
     extra = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*")
                    if p.is_file() and p.relative_to(staging).as_posix() not in spec.outputs)
     if extra:
