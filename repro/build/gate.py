@@ -159,11 +159,8 @@ def check_located(plan: Plan, root: Path, served: Mapping[str, str] | None) -> N
     for position, target, kind in plan:
         try:
             obj = _locate(target)
-        except ReproError as exc:  # the finder refused a file: not hashed, or changed
-            untrusted.append(Target(position, target, False, f"cannot be imported: {exc}"))
-            continue
-        except Exception as exc:  # Hydra raises ImportError for anything it cannot find
-            untrusted.append(Target(position, target, False, f"cannot be imported ({type(exc).__name__})"))
+        except Exception as exc:  # Hydra wraps what went wrong (the finder refused a file) in an ImportError
+            untrusted.append(Target(position, target, False, f"cannot be imported: {_cause(exc)}"))
             continue
         ok, why = _judge_object(obj, target, kind, root, served)
         if not ok:
@@ -191,6 +188,17 @@ def _judge_object(obj: Any, target: str, kind: str, root: Path,
     if kind == "library" and check_library is not None:
         return check_library(obj)
     return False, "not project code hashed in the lock, not repro's, not in the safe library set"
+
+
+def _cause(exc: BaseException) -> str:
+    """The repro error behind an import failure (a project file not hashed, or changed), else its first line."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ReproError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"[:300]
 
 
 def _relative(file: str, root: Path) -> str | None:
