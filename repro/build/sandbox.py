@@ -119,9 +119,8 @@ def _python_folders(python: str | None) -> list[str]:
     places = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
               str(_PACKAGE_PARENT)}
     places |= {p for p in sys.path if p and os.path.isdir(p)}
-    if python is not None:
-        env = Path(python).parent.parent
-        places |= {str(env), os.path.dirname(os.path.realpath(python))}
+    if python is not None:  # a recreated toolchain: its virtual environment and the interpreter it was made from
+        places |= {str(Path(python).parent.parent), str(Path(os.path.realpath(python)).parent.parent)}
     folders = {p for p in places if os.path.isdir(p)}
     return _outermost(folders | {os.path.realpath(p) for p in folders})
 

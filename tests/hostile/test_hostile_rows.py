@@ -66,7 +66,7 @@ def test_01_inputs_only_never_imports_a_preprocess_package(project: Path, guard:
     ("model.init", {"_target_": "shutil.copyfile", "src": "/etc/passwd", "dst": "stolen"}),
     ("data.preprocess", {"_target_": "pathlib.Path.write_text"}),
     # Under a library prefix, but a function reached through it, not a torch.nn class: the
-    # rebuild child refuses it (gate.check_deferred) before anything from the lock runs.
+    # gate refuses it before anything from the lock runs.
     ("model.init", {"_target_": "torch.nn.functional.torch.save", "obj": 1, "f": "stolen"}),
 ])
 def test_02_a_rebuild_lists_and_refuses_untrusted_targets(project: Path, guard: Guard, position: str,

@@ -47,7 +47,8 @@ def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pat
             made = provision(cast(dict[str, Any], lock["toolchain"]), list(opts.find_links), opts.quiet)
             python, env = made.python, made.to_json()
         started = time.monotonic()
-        box = sandbox_for(root, work, opts.world_size or lock["build"]["world_size"], opts.sandbox)
+        box = sandbox_for(root, work, opts.world_size or lock["build"]["world_size"], opts.sandbox,
+                          None if python is None else str(python))
         out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python, sandbox=box,
                           plan=plan, trust_code=opts.trust_code)
         seconds = time.monotonic() - started
