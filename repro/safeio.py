@@ -386,22 +386,30 @@ def has_lone_surrogate(text: str) -> bool:
 
 def _refuse_lone_surrogates(value: Any) -> None:
     """Raise _Refused naming the first string (key or value) that holds a lone surrogate."""
+    found = lone_surrogate_at(value)
+    if found is not None:
+        raise _Refused(f"a lone surrogate (\\ud800-\\udfff) in {found}; text must be valid Unicode")
+
+
+def lone_surrogate_at(value: Any) -> str | None:
+    """Where in a parsed value (JSON, a resolved config) the first lone surrogate is, or None.
+
+    "the string at a.b[0]" or "a key under a.b"; no UTF-8 output can hold such a string.
+    """
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         where, node = stack.pop()
         if isinstance(node, str):
             if has_lone_surrogate(node):
-                shown = printable(where or "(top level)")
-                raise _Refused(f"a lone surrogate (\\ud800-\\udfff) in the string at {shown}; "
-                               "text must be valid Unicode")
+                return f"the string at {printable(where or '(top level)')}"
         elif isinstance(node, dict):
             for key, item in node.items():
-                if has_lone_surrogate(key):
-                    raise _Refused(f"a lone surrogate in a key under {printable(where or '(top level)')}; "
-                                   "text must be valid Unicode")
-                stack.append((f"{where}.{key}" if where else key, item))
+                if isinstance(key, str) and has_lone_surrogate(key):
+                    return f"a key under {printable(where or '(top level)')}"
+                stack.append((f"{where}.{key}" if where else str(key), item))
         elif isinstance(node, list):
             stack.extend((f"{where}[{i}]", item) for i, item in enumerate(node))
+    return None
 
 
 def _depth(raw: bytes) -> int:

@@ -94,7 +94,8 @@ def interpolation_in(node: Any, prefix: str = "") -> tuple[str, str] | None:
 
 
 def refuse_interpolations(resolved: dict[str, Any]) -> None:
-    """ConfigError naming the first key whose resolved value still holds `${` (an escaped `\\${` in YAML).
+    """ConfigError naming the first key whose resolved value still holds `${` (an escaped `\\${` in YAML),
+    or a lone surrogate (a YAML `"\\ud800"` escape).
 
     The lock would record it, and no verify could accept that lock (`interpolation_in`).
     """
@@ -102,6 +103,11 @@ def refuse_interpolations(resolved: dict[str, Any]) -> None:
     if found is not None:
         raise ConfigError(f"config key {found[0]}: {found[1][:80]!r} still holds `${{` after resolving; a resolved "
                           "config must hold values only (a lock refuses interpolations), so write it another way")
+    from repro.safeio import lone_surrogate_at
+
+    surrogate = lone_surrogate_at(resolved)
+    if surrogate is not None:  # the lock could not be written as UTF-8, and no lock parser accepts one
+        raise ConfigError(f"config: a lone surrogate (\\ud800-\\udfff) in {surrogate}; text must be valid Unicode")
 
 
 def guard(source: ConfigSource) -> None:

@@ -29,6 +29,7 @@ MAX_YAML_BYTES = 1 << 20  # one config file or dvc.yaml
 MAX_YAML_NODES = 100_000  # nodes after expanding every alias; real configs have a few hundred
 MAX_CONFIG_FILES = 2_000  # YAML files in one config folder
 _SCHEMES = ("pkg://", "file://")
+_NOT_CONFIG = frozenset({"site-packages", "dist-packages", "node_modules", "__pycache__"})
 
 
 def load_yaml(path: Path, what: str, error: type[UserInputError] = UserInputError,
@@ -62,7 +63,9 @@ def guard_config_dir(config_dir: Path, root: Path) -> None:
     """Refuse (ConfigError) a config folder Hydra must not compose: see the module doc."""
     count = 0
     for folder, dirs, files in os.walk(config_dir):  # links to folders are not followed
-        dirs.sort()
+        # Not config groups: hidden folders (.git, .venv, .dvc) and installed environments (a venv, packages).
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NOT_CONFIG
+                         and not os.path.isfile(os.path.join(folder, d, "pyvenv.cfg")))
         for name in sorted(files):
             if not name.endswith((".yaml", ".yml")):
                 continue

@@ -176,7 +176,9 @@ def shadowing(root: Path) -> list[str]:
         name = entry.removesuffix(".py")
         is_module = entry.endswith(".py") and os.path.isfile(real / entry)
         is_package = os.path.isfile(real / entry / "__init__.py")
-        if (is_module or is_package) and name.isidentifier() and _installed_elsewhere(name, real):
+        # `repro` itself is exempt: a copy of repro's own checkout is a project (its pipeline), and the
+        # finder never serves that name from a root, so the installed repro is what runs.
+        if (is_module or is_package) and name.isidentifier() and name != "repro" and _installed_elsewhere(name, real):
             found.append(entry + ("/__init__.py" if is_package else ""))
     return found
 

@@ -26,6 +26,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,7 +225,7 @@ SANDBOX_PAYLOAD = '''
 import json, os, socket, subprocess
 from repro.models import MLP
 
-ROOT, OUTSIDE, MARKER = {root!r}, {outside!r}, {marker!r}
+ROOT, SOCKET, MARKER = {root!r}, {sock!r}, {marker!r}
 got = {{}}
 def attempt(name, fn):
     try:
@@ -245,7 +246,7 @@ def unix(address):
 attempt("write_outside", lambda: write(MARKER))
 attempt("write_project", lambda: write(os.path.join(ROOT, "pwned")))
 attempt("remount", lambda: sh(f"mount -o remount,bind,rw {{ROOT}} && touch {{ROOT}}/pwned"))
-attempt("host_unix_socket", lambda: unix(os.path.join(OUTSIDE, "host.sock")))
+attempt("host_unix_socket", lambda: unix(SOCKET))
 attempt("network", lambda: socket.create_connection(("1.1.1.1", 80), timeout=2))
 write("sandbox-findings.json.tmp")  # the work folder (the child's cwd) is the one writable place
 with open("sandbox-findings.json", "w") as fh:
@@ -258,10 +259,12 @@ class Net(MLP):
 
 
 @pytest.fixture
-def host_socket(guard: Guard) -> Iterator[list[int]]:
-    """A UNIX socket of the host, outside the project; the list counts the connections it accepted."""
+def host_socket() -> Iterator[tuple[Path, list[int]]]:
+    """A UNIX socket of the host, outside the project (in a short folder: a socket path holds at most 107
+    bytes), and the list of connections it accepted."""
+    folder = Path(tempfile.mkdtemp(prefix="repro-host-", dir="/tmp"))
     server = socket.socket(socket.AF_UNIX)
-    server.bind(str(guard.outside / "host.sock"))
+    server.bind(str(folder / "host.sock"))
     server.listen()
     server.settimeout(0.2)
     accepted: list[int] = []
@@ -277,14 +280,15 @@ def host_socket(guard: Guard) -> Iterator[list[int]]:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield accepted
+    yield folder / "host.sock", accepted
     stop.set()
     thread.join()
     server.close()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_v06_hashed_project_code_cannot_escape_the_rebuild_sandbox(project: Path, guard: Guard, tmp_path: Path,
-                                                                   host_socket: list[int]) -> None:
+                                                                   host_socket: tuple[Path, list[int]]) -> None:
     from repro.build.sandbox import sandbox_for
 
     (tmp_path / "work").mkdir()
@@ -292,7 +296,8 @@ def test_v06_hashed_project_code_cannot_escape_the_rebuild_sandbox(project: Path
     if box.mechanism != "bubblewrap":
         pytest.skip(f"{box.description}: the full sandbox needs bubblewrap (CI installs it)")
     lock = lock_of(project)
-    add_code(project, lock, {"p/evil.py": SANDBOX_PAYLOAD.format(root=str(project), outside=str(guard.outside),
+    sock, accepted = host_socket
+    add_code(project, lock, {"p/evil.py": SANDBOX_PAYLOAD.format(root=str(project), sock=str(sock),
                                                                  marker=str(guard.marker))})
     lock["inputs"]["config"]["resolved"]["model"]["_target_"] = "p.evil.Net"
     write_lock(project / "out" / "repro.lock", lock)
@@ -302,7 +307,7 @@ def test_v06_hashed_project_code_cannot_escape_the_rebuild_sandbox(project: Path
     findings = json.loads((work / "sandbox-findings.json").read_text())
     assert findings == {"write_outside": False, "write_project": False, "remount": False,
                         "host_unix_socket": False, "network": False}
-    assert not host_socket and not (project / "pwned").exists()
+    assert not accepted and not (project / "pwned").exists()
 
 
 # 7 --------------------------------------------------------------------------------------------
@@ -370,8 +375,10 @@ def test_v13_a_giant_sparse_weights_file_is_compared_in_bounded_memory(project: 
     with open(weights, "wb") as fh:
         fh.write(struct.pack("<Q", len(header)) + header.encode())
         fh.truncate(8 + len(header) + size)
-    # The inputs differ too (an edited config), so no rebuild runs: this case is the weights check alone.
-    path = edit(project, lambda lk: lk["inputs"]["config"]["resolved"]["trainer"].update(lr=0.5))
+    # The inputs differ too (a config edit the digest no longer covers), so no rebuild runs: this case is the
+    # weights check alone.
+    path = edit(project, lambda lk: lk["inputs"]["config"]["resolved"]["trainer"].update(lr=0.5),
+                rehash_config=False)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     r = guard.run("verify", "--quiet", str(path))
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) >> 10

@@ -340,7 +340,8 @@ def test_the_rebuild_sandbox_cuts_the_network_and_freezes_the_project(tmp_path: 
     root.mkdir()
     work.mkdir()
     box = sandbox_for(root, work, world_size=1)
-    assert sandbox_for(root, work, world_size=2).description.startswith("not sandboxed")
+    several = sandbox_for(root, work, world_size=2)  # several ranks need loopback: only bubblewrap keeps it
+    assert several.mechanism == "bubblewrap" or several.description.startswith("not sandboxed")
     assert not sandbox_for(root, work, 1, wanted=False).active
     if not box.active:
         pytest.skip(box.description)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,8 +64,10 @@ print(json.dumps(got))
 @pytest.fixture
 def host(tmp_path: Path) -> Iterator[tuple[Path, Path, Path, int, str]]:
     """A project, a work folder, and outside them a UNIX socket, an abstract socket and a loopback listener."""
-    root, work, outside = tmp_path / "project", tmp_path / "work", tmp_path / "outside"
-    for folder in (root, work, outside):
+    root, work = tmp_path / "project", tmp_path / "work"
+    # The host's socket folder: short (a UNIX socket path holds at most 107 bytes; the suite's tmp paths are long).
+    outside = Path(tempfile.mkdtemp(prefix="repro-host-", dir="/tmp"))
+    for folder in (root, work):
         folder.mkdir()
     (root / "data.csv").write_text("a,b\n1,2\n")
     servers = [socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX), socket.socket()]
@@ -92,6 +96,7 @@ def host(tmp_path: Path) -> Iterator[tuple[Path, Path, Path, int, str]]:
         t.join()
     for s in servers:
         s.close()
+    shutil.rmtree(outside, ignore_errors=True)
 
 
 def test_the_sandbox_cannot_be_undone_from_inside(host: tuple[Path, Path, Path, int, str]) -> None:
@@ -119,8 +124,6 @@ def test_the_sandbox_cannot_be_undone_from_inside(host: tuple[Path, Path, Path, 
 
 def test_bubblewrap_is_used_where_installed(tmp_path: Path) -> None:
     """CI installs bubblewrap (.ci/run); where it runs, it is the mechanism chosen, for one rank or several."""
-    import shutil
-
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap (bwrap) is not installed")
     root, work = tmp_path / "p", tmp_path / "w"
