@@ -57,6 +57,8 @@ def child_environ(pins: Pins, work_dir: Path, own_cache: bool = False, python: s
         env["PYTHONPATH"] = str(PACKAGE_DIR.parent)
         if pins.kernels == "portable":  # built here, once per toolchain; the child only loads it
             env[LIBRARY_VARIABLE] = str(library()[0])
+    elif pins.kernels == "portable":  # another toolchain's torch: the child builds them, in its work folder
+        env["REPRO_KERNEL_CACHE"] = str(work_dir / "kernels")
     if own_cache:
         env["HF_DATASETS_CACHE"] = str(work_dir / "hf-datasets-cache")
     env["TORCHELASTIC_ERROR_FILE"] = str(work_dir / "elastic-error.json")

@@ -34,7 +34,14 @@ from repro.lock import lockfile
 from repro.lock.chain import upstream_records
 from repro.lock.identity import identify
 from repro.source.base_model import require_consistent
-from repro.source.config import CheckpointSpec, TrainerSpec, check_value_types, require, require_keys
+from repro.source.config import (
+    CheckpointSpec,
+    TrainerSpec,
+    check_value_types,
+    refuse_interpolations,
+    require,
+    require_keys,
+)
 from repro.source.data import DataSpec, data_file_list
 from repro.source.discover import imported_project_files
 from repro.source.inputs import code_block, code_include, config_digest, git_state, hash_inputs
@@ -63,6 +70,7 @@ class BuildReport:
 def check_config(resolved: dict[str, Any]) -> None:
     """Every group and key a build reads, checked before anything is hashed or out_dir is locked (exit 2)."""
     require_keys(resolved)
+    refuse_interpolations(resolved)
     TrainerSpec.from_config(resolved)
     DataSpec.from_config(resolved)
     CheckpointSpec.from_config(resolved)
@@ -83,15 +91,18 @@ def finish_code(resolved: dict[str, Any], root: Path) -> dict[str, Any]:
     return code_block(root, code_include(resolved), imported_project_files(root))
 
 
-def project_importable(root: Path) -> None:
-    """Put the project root first on the import path, as `python -m` does for the current folder.
+def project_importable(root: Path, served: dict[str, str] | None = None) -> None:
+    """Make the project's own modules importable through repro's finder (`repro.source.project_import`).
 
     The project's own `_target_`s (mylib.net.TinyNet) then import with no
-    PYTHONPATH and no install; the files they load are discovered and hashed.
+    PYTHONPATH and no install, and the root never goes on `sys.path`; the files
+    they load are discovered and hashed. `served`: a rebuild's files, the only ones
+    it may import (a finder installed for this root already is kept).
     """
-    entry = str(root.resolve())
-    if sys.path[:1] != [entry]:
-        sys.path.insert(0, entry)
+    from repro.source.project_import import install, installed_for
+
+    if served is not None or installed_for(root) is None:
+        install(root, served)
 
 
 def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
@@ -118,6 +129,9 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     spec = CheckpointSpec.from_config(resolved)
     require_divisible(resolved, pins)
     if not in_child:
+        from repro.source.project_import import refuse_shadowing
+
+        refuse_shadowing(root)  # a root-level json.py would never be imported: say so, before anything runs
         # Under an outside launcher this process is one rank: refuse a wrong count before starting anything.
         rank = distributed.check_world(pins)[0] if distributed.under_launcher() else 0
         source = None if resume.source is None else str(resume.source.resolve())
@@ -266,10 +280,12 @@ def rebuild_main(spec_path: str) -> int:
     source = spec.get("resume_source")
     options = ResumeOptions(mode=spec.get("resume_mode", "auto"), source=None if source is None else Path(source))
     try:
-        if spec.get("deferred_targets"):  # verify's trust gate, finished before anything from the lock runs
-            from repro.build.gate import check_deferred
+        served = spec.get("served")
+        project_importable(Path(spec["root"]), None if served is None else {str(k): str(v) for k, v in served.items()})
+        if spec.get("gate"):  # verify's trust gate, finished on the imported objects before anything runs
+            from repro.build.gate import check_located
 
-            check_deferred([(str(p), str(t)) for p, t in spec["deferred_targets"]])
+            check_located([(str(p), str(t), str(k)) for p, t, k in spec["gate"]], Path(spec["root"]), served)
         if spec.get("expect_cpu"):  # verify of a native build: the same CPU, or stop before hashing (exit 3)
             from repro.build.verify.native import require_same_cpu_here
 

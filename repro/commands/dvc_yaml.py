@@ -13,6 +13,7 @@ other outs of the train stage beside the weights (a task's exported files).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from repro.commands import Outcome
@@ -31,9 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> Outcome:
     import yaml  # type: ignore[import-untyped]  # PyYAML ships no type stubs
 
-    from repro.errors import UserInputError
     from repro.lock.dvcyaml import DVC_YAML, Invocation, check, expected, merged
+    from repro.safeio import read_bytes
     from repro.source.config import compose, find_config
+    from repro.source.config_guard import MAX_YAML_BYTES, load_yaml
 
     source = find_config(args.config_dir, args.config_name, args.root, Path.cwd())
     flags: list[str] = []
@@ -45,11 +47,9 @@ def run(args: argparse.Namespace) -> Outcome:
         flags += ["--root", args.root]
     want = expected(compose(source, args.overrides), Invocation(source, tuple(flags)))
     path = source.root / DVC_YAML
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    try:
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise UserInputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    exists = os.path.lexists(path)
+    doc = (load_yaml(path, DVC_YAML) if exists else None) or {}  # bounded: size, aliases, a regular file
+    text = read_bytes(path, DVC_YAML, MAX_YAML_BYTES).decode("utf-8") if exists else ""
     actual = doc.get("stages") if isinstance(doc, dict) else None
     actual = actual if isinstance(actual, dict) else {}
     if args.write:

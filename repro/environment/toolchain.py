@@ -44,12 +44,13 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # process imports some of them; their edits still leave every lock and verify unchanged. The two
 # `__main__` entry points run as `__main__`, never under their own names, so a build could not
 # record them anyway; the build child's parses argv, sets its signal handlers and pauses garbage
-# collection.
-NOT_COMPILER = ("repro.__main__", "repro.build.__main__", "repro.lifetime", "repro.cli", "repro.commands",
-                "repro.progress", "repro.trust", "repro.scaffold", "repro.build.verify", "repro.build.rebuild",
-                "repro.build.recreate", "repro.build.sandbox", "repro.build.check", "repro.build.check_report",
-                "repro.build.localize", "repro.build.variations", "repro.build.emulate", "repro.build.gate",
-                "repro.train.opdiff", "repro.lock.explain")
+# collection. The console script's `repro._entry` only takes the current folder off the path; the
+# gate's `repro.build.definitions` reads source to judge it, in verify alone.
+NOT_COMPILER = ("repro.__main__", "repro._entry", "repro.build.__main__", "repro.lifetime", "repro.cli",
+                "repro.commands", "repro.progress", "repro.trust", "repro.scaffold", "repro.build.verify",
+                "repro.build.rebuild", "repro.build.recreate", "repro.build.sandbox", "repro.build.check",
+                "repro.build.check_report", "repro.build.localize", "repro.build.variations", "repro.build.emulate",
+                "repro.build.gate", "repro.build.definitions", "repro.train.opdiff", "repro.lock.explain")
 # Files that can be compiler sources: Python modules, and the C++ of repro's portable kernels.
 SOURCE_SUFFIXES = (".py", ".cpp", ".h")
 # Modules that interpreter start-up imports through `.pth` hooks, not the build.

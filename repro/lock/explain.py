@@ -33,12 +33,13 @@ def _set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
 
 
 def reference_configs(root: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Configs the lock's config may have started from: the project's, the embedded one."""
-    candidates = []
-    project = root / "configs"
-    if (project / "train.yaml").is_file():
-        candidates.append(("configs/train.yaml", ConfigSource(project, "train", root, embedded=False)))
-    candidates.append(("repro's embedded train.yaml", ConfigSource(EMBEDDED_CONFIG_DIR, "train", root, True)))
+    """Configs the lock's config may have started from: repro's embedded one.
+
+    Never the project's own `configs/`: verify only reads a stranger's release, and
+    composing its Hydra config can import modules (`hydra.searchpath: [pkg://...]`)
+    or stall on a YAML alias bomb (docs/security.md).
+    """
+    candidates = [("repro's embedded train.yaml", ConfigSource(EMBEDDED_CONFIG_DIR, "train", root, True))]
     out = []
     for label, source in candidates:
         try:

@@ -60,6 +60,7 @@ def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
+    guard(source)
     try:
         with initialize_config_dir(config_dir=str(source.config_dir), version_base="1.3", job_name="repro"):
             cfg = hydra_compose(config_name=source.config_name, overrides=list(overrides))
@@ -69,6 +70,53 @@ def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
     if not isinstance(resolved, dict):
         raise ConfigError(f"{source.config_name}.yaml: expected a mapping at the top level")
     return {str(k): v for k, v in resolved.items()}
+
+
+def interpolation_in(node: Any, prefix: str = "") -> tuple[str, str] | None:
+    """The first (dotted key, string) holding `${`, in key order; None if there is none.
+
+    A resolved config holds values only. A string that still holds `${...}` would
+    be resolved again by OmegaConf when Hydra instantiates the node, and an
+    interpolation such as `${oc.create:...}` can build a `_target_` out of plain
+    text: a lock's config must never carry one (see docs/security.md).
+    """
+    stack: list[tuple[str, Any]] = [(prefix, node)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if "${" in value:
+                return where or "(top level)", value
+        elif isinstance(value, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+    return None
+
+
+def refuse_interpolations(resolved: dict[str, Any]) -> None:
+    """ConfigError naming the first key whose resolved value still holds `${` (an escaped `\\${` in YAML),
+    or a lone surrogate (a YAML `"\\ud800"` escape).
+
+    The lock would record it, and no verify could accept that lock (`interpolation_in`).
+    """
+    found = interpolation_in(resolved)
+    if found is not None:
+        raise ConfigError(f"config key {found[0]}: {found[1][:80]!r} still holds `${{` after resolving; a resolved "
+                          "config must hold values only (a lock refuses interpolations), so write it another way")
+    from repro.safeio import lone_surrogate_at
+
+    surrogate = lone_surrogate_at(resolved)
+    if surrogate is not None:  # the lock could not be written as UTF-8, and no lock parser accepts one
+        raise ConfigError(f"config: a lone surrogate (\\ud800-\\udfff) in {surrogate}; text must be valid Unicode")
+
+
+def guard(source: ConfigSource) -> None:
+    """Before Hydra composes a project's config: every YAML file bounded, no search path outside repro and the
+    project (`repro.source.config_guard`). repro's own embedded configs are part of the toolchain."""
+    from repro.source.config_guard import guard_config_dir
+
+    if not source.embedded:
+        guard_config_dir(source.config_dir, source.root)
 
 
 def hashed_view(resolved: dict[str, Any]) -> dict[str, Any]:

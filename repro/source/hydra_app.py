@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from repro.errors import ConfigError
-from repro.source.config import ConfigSource, one_line
+from repro.source.config import ConfigSource, guard, one_line
 
 INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 # Hydra's name for the task; `${hydra:job.name}` and the job log file use it.
@@ -33,6 +33,7 @@ def hydra_app(source: ConfigSource) -> Iterator[Any]:
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
 
+    guard(source)  # bounded YAML, no search path outside repro and the project (repro.source.config_guard)
     version.setbase(VERSION_BASE)  # what `hydra.main(version_base=...)` does: jobs keep the cwd, ...
     GlobalHydra.instance().clear()
     try:

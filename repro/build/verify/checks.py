@@ -121,7 +121,7 @@ def check_weights_file(path: Path, recorded: Weights, follow_links: bool = True)
     """Size and sha256 of a weights file, then tensor by tensor if those differ. No torch.
 
     The file must be a regular one (not a FIFO or device; not a link unless
-    `follow_links`), and is read whole only when it differs and is under the cap.
+    `follow_links`); when it differs, its tensors are hashed one chunk at a time.
     """
     from repro.lock.tensordiff import read_tensors
 
@@ -132,11 +132,12 @@ def check_weights_file(path: Path, recorded: Weights, follow_links: bool = True)
         return []
     whole = Difference("outputs", "weights", str(path), "changed", recorded["hashes"]["sha256"], sha,
                        f"size {recorded['size']} -> {size}" if size != recorded["size"] else "")
-    try:
-        tensors = read_tensors(path, follow_links)
+    try:  # streamed tensor by tensor through one descriptor: bounded memory whatever the file's size
+        with read_tensors(path, follow_links) as weights:
+            records = weights.records()
     except ReproError as exc:
         return [dataclasses.replace(whole, detail=f"not readable as safetensors: {exc}")]
-    per_tensor = compare_tensor_records(recorded["tensors"], [cast(TensorRecord, t.record()) for t in tensors.values()])
+    per_tensor = compare_tensor_records(recorded["tensors"], [cast(TensorRecord, r) for r in records])
     if not per_tensor:
         whole = dataclasses.replace(whole, detail="every tensor matches the lock; only the file's header differs")
     return [whole, *per_tensor]

@@ -21,15 +21,16 @@ from repro.build.verify.native import require_same_cpu
 from repro.build.verify.rebuild_compare import rebuild_and_compare
 from repro.build.verify.report import NOTE_KINDS, VerifyOptions, VerifyReport, write_record
 from repro.environment.pins import check_bounds
-from repro.errors import ConfigError, LockfileError, UserInputError
+from repro.errors import ConfigError, DataError, LockfileError, UserInputError
 from repro.lock import lockfile
 from repro.lock.diff import Difference, compare_inputs
 from repro.lock.explain import hints
 from repro.lock.lineage import explain_lineage
 from repro.lock.types import Lock
-from repro.safeio import printable
+from repro.safeio import open_regular, printable
 from repro.source.enclosing import enclosing_folders
 from repro.source.inputs import PACKAGE_DIR
+from repro.source.project_import import refuse_shadowing
 
 
 def verify(opts: VerifyOptions) -> VerifyReport:
@@ -46,12 +47,13 @@ def verify(opts: VerifyOptions) -> VerifyReport:
     # Only inputs and pins can make a rebuild pointless; a bad weights file cannot.
     rebuilding = not opts.inputs_only and (report.identical or opts.rebuild_anyway)
     weights_path = check_weights(report, lock, opts)
-    deferred: list[tuple[str, str]] = []
+    plan: gate.Plan = []
     if rebuilding:  # before anything from the lock is imported or started
+        refuse_shadowing(root)
         # Library classes are checked by the rebuild child itself, unless another toolchain's repro runs it.
-        reviewed = gate.check(lock, opts.trust_code, defer_libraries=opts.toolchain != "recreate")
+        reviewed = gate.check(lock, root, opts.trust_code, defer_libraries=opts.toolchain != "recreate")
         report.checked["trusted_anyway"] = [t.line() for t in reviewed if not t.trusted and not t.deferred]
-        deferred = [(t.position, t.target) for t in reviewed if t.deferred]
+        plan = gate.child_plan(reviewed, opts.trust_code)
         check_bounds(lock["build"]["threads"], opts.world_size or lock["build"]["world_size"],
                      opts.allow_oversubscribe)
     report.notes += machine_check(lock, rebuilding)
@@ -61,7 +63,7 @@ def verify(opts: VerifyOptions) -> VerifyReport:
             "rebuilding with another world size: the global batch is split differently and gradients are "
             "reduced in another order, so the result is not expected to be bit-identical"))
     if rebuilding:
-        report.rebuild = rebuild = rebuild_and_compare(lock, root, opts, weights_path, report, deferred)
+        report.rebuild = rebuild = rebuild_and_compare(lock, root, opts, weights_path, report, plan)
         if opts.record:
             report.record = write_record(report, rebuild, opts, lock_sha256)
     elif not opts.inputs_only:
@@ -94,7 +96,11 @@ def check_weights(report: VerifyReport, lock: Lock, opts: VerifyOptions) -> Path
     if weights_path is None and not opts.inputs_only and os.path.lexists(beside):
         weights_path = beside
     if weights_path is not None:
-        # A file the user named may be a link; one found beside a stranger's lock may not.
+        # A file the user named may be a link; one found beside a stranger's lock may not, nor may any folder
+        # on the way to it (out/sub -> /elsewhere): it is opened beneath the lock's folder, no link followed.
+        if opts.weights is None:
+            os.close(open_regular(lock["outputs"]["weights"]["path"], "weights file", DataError,
+                                  root=opts.lock_path.parent)[0])
         report.differences += check_weights_file(weights_path, lock["outputs"]["weights"],
                                                  follow_links=opts.weights is not None)
         report.checked["weights_file"] = str(weights_path)
