@@ -101,15 +101,17 @@ def _sweep(args: argparse.Namespace, source: ConfigSource) -> Outcome:
 
 def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> Outcome:
     from repro.build.run import run_build
+    from repro.source.composed import ConfigFiles
     from repro.source.config import compose, require
     from repro.train.resume import ResumeOptions
 
     resolved = compose(source, args.overrides)
+    config = ConfigFiles.of(source, args.overrides)
     out_dir = (cwd / require(resolved, "out_dir", str)).resolve()
     options = ResumeOptions(mode="fresh" if args.no_resume else "restart" if args.restart else "auto",
                             source=(cwd / args.resume_from).resolve() if args.resume_from else None)
     report = run_build(resolved, source.root, out_dir, quiet=args.quiet, resume=options, notify=_note,
-                       rehash=args.rehash)
+                       rehash=args.rehash, config=config)
     if report is None:  # a rank other than 0 under torchrun / accelerate launch: rank 0 reports
         return Outcome(None, "", silent=True)
     lines = [

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from repro.errors import ConfigError
-from repro.source.config import ConfigSource, one_line
+from repro.source.config import ConfigSource, composition_error
 
 INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 # Hydra's name for the task; `${hydra:job.name}` and the job log file use it.
@@ -93,4 +93,4 @@ def hydra_errors(on_exit: str = "Hydra stopped") -> Iterator[None]:
     except ConfigError:
         raise
     except Exception as exc:  # Hydra raises many types; all mean "bad config or override"
-        raise ConfigError("config: " + one_line(exc)) from None
+        raise ConfigError("config: " + composition_error(exc)) from None

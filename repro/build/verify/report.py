@@ -19,7 +19,8 @@ REPORT_VERSION = 2
 # Differences that describe where and with what a build ran, not what it is.
 NOTE_KINDS = ("cuda",)
 # The source: a difference here is a mismatch whatever the toolchain did (exit 1).
-SOURCE_KINDS = ("data", "code", "config", "preprocess")
+SOURCE_KINDS = ("data", "code", "config", "preprocess", "stage", "stage config", "stage input", "stage code",
+                "stage output")
 TOOLCHAIN_EXIT = 3
 
 

@@ -18,6 +18,7 @@ from repro.build.verify.checks import (
 )
 from repro.build.verify.rebuild_compare import rebuild_and_compare
 from repro.build.verify.report import NOTE_KINDS, VerifyOptions, VerifyReport, write_record
+from repro.build.verify.stages import check_stages
 from repro.environment.pins import check_bounds
 from repro.errors import ConfigError, LockfileError, UserInputError
 from repro.lock import lockfile
@@ -76,7 +77,9 @@ def check_source(lock: Lock, root: Path, root_source: str, opts: VerifyOptions) 
                               base=lock["inputs"].get("base"))
         for d in compare_inputs(lock["inputs"], found):
             (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
-        report.notes += toolchain_check(lock["toolchain"])
+        stage_diffs, stage_notes = check_stages(lock, root)  # the code and inputs behind the data
+        report.differences += stage_diffs
+        report.notes += stage_notes + toolchain_check(lock["toolchain"])
         report.differences = explain_config(report.differences, lock, root) + pin_consistency(lock)
     report.differences = explain_lineage(report.differences, root)  # a tokenizer made from a changed corpus
     return report
