@@ -57,6 +57,11 @@ def find_config(config_dir: str | None, config_name: str, root: str | None, cwd:
 def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
     """Compose with Hydra, resolve every interpolation and check the keys (repro.source.schema);
     return a plain dict."""
+    return compose_with_raw(source, overrides)[0]
+
+
+def compose_with_raw(source: ConfigSource, overrides: list[str]) -> tuple[dict[str, Any], Any]:
+    """`compose`, plus the same config unresolved (what its interpolations read)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
@@ -75,7 +80,7 @@ def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
         raise ConfigError(f"{source.config_name}.yaml: expected a mapping at the top level")
     out = {str(k): v for k, v in resolved.items()}
     schema.check(out, raw, lambda: composed_files(source, list(overrides)), source.root)
-    return out
+    return out, raw
 
 
 def composition_error(exc: BaseException) -> str:

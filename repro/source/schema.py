@@ -13,9 +13,12 @@ valid key.
 - `model` and `task` (and the optimizer and scheduler) are `_target_` nodes: their
   keys are the constructor's keyword arguments, checked against its signature in
   the build process before training starts (`repro.train.targets`).
-- Other top-level keys are the project's own namespaces (`tokenize:`, `prepare:`)
-  only when something uses them: a config group of the defaults list, or a key
-  that an interpolation reads (`${tokenize.vocab_size}`).
+- Other top-level keys are the project's own namespaces (`tokenize:`, `prepare:`,
+  read by interpolations such as `${tokenize.vocab_size}`): a mapping whose name
+  is not a near miss of one of repro's keys (`traner:` is refused, naming
+  `trainer`), or any key that an interpolation reads. DVC's Hydra composition
+  writes params.yaml with the interpolations resolved, so use alone cannot be
+  the test.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ TOP_LEVEL = ("seed", "out_dir", "code", "data", "model", "task", "trainer", "bui
 TRAINER_KEYS = ("max_steps", "batch_size", "lr", "shuffle", "log_every", "num_workers", "optimizer", "scheduler",
                 "checkpoint_every", "keep_checkpoints")
 CODE_KEYS = ("include",)
+NEAR_MISS = 0.8  # difflib ratio above which an unknown top-level mapping is a typo of one of repro's keys
 _INTERPOLATION = re.compile(r"\$\{\s*([A-Za-z_][\w\-]*)")
 
 
@@ -82,7 +86,7 @@ def unknown_keys(cfg: dict[str, Any], namespaces: set[str]) -> list[tuple[str, t
     """(dotted key, the keys valid in its place) for every key the schema does not know."""
     out: list[tuple[str, tuple[str, ...]]] = []
     top = (*TOP_LEVEL, *sorted(namespaces))
-    out += [(str(k), top) for k in cfg if k not in top]
+    out += [(str(k), TOP_LEVEL) for k, v in cfg.items() if k not in top and not _namespace(str(k), v)]
     for group, keys in group_keys().items():
         node = cfg.get(group)
         if isinstance(node, dict):
@@ -96,6 +100,11 @@ def unknown_keys(cfg: dict[str, Any], namespaces: set[str]) -> list[tuple[str, t
                 out += [(f"stages.{name}.{k}", tuple(f"stages.{name}.{v}" for v in KEYS)) for k in node
                         if k not in KEYS]
     return out
+
+
+def _namespace(key: str, value: Any) -> bool:
+    """A project's own top-level mapping (`prepare:`), as opposed to a misspelt group (`traner:`)."""
+    return isinstance(value, dict) and not difflib.get_close_matches(key, TOP_LEVEL, n=1, cutoff=NEAR_MISS)
 
 
 def check(cfg: dict[str, Any], raw: Any, files: Callable[[], list[ComposedFile]], root: Path) -> None:
@@ -130,17 +139,19 @@ def suggestion(key: str, valid: tuple[str, ...]) -> str:
 def defined_in(key: str, composed: list[ComposedFile], root: Path) -> str:
     """The last composed file that sets `key` (the one whose value won), or the command line."""
     for f in reversed(composed):
-        if f.path is not None and _sets(f, key):
+        if f.path is not None and sets_key(f, key):
             return f.shown(root)
     return f"the command line (+{key}=...)"
 
 
-def _sets(f: ComposedFile, key: str) -> bool:
+def sets_key(f: ComposedFile, key: str) -> bool:
+    """Whether config file `f` (merged at its package) sets `key` (dotted), or a key beneath it."""
     import yaml  # type: ignore[import-untyped]  # PyYAML ships no type stubs
 
     from repro.safeio import read_bytes
 
-    assert f.path is not None
+    if f.path is None:
+        return False
     if f.package and not (key == f.package or key.startswith(f.package + ".")):
         return False
     rest = key[len(f.package) + 1:] if f.package else key
