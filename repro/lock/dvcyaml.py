@@ -310,8 +310,9 @@ def render(text: str, want: dict[str, dict[str, Any]]) -> str:
     actual = doc.get("stages") if isinstance(doc, dict) else None
     actual = actual if isinstance(actual, dict) else {}
     header = "".join(line for line in _leading_comments(text))
-    return header + yaml.safe_dump({"stages": merged(actual, want)}, sort_keys=False, default_flow_style=False,
-                                   width=110)
+    body: str = yaml.safe_dump({"stages": merged(actual, want)}, sort_keys=False, default_flow_style=False,
+                               width=110)
+    return header + body
 
 
 def _leading_comments(text: str) -> list[str]:
