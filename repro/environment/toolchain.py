@@ -39,7 +39,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 # repro modules that never decide a bit: how a build is asked for, checked and
 # reported, not how it is made (the CLI, progress display, verify's and check's
-# orchestration and hints, and trust: card, audit, signing, release terms). A build process
+# orchestration and hints, the config schema and signature checks that only refuse, and trust: card,
+# audit, signing, release terms). A build process
 # imports some of them; their edits still leave every lock and verify unchanged. The two
 # `__main__` entry points run as `__main__`, never under their own names, so a build could not
 # record them anyway; the build child's only parses argv and pauses garbage collection.
@@ -47,7 +48,7 @@ NOT_COMPILER = ("repro.__main__", "repro.build.__main__", "repro.cli", "repro.co
                 "repro.trust", "repro.scaffold", "repro.build.verify", "repro.build.rebuild", "repro.build.recreate",
                 "repro.build.sandbox", "repro.build.check", "repro.build.check_report", "repro.build.localize",
                 "repro.build.variations", "repro.build.emulate", "repro.build.gate", "repro.train.opdiff",
-                "repro.lock.explain")
+                "repro.lock.explain", "repro.build.clone", "repro.source.schema", "repro.source.targets")
 # Modules that interpreter start-up imports through `.pth` hooks, not the build.
 STARTUP_HOOKS = ("_distutils_hack", "__editable__", "_virtualenv")
 

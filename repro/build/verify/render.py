@@ -32,10 +32,6 @@ def render(report: VerifyReport) -> list[str]:
              *_checked(report)]
     if report.rebuild:
         lines += _rebuild(report.rebuild)
-    rec = report.record
-    if rec:
-        lines.append(f"record     {rec['path']}" + (" (signed)" if rec.get("signed") else "") if rec["written"]
-                     else f"record     not written: {rec['path']}: {rec['error']}")
     if report.notes:
         lines.append("notes (not a mismatch):")
         lines += ["  " + d.line() for d in report.notes]
@@ -43,11 +39,23 @@ def render(report: VerifyReport) -> list[str]:
         what = {"inputs-only": "inputs match the lock", "from-source": "rebuilt from source, every stage and "
                 "the weights bit-identical to the lock"}.get(report.mode, "bit-identical to the lock")
         lines.append(f"OK: {what}")
-        return lines
+        return lines + _record(report)
     lines.append(mismatch_line(report))
     lines += render_diffs(report.differences)
     lines += [f"hint: {h}" for h in report.hints]
-    return lines
+    return lines + _record(report)
+
+
+def _record(report: VerifyReport) -> list[str]:
+    """The last line, when a rebuild left its record: where it went, and who reads it."""
+    rec = report.record
+    if not rec:
+        return []
+    if not rec["written"]:
+        return [f"record     not written: {rec['path']}: {rec['error']}"]
+    signed = "signed " if rec.get("signed") else ""
+    return [f"record     wrote the {signed}verification record {rec['path']} beside the lock, for `repro audit` "
+            "(--no-record skips it)"]
 
 
 def _checked(report: VerifyReport) -> list[str]:

@@ -39,7 +39,13 @@ def verify(opts: VerifyOptions) -> VerifyReport:
         signing_key(opts.signing_key)  # a bad key is named now, not after the rebuild
     lock, lock_sha256 = lockfile.load(opts.lock_path)  # one read: the digest describes the bytes checked
     root, root_source = find_root(opts.lock_path, lock, opts.root)
+    phases = 1 if opts.inputs_only else 2
     report = check_source(lock, root, root_source, opts)
+    c = report.checked
+    opts.say(f"source under {root}: {c['data_files']} data file(s), {c['code_files']} code file(s), "
+             f"{len(lock['inputs'].get('stages', []))} stage record(s) re-hashed: "
+             + ("as the lock records them" if report.identical else f"{len(report.differences)} difference(s)"),
+             1, phases)
     # Only inputs and pins can make a rebuild pointless; a bad weights file cannot.
     rebuilding = not opts.inputs_only and (report.identical or opts.rebuild_anyway)
     weights_path = check_weights(report, lock, opts)
@@ -58,7 +64,11 @@ def verify(opts: VerifyOptions) -> VerifyReport:
             "rebuilding with another world size: the global batch is split differently and gradients are "
             "reduced in another order, so the result is not expected to be bit-identical"))
     if rebuilding:
+        steps = lock["outputs"]["loss_trajectory"]["steps"]
+        opts.say(f"rebuilding {steps} steps in a fresh process under the lock's pins", 1, phases)
         report.rebuild = rebuild = rebuild_and_compare(lock, root, opts, weights_path, report, deferred)
+        same = "bit-identical" if report.identical else f"{len(report.differences)} difference(s)"
+        opts.say(f"rebuilt in {rebuild['seconds']:.1f} s: {same}", 2, phases)
         if opts.record:
             report.record = write_record(report, rebuild, opts, lock_sha256)
     elif not opts.inputs_only:

@@ -13,7 +13,7 @@ that remakes it (`repro run NAME`).
   DVC holds) is a note, since `--from-source` is what needs it;
 - an output beyond the training data (an intermediate another stage reads) that
   changed: a difference;
-- the stage's record file, where it sits by default, rewritten with another
+- the stage's record file, where the lock's config puts it, rewritten with another
   declaration or pins than the lock's: a difference (the stage was rerun with
   other params).
 """
@@ -61,8 +61,21 @@ def check_stages(lock: Lock, root: Path) -> tuple[list[Difference], list[Differe
                     else:
                         diffs.append(dataclasses.replace(d, detail=f"gone since stage {name} ran: restore it, "
                                                                    f"or change the stage and `repro run {name}`"))
-        diffs += _record_on_disk(record, root)
+        diffs += _record_on_disk(record, root, _record_path(lock, record))
     return diffs, notes
+
+
+def _record_path(lock: Lock, record: dict[str, Any]) -> str | None:
+    """Where the stage's record lives: as the lock's own config declares it, else the default place."""
+    from repro.errors import ConfigError
+    from repro.source.stages import stage_specs
+
+    try:
+        spec = stage_specs(lock["inputs"]["config"]["resolved"]).get(str(record["stage"]))
+    except ConfigError:
+        spec = None
+    outputs = record["declared"]["outputs"]
+    return spec.record if spec is not None else default_record(record["stage"], outputs[0]) if outputs else None
 
 
 def _rehash(root: Path, files: list[Any]) -> tuple[list[dict[str, Any]], set[str]]:
@@ -78,11 +91,9 @@ def _rehash(root: Path, files: list[Any]) -> tuple[list[dict[str, Any]], set[str
     return found, gone
 
 
-def _record_on_disk(record: dict[str, Any], root: Path) -> list[Difference]:
-    """The stage's record file at its default place, if it declares the stage otherwise than the lock does."""
+def _record_on_disk(record: dict[str, Any], root: Path, rel: str | None) -> list[Difference]:
+    """The stage's record file, if it declares the stage otherwise than the lock does (rerun with other params)."""
     name = str(record["stage"])
-    outputs = record["declared"]["outputs"]
-    rel = default_record(name, outputs[0]) if outputs else None
     if rel is None or not os.path.lexists(resolve_under(root, rel, "stage record")):
         return []
     try:
