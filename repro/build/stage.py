@@ -115,9 +115,10 @@ def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, qui
     # The one environment rule for build children: an allowlist plus these pins, on the CPU.
     env = child_environ(as_pins(pins), staging.parent)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # a __pycache__ under the root is a write, and not an output
+    # What the stage prints goes to stderr: stdout is the command's result (one JSON object with --json).
     try:
         proc = subprocess.run([sys.executable, "-c", _CHILD, str(job_path)], cwd=root, env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else None)
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else sys.stderr)
         if proc.returncode != 0:
             raise child_error(proc.returncode, error, "", as_pins(pins), f"stage {spec.name}")
         loaded: dict[str, Any] = json.loads(prestart.read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from repro.commands import Outcome
 from repro.errors import ConfigError
@@ -89,14 +89,21 @@ def _sweep(args: argparse.Namespace, source: ConfigSource) -> Outcome:
     report = run_sweep(source, args.overrides, quiet=args.quiet, rehash=args.rehash)
     lines = []
     for job in report.summary["jobs"]:
-        what = f"lock sha256 {job['lock_sha256']}" if job["status"] == "ok" else \
-            f"FAILED (exit {job['exit_code']}): {job['error']}"
-        lines.append(f"job {job['num']:<3} {' '.join(job['overrides']):<40} {what}")
+        lines.append(f"job {job['num']:<3} {' '.join(job['overrides']):<40} {_job_result(job)}")
     failed = sum(job["status"] != "ok" for job in report.summary["jobs"])
     lines.append(f"sweep        {report.summary_path}  ({len(report.summary['jobs']) - failed} ok, {failed} failed)")
     result = {"summary": str(report.summary_path), **report.summary}
     error = f"{failed} of {len(report.summary['jobs'])} jobs failed" if report.exit_code else None
     return Outcome(result, "\n".join(lines) + "\n", report.exit_code, error)
+
+
+def _job_result(job: dict[str, Any]) -> str:
+    """A sweep job in one line: its final loss and held-out metrics, and its lock's digest (or why it failed)."""
+    if job["status"] != "ok":
+        return f"FAILED (exit {job['exit_code']}): {job['error']}"
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(job["metrics"].items()))
+    loss = "n/a" if job["final_loss"] is None else f"{job['final_loss']:.4f}"
+    return f"final loss {loss}" + (f"  held-out {metrics}" if metrics else "") + f"  lock {job['lock_sha256'][:12]}…"
 
 
 def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> Outcome:
