@@ -48,7 +48,8 @@ NOT_COMPILER = ("repro.__main__", "repro.build.__main__", "repro.cli", "repro.co
                 "repro.trust", "repro.scaffold", "repro.build.verify", "repro.build.rebuild", "repro.build.recreate",
                 "repro.build.sandbox", "repro.build.check", "repro.build.check_report", "repro.build.localize",
                 "repro.build.variations", "repro.build.emulate", "repro.build.gate", "repro.train.opdiff",
-                "repro.lock.explain", "repro.build.clone", "repro.source.schema", "repro.source.targets")
+                "repro.lock.explain", "repro.build.clone", "repro.build.own_wheel", "repro.source.schema",
+                "repro.source.targets")
 # Modules that interpreter start-up imports through `.pth` hooks, not the build.
 STARTUP_HOOKS = ("_distutils_hack", "__editable__", "_virtualenv")
 
