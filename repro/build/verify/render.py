@@ -28,7 +28,7 @@ def render(report: VerifyReport) -> list[str]:
     """The human report: what was checked, then differences grouped by section, notes, hints."""
     from repro.lock.diff import render as render_diffs
 
-    lines = [f"lockfile   {report.lockfile}", f"root       {report.root}  ({report.root_source})",
+    lines = [f"lockfile   {report.lockfile}", f"root       {report.root or '-'}  ({report.root_source})",
              *_checked(report)]
     if report.rebuild:
         lines += _rebuild(report.rebuild)
@@ -37,7 +37,10 @@ def render(report: VerifyReport) -> list[str]:
         lines += ["  " + d.line() for d in report.notes]
     if report.identical:
         what = {"inputs-only": "inputs match the lock", "from-source": "rebuilt from source, every stage and "
-                "the weights bit-identical to the lock"}.get(report.mode, "bit-identical to the lock")
+                "the weights bit-identical to the lock",
+                "weights-only": "the weights are the ones the lock names (size and sha256); the "
+                "source was not checked: run this in the project, or pass --root DIR"}.get(
+                    report.mode, "bit-identical to the lock")
         lines.append(f"OK: {what}")
         return lines + _record(report)
     lines.append(mismatch_line(report))

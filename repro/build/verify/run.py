@@ -38,7 +38,12 @@ def verify(opts: VerifyOptions) -> VerifyReport:
 
         signing_key(opts.signing_key)  # a bad key is named now, not after the rebuild
     lock, lock_sha256 = lockfile.load(opts.lock_path)  # one read: the digest describes the bytes checked
-    root, root_source = find_root(opts.lock_path, lock, opts.root)
+    try:
+        root, root_source = find_root(opts.lock_path, lock, opts.root)
+    except UserInputError:
+        if not (opts.inputs_only and opts.weights is not None):
+            raise
+        return weights_only(lock, opts)  # a download: the lock and the weights, no project around them
     phases = 1 if opts.inputs_only else 2
     report = check_source(lock, root, root_source, opts)
     c = report.checked
@@ -75,6 +80,17 @@ def verify(opts: VerifyOptions) -> VerifyReport:
         report.rebuild = {"performed": False,
                           "reason": "skipped: the lock's inputs already differ (--rebuild-anyway rebuilds regardless)"}
     report.hints = hints(report.differences, report.notes, lock, built_at_commit(opts.lock_path))
+    return report
+
+
+def weights_only(lock: Lock, opts: VerifyOptions) -> VerifyReport:
+    """`--inputs-only --weights FILE` where no project holds the lock's data: check the weights alone, and
+    say that the source was not checked (a downloaded release: the lock and its weights)."""
+    report = VerifyReport(str(opts.lock_path), "", "none: no folder here holds the lock's data",
+                          "weights-only", {"weights_file": None})
+    check_weights(report, lock, opts)
+    report.hints = hints(report.differences, report.notes, lock)
+    opts.say("weights checked against the lock; the source was not (no project here)", 1, 1)
     return report
 
 
