@@ -134,7 +134,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     project_importable(root)
     config = config or ConfigFiles()
     # The model, task and optimizer nodes against their constructors, before anything is hashed or trained.
-    check_nodes({**resolved, "model": with_base_path(resolved["model"], root)}, config.where(root))
+    check_nodes({**resolved, "model": with_base_path(resolved["model"], root)}, root, config.where(root))
     rank, _ = distributed.check_world(pins)
     if rank != 0:  # other ranks train, but never write to out_dir
         _build_rank(resolved, pins, spec, root, out_dir, resume)

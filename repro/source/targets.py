@@ -12,6 +12,7 @@ be built anyway), so this runs in the build process, after the trust gate.
 from __future__ import annotations
 
 import inspect
+import sys
 import types
 import typing
 from pathlib import Path
@@ -26,9 +27,10 @@ HYDRA_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 # The nodes a build instantiates: the model and task, the optimizer and scheduler (partials).
 NODES = ("model", "task", "trainer.optimizer", "trainer.scheduler")
 _ABSENT = object()
+_REPRO = Path(__file__).resolve().parent.parent
 
 
-def check_nodes(cfg: dict[str, Any], where: Any = None) -> None:
+def check_nodes(cfg: dict[str, Any], root: Path, where: Any = None) -> None:
     """Check every `_target_` node the build will instantiate (and the nodes nested in them).
 
     `where(key) -> str` names the file that sets a key (repro.source.schema.defined_in),
@@ -39,15 +41,21 @@ def check_nodes(cfg: dict[str, Any], where: Any = None) -> None:
         for part in dotted.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and "_target_" in node:
-            check_node(node, dotted, where)
+            check_node(node, dotted, root, where)
 
 
-def check_node(node: dict[str, Any], key: str, where: Any = None) -> None:
-    """Raise ConfigError if `node`'s keys or values cannot be the call's arguments."""
+def check_node(node: dict[str, Any], key: str, root: Path, where: Any = None) -> None:
+    """Raise ConfigError if `node`'s keys or values cannot be the call's arguments.
+
+    Unknown and missing keywords are judged only for the project's own code and repro's,
+    whose signatures are what they take; another library's may take more than it declares
+    (transformers' configs keep any extra keyword), so only its annotations are held to.
+    """
     for name, value in node.items():  # nested components are built first, so checked first
         if isinstance(value, dict) and "_target_" in value:
-            check_node(value, f"{key}.{name}", where)
+            check_node(value, f"{key}.{name}", root, where)
     target = locate(node["_target_"], key)
+    own = _defined_in(target, (root, _REPRO))
     try:
         sig = inspect.signature(target)
     except (TypeError, ValueError):  # a builtin without a signature: nothing to check against
@@ -60,7 +68,7 @@ def check_node(node: dict[str, Any], key: str, where: Any = None) -> None:
         if name in HYDRA_KEYS:
             continue
         if name not in named:
-            if takes_any:
+            if takes_any or not own:
                 continue
             full = f"{key}.{name}"
             raise ConfigError(f"{_where(where, full)}: unknown key {full}: not a parameter of {label}"
@@ -70,10 +78,20 @@ def check_node(node: dict[str, Any], key: str, where: Any = None) -> None:
                 _accepts(expected, value) is False:
             raise ConfigError(f"config key {key}.{name}: expected {_type_text(expected)} ({label}), got {value!r} "
                               f"({type(value).__name__})")
-    if not node.get("_partial_"):
+    if own and not node.get("_partial_"):
         missing = [n for n, p in named.items() if p.default is p.empty and n not in node]
         if missing:
             raise ConfigError(f"config key {key}.{missing[0]}: missing; {label} needs it")
+
+
+def _defined_in(target: Any, folders: tuple[Path, ...]) -> bool:
+    """Whether `target` is defined in a file under one of these folders."""
+    module = sys.modules.get(getattr(target, "__module__", "") or "")
+    file = getattr(module, "__file__", None)
+    if not file:
+        return False
+    real = Path(file).resolve()
+    return any(f.resolve() in real.parents for f in folders)
 
 
 def locate(target: Any, key: str) -> Any:
