@@ -92,14 +92,18 @@ def test_every_value_from_the_lock_is_escaped() -> None:
     card = card_of(lock, {"axes": [{"axis": "path", "variation": "<b>x</b>", "result": "failed", "promised": True,
                                     "first_step": None, "detail": "| injected | row |"}]})
     assert not [c for c in card if c in "\x1b\x07"]  # control characters are shown escaped
-    prose = re.sub(r"(`{3,})yaml\n.*?\n\1\n", "", card, flags=re.S)  # HTML in a fenced block is text anyway
-    assert "<img" not in prose and "<b>" not in prose
+    assert "<img" not in card and "<b>" not in card  # not even in the config block: no careless renderer sees it
+    assert "| Reproducible | **yes** |" not in card
     assert "&lt;img src=https://evil.example/beacon.png&gt;" in card
     rows = [line for line in card.splitlines() if line.startswith("| Reproducible")]
     assert len(rows) == 1  # the description's fake row is text, not a second verdict
     assert "\\| Reproducible \\| \\*\\*yes\\*\\* \\|" in card
     assert "| ``data/a\\|b`c\\x07.csv`` |" in card  # a code span nothing can close; the pipe kept in its cell
-    assert "\n````yaml\n" in card and '  hidden: "``` \\e"\n' in card  # a longer fence; YAML's own escape
+    assert '  hidden: "\\u0060\\u0060\\u0060 \\u001b"\n' in card  # the config block: the same YAML value
+    block = card.split("```yaml\n", 1)[1].split("\n```\n", 1)[0]
+    import yaml
+
+    assert yaml.safe_load(block) == lock["inputs"]["config"]["resolved"]
     assert "| injected | row |" not in card
 
 

@@ -224,7 +224,8 @@ def _environment(lock: Lock) -> list[str]:
     build: dict[str, Any] = dict(lock["build"])  # every pin, by name
     python = f"{toolchain['python']['implementation']} {toolchain['python']['version']}"
     out = ["", "## Training config", "", f"Resolved config, sha256 {md.code(inputs['config']['sha256'])} "
-           f"(also in `{REBUILD_NAME}`):", "", *md.fenced(_yaml(inputs["config"]["resolved"]), "yaml"),
+           f"(also in `{REBUILD_NAME}`):", "", *md.fenced("\n".join(md.yaml_lines(inputs["config"]["resolved"])),
+                                                          "yaml"),
            "", "## Pins and environment", "", "| pin | value |", "|---|---|"]
     out += [f"| {md.text(k)} | {md.code(json.dumps(build[k]), cell=True)} |" for k in sorted(build)
             if k not in ("env", "flags")]
