@@ -160,7 +160,7 @@ def require(cfg: dict[str, Any], dotted: str, kind: type | tuple[type, ...]) -> 
 # up front, before any hashing or training, wherever the key is present: `trainer.lr=abc`
 # is refused naming the key, the type and the value, instead of failing deep in torch.
 VALUE_TYPES: dict[str, type | tuple[type, ...]] = {
-    "seed": int, "out_dir": str, "code.include": list,
+    "seed": int, "out_dir": str, "code.include": (list, type(None)),
     "data.builder": str, "data.data_files": list, "data.test_fraction": float, "data.split_seed": int,
     "trainer.max_steps": int, "trainer.batch_size": int, "trainer.log_every": int, "trainer.num_workers": int,
     "trainer.shuffle": bool, "trainer.lr": float, "trainer.optimizer.lr": float,
