@@ -95,11 +95,14 @@ def bit_deciding_pin(project: Path, baseline_weights: str, *extra: str) -> tuple
 
 
 def make_project(root: Path) -> Path:
-    """A copy of the digits project at `root`: configs/ plus the data at its usual relative path."""
+    """A copy of the digits project at `root`: configs/ plus the data at its usual relative path, in a git
+    repository of its own (as `repro init` makes one), so that verify finds its root there and not in this
+    checkout, whose repro/examples/digits/digits.csv lies at the same relative path."""
     shutil.copytree(EMBEDDED_CONFIGS, root / "configs", ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
     data = root / "repro" / "examples" / "digits"
     data.mkdir(parents=True)
     shutil.copy2(DIGITS, data / "digits.csv")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
     return root
 
 

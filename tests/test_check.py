@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ def fixture_project(project: Path) -> Path:
     for name in MODELS:
         (project / "configs" / "model" / f"{name.lower()}.yaml").write_text(
             f"_target_: check_models.{name}\nhidden: 16\n", encoding="utf-8")
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)  # the path axis copies what a clone holds
     return project
 
 

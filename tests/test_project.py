@@ -81,9 +81,11 @@ def test_scaffold_trains_twice_to_the_same_bits_and_verifies(scaffolded: Path, t
     assert sha256_file(out / "model.safetensors") == sha256_file(again / "model.safetensors")
     assert (out / "repro.lock").read_bytes() == (again / "repro.lock").read_bytes()
     lock = json.loads((out / "repro.lock").read_text())
-    # Discovered, not listed: the config has no code.include at all.
-    assert [f["path"] for f in lock["inputs"]["code"]["files"]] == [f"{PKG}/__init__.py", f"{PKG}/blocks.py",
-                                                                    f"{PKG}/net.py"]
+    # Discovered, not listed: the config has no code.include at all. The project's config files that
+    # were composed are source too; repro's own groups (task, trainer, build) are its compiler's.
+    assert [f["path"] for f in lock["inputs"]["code"]["files"]] == [
+        "configs/data/local.yaml", "configs/model/net.yaml", "configs/train.yaml",
+        f"{PKG}/__init__.py", f"{PKG}/blocks.py", f"{PKG}/net.py"]
     assert "code" not in lock["inputs"]["config"]["resolved"]
     code, report = _verify(scaffolded, out / "repro.lock")
     assert code == 0, report

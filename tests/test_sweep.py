@@ -98,7 +98,7 @@ def test_cfg_job_resolve_shows_the_values_that_get_hashed(swept: tuple[Path, str
 def test_a_sweep_refused_by_hydra_runs_no_job(project: Path) -> None:
     res = run_repro(["train", "-m", "--quiet", "model=mlp,nope", "out_dir=out"], cwd=project)
     assert res.code == 2
-    assert res.stderr.count("\n") == 1 and "Could not find 'model/nope'" in res.stderr
+    assert res.stderr.count("\n") == 1 and "config group model: no option 'nope'" in res.stderr
     assert not (project / "out" / "multirun" / "0" / "repro.lock").exists()
 
 
@@ -141,4 +141,4 @@ def test_help_works_without_a_project(tmp_path: Path) -> None:
 def test_help_still_shows_the_flags_when_the_config_is_broken(project: Path) -> None:
     res = run_repro(["train", "--help", "model=nope"], cwd=project)
     assert res.code == 0 and "--multirun" in res.stdout
-    assert "the config groups cannot be listed" in res.stdout and "model/nope" in res.stdout
+    assert "the config groups cannot be listed" in res.stdout and "no option 'nope'" in res.stdout

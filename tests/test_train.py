@@ -140,7 +140,7 @@ def test_cli_in_process(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: 
     (["trainer.batch_size=100000"], "trainer.batch_size"),
     (["~task"], "config group task: missing"),  # checked before anything is hashed or locked
     (["~trainer.optimizer"], "config key trainer.optimizer._target_: missing"),
-    (["+model.bogus=1"], "unexpected keyword argument 'bogus'"),  # Hydra's cause is kept
+    (["+model.bogus=1"], "unknown key model.bogus: not a parameter of repro.models.MLP("),  # its signature
 ])
 def test_user_errors_are_one_line_exit_2_no_traceback(project: Path, args: list[str], needle: str) -> None:
     r = run_repro(["train", "--quiet", *TINY, *args], cwd=project)

@@ -49,8 +49,11 @@ def run_rebuild(lock: Lock, root: Path, work_dir: Path, quiet: bool, world_size:
 
     resolved, pins = rebuild_config(lock, world_size)
     out_dir = work_dir / "out"
+    # The rebuild composes nothing: the recorded code files (config files among them) are its source.
+    recorded = [f["path"] for f in lock["inputs"]["code"]["files"]]
     spec = {"resolved": resolved, "root": str(root), "out_dir": str(out_dir), "gate": plan or [],
-            "served": None if trust_code else served_code(lock), "expect_cpu": recorded_cpu(lock)}
+            "served": None if trust_code else served_code(lock), "expect_cpu": recorded_cpu(lock),
+            "config": {"files": [], "code": recorded}}
     run_child(spec, pins, work_dir,
               quiet=quiet, what="rebuild", own_cache=True, python=None if python is None else str(python),
               prefix=sandbox.prefix if sandbox is not None else (), env_extra=env_extra)

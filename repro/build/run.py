@@ -33,7 +33,8 @@ from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.chain import upstream_records
 from repro.lock.identity import identify
-from repro.source.base_model import require_consistent
+from repro.source.base_model import require_consistent, with_base_path
+from repro.source.composed import ConfigFiles
 from repro.source.config import (
     CheckpointSpec,
     TrainerSpec,
@@ -45,6 +46,7 @@ from repro.source.config import (
 from repro.source.data import DataSpec, data_file_list
 from repro.source.discover import imported_project_files
 from repro.source.inputs import code_block, code_include, config_digest, git_state, hash_inputs
+from repro.source.targets import check_nodes
 from repro.train import checkpoint, distributed
 from repro.train.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.train.resume import start as start_checkpoints
@@ -86,9 +88,11 @@ def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
     return resolved, pins
 
 
-def finish_code(resolved: dict[str, Any], root: Path) -> dict[str, Any]:
-    """`inputs.code` after training: code.include's files plus every project module the build imported."""
-    return code_block(root, code_include(resolved), imported_project_files(root))
+def finish_code(resolved: dict[str, Any], root: Path, config_files: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`inputs.code` after training: code.include's files, the project config files that were composed
+    (`config_files`) and every project module the build imported."""
+    present = [f for f in config_files if (root / f).is_file()]
+    return code_block(root, code_include(resolved), [*imported_project_files(root), *present])
 
 
 def project_importable(root: Path, served: dict[str, str] | None = None) -> None:
@@ -107,7 +111,7 @@ def project_importable(root: Path, served: dict[str, str] | None = None) -> None
 
 def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
               resume: ResumeOptions | None = None, notify: Notify | None = None,
-              rehash: bool = False, in_child: bool = False) -> BuildReport | None:
+              rehash: bool = False, in_child: bool = False, config: ConfigFiles | None = None) -> BuildReport | None:
     """Train from a resolved config and write `out_dir`; the lock is written last.
 
     The build itself runs in a child process (`repro.build.child`) whose whole
@@ -119,7 +123,8 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     `out_dir` is locked for the whole build; a run that was interrupted resumes
     from its newest usable checkpoint (see `repro.train.resume`) and ends in the
     same bytes. `rehash=True` reads every data byte rather than trusting the stat
-    cache.
+    cache. `config`: the config files that were composed (hashed with the code, and
+    named by errors); a rebuild passes the lock's recorded code files instead.
     """
     started = time.monotonic()
     check_value_types(resolved)
@@ -137,11 +142,14 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
         source = None if resume.source is None else str(resume.source.resolve())
         with tempfile.TemporaryDirectory(prefix="repro-launch-") as tmp:
             run_child({"resolved": resolved, "root": str(root.resolve()), "out_dir": str(out_dir.resolve()),
-                       "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins, Path(tmp),
-                      quiet=quiet)
+                       "resume_mode": resume.mode, "resume_source": source, "rehash": rehash,
+                       "config": (config or ConfigFiles()).to_json()}, pins, Path(tmp), quiet=quiet)
         return _report_from(out_dir, started) if rank == 0 else None
     require_supported(pins)
     project_importable(root)
+    config = config or ConfigFiles()
+    # The model, task and optimizer nodes against their constructors, before anything is hashed or trained.
+    check_nodes({**resolved, "model": with_base_path(resolved["model"], root)}, root, config.where(root))
     rank, _ = distributed.check_world(pins)
     if rank != 0:  # other ranks train, but never write to out_dir
         _build_rank(resolved, pins, spec, root, out_dir, resume)
@@ -149,7 +157,7 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     try:
         with hold_out_dir(out_dir, notify):
             return _build_locked(resolved, pins, spec, root, out_dir, quiet, resume,
-                                 notify or (lambda _msg: None), started, rehash)
+                                 notify or (lambda _msg: None), started, rehash, config.code)
     except OSError as exc:  # out_dir itself, its lock file: a full disk, no permission, read-only
         if is_write_failure(exc):
             raise output_error(exc) from None
@@ -214,7 +222,8 @@ def _report_from(out_dir: Path, started: float) -> BuildReport:
 
 
 def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root: Path, out_dir: Path,
-                  quiet: bool, resume: ResumeOptions, notify: Notify, started: float, rehash: bool) -> BuildReport:
+                  quiet: bool, resume: ResumeOptions, notify: Notify, started: float, rehash: bool,
+                  config_code: tuple[str, ...]) -> BuildReport:
     # A resumed build validates its checkpoint with jsonschema. Import it in every build, so the
     # toolchain (the distributions this process imported, read after training) is the same
     # whether or not the run was resumed.
@@ -245,7 +254,7 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
                        data_digest=inputs["data"]["root_digest"])
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
-    inputs["code"] = finish_code(resolved, root)
+    inputs["code"] = finish_code(resolved, root, config_code)
     build = {**pins.to_json(), "flags": result.flags.to_json(), "env": pinned_variables(pins),
              "cuda": result.flags.cuda, "cpu": result.flags.cpu}
     resumes = session.lock_resumes()
@@ -291,7 +300,8 @@ def rebuild_main(spec_path: str) -> int:
 
             require_same_cpu_here(spec["expect_cpu"], spec["resolved"])
         run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]),
-                  resume=options, rehash=bool(spec.get("rehash", False)), notify=child_message, in_child=True)
+                  resume=options, rehash=bool(spec.get("rehash", False)), notify=child_message, in_child=True,
+                  config=ConfigFiles.from_json(spec.get("config")))
     except (ReproError, Interrupted) as exc:  # a stop signal: the `with` blocks have released out_dir
         return write_error(spec, exc)
     except RuntimeError as exc:  # an operator the portable kernels refused: exit 3, naming it

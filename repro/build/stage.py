@@ -134,10 +134,11 @@ def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, qui
         from repro.build.sandbox import sandbox_for
 
         prefix = sandbox_for(root, staging.parent, 1).prefix
+    # What the stage prints goes to stderr: stdout is the command's result (one JSON object with --json).
     try:
         # It dies with this process, and a stop signal here is forwarded to it (repro.lifetime).
         done = supervise([*prefix, sys.executable, "-c", _CHILD, str(job_path)], cwd=root, env=env,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else None)
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else sys.stderr)
         if done.code != 0:
             raise_interrupted(done, error, f"stage {spec.name}")
             raise child_error(done.code, error, "", as_pins(pins), f"stage {spec.name}")

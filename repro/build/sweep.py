@@ -15,6 +15,7 @@ lists each job's overrides, status, lock digest and metrics, as canonical JSON.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -71,7 +72,9 @@ def run_sweep(source: ConfigSource, overrides: list[str], quiet: bool, rehash: b
 
     given = {o.split("=", 1)[0] for o in overrides}
     extra = [f"{k}={v}" for k, v in SWEEP_DEFAULTS.items() if k not in given] + (QUIET if quiet else [])
-    with hydra_app(source) as hydra, hydra_errors():
+    # Hydra's launcher logs to stdout ("Launching 2 jobs locally"); stdout is the command's result (one JSON
+    # object with --json), so its log goes to stderr. Its handlers resolve `ext://sys.stdout` when configured.
+    with hydra_app(source) as hydra, hydra_errors(), contextlib.redirect_stdout(sys.stderr):
         hydra.multirun(config_name=source.config_name, task_function=task, overrides=[*extra, *overrides],
                        with_log_configuration=not quiet)
     if not where:  # a sweeper plugin may launch no job at all

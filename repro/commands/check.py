@@ -47,22 +47,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config-name", default="train", help="config file name without .yaml (default: train)")
     p.add_argument("--root", help="project root that data and code paths are relative to")
     p.add_argument("--work-dir", metavar="DIR", help="build here and keep every run (default: a temporary folder)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def run(args: argparse.Namespace) -> Outcome:
-    from repro.build.check_report import CHECK_NAME, CheckOptions, check, parse_axes, render
+    from repro.build.check_report import CHECK_NAME, CheckOptions, check, parse_axes, render, verdict
     from repro.canonical import atomic_write_json
+    from repro.progress import phase_lines
     from repro.source.config import compose, find_config
 
     cwd = Path.cwd()
     source = find_config(args.config_dir, args.config_name, args.root, cwd)
-    opts = CheckOptions(source, list(args.overrides), parse_axes(args.axes), args.steps,
-                        localize=not args.no_localize,
-                        work_dir=(cwd / args.work_dir).resolve() if args.work_dir else None)
-    report = check(opts)
+    axes = parse_axes(args.axes)
+    with phase_lines("check", args.quiet) as say:
+        opts = CheckOptions(source, list(args.overrides), axes, args.steps, localize=not args.no_localize,
+                            work_dir=(cwd / args.work_dir).resolve() if args.work_dir else None, progress=say)
+        report = check(opts)
     out_dir = (cwd / str(compose(source, list(args.overrides))["out_dir"])).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / CHECK_NAME, report.to_json())
-    failed = [r for r in report.rows if r.promised and r.result in ("different", "failed")]
-    error = f"{len(failed)} promised variation(s) differ: {', '.join(r.variation for r in failed)}" if failed else None
+    error = verdict(report) if report.exit_code else None
     return Outcome(report.to_json(), "\n".join(render(report)) + "\n", report.exit_code, error)

@@ -40,7 +40,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 # repro modules that never decide a bit: how a build is asked for, checked, stopped and
 # reported, not how it is made (the CLI, progress display, signal handling, verify's and
-# check's orchestration and hints, and trust: card, audit, signing, release terms). A build
+# check's orchestration and hints, the config schema and signature checks that only refuse, and
+# trust: card, audit, signing, release terms). A build
 # process imports some of them; their edits still leave every lock and verify unchanged. The two
 # `__main__` entry points run as `__main__`, never under their own names, so a build could not
 # record them anyway; the build child's parses argv, sets its signal handlers and pauses garbage
@@ -50,7 +51,8 @@ NOT_COMPILER = ("repro.__main__", "repro._entry", "repro.build.__main__", "repro
                 "repro.commands", "repro.progress", "repro.trust", "repro.scaffold", "repro.build.verify",
                 "repro.build.rebuild", "repro.build.recreate", "repro.build.sandbox", "repro.build.check",
                 "repro.build.check_report", "repro.build.localize", "repro.build.variations", "repro.build.emulate",
-                "repro.build.gate", "repro.build.definitions", "repro.train.opdiff", "repro.lock.explain")
+                "repro.build.gate", "repro.build.definitions", "repro.train.opdiff", "repro.lock.explain",
+                "repro.build.clone", "repro.build.own_wheel", "repro.source.schema", "repro.source.targets")
 # Files that can be compiler sources: Python modules, and the C++ of repro's portable kernels.
 SOURCE_SUFFIXES = (".py", ".cpp", ".h")
 # Modules that interpreter start-up imports through `.pth` hooks, not the build.

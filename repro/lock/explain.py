@@ -88,6 +88,10 @@ def _names(diffs: list[Difference], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def _is_config(path: str) -> bool:
+    return path.endswith((".yaml", ".yml"))
+
+
 def hints(diffs: list[Difference], notes: list[Difference], lock: Lock,
           commit: str | None = None, built_here: bool | None = None) -> list[str]:
     """One sentence per likely cause, most fundamental first. `commit`: the git commit
@@ -107,7 +111,15 @@ def hints(diffs: list[Difference], notes: list[Difference], lock: Lock,
     if "code" in by_kind:
         at = f"check out commit {commit[:12]}, which the lock was built at" if commit else \
             "restore the files the lock names"
-        out.append(f"the project's code differs ({_names(by_kind['code'])}): {at}")
+        what = "config" if all(_is_config(d.name) for d in by_kind["code"]) else "code"
+        out.append(f"the project's {what} differs ({_names(by_kind['code'])}): {at}, or, if the edit is "
+                   "intended, rebuild the lock with `repro train` (`dvc repro`)")
+    stages = sorted({d.name.partition(": ")[0] for d in diffs if d.kind.startswith("stage") and ": " in d.name})
+    if stages:
+        changed = [d for d in diffs if d.kind.startswith("stage")]
+        runs = " and ".join(f"`repro run {name}`" for name in stages)
+        out.append(f"the source behind the data changed since the lock was built ({_names(changed)}): "
+                   f"run {runs}, then `repro train` (`dvc repro` does both), or restore the files")
     if "config" in by_kind:
         out.append(f"the lock's config was edited after the build ({_names(by_kind['config'])}): "
                    "a rebuild uses the edited values, so its weights cannot match the lock's")

@@ -55,21 +55,49 @@ def find_config(config_dir: str | None, config_name: str, root: str | None, cwd:
 
 
 def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
-    """Compose with Hydra and resolve every interpolation; return a plain dict."""
+    """Compose with Hydra, resolve every interpolation and check the keys (repro.source.schema);
+    return a plain dict."""
+    return compose_with_raw(source, overrides)[0]
+
+
+def compose_with_raw(source: ConfigSource, overrides: list[str]) -> tuple[dict[str, Any], Any]:
+    """`compose`, plus the same config unresolved (what its interpolations read)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
+
+    from repro.source import schema
+    from repro.source.composed import composed_files
 
     guard(source)
     try:
         with initialize_config_dir(config_dir=str(source.config_dir), version_base="1.3", job_name="repro"):
             cfg = hydra_compose(config_name=source.config_name, overrides=list(overrides))
+        raw = OmegaConf.to_container(cfg, resolve=False)
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as exc:  # Hydra raises many types; all mean "bad config"
-        raise ConfigError("config: " + one_line(exc)) from None
+        raise ConfigError("config: " + composition_error(exc)) from None
     if not isinstance(resolved, dict):
         raise ConfigError(f"{source.config_name}.yaml: expected a mapping at the top level")
-    return {str(k): v for k, v in resolved.items()}
+    out = {str(k): v for k, v in resolved.items()}
+    schema.check(out, raw, lambda: composed_files(source, list(overrides)), source.root)
+    return out, raw
+
+
+def composition_error(exc: BaseException) -> str:
+    """Hydra's error as one line; a missing group option names the group, the option and the choices.
+
+    Hydra's own message for `model=nope` runs over many lines and ends with the
+    search path, which `one_line` would cut to "Config search path:".
+    """
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        options = sorted(exc.options or [])
+        choices = f"one of {', '.join(options)}" if options else "an option of a group that has none"
+        return f"config group {group}: no option {option!r}; expected {choices} (configs/{group}/NAME.yaml)"
+    return one_line(exc)
 
 
 def interpolation_in(node: Any, prefix: str = "") -> tuple[str, str] | None:
@@ -180,7 +208,7 @@ def require(cfg: dict[str, Any], dotted: str, kind: type | tuple[type, ...]) -> 
 # up front, before any hashing or training, wherever the key is present: `trainer.lr=abc`
 # is refused naming the key, the type and the value, instead of failing deep in torch.
 VALUE_TYPES: dict[str, type | tuple[type, ...]] = {
-    "seed": int, "out_dir": str, "code.include": list,
+    "seed": int, "out_dir": str, "code.include": (list, type(None)),
     "data.builder": str, "data.data_files": list, "data.test_fraction": float, "data.split_seed": int,
     "trainer.max_steps": int, "trainer.batch_size": int, "trainer.log_every": int, "trainer.num_workers": int,
     "trainer.shuffle": bool, "trainer.lr": float, "trainer.optimizer.lr": float,
@@ -239,6 +267,11 @@ class TrainerSpec:
         for key in ("max_steps", "batch_size", "log_every"):
             if getattr(spec, key) < 1:
                 raise ConfigError(f"config key trainer.{key}: expected >= 1, got {getattr(spec, key)}")
+        if spec.num_workers < 0:
+            raise ConfigError(f"config key trainer.num_workers: expected >= 0, got {spec.num_workers}")
+        lr = optional(cfg, "trainer.lr", float, None)
+        if lr is not None and not 0.0 < lr < float("inf"):
+            raise ConfigError(f"config key trainer.lr: expected a positive learning rate, got {lr}")
         return spec
 
 

@@ -90,10 +90,12 @@ def train(cfg: dict[str, Any], pins: Pins, root: Path, data_files: list[str], on
     # Seed after data loading so model init depends on the seed alone.
     seeds = seed_everything(pins.seed)
     model = instantiate(with_base_path(cfg["model"], root), "model")  # a fine-tune loads its base
-    optimizer = instantiate(cfg["trainer"]["optimizer"], "trainer.optimizer")(model.parameters())
+    optimizer = called(instantiate(cfg["trainer"]["optimizer"], "trainer.optimizer"), "trainer.optimizer",
+                       model.parameters())
     # Optional: a project's own trainer group may predate the key; absent means none.
     sched_node = cfg["trainer"].get("scheduler")
-    scheduler = None if sched_node is None else instantiate(sched_node, "trainer.scheduler")(optimizer)
+    scheduler = None if sched_node is None else called(instantiate(sched_node, "trainer.scheduler"),
+                                                       "trainer.scheduler", optimizer)
 
     accelerator = _accelerator(pins)
     if not gc.isenabled():  # a build child, whose imports are done (repro.build.__main__)
@@ -302,6 +304,16 @@ def _accelerator(pins: Pins) -> Any:
 
     return Accelerator(cpu=pins.device == "cpu", mixed_precision=PRECISION_TO_ACCELERATE[pins.precision],
                        kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)])
+
+
+def called(partial_: Any, key: str, arg: Any) -> Any:
+    """Call a `_partial_` node (an optimizer on the parameters); a value it refuses is a config error (exit 2)."""
+    try:
+        return partial_(arg)
+    except (ValueError, TypeError) as exc:  # torch.optim: "Invalid learning rate: -1"
+        func = getattr(partial_, "func", partial_)
+        name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', func)}".lstrip(".")
+        raise ConfigError(f"config key {key}: {name} refused its arguments: {one_line(exc)}") from None
 
 
 def instantiate(node: dict[str, Any], key: str) -> Any:

@@ -480,10 +480,6 @@ def _rewrite_checkpoint(folder: Path, state: dict[str, Any]) -> None:
     (folder / checkpoint.MANIFEST_NAME).write_bytes(canonical_json(manifest))
 
 
-CARD_ESCAPES = "card escaping lands with issue 30"
-
-
-@pytest.mark.xfail(strict=True, reason=CARD_ESCAPES)
 def test_weak_the_card_escapes_control_characters_markdown_and_html(project: Path, guard: Guard) -> None:
     hostile = "\x1b[31mred\x1b[0m\n\n| Reproducible | **yes** |\n<img src=\"https://beacon.invalid/x.png\">"
     edit(project, lambda lk: lk["inputs"]["config"]["resolved"].setdefault("release", {}).update(
@@ -495,7 +491,6 @@ def test_weak_the_card_escapes_control_characters_markdown_and_html(project: Pat
     assert card.count("| Reproducible | **yes** |") == 0
 
 
-@pytest.mark.xfail(strict=True, reason=CARD_ESCAPES)
 def test_weak_a_failed_card_leaves_nothing_behind(project: Path, guard: Guard) -> None:
     out = project / "out"
     before = sorted(p.name for p in out.iterdir())

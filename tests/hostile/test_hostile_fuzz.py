@@ -155,13 +155,15 @@ def test_byte_mutations_of_a_real_lock(workspace: Path, capsys: pytest.CaptureFi
     _check(workspace, byte_mutation(data.draw, (workspace / "real.lock").read_bytes()), capsys)
 
 
-def test_the_real_lock_itself_is_accepted(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The seed of the mutations must be a lock this repro reads, or they would test only the version check."""
+def test_the_real_lock_itself_is_accepted(workspace: Path, trained: Path,  # noqa: F811
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The seed of the mutations must be a lock this repro reads, or they would test only the version check.
+    Its project's config files are source (inputs.code), so the project is its root."""
     lock = workspace / "a" / "repro.lock"
     lock.write_bytes((workspace / "real.lock").read_bytes())
     os.environ["REPRO_CACHE_DIR"] = str(workspace / "cache")
     assert main(["diff", str(workspace / "real.lock"), str(lock)]) == 0
-    assert main(["verify", "--inputs-only", "--quiet", str(lock)]) == 0, capsys.readouterr()
+    assert main(["verify", "--inputs-only", "--quiet", "--root", str(trained), str(lock)]) == 0, capsys.readouterr()
 
 
 GOLDEN_RECORD = Path(__file__).resolve().parents[1] / "fixtures" / "stagerecord" / "golden-v1.json"

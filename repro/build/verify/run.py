@@ -20,6 +20,7 @@ from repro.build.verify.checks import (
 from repro.build.verify.native import require_same_cpu
 from repro.build.verify.rebuild_compare import rebuild_and_compare
 from repro.build.verify.report import NOTE_KINDS, VerifyOptions, VerifyReport, write_record
+from repro.build.verify.stages import check_stages
 from repro.environment.pins import check_bounds
 from repro.errors import ConfigError, DataError, LockfileError, UserInputError
 from repro.lock import lockfile
@@ -42,8 +43,19 @@ def verify(opts: VerifyOptions) -> VerifyReport:
     lock, lock_sha256 = lockfile.load(opts.lock_path)  # one read: the digest describes the bytes checked
     if not opts.inputs_only:
         require_same_cpu(lock)  # a native build from another CPU: exit 3 now, not after hashing and training
-    root, root_source = find_root(opts.lock_path, lock, opts.root)
+    try:
+        root, root_source = find_root(opts.lock_path, lock, opts.root)
+    except UserInputError:
+        if not (opts.inputs_only and opts.weights is not None):
+            raise
+        return weights_only(lock, opts)  # a download: the lock and the weights, no project around them
+    phases = 1 if opts.inputs_only else 2
     report = check_source(lock, root, root_source, opts)
+    c = report.checked
+    opts.say(f"source under {root}: {c['data_files']} data file(s), {c['code_files']} code file(s), "
+             f"{len(lock['inputs'].get('stages', []))} stage record(s) re-hashed: "
+             + ("as the lock records them" if report.identical else f"{len(report.differences)} difference(s)"),
+             1, phases)
     # Only inputs and pins can make a rebuild pointless; a bad weights file cannot.
     rebuilding = not opts.inputs_only and (report.identical or opts.rebuild_anyway)
     weights_path = check_weights(report, lock, opts)
@@ -63,7 +75,11 @@ def verify(opts: VerifyOptions) -> VerifyReport:
             "rebuilding with another world size: the global batch is split differently and gradients are "
             "reduced in another order, so the result is not expected to be bit-identical"))
     if rebuilding:
+        steps = lock["outputs"]["loss_trajectory"]["steps"]
+        opts.say(f"rebuilding {steps} steps in a fresh process under the lock's pins", 1, phases)
         report.rebuild = rebuild = rebuild_and_compare(lock, root, opts, weights_path, report, plan)
+        same = "bit-identical" if report.identical else f"{len(report.differences)} difference(s)"
+        opts.say(f"rebuilt in {rebuild['seconds']:.1f} s: {same}", 2, phases)
         if opts.record:
             report.record = write_record(report, rebuild, opts, lock_sha256)
     elif not opts.inputs_only:
@@ -71,6 +87,17 @@ def verify(opts: VerifyOptions) -> VerifyReport:
                           "reason": "skipped: the lock's inputs already differ (--rebuild-anyway rebuilds regardless)"}
     report.hints = hints(report.differences, report.notes, lock, built_at_commit(opts.lock_path),
                          built_here(opts.lock_path))
+    return report
+
+
+def weights_only(lock: Lock, opts: VerifyOptions) -> VerifyReport:
+    """`--inputs-only --weights FILE` where no project holds the lock's data: check the weights alone, and
+    say that the source was not checked (a downloaded release: the lock and its weights)."""
+    report = VerifyReport(str(opts.lock_path), "", "none: no folder here holds the lock's data",
+                          "weights-only", {"weights_file": None})
+    check_weights(report, lock, opts)
+    report.hints = hints(report.differences, report.notes, lock)
+    opts.say("weights checked against the lock; the source was not (no project here)", 1, 1)
     return report
 
 
@@ -83,7 +110,9 @@ def check_source(lock: Lock, root: Path, root_source: str, opts: VerifyOptions) 
                               base=lock["inputs"].get("base"))
         for d in compare_inputs(lock["inputs"], found):
             (report.notes if d.kind in NOTE_KINDS else report.differences).append(d)
-        report.notes += toolchain_check(lock["toolchain"]) + resume_notes(lock)
+        stage_diffs, stage_notes = check_stages(lock, root)  # the code and inputs behind the data
+        report.differences += stage_diffs
+        report.notes += stage_notes + toolchain_check(lock["toolchain"]) + resume_notes(lock)
         report.differences = explain_config(report.differences, lock, root) + pin_consistency(lock)
     report.differences = explain_lineage(report.differences, root)  # a tokenizer made from a changed corpus
     return report
