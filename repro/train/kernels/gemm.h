@@ -177,10 +177,12 @@ inline void pack_cols(const float* B, int64_t rs, int64_t cs, int64_t kc, int64_
     pack_panel(B + j * cs, cs, rs, std::min<int64_t>(nr, n - j), kc, nr, out);
 }
 
-// A buffer per thread that only grows: packing allocates nothing per call.
+// A buffer per thread that only grows: packing allocates nothing per call. Slots 0-3 are the GEMM's;
+// HEAD_SCRATCH and the two after it hold one attention head's matrices (attention.h).
+constexpr int SCRATCH_SLOTS = 7, HEAD_SCRATCH = 4;
 inline float* scratch(int which, int64_t floats) {
-  thread_local std::unique_ptr<float[]> buffers[4];
-  thread_local int64_t sizes[4] = {0, 0, 0, 0};
+  thread_local std::unique_ptr<float[]> buffers[SCRATCH_SLOTS];
+  thread_local int64_t sizes[SCRATCH_SLOTS] = {};
   if (sizes[which] < floats) {
     buffers[which].reset(new float[floats]);
     sizes[which] = floats;
