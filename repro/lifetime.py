@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from repro.errors import Interrupted
@@ -82,7 +83,10 @@ def supervise(cmd: Sequence[str], **popen: Any) -> Finished:
     def forward(signum: int, _frame: Any) -> None:
         received.append(signum)
         if child:
-            _send(child[0].pid, signal.SIGKILL if len(received) >= KILL_AFTER else signum)
+            if len(received) >= KILL_AFTER:
+                _send(child[0].pid, signal.SIGKILL)
+            else:
+                _send(command_pid(child[0].pid), signum)
 
     def pause(_signum: int, _frame: Any) -> None:
         """Ctrl-Z: stop the child's group (it is not in the terminal's), then ourselves; `fg` resumes both."""
@@ -150,6 +154,27 @@ def _prctl() -> Callable[[int, int], int] | None:
     except (OSError, AttributeError):
         return None
     return prctl
+
+
+# A sandbox that runs the command in a process of its own and forwards no signal: bubblewrap. A stop
+# signal sent to it would kill it, and its --die-with-parent would SIGKILL the command before the
+# command could stop after a step and say where it stopped.
+_NON_FORWARDING = frozenset({"bwrap"})
+
+
+def command_pid(pid: int) -> int:
+    """The process that runs the command under `pid`: `pid` itself, or, below a sandbox that forwards
+    no signal, its only child (followed down). `pid` while the sandbox has not started it yet."""
+    for _ in range(8):  # bwrap, then bwrap's reaper (pid 1 in its namespace), then the command
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text(encoding="ascii", errors="replace").strip()
+            below = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii").split()
+        except OSError:
+            return pid
+        if name not in _NON_FORWARDING or len(below) != 1:
+            return pid
+        pid = int(below[0])
+    return pid
 
 
 def _send(pid: int, signum: int) -> None:

@@ -185,8 +185,8 @@ def test_ctrl_c_stops_verifys_rebuild_and_removes_its_work_folder(straight: Path
 
 STAGE_CONFIG = """\
 seed: 0
-build: {profile: default, device: cpu, threads: 1, cpu_capability: default, precision: fp32, world_size: 1,
-        deterministic: true, mkldnn: true, mkl_cbwr: null}
+build: {profile: default, device: cpu, threads: 1, cpu_capability: avx2, precision: fp32, world_size: 1,
+        deterministic: true, mkldnn: false, mkl_cbwr: COMPATIBLE, kernels: portable, unportable: refuse}
 stages:
   slow:
     _target_: toy.slow

@@ -62,7 +62,9 @@ def current_toolchain(recorded: Toolchain) -> Toolchain:
 
     Distributions are looked up by the recorded names (installed metadata); torch's
     version and build tag come from its metadata, its library versions only from a
-    rebuild; repro's compiler is the recorded module list, hashed as installed here.
+    rebuild; repro's compiler is the recorded module list, hashed as installed here. The
+    C++ compiler of the portable kernels is known only by running it, which a rebuild
+    does (its lock's toolchain replaces this guess), so the recorded one stands here.
     """
     installed = installed_versions(sorted(recorded["distributions"]))
     torch: dict[str, Any] | None = None if recorded["torch"] is None else dict(recorded["torch"])
@@ -71,8 +73,9 @@ def current_toolchain(recorded: Toolchain) -> Toolchain:
         torch = {**torch, "version": version, "build": None if version is None else version.partition("+")[2] or None}
     base = PACKAGE_DIR.parent
     present = [f["path"] for f in recorded["repro"]["files"] if (base / f["path"]).is_file()]
+    kernels = {"kernels": recorded["kernels"]} if "kernels" in recorded else {}
     return cast(Toolchain, {**interpreter_facts(), "torch": torch, "repro": compiler_block(present),
-                            "distributions": {k: v for k, v in installed.items() if v is not None}})
+                            "distributions": {k: v for k, v in installed.items() if v is not None}, **kernels})
 
 
 def toolchain_check(recorded: Toolchain) -> list[Difference]:
