@@ -39,11 +39,13 @@ COMPILE_TIMEOUT = 600  # seconds; a first build takes about 10 s of one core
 
 
 def torch_dir() -> Path:
-    """The installed torch package folder, found without importing torch."""
+    """The installed torch package folder, found without importing torch; its real path, so that an
+    interpreter reaching the same site-packages through a link (`repro check`'s emulated CPUs) finds
+    the library already built for it."""
     spec = importlib.util.find_spec("torch")
     if spec is None or not spec.submodule_search_locations:
         raise EnvironmentMismatch("build.kernels=portable: torch is not installed in this environment")
-    return Path(next(iter(spec.submodule_search_locations)))
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
 def compiler() -> str:
