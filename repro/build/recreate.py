@@ -36,6 +36,7 @@ from typing import Any
 
 from repro.build.own_wheel import own_wheel_dir
 from repro.canonical import atomic_write_json, compact_json
+from repro.environment.machine import user_cache
 from repro.errors import EnvironmentMismatch
 from repro.source.hashing import hash_files, root_digest
 
@@ -72,11 +73,7 @@ def toolchain_digest(toolchain: dict[str, Any]) -> str:
 
 def cache_root() -> Path:
     """Where recreated toolchains live (see the module docstring)."""
-    explicit = os.environ.get("REPRO_TOOLCHAIN_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "repro" / "toolchains"
+    return user_cache("toolchains", "REPRO_TOOLCHAIN_CACHE")
 
 
 def requirements(toolchain: dict[str, Any]) -> list[str]:

@@ -25,6 +25,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from repro.environment.machine import user_cache
 from repro.errors import EnvironmentMismatch
 
 SOURCES_DIR = Path(__file__).resolve().parent.parent / "train" / "kernels"
@@ -70,11 +71,7 @@ def compiler_version(cxx: str) -> str:
 
 def cache_root() -> Path:
     """`$REPRO_KERNEL_CACHE`, else `$XDG_CACHE_HOME/repro/kernels`, else `~/.cache/repro/kernels`."""
-    explicit = os.environ.get("REPRO_KERNEL_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "repro" / "kernels"
+    return user_cache("kernels", "REPRO_KERNEL_CACHE")
 
 
 def library_key(cxx_version: str, torch: Path) -> str:

@@ -12,6 +12,16 @@ import platform
 from pathlib import Path
 
 
+def user_cache(name: str, override: str) -> Path:
+    """Where repro keeps what it builds for this user (`name`: kernels, toolchains): `$<override>`,
+    else `$XDG_CACHE_HOME/repro/<name>`, else `~/.cache/repro/<name>`."""
+    explicit = os.environ.get(override)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "repro" / name
+
+
 def machine_cores() -> int:
     """Cores this process may run on (affinity-aware), for `threads: auto` and worker pools."""
     try:
