@@ -169,7 +169,8 @@ def test_a_row_edited_behind_the_caches_back_is_a_miss(tree: Path, tmp_path: Pat
     with HashCache(db) as cache:
         _hash(tree, cache)
     with sqlite3.connect(db) as raw:
-        raw.execute("UPDATE files SET sha256 = ? WHERE path LIKE '%f7.csv'", (b"\0" * 32,))
+        (rec,) = raw.execute("SELECT rec FROM files WHERE path LIKE '%f7.csv'").fetchone()
+        raw.execute("UPDATE files SET rec = ? WHERE path LIKE '%f7.csv'", (rec[:48] + b"\0" * 32 + rec[80:],))
     with HashCache(db) as cache:
         assert _hash(tree, cache) == _truth(tree) and cache.hits == 19
 
