@@ -21,10 +21,10 @@ from repro.lock.diff import PIN_KEYS, Difference, compare_tensor_records, compar
 from repro.lock.explain import explain_config_edit, reference_configs
 from repro.lock.types import Inputs, Lock, TensorRecord, Toolchain, Weights
 from repro.progress import byte_bar
-from repro.safeio import open_regular
+from repro.safeio import open_regular, printable
 from repro.source.config import require
 from repro.source.filetree import resolve_under
-from repro.source.hashing import hash_file
+from repro.source.hashing import digest_fd
 from repro.source.inputs import PACKAGE_DIR, compiler_block, hash_inputs
 
 
@@ -122,12 +122,17 @@ def check_weights_file(path: Path, recorded: Weights, follow_links: bool = True)
 
     The file must be a regular one (not a FIFO or device; not a link unless
     `follow_links`), and is read whole only when it differs and is under the cap.
+    Its digest is taken through the very descriptor that was checked, so a file
+    swapped in after the check is never the one hashed.
     """
     from repro.lock.tensordiff import read_tensors
 
-    fd, st = open_regular(path, "weights file", DataError, follow_links)
-    os.close(fd)
-    size, sha = hash_file(path)
+    fd, _ = open_regular(path, "weights file", DataError, follow_links)
+    try:
+        hashed = digest_fd(fd, shown=printable(str(path)))
+    finally:
+        os.close(fd)
+    size, sha = hashed.size, hashed.digests["sha256"]
     if size == recorded["size"] and sha == recorded["hashes"]["sha256"]:
         return []
     whole = Difference("outputs", "weights", str(path), "changed", recorded["hashes"]["sha256"], sha,
