@@ -84,6 +84,8 @@ class Beneath:
 
     def _chain(self, rel: str) -> int:
         """Open `rel` below the root one component at a time, each with O_NOFOLLOW."""
+        if ".." in rel.split("/"):  # never produced by the callers; refused all the same
+            raise LockfileError(f"{rel!r}: escapes the project root ('..')")
         fd = os.open(".", OPEN_DIR, dir_fd=self.fd)
         try:
             for part in rel.split("/"):
