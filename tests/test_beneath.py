@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from repro.errors import DataError, LockfileError
 from repro.source import hashcache
 from repro.source.beneath import Beneath
 from repro.source.hashcache import HashCache
-from repro.source.hashing import CHUNK, KEY_SIZE, pack_key
+from repro.source.hashing import CHUNK, KEY_SIZE, MAX_HASHED_BYTES, digest_fd, pack_key
 from repro.source.hashtree import hash_tree
 from repro.source.walk import locate_patterns
 
@@ -149,3 +150,22 @@ def test_beneath_never_climbs_out(tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()
     with Beneath(str(tmp_path / "root")) as opener, pytest.raises(LockfileError, match="escapes"):
         opener.folder("a/../..")
+
+
+def test_a_file_over_the_cap_is_refused_before_a_byte_is_read(tmp_path: Path) -> None:
+    """A sparse 'two terabytes' costs nothing to store; hashing it would take many minutes."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "small.bin").write_bytes(b"x")
+    with open(tmp_path / "data" / "huge.bin", "wb") as fh:
+        fh.truncate(2 * MAX_HASHED_BYTES)
+    started = time.monotonic()
+    with pytest.raises(DataError, match=r"^data/huge.bin: 2,199,023,255,552 bytes is over the 1,099,511,627,776-byte "
+                                        "cap on a file repro hashes$"):
+        hash_tree(tmp_path, locate_patterns(tmp_path, ["data"]))
+    fd = os.open(tmp_path / "data" / "huge.bin", os.O_RDONLY)
+    try:
+        with pytest.raises(DataError, match="huge.bin: .* bytes is over the"):
+            digest_fd(fd, shown="huge.bin")
+    finally:
+        os.close(fd)
+    assert time.monotonic() - started < 5

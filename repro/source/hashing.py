@@ -36,6 +36,9 @@ from repro.source.readahead import hash_with_readahead
 CHUNK = 1 << 20  # 1 MiB reads: large enough that hashlib, not Python, dominates.
 SEQUENTIAL_HINT = 8 << 20  # files at least this big get POSIX_FADV_SEQUENTIAL (more readahead)
 READAHEAD_MIN = 32 << 20  # and from this size on, a reader thread (repro.source.readahead)
+# A hashed file is read to its end in constant memory, so the cap bounds time, not memory: a stranger's
+# sparse "terabyte" costs nothing to store and minutes to hash (docs/security.md, "Caps").
+MAX_HASHED_BYTES = 1 << 40
 # sha256 is always computed; these may be recorded beside it (config data.extra_hashes).
 EXTRA_ALGORITHMS = ("blake2b", "blake2s", "blake3", "md5", "sha1", "sha3_256", "sha512")
 
@@ -155,6 +158,16 @@ class _NotRegular(Exception):
     pass
 
 
+class _TooBig(Exception):
+    pass
+
+
+def check_cap(shown: str, size: int, cap: int = MAX_HASHED_BYTES) -> None:
+    """DataError, before a byte is read, for a file over the cap on what repro hashes."""
+    if size > cap:
+        raise DataError(f"{shown}: {size:,} bytes is over the {cap:,}-byte cap on a file repro hashes")
+
+
 def feed(fd: int, hashers: Sequence[Any], limit: int, on_bytes: OnBytes | None) -> int:
     """Feed `fd`'s bytes from offset 0 to every hasher, until its end or once past `limit`; bytes read.
 
@@ -189,16 +202,19 @@ def feed(fd: int, hashers: Sequence[Any], limit: int, on_bytes: OnBytes | None) 
     return size
 
 
-def _checked(fd: int, algorithms: Sequence[str], on_bytes: OnBytes | None) -> tuple[int, list[Any], bytes]:
+def _checked(fd: int, algorithms: Sequence[str], on_bytes: OnBytes | None, cap: int = MAX_HASHED_BYTES
+             ) -> tuple[int, list[Any], bytes]:
     """One pass over an open file: (size, hashers fed every byte, packed stat key that held throughout).
 
-    Regular files only (_NotRegular, IsADirectoryError otherwise); _Changed if the
-    descriptor's size, timestamps or inode moved between the fstat before the first
-    byte and the one after the last.
+    Regular files of at most `cap` bytes only (_NotRegular, IsADirectoryError,
+    _TooBig otherwise); _Changed if the descriptor's size, timestamps or inode moved
+    between the fstat before the first byte and the one after the last.
     """
     before = os.fstat(fd)
     if not stat.S_ISREG(before.st_mode):
         raise IsADirectoryError if stat.S_ISDIR(before.st_mode) else _NotRegular
+    if before.st_size > cap:
+        raise _TooBig(before.st_size, cap)
     hashers = [_hasher(a) for a in algorithms]
     size = feed(fd, hashers, before.st_size, on_bytes)
     key = pack_key(before)
@@ -220,19 +236,23 @@ def _attempts(shown: str, attempt: Callable[[], tuple[int, list[Any], bytes]]) -
             raise DataError(f"{shown}: {os_reason(exc)}") from None
         except _NotRegular:
             raise DataError(f"{shown}: not a regular file (a FIFO, socket or device); expected a file") from None
+        except _TooBig as big:
+            check_cap(shown, *big.args)
     raise AssertionError("unreachable")
 
 
 def digest_fd(fd: int, algorithms: Sequence[str] = ("sha256",), shown: str = "file",
-              on_bytes: OnBytes | None = None) -> Hashed:
+              on_bytes: OnBytes | None = None, cap: int = MAX_HASHED_BYTES) -> Hashed:
     """Hash a file through a descriptor the caller opened and checked (`safeio.open_regular`).
 
     The bytes hashed are the ones behind that very descriptor: nothing is opened
     again by name, so swapping the path for a link or another file after the check
-    changes nothing (the time-of-check, time-of-use race). A file written to while
-    it is read is read once more, from the start; a second change is a DataError.
+    changes nothing (the time-of-check, time-of-use race). It must be a regular
+    file of at most `cap` bytes (checked on the descriptor before a byte is read),
+    and is read to the size that check saw. A file written to while it is read is
+    read once more, from the start; a second change is a DataError.
     """
-    size, hashers, key = _attempts(shown, lambda: _checked(fd, algorithms, on_bytes))
+    size, hashers, key = _attempts(shown, lambda: _checked(fd, algorithms, on_bytes, cap))
     return Hashed(size, {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}, StatKey.unpack(key))
 
 

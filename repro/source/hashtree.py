@@ -25,10 +25,9 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from repro.errors import DataError
 from repro.source.beneath import Beneath
@@ -36,16 +35,21 @@ from repro.source.filetree import os_reason
 from repro.source.hashing import (
     CHUNK,
     KEY_SIZE,
+    MAX_HASHED_BYTES,
     FileDigest,
     Progress,
     StatCache,
     check_algorithms,
+    check_cap,
     default_workers,
     gc_paused,
     read_beneath,
 )
 from repro.source.locate import locate
 from repro.source.walk import Located
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 BATCH_FILES, BATCH_BYTES = 64, 8 << 20  # one pool task: up to 64 small files or 8 MiB
 STORE_EVERY = 4096  # digests filed in the stat cache per transaction
@@ -266,6 +270,9 @@ def hash_tree(
         done = run.cached(cache) if cache is not None and not rehash else bytearray(len(run.rels))
         todo = array("q", (i for i, d in enumerate(done) if not d)) if done.count(0) else array("q")
         del done
+    if len(todo) and max(run.sizes) > MAX_HASHED_BYTES:  # refused before a byte is read
+        big = max(todo, key=run.sizes.__getitem__)
+        check_cap(run.rels[big], run.sizes[big])
     if progress is not None:
         progress.start(sum(run.sizes[i] for i in todo), len(todo))
     pending: list[int] = []
@@ -292,6 +299,8 @@ def hash_tree(
 def _pool(run: _Run, batches: Iterator[Sequence[int]], nthreads: int,
           finished: Callable[[Sequence[int]], None]) -> None:
     """Hash the batches on `nthreads` threads, a bounded window of them queued at a time."""
+    from concurrent.futures import ThreadPoolExecutor  # only when files must be read: a re-check never needs it
+
     window: deque[Future[Sequence[int]]] = deque()
     with ThreadPoolExecutor(max_workers=nthreads) as pool:
         try:

@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from repro.errors import DataError, LockfileError
 from repro.source.beneath import Beneath
 from repro.source.filetree import SKIP_DIRS, checked_name, inside, os_reason, safe_relpath
-from repro.source.hashing import KEY_SIZE, pack_key
+from repro.source.hashing import KEY_SIZE, STAT_KEY, pack_key
 
 
 @dataclass
@@ -201,7 +201,7 @@ class _Folder:
         if self.fd < 0:
             self.fd = self._open()
         prefix, fd = self.prefix, self.fd
-        lstat, is_reg = os.lstat, stat.S_ISREG
+        lstat, is_reg, pack = os.lstat, stat.S_ISREG, STAT_KEY.pack
         paths, keys, sizes = found.paths, found.keys, found.sizes  # Located.add, inlined: a million calls
         for name in self.names:
             if name[-1] == "/":
@@ -221,7 +221,7 @@ class _Folder:
             if not is_reg(st.st_mode):  # replaced since it was listed
                 raise DataError(f"{prefix}{name}: not a regular file (a FIFO, socket or device); expected a file")
             paths.append(prefix + name)
-            keys += pack_key(st)
+            keys += pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)  # pack_key, inlined
             sizes.append(st.st_size)
         return None
 
