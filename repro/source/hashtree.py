@@ -36,6 +36,7 @@ from repro.source.hashing import (
     CHUNK,
     KEY_SIZE,
     MAX_HASHED_BYTES,
+    STAT_KEY,
     FileDigest,
     Progress,
     StatCache,
@@ -239,14 +240,15 @@ class _Run:
         return batch
 
     def rows(self, done: Sequence[int], started_ns: int) -> Iterator[tuple[str, bytes, int, bytes, str]]:
-        """Stat-cache rows for freshly hashed files."""
-        from repro.source.hashcache import margin
-
-        extra = self.out.extra
+        """Stat-cache rows for freshly hashed files (a million of them on a cold run: no call per field)."""
+        keys, sha, extra, base, rels, unpack = self.keys, self.out.sha256, self.out.extra, self.base, self.rels, \
+            STAT_KEY.unpack_from
         for i in done:
-            key = bytes(self.keys[i * KEY_SIZE : (i + 1) * KEY_SIZE])
-            yield (f"{self.base}/{self.rels[i]}", key, margin(key, started_ns),
-                   bytes(self.out.sha256[i * SHA : (i + 1) * SHA]), extra[i] if extra is not None else "")
+            at = i * KEY_SIZE
+            mtime_ns, ctime_ns = unpack(keys, at)[3:]
+            # margin_ns, as hashcache.margin computes it: how long before hashing began the file last changed
+            yield (f"{base}/{rels[i]}", bytes(keys[at : at + KEY_SIZE]), started_ns - max(mtime_ns, ctime_ns),
+                   bytes(sha[i * SHA : (i + 1) * SHA]), extra[i] if extra is not None else "")
 
 
 def hash_tree(
