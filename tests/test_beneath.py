@@ -92,9 +92,10 @@ def test_a_file_replaced_while_it_is_read_is_read_again(tmp_path: Path, monkeypa
     with HashCache(tmp_path / "c.sqlite") as cache:
         tree = hash_tree(tmp_path, located, cache=cache, progress=SwapOnce())
     assert tree.file(0).sha256 == hashlib.sha256(new).hexdigest() and sum(seen) > len(new)  # read twice
-    with HashCache(tmp_path / "c.sqlite") as cache:  # filed under the new file's key: a hit
+    assert bytes(located.keys[:KEY_SIZE]) == pack_key(os.stat(target))  # filed under the new file's key
+    with HashCache(tmp_path / "c.sqlite") as cache:  # (a miss or a hit, as the racy window decides)
         again = hash_tree(tmp_path, locate_patterns(tmp_path, ["data"]), cache=cache)
-        assert again.file(0).sha256 == hashlib.sha256(new).hexdigest() and cache.hits == 1
+        assert again.file(0).sha256 == hashlib.sha256(new).hexdigest()
 
 
 def test_a_file_that_grows_after_the_walk_is_read_again(tmp_path: Path) -> None:
