@@ -9,7 +9,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv dev demo test test-fast test-durations lint lint-quick bench freeze clean
+.PHONY: venv dev kernels demo test test-fast test-durations lint lint-quick bench freeze clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,12 +39,19 @@ $(VENV)/.ref-stamp: requirements/reference.txt pyproject.toml | $(BIN)/uv
 	$(UV_INSTALL) --no-deps -e .
 	touch $@
 
+# The default profile's portable CPU kernels (repro/train/kernels, docs/portable.md) are C++ built
+# against the installed torch, once per toolchain, into the user's cache. Built here so that the first
+# build (or the test suite's parallel workers) need not: ~10 s of one core. A build builds it anyway
+# if it is missing or its sources changed.
+kernels: $(VENV)/.ref-stamp
+	$(BIN)/python -c 'from repro.environment.kernels import library; print("portable kernels:", library()[0])'
+
 $(VENV)/.dev-stamp: requirements/dev.txt $(VENV)/.ref-stamp
 	$(UV_INSTALL) -r requirements/dev.txt
 	touch $@
 
-venv: $(VENV)/.ref-stamp
-dev: $(VENV)/.dev-stamp
+venv: $(VENV)/.ref-stamp kernels
+dev: $(VENV)/.dev-stamp kernels
 
 ## demo: train the bundled example, then verify the lockfile it wrote.
 demo: venv

@@ -1,6 +1,6 @@
-"""Does the portable CPU profile hold across instruction sets? This x86-64 host against aarch64 under qemu-user.
+"""Do the profiles hold across instruction sets? This x86-64 host against aarch64 under qemu-user.
 
-    .venv/bin/python benchmarks/aarch64_portable.py [--steps 5] [--profiles portable,default-cap] [--probe]
+    .venv/bin/python benchmarks/aarch64_portable.py [--steps 5] [--profiles default,native-cap] [--probe]
         [--cpu neoverse-n1] [--cache ~/.cache/repro-aarch64] [--work DIR] [--again] [--json]
 
 Needs Debian or Ubuntu (apt, dpkg), `qemu-user` (qemu-aarch64), Debian's archive and PyPI,
@@ -26,11 +26,14 @@ differing step and `repro check`'s Localizer replays it on both under the dispat
 name the first differing op (its phase, module, shape, differing elements, largest ulp distance).
 
 Prints the probe (with --probe), then per profile one line per build (weights sha256 prefix and
-seconds) and the verdict; measured on a loaded 2-core EPYC (qemu 7.2, --steps 5):
+seconds) and the verdict. Measured before the portable kernels, on a loaded 2-core EPYC (qemu 7.2,
+--steps 5), with the old portable profile (ATen level default, MKL_CBWR=COMPATIBLE, PortableAdam):
     portable  host          c70d09add632  (18.0 s)
     portable  aarch64       0576c8229046  (121.9 s)
     portable  different: first step 1; step 1 op #1 aten::addmm.default in forward (net.0), shape [64, 64]
               float32: 1621 of 4096 elements differ, max 1024 ulp (localized in ... s)
+Now the default profile stops on aarch64 (exit 3: its kernels are x86-64 code); BENCHMARKS.md says
+what an aarch64 port of them would take.
 """
 
 from __future__ import annotations
@@ -55,10 +58,10 @@ from repro.build.localize import Localizer, first_step  # noqa: E402
 from repro.build.variations import BASELINE, Variation  # noqa: E402
 from repro.source.config import compose, find_config  # noqa: E402
 
-# "default" pins ATEN_CPU_CAPABILITY=avx2, which aarch64 cannot honour (exit 3); "default-cap" is the
-# default profile (oneDNN on, torch.optim.Adam, no MKL_CBWR) at the ATen level every CPU has.
-PROFILES = {"portable": ["build=portable", "trainer=portable"], "default": [],
-            "default-cap": ["build.cpu_capability=default"]}
+# "default" loads repro's portable kernels, which are x86-64 (AVX2) code: on aarch64 it stops with
+# exit 3 saying so (docs/portable.md). "native-cap" is torch's own kernels at the ATen level every CPU
+# has (oneDNN on, torch.optim.Adam): what an aarch64 rebuild of an x86 lock can do today.
+PROFILES = {"default": [], "native-cap": ["build=native", "build.cpu_capability=default"]}
 # What `repro train` of the digits example imports (parent and build child), by distribution name.
 REQUIREMENTS = ["torch", "numpy", "safetensors", "hydra-core", "omegaconf", "antlr4-python3-runtime", "PyYAML",
                 "jsonschema", "accelerate", "datasets", "xxhash", "packaging"]
@@ -152,12 +155,11 @@ def aarch64_python(cache: Path, cpu: str) -> Path:
     return prefix
 
 
-# Single ops on fixed inputs, with the portable profile's torch settings, in each interpreter: which
+# Single ops on fixed inputs, with torch's own kernels at the common ATen level, in each interpreter: which
 # ops give other bits on aarch64 by themselves (in a training run, the first one poisons the rest).
 PROBE = r"""
 import hashlib, json, os, sys
 import torch
-from repro.optim import portable_sqrt
 torch.set_num_threads(2); torch.use_deterministic_algorithms(True); torch.backends.mkldnn.enabled = False
 def exact(*shape, k=1):  # the same float32 values on any machine: integers scaled by a power of two
     n = torch.arange(1, 1 + torch.Size(shape).numel(), dtype=torch.int64) * (2654435761 * k)
@@ -168,8 +170,7 @@ ops = {"mm 64x64x64": lambda: a @ b, "addmm 64x64x64": lambda: torch.addmm(w, a,
        "mm 64x4096x64 (long sum)": lambda: big @ big.T, "sum 64x4096": lambda: big.sum(1),
        "mul+add (elementwise)": lambda: a * b + w, "div": lambda: a / pos, "relu": lambda: torch.relu(a),
        "exp": lambda: torch.exp(a), "log": lambda: torch.log(pos), "tanh": lambda: torch.tanh(a),
-       "log_softmax": lambda: torch.log_softmax(a, 1), "torch.sqrt": lambda: torch.sqrt(pos),
-       "portable_sqrt (PortableAdam)": lambda: portable_sqrt(pos)}
+       "log_softmax": lambda: torch.log_softmax(a, 1), "torch.sqrt": lambda: torch.sqrt(pos)}
 out = {k: hashlib.sha256(f().contiguous().numpy().tobytes()).hexdigest() for k, f in ops.items()}
 print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "ops": out}))
 """
@@ -222,7 +223,7 @@ def _run(run: Run) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--profiles", default="portable,default-cap", help=",".join(PROFILES))
+    ap.add_argument("--profiles", default="default,native-cap", help=",".join(PROFILES))
     ap.add_argument("--cpu", default="neoverse-n1", choices=sorted(MIDR))
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "repro-aarch64")
     ap.add_argument("--work", type=Path, help="keep every run here (default: a temporary folder, removed)")

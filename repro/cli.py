@@ -25,6 +25,7 @@ from repro import __version__
 from repro.canonical import canonical_json
 from repro.commands import Outcome
 from repro.errors import EXIT_CODES, ReproError, UserInputError
+from repro.lifetime import interruptible
 from repro.safeio import printable
 
 ENVELOPE_VERSION = 1
@@ -125,16 +126,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     name: str = args.command
     try:
-        outcome: Outcome = args._run(args)
-        _print(name, outcome, args.json)
+        with interruptible():  # SIGTERM and SIGHUP unwind like Ctrl-C: locks released, temp folders removed
+            outcome: Outcome = args._run(args)
+            _print(name, outcome, args.json)
         return outcome.exit_code
     except ReproError as exc:
         return _fail(name, args.json, exc.exit_code, str(exc), f"repro {name}: error: {exc}")
     except BrokenPipeError:  # `repro ... | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        return _fail(name, args.json, 130, "interrupted", f"repro {name}: interrupted")
+    except KeyboardInterrupt as exc:  # repro.errors.Interrupted names the signal and where it stopped
+        message = str(exc) or "interrupted"
+        return _fail(name, args.json, getattr(exc, "exit_code", 130), message, f"repro {name}: {message}")
     except Exception as exc:  # a bug in repro, not the user's mistake: show everything
         traceback.print_exc()
         return _fail(name, args.json, 70, f"internal error: {type(exc).__name__}: {exc} (traceback on stderr)",

@@ -37,6 +37,13 @@ class CheckpointError(UserInputError):
     """A checkpoint cannot be used: corrupt, pickled, or made from other inputs."""
 
 
+class CheckpointTooOld(CheckpointError):
+    """A checkpoint of an earlier format, without the source identity of the run that wrote it.
+
+    Not skipped like a damaged one: resuming is refused (exit 2) until the user chooses `--restart`.
+    """
+
+
 class MismatchError(ReproError):
     """Something that should be bit-identical is not (verify, diff)."""
 
@@ -94,6 +101,30 @@ def output_error(exc: OSError, path: object = None) -> OutputError:
     return OutputError(f"{where}: cannot write: {cause}" + (f" ({code})" if code else ""))
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) ended the command; exit 128 + the signal's number.
+
+    A KeyboardInterrupt, not a ReproError: no `except ReproError` or `except Exception`
+    on the way up may swallow it (a sweep must not go on to its next job, `check` must
+    not file it as a failed build). `repro.lifetime` raises it; the CLI prints its one line.
+    """
+
+    def __init__(self, signum: int, detail: str = "") -> None:
+        self.signum, self.detail = signum, detail
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal_name(signum)}{detail}")
+
+
+def signal_name(signum: int) -> str:
+    """`SIGTERM` for 15; `signal N` for a number this Python has no name for."""
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 def from_exit_code(code: int, message: str) -> ReproError:
     """Rebuild the typed error a child process (a rank, a rebuild) reported as code + message."""
     classes: dict[int, type[ReproError]] = {1: MismatchError, 3: EnvironmentMismatch, 4: TrainingFailed, 5: Busy,
@@ -116,5 +147,7 @@ EXIT_CODES: dict[int, str] = {
     6: "an output or checkpoint could not be written: no space, permission denied, read-only filesystem "
        "(one line names the path and the cause)",
     70: "internal error: a bug in repro (the traceback is shown; please report it)",
-    130: "interrupted",
+    129: "interrupted by SIGHUP (the terminal closed); checkpoints are kept, the same command resumes",
+    130: "interrupted by SIGINT (Ctrl-C); checkpoints are kept, the same command resumes",
+    143: "interrupted by SIGTERM; checkpoints are kept, the same command resumes",
 }

@@ -82,3 +82,38 @@ def byte_bar(quiet: bool, desc: str = "hash") -> Iterator[_ByteBar | None]:
         yield bar
     finally:
         bar.close()
+
+
+# One line per phase or build, for commands that run long without a per-step bar of their own
+# (`repro check`, `repro verify`): `(line, done, total)`, where done/total count the phases.
+PhaseReport = Callable[[str, int, int], None]
+
+
+@contextmanager
+def phase_lines(command: str, quiet: bool) -> Iterator[PhaseReport]:
+    """Yield a reporter that prints `repro COMMAND: line` on stderr as each phase ends (nothing when quiet),
+    and on a TTY also keeps a tqdm bar of the phases done, with the time taken so far."""
+    if quiet:
+        yield lambda line, done, total: None
+        return
+    bar: Any = None
+    if enabled(quiet):
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, desc=command, unit="phase", file=sys.stderr, dynamic_ncols=True, leave=False,
+                   bar_format="{desc}: {n}/{total} {bar} {elapsed}")
+
+    def report(line: str, done: int, total: int) -> None:
+        text = f"repro {command}: {line}"
+        if bar is None:
+            print(text, file=sys.stderr, flush=True)
+            return
+        bar.total = total
+        bar.update(done - bar.n)
+        bar.write(text, file=sys.stderr)
+
+    try:
+        yield report
+    finally:
+        if bar is not None:
+            bar.close()

@@ -51,7 +51,7 @@ def files(pkg: str) -> dict[str, str]:
         f"{pkg}/net.py": NET_PY.format(pkg=pkg),
         f"{pkg}/blocks.py": BLOCKS_PY,
         "data/train.csv": sample_data(),
-        ".gitignore": "/out/\n.repro/\n__pycache__/\n",
+        ".gitignore": GITIGNORE,
         "dvc.yaml": DVC_YAML.format(pkg=pkg),
         "README.md": README_MD.format(pkg=pkg),
     }
@@ -185,18 +185,35 @@ class ResidualBlock(nn.Module):
         return out
 '''
 
+# What git must not hold: build outputs except the lock (a clone verifies against it; the
+# weights go to a DVC remote or a model hub), repro's stat cache, bytecode.
+GITIGNORE = """\
+/out/*
+!/out/repro.lock
+.repro/
+__pycache__/
+"""
+
+# Exactly what `repro dvc-yaml --write` writes for this project (tests/test_project.py checks it):
+# the data, the model package, and each config file composed into the build.
 DVC_YAML = """\
 # `dvc repro` trains; `dvc.lock` then pins the data, code and the weights, and
 # `repro verify out/repro.lock` proves the weights rebuild bit for bit.
+# After adding a stage under `stages:` in configs/train.yaml: `repro dvc-yaml --write`.
 stages:
   train:
     cmd: repro train --quiet
     deps:
-      - configs
-      - {pkg}
-      - data
+    - data/train.csv
+    - {pkg}
+    - configs/data/local.yaml
+    - configs/model/net.yaml
+    - configs/train.yaml
     outs:
-      - out
+    - out/model.safetensors
+    - out/metrics.jsonl
+    - out/repro.lock:
+        cache: false
 """
 
 README_MD = """\
@@ -216,5 +233,14 @@ and the lock records every project file the build imported (`inputs.code`), the
 data, the resolved config and the toolchain that ran. Edit `{pkg}/blocks.py` and
 `repro verify --inputs-only out/repro.lock` names it.
 
-With git and DVC: `git init && dvc init && dvc repro` runs the `train` stage.
+With DVC: `dvc init && dvc repro` runs the `train` stage; after you declare a
+stage under `stages:` in `configs/train.yaml`, `repro dvc-yaml --write` adds it.
+
+## Publishing
+
+Commit the source and the lock: `{pkg}/`, `configs/`, the data (or its `.dvc`
+pointers and `dvc.lock`), `dvc.yaml` and `out/repro.lock` (`.gitignore` keeps
+the lock and ignores the rest of `out/`). Publish the weights beside it (`dvc
+push`, or upload `out/model.safetensors`). Anyone can then run
+`repro verify out/repro.lock` in a clone.
 """

@@ -75,12 +75,34 @@ def run_repro(args: list[str], cwd: Path, env: dict[str, str] | None = None,
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+# Pins whose two values the default profile both allows, for tests that need two settings giving
+# different bits. Which of them changes the bits is a fact of the code (under the default profile the
+# same on every CPU), found by `bit_deciding_pin` on the host rather than assumed: the portable
+# kernels, for one, give the same bits for any thread count.
+PIN_CANDIDATES: tuple[tuple[str, Any], ...] = (("threads", 1), ("cpu_capability", "default"))
+
+
+def bit_deciding_pin(project: Path, baseline_weights: str, *extra: str) -> tuple[str, Any]:
+    """The first candidate pin whose other value trains the tiny build of `project` to other weights
+    than `baseline_weights` (the same build with the profile's pins); skips the test if none does."""
+    for key, value in PIN_CANDIDATES:
+        out = f"probe-{key}"
+        r = run_repro(["train", "--quiet", *TINY, *extra, f"out_dir={out}", f"build.{key}={value}"], cwd=project)
+        assert r.code == 0, r.stderr
+        if sha256_file(project / out / "model.safetensors") != baseline_weights:
+            return key, value
+    pytest.skip(f"none of the pins {[k for k, _ in PIN_CANDIDATES]} changes the tiny build's bits here")
+
+
 def make_project(root: Path) -> Path:
-    """A copy of the digits project at `root`: configs/ plus the data at its usual relative path."""
+    """A copy of the digits project at `root`: configs/ plus the data at its usual relative path, in a git
+    repository of its own (as `repro init` makes one), so that verify finds its root there and not in this
+    checkout, whose repro/examples/digits/digits.csv lies at the same relative path."""
     shutil.copytree(EMBEDDED_CONFIGS, root / "configs", ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
     data = root / "repro" / "examples" / "digits"
     data.mkdir(parents=True)
     shutil.copy2(DIGITS, data / "digits.csv")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
     return root
 
 

@@ -16,7 +16,7 @@ import torch
 from conftest import REPO
 
 from repro.canonical import canonical_json
-from repro.errors import Busy, CheckpointError
+from repro.errors import Busy, CheckpointError, CheckpointTooOld
 from repro.filenames import OUT_DIR_LOCK
 from repro.models import MLP
 from repro.source.config import CheckpointSpec, hashed_view
@@ -69,6 +69,12 @@ def test_rng_state_round_trips_through_json() -> None:
     assert first[0] == again[0] and first[1] == again[1] and torch.equal(first[2], again[2])
 
 
+# A source identity (repro.lock.identity) as a checkpoint records it; its values matter only where compared.
+IDENTITY = {"config": "0" * 64, "data": "1" * 64, "code": {"files": [], "root_digest": "2" * 64}, "pins": {},
+            "toolchain": {"python": {}, "platform": {}, "distributions": {}, "torch": None,
+                          "repro": {"version": "0", "files": [], "root_digest": "3" * 64}}}
+
+
 def _write_one(root: Path, parts: Parts, step: int) -> Path:
     order = SampleOrder(10, 2, 0, True)
     digest = OrderDigest()
@@ -77,7 +83,7 @@ def _write_one(root: Path, parts: Parts, step: int) -> Path:
     writers, state = capture(step, parts, order, [0.5] * step, digest, ["0" * 32] * (step + 1))
     state.update(inputs={"config": {"resolved": {}, "sha256": "0" * 64}, "data": {"files": [], "root_digest": "0"},
                          "code": {"files": [], "root_digest": "0", "repro": {}}},
-                 build={"packages": {}}, resumes=[])
+                 build={"packages": {}}, resumes=[], identity=IDENTITY)
     writers[checkpoint.STATE_NAME] = checkpoint.bytes_writer(canonical_json(state))
     return checkpoint.write(root, step, writers)
 
@@ -109,8 +115,11 @@ def test_write_read_restore_is_exact(tmp_path: Path) -> None:
     (lambda p: (p / "optimizer.safetensors").write_bytes(b"x" + (p / "optimizer.safetensors").read_bytes()[1:]),
      "optimizer.safetensors: sha256"),
     (lambda p: (p / "MANIFEST.json").unlink(), "MANIFEST.json: missing (the write did not finish)"),
-    (lambda p: (p / "MANIFEST.json").write_text(json.dumps({"version": 2, "step": 4, "files": []})),
-     "version 2 is newer than this repro understands"),
+    (lambda p: (p / "MANIFEST.json").write_text(json.dumps({"version": 3, "step": 4, "files": []})),
+     "version 3 is newer than this repro understands"),
+    (lambda p: (p / "MANIFEST.json").write_text(json.dumps({"version": 1, "step": 4, "files": []})),
+     "step-00000004/MANIFEST.json: checkpoint version 1, written by an earlier repro that did not record the "
+     "source identity"),
 ])
 def test_damaged_checkpoint_is_refused_naming_the_file(tmp_path: Path, damage, message: str) -> None:
     path = _write_one(tmp_path, _trained_parts(), 4)
@@ -128,6 +137,12 @@ def test_newest_valid_skips_a_damaged_newest_and_prune_keeps_the_newest(tmp_path
     ckpt, skipped = checkpoint.newest_valid(tmp_path)
     assert ckpt is not None and ckpt.step == 4
     assert skipped[0].startswith("old.pt: not loaded") and skipped[1].startswith("step-00000006/state.json")
+    # One of an earlier format is not skipped like a damaged one (and then deleted): it is refused.
+    manifest = tmp_path / "step-00000006" / "MANIFEST.json"
+    manifest.write_text(manifest.read_text().replace('"version": 2', '"version": 1'))
+    with pytest.raises(CheckpointTooOld, match=re.escape(f"{tmp_path}/step-00000006/MANIFEST.json: checkpoint "
+                                                         "version 1")):
+        checkpoint.newest_valid(tmp_path)
     checkpoint.prune(tmp_path, 2)
     assert [p.name for p in checkpoint.step_dirs(tmp_path)] == ["step-00000004", "step-00000006"]
 
@@ -227,7 +242,7 @@ def test_manifest_golden_bytes(tmp_path: Path) -> None:
         '      "path": "optimizer.safetensors",\n      "size": 2\n    },\n'
         f'    {{\n      "hashes": {{\n        "sha256": "{h["state.json"]}"\n      }},\n'
         '      "path": "state.json",\n      "size": 3\n    }\n'
-        '  ],\n  "step": 7,\n  "version": 1\n}\n'
+        '  ],\n  "step": 7,\n  "version": 2\n}\n'
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000007"]  # no temp folder left
 

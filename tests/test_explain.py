@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
+
+import pytest
 
 from repro.canonical import compact_json, sha256_bytes
 from repro.lock.diff import Difference
@@ -49,7 +52,7 @@ def test_reference_configs_include_the_embedded_one(tmp_path: Any) -> None:
     assert "out_dir" not in cfg and cfg["trainer"]["max_steps"] == 300
 
 
-LOCK = {"toolchain": {"repro": {"version": "0.2.0"}}}
+LOCK = {"toolchain": {"repro": {"version": "0.2.0"}}, "build": {"profile": "default"}}
 COMMIT = "c0ffee" * 6 + "abcd"
 
 
@@ -68,4 +71,29 @@ def test_hints_for_outputs_alone_blame_packages_or_the_cpu() -> None:
     assert "the toolchain differs (torch)" in hints(diffs, drift, LOCK)[0]
     assert "--toolchain recreate" in hints(diffs, drift, LOCK)[0]
     cpu = hints(diffs, [], LOCK)[0]
-    assert "diverges at step 5" in cpu and "CPU" in cpu
+    assert "diverges at step 5" in cpu and "likely cause is this CPU" in cpu and "build=default" in cpu
+
+
+STEP_7 = Difference("outputs", "step", "step 7", "changed", stats={"first_step": 7})
+RESUMED = {**LOCK, "build": {"profile": "default", "resumes": [
+    {"step": 3, "source": {}, "differs": []},
+    {"step": 10, "source": {}, "differs": [{"kind": "code", "name": "p/blocks.py", "change": "changed"}]}]}}
+
+
+@pytest.mark.parametrize(("lock", "built_here", "first", "says"), [
+    (RESUMED, None, STEP_7, "resumed at step 10 from a checkpoint made from another source (code p/blocks.py)"),
+    (RESUMED, True, STEP_7, "Not a CPU difference: retrain it from step 0 with `repro train --no-resume`"),
+    (LOCK, True, STEP_7, "this is the machine that built the lock (its run.json names this host and CPU model), "
+                         "yet training diverges at step 7: not the CPU"),
+    (LOCK, True, dataclasses.replace(STEP_7, name="step 0", stats={"first_step": 0}),
+     "the initial parameters already differ (step 0): building the model depends on something the lock does not"),
+    ({**LOCK, "build": {"profile": "default", "kernels": "portable"}}, False, STEP_7,
+     "repro's portable kernels (build=default), whose operations give the same bits on every x86-64 CPU"),
+    (LOCK, False, STEP_7, "diverges at step 7: the likely cause is this CPU"),
+])
+def test_the_cpu_is_named_only_after_the_resume_record_this_machine_and_the_profile(
+        lock: dict, built_here: bool | None, first: Difference, says: str) -> None:
+    out = hints([Difference("outputs", "tensor", "w", "changed"), first], [], lock, built_here=built_here)
+    assert len(out) == 1 and says in out[0]
+    if built_here or lock is RESUMED:
+        assert "this CPU" not in out[0] and "likely cause is" not in out[0]

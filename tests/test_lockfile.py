@@ -22,14 +22,16 @@ def sample_lock() -> dict[str, Any]:
         "code": {"files": [{"path": "mylib/net.py", "size": 7, "hashes": {"sha256": H}}], "root_digest": H},
     }
     build = {"profile": "default", "device": "cpu", "threads": 2, "cpu_capability": "avx2", "precision": "fp32",
-             "seed": 0, "world_size": 1, "deterministic": True, "mkldnn": True, "mkl_cbwr": None,
-             "flags": {}, "env": {"OMP_DYNAMIC": "FALSE", "PYTHONHASHSEED": "0"}, "cuda": None}
+             "seed": 0, "world_size": 1, "deterministic": True, "mkldnn": False, "mkl_cbwr": "COMPATIBLE",
+             "kernels": "portable", "unportable": "refuse",
+             "flags": {}, "env": {"OMP_DYNAMIC": "FALSE", "PYTHONHASHSEED": "0"}, "cuda": None, "cpu": None}
     toolchain = {
         "python": {"implementation": "CPython", "version": "3.11.7"},
         "platform": {"system": "Linux", "machine": "x86_64", "libc": "glibc 2.36"},
         "distributions": {"numpy": "2.4.6", "torch": "2.13.0+cpu"},
         "torch": {"version": "2.13.0+cpu", "build": "cpu", "commit": "cf30153c", "cuda": None, "cudnn": None,
                   "mkl": "2024.2 build 20240605", "onednn": "3.12.0 (80afa71049cd)"},
+        "kernels": {"cxx": "gcc 12.2.0"},
         "repro": {"version": "0.2.0", "files": [{"path": "repro/build/run.py", "size": 9, "hashes": {"sha256": H}}],
                   "root_digest": H},
     }
@@ -52,6 +54,45 @@ def test_golden_reads_back() -> None:
     assert lockfile.read(GOLDEN) == sample_lock()
 
 
+GOLDEN_RESUMED = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v3.lock"
+
+
+def _identity(blocks_sha256: str) -> dict[str, Any]:
+    """The source identity (repro.lock.identity) of a run whose project helper p/blocks.py has this digest."""
+    lock = sample_lock()
+    code = {"files": [{"path": "p/blocks.py", "size": 40, "hashes": {"sha256": blocks_sha256}}],
+            "root_digest": blocks_sha256}
+    return {"config": H, "data": H, "code": code, "pins": {"seed": 0, "threads": 2}, "toolchain": lock["toolchain"]}
+
+
+def resumed_lock() -> dict[str, Any]:
+    """sample_lock's build, resumed at step 1 from a checkpoint of other code: the version 3 addition."""
+    from repro.lock.identity import boundaries
+
+    lock = sample_lock()
+    resumes = boundaries([{"step": 1, "checkpoint": "step-00000001", "identity": _identity("cd" * 32)}],
+                         _identity("ef" * 32))
+    return lockfile.assemble(lock["inputs"], {**lock["build"], "resumes": resumes}, lock["outputs"],
+                             lock["toolchain"])
+
+
+def test_a_resume_under_other_code_makes_a_version_3_lock_with_golden_bytes(tmp_path: Path) -> None:
+    """The one version 3 addition, `build.resumes`: each boundary's source as six digests, and what differs."""
+    from repro.lock.identity import boundaries
+
+    lockfile.write(tmp_path / "repro.lock", resumed_lock())
+    assert (tmp_path / "repro.lock").read_bytes() == GOLDEN_RESUMED.read_bytes()
+    lock = lockfile.read(GOLDEN_RESUMED)
+    assert lock["version"] == 3 and lock == resumed_lock()
+    assert lock["build"]["resumes"][0]["differs"] == [{"kind": "code", "name": "p/blocks.py", "change": "changed"}]
+    # Resumes of the same source leave no record: the lock keeps the bytes of a run that never stopped.
+    same = _identity("ef" * 32)
+    assert boundaries([{"step": 1, "checkpoint": "step-00000001", "identity": same}], same) is None
+    v2 = {**lock, "version": 2}
+    with pytest.raises(LockfileError, match="build"):  # a version 2 reader would ignore the record: never
+        lockfile.read(_write(tmp_path, v2))
+
+
 def _write(tmp_path: Path, obj: Any) -> Path:
     p = tmp_path / "repro.lock"
     p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
@@ -59,7 +100,8 @@ def _write(tmp_path: Path, obj: Any) -> Path:
 
 
 @pytest.mark.parametrize(("mutate", "needle"), [
-    (lambda lk: lk.update(version=3), "newer than this repro"),
+    (lambda lk: lk.update(version=4), "newer than this repro"),
+    (lambda lk: lk.update(version=3), "'resumes' is a required property"),
     (lambda lk: lk.update(version=1), "expected 2"),
     (lambda lk: lk.pop("toolchain"), "'toolchain' is a required property"),
     (lambda lk: lk["toolchain"]["repro"]["files"][0].update(path="../x.py"), "toolchain.repro.files.0.path"),
@@ -101,7 +143,10 @@ def test_the_lock_types_mirror_the_schema() -> None:
         (node("inputs", "data", "preprocess"), t.Preprocess, set()),
         (node("inputs", "data", "preprocess", "package"), t.PreprocessPackage, set()),
         (node("inputs", "data", "sample_order"), t.SampleOrder, set()), (node("inputs", "code"), t.FilesBlock, set()),
-        (node("build"), t.Build, set()), (node("toolchain"), t.Toolchain, set()),
+        (node("build"), t.Build, set()), (node("build", "resumes", "[]"), t.ResumeBoundary, set()),
+        (node("build", "resumes", "[]", "source"), t.ResumeSource, set()),
+        (node("build", "resumes", "[]", "differs", "[]"), t.ResumeDifference, set()),
+        (node("toolchain"), t.Toolchain, set()),
         (node("toolchain", "python"), t.PythonFacts, set()), (node("toolchain", "platform"), t.PlatformFacts, set()),
         (node("toolchain", "torch"), t.TorchFacts, set()), (node("toolchain", "repro"), t.Compiler, set()),
         (node("outputs"), t.Outputs, set()), (node("outputs", "weights"), t.Weights, set()),

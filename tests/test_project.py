@@ -81,9 +81,11 @@ def test_scaffold_trains_twice_to_the_same_bits_and_verifies(scaffolded: Path, t
     assert sha256_file(out / "model.safetensors") == sha256_file(again / "model.safetensors")
     assert (out / "repro.lock").read_bytes() == (again / "repro.lock").read_bytes()
     lock = json.loads((out / "repro.lock").read_text())
-    # Discovered, not listed: the config has no code.include at all.
-    assert [f["path"] for f in lock["inputs"]["code"]["files"]] == [f"{PKG}/__init__.py", f"{PKG}/blocks.py",
-                                                                    f"{PKG}/net.py"]
+    # Discovered, not listed: the config has no code.include at all. The project's config files that
+    # were composed are source too; repro's own groups (task, trainer, build) are its compiler's.
+    assert [f["path"] for f in lock["inputs"]["code"]["files"]] == [
+        "configs/data/local.yaml", "configs/model/net.yaml", "configs/train.yaml",
+        f"{PKG}/__init__.py", f"{PKG}/blocks.py", f"{PKG}/net.py"]
     assert "code" not in lock["inputs"]["config"]["resolved"]
     code, report = _verify(scaffolded, out / "repro.lock")
     assert code == 0, report
@@ -106,7 +108,13 @@ def test_a_rebuild_that_imports_a_file_the_lock_lacks_names_it(copy: Path) -> No
     code["root_digest"] = root_digest([FileDigest(f["path"], f["size"], f["hashes"]["sha256"]) for f in code["files"]])
     lock_path.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
     assert _verify(copy, lock_path, "--inputs-only")[0] == 0  # the recorded files all match
-    exit_code, report = _verify(copy, lock_path)
+    # A rebuild imports only the files the lock hashes: the unlisted one is named, and nothing runs.
+    r = run_repro(["verify", "--quiet", "--json", str(lock_path)], cwd=copy, env=_env())
+    assert r.code == 2, r.stdout + r.stderr
+    error = json.loads(r.stdout)["error"]
+    assert f"{PKG}/blocks.py" in error and "not a project file hashed in the lock" in error, error
+    # With --trust-code it runs anyway, and the report names the file the lock lacks.
+    exit_code, report = _verify(copy, lock_path, "--trust-code")
     assert exit_code == 1, report
     [added] = [d for d in report["differences"] if d["kind"] == "code"]
     assert (added["name"], added["change"]) == (f"{PKG}/blocks.py", "added")

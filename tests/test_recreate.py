@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, run_repro
+from conftest import run_repro
 
 from repro.build import recreate
 from repro.errors import EnvironmentMismatch
@@ -56,15 +54,14 @@ def test_an_uninstallable_package_is_exit_3_naming_it(installer: str, tmp_path: 
 
 
 @pytest.mark.slow
-def test_recreate_from_a_local_repro_wheel_then_reuse_it(tmp_path: Path) -> None:
-    wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                    str(REPO)], check=True, capture_output=True)
+def test_recreate_builds_repros_own_wheel_from_this_installation_then_reuses_it(tmp_path: Path) -> None:
+    """No --find-links: the lock's repro is the one installed here, so its wheel is built from it (an
+    editable install: `pip wheel` of the checkout) and cached beside the toolchains."""
     assert r_ok(run_repro(["init", "proj"], cwd=tmp_path))
     project = tmp_path / "proj"
     assert r_ok(run_repro(["train", "--quiet", "trainer.max_steps=20"], cwd=project))
     env = {"REPRO_TOOLCHAIN_CACHE": str(tmp_path / "toolchains")}
-    args = ["verify", "--quiet", "--json", "--toolchain", "recreate", "--find-links", str(wheels), "out/repro.lock"]
+    args = ["verify", "--quiet", "--json", "--toolchain", "recreate", "out/repro.lock"]
     first = run_repro(args, cwd=project, env=env)
     assert first.code == 0, (first.stdout, first.stderr)
     made = json.loads(first.stdout)["result"]["rebuild"]["toolchain"]
@@ -74,6 +71,17 @@ def test_recreate_from_a_local_repro_wheel_then_reuse_it(tmp_path: Path) -> None
     assert second.code == 0, (second.stdout, second.stderr)
     again = json.loads(second.stdout)["result"]["rebuild"]["toolchain"]
     assert again["cached"] is True and again["path"] == made["path"]
+    assert [w.name for w in (tmp_path / "wheels").glob("repro-*/*.whl")] == ["repro-0.2.0-py3-none-any.whl"]
+
+
+def test_repros_own_wheel_is_made_only_for_the_version_installed_here(tmp_path: Path) -> None:
+    from repro import __version__
+    from repro.build.own_wheel import own_wheel_dir
+
+    assert own_wheel_dir("0.0.1", tmp_path) is None  # another repro: its wheel must come from --find-links
+    folder = own_wheel_dir(__version__, tmp_path)
+    assert folder is not None and [w.name for w in folder.glob("*.whl")] == [f"repro-{__version__}-py3-none-any.whl"]
+    assert own_wheel_dir(__version__, tmp_path) == folder  # found in the cache the second time
 
 
 def r_ok(r: Any) -> bool:

@@ -168,13 +168,12 @@ def test_bad_world_size_combinations_name_both_keys(project: Path) -> None:
     assert not (project / "mismatch").exists()
 
 
-PORTABLE = ["--quiet", "build=portable", "trainer=portable", "trainer.max_steps=30"]
-
-
-def test_portable_profile_refuses_adam_and_ignores_affinity(project: Path) -> None:
-    bad = run_repro(["train", "--quiet", *TINY, "build=portable"], cwd=project)
-    assert bad.code == 2 and "trainer.optimizer._target_=torch.optim.Adam" in bad.stderr
-    a = run_repro(["train", *PORTABLE, "out_dir=port-a"], cwd=project)
-    b = run_repro(["train", *PORTABLE, "out_dir=port-b"], cwd=project, prefix=["taskset", "-c", "0"])
+def test_the_native_profile_trains_with_torchs_own_kernels_and_ignores_affinity(project: Path) -> None:
+    args = ["--quiet", *TINY, "build=native"]
+    a = run_repro(["train", *args, "out_dir=native-a"], cwd=project)
+    b = run_repro(["train", *args, "out_dir=native-b"], cwd=project, prefix=["taskset", "-c", "0"])
     assert a.code == 0 and b.code == 0, a.stderr + b.stderr
-    _same(project / "port-a", project / "port-b")
+    _same(project / "native-a", project / "native-b")
+    lock = json.loads((project / "native-a" / "repro.lock").read_text())
+    assert lock["build"]["kernels"] == "vendor" and lock["build"]["mkldnn"] and lock["build"]["flags"]["mkldnn"]
+

@@ -21,8 +21,8 @@ from repro.lock import stagerecord
 from repro.lock.chain import upstream_records
 from repro.source.stages import stage_specs
 
-BUILD = ("build: {profile: default, device: cpu, threads: 1, cpu_capability: default, precision: fp32,"
-         " world_size: 1, deterministic: true, mkldnn: true, mkl_cbwr: null}")
+BUILD = ("build: {profile: native, device: cpu, threads: 1, cpu_capability: default, precision: fp32,"
+         " world_size: 1, deterministic: true, mkldnn: true, mkl_cbwr: null, kernels: vendor, unportable: record}")
 CONFIG = f"""\
 seed: 0
 {BUILD}
@@ -217,9 +217,10 @@ def test_dvc_yaml_check_names_a_disagreement_and_write_fixes_it(toy: Path) -> No
 
     stages = yaml.safe_load((toy / "dvc.yaml").read_text())["stages"]
     assert list(stages) == ["upper", "count", "train"]
-    assert stages["upper"]["deps"] == ["raw/a.txt", "raw/b.txt", "toy.py", "configs"]
+    # The config file that declares each stage is its dep (not the whole configs/ folder).
+    assert stages["upper"]["deps"] == ["raw/a.txt", "raw/b.txt", "toy.py", "configs/train.yaml"]
     assert stages["upper"]["outs"] == ["mid/upper.txt", "mid/upper.stage.json"]
-    assert stages["train"]["deps"] == ["out/count.txt", "out/count.stage.json", "configs"]
+    assert stages["train"]["deps"] == ["out/count.txt", "out/count.stage.json", "configs/train.yaml"]
     assert {"model/repro.lock": {"cache": False}} in stages["train"]["outs"]
 
 

@@ -98,7 +98,7 @@ def test_cfg_job_resolve_shows_the_values_that_get_hashed(swept: tuple[Path, str
 def test_a_sweep_refused_by_hydra_runs_no_job(project: Path) -> None:
     res = run_repro(["train", "-m", "--quiet", "model=mlp,nope", "out_dir=out"], cwd=project)
     assert res.code == 2
-    assert res.stderr.count("\n") == 1 and "Could not find 'model/nope'" in res.stderr
+    assert res.stderr.count("\n") == 1 and "config group model: no option 'nope'" in res.stderr
     assert not (project / "out" / "multirun" / "0" / "repro.lock").exists()
 
 
@@ -124,11 +124,11 @@ def test_info_and_help_list_the_config_groups_and_options(project: Path) -> None
     info = run_repro(["train", "--info"], cwd=project)
     assert info.code == 0
     assert "Config search path" in info.stdout and str(project / "configs") in info.stdout
-    assert "model: mlp, wide" in info.stdout and "trainer: default, portable" in info.stdout
+    assert "model: mlp, wide" in info.stdout and "trainer: default\n" in info.stdout
     helped = run_repro(["train", "--help"], cwd=project)
     assert helped.code == 0 and "--multirun" in helped.stdout
     assert "== Configuration groups ==" in helped.stdout and "model: mlp, wide" in helped.stdout
-    assert "build: default, portable" in helped.stdout
+    assert "build: default, native" in helped.stdout
 
 
 def test_help_works_without_a_project(tmp_path: Path) -> None:
@@ -141,4 +141,4 @@ def test_help_works_without_a_project(tmp_path: Path) -> None:
 def test_help_still_shows_the_flags_when_the_config_is_broken(project: Path) -> None:
     res = run_repro(["train", "--help", "model=nope"], cwd=project)
     assert res.code == 0 and "--multirun" in res.stdout
-    assert "the config groups cannot be listed" in res.stdout and "model/nope" in res.stdout
+    assert "the config groups cannot be listed" in res.stdout and "no option 'nope'" in res.stdout

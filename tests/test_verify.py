@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DIGITS, REPO, TINY, run_repro, sha256_file
+from conftest import DIGITS, REPO, TINY, bit_deciding_pin, run_repro, sha256_file
 
+from repro.environment.pins import Pins, pinned_variables
+from repro.lock.diff import PIN_KEYS
 from repro.source.inputs import config_digest
 from repro.trust.attestation import RECORD_NAME, check_record
 
@@ -54,6 +56,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     git("add", "out", cwd=root)
     git("commit", "-qm", "release", cwd=root)
     return root
+
+
+@pytest.fixture(scope="module")
+def pin_change(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any]:
+    """A pin and another value of it that gives other weights for the trained build (found on this host)."""
+    probe = tmp_path_factory.mktemp("pin-probe") / "project"
+    shutil.copytree(trained, probe, symlinks=True)
+    weights = sha256_file(trained / "out" / "model.safetensors")
+    return bit_deciding_pin(probe, weights, DATA_OVERRIDE)
 
 
 @pytest.fixture
@@ -232,13 +243,17 @@ def test_a_docstring_edit_outside_the_compiler_changes_nothing(trained: Path, tm
 # --- pins ----------------------------------------------------------------------------------------
 
 
-def test_thread_pin_edited_is_reported_as_a_pin_and_the_rebuild_differs(copy: Path) -> None:
+def test_a_pin_edited_is_reported_as_a_pin_and_the_rebuild_differs(copy: Path, pin_change: tuple[str, Any]) -> None:
+    key, value = pin_change
     lock = copy / "out" / "repro.lock"
-    edit_lock(lock, lambda d: d["build"].update(threads=1))
+    was = json.loads(lock.read_text())["build"][key]
+    edit_lock(lock, lambda d: d["build"].update({key: value}))
     r = verify(lock, cwd=copy)
     assert r.code == 1
-    assert "pin          changed  threads  2 -> 1  (the lock's build section says 1" in r.stdout
-    assert "pin          changed  threads  2 -> 1  (torch reported threads=2 at build time" in r.stdout
+    shown = f"pin          changed  {key}  {was!r} -> {value!r}" if isinstance(value, str) else \
+        f"pin          changed  {key}  {was} -> {value}"  # the report quotes strings
+    assert f"{shown}  (the lock's build section says {value!r}" in r.stdout
+    assert f"{shown}  (torch reported {key}={was!r} at build time" in r.stdout
     assert "rebuild    skipped" in r.stdout
 
     code, report = verify_json(lock, "--rebuild-anyway", cwd=copy)
@@ -247,7 +262,7 @@ def test_thread_pin_edited_is_reported_as_a_pin_and_the_rebuild_differs(copy: Pa
     check = check_record(copy / "out" / RECORD_NAME, sha256_file(lock), locked)
     assert not check.valid and "differ from the locked" in check.reason
     kinds = {(d["kind"], d["name"]) for d in report["differences"]}
-    assert ("pin", "threads") in kinds and ("weights", "model.safetensors") in kinds
+    assert ("pin", key) in kinds and ("weights", "model.safetensors") in kinds
     tensors = [d for d in report["differences"] if d["kind"] == "tensor"]
     assert tensors, report
     for t in tensors:
@@ -262,9 +277,12 @@ def test_thread_pin_edited_is_reported_as_a_pin_and_the_rebuild_differs(copy: Pa
 def test_capability_this_cpu_lacks_exits_3_before_any_training(copy: Path) -> None:
     lock = copy / "out" / "repro.lock"
 
-    def to_sve(d: dict[str, Any]) -> None:  # a consistent lock, as an Arm SVE machine would write it
+    def to_sve(d: dict[str, Any]) -> None:  # a consistent lock, as an Arm SVE machine would write it (build=native)
         d["build"]["cpu_capability"] = d["build"]["flags"]["cpu_capability"] = "sve256"
-        d["inputs"]["config"]["resolved"]["build"]["cpu_capability"] = "sve256"
+        resolved = d["inputs"]["config"]["resolved"]["build"]
+        resolved["cpu_capability"] = "sve256"
+        for pins in (d["build"], resolved):
+            pins.update(profile="native", kernels="vendor")
 
     edit_lock(lock, to_sve, redigest=True)
     work = copy.parent / "work"
@@ -362,7 +380,7 @@ def _edited(change: Any) -> Any:
     (_edited(lambda d: d.pop("outputs")), "'outputs' is a required property"),
     (_edited(lambda d: d["build"].update(threads="two")), "field 'build.threads'"),
     (_edited(lambda d: d["inputs"]["data"]["files"][0].pop("hashes")), "inputs.data.files.0"),
-    (_edited(lambda d: d.update(version=3)), "version 3 is newer than this repro"),
+    (_edited(lambda d: d.update(version=4)), "version 4 is newer than this repro"),
     (_edited(lambda d: d.update(version="1")), "field 'version'"),
 ])
 def test_unusable_lock_exits_2_with_one_line(copy: Path, tamper: Any, needle: str) -> None:
@@ -430,16 +448,18 @@ def test_paths_escaping_the_root_exit_2_and_nothing_outside_is_read(copy: Path, 
     assert not [p for p in opened if p.startswith(str(secret_dir.resolve()))]
 
 
-def test_consistent_lock_whose_weights_were_built_otherwise(copy: Path) -> None:
-    """Inputs and pins all agree, yet the lock's weights came from another build (2 threads, it
-    claims 1): what a different CPU looks like. The report must reach the tensors and the step."""
+def test_consistent_lock_whose_weights_were_built_otherwise(copy: Path, pin_change: tuple[str, Any]) -> None:
+    """Inputs and pins all agree, yet the lock's weights came from another build (one pin value, it
+    claims another that gives other bits). The report must reach the tensors and the step."""
+    key, value = pin_change
     lock = copy / "out" / "repro.lock"
 
-    def claim_one_thread(d: dict[str, Any]) -> None:
-        d["build"]["threads"] = d["build"]["flags"]["threads"] = 1
-        d["inputs"]["config"]["resolved"]["build"]["threads"] = 1
+    def claim_the_other_value(d: dict[str, Any]) -> None:
+        d["build"][key] = d["build"]["flags"][key] = value
+        d["inputs"]["config"]["resolved"]["build"][key] = value
+        d["build"]["env"] = pinned_variables(Pins(**{k: d["build"][k] for k in PIN_KEYS}))
 
-    edit_lock(lock, claim_one_thread, redigest=True)
+    edit_lock(lock, claim_the_other_value, redigest=True)
     assert verify(lock, "--inputs-only", cwd=copy).code == 0  # nothing to see in the inputs
     r = verify(lock, cwd=copy)
     assert r.code == 1, r.stdout + r.stderr
@@ -448,4 +468,5 @@ def test_consistent_lock_whose_weights_were_built_otherwise(copy: Path) -> None:
     assert "outputs:" in out and "inputs:" not in out
     assert "tensor       changed  net.0.weight" in out and "elements differ, max abs diff" in out
     assert "(first differing logged step" in out or "(first logged step already differs)" in out
-    assert "hint: inputs and pins match, yet training diverges at step" in out
+    # The hint names the step; its cause depends on whether this machine built the lock (run.json).
+    assert "hint: inputs" in out and "match" in out and "yet training diverges at step" in out

@@ -18,7 +18,8 @@ from repro.source.inputs import PACKAGE_DIR
 
 GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v2.lock"
 BUILD_CFG = {"profile": "default", "device": "cpu", "threads": 2, "cpu_capability": "avx2", "precision": "fp32",
-             "world_size": 1, "deterministic": True, "mkldnn": True, "mkl_cbwr": None}
+             "world_size": 1, "deterministic": True, "mkldnn": False, "mkl_cbwr": "COMPATIBLE", "kernels": "portable",
+             "unportable": "refuse"}
 
 
 def lock() -> dict[str, Any]:
@@ -64,7 +65,7 @@ def test_pin_consistency_names_the_edited_pin() -> None:
     edited["build"]["threads"] = 1
     [d] = pin_consistency(edited)
     assert (d.kind, d.name, d.old, d.new) == ("pin", "threads", 2, 1)
-    edited["build"]["flags"] = {"threads": 2, "mkldnn": True}  # what torch reported at build time
+    edited["build"]["flags"] = {"threads": 2, "mkldnn": False}  # what torch reported at build time
     [_, flag] = pin_consistency(edited)
     assert (flag.name, flag.old, flag.new) == ("threads", 2, 1) and "torch reported threads=2" in flag.detail
 

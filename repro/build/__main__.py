@@ -3,9 +3,15 @@
 import gc
 import sys
 
-from repro.build.run import rebuild_main
+from repro import lifetime
+from repro.errors import Interrupted
 
 if __name__ == "__main__":
+    # First, before the long imports: a stop signal ends this process cleanly (no traceback; the
+    # training loop stops at its next step), and so does its parent's death (a torchrun rank's parent
+    # is torchrun's agent, which does not set this for it).
+    lifetime.stop_on_signals()
+    lifetime.die_with_parent()
     # A build child spends most of its start-up importing torch, torch._dynamo and datasets: about a
     # million long-lived objects, which the cyclic collector would scan again and again (its first
     # generation runs every 700 allocations). Collection is off until they are all loaded;
@@ -13,4 +19,10 @@ if __name__ == "__main__":
     # ~0.8 s less CPU, with the same weights (BENCHMARKS.md). Collection frees only unreachable
     # objects, so it decides no bit.
     gc.disable()
-    sys.exit(rebuild_main(sys.argv[1]))
+    try:
+        from repro.build.run import rebuild_main
+
+        code = rebuild_main(sys.argv[1])
+    except Interrupted as exc:  # before the spec was read (rebuild_main reports the others itself)
+        code = exc.exit_code
+    sys.exit(code)

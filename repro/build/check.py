@@ -26,13 +26,14 @@ from typing import Any
 from repro.build.emulate import qemu_python
 from repro.build.variations import NOISY_ENV, Variation
 from repro.environment.pins import SHELL_KNOBS, resolve_pins
+from repro.errors import Interrupted
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
+from repro.lifetime import start, supervise
 from repro.lock import lockfile
 from repro.lock.types import Lock
 from repro.source.config import ConfigSource, require
 from repro.source.data import DataSpec, hashed_file_list
 from repro.source.inputs import PACKAGE_DIR
-from repro.source.walk import expand_patterns
 
 KILL_GRACE = 120  # seconds a SIGKILLed build may take to let go of its out_dir
 _CLEAN = {"PYTHONHASHSEED": "0", "TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "TERM": "xterm", "COLUMNS": "80"}
@@ -60,7 +61,8 @@ class Project:
     steps: int
     work: Path
     python: str = sys.executable
-    code_files: list[str] = field(default_factory=list)  # the baseline lock's inputs.code files
+    needed: list[str] = field(default_factory=list)  # the files the baseline build read (data, code, records)
+    clone: list[str] | None = None  # what a clone holds (repro.build.clone), read once
     counter: list[int] = field(default_factory=lambda: [0])
 
     def folder(self, name: str) -> Path:
@@ -75,19 +77,31 @@ def environment(variation: Variation, work: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SHELL_KNOBS and k not in NOISY_ENV and
            not k.startswith(("LC_", "REPRO_"))}
     paths = [str(PACKAGE_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    # Temporary folders inside the run's own: a build killed on purpose (the resume axis) cannot clean up its
+    # /tmp/repro-launch-*, and check removes its work folder whatever happened.
+    tmp = work / "tmp"
+    tmp.mkdir(exist_ok=True)
     env.update(_CLEAN, PYTHONPATH=os.pathsep.join(dict.fromkeys(paths)), HF_DATASETS_OFFLINE="1",
-               HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1", HF_DATASETS_CACHE=str(work / "hf-datasets-cache"))
+               HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1", HF_DATASETS_CACHE=str(work / "hf-datasets-cache"),
+               TMPDIR=str(tmp))
     env.update(dict(variation.env))
     return env
 
 
-def relocate(project: Project, dest: Path) -> tuple[Path, Path]:
-    """Copy the project's data, code and configs under `dest`; return (root, config_dir) there."""
+def relocate(project: Project, dest: Path) -> tuple[Path, Path, list[str]]:
+    """Copy what a clone of the project holds (`repro.build.clone`) under `dest`.
+
+    Returns (root, config_dir) there, and the files the baseline build read that
+    the copy lacks (untracked data or code: a stranger's clone would lack them too).
+    The embedded example has no clone: its data and configs ship with repro.
+    """
     src = project.source
-    spec = DataSpec.from_config(project.resolved)
-    include = [str(p) for p in require(project.resolved, "code.include", list)]
-    files = set(hashed_file_list(src.root, spec)) | set(expand_patterns(src.root, include) if include else [])
-    files |= set(project.code_files)  # the project modules the build imported, as its lock lists them
+    if src.embedded:
+        files = set(hashed_file_list(src.root, DataSpec.from_config(project.resolved)))
+    else:
+        from repro.build.clone import clone_files
+
+        files = set(project.clone if project.clone is not None else clone_files(src.root))
     root = dest / "another place" / src.root.name
     for rel in sorted(files):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -96,8 +110,10 @@ def relocate(project: Project, dest: Path) -> tuple[Path, Path]:
         config_dir = root / src.config_dir.relative_to(src.root)
     except ValueError:  # configs outside the root (the embedded example's, say)
         config_dir = root / "configs-elsewhere"
-    shutil.copytree(src.config_dir, config_dir, dirs_exist_ok=True)
-    return root, config_dir
+    if src.embedded or not config_dir.is_dir():
+        shutil.copytree(src.config_dir, config_dir, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+    return root, config_dir, [p for p in project.needed if p not in files and not src.embedded]
 
 
 def train(project: Project, variation: Variation, trace: tuple[int, Path] | None = None) -> Run:
@@ -108,8 +124,12 @@ def train(project: Project, variation: Variation, trace: tuple[int, Path] | None
     root, config_dir = project.source.root, project.source.config_dir
     cwd = root
     if variation.relocate:
-        root, config_dir = relocate(project, work)
+        root, config_dir, lacking = relocate(project, work)
         cwd = root
+        if lacking:
+            return Run(out_dir, 0.0, f"a clone of the project lacks {len(lacking)} file(s) the build reads: "
+                                     f"{', '.join(lacking[:5])}; they are tracked by neither git nor DVC "
+                                     "(`git add` or `dvc add` them)")
     python = str(qemu_python(project.work, variation.prefix[0], project.python)) if variation.qemu else project.python
     prefix = [] if variation.qemu else list(variation.prefix)
     cmd = [*prefix, python, "-m", "repro", "train", "--quiet", "--config-dir", str(config_dir),
@@ -144,13 +164,15 @@ def _resumed(out_dir: Path, log: Path) -> str | None:
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], umask: int, log: Path) -> str | None:
-    with open(log, "wb") as err:
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=err, umask=umask, check=False)
-    if proc.returncode == 0:
+    with open(log, "wb") as err:  # the build dies with this process; a stop signal is forwarded to it
+        done = supervise(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                         umask=umask)
+    if done.signum is not None:
+        raise Interrupted(done.signum, " during a build of `repro check`")
+    if done.code == 0:
         return None
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    return f"exit code {proc.returncode}" + (f": {lines[-1].strip()}" if lines else "")
+    return f"exit code {done.code}" + (f": {lines[-1].strip()}" if lines else "")
 
 
 def _interrupt(cmd: list[str], cwd: Path, env: dict[str, str], variation: Variation, out_dir: Path) -> str | None:
@@ -160,14 +182,13 @@ def _interrupt(cmd: list[str], cwd: Path, env: dict[str, str], variation: Variat
     every = next(o for o in variation.overrides if o.startswith("trainer.checkpoint_every="))
     step = every.split("=", 1)[1]
     marker = pause_marker(out_dir / CHECKPOINTS_DIR, int(step))
-    proc = subprocess.Popen(cmd, cwd=cwd, env={**env, PAUSE_AFTER_STEP_ENV: step}, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            umask=variation.umask)
+    proc = start(cmd, cwd=cwd, env={**env, PAUSE_AFTER_STEP_ENV: step}, stdin=subprocess.DEVNULL,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, umask=variation.umask)
     while not marker.exists():
         if proc.poll() is not None:
             return f"the run ended (exit code {proc.returncode}) before reaching step {step}"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # a power cut: the whole process group we started
+    os.killpg(proc.pid, signal.SIGKILL)  # a power cut: its build child, in a group of its own, dies with it
     proc.wait()
     if not wait_released(out_dir, KILL_GRACE):  # the build child may outlive the parent waited for
         return f"the killed build still held {out_dir.name} {KILL_GRACE} s later"

@@ -1,7 +1,7 @@
 """Run `repro check` and report: one row per variation, with its first step and op when it differs.
 
 Exit 1 when a variation that the build's profile promises differs: everything
-on one machine for the default profile; also other CPU models for `portable`.
+on one machine for `native`; other CPU models too for the default profile.
 `profile` and `world` are reported only. The report is written to the config's
 out_dir as `check.json`, where `repro card` finds it.
 """
@@ -21,10 +21,12 @@ from repro.build.localize import Localizer, explain, first_step, trace_folder
 from repro.build.variations import AXES, BASELINE, Variation, promised, variations
 from repro.errors import ConfigError, TrainingFailed
 from repro.filenames import CHECK_NAME, LOCK_NAME
+from repro.lock.types import Lock
+from repro.progress import PhaseReport
 from repro.source.config import ConfigSource, compose
 from repro.source.inputs import config_digest
 
-__all__ = ["CHECK_NAME", "CheckOptions", "CheckReport", "check", "parse_axes", "render"]
+__all__ = ["CHECK_NAME", "CheckOptions", "CheckReport", "check", "parse_axes", "render", "verdict"]
 
 REPORT_VERSION = 1
 
@@ -40,6 +42,7 @@ class CheckOptions:
     steps: int = 20
     localize: bool = True
     work_dir: Path | None = None
+    progress: PhaseReport | None = None  # one line per build, as it finishes (repro.progress.phase_lines)
 
 
 @dataclass
@@ -97,25 +100,50 @@ def check(opts: CheckOptions) -> CheckReport:
     resolved = compose(opts.source, [*opts.overrides, f"trainer.max_steps={opts.steps}"])
     work = Path(opts.work_dir or tempfile.mkdtemp(prefix="repro-check-")).resolve()
     project = Project(opts.source, list(opts.overrides), resolved, opts.steps, work)
+    if any(a.partition(":")[0] == "path" for a in opts.axes) and not opts.source.embedded:
+        from repro.build.clone import clone_files
+
+        project.clone = clone_files(opts.source.root)  # outside git: refused now, before any build
     started = time.monotonic()
+    say = opts.progress or (lambda _line, _done, _total: None)
     try:
+        todo = variations(project, opts.axes)
+        total = 1 + len(todo)
+        say(f"baseline: building {opts.steps} steps in a clean shell ({len(todo)} variation(s) to follow)", 0, total)
         base_trace = trace_folder(project, BASELINE, "all") if opts.localize else None
         base = train(project, BASELINE, trace=None if base_trace is None else (project.steps, base_trace))
         if base.error is not None:
             raise TrainingFailed(f"the baseline build failed ({base.error}); fix `repro train` first")
         assert base.lock is not None
-        project.code_files = [str(f["path"]) for f in base.lock["inputs"]["code"]["files"]]
+        project.needed = read_files(base.lock, resolved)
         profile = profile_of(resolved)
+        say(f"baseline: built in {base.seconds:.1f} s, weights sha256 {str(base.weights_sha256)[:12]}…", 1, total)
         report = CheckReport(profile, opts.steps, config_digest(resolved)["sha256"],
                              {"what": BASELINE.what, "seconds": base.seconds, "weights_sha256": base.weights_sha256})
         localizer = Localizer(project, recorded=base_trace)
-        for variation in variations(project, opts.axes):
-            report.rows.append(_one(project, variation, base, profile, localizer if opts.localize else None))
+        for i, variation in enumerate(todo, 1):
+            row = _one(project, variation, base, profile, localizer if opts.localize else None)
+            report.rows.append(row)
+            say(f"{variation.axis}/{variation.name} ({i}/{len(todo)}): {row.result}"
+                + (f" in {row.seconds:.1f} s" if row.result != "skipped" else "")
+                + (f": {row.detail}" if row.result in ("failed", "skipped") and row.detail else ""), 1 + i, total)
         report.seconds = time.monotonic() - started
         return report
     finally:
         if opts.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def read_files(lock: Lock, resolved: dict[str, Any]) -> list[str]:
+    """What the baseline build read from the project: its data and code files, and the records of the
+    stages that made the data (a copy without them cannot build)."""
+    from repro.source.stages import stage_specs
+
+    data = [str(f["path"]) for f in lock["inputs"]["data"]["files"]]
+    code = [str(f["path"]) for f in lock["inputs"]["code"]["files"]]
+    made = {r["stage"] for r in lock["inputs"].get("stages", [])}
+    records = [spec.record for spec in stage_specs(resolved).values() if spec.name in made]
+    return sorted(set(data + code + records))
 
 
 def _one(project: Project, variation: Variation, base: Run, profile: str,
@@ -169,8 +197,19 @@ def render(report: CheckReport) -> list[str]:
     for r in notes:
         where = f"step {r.first_step}: " if r.first_step is not None else ""
         lines.append(f"{r.axis}/{r.variation}: {where}{r.detail}")
-    broken = [r for r in report.rows if r.promised and r.result in ("different", "failed")]
     lines.append("")
-    lines.append(f"MISMATCH: {len(broken)} promised variation(s) differ" if broken else
-                 f"OK: every variation the {report.profile} profile promises is identical")
+    lines.append(verdict(report))
     return lines
+
+
+def verdict(report: CheckReport) -> str:
+    """The last line: a build that failed is "failed", never counted as one that differs."""
+    differ = [r.variation for r in report.rows if r.promised and r.result == "different"]
+    failed = [r.variation for r in report.rows if r.promised and r.result == "failed"]
+    parts = []
+    if differ:
+        parts.append(f"MISMATCH: {len(differ)} promised variation(s) differ ({', '.join(differ)})")
+    if failed:
+        parts.append(f"FAILED: {len(failed)} promised variation(s) could not be built ({', '.join(failed)}; "
+                     "why is above)")
+    return "; ".join(parts) if parts else f"OK: every variation the {report.profile} profile promises is identical"

@@ -26,11 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import atomic_write_json
+from repro.environment.kernels import library
 from repro.environment.pins import Pins, pinned_environ
-from repro.errors import EnvironmentMismatch, ReproError, TrainingFailed, from_exit_code
+from repro.errors import EnvironmentMismatch, Interrupted, ReproError, TrainingFailed, from_exit_code
+from repro.lifetime import Finished, supervise
 from repro.source.inputs import PACKAGE_DIR
 from repro.train import distributed
 
+# Where the build child finds repro's portable kernels (repro.train.kernels reads it).
+LIBRARY_VARIABLE = "REPRO_PORTABLE_LIBRARY"
 # `python -m repro.build SPEC` runs repro/build/__main__.py, which calls rebuild_main.
 CHILD_MODULE = "repro.build"
 SPEC_NAME, ERROR_NAME, LOG_NAME = "child-spec.json", "child-error.json", "child-stderr.log"
@@ -44,12 +48,17 @@ def child_environ(pins: Pins, work_dir: Path, own_cache: bool = False, python: s
     dynamic-thread or hash-seed variable is inherited. The child imports the same
     repro whose source was hashed (PYTHONPATH names it and nothing else), unless
     `python` is another environment's interpreter (`verify --toolchain recreate`),
-    which must use its own installed repro. With `own_cache` (verify) the datasets
+    which must use its own installed repro (and builds repro's portable kernels against its own
+    torch). With `own_cache` (verify) the datasets
     cache is the child's own, so no stale cache can stand in for the data.
     """
     env = pinned_environ(pins)
     if python is None:
         env["PYTHONPATH"] = str(PACKAGE_DIR.parent)
+        if pins.kernels == "portable":  # built here, once per toolchain; the child only loads it
+            env[LIBRARY_VARIABLE] = str(library()[0])
+    elif pins.kernels == "portable":  # another toolchain's torch: the child builds them, in its work folder
+        env["REPRO_KERNEL_CACHE"] = str(work_dir / "kernels")
     if own_cache:
         env["HF_DATASETS_CACHE"] = str(work_dir / "hf-datasets-cache")
     env["TORCHELASTIC_ERROR_FILE"] = str(work_dir / "elastic-error.json")
@@ -78,7 +87,9 @@ def run_child(spec: dict[str, Any], pins: Pins, work_dir: Path, *, quiet: bool =
     messages; `own_cache` and `python`: see `child_environ`; `prefix` wraps the command
     (a sandbox, repro.build.sandbox); `env_extra` is added to the child's environment
     (the op recorder's REPRO_TRACE_* variables). The child dies with
-    this process, so a killed `repro train` leaves no build running.
+    this process, so a killed `repro train` leaves no build running, and a stop
+    signal sent to this process is forwarded to it (`repro.lifetime.supervise`): it
+    stops at its next safe point, and `Interrupted` is raised here once it has.
     """
     spec_path, error_path, log = work_dir / SPEC_NAME, work_dir / ERROR_NAME, work_dir / LOG_NAME
     error_path.unlink(missing_ok=True)
@@ -86,15 +97,18 @@ def run_child(spec: dict[str, Any], pins: Pins, work_dir: Path, *, quiet: bool =
     shown = not quiet and pins.world_size == 1
     env = {**child_environ(pins, work_dir, own_cache, python), **(env_extra or {})}
     with open(log, "wb") as err:
-        proc = subprocess.run([*prefix, *child_command(pins, spec_path, python)], cwd=work_dir, env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None if shown else err,
-                              preexec_fn=_die_with_parent)
+        done = supervise([*prefix, *child_command(pins, spec_path, python)], cwd=work_dir, env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None if shown else err)
     stderr = log.read_text(errors="replace") if log.is_file() else ""
     for line in stderr.splitlines():
         if line.startswith(MESSAGE_PREFIX):
             print(line, file=sys.stderr, flush=True)
-    if proc.returncode != 0:
-        raise child_error(proc.returncode, error_path, stderr, pins, what)
+    if done.code != 0:
+        # torchrun's agent stops the other ranks with SIGTERM when one dies: their report of that
+        # signal is not the user's; only one forwarded from here is.
+        agent = pins.world_size > 1 and not distributed.under_launcher()
+        raise_interrupted(done, error_path, what, child_signals=not agent)
+        raise child_error(done.code, error_path, stderr, pins, what)
 
 
 # What the child prints for the user (resume decisions, warnings); relayed by run_child.
@@ -106,27 +120,46 @@ def child_message(message: str) -> None:
     print(MESSAGE_PREFIX + message, file=sys.stderr, flush=True)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL it when the parent dies (Linux prctl; a no-op elsewhere)."""
-    try:
-        import ctypes
+def write_error(spec: dict[str, Any], exc: ReproError | Interrupted) -> int:
+    """In the child: leave a user-facing failure for the parent to raise again; return its exit code.
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def write_error(spec: dict[str, Any], exc: ReproError) -> int:
-    """In the child: leave a user-facing failure for the parent to raise again; return its exit code."""
-    atomic_write_json(Path(spec["error_path"]), {"exit_code": exc.exit_code, "message": str(exc)})
+    An interruption also leaves its signal and where it stopped (`detail`), which
+    the parent's own `Interrupted` repeats.
+    """
+    report: dict[str, Any] = {"exit_code": exc.exit_code, "message": str(exc)}
+    if isinstance(exc, Interrupted):
+        report.update(signal=exc.signum, detail=exc.detail)
+    atomic_write_json(Path(spec["error_path"]), report)
     return exc.exit_code
 
 
-def child_error(code: int, error_path: Path, stderr: str, pins: Pins, what: str) -> ReproError:
-    """The typed error of a failed child: its own report, else what killed it."""
+def raise_interrupted(done: Finished, error_path: Path, what: str = "", child_signals: bool = True) -> None:
+    """Raise `Interrupted` if a stop signal ended the child: one forwarded to it, or (with
+    `child_signals`) one it got itself.
+
+    Where the child stopped comes from its error file, when it wrote one.
+    """
+    info: dict[str, Any] = {}
     if error_path.is_file():
-        info = json.loads(error_path.read_text(encoding="utf-8"))
+        try:
+            info = json.loads(error_path.read_text(encoding="utf-8"))
+        except ValueError:
+            info = {}
+    signum = done.signum if done.signum is not None else info.get("signal") if child_signals else None
+    if not isinstance(signum, int):
+        return
+    detail = info.get("detail") if isinstance(info.get("detail"), str) else ""
+    raise Interrupted(signum, (f" during the {what}" if what else "") + str(detail))
+
+
+def child_error(code: int, error_path: Path, stderr: str, pins: Pins, what: str) -> ReproError:
+    """The typed error of a failed child: its own report, else what killed it.
+
+    A report of a stop signal that is no interruption of ours (torchrun stopping the
+    other ranks after one died) says nothing: what killed the first rank does.
+    """
+    info = json.loads(error_path.read_text(encoding="utf-8")) if error_path.is_file() else {}
+    if info and "signal" not in info:
         return from_exit_code(int(info["exit_code"]), (f"{what}: " if what else "") + str(info["message"]))
     what = what or "build"
     rank = None

@@ -13,6 +13,7 @@ Plain verify treats a tokenizer or a prepared table as input. This does not:
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -28,6 +29,7 @@ from repro.errors import DataError, UserInputError
 from repro.lock import lockfile, stagerecord
 from repro.lock.diff import Difference
 from repro.lock.types import Lock
+from repro.safeio import copy_beneath, open_beneath
 from repro.source.stages import default_record, stage_specs
 
 SOURCE_DIR = "source"
@@ -41,19 +43,24 @@ def verify_from_source(opts: VerifyOptions) -> VerifyReport:
         raise UserInputError(f"{opts.lock_path}: records no stages (inputs.stages): its data were made by no "
                              "declared stage; plain `repro verify` checks it")
     root, root_source = find_root(opts.lock_path, lock, opts.root)
-    gate.check(lock, opts.trust_code)  # the stages run the lock's code too, before the training does
+    gate.check(lock, root, opts.trust_code)  # the stages run the lock's code too, before the training does
     keep = opts.work_dir is not None
     work = (opts.work_dir or Path(tempfile.mkdtemp(prefix="repro-from-source-"))).resolve()
     src = work / SOURCE_DIR
     if src.exists():
         shutil.rmtree(src)
     try:
-        copied = copy_primary_sources(lock, root, src)
+        copied, differing, too_big = copy_primary_sources(lock, root, src)
         report = VerifyReport(str(opts.lock_path), str(src), f"primary sources copied from {root} "
                               f"({root_source})", "from-source", {"primary_sources": len(copied)})
+        report.differences += differing
+        if too_big:  # not copied: the stages cannot run on it, and it already differs
+            report.rebuild = {"performed": False, "reason": "skipped: a primary source differs in size from the "
+                                                            "lock, so it was not copied"}
+            return report
         paths = record_paths(lock)
         for record in records:
-            if not _rerun(record, paths[record["stage"]], src, report, opts.quiet):
+            if not _rerun(record, paths[record["stage"]], src, report, opts):
                 report.rebuild = {"performed": False, "reason": f"skipped: stage {record['stage']} differs "
                                                                 f"from its record"}
                 return report
@@ -68,21 +75,52 @@ def verify_from_source(opts: VerifyOptions) -> VerifyReport:
 
 def primary_sources(lock: Lock) -> list[str]:
     """Every file the lock or its records name that no recorded stage made."""
+    return sorted(recorded_sources(lock), key=lambda s: s.encode("utf-8"))
+
+
+def recorded_sources(lock: Lock) -> dict[str, tuple[int, str]]:
+    """Each primary source with the size and sha256 the lock (or the first record naming it) gives it."""
     records = lock["inputs"]["stages"]
     made = {f["path"] for r in records for f in r["outputs"]["files"]}
-    named = {f["path"] for block in (lock["inputs"]["data"], lock["inputs"]["code"]) for f in block["files"]}
-    named |= {f["path"] for r in records for block in (r["inputs"], r["code"]) for f in block["files"]}
-    return sorted(named - made, key=lambda s: s.encode("utf-8"))
+    blocks = [lock["inputs"]["data"], lock["inputs"]["code"], *(r[b] for r in records for b in ("inputs", "code"))]
+    out: dict[str, tuple[int, str]] = {}
+    for block in blocks:
+        for f in block["files"]:
+            if f["path"] not in made:
+                out.setdefault(f["path"], (f["size"], f["hashes"]["sha256"]))
+    return out
 
 
-def copy_primary_sources(lock: Lock, root: Path, dest: Path) -> list[str]:
+def copy_primary_sources(lock: Lock, root: Path, dest: Path) -> tuple[list[str], list[Difference], bool]:
+    """Copy every primary source into `dest`; (the files, the ones that differ from the lock, whether one was
+    too big to copy).
+
+    Each is opened beneath the root (a link may point only inside it) and must be
+    a regular file; one whose size differs from the lock's is not copied at all
+    (it may be a sparse 1 GB file recorded as 4 KB). One of the recorded size is
+    copied and hashed on the way: if it differs, the report says so, and the
+    stages then show what it changed downstream.
+    """
+    recorded = recorded_sources(lock)
     files = primary_sources(lock)
+    differing: list[Difference] = []
+    too_big = False
     for rel in files:
-        if not (root / rel).is_file():
+        size, sha256 = recorded[rel]
+        if not os.path.lexists(root / rel):
             raise DataError(f"{rel}: a primary source of this lock, missing under {root}")
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(root / rel, dest / rel)
-    return files
+        fd, st = open_beneath(root, rel, "primary source", DataError, links="inside")
+        os.close(fd)
+        if st.st_size != size:
+            differing.append(Difference("inputs", "data", rel, "changed", sha256, None,
+                                        f"{st.st_size} bytes, the lock records {size}; not copied"))
+            too_big = True
+            continue
+        got = copy_beneath(root, rel, dest / rel, size, "primary source", DataError, links="inside")
+        if got != sha256:
+            differing.append(Difference("inputs", "data", rel, "changed", sha256, got,
+                                        "a primary source differs from the lock"))
+    return files, differing, too_big
 
 
 def record_paths(lock: Lock) -> dict[str, str]:
@@ -92,11 +130,13 @@ def record_paths(lock: Lock) -> dict[str, str]:
             for r in lock["inputs"]["stages"]}
 
 
-def _rerun(record: dict[str, Any], record_path: str, src: Path, report: VerifyReport, quiet: bool) -> bool:
-    """Run one stage from its record in `src`; add its differences to the report; True if identical."""
+def _rerun(record: dict[str, Any], record_path: str, src: Path, report: VerifyReport, opts: VerifyOptions) -> bool:
+    """Run one stage from its record in `src`, importing only its hashed code (unless --trust-code), in the
+    sandbox (unless --no-sandbox); add its differences to the report; True if identical."""
     spec = stagerecord.spec_of(record, record_path)
     started = time.monotonic()
-    rerun = run_stage(spec, record["pins"], src, use_cache=False, quiet=quiet)
+    rerun = run_stage(spec, record["pins"], src, use_cache=False, quiet=opts.quiet,
+                      served=None if opts.trust_code else gate.stage_code(record), sandbox=opts.sandbox)
     diffs = stagerecord.compare(record, rerun.record)
     notes = [d for d in diffs if d.kind == "stage tool" or d.kind in NOTE_KINDS]
     diffs = [d for d in diffs if d not in notes]

@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import StagedFiles, atomic_write_bytes, canonical_json
-from repro.environment import toolchain
 from repro.environment.machine import cpu_model
 from repro.errors import ConfigError
 from repro.filenames import LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
-from repro.lock import lockfile
-from repro.source.inputs import compiler_block
+from repro.lock import identity, lockfile
 
 
 def write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: dict[str, Any], every: int,
@@ -74,8 +72,11 @@ def write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: dic
 
 
 def toolchain_record() -> dict[str, Any]:
-    """The lock's `toolchain`: what this process ran, read after training (see repro.environment.toolchain)."""
-    return {**toolchain.record(), "repro": compiler_block(toolchain.compiler_files())}
+    """The lock's `toolchain`: what this process ran, read after training (see repro.environment.toolchain).
+
+    The same record a checkpoint's source identity holds, read before the first step.
+    """
+    return identity.toolchain_record()
 
 
 

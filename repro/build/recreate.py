@@ -11,7 +11,9 @@ they rebuild; this does the same for a lock's `toolchain` section:
    is on the PATH or beside this interpreter, else with `pip`. uv does not read
    pip's configuration, so pip's find-links and index URLs are passed to it
    explicitly (and pip's best-match-across-indexes strategy), with any
-   `--find-links DIR` given (wheels on no index, such as an unreleased repro);
+   `--find-links DIR` given (wheels on no index); repro's own wheel, when the lock's
+   repro is the one installed here, is found or built from this installation
+   (`repro.build.own_wheel`), so an unreleased repro needs no --find-links;
 3. checked: the installed torch build and repro's compiler digest must be the
    recorded ones, or this is not the toolchain (exit 3).
 
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from repro.build.own_wheel import own_wheel_dir
 from repro.canonical import atomic_write_json, compact_json
 from repro.errors import EnvironmentMismatch
 from repro.source.hashing import hash_files, root_digest
@@ -130,7 +133,8 @@ def provision(toolchain: dict[str, Any], find_links: list[Path], quiet: bool = T
     if path.exists():  # an earlier attempt died half-way: start over
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    links = [opt for d in find_links for opt in ("--find-links", str(Path(d).resolve()))]
+    own = own_wheel_dir(toolchain["repro"]["version"], cache_root().parent / "wheels")
+    links = [opt for d in [*find_links, *([own] if own else [])] for opt in ("--find-links", str(Path(d).resolve()))]
     if uv:
         _run([uv, "venv", "--quiet", "--python", sys.executable, str(path)], "create the environment", quiet)
         # pip picks the best match across all its indexes; uv, unless told, only from the first one that has
@@ -157,8 +161,11 @@ def _run(cmd: list[str], what: str, quiet: bool) -> None:
     for pattern in _NOT_FOUND:
         m = pattern.search(output)
         if m:
+            hint = " (this repro is another version: build the lock's with `pip wheel --no-deps SOURCE`)" \
+                if m.group(1).lower() == "repro" else ""
             raise EnvironmentMismatch(f"--toolchain recreate: cannot {what}: package {m.group(1)} is not installable "
-                                      "here (pass --find-links DIR with its wheel, or verify with --toolchain current)")
+                                      f"here (pass --find-links DIR with its wheel{hint}, or verify with "
+                                      "--toolchain current)")
     last = [ln.strip() for ln in output.splitlines() if ln.strip()][-1:] or ["no output"]
     raise EnvironmentMismatch(f"--toolchain recreate: cannot {what} ({cmd[0]} exit {proc.returncode}): {last[0]}")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from repro import lifetime
 from repro.build.child import child_message, run_child, write_error
 from repro.build.outputs import write_outputs
 from repro.environment.pins import (
@@ -27,15 +28,25 @@ from repro.environment.pins import (
     resolve_pins,
     target_packages,
 )
-from repro.errors import ConfigError, is_write_failure, output_error
+from repro.errors import ConfigError, ReproError, is_write_failure, output_error
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.chain import upstream_records
-from repro.source.base_model import require_consistent
-from repro.source.config import CheckpointSpec, TrainerSpec, check_value_types, require, require_keys
+from repro.lock.identity import identify
+from repro.source.base_model import require_consistent, with_base_path
+from repro.source.composed import ConfigFiles
+from repro.source.config import (
+    CheckpointSpec,
+    TrainerSpec,
+    check_value_types,
+    refuse_interpolations,
+    require,
+    require_keys,
+)
 from repro.source.data import DataSpec, data_file_list
 from repro.source.discover import imported_project_files
-from repro.source.inputs import code_block, code_include, git_state, hash_inputs
+from repro.source.inputs import code_block, code_include, config_digest, git_state, hash_inputs
+from repro.source.targets import check_nodes
 from repro.train import checkpoint, distributed
 from repro.train.resume import Notify, ResumeOptions, Session, hold_out_dir
 from repro.train.resume import start as start_checkpoints
@@ -61,6 +72,7 @@ class BuildReport:
 def check_config(resolved: dict[str, Any]) -> None:
     """Every group and key a build reads, checked before anything is hashed or out_dir is locked (exit 2)."""
     require_keys(resolved)
+    refuse_interpolations(resolved)
     TrainerSpec.from_config(resolved)
     DataSpec.from_config(resolved)
     CheckpointSpec.from_config(resolved)
@@ -76,25 +88,30 @@ def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
     return resolved, pins
 
 
-def finish_code(resolved: dict[str, Any], root: Path) -> dict[str, Any]:
-    """`inputs.code` after training: code.include's files plus every project module the build imported."""
-    return code_block(root, code_include(resolved), imported_project_files(root))
+def finish_code(resolved: dict[str, Any], root: Path, config_files: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`inputs.code` after training: code.include's files, the project config files that were composed
+    (`config_files`) and every project module the build imported."""
+    present = [f for f in config_files if (root / f).is_file()]
+    return code_block(root, code_include(resolved), [*imported_project_files(root), *present])
 
 
-def project_importable(root: Path) -> None:
-    """Put the project root first on the import path, as `python -m` does for the current folder.
+def project_importable(root: Path, served: dict[str, str] | None = None) -> None:
+    """Make the project's own modules importable through repro's finder (`repro.source.project_import`).
 
     The project's own `_target_`s (mylib.net.TinyNet) then import with no
-    PYTHONPATH and no install; the files they load are discovered and hashed.
+    PYTHONPATH and no install, and the root never goes on `sys.path`; the files
+    they load are discovered and hashed. `served`: a rebuild's files, the only ones
+    it may import (a finder installed for this root already is kept).
     """
-    entry = str(root.resolve())
-    if sys.path[:1] != [entry]:
-        sys.path.insert(0, entry)
+    from repro.source.project_import import install, installed_for
+
+    if served is not None or installed_for(root) is None:
+        install(root, served)
 
 
 def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool = True,
               resume: ResumeOptions | None = None, notify: Notify | None = None,
-              rehash: bool = False, in_child: bool = False) -> BuildReport | None:
+              rehash: bool = False, in_child: bool = False, config: ConfigFiles | None = None) -> BuildReport | None:
     """Train from a resolved config and write `out_dir`; the lock is written last.
 
     The build itself runs in a child process (`repro.build.child`) whose whole
@@ -106,7 +123,8 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     `out_dir` is locked for the whole build; a run that was interrupted resumes
     from its newest usable checkpoint (see `repro.train.resume`) and ends in the
     same bytes. `rehash=True` reads every data byte rather than trusting the stat
-    cache.
+    cache. `config`: the config files that were composed (hashed with the code, and
+    named by errors); a rebuild passes the lock's recorded code files instead.
     """
     started = time.monotonic()
     check_value_types(resolved)
@@ -115,47 +133,35 @@ def run_build(resolved: dict[str, Any], root: Path, out_dir: Path, quiet: bool =
     resume = resume or ResumeOptions()
     spec = CheckpointSpec.from_config(resolved)
     require_divisible(resolved, pins)
-    require_portable(resolved, pins)
     if not in_child:
+        from repro.source.project_import import refuse_shadowing
+
+        refuse_shadowing(root)  # a root-level json.py would never be imported: say so, before anything runs
         # Under an outside launcher this process is one rank: refuse a wrong count before starting anything.
         rank = distributed.check_world(pins)[0] if distributed.under_launcher() else 0
         source = None if resume.source is None else str(resume.source.resolve())
         with tempfile.TemporaryDirectory(prefix="repro-launch-") as tmp:
             run_child({"resolved": resolved, "root": str(root.resolve()), "out_dir": str(out_dir.resolve()),
-                       "resume_mode": resume.mode, "resume_source": source, "rehash": rehash}, pins, Path(tmp),
-                      quiet=quiet)
+                       "resume_mode": resume.mode, "resume_source": source, "rehash": rehash,
+                       "config": (config or ConfigFiles()).to_json()}, pins, Path(tmp), quiet=quiet)
         return _report_from(out_dir, started) if rank == 0 else None
     require_supported(pins)
     project_importable(root)
+    config = config or ConfigFiles()
+    # The model, task and optimizer nodes against their constructors, before anything is hashed or trained.
+    check_nodes({**resolved, "model": with_base_path(resolved["model"], root)}, root, config.where(root))
     rank, _ = distributed.check_world(pins)
     if rank != 0:  # other ranks train, but never write to out_dir
         _build_rank(resolved, pins, spec, root, out_dir, resume)
         return None
     try:
-        with hold_out_dir(out_dir):
+        with hold_out_dir(out_dir, notify):
             return _build_locked(resolved, pins, spec, root, out_dir, quiet, resume,
-                                 notify or (lambda _msg: None), started, rehash)
+                                 notify or (lambda _msg: None), started, rehash, config.code)
     except OSError as exc:  # out_dir itself, its lock file: a full disk, no permission, read-only
         if is_write_failure(exc):
             raise output_error(exc) from None
         raise
-
-
-# torch optimizers whose update takes a square root (or another MKL vector-math
-# function): on the portable profile their bits differ between CPU models.
-NOT_PORTABLE = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.Adagrad", "torch.optim.RMSprop",
-                "torch.optim.Adadelta", "torch.optim.NAdam", "torch.optim.RAdam")
-
-
-def require_portable(resolved: dict[str, Any], pins: Pins) -> None:
-    """The portable profile refuses optimizers measured to differ across CPU models."""
-    target = resolved["trainer"]["optimizer"].get("_target_") if isinstance(resolved["trainer"].get("optimizer"),
-                                                                              dict) else None
-    if pins.profile == "portable" and target in NOT_PORTABLE:
-        raise ConfigError(
-            f"build.profile=portable with trainer.optimizer._target_={target}: its square root goes through MKL's "
-            "vector math, whose bits differ between CPU models; use repro.optim.PortableAdam (the same update) "
-            "or torch.optim.SGD, e.g. trainer=portable")
 
 
 def require_supported(pins: Pins) -> None:
@@ -188,7 +194,13 @@ def _build_rank(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root
     if resume.mode != "fresh":
         root_dir = out_dir / CHECKPOINTS_DIR
         ckpt = checkpoint.read(resume.source) if resume.source else checkpoint.newest_valid(root_dir)[0]
-    session = Session(out_dir / CHECKPOINTS_DIR, replace(spec, every=0), {}, resume=ckpt)
+    # The same identity check as rank 0's, so every rank takes the same decision (rank 0 alone deletes).
+    # Only rank 0 hashes the data, and it has compared them with the checkpoint's already.
+    data = ckpt.state["identity"]["data"] if ckpt is not None else ""
+    inputs = {"config": config_digest(resolved), "data": {"root_digest": data}}
+    session = Session(out_dir / CHECKPOINTS_DIR, replace(spec, every=0), {}, resume=ckpt,
+                      identify=lambda: identify(resolved, inputs, pins.to_json(), root), mode=resume.mode,
+                      owner=False)
     session.pause_step = None
     train(resolved, pins, root, files, checkpoints=session)
 
@@ -210,7 +222,8 @@ def _report_from(out_dir: Path, started: float) -> BuildReport:
 
 
 def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root: Path, out_dir: Path,
-                  quiet: bool, resume: ResumeOptions, notify: Notify, started: float, rehash: bool) -> BuildReport:
+                  quiet: bool, resume: ResumeOptions, notify: Notify, started: float, rehash: bool,
+                  config_code: tuple[str, ...]) -> BuildReport:
     # A resumed build validates its checkpoint with jsonschema. Import it in every build, so the
     # toolchain (the distributions this process imported, read after training) is the same
     # whether or not the run was resumed.
@@ -229,7 +242,7 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     files = data_file_list(root, DataSpec.from_config(resolved))
     packages = package_versions((*RECORDED_PACKAGES, *target_packages(resolved)))
     session = start_checkpoints(out_dir, spec, {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},
-                                resume, notify)
+                                resume, notify, identify=lambda: identify(resolved, inputs, pins.to_json(), root))
     if pins.world_size > 1:
         distributed.barrier(pins)  # the other ranks now read the same resume point
 
@@ -241,14 +254,18 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
                        data_digest=inputs["data"]["root_digest"])
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
-    inputs["code"] = finish_code(resolved, root)
+    inputs["code"] = finish_code(resolved, root, config_code)
     build = {**pins.to_json(), "flags": result.flags.to_json(), "env": pinned_variables(pins),
-             "cuda": result.flags.cuda}
-    outputs, lock_bytes, seconds = write_outputs(out_dir, result, inputs, build, every, started, {
-        "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]), **session.report()})
-    # The outputs are complete: checkpoints served their purpose, and left here
-    # they would end up in whatever tracks out_dir (a DVC output, a release).
-    checkpoint.clear(session.root)
+             "cuda": result.flags.cuda, "cpu": result.flags.cpu}
+    resumes = session.lock_resumes()
+    if resumes is not None:  # some steps came from another source: the lock says so (docs/lockfile.md)
+        build["resumes"] = resumes
+    with lifetime.deferred(finish=True):  # a stop signal now would only tear the outputs: finish them
+        outputs, lock_bytes, seconds = write_outputs(out_dir, result, inputs, build, every, started, {
+            "git": git_state(root, [f["path"] for f in inputs["code"]["files"]]), **session.report()})
+        # The outputs are complete: checkpoints served their purpose, and left here
+        # they would end up in whatever tracks out_dir (a DVC output, a release).
+        checkpoint.clear(session.root)
     return BuildReport(
         out_dir=out_dir, weights_sha256=outputs["weights"]["hashes"]["sha256"],
         lock_sha256=hashlib.sha256(lock_bytes).hexdigest(), config_sha256=inputs["config"]["sha256"],
@@ -266,18 +283,38 @@ def rebuild_main(spec_path: str) -> int:
     training. The spec file names the resolved config, the project root, the
     out_dir and resume options; a user-facing failure goes back through `write_error`.
     """
-    from repro.errors import ReproError
+    from repro.errors import Interrupted
 
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     source = spec.get("resume_source")
     options = ResumeOptions(mode=spec.get("resume_mode", "auto"), source=None if source is None else Path(source))
     try:
-        if spec.get("deferred_targets"):  # verify's trust gate, finished before anything from the lock runs
-            from repro.build.gate import check_deferred
+        served = spec.get("served")
+        project_importable(Path(spec["root"]), None if served is None else {str(k): str(v) for k, v in served.items()})
+        if spec.get("gate"):  # verify's trust gate, finished on the imported objects before anything runs
+            from repro.build.gate import check_located
 
-            check_deferred([(str(p), str(t)) for p, t in spec["deferred_targets"]])
+            check_located([(str(p), str(t), str(k)) for p, t, k in spec["gate"]], Path(spec["root"]), served)
+        if spec.get("expect_cpu"):  # verify of a native build: the same CPU, or stop before hashing (exit 3)
+            from repro.build.verify.native import require_same_cpu_here
+
+            require_same_cpu_here(spec["expect_cpu"], spec["resolved"])
         run_build(spec["resolved"], Path(spec["root"]), Path(spec["out_dir"]), quiet=bool(spec["quiet"]),
-                  resume=options, rehash=bool(spec.get("rehash", False)), notify=child_message, in_child=True)
-    except ReproError as exc:
+                  resume=options, rehash=bool(spec.get("rehash", False)), notify=child_message, in_child=True,
+                  config=ConfigFiles.from_json(spec.get("config")))
+    except (ReproError, Interrupted) as exc:  # a stop signal: the `with` blocks have released out_dir
         return write_error(spec, exc)
+    except RuntimeError as exc:  # an operator the portable kernels refused: exit 3, naming it
+        refused = _refused_operator(exc)
+        if refused is None:
+            raise
+        return write_error(spec, refused)
     return 0
+
+
+def _refused_operator(exc: RuntimeError) -> ReproError | None:
+    if "repro.train.kernels" not in sys.modules:
+        return None
+    from repro.train.kernels import unportable_error
+
+    return unportable_error(exc)

@@ -25,23 +25,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.build.child import child_environ, child_error
+from repro.build.child import child_environ, child_error, raise_interrupted
 from repro.canonical import atomic_write_json, fsync_dir
 from repro.environment.pins import Pins
 from repro.errors import DataError, ReproError
+from repro.lifetime import supervise
 from repro.lock import stagerecord
 from repro.lock.diff import Difference
+from repro.safeio import open_beneath
 from repro.source.filetree import SKIP_DIRS
 from repro.source.inputs import files_block
 from repro.source.stages import StageSpec
 from repro.source.walk import expand_patterns
 
 STAGING = ".repro/staging"
-_CHILD = "import sys; from repro.build.stage_child import main; sys.exit(main(sys.argv[1]))"
+# `python -c` puts the current folder (the root) first on sys.path: taken off before anything is imported.
+_CHILD = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+          "from repro.build.stage_child import main; sys.exit(main(sys.argv[1]))")
 # Folders that are never a stage's business: tool caches and virtual environments.
 _NOT_WATCHED = frozenset({*SKIP_DIRS, "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv"})
 
@@ -65,16 +70,23 @@ def stage_pins(pins: Pins) -> dict[str, Any]:
 
 
 def run_stage(spec: StageSpec, pins: dict[str, Any], root: Path, *, use_cache: bool = True,
-              quiet: bool = True) -> StageReport:
-    """Run `spec` under `root` with these stage pins and write its outputs and record."""
+              quiet: bool = True, served: Mapping[str, str] | None = None, sandbox: bool = False) -> StageReport:
+    """Run `spec` under `root` with these stage pins and write its outputs and record.
+
+    `served`: the only project files the stage may import, with their digests (a stage run
+    again from its record); `sandbox`: run it in the rebuild's sandbox (repro.build.sandbox).
+    """
+    from repro.source.project_import import refuse_shadowing
+
     started = time.monotonic()
     root = root.resolve()
+    refuse_shadowing(root)
     inputs = _hash_inputs(spec, root, use_cache)
     (root / STAGING).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=root / STAGING))
     try:
         before = tree_state(root)
-        prestart = _spawn(spec, pins, root, staging, quiet)
+        prestart = _spawn(spec, pins, root, staging, quiet, served, sandbox)
         # Code was loaded before the call and hashed then: an edit during the run changed nothing that ran.
         loaded = {f["path"] for f in prestart["code"]["files"]}
         _check_writes(spec, root, before, tree_state(root), loaded)
@@ -101,13 +113,15 @@ def _hash_inputs(spec: StageSpec, root: Path, use_cache: bool) -> dict[str, Any]
         return files_block(root, files, cache=cache, rehash=not use_cache)
 
 
-def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, quiet: bool) -> dict[str, Any]:
+def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, quiet: bool,
+           served: Mapping[str, str] | None, sandbox: bool) -> dict[str, Any]:
     """Run the stage in a fresh interpreter under the pins; return the digests it took before calling."""
     prestart, error = staging.parent / f"{staging.name}.prestart.json", staging.parent / f"{staging.name}.error.json"
     job = {"name": spec.name, "target": spec.target, "params": spec.params, "root": str(root),
            "inputs": expand_patterns(root, spec.inputs) if spec.inputs else [],
            "outputs": [str(staging / rel) for rel in spec.outputs], "code": list(spec.code), "seed": pins["seed"],
-           "prestart_path": str(prestart), "error_path": str(error)}
+           "prestart_path": str(prestart), "error_path": str(error),
+           "served": None if served is None else dict(served)}
     for rel in spec.outputs:  # the stage writes plain paths; their folders are ready
         (staging / rel).parent.mkdir(parents=True, exist_ok=True)
     job_path = staging.parent / f"{staging.name}.job.json"
@@ -115,11 +129,19 @@ def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, qui
     # The one environment rule for build children: an allowlist plus these pins, on the CPU.
     env = child_environ(as_pins(pins), staging.parent)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # a __pycache__ under the root is a write, and not an output
+    prefix: tuple[str, ...] = ()
+    if sandbox:  # the project read-only; only the staging folder (and its job files beside it) writable
+        from repro.build.sandbox import sandbox_for
+
+        prefix = sandbox_for(root, staging.parent, 1).prefix
+    # What the stage prints goes to stderr: stdout is the command's result (one JSON object with --json).
     try:
-        proc = subprocess.run([sys.executable, "-c", _CHILD, str(job_path)], cwd=root, env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else None)
-        if proc.returncode != 0:
-            raise child_error(proc.returncode, error, "", as_pins(pins), f"stage {spec.name}")
+        # It dies with this process, and a stop signal here is forwarded to it (repro.lifetime).
+        done = supervise([*prefix, sys.executable, "-c", _CHILD, str(job_path)], cwd=root, env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else sys.stderr)
+        if done.code != 0:
+            raise_interrupted(done, error, f"stage {spec.name}")
+            raise child_error(done.code, error, "", as_pins(pins), f"stage {spec.name}")
         loaded: dict[str, Any] = json.loads(prestart.read_text(encoding="utf-8"))
         return loaded
     finally:
@@ -128,10 +150,13 @@ def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, qui
 
 
 def as_pins(pins: dict[str, Any]) -> Pins:
-    """A stage's recorded pins as the build pins the child environment is made from (one CPU process)."""
-    return Pins(profile="default", device="cpu", threads=pins["threads"], cpu_capability=pins["cpu_capability"],
+    """A stage's recorded pins as the build pins the child environment is made from (one CPU process).
+
+    A stage is a plain function, not a training: it loads none of repro's portable kernels, so a stage
+    that computes with torch runs torch's own (vendor) kernels under the recorded MKL mode."""
+    return Pins(profile="native", device="cpu", threads=pins["threads"], cpu_capability=pins["cpu_capability"],
                 precision="fp32", seed=pins["seed"], world_size=1, deterministic=True, mkldnn=True,
-                mkl_cbwr=pins["mkl_cbwr"])
+                mkl_cbwr=pins["mkl_cbwr"], kernels="vendor", unportable="record")
 
 
 def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
@@ -168,10 +193,16 @@ def _check_writes(spec: StageSpec, root: Path, before: dict[str, Any], after: di
 
 
 def _collect(spec: StageSpec, staging: Path) -> dict[str, Any]:
-    """The staged outputs' digests; a missing or an undeclared file is an error naming it."""
+    """The staged outputs' digests; a missing or an undeclared file is an error naming it.
+
+    Each output must be a regular file reached without a link (repro.safeio.open_beneath): a
+    stage from a stranger's record could leave a link to a file outside, to be hashed and moved
+    into the project.
+    """
     for rel in spec.outputs:
-        if not (staging / rel).is_file():
+        if not os.path.lexists(staging / rel):
             raise DataError(f"{rel}: stage {spec.name} did not write this declared output")
+        os.close(open_beneath(staging, rel, f"output of stage {spec.name}", DataError)[0])
     extra = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*")
                    if p.is_file() and p.relative_to(staging).as_posix() not in spec.outputs)
     if extra:

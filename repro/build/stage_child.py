@@ -8,27 +8,34 @@ while the stage runs cannot reach the record, and the next run sees the edit.
 from __future__ import annotations
 
 import importlib
+import os
 import random
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
+from repro import lifetime
 from repro.canonical import atomic_write_json
 from repro.environment import toolchain
-from repro.errors import ConfigError, ReproError
+from repro.errors import ConfigError, Interrupted, ReproError, UserInputError
 from repro.source.discover import imported_project_files
 from repro.source.inputs import code_block, compiler_block
 
 
 def main(job_path: str) -> int:
-    """Run the job in `job_path`; a user-facing failure goes to its error file as one line."""
+    """Run the job in `job_path`; a user-facing failure goes to its error file as one line.
+
+    A stop signal interrupts the stage at once (its outputs go to a staging folder,
+    which the parent removes) and is reported like a failure, with its exit code.
+    """
     import json
 
+    lifetime.stop_on_signals()
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     root = Path(job["root"])
     try:
-        fn = load_target(job["name"], job["target"], root)
+        fn = load_target(job["name"], job["target"], root, job.get("served"))
         # What was imported is what will run: hash it now, before the call (see the module doc).
         atomic_write_json(Path(job["prestart_path"]), {
             "code": code_block(root, job["code"], imported_project_files(root)),
@@ -38,6 +45,10 @@ def main(job_path: str) -> int:
     except ReproError as exc:
         atomic_write_json(Path(job["error_path"]), {"exit_code": exc.exit_code, "message": str(exc)})
         return exc.exit_code
+    except Interrupted as exc:
+        atomic_write_json(Path(job["error_path"]), {"exit_code": exc.exit_code, "message": str(exc),
+                                                    "signal": exc.signum, "detail": exc.detail})
+        return exc.exit_code
     except Exception as exc:  # the stage's own bug: show it, and fail the run like a failed training
         traceback.print_exc()
         atomic_write_json(Path(job["error_path"]), {
@@ -46,9 +57,16 @@ def main(job_path: str) -> int:
     return 0
 
 
-def load_target(name: str, target: str, root: Path) -> Any:
-    """Import `module.function` with the project root first on the path, as `python -m` would."""
-    sys.path.insert(0, str(root))
+def load_target(name: str, target: str, root: Path, served: dict[str, str] | None = None) -> Any:
+    """Import `module.function` through repro's project finder (never with the root on `sys.path`).
+
+    With `served` (a stage run again from its record: its hashed code, with digests)
+    only those files are imported, and the function must be defined in one of them:
+    its `__module__` and `__qualname__` lead back to it (the trust gate's rule).
+    """
+    from repro.source.project_import import install
+
+    install(root, served)
     module_name, _, attr = target.rpartition(".")
     try:
         module = importlib.import_module(module_name)
@@ -58,6 +76,16 @@ def load_target(name: str, target: str, root: Path) -> Any:
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ConfigError(f"config key stages.{name}._target_: {module_name} has no function {attr}")
+    if served is not None:
+        from repro.build.definitions import defined_where  # only here: `repro run` imports the same modules
+
+        where = defined_where(fn)
+        file = getattr(where[0], "__file__", None) if where else None
+        rel = Path(os.path.relpath(os.path.realpath(file), os.path.realpath(root))).as_posix() if file else None
+        if rel is None or rel not in served:
+            raise UserInputError(f"stage {name}: {target} resolves to {getattr(fn, '__module__', '?')}."
+                                 f"{getattr(fn, '__qualname__', '?')}, not a function defined in the stage's "
+                                 "hashed code; pass --trust-code to run it anyway")
     return fn
 
 

@@ -15,6 +15,7 @@ lists each job's overrides, status, lock digest and metrics, as canonical JSON.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import atomic_write_json
-from repro.errors import ConfigError
+from repro.errors import ConfigError, Interrupted
 from repro.filenames import LOCK_NAME
+from repro.lifetime import supervise
 from repro.source.config import ConfigSource
 from repro.source.hydra_app import hydra_app, hydra_errors
 from repro.source.inputs import PACKAGE_DIR
@@ -70,7 +72,9 @@ def run_sweep(source: ConfigSource, overrides: list[str], quiet: bool, rehash: b
 
     given = {o.split("=", 1)[0] for o in overrides}
     extra = [f"{k}={v}" for k, v in SWEEP_DEFAULTS.items() if k not in given] + (QUIET if quiet else [])
-    with hydra_app(source) as hydra, hydra_errors():
+    # Hydra's launcher logs to stdout ("Launching 2 jobs locally"); stdout is the command's result (one JSON
+    # object with --json), so its log goes to stderr. Its handlers resolve `ext://sys.stdout` when configured.
+    with hydra_app(source) as hydra, hydra_errors(), contextlib.redirect_stdout(sys.stderr):
         hydra.multirun(config_name=source.config_name, task_function=task, overrides=[*extra, *overrides],
                        with_log_configuration=not quiet)
     if not where:  # a sweeper plugin may launch no job at all
@@ -97,13 +101,17 @@ def run_job(source: ConfigSource, overrides: list[str], out_dir: Path, quiet: bo
            *(["--rehash"] if rehash else []), *overrides, f"out_dir={out_dir}"]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR.parent), *filter(None, [env.get("PYTHONPATH")])])
-    proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+    # The job dies with this process; a stop signal is forwarded to it, and ends the sweep once it stopped.
+    proc = supervise(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                     text=True)
     if proc.stderr and not quiet:
         sys.stderr.write(proc.stderr)
-    record: dict[str, Any] = {"overrides": overrides, "out_dir": out_dir, "exit_code": proc.returncode}
-    if proc.returncode != 0:
-        return {**record, "status": "failed", "error": _error_line(proc.stderr, proc.returncode)}
+    if proc.signum is not None:  # where the job stopped, in its words after "interrupted by SIGINT"
+        said = _error_line(proc.stderr, proc.code).removeprefix(str(Interrupted(proc.signum)))
+        raise Interrupted(proc.signum, f" during job {' '.join(overrides)}" + (said if said.startswith(" ") else ""))
+    record: dict[str, Any] = {"overrides": overrides, "out_dir": out_dir, "exit_code": proc.code}
+    if proc.code != 0:
+        return {**record, "status": "failed", "error": _error_line(proc.stderr, proc.code)}
     raw = (out_dir / LOCK_NAME).read_bytes()
     outputs = json.loads(raw)["outputs"]
     return {**record, "status": "ok", "lock_sha256": hashlib.sha256(raw).hexdigest(),

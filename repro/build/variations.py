@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from repro.build.emulate import QEMU_CPUS, qemu_missing
-from repro.build.run import NOT_PORTABLE
 
 if TYPE_CHECKING:
     from repro.build.check import Project
@@ -61,8 +60,8 @@ def variations(project: Project, axes: tuple[str, ...]) -> list[Variation]:
     """The variations of the requested axes that this machine can run, in AXES order."""
     out: list[Variation] = []
     for axis in axes:
-        name, _, model = axis.partition(":")  # cpu:Haswell runs one emulated CPU model
-        out += [v for v in _MAKERS[name](project) if not model or v.prefix[:1] == (model,)]
+        name, _, model = axis.partition(":")  # cpu:Icelake-Server runs that one emulated CPU model
+        out += cpu_variations(project, (model,)) if name == "cpu" and model else _MAKERS[name](project)
     return out
 
 
@@ -99,17 +98,9 @@ def _resume(project: Project) -> list[Variation]:
 
 
 def _profile(project: Project) -> list[Variation]:
-    profile = str(project.resolved["build"]["profile"])
-    if profile == "portable":
-        return [Variation("profile", "default profile", "build=default", overrides=("build=default",))]
-    target = project.resolved["trainer"].get("optimizer", {}).get("_target_")
-    swap: tuple[str, ...] = ()
-    if target in ("torch.optim.Adam", "repro.optim.PortableAdam"):
-        swap = ("trainer.optimizer._target_=repro.optim.PortableAdam",)
-    elif target in NOT_PORTABLE:
-        return [Variation("profile", "portable profile", f"skipped: {target} has no portable twin")]
-    return [Variation("profile", "portable profile", "build=portable" + "".join(" " + s for s in swap),
-                      overrides=("build=portable", *swap))]
+    """The other profile: native against the default (same config, torch's own kernels), or the reverse."""
+    other = "default" if str(project.resolved["build"]["profile"]) == "native" else "native"
+    return [Variation("profile", f"{other} profile", f"build={other}", overrides=(f"build={other}",))]
 
 
 def _world(project: Project) -> list[Variation]:
@@ -117,11 +108,11 @@ def _world(project: Project) -> list[Variation]:
                       overrides=("build.world_size=2",))]
 
 
-def cpu_variations(project: Project) -> list[Variation]:
+def cpu_variations(project: Project, models: tuple[str, ...] = QEMU_CPUS) -> list[Variation]:
     missing = qemu_missing()
     if missing is not None:
-        return [Variation("cpu", f"{m} (qemu)", f"skipped: {missing}") for m in QEMU_CPUS]
-    return [Variation("cpu", f"{m} (qemu)", f"qemu-x86_64 -cpu {m}", prefix=(m,), qemu=True) for m in QEMU_CPUS]
+        return [Variation("cpu", f"{m} (qemu)", f"skipped: {missing}") for m in models]
+    return [Variation("cpu", f"{m} (qemu)", f"qemu-x86_64 -cpu {m}", prefix=(m,), qemu=True) for m in models]
 
 
 _MAKERS: dict[str, Callable[[Project], list[Variation]]] = {
@@ -135,4 +126,4 @@ def promised(variation: Variation, profile: str) -> bool:
     """Whether the build's profile promises the same bits under this variation."""
     if variation.axis in REPORT_ONLY:
         return False
-    return variation.axis != "cpu" or profile == "portable"
+    return variation.axis != "cpu" or profile == "default"

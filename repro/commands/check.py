@@ -9,9 +9,10 @@ once as a baseline and once per variation, each in a fresh process:
   path      the project at another absolute path, run from another working directory
   hashseed  another PYTHONHASHSEED
   resume    SIGKILL in the middle of the run, then the same command again
-  profile   the portable profile against the default (reported only)
+  profile   the native profile against the default, or the reverse (reported only)
   world     build.world_size=2 (reported only: another reduction order)
-  cpu       other CPU models under qemu-user, when installed (Haswell, EPYC; cpu:MODEL for one)
+  cpu       other CPU models under qemu-user, when installed (Haswell, Skylake-Server, EPYC, EPYC-Rome;
+            cpu:MODEL for one, any model qemu knows)
 
 A variation that differs is localized: the first step whose parameters differ
 (from the per-step digests every build records), then that step replayed in
@@ -20,8 +21,9 @@ aten operation, its module, phase (forward, backward, optimizer), shape, and
 how many elements differ by how many ulps.
 
 Exit 0 when every variation the build's profile promises is identical, 1 when
-one differs (the default profile promises everything on one machine; portable
-also other CPU models), 2 for a bad config, 4 when the baseline cannot train.
+one differs (the default profile promises every axis but profile and world, other
+CPU models included; native everything on one machine), 2 for a bad config, 4 when
+the baseline cannot train.
 The report goes to the config's out_dir as check.json; `repro card` shows it.
 """
 
@@ -45,22 +47,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config-name", default="train", help="config file name without .yaml (default: train)")
     p.add_argument("--root", help="project root that data and code paths are relative to")
     p.add_argument("--work-dir", metavar="DIR", help="build here and keep every run (default: a temporary folder)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def run(args: argparse.Namespace) -> Outcome:
-    from repro.build.check_report import CHECK_NAME, CheckOptions, check, parse_axes, render
+    from repro.build.check_report import CHECK_NAME, CheckOptions, check, parse_axes, render, verdict
     from repro.canonical import atomic_write_json
+    from repro.progress import phase_lines
     from repro.source.config import compose, find_config
 
     cwd = Path.cwd()
     source = find_config(args.config_dir, args.config_name, args.root, cwd)
-    opts = CheckOptions(source, list(args.overrides), parse_axes(args.axes), args.steps,
-                        localize=not args.no_localize,
-                        work_dir=(cwd / args.work_dir).resolve() if args.work_dir else None)
-    report = check(opts)
+    axes = parse_axes(args.axes)
+    with phase_lines("check", args.quiet) as say:
+        opts = CheckOptions(source, list(args.overrides), axes, args.steps, localize=not args.no_localize,
+                            work_dir=(cwd / args.work_dir).resolve() if args.work_dir else None, progress=say)
+        report = check(opts)
     out_dir = (cwd / str(compose(source, list(args.overrides))["out_dir"])).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / CHECK_NAME, report.to_json())
-    failed = [r for r in report.rows if r.promised and r.result in ("different", "failed")]
-    error = f"{len(failed)} promised variation(s) differ: {', '.join(r.variation for r in failed)}" if failed else None
+    error = verdict(report) if report.exit_code else None
     return Outcome(report.to_json(), "\n".join(render(report)) + "\n", report.exit_code, error)

@@ -13,9 +13,14 @@ other outs of the train stage beside the weights (a task's exported files).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from repro.commands import Outcome
+
+if TYPE_CHECKING:
+    from repro.source.config import ConfigSource
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,11 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Outcome:
-    import yaml  # type: ignore[import-untyped]  # PyYAML ships no type stubs
-
-    from repro.errors import UserInputError
-    from repro.lock.dvcyaml import DVC_YAML, Invocation, check, expected, merged
-    from repro.source.config import compose, find_config
+    from repro.lock.dvcyaml import DVC_YAML, check, render
+    from repro.safeio import read_bytes
+    from repro.source.config import find_config
+    from repro.source.config_guard import MAX_YAML_BYTES, load_yaml
 
     source = find_config(args.config_dir, args.config_name, args.root, Path.cwd())
     flags: list[str] = []
@@ -43,24 +47,19 @@ def run(args: argparse.Namespace) -> Outcome:
         flags += ["--config-name", args.config_name]
     if args.root:
         flags += ["--root", args.root]
-    want = expected(compose(source, args.overrides), Invocation(source, tuple(flags)))
+    want = declared(source, tuple(flags), args.overrides)
     path = source.root / DVC_YAML
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    try:
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise UserInputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    actual = doc.get("stages") if isinstance(doc, dict) else None
-    actual = actual if isinstance(actual, dict) else {}
+    exists = os.path.lexists(path)
+    doc = (load_yaml(path, DVC_YAML) if exists else None) or {}  # bounded: size, aliases, a regular file
+    text = read_bytes(path, DVC_YAML, MAX_YAML_BYTES).decode("utf-8") if exists else ""
     if args.write:
         from repro.canonical import atomic_write_bytes
 
-        header = "".join(ln for ln in _leading_comments(text))
-        body = yaml.safe_dump({"stages": merged(actual, want)}, sort_keys=False, default_flow_style=False, width=110)
-        atomic_write_bytes(path, (header + body).encode("utf-8"))
+        atomic_write_bytes(path, render(text, want).encode("utf-8"))
         return Outcome({"path": str(path), "written": True, "stages": list(want)},
                        f"wrote {path}: {', '.join(want)}\n")
-    problems = check(actual, want)
+    actual = doc.get("stages") if isinstance(doc, dict) else None
+    problems = check(actual if isinstance(actual, dict) else {}, want)
     result = {"path": str(path), "written": False, "stages": list(want), "problems": problems}
     if not problems:
         return Outcome(result, f"{path}: agrees with the stage declarations ({', '.join(want)})\n")
@@ -68,10 +67,11 @@ def run(args: argparse.Namespace) -> Outcome:
                    f"{path} disagrees with the stage declarations: {len(problems)} problems")
 
 
-def _leading_comments(text: str) -> list[str]:
-    lines = []
-    for line in text.splitlines(keepends=True):
-        if not line.startswith("#"):
-            break
-        lines.append(line)
-    return lines
+def declared(source: ConfigSource, flags: tuple[str, ...], overrides: list[str]) -> dict[str, dict[str, Any]]:
+    """The stages dvc.yaml should hold for this config, the stage commands taking `flags`."""
+    from repro.lock.dvcyaml import Invocation, expected
+    from repro.source.composed import composed_files
+    from repro.source.config import compose_with_raw
+
+    resolved, raw = compose_with_raw(source, overrides)
+    return expected(resolved, Invocation(source, flags, raw, tuple(composed_files(source, overrides))))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from repro.commands import Outcome
 
@@ -47,8 +48,8 @@ def run(args: argparse.Namespace) -> Outcome:
                        quiet=args.quiet)
     rec = report.record
     lines = [f"stage        {report.name} ({rec['declared']['target']})",
-             f"inputs       {len(rec['inputs']['files'])} files, root sha256 {rec['inputs']['root_digest']}",
-             f"code         {len(rec['code']['files'])} files, root sha256 {rec['code']['root_digest']}"]
+             f"inputs       {_files(rec['inputs'])}, root sha256 {rec['inputs']['root_digest']}",
+             f"code         {_files(rec['code'])}, root sha256 {rec['code']['root_digest']}"]
     lines += [f"output       {f['path']}  sha256 {f['hashes']['sha256']}" for f in rec["outputs"]["files"]]
     lines += [f"record       {report.record_path}", f"time         {report.seconds:.1f} s"]
     if not report.first_run:
@@ -59,3 +60,8 @@ def run(args: argparse.Namespace) -> Outcome:
               "seconds": round(report.seconds, 3), "first_run": report.first_run,
               "changes": [d.to_json() for d in report.changes]}
     return Outcome(result, "\n".join(lines) + "\n")
+
+
+def _files(block: dict[str, Any]) -> str:
+    n = len(block["files"])
+    return f"{n} file{'' if n == 1 else 's'}"

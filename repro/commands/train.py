@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from repro.commands import Outcome
 from repro.errors import ConfigError
@@ -89,9 +89,7 @@ def _sweep(args: argparse.Namespace, source: ConfigSource) -> Outcome:
     report = run_sweep(source, args.overrides, quiet=args.quiet, rehash=args.rehash)
     lines = []
     for job in report.summary["jobs"]:
-        what = f"lock sha256 {job['lock_sha256']}" if job["status"] == "ok" else \
-            f"FAILED (exit {job['exit_code']}): {job['error']}"
-        lines.append(f"job {job['num']:<3} {' '.join(job['overrides']):<40} {what}")
+        lines.append(f"job {job['num']:<3} {' '.join(job['overrides']):<40} {_job_result(job)}")
     failed = sum(job["status"] != "ok" for job in report.summary["jobs"])
     lines.append(f"sweep        {report.summary_path}  ({len(report.summary['jobs']) - failed} ok, {failed} failed)")
     result = {"summary": str(report.summary_path), **report.summary}
@@ -99,17 +97,28 @@ def _sweep(args: argparse.Namespace, source: ConfigSource) -> Outcome:
     return Outcome(result, "\n".join(lines) + "\n", report.exit_code, error)
 
 
+def _job_result(job: dict[str, Any]) -> str:
+    """A sweep job in one line: its final loss and held-out metrics, and its lock's digest (or why it failed)."""
+    if job["status"] != "ok":
+        return f"FAILED (exit {job['exit_code']}): {job['error']}"
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(job["metrics"].items()))
+    loss = "n/a" if job["final_loss"] is None else f"{job['final_loss']:.4f}"
+    return f"final loss {loss}" + (f"  held-out {metrics}" if metrics else "") + f"  lock {job['lock_sha256'][:12]}…"
+
+
 def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> Outcome:
     from repro.build.run import run_build
+    from repro.source.composed import ConfigFiles
     from repro.source.config import compose, require
     from repro.train.resume import ResumeOptions
 
     resolved = compose(source, args.overrides)
+    config = ConfigFiles.of(source, args.overrides)
     out_dir = (cwd / require(resolved, "out_dir", str)).resolve()
     options = ResumeOptions(mode="fresh" if args.no_resume else "restart" if args.restart else "auto",
                             source=(cwd / args.resume_from).resolve() if args.resume_from else None)
     report = run_build(resolved, source.root, out_dir, quiet=args.quiet, resume=options, notify=_note,
-                       rehash=args.rehash)
+                       rehash=args.rehash, config=config)
     if report is None:  # a rank other than 0 under torchrun / accelerate launch: rank 0 reports
         return Outcome(None, "", silent=True)
     lines = [

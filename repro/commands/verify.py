@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from repro.commands import Outcome, add_release_argument
+
+if TYPE_CHECKING:
+    from repro.progress import PhaseReport
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,6 +77,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Outcome:
+    from repro.progress import phase_lines
+
+    with phase_lines("verify", args.quiet or args.json) as say:
+        return _verify(args, say)
+
+
+def _verify(args: argparse.Namespace, say: PhaseReport) -> Outcome:
     from repro.build.chain import chain_json, chain_ok, verify_chain
     from repro.build.verify.render import mismatch_line, render
     from repro.build.verify.report import VerifyOptions
@@ -88,7 +99,7 @@ def run(args: argparse.Namespace) -> Outcome:
         record=not args.no_record, signing_key=Path(args.signing_key) if args.signing_key else None,
         world_size=args.world_size, trust_code=args.trust_code, allow_oversubscribe=args.allow_oversubscribe,
         sandbox=not args.no_sandbox, localize=args.localize,
-        toolchain=args.toolchain, find_links=tuple(Path(d) for d in args.find_links),
+        toolchain=args.toolchain, find_links=tuple(Path(d) for d in args.find_links), progress=say,
     )
     if args.trust_verification and not args.recursive:
         raise UserInputError("--trust-verification needs --recursive: it decides how a base model is verified")

@@ -41,6 +41,13 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     return set(fields.get("flags", fields.get("Features", "")).split())
 
 
+def cpu_identity(cpuinfo: str | None = None) -> dict[str, str]:
+    """Vendor, family and model of this CPU (or of the given /proc/cpuinfo text): what MKL dispatches on."""
+    fields = cpuinfo_fields(cpuinfo)
+    return {"vendor": fields.get("vendor_id", platform.machine()), "family": fields.get("cpu family", ""),
+            "model": fields.get("model", "")}
+
+
 def cpu_model() -> str:
     """The CPU's model name, for run.json (never for the lock)."""
     return cpuinfo_fields().get("model name") or platform.processor()

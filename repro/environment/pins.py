@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from typing import Any
 
@@ -59,9 +59,13 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # Bounds on pins a stranger's lock may ask for (docs/security.md, "Caps").
 MAX_WORLD_SIZE = 1024  # processes one build may start
 OVERSUBSCRIBE = 4  # threads per core a rebuild may start without --allow-oversubscribe
-BUILD_KEYS = ("profile", "device", "threads", "cpu_capability", "precision", "world_size", "deterministic",
-              "mkldnn", "mkl_cbwr")
-PROFILES = ("default", "portable")
+# The profiles (repro/configs/build/): `default` promises the same bits on every x86-64 CPU with AVX2
+# (repro's portable kernels, docs/portable.md); `native` is torch's own kernels, as fast as this CPU
+# allows and tied to its vendor and model, which the lock records (build.cpu).
+PROFILES = ("default", "native")
+KERNELS = ("portable", "vendor")  # repro's fixed-order CPU kernels, or torch's MKL/oneDNN ones
+UNPORTABLE = ("refuse", "record")  # an operator the portable kernels cannot cover: exit 3, or run and record
+PORTABLE_LEVELS = ("avx2", "default")  # ATen levels that every x86-64 CPU with AVX2 runs alike
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,15 @@ class Pins:
     deterministic: bool
     mkldnn: bool
     mkl_cbwr: str | None
+    kernels: str
+    unportable: str
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# The `build` group's keys: every pin but the seed, which is the config's top-level `seed`.
+BUILD_KEYS = tuple(f.name for f in fields(Pins) if f.name != "seed")
 
 
 def native_capability(flags: set[str] | None = None) -> str:
@@ -121,36 +131,56 @@ def resolve_pins(build: dict[str, Any], seed: int) -> Pins:
     missing = [k for k in BUILD_KEYS if k not in build]
     if missing:
         raise ConfigError(f"config key build.{missing[0]}: missing")
-    profile = str(build["profile"])
-    if profile not in PROFILES:
-        raise ConfigError(f"build.profile: {profile!r} is not one of {list(PROFILES)}")
+    profile = _one_of(build, "profile", PROFILES)
     threads = build["threads"]
     threads = machine_cores() if threads == "auto" else threads
-    if not isinstance(threads, int) or threads < 1:
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ConfigError(f"build.threads: expected a positive integer or 'auto', got {build['threads']!r}")
     level = str(build["cpu_capability"])
     level = native_capability() if level == "native" else level
-    precision = str(build["precision"])
-    if precision not in PRECISIONS:
-        raise ConfigError(f"build.precision: {precision!r} is not one of {list(PRECISIONS)}")
-    device = str(build["device"])
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"build.device: {device!r} is not 'cpu' or 'cuda'")
-    if profile == "portable" and (precision != "fp32" or level != "default" or bool(build["mkldnn"])):
-        raise ConfigError(
-            "build.profile=portable needs build.precision=fp32, build.cpu_capability=default and build.mkldnn=false"
-        )
     world_size = build["world_size"]
     if not isinstance(world_size, int) or isinstance(world_size, bool) or not 1 <= world_size <= MAX_WORLD_SIZE:
         raise ConfigError(f"build.world_size: expected an integer from 1 to {MAX_WORLD_SIZE}, got {world_size!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"config key seed: expected an integer, got {seed!r}")
     cbwr = build["mkl_cbwr"]
-    return Pins(
-        profile=profile, device=device, threads=threads, cpu_capability=level, precision=precision,
-        seed=int(seed), world_size=world_size, deterministic=bool(build["deterministic"]),
-        mkldnn=bool(build["mkldnn"]), mkl_cbwr=None if cbwr is None else str(cbwr),
+    pins = Pins(
+        profile=profile, device=_one_of(build, "device", ("cpu", "cuda")), threads=threads, cpu_capability=level,
+        precision=_one_of(build, "precision", PRECISIONS), seed=int(seed), world_size=world_size,
+        deterministic=bool(build["deterministic"]), mkldnn=bool(build["mkldnn"]),
+        mkl_cbwr=None if cbwr is None else str(cbwr), kernels=_one_of(build, "kernels", KERNELS),
+        unportable=_one_of(build, "unportable", UNPORTABLE),
     )
+    check_profile(pins)
+    return pins
+
+
+def _one_of(build: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = build[key]
+    if value not in allowed:
+        raise ConfigError(f"build.{key}: {value!r} is not one of {list(allowed)}")
+    return str(value)
+
+
+def check_profile(pins: Pins) -> None:
+    """A profile's promise holds only with its pins: refuse a combination that would break it (exit 2)."""
+    if pins.profile == "native":
+        if pins.kernels != "vendor":
+            raise ConfigError("build.profile=native needs build.kernels=vendor (torch's own kernels); "
+                              "build=default is the profile with repro's portable kernels")
+        return
+    if pins.kernels != "portable":
+        raise ConfigError("build.profile=default with build.kernels=vendor: torch's MKL and oneDNN kernels give "
+                          "other bits on another CPU vendor or model; use build=native to train with them")
+    if pins.device != "cpu":
+        return
+    if pins.cpu_capability not in PORTABLE_LEVELS:
+        raise ConfigError(f"build.profile=default with build.cpu_capability={pins.cpu_capability}: only "
+                          f"{' or '.join(PORTABLE_LEVELS)} run alike on every x86-64 CPU; use build=native for "
+                          "this CPU's own level")
+    if pins.mkldnn:
+        raise ConfigError("build.profile=default with build.mkldnn=true: oneDNN picks its kernels by CPU; "
+                          "set build.mkldnn=false, or use build=native")
 
 
 def check_bounds(threads: int, world_size: int, allow_oversubscribe: bool = False) -> None:

@@ -16,6 +16,7 @@ record, and one build gives the same record whatever launched it:
 - torch's build: the local version tag and the CUDA, cuDNN, MKL and oneDNN
   versions that `torch.__config__` reports (read from the module already
   loaded; this module never imports torch);
+- the C++ compiler that built repro's portable kernels, when the build loaded them;
 - repro's *compiler*: its version and the repro modules that the build imported,
   minus the ones that cannot change a bit (CLI, commands, progress display, and
   trust: card, audit, signing, release terms). Their hashing lives with the
@@ -37,17 +38,23 @@ from repro.environment.installed import distributions_by_module
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
-# repro modules that never decide a bit: how a build is asked for, checked and
-# reported, not how it is made (the CLI, progress display, verify's and check's
-# orchestration and hints, and trust: card, audit, signing, release terms). A build process
-# imports some of them; their edits still leave every lock and verify unchanged. The two
+# repro modules that never decide a bit: how a build is asked for, checked, stopped and
+# reported, not how it is made (the CLI, progress display, signal handling, verify's and
+# check's orchestration and hints, the config schema and signature checks that only refuse, and
+# trust: card, audit, signing, release terms). A build
+# process imports some of them; their edits still leave every lock and verify unchanged. The two
 # `__main__` entry points run as `__main__`, never under their own names, so a build could not
-# record them anyway; the build child's only parses argv and pauses garbage collection.
-NOT_COMPILER = ("repro.__main__", "repro.build.__main__", "repro.cli", "repro.commands", "repro.progress",
-                "repro.trust", "repro.scaffold", "repro.build.verify", "repro.build.rebuild", "repro.build.recreate",
-                "repro.build.sandbox", "repro.build.check", "repro.build.check_report", "repro.build.localize",
-                "repro.build.variations", "repro.build.emulate", "repro.build.gate", "repro.train.opdiff",
-                "repro.lock.explain")
+# record them anyway; the build child's parses argv, sets its signal handlers and pauses garbage
+# collection. The console script's `repro._entry` only takes the current folder off the path; the
+# gate's `repro.build.definitions` reads source to judge it, in verify alone.
+NOT_COMPILER = ("repro.__main__", "repro._entry", "repro.build.__main__", "repro.lifetime", "repro.cli",
+                "repro.commands", "repro.progress", "repro.trust", "repro.scaffold", "repro.build.verify",
+                "repro.build.rebuild", "repro.build.recreate", "repro.build.sandbox", "repro.build.check",
+                "repro.build.check_report", "repro.build.localize", "repro.build.variations", "repro.build.emulate",
+                "repro.build.gate", "repro.build.definitions", "repro.train.opdiff", "repro.lock.explain",
+                "repro.build.clone", "repro.build.own_wheel", "repro.source.schema", "repro.source.targets")
+# Files that can be compiler sources: Python modules, and the C++ of repro's portable kernels.
+SOURCE_SUFFIXES = (".py", ".cpp", ".h")
 # Modules that interpreter start-up imports through `.pth` hooks, not the build.
 STARTUP_HOOKS = ("_distutils_hack", "__editable__", "_virtualenv")
 
@@ -79,6 +86,9 @@ def compiler_files(modules: Mapping[str, ModuleType | None] | None = None) -> li
         file = Path(path).resolve()
         if file.suffix == ".py" and PACKAGE_DIR in file.parents:
             found.add(file.relative_to(base).as_posix())
+            # Non-Python sources the module compiles (repro.train.kernels: its C++), beside its file.
+            for extra in getattr(module, "__compiler_sources__", ()):
+                found.add((file.parent / extra).relative_to(base).as_posix())
     return sorted(found, key=lambda s: s.encode("utf-8"))
 
 
@@ -90,12 +100,14 @@ def compiler_sources() -> list[str]:
     """
     base = PACKAGE_DIR.parent
     out = []
-    for file in PACKAGE_DIR.rglob("*.py"):
+    for file in PACKAGE_DIR.rglob("*"):
         rel = file.relative_to(base)
+        if file.suffix not in SOURCE_SUFFIXES or "__pycache__" in rel.parts:
+            continue
         parts = list(rel.with_suffix("").parts)
-        if parts[-1] == "__init__":
+        if file.suffix != ".py" or parts[-1] == "__init__":  # C++ belongs to the package it sits in
             parts.pop()
-        if "__pycache__" not in rel.parts and is_compiler_module(".".join(parts)):
+        if is_compiler_module(".".join(parts)):
             out.append(rel.as_posix())
     return sorted(out, key=lambda s: s.encode("utf-8"))
 
@@ -172,6 +184,17 @@ def interpreter_facts() -> dict[str, Any]:
     }
 
 
+def kernel_facts(modules: Mapping[str, ModuleType | None] | None = None) -> dict[str, Any] | None:
+    """The C++ compiler of repro's portable kernels, if this process loaded them (None otherwise)."""
+    modules = sys.modules if modules is None else modules
+    kernels: Any = modules.get("repro.train.kernels")
+    version = None if kernels is None else kernels.compiler_version()
+    return None if version is None else {"cxx": str(version)}
+
+
 def record(modules: Mapping[str, ModuleType | None] | None = None) -> dict[str, Any]:
-    """The lock's `toolchain` section, less `repro` (the caller hashes the compiler files)."""
-    return {**interpreter_facts(), "distributions": imported_distributions(modules), "torch": torch_facts(modules)}
+    """The lock's `toolchain` section, less `repro` (the caller hashes the compiler files). `kernels` is there
+    only when the process loaded repro's portable kernels (a stage or a native build never does)."""
+    kernels = kernel_facts(modules)
+    return {**interpreter_facts(), "distributions": imported_distributions(modules), "torch": torch_facts(modules),
+            **({} if kernels is None else {"kernels": kernels})}

@@ -9,9 +9,10 @@ change, the lock's value and the value found.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from repro.environment.pins import Pins
 from repro.lock.lockfile import logged_steps
 from repro.lock.types import (
     BaseBlock,
@@ -27,9 +28,8 @@ from repro.lock.types import (
 )
 from repro.safeio import printable
 
-# Build keys that are pins (they decide the bits), as opposed to recorded facts.
-PIN_KEYS = ("profile", "device", "threads", "cpu_capability", "precision", "seed", "world_size",
-            "deterministic", "mkldnn", "mkl_cbwr")
+# Build keys that are pins (they decide the bits), as opposed to recorded facts: Pins' fields.
+PIN_KEYS = tuple(f.name for f in fields(Pins))
 _MISSING = object()
 
 
@@ -39,7 +39,8 @@ class Difference:
 
     section: inputs | build | toolchain | outputs
     kind:    data | code | config | preprocess | sample_order (inputs: the source);
-             pin | flag | env | cuda (build); python | platform | distribution | torch | compiler (toolchain);
+             pin | flag | env | cuda | cpu (build); python | platform | distribution | torch | kernels | compiler
+             (toolchain);
              weights | tensor | loss | step | metric (outputs); other;
              stage | stage config | stage input | stage code | stage output | stage tool (a stage record)
     change:  changed | added | removed | renamed
@@ -186,6 +187,7 @@ def compare_toolchain(a: Toolchain, b: Toolchain) -> list[Difference]:
     diffs += compare_values("toolchain", "platform", a["platform"], b["platform"], "platform")
     diffs += compare_values("toolchain", "distribution", a["distributions"], b["distributions"])
     diffs += compare_values("toolchain", "torch", a["torch"] or {}, b["torch"] or {}, "torch")
+    diffs += compare_values("toolchain", "kernels", a.get("kernels") or {}, b.get("kernels") or {}, "kernels")
     ra, rb = a["repro"], b["repro"]
     if ra["version"] != rb["version"]:
         diffs.append(Difference("toolchain", "compiler", "repro version", "changed", ra["version"], rb["version"]))
@@ -201,7 +203,8 @@ def compare_build(a: Build, b: Build) -> list[Difference]:
     diffs += compare_values("build", "flag", a.get("flags", {}), b.get("flags", {}), "flags")
     diffs += compare_values("build", "env", a.get("env", {}), b.get("env", {}))
     diffs += compare_values("build", "cuda", a.get("cuda") or {}, b.get("cuda") or {}, "cuda")
-    known = {*PIN_KEYS, "flags", "env", "cuda"}
+    diffs += compare_values("build", "cpu", a.get("cpu") or {}, b.get("cpu") or {}, "cpu")
+    known = {*PIN_KEYS, "flags", "env", "cuda", "cpu"}
     rest_a = {k: v for k, v in a.items() if k not in known}
     rest_b = {k: v for k, v in b.items() if k not in known}
     return diffs + compare_values("build", "other", rest_a, rest_b)

@@ -1,45 +1,63 @@
 """dvc.yaml from the stage declarations: what DVC must track so that it reruns exactly what changed. No torch.
 
 DVC stays the executor for those who use it: each declared stage becomes a
-`repro run NAME` stage, and training the `repro train` stage after them. From
-the declarations follow, per stage:
+`repro run NAME` stage, and training the `repro train` stage after them. DVC must
+see every edit that `repro verify` sees, so a stage's deps are its source as the
+lock records it:
 
-- deps: the inputs (a glob is expanded to its files, since DVC takes paths), the
-  stage's module file, its `code` patterns, repro itself when it lies inside the
-  project, and the config folder when the config is not a single params file;
-- params: `stages.NAME` of the params file when the config is one file at the
-  root (DVC's Hydra composition writes it), so `dvc exp run -S` reruns the stage;
-- outs: the outputs and the stage record.
+- the inputs (a glob is expanded to its files, since DVC takes paths);
+- its code: the package (a folder with `__init__.py`) or module file that the
+  `_target_` names, plus the files its record says it imported (a helper the
+  module imports), plus its `code` patterns; training's code is the package or
+  module of every project `_target_` (model, task, ...), the files the last
+  build's lock recorded, and `code.include`; repro itself when it lies inside
+  the project;
+- its config: the project's composed config files that set the stage's keys or a
+  key they interpolate (`stages.NAME`, `${tokenize.vocab_size}`); training
+  depends on every composed project config file. When the config is one params
+  file at the root (DVC's Hydra composition writes it), `params:` entries say
+  the same: `stages.NAME`, or every top-level key for training;
+- outs: the outputs and the stage record; training's the weights, metrics and
+  repro.lock (`cache: false`). Other outs of the train stage in the same folder
+  (a task's exported files) are kept.
 
-Training's deps are its data files, data sources and `code.include` files plus
-the records of the stages that made them; its outs must include the weights,
-metrics and repro.lock (`cache: false`). Other outs of the train stage in the
-same folder (a task's exported files) are kept.
+`check` accepts any dvc.yaml that covers this: a folder dep or out that holds the
+files (`configs`, `data`, `out`) is as good as the files, so what `repro init`
+wrote and what `--write` writes both pass; anything else is named, one line each.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.errors import ReproError
+from repro.filenames import LOCK_NAME
+from repro.source.composed import ComposedFile, project_config_files
 from repro.source.config import ConfigSource, require
 from repro.source.data import DataSpec
-from repro.source.inputs import PACKAGE_DIR
+from repro.source.inputs import PACKAGE_DIR, code_include
+from repro.source.schema import sets_key
 from repro.source.stages import StageSpec, stage_specs
 from repro.source.walk import expand_patterns
 
 TRAIN = "train"
 DVC_YAML = "dvc.yaml"
 _GLOB = set("*?[")
+_REFERENCE = re.compile(r"\$\{\s*([A-Za-z_][\w.\-]*)\s*\}")
 
 
 @dataclass(frozen=True)
 class Invocation:
-    """How the stage commands find the config: the flags `repro dvc-yaml` itself was given."""
+    """How the stage commands find the config (the flags `repro dvc-yaml` itself was given), and what
+    composing it read: the unresolved config (for interpolations) and the config files."""
 
     source: ConfigSource
     flags: tuple[str, ...]
+    raw: Any = None
+    files: tuple[ComposedFile, ...] = field(default_factory=tuple)
 
     def root_file(self) -> bool:
         return self.source.config_dir.resolve() == self.source.root.resolve()
@@ -60,14 +78,9 @@ def _paths(root: Path, patterns: tuple[str, ...] | list[str]) -> list[str]:
     return found
 
 
-def _common_deps(inv: Invocation) -> list[str]:
-    root = inv.source.root.resolve()
-    deps = []
-    if PACKAGE_DIR.parent.resolve() == root:
-        deps.append(PACKAGE_DIR.name)  # the compiler lives in this project: its source is hashed
-    if not inv.root_file():
-        deps.append(inv.source.config_dir.resolve().relative_to(root).as_posix())
-    return deps
+def _repro_dep(inv: Invocation) -> list[str]:
+    """repro's own folder, when the compiler lives in this project: its source is hashed."""
+    return [PACKAGE_DIR.name] if PACKAGE_DIR.parent.resolve() == inv.source.root.resolve() else []
 
 
 def _params(inv: Invocation, keys: list[str]) -> list[Any]:
@@ -84,9 +97,86 @@ def module_file(root: Path, target: str) -> list[str]:
     return [p for p in (f"{base}.py", f"{base}/__init__.py") if (root / p).is_file()][:1]
 
 
+def code_of(root: Path, target: str) -> list[str]:
+    """A project `_target_`'s code as a dep: its top-level package folder, or else its module file.
+
+    A package (a folder with `__init__.py`) is the model's source as a whole, so a
+    helper it imports is covered before any build has recorded it. repro's own
+    targets are the compiler's, unless repro lives in this project.
+    """
+    top = target.split(".", 1)[0]
+    if top == PACKAGE_DIR.name and PACKAGE_DIR.parent.resolve() != root.resolve():
+        return []
+    if (root / top / "__init__.py").is_file():
+        return [top]
+    return module_file(root, target)
+
+
+def _targets(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["_target_"]] if isinstance(node.get("_target_"), str) else []
+        return own + [t for v in node.values() for t in _targets(v)]
+    if isinstance(node, list):
+        return [t for v in node for t in _targets(v)]
+    return []
+
+
+def _recorded_code(path: Path, skip: set[str]) -> list[str]:
+    """The code files a record or lock at `path` lists (what the last run imported), when it is readable."""
+    from repro.safeio import read_json
+
+    if not path.is_file():
+        return []
+    try:
+        doc, _ = read_json(path, path.name)
+        files = doc["code"]["files"] if "code" in doc and "inputs" in doc and "stage" in doc \
+            else doc["inputs"]["code"]["files"]
+        return [str(f["path"]) for f in files if str(f["path"]) not in skip]
+    except (OSError, ValueError, KeyError, TypeError, ReproError):
+        return []
+
+
+def _config_files(inv: Invocation, keys: list[str] | None) -> list[str]:
+    """The project config files that set any of `keys` (all of them when `keys` is None), as deps."""
+    if inv.root_file():
+        return []  # the params file's keys are `params:` entries
+    files = [f for f in inv.files if keys is None or any(sets_key(f, k) for k in keys)]
+    return project_config_files(files, inv.source.root)
+
+
+def _references(raw: Any, start: str) -> list[str]:
+    """`start` and every key its value interpolates, transitively (`${tokenize.vocab_size}`)."""
+    seen: list[str] = []
+    todo = [start]
+    while todo:
+        key = todo.pop()
+        if key in seen:
+            continue
+        seen.append(key)
+        node: Any = raw
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        todo += [m.group(1) for text in _strings(node) for m in _REFERENCE.finditer(text)]
+    return seen
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return []
+
+
 def _stage(spec: StageSpec, inv: Invocation) -> dict[str, Any]:
     root = inv.source.root
-    deps = _paths(root, spec.inputs) + module_file(root, spec.target) + _paths(root, spec.code) + _common_deps(inv)
+    own = code_of(root, spec.target)
+    recorded = _recorded_code(root / spec.record, set())
+    config = _config_files(inv, _references(inv.raw, f"stages.{spec.name}") if inv.raw is not None else None)
+    deps = [*_paths(root, spec.inputs), *own, *_uncovered(recorded, own), *_paths(root, spec.code),
+            *_repro_dep(inv), *config]
     entry: dict[str, Any] = {"cmd": " ".join(["repro", "run", spec.name, *inv.flags]), "deps": _unique(deps)}
     params = _params(inv, [f"stages.{spec.name}"])
     if params:
@@ -100,16 +190,30 @@ def _train(resolved: dict[str, Any], inv: Invocation, specs: dict[str, StageSpec
     data = DataSpec.from_config(resolved)
     files = _paths(root, [*data.data_files, *data.sources])
     records = [s.record for s in specs.values() if any(o in files for o in s.outputs)]
-    code = _paths(root, [str(p) for p in require(resolved, "code.include", list)])
-    entry: dict[str, Any] = {"cmd": " ".join(["repro", "train", "--quiet", *inv.flags]),
-                             "deps": _unique(files + records + code + _common_deps(inv))}
+    targets = _targets({k: v for k, v in resolved.items() if k not in ("stages", "hydra")})
+    own = _unique([dep for t in targets for dep in code_of(root, t)])
+    composed = {p for f in inv.files if f.path is not None for p in project_config_files([f], root)}
+    out_dir = str(require(resolved, "out_dir", str)).rstrip("/")
+    recorded = _recorded_code(root / out_dir / LOCK_NAME, composed)
+    code = _paths(root, code_include(resolved))
+    deps = [*files, *records, *own, *_uncovered(recorded, own), *code, *_repro_dep(inv), *_config_files(inv, None)]
+    entry: dict[str, Any] = {"cmd": " ".join(["repro", "train", "--quiet", *inv.flags]), "deps": _unique(deps)}
     params = _params(inv, sorted(k for k in resolved if k != "out_dir"))
     if params:
         entry["params"] = params
-    out_dir = str(require(resolved, "out_dir", str)).rstrip("/")
     entry["outs"] = [f"{out_dir}/model.safetensors", f"{out_dir}/metrics.jsonl",
-                     {f"{out_dir}/repro.lock": {"cache": False}}]
+                     {f"{out_dir}/{LOCK_NAME}": {"cache": False}}]
     return entry
+
+
+def _uncovered(paths: list[str], by: list[str]) -> list[str]:
+    return [p for p in paths if not any(_covers(d, p) for d in by)]
+
+
+def _covers(dep: str, path: str) -> bool:
+    """A dvc.yaml path covers a file when it is the file or a folder above it."""
+    dep = dep.rstrip("/")
+    return path == dep or path.startswith(dep + "/")
 
 
 def _export(stage: str, path: str, entry: dict[str, Any]) -> bool:
@@ -145,19 +249,29 @@ def check(actual: dict[str, Any], want: dict[str, dict[str, Any]]) -> list[str]:
             continue
         if have.get("cmd") != entry["cmd"]:
             problems.append(f"{DVC_YAML}: stages.{name}.cmd is {have.get('cmd')!r}, expected {entry['cmd']!r}")
-        for field in ("deps", "outs"):
-            want_k, have_k = _keyed(entry.get(field)), _keyed(have.get(field))
-            missing = [p for p in want_k if p not in have_k]
-            extra = [p for p in have_k if p not in want_k and not (field == "outs" and _export(name, p, entry))]
-            wrong = [p for p in want_k if p in have_k and want_k[p] != have_k[p]]
-            problems += [f"{DVC_YAML}: stages.{name}.{field} lacks {p}" for p in missing]
-            problems += [f"{DVC_YAML}: stages.{name}.{field} has {p}, which the declaration does not name"
-                         for p in extra]
-            problems += [f"{DVC_YAML}: stages.{name}.{field} {p} has options {have_k[p]!r}, expected {want_k[p]!r}"
-                         for p in wrong]
+        for kind in ("deps", "outs"):
+            problems += _field(name, kind, _keyed(have.get(kind)), _keyed(entry.get(kind)), entry)
         if _norm_params(have.get("params")) != _norm_params(entry.get("params")):
             problems.append(f"{DVC_YAML}: stages.{name}.params is {have.get('params')!r}, "
                             f"expected {entry.get('params')!r}")
+    return problems
+
+
+def _field(name: str, kind: str, have: dict[str, Any], want: dict[str, Any], entry: dict[str, Any]) -> list[str]:
+    """deps or outs: each wanted path must be listed or lie in a listed folder; each listed path must be wanted
+    or hold wanted ones (a folder); an out listed as itself must carry the wanted options."""
+    problems = []
+    for path, options in want.items():
+        if path in have:
+            if have[path] != options:
+                problems.append(f"{DVC_YAML}: stages.{name}.{kind} {path} has options {have[path]!r}, "
+                                f"expected {options!r}")
+        elif not any(_covers(h, path) for h in have):
+            problems.append(f"{DVC_YAML}: stages.{name}.{kind} lacks {path}")
+    for path in have:
+        if path not in want and not any(_covers(path, w) for w in want) and \
+                not (kind == "outs" and _export(name, path, entry)):
+            problems.append(f"{DVC_YAML}: stages.{name}.{kind} has {path}, which the declaration does not name")
     return problems
 
 
@@ -186,3 +300,25 @@ def merged(actual: dict[str, Any], want: dict[str, dict[str, Any]]) -> dict[str,
     for name, entry in actual.items():
         out.setdefault(name, entry)
     return out
+
+
+def render(text: str, want: dict[str, dict[str, Any]]) -> str:
+    """dvc.yaml's new text: its leading comment block kept, its stages regenerated (see `merged`)."""
+    import yaml  # type: ignore[import-untyped]  # PyYAML ships no type stubs
+
+    doc = yaml.safe_load(text) if text else {}
+    actual = doc.get("stages") if isinstance(doc, dict) else None
+    actual = actual if isinstance(actual, dict) else {}
+    header = "".join(line for line in _leading_comments(text))
+    body: str = yaml.safe_dump({"stages": merged(actual, want)}, sort_keys=False, default_flow_style=False,
+                               width=110)
+    return header + body
+
+
+def _leading_comments(text: str) -> list[str]:
+    lines = []
+    for line in text.splitlines(keepends=True):
+        if not line.startswith("#"):
+            break
+        lines.append(line)
+    return lines

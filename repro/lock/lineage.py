@@ -16,7 +16,7 @@ from typing import Any
 
 from repro.errors import UserInputError
 from repro.lock.diff import Difference
-from repro.safeio import read_bytes
+from repro.source.config_guard import load_yaml
 
 PIPELINE = "dvc.yaml"
 
@@ -30,11 +30,9 @@ class Stage:
 
 def read_stages(root: Path) -> list[Stage]:
     """The plainly written stages of `root/dvc.yaml`; none if it is absent or unreadable."""
-    import yaml  # type: ignore[import-untyped]  # PyYAML (via omegaconf) ships no type stubs
-
-    try:  # a regular file under the cap only: a FIFO or /dev/zero link in a stranger's project is skipped
-        doc = yaml.safe_load(read_bytes(root / PIPELINE, PIPELINE).decode("utf-8"))
-    except (UserInputError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+    try:  # bounded (repro.source.config_guard): a FIFO, a /dev/zero link or an alias bomb is skipped
+        doc = load_yaml(root / PIPELINE, PIPELINE)
+    except UserInputError:
         return []
     stages = doc.get("stages") if isinstance(doc, dict) else None
     if not isinstance(stages, dict):

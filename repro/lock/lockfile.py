@@ -16,10 +16,19 @@ from repro.canonical import atomic_write_json, sha256_bytes
 from repro.errors import LockfileError
 from repro.lock.types import Lock
 from repro.safeio import loads, printable, read_bytes
+from repro.source.config import interpolation_in
 from repro.source.filetree import safe_relpath
 
 VERSION = 2  # 2: the toolchain section; imported project code in inputs.code; build.env
+# 3: version 2 plus `build.resumes`, written only by a build that resumed from a checkpoint made from
+# another source. Every other lock stays version 2, byte for byte; a version 2 reader refuses a version 3
+# lock rather than ignore the record (`build` is an open object).
+RESUMED_VERSION = 3
+VERSIONS = (VERSION, RESUMED_VERSION)
 SCHEMA_PATH = Path(__file__).resolve().parent / "lockfile.schema.json"
+# Entries (files and tensors) a lock may list, counted before it is parsed (docs/security.md, "Caps"):
+# far above any lock written so far, far below the 64 MiB byte cap's ~330,000.
+MAX_LOCK_ENTRIES = 250_000
 
 
 @lru_cache(maxsize=1)
@@ -34,8 +43,10 @@ def assemble(inputs: dict[str, Any], build: dict[str, Any], outputs: dict[str, A
 
     `inputs` is the source (data, project code, config), `build` the pins,
     `toolchain` what compiled it (interpreter, libraries, repro's compiler).
+    A `build` with `resumes` makes a version 3 lock.
     """
-    lock = {"version": VERSION, "inputs": inputs, "build": build, "toolchain": toolchain, "outputs": outputs}
+    version = RESUMED_VERSION if "resumes" in build else VERSION
+    lock = {"version": version, "inputs": inputs, "build": build, "toolchain": toolchain, "outputs": outputs}
     validate(lock, "repro.lock (being written)")
     return lock
 
@@ -51,20 +62,18 @@ def write(path: Path, lock: dict[str, Any]) -> bytes:
 
 def validate(lock: Any, where: str) -> None:
     """Check version, schema and path safety; raise LockfileError naming the field."""
-    import jsonschema
+    from repro.lock.fastschema import first_error
 
     if not isinstance(lock, dict):
         raise LockfileError(f"{where}: expected a JSON object at the top level")
     version = lock.get("version")
-    if version != VERSION:
-        if isinstance(version, int) and version > VERSION:
+    if version not in VERSIONS:
+        if isinstance(version, int) and version > RESUMED_VERSION:
             raise LockfileError(
-                f"{where}: version {version} is newer than this repro understands ({VERSION}); upgrade repro")
+                f"{where}: version {version} is newer than this repro understands ({RESUMED_VERSION}); upgrade repro")
         raise LockfileError(f"{where}: field 'version': expected {VERSION}, got {version!r}")
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(lock), key=lambda e: list(e.absolute_path))
-    if errors:
-        err = errors[0]
+    err = first_error(lock, schema())
+    if err is not None:
         field = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         if err.validator == "not" and isinstance(err.instance, str):  # the relpath rule: say it plainly
             raise LockfileError(f"{where}: field '{field}': {err.instance!r} escapes the project root "
@@ -80,6 +89,11 @@ def validate(lock: Any, where: str) -> None:
     pre_file = lock["inputs"]["data"].get("preprocess", {}).get("file")
     if pre_file is not None:
         safe_relpath(pre_file["path"], f"{where}: preprocess file path")
+    found = interpolation_in(lock["inputs"]["config"]["resolved"])
+    if found is not None:
+        raise LockfileError(f"{where}: config key {printable(found[0])}: {printable(repr(found[1][:80]))} is an "
+                            "interpolation (${...}); a lock's config was resolved when it was written and holds "
+                            "values only")
 
 
 def load(path: Path) -> tuple[Lock, str]:
@@ -89,6 +103,10 @@ def load(path: Path) -> tuple[Lock, str]:
     the size cap; the JSON is strict (repro.safeio). Every failure is one LockfileError line.
     """
     raw = read_bytes(path, "lockfile", error=LockfileError, follow_links=True)
+    entries = raw.count(b'"path"') + raw.count(b'"dtype"')  # each file names a path, each tensor a dtype
+    if entries > MAX_LOCK_ENTRIES:
+        raise LockfileError(f"{printable(str(path))}: lists about {entries} files and tensors, over the cap of "
+                            f"{MAX_LOCK_ENTRIES} entries for a lockfile")
     lock = loads(raw, str(path), LockfileError)
     validate(lock, printable(str(path)))
     return cast(Lock, dict(lock)), sha256_bytes(raw)  # validated against the schema that Lock mirrors

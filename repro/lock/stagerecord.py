@@ -18,7 +18,8 @@ from typing import Any
 from repro.canonical import atomic_write_json, compact_json, sha256_bytes
 from repro.errors import LockfileError
 from repro.lock.diff import Difference, compare_files, compare_values
-from repro.safeio import read_json
+from repro.safeio import printable, read_json
+from repro.source.config import interpolation_in
 from repro.source.filetree import safe_relpath
 from repro.source.stages import StageSpec
 
@@ -54,20 +55,24 @@ def write(path: Path, record: dict[str, Any]) -> bytes:
 
 def validate(record: Any, where: str) -> None:
     """Version, schema and path safety; LockfileError naming the field."""
-    import jsonschema
+    from repro.lock.fastschema import first_error
 
     if not isinstance(record, dict):
         raise LockfileError(f"{where}: expected a JSON object")
     if record.get("version") != VERSION:
         raise LockfileError(f"{where}: field 'version': expected {VERSION}, got {record.get('version')!r}")
-    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(record), key=lambda e: list(e.path))
-    if errors:
-        field = ".".join(str(p) for p in errors[0].absolute_path) or "(top level)"
-        message = errors[0].message if len(errors[0].message) < 160 else errors[0].message[:157] + "..."
+    err = first_error(record, schema())
+    if err is not None:
+        field = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        message = err.message if len(err.message) < 160 else err.message[:157] + "..."
         raise LockfileError(f"{where}: field '{field}': {message}")
     for block in ("inputs", "outputs", "code"):
         for f in record[block]["files"]:
             safe_relpath(f["path"], f"{where}: {block} path")
+    found = interpolation_in(record["declared"])
+    if found is not None:
+        raise LockfileError(f"{where}: field 'declared.{printable(found[0])}': {printable(repr(found[1][:80]))} is an "
+                            "interpolation (${...}); a record holds the values a stage ran with")
     if record["config_sha256"] != config_sha256(record["declared"], record["pins"]):
         raise LockfileError(f"{where}: field 'config_sha256' does not match its declaration and pins "
                             "(the record was edited after the stage ran)")

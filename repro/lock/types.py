@@ -77,9 +77,41 @@ class Inputs(TypedDict):
     base: NotRequired[BaseBlock]  # a fine-tune's base release
 
 
+class CpuFacts(TypedDict):
+    """What decides a native build's bits besides the pins: the CPU and the code paths its libraries chose."""
+
+    vendor: str
+    family: str
+    model: str
+    mkl: str | None
+
+
+class ResumeSource(TypedDict):
+    """The source identity of the run that trained up to a resume boundary, as digests (repro.lock.identity)."""
+
+    config: str
+    data: str
+    code: str
+    pins: str
+    toolchain: str
+    compiler: str
+
+
+class ResumeDifference(TypedDict):
+    kind: str  # a repro.lock.diff.Difference's kind: code, compiler, distribution, pin, ...
+    name: str
+    change: str
+
+
+class ResumeBoundary(TypedDict):
+    step: int
+    source: ResumeSource
+    differs: list[ResumeDifference]  # what in `source` differs from the lock's own source and toolchain
+
+
 class Build(TypedDict):
     # The pins, as `repro.environment.pins.Pins.to_json` writes them. A TypedDict cannot
-    # extend a dataclass, so these ten lines repeat Pins' fields; tests/test_lockfile.py
+    # extend a dataclass, so these lines repeat Pins' fields; tests/test_lockfile.py
     # checks that the two agree (and both agree with the schema).
     profile: str
     device: str
@@ -91,9 +123,14 @@ class Build(TypedDict):
     deterministic: bool
     mkldnn: bool
     mkl_cbwr: str | None
+    kernels: str
+    unportable: str
     flags: dict[str, Any]
     env: dict[str, str]
     cuda: dict[str, Any] | None
+    cpu: CpuFacts | None  # a native build's CPU (build.kernels == "vendor" on the CPU); else None
+    # A version 3 lock only: every resume boundary, when some step came from another source.
+    resumes: NotRequired[list[ResumeBoundary]]
 
 
 class PythonFacts(TypedDict):
@@ -121,12 +158,18 @@ class Compiler(FilesBlock):
     version: str
 
 
+class KernelToolchain(TypedDict):
+    cxx: str
+
+
 class Toolchain(TypedDict):
     python: PythonFacts
     platform: PlatformFacts
     distributions: dict[str, str]
     torch: TorchFacts | None
+    kernels: NotRequired[KernelToolchain]  # the C++ compiler of repro's portable kernels, when a build loaded them
     repro: Compiler
+
 
 
 class TensorRecord(TypedDict):

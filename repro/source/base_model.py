@@ -66,7 +66,8 @@ def base_block(root: Path, rel: str) -> dict[str, Any]:
     lock_path = resolve_under(root, f"{rel}/{LOCK_NAME}", f"config key {BASE_KEY}")
     if not lock_path.exists():
         return {**block, "status": UNVERIFIED, "lock": None}
-    lock, raw = read_json(lock_path, "base lockfile", DataError)
+    # Opened beneath the root: a link on the way may point only inside it (repro.safeio.open_beneath).
+    lock, raw = read_json(f"{rel}/{LOCK_NAME}", "base lockfile", DataError, root=root, links="inside")
     lock_sha = sha256_bytes(raw)
     try:
         summary: dict[str, Any] = {"weights_sha256": _hex(lock["outputs"]["weights"]["hashes"]["sha256"]),

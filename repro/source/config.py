@@ -55,20 +55,96 @@ def find_config(config_dir: str | None, config_name: str, root: str | None, cwd:
 
 
 def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
-    """Compose with Hydra and resolve every interpolation; return a plain dict."""
+    """Compose with Hydra, resolve every interpolation and check the keys (repro.source.schema);
+    return a plain dict."""
+    return compose_with_raw(source, overrides)[0]
+
+
+def compose_with_raw(source: ConfigSource, overrides: list[str]) -> tuple[dict[str, Any], Any]:
+    """`compose`, plus the same config unresolved (what its interpolations read)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
+    from repro.source import schema
+    from repro.source.composed import composed_files
+
+    guard(source)
     try:
         with initialize_config_dir(config_dir=str(source.config_dir), version_base="1.3", job_name="repro"):
             cfg = hydra_compose(config_name=source.config_name, overrides=list(overrides))
+        raw = OmegaConf.to_container(cfg, resolve=False)
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as exc:  # Hydra raises many types; all mean "bad config"
-        raise ConfigError("config: " + one_line(exc)) from None
+        raise ConfigError("config: " + composition_error(exc)) from None
     if not isinstance(resolved, dict):
         raise ConfigError(f"{source.config_name}.yaml: expected a mapping at the top level")
-    return {str(k): v for k, v in resolved.items()}
+    out = {str(k): v for k, v in resolved.items()}
+    schema.check(out, raw, lambda: composed_files(source, list(overrides)), source.root)
+    return out, raw
+
+
+def composition_error(exc: BaseException) -> str:
+    """Hydra's error as one line; a missing group option names the group, the option and the choices.
+
+    Hydra's own message for `model=nope` runs over many lines and ends with the
+    search path, which `one_line` would cut to "Config search path:".
+    """
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        options = sorted(exc.options or [])
+        choices = f"one of {', '.join(options)}" if options else "an option of a group that has none"
+        return f"config group {group}: no option {option!r}; expected {choices} (configs/{group}/NAME.yaml)"
+    return one_line(exc)
+
+
+def interpolation_in(node: Any, prefix: str = "") -> tuple[str, str] | None:
+    """The first (dotted key, string) holding `${`, in key order; None if there is none.
+
+    A resolved config holds values only. A string that still holds `${...}` would
+    be resolved again by OmegaConf when Hydra instantiates the node, and an
+    interpolation such as `${oc.create:...}` can build a `_target_` out of plain
+    text: a lock's config must never carry one (see docs/security.md).
+    """
+    stack: list[tuple[str, Any]] = [(prefix, node)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if "${" in value:
+                return where or "(top level)", value
+        elif isinstance(value, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+    return None
+
+
+def refuse_interpolations(resolved: dict[str, Any]) -> None:
+    """ConfigError naming the first key whose resolved value still holds `${` (an escaped `\\${` in YAML),
+    or a lone surrogate (a YAML `"\\ud800"` escape).
+
+    The lock would record it, and no verify could accept that lock (`interpolation_in`).
+    """
+    found = interpolation_in(resolved)
+    if found is not None:
+        raise ConfigError(f"config key {found[0]}: {found[1][:80]!r} still holds `${{` after resolving; a resolved "
+                          "config must hold values only (a lock refuses interpolations), so write it another way")
+    from repro.safeio import lone_surrogate_at
+
+    surrogate = lone_surrogate_at(resolved)
+    if surrogate is not None:  # the lock could not be written as UTF-8, and no lock parser accepts one
+        raise ConfigError(f"config: a lone surrogate (\\ud800-\\udfff) in {surrogate}; text must be valid Unicode")
+
+
+def guard(source: ConfigSource) -> None:
+    """Before Hydra composes a project's config: every YAML file bounded, no search path outside repro and the
+    project (`repro.source.config_guard`). repro's own embedded configs are part of the toolchain."""
+    from repro.source.config_guard import guard_config_dir
+
+    if not source.embedded:
+        guard_config_dir(source.config_dir, source.root)
 
 
 def hashed_view(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -132,14 +208,14 @@ def require(cfg: dict[str, Any], dotted: str, kind: type | tuple[type, ...]) -> 
 # up front, before any hashing or training, wherever the key is present: `trainer.lr=abc`
 # is refused naming the key, the type and the value, instead of failing deep in torch.
 VALUE_TYPES: dict[str, type | tuple[type, ...]] = {
-    "seed": int, "out_dir": str, "code.include": list,
+    "seed": int, "out_dir": str, "code.include": (list, type(None)),
     "data.builder": str, "data.data_files": list, "data.test_fraction": float, "data.split_seed": int,
     "trainer.max_steps": int, "trainer.batch_size": int, "trainer.log_every": int, "trainer.num_workers": int,
     "trainer.shuffle": bool, "trainer.lr": float, "trainer.optimizer.lr": float,
     "trainer.checkpoint_every": int, "trainer.keep_checkpoints": int,
     "build.profile": str, "build.device": str, "build.threads": (int, str), "build.cpu_capability": str,
     "build.precision": str, "build.world_size": int, "build.deterministic": bool, "build.mkldnn": bool,
-    "build.mkl_cbwr": (str, type(None)),
+    "build.mkl_cbwr": (str, type(None)), "build.kernels": str, "build.unportable": str,
 }
 
 
@@ -191,6 +267,11 @@ class TrainerSpec:
         for key in ("max_steps", "batch_size", "log_every"):
             if getattr(spec, key) < 1:
                 raise ConfigError(f"config key trainer.{key}: expected >= 1, got {getattr(spec, key)}")
+        if spec.num_workers < 0:
+            raise ConfigError(f"config key trainer.num_workers: expected >= 0, got {spec.num_workers}")
+        lr = optional(cfg, "trainer.lr", float, None)
+        if lr is not None and not 0.0 < lr < float("inf"):
+            raise ConfigError(f"config key trainer.lr: expected a positive learning rate, got {lr}")
         return spec
 
 

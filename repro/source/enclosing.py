@@ -5,22 +5,39 @@ a project root that repro has to guess from where the lock lies. The guess never
 goes above the git top-level, nor above the lock's own folder outside git: a
 stranger's lock must not make repro hash /etc/passwd or write /.repro/. This is
 that rule, for every caller (`repro verify`'s root, `repro audit`'s base lock).
+
+The top is found on disk, never by asking git: the nearest folder at or above
+the lock's that holds a `.git` (a repository folder, or a worktree's `gitdir:`
+file). Its work tree is that folder, which contains the lock. git itself would
+honour the repository's `core.worktree` (or `GIT_WORK_TREE`), and a shipped
+`.git/config` with `core.worktree=../../..` moved the root above the release.
 """
 
 from __future__ import annotations
 
-import subprocess
+import os
 from pathlib import Path
 
 
 def git_toplevel(folder: Path) -> Path | None:
-    """The top folder of the git work tree holding `folder`, resolved; None outside git (or without git)."""
+    """The nearest folder at or above `folder` (resolved) holding a `.git`; None if none does."""
+    start = folder.resolve()
+    for candidate in (start, *start.parents):
+        dot_git = candidate / ".git"
+        if os.path.isdir(dot_git) and os.path.isfile(dot_git / "HEAD") and not os.path.islink(dot_git):
+            return candidate
+        if os.path.isfile(dot_git) and not os.path.islink(dot_git) and _is_gitdir_file(dot_git):
+            return candidate
+    return None
+
+
+def _is_gitdir_file(path: Path) -> bool:
+    """A worktree's or submodule's `.git` file: one line `gitdir: PATH`."""
     try:
-        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return Path(out).resolve() if out else None
+        with open(path, "rb") as fh:
+            return fh.read(8) == b"gitdir: "
+    except OSError:
+        return False
 
 
 def enclosing_folders(folder: Path) -> tuple[list[Path], Path | None]:

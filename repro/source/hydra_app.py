@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from repro.errors import ConfigError
-from repro.source.config import ConfigSource, one_line
+from repro.source.config import ConfigSource, composition_error, guard
 
 INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 # Hydra's name for the task; `${hydra:job.name}` and the job log file use it.
@@ -33,6 +33,7 @@ def hydra_app(source: ConfigSource) -> Iterator[Any]:
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
 
+    guard(source)  # bounded YAML, no search path outside repro and the project (repro.source.config_guard)
     version.setbase(VERSION_BASE)  # what `hydra.main(version_base=...)` does: jobs keep the cwd, ...
     GlobalHydra.instance().clear()
     try:
@@ -61,8 +62,10 @@ def show_info(source: ConfigSource, overrides: list[str], what: str) -> str:
     with hydra_app(source) as hydra, hydra_errors(), contextlib.redirect_stdout(out):
         hydra.show_info(info=what, config_name=source.config_name, overrides=list(overrides))
         logging.getLogger().handlers.clear()  # Hydra's handler writes to `out`: detach it
-        groups = _groups_text(hydra)
-    return out.getvalue() + ("" if what not in ("all", "config") else "\nConfig groups (group=option):\n" + groups)
+    groups = _groups_text(source, overrides)
+    # Hydra indents with tabs, which the CLI would print escaped (`\t`): plain spaces read the same.
+    text = out.getvalue().expandtabs(4)
+    return text + ("" if what not in ("all", "config") else "\nConfig groups (group=option):\n" + groups)
 
 
 def help_text(source: ConfigSource, overrides: list[str]) -> str:
@@ -70,17 +73,19 @@ def help_text(source: ConfigSource, overrides: list[str]) -> str:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
+    groups = _groups_text(source, overrides)
     with hydra_app(source) as hydra, hydra_errors():
-        groups = _groups_text(hydra)
         cfg = hydra.compose_config(config_name=source.config_name, overrides=list(overrides), run_mode=RunMode.RUN)
         config = OmegaConf.to_yaml(hydra.get_sanitized_cfg(cfg, "job"))
     return ("== Configuration groups ==\nCompose your configuration from those groups (group=option)\n\n"
             f"{groups}\n== Config ==\nOverride anything in the config (foo.bar=value)\n\n{config}")
 
 
-def _groups_text(hydra: Any) -> str:
-    text: str = hydra.format_config_groups(lambda group: not (group == "hydra" or group.startswith("hydra/")))
-    return text
+def _groups_text(source: ConfigSource, overrides: list[str]) -> str:
+    """`group: option, option` for every group on the whole search path: the project's and repro's."""
+    from repro.source.composed import group_options
+
+    return "".join(f"{group}: {', '.join(options)}\n" for group, options in group_options(source, overrides).items())
 
 
 @contextlib.contextmanager
@@ -93,4 +98,4 @@ def hydra_errors(on_exit: str = "Hydra stopped") -> Iterator[None]:
     except ConfigError:
         raise
     except Exception as exc:  # Hydra raises many types; all mean "bad config or override"
-        raise ConfigError("config: " + one_line(exc)) from None
+        raise ConfigError("config: " + composition_error(exc)) from None

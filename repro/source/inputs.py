@@ -14,7 +14,7 @@ from typing import Any
 
 from repro import __version__
 from repro.canonical import compact_json, sha256_bytes
-from repro.errors import ConfigError, LockfileError
+from repro.errors import ConfigError, DataError, LockfileError
 from repro.source.base_model import base_block, base_path
 from repro.source.config import hashed_view, require
 from repro.source.data import DataSpec, hashed_file_list
@@ -154,13 +154,39 @@ def hash_inputs(resolved: dict[str, Any], root: Path, *, imported: list[str] | t
     inputs = {
         "config": config_digest(resolved),
         # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
-        "data": data_block(root, spec, hashed_file_list(root, spec), use_cache=use_cache, progress=progress),
+        "data": data_block(root, spec, data_files(resolved, root, spec), use_cache=use_cache, progress=progress),
         "code": code_block(root, include, imported),
     }
     base = base_path(resolved)
     if base is not None:  # a fine-tune: its base release is source too
         inputs["base"] = base_block(root, base)
     return inputs
+
+
+def data_files(resolved: dict[str, Any], root: Path, spec: DataSpec) -> list[str]:
+    """`hashed_file_list`, with a missing file that a stage makes named with the command that makes it."""
+    try:
+        return hashed_file_list(root, spec)
+    except DataError as exc:
+        made = missing_outputs(resolved, root, [*spec.data_files, *spec.sources])
+        if not made:
+            raise
+        path, stage = made[0]
+        raise DataError(f"{path}: not here; it is an output of stage {stage}: run `repro run {stage}` (or "
+                        f"`dvc repro`) to make it, or `dvc pull` it; `repro verify --from-source` rebuilds it "
+                        "from the primary sources") from exc
+
+
+def missing_outputs(resolved: dict[str, Any], root: Path, patterns: list[str]) -> list[tuple[str, str]]:
+    """(path, stage) for each declared stage output that these patterns cover and that is not under root."""
+    from repro.source.stages import covers, stage_specs
+
+    try:
+        specs = stage_specs(resolved)
+    except ConfigError:
+        return []
+    return [(out, spec.name) for spec in specs.values() for out in spec.outputs
+            if any(covers(p, out) for p in patterns) and not (root / out).exists()]
 
 
 def check_paths(resolved: dict[str, Any], spec: DataSpec) -> None:

@@ -40,14 +40,15 @@ def _split(target: str) -> tuple[str, str]:
 
 @contextmanager
 def _importable_from(root: Path, local: bool) -> Iterator[None]:
-    """Import with the project root first on sys.path when the module is the project's own file."""
-    if local:
-        sys.path.insert(0, str(root))
-    try:
-        yield
-    finally:
-        if local:
-            sys.path.remove(str(root))
+    """Import a project file through repro's finder (`repro.source.project_import`), never from `sys.path`.
+
+    A build child has it installed already (serving only the lock's files in a rebuild).
+    """
+    from repro.source.project_import import install, installed_for
+
+    if local and installed_for(root) is None:
+        install(root)
+    yield
 
 
 def local_file(target: str, root: Path) -> Path | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -25,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from repro.canonical import canonical_json, fsync_dir, sha256_bytes
-from repro.errors import CheckpointError, DataError, TrainingFailed, output_error
+from repro.errors import CheckpointError, CheckpointTooOld, DataError, TrainingFailed, output_error
 from repro.filenames import MANIFEST_NAME, OPTIMIZER_NAME, PICKLED_SUFFIXES, STATE_NAME, WEIGHTS_NAME
 from repro.safeio import loads, open_regular, read_bytes
 from repro.source.hashing import digest_path
 
-VERSION = 1
+VERSION = 2  # 2: state.json records the source identity of the run that wrote it (repro.lock.identity)
 MODEL_NAME = WEIGHTS_NAME
 REQUIRED = (MODEL_NAME, OPTIMIZER_NAME, STATE_NAME)
 SCHEMA_PATH = Path(__file__).resolve().parent / "checkpoint.schema.json"
@@ -110,7 +111,10 @@ def read(path: Path) -> Checkpoint:
     refuse_pickled(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a checkpoint folder (expected {MANIFEST_NAME} and safetensors files)")
-    manifest = _load_json(path / MANIFEST_NAME, f"{path.name}/{MANIFEST_NAME}", "#/$defs/manifest")
+    try:
+        manifest = _load_json(path / MANIFEST_NAME, f"{path.name}/{MANIFEST_NAME}", "#/$defs/manifest")
+    except CheckpointTooOld as exc:  # name the whole path: this one is refused, not skipped
+        raise CheckpointTooOld(f"{path.parent}/{exc}") from None
     records = {rec["path"]: rec for rec in manifest["files"]}
     absent = [n for n in REQUIRED if n not in records]
     if absent:
@@ -123,10 +127,92 @@ def read(path: Path) -> Checkpoint:
     raw = read_bytes(path / STATE_NAME, f"checkpoint {STATE_NAME}", error=CheckpointError)
     _check(path, STATE_NAME, records[STATE_NAME], len(raw), sha256_bytes(raw))
     state = _parse_json(raw, f"{path.name}/{STATE_NAME}", "#/$defs/state")
+    check_state(state, f"{path.name}/{STATE_NAME}")
     named = parse_step(path.name)
     if manifest["step"] != state["step"] or named not in (None, state["step"]):
         raise CheckpointError(f"{path.name}: folder name, manifest and state.json disagree on the step")
     return Checkpoint(path, state["step"], state, {name: path / name for name in records})
+
+
+_UINT32 = 1 << 32
+_MT_WORDS = 624  # Mersenne Twister state: 624 words, then the position in them
+_TAGS = {"$tensor": str, "$float": str, "$tuple": list, "$items": list}
+_HEX_LIMIT = 1 << 16  # hex characters of one generator's state (torch's CPU one is 10,112)
+
+
+def check_state(state: dict[str, Any], where: str) -> None:
+    """Every field of a checkpoint's state.json, beyond its schema: what restoring it would need. No torch.
+
+    `where` ("step-00000004/state.json") starts each CheckpointError (exit 2). A
+    field that passed the schema can still be one Python, numpy or the restore
+    code would choke on (a Mersenne Twister state of the wrong length, a tag that
+    is not one of ours, a loss list longer than the steps): refused here, named,
+    so a resume never ends in a ValueError from deep inside (exit 4) or exit 70.
+    """
+    def bad(field: str, expected: str) -> CheckpointError:
+        return CheckpointError(f"{where}: field '{field}': expected {expected}")
+
+    step = state["step"]
+    if len(state["losses"]) != step:
+        raise bad("losses", f"one loss per step ({step}), got {len(state['losses'])}")
+    if len(state["step_digests"]) not in (0, step + 1):
+        raise bad("step_digests", f"one parameter digest before the first step and one after each ({step + 1})")
+    for i, resume in enumerate(state["resumes"]):
+        if resume["step"] > step:
+            raise bad(f"resumes.{i}.step", f"a step at most {step}")
+    py = state["rng"]["python"]
+    words = py["state"]
+    if py["version"] != 3 or len(words) != _MT_WORDS + 1 or any(w >= _UINT32 for w in words[:_MT_WORDS]) \
+            or not 0 <= words[_MT_WORDS] <= _MT_WORDS:
+        raise bad("rng.python", "Python's random state: version 3, 624 words below 2**32 and a position 0..624")
+    if py["gauss_next"] is not None and not math.isfinite(py["gauss_next"]):
+        raise bad("rng.python.gauss_next", "null or a finite number")
+    np_state = state["rng"]["numpy"]
+    if len(np_state["keys"]) != _MT_WORDS or not 0 <= np_state["pos"] <= _MT_WORDS \
+            or np_state["has_gauss"] not in (0, 1) or not math.isfinite(np_state["cached_gaussian"]):
+        raise bad("rng.numpy", "numpy's MT19937 state: 624 keys, a position 0..624, has_gauss 0 or 1")
+    for name, text in [("rng.torch", state["rng"]["torch"])] + \
+            [(f"rng.cuda.{i}", t) for i, t in enumerate(state["rng"]["cuda"])]:
+        if len(text) % 2 or len(text) > _HEX_LIMIT:
+            raise bad(name, f"a generator state as an even number of hex digits, at most {_HEX_LIMIT}")
+    for key in ("optimizer", "scheduler", "grad_scaler"):
+        _check_tags(state[key], key, bad)
+    for block in ("data", "code"):
+        files = state["inputs"][block]["files"]
+        if not isinstance(files, list) or not all(_is_file_record(f) for f in files):
+            raise bad(f"inputs.{block}.files", "a list of {path, size, hashes: {sha256}} records")
+    if not isinstance(state["inputs"]["config"]["resolved"], dict):
+        raise bad("inputs.config.resolved", "a mapping")
+    packages = state["build"]["packages"]
+    if not isinstance(packages, dict) or not all(isinstance(v, (str, type(None))) for v in packages.values()):
+        raise bad("build.packages", "a mapping of distribution names to versions (or null)")
+
+
+def _check_tags(node: Any, field: str, bad: Callable[[str, str], CheckpointError]) -> None:
+    """A state_dict as `repro.train.state.encode` writes it: a key starting with `$` is exactly one known tag."""
+    stack: list[tuple[str, Any]] = [(field, node)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, list):
+            stack.extend((f"{where}.{i}", v) for i, v in enumerate(value))
+        elif isinstance(value, dict):
+            tags = [k for k in value if k.startswith("$")]
+            if tags:
+                tag = tags[0]
+                if len(value) != 1 or tag not in _TAGS or not isinstance(value[tag], _TAGS[tag]):
+                    raise bad(where, "a plain value or one of the tags $tensor, $float, $tuple, $items")
+                if tag == "$float" and value[tag] not in ("inf", "-inf", "nan"):
+                    raise bad(f"{where}.$float", "'inf', '-inf' or 'nan'")
+                if tag == "$items" and not all(isinstance(p, list) and len(p) == 2 for p in value[tag]):
+                    raise bad(f"{where}.$items", "a list of [key, value] pairs")
+                stack.append((f"{where}.{tag}", value[tag]))
+            else:
+                stack.extend((f"{where}.{k}", v) for k, v in value.items())
+
+
+def _is_file_record(f: Any) -> bool:
+    return isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("size"), int) \
+        and isinstance(f.get("hashes"), dict) and isinstance(f["hashes"].get("sha256"), str)
 
 
 def bytes_writer(data: bytes) -> Writer:
@@ -176,6 +262,8 @@ def newest_valid(root: Path) -> tuple[Checkpoint | None, list[str]]:
     for path in reversed(step_dirs(root)):
         try:
             return read(path), skipped
+        except CheckpointTooOld:  # refused by the caller, never silently skipped (and then deleted)
+            raise
         except CheckpointError as exc:
             skipped.append(str(exc))
     return None, skipped
@@ -266,6 +354,10 @@ def _parse_json(raw: bytes, where: str, ref: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{where}: expected a JSON object")
     version = obj.get("version")
+    if isinstance(version, int) and 1 <= version < VERSION:
+        raise CheckpointTooOld(f"{where}: checkpoint version {version}, written by an earlier repro that did not "
+                               "record the source identity (code, toolchain) of the run that wrote it, so resuming "
+                               "from it could mix two sources")
     if version != VERSION:
         newer = isinstance(version, int) and version > VERSION
         raise CheckpointError(f"{where}: version {version!r} " + ("is newer than this repro understands; upgrade repro"

@@ -6,13 +6,18 @@ place that turns them into torch flags, so there is one switchboard to audit.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+import sys
+import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from repro.environment.machine import cpu_identity
 from repro.environment.pins import Pins
 from repro.errors import EnvironmentMismatch
 
@@ -38,6 +43,11 @@ def apply_torch_pins(pins: Pins) -> dict[str, Any]:
             "ATEN_CPU_CAPABILITY must be set before torch is imported (run `repro train` in a fresh process)"
         )
     torch.set_num_threads(pins.threads)
+    kernels: dict[str, Any] = {"kernels": "vendor"}
+    if pins.kernels == "portable":
+        from repro.train import kernels as portable
+
+        kernels = portable.enable(refuse=pins.unportable == "refuse", cpu=pins.device == "cpu")
     torch.use_deterministic_algorithms(pins.deterministic, warn_only=False)
     torch.backends.mkldnn.enabled = pins.mkldnn  # type: ignore[assignment]  # a ContextProp setter
     # TF32 trades mantissa bits for speed on Ampere+; off, always.
@@ -53,6 +63,7 @@ def apply_torch_pins(pins: Pins) -> dict[str, Any]:
         "cudnn_deterministic": True,
         "cudnn_benchmark": False,
         "tf32": False,
+        **kernels,
     }
     if pins.device == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -64,6 +75,48 @@ def apply_torch_pins(pins: Pins) -> dict[str, Any]:
         tud.fill_uninitialized_memory = True  # type: ignore[attr-defined]  # a module property
         set_flags["fill_uninitialized_memory"] = True
     return set_flags
+
+
+def cpu_facts(pins: Pins) -> dict[str, Any] | None:
+    """What decides a native CPU build's bits besides its pins (the lock's build.cpu): the CPU's
+    vendor, family and model, and the code path MKL chose for it. None for the portable kernels,
+    whose bits no CPU fact decides, and on a GPU."""
+    if pins.kernels != "vendor" or pins.device != "cpu":
+        return None
+    return {**cpu_identity(), "mkl": mkl_code_path()}
+
+
+@functools.cache
+def mkl_code_path() -> str | None:
+    """The instruction set MKL dispatches to on this CPU, from its verbose banner, e.g. 'Intel(R) Advanced
+    Vector Extensions 512 (Intel(R) AVX-512) with support for INT8, ...'; None without MKL."""
+    if not torch.backends.mkl.is_available():  # type: ignore[no-untyped-call]  # torch leaves it untyped
+        return None
+
+    def one_gemm() -> None:
+        with torch.backends.mkl.verbose(torch.backends.mkl.VERBOSE_ON):  # type: ignore[no-untyped-call]
+            torch.mm(torch.ones(2, 2), torch.ones(2, 2))
+
+    banner = _stdout_of(one_gemm)
+    for line in banner.splitlines():
+        if line.startswith("MKL_VERBOSE") and " architecture " in line:
+            return line.split(" architecture ", 1)[1].rsplit(", Lnx", 1)[0].strip()
+    return None
+
+
+def _stdout_of(fn: Callable[[], None]) -> str:
+    """What `fn` writes to file descriptor 1 (a C library's printf), captured instead of shown."""
+    sys.stdout.flush()
+    with tempfile.TemporaryFile() as capture:
+        saved = os.dup(1)
+        os.dup2(capture.fileno(), 1)
+        try:
+            fn()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        capture.seek(0)
+        return capture.read().decode(errors="replace")
 
 
 def torch_generator(seed: int) -> torch.Generator:

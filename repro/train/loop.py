@@ -18,13 +18,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from repro import lifetime
 from repro.environment.pins import Pins
 from repro.errors import ConfigError, TrainingFailed
 from repro.source.base_model import with_base_path
 from repro.source.config import TrainerSpec, one_line
 from repro.source.data import DataSpec, load_splits
 from repro.tasks import Batch, Task, as_task
-from repro.train.determinism import apply_torch_pins, cuda_facts, seed_everything, seed_worker, torch_generator
+from repro.train.determinism import (
+    apply_torch_pins,
+    cpu_facts,
+    cuda_facts,
+    seed_everything,
+    seed_worker,
+    torch_generator,
+)
 from repro.train.sampling import OrderDigest, SampleOrder
 from repro.train.state import Parts, capture, restore
 from repro.train.trace import StepTrace
@@ -44,6 +52,7 @@ class RunFlags:
     seeds: dict[str, int]
     distributed: dict[str, Any]
     cuda: dict[str, Any] | None  # the lock's build.cuda (None on CPU)
+    cpu: dict[str, Any] | None = None  # the lock's build.cpu: a native CPU build's CPU (else None)
 
     def to_json(self) -> dict[str, Any]:
         """The lock's `build.flags`."""
@@ -81,10 +90,12 @@ def train(cfg: dict[str, Any], pins: Pins, root: Path, data_files: list[str], on
     # Seed after data loading so model init depends on the seed alone.
     seeds = seed_everything(pins.seed)
     model = instantiate(with_base_path(cfg["model"], root), "model")  # a fine-tune loads its base
-    optimizer = instantiate(cfg["trainer"]["optimizer"], "trainer.optimizer")(model.parameters())
+    optimizer = called(instantiate(cfg["trainer"]["optimizer"], "trainer.optimizer"), "trainer.optimizer",
+                       model.parameters())
     # Optional: a project's own trainer group may predate the key; absent means none.
     sched_node = cfg["trainer"].get("scheduler")
-    scheduler = None if sched_node is None else instantiate(sched_node, "trainer.scheduler")(optimizer)
+    scheduler = None if sched_node is None else called(instantiate(sched_node, "trainer.scheduler"),
+                                                       "trainer.scheduler", optimizer)
 
     accelerator = _accelerator(pins)
     if not gc.isenabled():  # a build child, whose imports are done (repro.build.__main__)
@@ -96,11 +107,20 @@ def train(cfg: dict[str, Any], pins: Pins, root: Path, data_files: list[str], on
         net = accelerator.unwrap_model(run.model)
         metrics, samples, exports = evaluate(task, net, test_t, root, accelerator.device)
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        flags = RunFlags(torch_flags, seeds, run.distributed(), cuda_facts())
+        flags = RunFlags({**torch_flags, **_unportable(pins)}, seeds, run.distributed(), cuda_facts(), cpu_facts(pins))
     finally:
         AcceleratorState._reset_state(True)
     return TrainResult(state, losses, digest.hexdigest(), digest.count, metrics, flags, fingerprint,
                        step_digests=trace.digests, samples=samples, exports=exports)
+
+
+def _unportable(pins: Pins) -> dict[str, list[str]]:
+    """The unportable operators this run made under `build.unportable: record` (the lock's warning)."""
+    if pins.kernels != "portable":
+        return {}
+    from repro.train.kernels import unportable_seen
+
+    return {"unportable": unportable_seen()}
 
 
 def _load_data(cfg: dict[str, Any], task: Task, root: Path, data_files: list[str], data_digest: str | None,
@@ -188,8 +208,12 @@ class _Run:
 
     def steps(self, checkpoints: Session | None,
               on_step: OnStep | None) -> tuple[list[float], OrderDigest, StepTrace]:
-        """Train from step 0 or the checkpoint's step to max_steps; return the losses, order digest and trace."""
-        resume = checkpoints.resume if checkpoints is not None else None
+        """Train from step 0 or the checkpoint's step to max_steps; return the losses, order digest and trace.
+
+        A stop signal (repro.lifetime) ends the steps after the one it came in, with a checkpoint.
+        """
+        # The model is built and its imports are known: the checkpoint must be of this very source.
+        resume = checkpoints.begin() if checkpoints is not None else None
         start = resume.step if resume is not None else 0
         batches = _batches(self.train_t, self.order, self.spec, self.pins.seed, start)
         digest, losses = OrderDigest(), list[float]()
@@ -197,16 +221,18 @@ class _Run:
             digest, losses = restore(resume, self.parts, self.order)
         trace = StepTrace.start(self.parts.model, self.fast.inner, resume)
         self.model.train()
-        for step, (rows, batch) in enumerate(batches, start):
-            trace.before_step(step + 1)
-            digest.update(rows)
-            value = self.step(step, batch, trace)
-            losses.append(value)
-            if checkpoints is not None:
-                checkpoints.after_step(step + 1, partial(capture, step + 1, self.parts, self.order, losses, digest,
-                                                         trace.digests))
-            if on_step is not None:
-                on_step(step + 1, value)
+        with lifetime.deferred():  # a stop signal waits for the end of its step
+            for step, (rows, batch) in enumerate(batches, start):
+                trace.before_step(step + 1)
+                digest.update(rows)
+                value = self.step(step, batch, trace)
+                losses.append(value)
+                if checkpoints is not None:
+                    checkpoints.after_step(step + 1, partial(capture, step + 1, self.parts, self.order, losses,
+                                                             digest, trace.digests))
+                lifetime.raise_if_stopped(f" after step {step + 1}")
+                if on_step is not None:
+                    on_step(step + 1, value)
         return losses, digest, trace
 
     def step(self, step: int, batch: Batch, trace: StepTrace) -> float:
@@ -278,6 +304,16 @@ def _accelerator(pins: Pins) -> Any:
 
     return Accelerator(cpu=pins.device == "cpu", mixed_precision=PRECISION_TO_ACCELERATE[pins.precision],
                        kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)])
+
+
+def called(partial_: Any, key: str, arg: Any) -> Any:
+    """Call a `_partial_` node (an optimizer on the parameters); a value it refuses is a config error (exit 2)."""
+    try:
+        return partial_(arg)
+    except (ValueError, TypeError) as exc:  # torch.optim: "Invalid learning rate: -1"
+        func = getattr(partial_, "func", partial_)
+        name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', func)}".lstrip(".")
+        raise ConfigError(f"config key {key}: {name} refused its arguments: {one_line(exc)}") from None
 
 
 def instantiate(node: dict[str, Any], key: str) -> Any:

@@ -78,7 +78,7 @@ def restore(ckpt: Checkpoint, parts: Parts, order: SampleOrder) -> tuple[OrderDi
                                       f"but this run {'has' if obj is not None else 'has no'} {key}")
             if obj is not None:
                 obj.load_state_dict(decode(state[key], tensors))
-    except (RuntimeError, ValueError, KeyError) as exc:  # shape/name mismatches from torch, bad tags
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:  # shape/name mismatches, bad tags
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{where}: cannot restore it into this run: {first}") from None
     digest = OrderDigest()
@@ -86,7 +86,11 @@ def restore(ckpt: Checkpoint, parts: Parts, order: SampleOrder) -> tuple[OrderDi
         digest.update(order.batch(s))
     if digest.hexdigest() != state["sample_order"]["sha256"] or digest.count != state["sample_order"]["count"]:
         raise CheckpointError(f"{where}: the sample order up to step {ckpt.step} differs from the recorded one")
-    set_rng_state(state["rng"], where)
+    try:  # checkpoint.check_state checked the shapes; the libraries have the last word on the values
+        set_rng_state(state["rng"], where)
+    except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{where}/state.json: field 'rng': cannot restore it ({first})") from None
     return digest, [float(v) for v in state["losses"]]
 
 

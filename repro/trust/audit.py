@@ -107,20 +107,33 @@ def debian(release: ReleaseTerms, weights: Rating, data: Rating, code: Rating) -
     """Debian ML-Policy: the weights' licence first, then data and training program."""
     name = "Debian ML-Policy"
     if not weights.free:
-        return Verdict(name, DEBIAN_NONFREE, False, [f"weights licence {weights.expression}: {weights.reason}"])
+        return Verdict(name, DEBIAN_NONFREE, False, [licence_reason("weights", weights)])
     reasons = []
     if not data.free:
-        reasons.append(f"data licence {data.expression}: {data.reason}")
+        reasons.append(licence_reason("data", data))
     if not release.data_obtainable:
         reasons.append(f"training data {release.data_location}: {DATA_LOCATIONS[release.data_location]}; "
                        "anyone must be able to download it")
     if not code.free:
-        reasons.append(f"training program licence {code.expression}: {code.reason}")
+        reasons.append(licence_reason("training program", code))
     if reasons:
         return Verdict(name, DEBIAN_TOXIC, False, reasons)
     where = DATA_LOCATIONS[release.data_location]
     return Verdict(name, DEBIAN_FREE, True, [f"weights {weights.expression}, data {data.expression} ({where}), "
                                              f"training program {code.expression} + repro {REPRO_LICENSE}"])
+
+
+def licence_reason(what: str, rating: Rating, key: str | None = None) -> str:
+    """`weights licence GPL-3.0-only: ...`, or, when none was declared, which key to set."""
+    if rating.expression is None:
+        key = key or {"weights": "weights_license", "data": "data_license"}.get(what, "code_license")
+        return f"{what}: no licence declared (set release.{key})"
+    return f"{what} licence {rating.expression}: {rating.reason}"
+
+
+def licence_text(expression: str | None) -> str:
+    """A licence as people read it: the SPDX expression, or `not declared`."""
+    return "not declared" if expression is None else expression
 
 
 def osaid(release: ReleaseTerms, weights: Rating, code: Rating) -> Verdict:
@@ -131,9 +144,9 @@ def osaid(release: ReleaseTerms, weights: Rating, code: Rating) -> Verdict:
     if release.data_location == "unknown":
         missing.append("data information: where to obtain the data is not stated (release.data_location)")
     if not code.free:
-        missing.append(f"code: licence {code.expression}: {code.reason}")
+        missing.append(licence_reason("code", code))
     if not weights.free:
-        missing.append(f"parameters: licence {weights.expression}: {weights.reason}")
+        missing.append(licence_reason("parameters", weights, "weights_license"))
     if missing:
         return Verdict("OSI OSAID 1.0", "not Open Source AI", False, missing)
     return Verdict("OSI OSAID 1.0", "Open Source AI", True,
@@ -151,31 +164,76 @@ def components(lock: Lock, release: ReleaseTerms, facts: ReleaseFacts,
     def c(name: str, cls: int, present: bool, lic: Rating, evidence: str, required: bool = True) -> Component:
         return Component(name, cls, required, present, lic.expression, present and lic.free, evidence)
 
+    ev = evidence(lock)
     return [
-        c("Model architecture", 3, True, code, "model config + repro/models.py, hashed in the lock"),
+        c("Model architecture", 3, True, code, ev["architecture"]),
         c("Model parameters (Final)", 3, True, weights, "model.safetensors, sha256 in the lock"),
         c("Evaluation results", 3, metrics, doc, "outputs.metrics in the lock" if metrics else "no held-out metrics"),
         c("Model card", 3, facts.card, doc, "README.md" if facts.card else "no README.md (run `repro card`)"),
         c("Data card", 3, facts.card and bool(release.data_description), doc,
           "the card's data section" if release.data_description else "release.data_description is empty"),
         c("Technical report", 3, bool(release.technical_report), doc,
-          release.technical_report or "release.technical_report is null"),
+          release.technical_report or "release.technical_report is not set"),
         c("Sample model outputs", 3, False, doc, "repro does not publish samples", required=False),
-        c("Training code", 2, True, code, "repro source + project code, digests in the lock"),
-        c("Inference code", 2, True, code, "repro/models.py forward pass, run by the held-out evaluation"),
-        c("Evaluation code", 2, metrics, code, "repro/train/loop.py held-out evaluation"),
+        c("Training code", 2, True, code, ev["training"]),
+        c("Inference code", 2, True, code, ev["inference"]),
+        c("Evaluation code", 2, metrics, code, ev["evaluation"]),
         c("Evaluation data", 2, held_out and obtainable, data,
           "held-out split of the training data" if held_out else "data.test_fraction is 0"),
         c("Supporting libraries and tools", 2, True, _packages(lock), "versions in toolchain.distributions",
           required=False),
         c("Datasets", 1, obtainable, data, f"data_location {release.data_location}"),
-        c("Data preprocessing code", 1, True, code, "repro/source/data.py + data config, hashed in the lock"),
+        c("Data preprocessing code", 1, True, code, ev["preprocessing"]),
         c("Model parameters (Intermediate)", 1, facts.checkpoints, weights,
           "checkpoints/ beside the lock" if facts.checkpoints else "no checkpoints/ beside the lock"),
         c("Research paper", 1, bool(release.research_paper), doc,
-          release.research_paper or "release.research_paper is null"),
+          release.research_paper or "release.research_paper is not set"),
         c("Model metadata", 1, True, weights, "repro.lock (config, pins, digests)", required=False),
     ]
+
+
+def evidence(lock: Lock) -> dict[str, str]:
+    """Where each code component is, in the user's own terms: their files and `_target_`s, never repro's
+    internal modules (a `_target_` of repro's is named by its public import path)."""
+    resolved = lock["inputs"]["config"]["resolved"]
+    model, task = _target(resolved.get("model")), _target(resolved.get("task"))
+    model_files = owned_files(lock, model)
+    where = f" ({_listed(model_files)})" if model_files else ""
+    project = [f["path"] for f in lock["inputs"]["code"]["files"]]
+    stages = lock["inputs"].get("stages", [])
+    pre = _target((resolved.get("data") or {}).get("preprocess"))
+    prep = [f"stage {r['stage']} ({_listed([f['path'] for f in r['code']['files']])})" for r in stages]
+    prep += [f"data.preprocess {pre} ({_listed(owned_files(lock, pre))})" if owned_files(lock, pre) else
+             f"data.preprocess {pre}"] if pre else []
+    return {
+        "architecture": f"{model}{where} and its config, hashed in the lock",
+        "inference": f"the forward pass of {model}{where}, run by the held-out evaluation",
+        "evaluation": f"the task's evaluate() ({task}) on the held-out split",
+        "training": f"repro {lock['toolchain']['repro']['version']}'s training loop "
+                    f"({len(lock['toolchain']['repro']['files'])} modules) + {len(project)} project file"
+                    f"{'' if len(project) == 1 else 's'}" + (f" ({_listed(project)})" if project else "")
+                    + ", digests in the lock",
+        "preprocessing": "; ".join(prep) + ", hashed in the lock" if prep else
+                         "none: the data files are loaded as stored (the data config names the loader)",
+    }
+
+
+def owned_files(lock: Lock, target: str) -> list[str]:
+    """The project code files of `target`'s top-level package or module, as the lock records them."""
+    top = target.split(".", 1)[0]
+    if not top:
+        return []
+    return [f["path"] for f in lock["inputs"]["code"]["files"] if f["path"].startswith(f"{top}/") or
+            f["path"] == f"{top}.py"]
+
+
+def _target(node: Any) -> str:
+    target = node.get("_target_") if isinstance(node, dict) else None
+    return str(target) if target else ""
+
+
+def _listed(paths: list[str], limit: int = 3) -> str:
+    return ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def _packages(lock: Lock) -> Rating:
@@ -193,7 +251,7 @@ def mof(comps: list[Component]) -> Verdict:
     for cls in (3, 2, 1):
         short = [x for x in comps if x.mof_class >= cls and x.required and not x.open]
         if short:
-            names = ", ".join(f"{x.name} ({'not open: ' + str(x.license) if x.present else 'missing'})"
+            names = ", ".join(f"{x.name} ({'not open: ' + licence_text(x.license) if x.present else 'missing'})"
                               for x in short)
             reasons.append(f"{MOF_NAMES[cls]} not met: {names}")
             break
@@ -271,5 +329,6 @@ def render_table(report: AuditReport) -> str:
     lines += ["", f"{'MOF component':<32} {'class':<6} {'status':<9} {'licence':<16} evidence"]
     for x in report.components:
         status = ("open" if x.open else "not open") if x.present else ("missing" if x.required else "optional")
-        lines.append(f"{x.name:<32} {'I' * x.mof_class:<6} {status:<9} {p(str(x.license)):<16} {p(x.evidence)}")
+        lines.append(f"{x.name:<32} {'I' * x.mof_class:<6} {status:<9} {p(licence_text(x.license)):<16} "
+                     f"{p(x.evidence)}")
     return "\n".join(lines) + "\n"

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.canonical import atomic_write_bytes
+from repro.canonical import StagedFiles
 from repro.errors import UserInputError
 from repro.filenames import CARD_NAME, CHECK_NAME, METRICS_NAME, PLOT_NAME, REBUILD_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.release_folder import ReleaseFolder
 from repro.lock.types import Inputs, Lock
 from repro.safeio import loads, read_bytes, read_json
-from repro.trust.audit import AuditReport, audit_path
+from repro.trust import markdown as md
+from repro.trust.audit import AuditReport, audit_path, licence_text
 from repro.trust.licenses import hf_license
 
 REBUILD_OUT = "rebuilt"
@@ -41,15 +42,19 @@ class CardReport:
 
 
 def write_card(release: ReleaseFolder) -> CardReport:
-    """Write README.md, loss.png and rebuild.yaml into the release's folder."""
+    """Write README.md, loss.png and rebuild.yaml into the release's folder: all three, or (on any error)
+    none of them. Everything is made first; the files are renamed into place together."""
     out_dir = release.folder
     lock = lockfile.read(release.lock)
     steps, losses = loss_curve(out_dir, lock)
-    atomic_write_bytes(out_dir / PLOT_NAME, plot_png(steps, losses))
-    atomic_write_bytes(out_dir / REBUILD_NAME, rebuild_yaml(lock))
+    plot = plot_png(steps, losses)
+    rebuild = rebuild_yaml(lock)
     report = audit_path(release.lock, assume_card=True)
     text = render(lock, report, build_commit(out_dir), read_check(out_dir))
-    atomic_write_bytes(out_dir / CARD_NAME, text.encode("utf-8"))
+    with StagedFiles() as staged:
+        staged.add(out_dir / PLOT_NAME, plot)
+        staged.add(out_dir / REBUILD_NAME, rebuild)
+        staged.add(out_dir / CARD_NAME, text.encode("utf-8"))
     return CardReport(out_dir / CARD_NAME, out_dir / PLOT_NAME, out_dir / REBUILD_NAME, report)
 
 
@@ -69,14 +74,14 @@ def read_check(out_dir: Path) -> dict[str, Any] | None:
 def check_section(report: dict[str, Any]) -> list[str]:
     """The card's table of the latest `repro check`: one row per variation."""
     lines = ["## Reproducibility check (`repro check`)", "",
-             f"Latest run: {report.get('steps')} steps per build, profile `{report.get('profile')}`; "
-             "every variation is a fresh `repro train` compared with a baseline in a clean shell.", "",
+             f"Latest run: {md.text(report.get('steps'))} steps per build, profile "
+             f"{md.code(report.get('profile'))}; every variation is a fresh `repro train` compared with a baseline "
+             "in a clean shell.", "",
              "| axis | variation | result | promised | first step | where |", "|---|---|---|---|---|---|"]
     for r in report["axes"]:
-        step = "-" if r["first_step"] is None else str(r["first_step"])
-        where = str(r["detail"]).replace("|", "\\|")
-        lines.append(f"| {r['axis']} | {r['variation']} | {r['result']} | {'yes' if r['promised'] else 'no'} "
-                     f"| {step} | {where} |")
+        step = "-" if r["first_step"] is None else md.text(r["first_step"])
+        lines.append(f"| {md.text(r['axis'])} | {md.text(r['variation'])} | {md.text(r['result'])} "
+                     f"| {'yes' if r['promised'] else 'no'} | {step} | {md.text(r['detail'])} |")
     return [*lines, ""]
 
 
@@ -156,49 +161,80 @@ def front_matter(lock: Lock, report: AuditReport) -> str:
 def render(lock: Lock, report: AuditReport, git: dict[str, Any] | None = None,
            check: dict[str, Any] | None = None) -> str:
     """The card's Markdown; `git` is run.json's commit record, when the build ran in a checkout;
-    `check` the latest `repro check` report from the folder."""
-    inputs, outputs = lock["inputs"], lock["outputs"]
-    build: dict[str, Any] = dict(lock["build"])  # every pin, by name
-    resolved = inputs["config"]["resolved"]
-    rel = report.release
-    weights_sha = outputs["weights"]["hashes"]["sha256"]
-    title = _title(resolved, inputs)
-    metric_text = ", ".join(f"{k} {v:.4f}" for k, v in sorted(outputs["metrics"].items())) or "none"
-    out = [front_matter(lock, report), f"# {title}", "",
-           "Weights built by repro: anyone can rebuild them bit for bit from the data, "
-           "code, config and pinned environment recorded in `repro.lock`.", "",
-           "| | |", "|---|---|",
-           f"| weights | `model.safetensors`, sha256 `{weights_sha}` |",
-           f"| lock | `repro.lock`, sha256 `{report.lock_sha256}` |",
-           f"| held-out metrics | {metric_text} |",
-           f"| final training loss | {outputs['final_loss']} after {outputs['loss_trajectory']['steps']} steps |",
-           f"| licence | weights {rel.weights_license}, code {rel.code_license}, data {rel.data_license} |", "",
-           "## Openness (`repro audit`)", "", "| framework | verdict | why |", "|---|---|---|"]
-    out += [f"| {v.framework} | **{v.verdict}** | {'; '.join(v.reasons)} |" for v in report.verdicts()]
-    out += ["", "Criteria: `docs/openness.md` in the repro repository. The Reproducible mark "
-            "needs a verification record from `repro verify` for this exact lock.", "",
-            "## Training data", "", rel.data_description or "_No description given (release.data_description)._",
-            "", f"- licence: {rel.data_license}", f"- location: {rel.data_location}"
-            + (f" ({rel.data_url})" if rel.data_url else ""),
-            f"- tree digest (in-toto dirHash): `{inputs['data']['root_digest']}`",
-            f"- sample order: sha256 `{inputs['data']['sample_order']['sha256']}` over "
-            f"{inputs['data']['sample_order']['count']} rows", "", "| file | bytes | sha256 |", "|---|---|---|"]
-    out += [f"| `{f['path']}` | {f['size']} | `{f['hashes']['sha256']}` |" for f in inputs["data"]["files"]]
-    out += _chain(inputs.get("stages", []))
-    out += ["", "## Training config", "", f"Resolved config, sha256 `{inputs['config']['sha256']}` "
-            f"(also in `{REBUILD_NAME}`):", "", "```yaml",
-            _yaml(resolved).rstrip(), "```",
-            "", "## Pins and environment", "", "| pin | value |", "|---|---|"]
-    toolchain = lock["toolchain"]
-    out += [f"| {k} | `{json.dumps(build[k])}` |" for k in sorted(build) if k not in ("env", "flags")]
-    out += [f"| env {k} | `{v}` |" for k, v in sorted(build.get("env", {}).items())]
-    out += [f"| python | `{toolchain['python']['implementation']} {toolchain['python']['version']}` |",
-            f"| repro | `{toolchain['repro']['version']}` (compiler `{toolchain['repro']['root_digest'][:12]}…`) |"]
-    out += [f"| package {k} | `{v}` |" for k, v in sorted(toolchain["distributions"].items())]
-    out += ["", "## Loss curve", "", f"![Training loss by step]({PLOT_NAME})", ""]
+    `check` the latest `repro check` report from the folder. Every value from the lock or the folder
+    goes through `repro.trust.markdown`, so it reads as text and nothing else."""
+    out = [front_matter(lock, report), *_summary(lock, report), *_openness(report), *_data(lock, report),
+           *_chain(lock["inputs"].get("stages", [])), *_environment(lock),
+           "", "## Loss curve", "", f"![Training loss by step]({PLOT_NAME})", ""]
     out += check_section(check) if check else []
-    out += _commands(lock, weights_sha, report.lock_sha256, git)
+    out += _commands(lock, lock["outputs"]["weights"]["hashes"]["sha256"], report.lock_sha256, git)
     return "\n".join(out) + "\n"
+
+
+def _summary(lock: Lock, report: AuditReport) -> list[str]:
+    """The title and the table of headline facts."""
+    outputs, rel = lock["outputs"], report.release
+    metrics = ", ".join(f"{md.text(k)} {v:.4f}" for k, v in sorted(outputs["metrics"].items())) or "none"
+    loss = outputs["final_loss"]
+    licences = ", ".join(f"{what} {md.text(licence_text(value))}" for what, value in
+                         (("weights", rel.weights_license), ("code", rel.code_license), ("data", rel.data_license)))
+    return [f"# {md.text(title(lock['inputs']['config']['resolved'], lock['inputs'], rel.name))}", "",
+            "Weights built by repro: anyone can rebuild them bit for bit from the data, "
+            "code, config and pinned environment recorded in `repro.lock`.", "",
+            "| | |", "|---|---|",
+            f"| weights | `model.safetensors`, sha256 {md.code(outputs['weights']['hashes']['sha256'], cell=True)} |",
+            f"| lock | `repro.lock`, sha256 {md.code(report.lock_sha256, cell=True)} |",
+            f"| held-out metrics | {metrics} |",
+            f"| final training loss | {'n/a' if loss is None else f'{loss:.6g}'} after "
+            f"{md.text(outputs['loss_trajectory']['steps'])} steps |",
+            f"| licence | {licences} |", ""]
+
+
+def _openness(report: AuditReport) -> list[str]:
+    out = ["## Openness (`repro audit`)", "", "| framework | verdict | why |", "|---|---|---|"]
+    out += [f"| {md.text(v.framework)} | **{md.text(v.verdict)}** | {'; '.join(md.text(r) for r in v.reasons)} |"
+            for v in report.verdicts()]
+    return out + ["", "Criteria: `docs/openness.md` in the repro repository. The Reproducible mark "
+                  "needs a verification record from `repro verify` for this exact lock.", ""]
+
+
+def _data(lock: Lock, report: AuditReport) -> list[str]:
+    """The data card: what the data is, where it is, and every file's digest."""
+    inputs, rel = lock["inputs"], report.release
+    order = inputs["data"]["sample_order"]
+    batch = inputs["config"]["resolved"].get("trainer", {}).get("batch_size")
+    steps = lock["outputs"]["loss_trajectory"]["steps"]
+    # The count is of draws from the training split (steps x batch), not of the dataset's rows.
+    draws = f"{order['count']} samples drawn" + (f" ({steps} steps of {batch})" if isinstance(batch, int) else "")
+    out = ["## Training data", "",
+           md.text(rel.data_description) if rel.data_description else
+           "_No description given (release.data\\_description)._", "",
+           f"- licence: {md.text(licence_text(rel.data_license))}",
+           f"- location: {md.text(rel.data_location)}" + (f" ({md.text(rel.data_url)})" if rel.data_url else ""),
+           f"- tree digest (in-toto dirHash): {md.code(inputs['data']['root_digest'])}",
+           f"- sample order: sha256 {md.code(order['sha256'])} over {md.text(draws)}",
+           "", "| file | bytes | sha256 |", "|---|---|---|"]
+    return out + [f"| {md.code(f['path'], cell=True)} | {f['size']} | {md.code(f['hashes']['sha256'], cell=True)} |"
+                  for f in inputs["data"]["files"]]
+
+
+def _environment(lock: Lock) -> list[str]:
+    """The resolved config, then the pins and the toolchain."""
+    inputs, toolchain = lock["inputs"], lock["toolchain"]
+    build: dict[str, Any] = dict(lock["build"])  # every pin, by name
+    python = f"{toolchain['python']['implementation']} {toolchain['python']['version']}"
+    out = ["", "## Training config", "", f"Resolved config, sha256 {md.code(inputs['config']['sha256'])} "
+           f"(also in `{REBUILD_NAME}`):", "", *md.fenced("\n".join(md.yaml_lines(inputs["config"]["resolved"])),
+                                                          "yaml"),
+           "", "## Pins and environment", "", "| pin | value |", "|---|---|"]
+    out += [f"| {md.text(k)} | {md.code(json.dumps(build[k]), cell=True)} |" for k in sorted(build)
+            if k not in ("env", "flags")]
+    out += [f"| env {md.text(k)} | {md.code(v, cell=True)} |" for k, v in sorted(build.get("env", {}).items())]
+    out += [f"| python | {md.code(python, cell=True)} |",
+            f"| repro | {md.code(toolchain['repro']['version'], cell=True)} (compiler "
+            f"{md.code(toolchain['repro']['root_digest'][:12] + '…', cell=True)}) |"]
+    return out + [f"| package {md.text(k)} | {md.code(v, cell=True)} |"
+                  for k, v in sorted(toolchain["distributions"].items())]
 
 
 def _chain(records: list[dict[str, Any]]) -> list[str]:
@@ -207,24 +243,29 @@ def _chain(records: list[dict[str, Any]]) -> list[str]:
         return []
     from repro.lock.stagerecord import chain_line
 
-    out = ["", "## Build chain", "", f"`{chain_line(records)}`. Every intermediate above was made by a stage "
+    out = ["", "## Build chain", "", f"{md.code(chain_line(records))}. Every intermediate above was made by a stage "
            "whose record (inputs, code, params, pins and toolchain, hashed before it ran) is in the lock; "
            "`repro verify --from-source repro.lock` rebuilds them from the primary sources alone.", "",
            "| stage | code | reads | writes |", "|---|---|---|---|"]
     for r in records:
-        reads = f"{len(r['inputs']['files'])} files, root `{r['inputs']['root_digest'][:16]}…`"
-        writes = ", ".join(f"`{f['path']}` (`{f['hashes']['sha256'][:12]}…`)" for f in r["outputs"]["files"])
-        out.append(f"| {r['stage']} | `{r['declared']['target']}` | {reads} | {writes} |")
+        n = len(r["inputs"]["files"])
+        reads = f"{n} file{'' if n == 1 else 's'}, root {md.code(r['inputs']['root_digest'][:16] + '…', True)}"
+        writes = ", ".join(f"{md.code(f['path'], True)} ({md.code(f['hashes']['sha256'][:12] + '…', True)})"
+                           for f in r["outputs"]["files"])
+        code = ", ".join(md.code(f["path"], True) for f in r["code"]["files"]) or md.code(r["declared"]["target"],
+                                                                                            True)
+        out.append(f"| {md.text(r['stage'])} | {code} | {reads} | {writes} |")
     return out
 
 
 def _commands(lock: Lock, weights_sha: str, lock_sha: str, git: dict[str, Any] | None) -> list[str]:
-    where = f"a checkout of commit `{git['commit']}`" if git else "the project folder"
+    where = f"a checkout of commit {md.code(git['commit'])}" if git else "the project folder"
+    # The shell block quotes only digests the schema held to hex; nothing else from the lock reaches it.
     return [
         "## Rebuild", "",
-        f"Run from the project root ({where}, code tree `{lock['inputs']['code']['root_digest']}`), with the data "
-        "files above in place (`dvc pull` when they live on a DVC remote). `RELEASE` is the folder holding this "
-        "card. The rebuilt weights and lock must match these digests byte for byte:", "",
+        f"Run from the project root ({where}, code tree {md.code(lock['inputs']['code']['root_digest'])}), with "
+        "the data files above in place (`dvc pull` when they live on a DVC remote). `RELEASE` is the folder holding "
+        "this card. The rebuilt weights and lock must match these digests byte for byte:", "",
         "```sh",
         f"repro train --quiet --config-dir \"$RELEASE\" --config-name {REBUILD_NAME[:-5]} --root .",
         f"echo \"{weights_sha}  {REBUILD_OUT}/model.safetensors\" | sha256sum --check",
@@ -249,8 +290,20 @@ def _yaml(obj: Any) -> str:
     return text
 
 
-def _title(resolved: dict[str, Any], inputs: Inputs) -> str:
-    model = str(resolved.get("model", {}).get("_target_", "model")).rsplit(".", 1)[-1]
-    files = inputs["data"]["files"]
-    data = Path(files[0]["path"]).stem if files else "data"
-    return f"{model} on {data}"
+def title(resolved: dict[str, Any], inputs: Inputs, name: str | None = None) -> str:
+    """`proj: TinyNet`: the project's name and the model's class.
+
+    The project's name is `release.name` when set, else the top-level package of the
+    model's `_target_` when it is the project's own code (the lock lists its files),
+    else the folder of the first data file (unless that is just `data`).
+    """
+    target = str((resolved.get("model") or {}).get("_target_") or "model")
+    model = target.rsplit(".", 1)[-1]
+    top = target.split(".", 1)[0]
+    code = [f["path"] for f in inputs["code"]["files"]]
+    project = name or (top if any(p.startswith(f"{top}/") or p == f"{top}.py" for p in code) else None)
+    if project is None:
+        files = inputs["data"]["files"]
+        folder = Path(files[0]["path"]).parent.name if files else ""
+        project = folder if folder not in ("", ".", "data") else None
+    return f"{project}: {model}" if project else model

@@ -22,7 +22,7 @@ DATA_LOCATIONS: dict[str, str] = {
     "unknown": "not stated",
 }
 OBTAINABLE = ("repo", "dvc", "url")
-_TEXT_KEYS = ("data_url", "data_description", "technical_report", "research_paper")
+_TEXT_KEYS = ("name", "data_url", "data_description", "technical_report", "research_paper")
 _LICENSE_KEYS = ("weights_license", "code_license", "data_license")
 
 
@@ -30,6 +30,7 @@ _LICENSE_KEYS = ("weights_license", "code_license", "data_license")
 class ReleaseTerms:
     """What a user of the release may do, and where its inputs come from."""
 
+    name: str | None = None  # the model's name on its card; else the project's package (repro.trust.card)
     weights_license: str | None = None
     code_license: str | None = None
     data_license: str | None = None

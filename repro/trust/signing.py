@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from repro.source.hashing import sha256_file
 
 REQUIRED_FILES = (WEIGHTS_NAME, LOCK_NAME)
 OPTIONAL_FILES = (CARD_NAME, PLOT_NAME, REBUILD_NAME, PROVENANCE_NAME)
+# A signature bundle is a few KiB (a statement listing the release's files, a signature, a certificate);
+# it is refused over this before model-signing sees it (docs/security.md, "Caps").
+MAX_SIGNATURE_BYTES = 16 << 20
 
 
 class SignatureMismatch(MismatchError):
@@ -129,11 +133,17 @@ def verify_signature(folder: Path, signature: Path | None = None, public_key: Pa
         method = "sigstore"
     else:
         raise UserInputError("no verifier: give --public-key PUB.pem, or --identity and --oidc-issuer")
-    try:
-        config.verify(folder, signature)
-    except Exception as exc:  # model-signing raises ValueError, KeyError, InvalidSignature, ...
-        raise _explain(exc, folder, signature, public_key) from None
-    files = _signed_digests(signature)
+    # The bundle is read once, bounded (a regular file under MAX_SIGNATURE_BYTES), and model-signing is
+    # handed a private copy of those bytes: it reads a bundle whole, and a 2 GB sparse model.sig took 4.2 GB.
+    raw = read_bytes(signature, "signature bundle", MAX_SIGNATURE_BYTES, follow_links=True)
+    with tempfile.TemporaryDirectory(prefix="repro-signature-") as tmp:
+        checked = Path(tmp) / "model.sig"
+        checked.write_bytes(raw)
+        try:
+            config.verify(folder, checked)
+        except Exception as exc:  # model-signing raises ValueError, KeyError, InvalidSignature, ...
+            raise _explain(exc, folder, signature, public_key, raw) from None
+    files = _signed_digests(signature, raw)
     for name in REQUIRED_FILES:
         if name not in files:
             raise SignatureMismatch(name, f"not covered by {signature.name}; it was not made by `repro sign`")
@@ -171,7 +181,7 @@ def model_signing(*names: str) -> list[Any]:
                              "pip install 'repro[trust]'") from None
 
 
-def _explain(exc: Exception, folder: Path, signature: Path, public_key: Path | None) -> Exception:
+def _explain(exc: Exception, folder: Path, signature: Path, public_key: Path | None, raw: bytes) -> Exception:
     """Map a model-signing failure to the one-line reason a person needs."""
     text = str(exc)
     if text.startswith("Key mismatch"):
@@ -179,7 +189,7 @@ def _explain(exc: Exception, folder: Path, signature: Path, public_key: Path | N
     if text.startswith(("Signature mismatch", "Cannot use")):
         # The envelope verified (model-signing checks it before hashing files), so
         # its file list is authentic: compare it with the folder ourselves.
-        return _file_mismatch(folder, signature)
+        return _file_mismatch(folder, signature, raw)
     if type(exc).__name__ == "InvalidSignature":
         return SignatureMismatch(signature.name, f"signature does not verify with {public_key or 'the identity'}: "
                                                  "the bundle was altered or forged")
@@ -187,8 +197,8 @@ def _explain(exc: Exception, folder: Path, signature: Path, public_key: Path | N
                                              f"{_first_line(exc) or 'malformed'})")
 
 
-def _file_mismatch(folder: Path, signature: Path) -> SignatureMismatch:
-    signed = _signed_digests(signature)
+def _file_mismatch(folder: Path, signature: Path, raw: bytes) -> SignatureMismatch:
+    signed = _signed_digests(signature, raw)
     problems = []
     for name, digest in sorted(signed.items()):
         path = folder / name
@@ -208,10 +218,13 @@ def _file_mismatch(folder: Path, signature: Path) -> SignatureMismatch:
     return SignatureMismatch(name, reason + more)
 
 
-def _signed_digests(signature: Path) -> dict[str, str]:
-    """The file -> sha256 list inside the bundle's statement (authentic only after a verify)."""
+def _signed_digests(signature: Path, raw: bytes | None = None) -> dict[str, str]:
+    """The file -> sha256 list inside the bundle's statement (authentic only after a verify); `raw`: its bytes,
+    if already read."""
     try:
-        bundle = loads(read_bytes(signature, "signature bundle", follow_links=True), str(signature))
+        if raw is None:
+            raw = read_bytes(signature, "signature bundle", MAX_SIGNATURE_BYTES, follow_links=True)
+        bundle = loads(raw, str(signature))
         payload = bundle["dsseEnvelope"]["payload"]
         statement: dict[str, Any] = loads(base64.b64decode(payload, validate=True), f"{signature} (payload)")
         resources = statement["predicate"]["resources"]

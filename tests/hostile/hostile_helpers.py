@@ -3,8 +3,10 @@
 `project` is a git repository holding the digits project and a release trained
 from it (20 steps, once per session). Each test tampers with a copy. The `guard`
 fixture puts a sentinel folder beside the copy (outside its root) and, after
-the command, asserts that nothing in it was written, that its secret never
-reached the output, and that no module was imported from the tampered tree.
+the command, asserts that nothing in it was written (a payload's marker file
+goes there), that its secret (the canary) never reached the output, by content,
+size or sha256, that no module was imported from the tampered tree, and that the
+command took under `LIMIT_S` seconds (a hang or a stall is a failure).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ from repro.cli import main
 from repro.source.inputs import config_digest
 
 SECRET = b"root:x:0:0:the sentinel outside the project root\n"
+LIMIT_S = 10.0  # no hostile input may make one command run longer (issue 29's acceptance)
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.invalid", "GIT_CONFIG_GLOBAL": "/dev/null"}
 
@@ -50,23 +54,39 @@ class Guard:
     root: Path
     capsys: pytest.CaptureFixture[str]
 
-    def run(self, *argv: str) -> Outcome:
-        """`repro ARGV` in-process, then the three promises: nothing outside written, read out, imported."""
+    @property
+    def marker(self) -> Path:
+        """Where a payload writes if it ran (outside the root: the snapshot would change too)."""
+        return self.outside / "MARKER"
+
+    def run(self, *argv: str, limit_s: float = LIMIT_S) -> Outcome:
+        """`repro ARGV` in-process, then the promises: nothing outside written, read out, imported; in time."""
         before_tree = _snapshot(self.outside)
         before_modules = set(sys.modules)
         self.capsys.readouterr()
+        started = time.monotonic()
         code = main(list(argv))
+        seconds = time.monotonic() - started
         out, err = self.capsys.readouterr()
         outcome = Outcome(code, out, err)
-        assert _snapshot(self.outside) == before_tree, "a file outside the project root was written"
-        digest = hashlib.sha256(SECRET).hexdigest()
-        assert digest[:12] not in outcome.text and str(len(SECRET)) + " bytes" not in outcome.text, \
-            "a file outside the project root was read"
-        assert "the sentinel" not in outcome.text
+        self.check(outcome.text, before_tree)
+        assert seconds < limit_s, f"repro {argv[0]} took {seconds:.1f} s on hostile input"
         imported = [m for m in set(sys.modules) - before_modules
                     if str(getattr(sys.modules[m], "__file__", "") or "").startswith(str(self.root.parent))]
         assert not imported, f"imported from the tampered tree: {imported}"
         return outcome
+
+    def snapshot(self) -> dict[str, Any]:
+        return _snapshot(self.outside)
+
+    def check(self, text: str, before_tree: dict[str, Any]) -> None:
+        """Nothing outside written (no marker), the canary never in `text`."""
+        assert not self.marker.exists(), "a payload ran: its marker file exists"
+        assert _snapshot(self.outside) == before_tree, "a file outside the project root was written"
+        digest = hashlib.sha256(SECRET).hexdigest()
+        assert digest[:12] not in text and str(len(SECRET)) + " bytes" not in text, \
+            "a file outside the project root was read"
+        assert "the sentinel" not in text
 
 
 @pytest.fixture(scope="session")

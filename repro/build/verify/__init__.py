@@ -3,7 +3,8 @@
 Cheapest and most fundamental checks come first, so a wrong data file is named
 in seconds instead of after a training run:
 
-1. read and validate the lock, find the project root (unusable: exit 2);
+1. read and validate the lock, find the project root (unusable: exit 2); a native build's lock
+   from another CPU vendor or model stops here (exit 3);
 2. re-hash the source (data, the recorded project code, the config) and check
    that the lock's build pins agree with its config; compare the recorded
    toolchain with this one (notes, not mismatches); no torch is imported up to here;
@@ -22,6 +23,7 @@ uses too. Only `repro.commands.verify` prints.
 The modules, in the order a verification uses them:
 
 - `run`: `verify` itself, the steps above in order, and how the project root is found;
+- `native`: a `build=native` lock names its CPU; another CPU stops verify at once (exit 3);
 - `checks`: the checks before a rebuild, each a function from the lock to differences;
 - `rebuild_compare`: the rebuild, and its lock compared with the recorded one;
 - `report`: what verify was asked (`VerifyOptions`), what it found (`VerifyReport`),

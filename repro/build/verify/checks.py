@@ -62,7 +62,9 @@ def current_toolchain(recorded: Toolchain) -> Toolchain:
 
     Distributions are looked up by the recorded names (installed metadata); torch's
     version and build tag come from its metadata, its library versions only from a
-    rebuild; repro's compiler is the recorded module list, hashed as installed here.
+    rebuild; repro's compiler is the recorded module list, hashed as installed here. The
+    C++ compiler of the portable kernels is known only by running it, which a rebuild
+    does (its lock's toolchain replaces this guess), so the recorded one stands here.
     """
     installed = installed_versions(sorted(recorded["distributions"]))
     torch: dict[str, Any] | None = None if recorded["torch"] is None else dict(recorded["torch"])
@@ -71,8 +73,9 @@ def current_toolchain(recorded: Toolchain) -> Toolchain:
         torch = {**torch, "version": version, "build": None if version is None else version.partition("+")[2] or None}
     base = PACKAGE_DIR.parent
     present = [f["path"] for f in recorded["repro"]["files"] if (base / f["path"]).is_file()]
+    kernels = {"kernels": recorded["kernels"]} if "kernels" in recorded else {}
     return cast(Toolchain, {**interpreter_facts(), "torch": torch, "repro": compiler_block(present),
-                            "distributions": {k: v for k, v in installed.items() if v is not None}})
+                            "distributions": {k: v for k, v in installed.items() if v is not None}, **kernels})
 
 
 def toolchain_check(recorded: Toolchain) -> list[Difference]:
@@ -121,7 +124,7 @@ def check_weights_file(path: Path, recorded: Weights, follow_links: bool = True)
     """Size and sha256 of a weights file, then tensor by tensor if those differ. No torch.
 
     The file must be a regular one (not a FIFO or device; not a link unless
-    `follow_links`), and is read whole only when it differs and is under the cap.
+    `follow_links`); when it differs, its tensors are hashed one chunk at a time.
     Its digest is taken through the very descriptor that was checked, so a file
     swapped in after the check is never the one hashed.
     """
@@ -137,11 +140,12 @@ def check_weights_file(path: Path, recorded: Weights, follow_links: bool = True)
         return []
     whole = Difference("outputs", "weights", str(path), "changed", recorded["hashes"]["sha256"], sha,
                        f"size {recorded['size']} -> {size}" if size != recorded["size"] else "")
-    try:
-        tensors = read_tensors(path, follow_links)
+    try:  # streamed tensor by tensor through one descriptor: bounded memory whatever the file's size
+        with read_tensors(path, follow_links) as weights:
+            records = weights.records()
     except ReproError as exc:
         return [dataclasses.replace(whole, detail=f"not readable as safetensors: {exc}")]
-    per_tensor = compare_tensor_records(recorded["tensors"], [cast(TensorRecord, t.record()) for t in tensors.values()])
+    per_tensor = compare_tensor_records(recorded["tensors"], [cast(TensorRecord, r) for r in records])
     if not per_tensor:
         whole = dataclasses.replace(whole, detail="every tensor matches the lock; only the file's header differs")
     return [whole, *per_tensor]
@@ -166,4 +170,20 @@ def machine_check(lock: Lock, rebuilding: bool) -> list[Difference]:
     if cores != build["threads"]:
         notes.append(Difference("build", "pin", "threads", "changed", build["threads"], cores,
                                 f"this machine has {cores} cores; fine: the pin of {build['threads']} is applied"))
+    return notes
+
+
+def resume_notes(lock: Lock) -> list[Difference]:
+    """The lock's own record of resumes from a checkpoint of another source (`build.resumes`), one note each.
+
+    A note, not a difference: the other source may have computed the same bits (an
+    edit to a comment); the rebuild decides, and the hint names the resume.
+    """
+    notes = []
+    for b in lock["build"].get("resumes", []):
+        if b["differs"]:
+            names = ", ".join(f"{d['kind']} {d['name']}" for d in b["differs"][:3])
+            more = f" and {len(b['differs']) - 3} more" if len(b["differs"]) > 3 else ""
+            notes.append(Difference("build", "resume", f"step {b['step']}", "changed", detail=(
+                f"resumed from a checkpoint made from another source: {names}{more}")))
     return notes

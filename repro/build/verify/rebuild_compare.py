@@ -7,6 +7,7 @@ trajectory its first step, and `--localize` the first differing op.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import tempfile
@@ -27,10 +28,11 @@ from repro.lock.types import Lock
 
 
 def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_path: Path | None,
-                        report: VerifyReport, deferred: list[tuple[str, str]]) -> dict[str, Any]:
+                        report: VerifyReport, plan: list[tuple[str, str, str]]) -> dict[str, Any]:
     """Rebuild `lock` in a work folder under its pins, file the rebuilt lock's differences in `report`,
     and return the report's `rebuild` block. The work folder is kept only when `opts.work_dir` names it.
-    `deferred`: the trust gate's library targets, which the rebuild child checks first (gate.check_deferred)."""
+    `plan`: the trust gate's targets, which the rebuild child judges first as imported objects
+    (gate.check_located)."""
     keep = opts.work_dir is not None
     work = Path(opts.work_dir) if opts.work_dir else Path(tempfile.mkdtemp(prefix="repro-verify-"))
     work = work.resolve()
@@ -45,9 +47,10 @@ def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pat
             made = provision(cast(dict[str, Any], lock["toolchain"]), list(opts.find_links), opts.quiet)
             python, env = made.python, made.to_json()
         started = time.monotonic()
-        box = sandbox_for(root, work, opts.world_size or lock["build"]["world_size"], opts.sandbox)
+        box = sandbox_for(root, work, opts.world_size or lock["build"]["world_size"], opts.sandbox,
+                          None if python is None else str(python))
         out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python, sandbox=box,
-                          deferred=deferred)
+                          plan=plan, trust_code=opts.trust_code)
         seconds = time.monotonic() - started
         rebuilt = lockfile.read(out / LOCK_NAME)
         add_rebuilt_differences(report, lock, rebuilt)
@@ -58,7 +61,7 @@ def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pat
             def replay_here(folder: Path, env: dict[str, str]) -> None:  # this rebuild again, as it ran
                 folder.mkdir(parents=True, exist_ok=True)
                 run_rebuild(lock, root, folder, True, world_size=opts.world_size, python=python, sandbox=box,
-                            env_extra=env, deferred=deferred)
+                            env_extra=env, plan=plan, trust_code=opts.trust_code)
 
             localized = _localize(lock, root, opts, work, report.differences, replay_here)
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
@@ -85,6 +88,8 @@ def add_rebuilt_differences(report: VerifyReport, lock: Lock, rebuilt: Lock) -> 
             continue
         if (d.section == "inputs" and d.kind != "sample_order") or (d.kind, d.name) in seen:
             continue  # inputs were compared before the rebuild, by the same functions
+        if d.section == "build" and d.name == "resumes":
+            continue  # the lock's resume record: a note already (checks.resume_notes); a rebuild never resumes
         (report.notes if d.kind in NOTE_KINDS or d.section == "toolchain" else report.differences).append(d)
 
 
@@ -116,17 +121,18 @@ def count_elements(diffs: list[Difference], lock: Lock, original: Path | None,
     if not changed:
         return diffs
     records = {t["name"]: t for t in lock["outputs"]["weights"]["tensors"]}
-    theirs = read_tensors(original) if original is not None else {}
-    ours = read_tensors(rebuilt_lock.parent / lock["outputs"]["weights"]["path"])
-    out = []
-    for d in diffs:
-        if d in changed and d.name in theirs and theirs[d.name].record() == records.get(d.name) and d.name in ours:
-            e = element_diff(theirs[d.name], ours[d.name])
-            mad = "n/a" if e["max_abs_diff"] is None else f"{e['max_abs_diff']:.3g}"
-            d = dataclasses.replace(d, stats=e, detail=f"{e['differing']} of {e['elements']} elements differ, "
-                                                       f"max abs diff {mad}")
-        elif d in changed:
-            d = dataclasses.replace(d, detail="no weights file with the lock's values to count differing elements "
-                                              "(pass --weights FILE)")
-        out.append(d)
+    with contextlib.ExitStack() as files:  # both files open once; tensors compared a chunk at a time
+        theirs = files.enter_context(read_tensors(original)).tensors if original is not None else {}
+        ours = files.enter_context(read_tensors(rebuilt_lock.parent / lock["outputs"]["weights"]["path"])).tensors
+        out = []
+        for d in diffs:
+            if d in changed and d.name in theirs and d.name in ours and theirs[d.name].record() == records.get(d.name):
+                e = element_diff(theirs[d.name], ours[d.name])
+                mad = "n/a" if e["max_abs_diff"] is None else f"{e['max_abs_diff']:.3g}"
+                d = dataclasses.replace(d, stats=e, detail=f"{e['differing']} of {e['elements']} elements differ, "
+                                                           f"max abs diff {mad}")
+            elif d in changed:
+                d = dataclasses.replace(d, detail="no weights file with the lock's values to count differing "
+                                                  "elements (pass --weights FILE)")
+            out.append(d)
     return out

@@ -28,26 +28,37 @@ def render(report: VerifyReport) -> list[str]:
     """The human report: what was checked, then differences grouped by section, notes, hints."""
     from repro.lock.diff import render as render_diffs
 
-    lines = [f"lockfile   {report.lockfile}", f"root       {report.root}  ({report.root_source})",
+    lines = [f"lockfile   {report.lockfile}", f"root       {report.root or '-'}  ({report.root_source})",
              *_checked(report)]
     if report.rebuild:
         lines += _rebuild(report.rebuild)
-    rec = report.record
-    if rec:
-        lines.append(f"record     {rec['path']}" + (" (signed)" if rec.get("signed") else "") if rec["written"]
-                     else f"record     not written: {rec['path']}: {rec['error']}")
     if report.notes:
         lines.append("notes (not a mismatch):")
         lines += ["  " + d.line() for d in report.notes]
     if report.identical:
         what = {"inputs-only": "inputs match the lock", "from-source": "rebuilt from source, every stage and "
-                "the weights bit-identical to the lock"}.get(report.mode, "bit-identical to the lock")
+                "the weights bit-identical to the lock",
+                "weights-only": "the weights are the ones the lock names (size and sha256); the "
+                "source was not checked: run this in the project, or pass --root DIR"}.get(
+                    report.mode, "bit-identical to the lock")
         lines.append(f"OK: {what}")
-        return lines
+        return lines + _record(report)
     lines.append(mismatch_line(report))
     lines += render_diffs(report.differences)
     lines += [f"hint: {h}" for h in report.hints]
-    return lines
+    return lines + _record(report)
+
+
+def _record(report: VerifyReport) -> list[str]:
+    """The last line, when a rebuild left its record: where it went, and who reads it."""
+    rec = report.record
+    if not rec:
+        return []
+    if not rec["written"]:
+        return [f"record     not written: {rec['path']}: {rec['error']}"]
+    signed = "signed " if rec.get("signed") else ""
+    return [f"record     wrote the {signed}verification record {rec['path']} beside the lock, for `repro audit` "
+            "(--no-record skips it)"]
 
 
 def _checked(report: VerifyReport) -> list[str]:

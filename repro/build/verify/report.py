@@ -14,12 +14,14 @@ from typing import Any
 from repro import __version__
 from repro.lock.diff import Difference
 from repro.lock.types import BaseBlock
+from repro.progress import PhaseReport
 
 REPORT_VERSION = 2
 # Differences that describe where and with what a build ran, not what it is.
-NOTE_KINDS = ("cuda",)
+NOTE_KINDS = ("cuda", "resume")
 # The source: a difference here is a mismatch whatever the toolchain did (exit 1).
-SOURCE_KINDS = ("data", "code", "config", "preprocess")
+SOURCE_KINDS = ("data", "code", "config", "preprocess", "stage", "stage config", "stage input", "stage code",
+                "stage output")
 TOOLCHAIN_EXIT = 3
 
 
@@ -44,6 +46,11 @@ class VerifyOptions:
     allow_oversubscribe: bool = False  # rebuild with more threads than OVERSUBSCRIBE x this machine's cores
     sandbox: bool = True  # network off, project read-only, where the machine allows it (repro.build.sandbox)
     localize: bool = False  # on a mismatch, name the first differing op where the lock's machine can be emulated
+    progress: PhaseReport | None = None  # one line per phase as it ends (repro.progress.phase_lines)
+
+    def say(self, line: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(line, done, total)
 
 
 @dataclass
