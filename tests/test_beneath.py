@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from repro.errors import DataError, LockfileError
+from repro.safeio import Beneath
 from repro.source import hashcache
-from repro.source.beneath import Beneath
 from repro.source.hashcache import HashCache
 from repro.source.hashing import CHUNK, KEY_SIZE, MAX_HASHED_BYTES, digest_fd, pack_key
 from repro.source.hashtree import hash_tree

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from repro.errors import DataError
-from repro.source.beneath import Beneath
+from repro.safeio import Beneath
 from repro.source.hashing import KEY_SIZE, hash_files, pack_key
 from repro.source.hashtree import hash_tree
 from repro.source.walk import Located, _walk, expand_patterns, locate_patterns

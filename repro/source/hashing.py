@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, Protocol
 
 from repro.environment.machine import machine_cores
 from repro.errors import ConfigError, DataError
-from repro.source.beneath import Beneath
+from repro.safeio import Beneath
 from repro.source.filetree import os_reason
 from repro.source.readahead import hash_with_readahead
 
@@ -286,7 +286,7 @@ def read_beneath(opener: Beneath, folder_fd: int, folder: str, name: str, seen: 
     """Hash the file `folder + name` of a walked tree, whose stat the walk took (`seen`, packed).
 
     The hot path of hashing a tree: one open beneath the root (no link followed,
-    `repro.source.beneath`), the bytes, and one `fstat` of that descriptor after
+    `repro.safeio.Beneath`), the bytes, and one `fstat` of that descriptor after
     the last byte. If that stat is the walk's (same inode, size, mtime and ctime),
     the bytes read are the file as the walk saw it, unchanged from before the open
     until after the read, and the walk already found it a regular file. Otherwise

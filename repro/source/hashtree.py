@@ -9,7 +9,7 @@
   compares a range's stat keys in bulk (`hashcache.HashCache.lookup`);
 - files that must be read go to a small thread pool in batches of one folder's
   files (hashlib and the reads release the GIL, so every core hashes); each
-  batch opens its folder once beneath the root (`repro.source.beneath`: no link
+  batch opens its folder once beneath the root (`repro.safeio.Beneath`: no link
   followed) and every file relative to it, into the thread's reused buffer, and
   the main thread files their digests in the stat cache while the pool keeps reading;
 - the answer is columnar (`TreeDigests`): the paths as given, then 8 bytes of size,
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from repro.errors import DataError
-from repro.source.beneath import Beneath
+from repro.safeio import Beneath
 from repro.source.filetree import os_reason
 from repro.source.hashing import (
     CHUNK,

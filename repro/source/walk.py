@@ -15,7 +15,7 @@ Built for a million files:
   each file through one descriptor and checks it with that descriptor's `fstat`
   (`hashing.read_beneath`);
 - each folder is opened beneath the root by its real path, one component at a
-  time with `O_NOFOLLOW` (`repro.source.beneath`): a folder swapped for a link
+  time with `O_NOFOLLOW` (`repro.safeio.Beneath`): a folder swapped for a link
   after its path was checked is refused, never listed.
 """
 
@@ -31,7 +31,7 @@ from itertools import pairwise
 from pathlib import Path, PurePosixPath
 
 from repro.errors import DataError, LockfileError
-from repro.source.beneath import Beneath
+from repro.safeio import Beneath
 from repro.source.filetree import SKIP_DIRS, checked_name, inside, os_reason, safe_relpath
 from repro.source.hashing import KEY_SIZE, STAT_KEY, pack_key
 
