@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from repro.environment.machine import machine_cores
-from repro.errors import ConfigError, DataError
-from repro.safeio import Beneath
+from repro.errors import ConfigError, DataError, UserInputError
+from repro.safeio import Beneath, open_regular, printable
 from repro.source.filetree import os_reason
 from repro.source.readahead import hash_with_readahead
 
@@ -320,6 +320,20 @@ def read_beneath(opener: Beneath, folder_fd: int, folder: str, name: str, seen: 
             os.close(fd)
 
     return _attempts(shown, again)
+
+
+def sha256_checked(path: str | Path, what: str, error: type[UserInputError] = UserInputError) -> str:
+    """The sha256 of a file a stranger may swap: checked by `safeio.open_regular`, hashed through that descriptor.
+
+    No final link followed, a regular file (an error naming `path` otherwise), and
+    the path never opened again by name: a file swapped in after the check is
+    never the one hashed (issue 29, item 10).
+    """
+    fd, _ = open_regular(path, what, error)
+    try:
+        return digest_fd(fd, shown=printable(str(path))).digests["sha256"]
+    finally:
+        os.close(fd)
 
 
 def hash_file(path: Path, on_bytes: OnBytes | None = None) -> tuple[int, str]:

@@ -7,6 +7,9 @@ would read it, as a racing attacker would, by hooking the step in between:
 - the weights beside a lock (`verify --weights`): checked with `O_NOFOLLOW` and
   `fstat`, then replaced by a regular file holding the outside secret. The digest
   must be the checked file's (it matches the lock: exit 0), never the secret's.
+  When the checked weights differ from the lock, their tensors are read through
+  that descriptor too: swapping the locked weights back in after the check
+  changes nothing in the report.
 - a data file after the walk took its stat: replaced by a link to the secret, or
   its folder by a link to a folder outside. Hashing opens every component beneath
   the root with `O_NOFOLLOW`, sees the new link, resolves it and refuses it
@@ -29,7 +32,7 @@ from typing import Any
 import pytest
 from hostile_helpers import Guard, Outcome, guard, project, trained  # noqa: F401
 
-from repro.build.verify import checks
+from repro.build.verify import run as verify_run
 from repro.source import hashtree, walk
 
 DATA = "repro/examples/digits/digits.csv"
@@ -82,10 +85,34 @@ def test_weights_swapped_after_the_check_are_not_the_ones_hashed(project: Path, 
         shutil.copyfile(guard.secret, staged)
         os.replace(staged, weights)
 
-    swaps = after(monkeypatch, checks, "open_regular", swap)
+    swaps = after(monkeypatch, verify_run, "open_regular", swap)
     r = timed(guard, "verify", "--inputs-only", "--quiet", "--weights", str(weights), str(lock))
     assert swaps and weights.read_bytes() == guard.secret.read_bytes()  # the swap did happen
     assert r.code == 0, r.text  # the checked file, which the lock describes, was the one hashed
+
+
+def test_weights_tensors_are_read_from_the_checked_file(project: Path, guard: Guard,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked: weights with one tensor edited. Then the locked weights are swapped back in by name.
+
+    Reopened by name, the tensors would all match the lock ("only the file's header
+    differs"); read through the checked descriptor, the edited tensor is named.
+    """
+    from safetensors.numpy import load_file, save_file
+
+    weights = project / "out" / "model.safetensors"
+    pristine = project / "pristine.tmp"
+    shutil.copyfile(weights, pristine)
+    tensors = load_file(str(weights))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+
+    swaps = after(monkeypatch, verify_run, "open_regular", lambda: os.replace(pristine, weights))
+    r = timed(guard, "verify", "--inputs-only", "--weights", str(weights), str(project / "out" / "repro.lock"))
+    assert swaps
+    assert r.code == 1, r.text
+    assert name in r.out and "only the file's header differs" not in r.out, r.out
 
 
 @pytest.mark.parametrize("what", ["file", "folder"])
