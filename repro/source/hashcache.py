@@ -29,6 +29,10 @@ database is never trusted to be one that repro wrote:
   row is read or written; `trusted_schema` is off besides;
 - every statement runs under a watchdog (STATEMENT_SECONDS), so no database,
   however built, can stall a command: past it, the cache is skipped;
+- no value longer than MAX_VALUE_BYTES is ever handed back (SQLite's length
+  limit): a giant row is an error, and the file is discarded and rebuilt at the
+  first one met; a file over MAX_CACHE_BYTES is discarded before it is opened,
+  which bounds what giant keys compared during a seek can cost;
 - a row is used only when its stat key matches the file's own, and a stranger
   cannot know the device, inode and nanosecond ctime a file gets when it is
   unpacked on this machine, so a shipped row can never be a hit.
@@ -65,7 +69,16 @@ CACHE_NAME = "hashcache.sqlite"
 SCHEMA = 4  # 4: one checked record per row, schema verified; 3: CRC-32 row check; 2: packed stat key; 1: hex text
 RACY_NS = 2_000_000_000  # 2 s: covers coarse kernel clocks and 2 s FAT timestamps
 STATEMENT_SECONDS = 2.0  # one statement's budget; a legitimate one takes milliseconds
-_CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+# A row repro writes is a path (PATH_MAX is 4 KiB) and a record of 84 bytes plus a few extra digests. SQLite
+# refuses to hand back any value longer than this (SQLITE_TOOBIG), so a shipped cache with a giant row costs
+# neither the memory nor the time of reading it: it is discarded like a damaged one.
+MAX_VALUE_BYTES = 64 << 10
+# SQLite compares whole keys while it seeks, and a WITHOUT ROWID row is its key: a giant row on the path of a
+# seek is read whole before any value is refused. The file's size bounds what that can cost (a 1 GB row: 2.2 s
+# and 1 GB of memory, measured, once: the file is then discarded). A cache of five million files (about 200
+# bytes a row) is still smaller; a larger file is discarded before it is opened.
+MAX_CACHE_BYTES = 1 << 30
+_CORRUPT = {11, 18, 26}  # SQLITE_CORRUPT, SQLITE_TOOBIG (a value over MAX_VALUE_BYTES), SQLITE_NOTADB
 _SCAN = 4096  # paths per range query: bounds memory, amortises the query
 _TABLES = (
     "CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
@@ -164,6 +177,9 @@ class HashCache:
 
     def _open(self) -> sqlite3.Connection:
         refuse_links(self.path)
+        size = sum(os.stat(p).st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+        if size > MAX_CACHE_BYTES:
+            raise _Foreign(f"{size:,} bytes, over the {MAX_CACHE_BYTES:,}-byte cap on a hash cache")
         if not self.path.parent.is_dir():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             (self.path.parent / ".gitignore").write_text("# repro's local cache; never commit it\n*\n")
@@ -172,6 +188,7 @@ class HashCache:
             # Before anything reads a row: a watchdog on every statement, and no functions with side effects
             # from the schema; then the schema itself is checked (or made, when the file is new).
             db.set_progress_handler(self._overdue, 10_000)
+            db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
             self._run(db, "PRAGMA trusted_schema=OFF")
             self._run(db, "PRAGMA cell_size_check=ON")
             # No fsync, ever: that cost 20-45 ms of a 0.5 s run (creating the file, and the checkpoint at close).
@@ -240,7 +257,7 @@ class HashCache:
             self.notes.append(f"hash cache {self.path} unavailable ({again}); hashing without it")
 
     def _failed(self, exc: sqlite3.DatabaseError) -> None:
-        if getattr(exc, "sqlite_errorcode", None) in _CORRUPT or "malformed" in str(exc):
+        if getattr(exc, "sqlite_errorcode", None) in _CORRUPT or "malformed" in str(exc) or "too big" in str(exc):
             self._discard(exc)
         else:  # locked for longer than the timeout, disk full, a statement past its budget: skip the cache
             self.notes.append(f"hash cache {self.path} skipped ({exc})")

@@ -59,6 +59,7 @@ SHAPES = {
                                               " WITHOUT ROWID"),
     "not a database": lambda db: db.write_bytes(b"SQLite format 3\0" + os.urandom(4000)),
 }
+GIANT = 64 << 20  # far over MAX_VALUE_BYTES; SQLite itself allows a row of up to 1 GB
 
 
 def hashed(r: Outcome) -> str:
@@ -127,3 +128,51 @@ def test_shipped_rows_that_lie_are_never_hits(project: Path, guard: Guard) -> No
     assert "0 unchanged (stat cache)" in r.err
     r = timed(guard, "verify", "--inputs-only", "--quiet", str(project / "out" / "repro.lock"))
     assert r.code == 0, r.text
+
+
+def _giant_rows(db: Path, target: Path, key: bool) -> None:
+    """repro's own schema and sound rows, plus one giant row: a giant record for `target`, or a giant key beside it."""
+    _sql(db, *hashcache._TABLES)
+    with sqlite3.connect(db) as raw:
+        raw.execute("INSERT INTO files VALUES (?, ?)", (f"{target}.a", hashcache.record(b"\0" * 40, 0, LIE, "")))
+        if key:  # sorts right after the file's own path: a seek for that path compares against it
+            raw.execute("INSERT INTO files VALUES (? || zeroblob(?), x'00')", (str(target), GIANT))
+        else:  # the file's own path: its record is what a lookup reads
+            raw.execute("INSERT INTO files VALUES (?, zeroblob(?))", (str(target), GIANT))
+    raw.close()
+
+
+@pytest.mark.parametrize("where", ["record", "key"])
+def test_a_shipped_cache_with_a_giant_row_is_never_read_into_memory_or_trusted(project: Path, guard: Guard,
+                                                                               where: str) -> None:
+    """A 64 MiB row: SQLite refuses to hand back any value over MAX_VALUE_BYTES, so the file is discarded.
+
+    A giant key is compared during a seek without being handed back: it costs one
+    read, bounded by the cap on the file's size, and is never a hit.
+    """
+    target = project / DATA
+    db = _fresh_db(project)
+    _giant_rows(db, target, key=where == "key")
+    assert db.stat().st_size > GIANT
+    r = timed(guard, "hash", "--root", str(project), str(target))
+    assert r.code == 0, r.err
+    assert hashed(r) == hashlib.sha256(target.read_bytes()).hexdigest()
+    assert "0 unchanged (stat cache)" in r.err
+    if where == "record":
+        assert "discarded it and rebuilt it" in r.err and "too big" in r.err, r.err
+        assert db.stat().st_size < GIANT
+    r = timed(guard, "verify", "--inputs-only", "--quiet", str(project / "out" / "repro.lock"))
+    assert r.code == 0, r.text
+
+
+def test_a_shipped_cache_over_the_size_cap_is_discarded_before_it_is_opened(project: Path, guard: Guard,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever it holds: SQLite is never asked to read it (the cap bounds what a seek past giant keys costs)."""
+    monkeypatch.setattr(hashcache, "MAX_CACHE_BYTES", 1 << 20)
+    db = _fresh_db(project)
+    _sql(db, *hashcache._TABLES, "CREATE TABLE pad (x)", "INSERT INTO pad VALUES (zeroblob(2000000))")
+    r = timed(guard, "hash", "--root", str(project), str(project / DATA))
+    assert r.code == 0, r.err
+    assert hashed(r) == hashlib.sha256((project / DATA).read_bytes()).hexdigest()
+    assert "over the 1,048,576-byte cap on a hash cache" in r.err and "discarded it and rebuilt it" in r.err, r.err
+    assert db.stat().st_size < 1 << 20
