@@ -93,7 +93,7 @@ lint-quick: dev
 	$(BIN)/lint-imports
 
 bench: venv
-	for b in train_overhead verify_time hash_data checkpoint_cost portable_cost lm_tokens; do $(BIN)/python benchmarks/$$b.py || exit 1; done
+	for b in train_overhead verify_time hash_speed checkpoint_cost portable_cost lm_tokens; do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 ## freeze: rewrite the reference environment from a fresh venv (review the diff!).
 freeze:

@@ -10,7 +10,8 @@ a symbolic link (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS where the kernel ha
 it, else O_NOFOLLOW on every component), so nothing outside the root is ever
 opened, and whatever is read or hashed comes through that one descriptor
 (`read_fd`, `hash_fd`, `copy_beneath`): a file swapped after the check is never
-the one read. `loads` parses JSON strictly: no duplicate keys, no NaN or
+the one read; `Beneath` applies the same rule to a whole tree, opening each
+folder once. `loads` parses JSON strictly: no duplicate keys, no NaN or
 Infinity, no lone surrogate, a bounded depth and bounded integers, so nothing
 past the parser can meet a value the format does not allow. `printable` escapes
 control characters in anything shown to a person, so a path cannot rewrite the
@@ -34,7 +35,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from repro.errors import UserInputError
+from repro.errors import LockfileError, UserInputError
 
 # Caps, generous but finite (documented in docs/security.md, "Caps").
 MAX_JSON_BYTES = 64 << 20  # a lock, run.json, verification record, manifest or state.json
@@ -101,6 +102,7 @@ _READ = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 # openat2(2): RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH (linux/openat2.h).
 _RESOLVE = 0x02 | 0x04 | 0x08
+_LINKED = {errno.ELOOP, errno.EMLINK, errno.ENOTDIR}  # what O_NOFOLLOW gives for a link (EMLINK: BSDs)
 _SYS_OPENAT2 = 437  # the same number on every architecture (the unified syscall table, Linux 5.6)
 
 
@@ -309,6 +311,101 @@ def _regular(fd: int, path: str, what: str, error: type[UserInputError]) -> tupl
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
         raise error(f"{printable(path)}: {kind}; a {what} must be a regular file")
     return fd, st
+
+
+
+class Beneath:
+    """`open_beneath`'s rule for a whole tree (a million files): the root opened once, each folder once.
+
+    The walk (`repro.source.walk`) follows symbolic links that stay inside the root
+    and records files under the link's own path; between that walk and the read, a
+    stranger's tree could swap a folder or a file for a link to somewhere else. So
+    nothing here opens a path by name from the top: the real root is opened once
+    (the user chose it, links and all), and every component below it is opened
+    relative to its parent's descriptor with `O_NOFOLLOW` (folders also
+    `O_DIRECTORY`, files also `O_NONBLOCK`). A link met on the way is resolved
+    once, checked to stay inside the root, and its target opened the same way
+    (`links="inside"`); a link that appears after that check makes the open fail
+    instead of being followed. Hash through the descriptor that was opened
+    (`repro.source.hashing.read_beneath`), never through a second open by name.
+
+    Unlike `open_beneath` it neither re-opens the root nor walks the whole path
+    for each file: a file is opened relative to its folder's open descriptor, one
+    `openat` a file. Safe to share between threads (it holds only the root's
+    descriptor, which `openat` reads and never moves). Close it, or use it as a
+    context manager.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.real_root = os.path.realpath(root)
+        self.fd = os.open(self.real_root, _DIR)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Beneath:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def folder(self, rel: str) -> int:
+        """A new descriptor on folder `rel` ('' or 'a/b', as recorded); a link on the way is resolved and checked.
+
+        Raises OSError (missing, not a folder, unreadable) or LockfileError (leads outside the root).
+        """
+        try:
+            return self._chain(rel)
+        except OSError as exc:
+            if exc.errno not in _LINKED:
+                raise
+        return self._chain(self._real(rel))
+
+    def file(self, folder_fd: int, folder: str, name: str) -> int:
+        """A new descriptor on file `name` in the open folder `folder_fd` (which is `folder`, as recorded).
+
+        A link to a file inside the root is followed by resolving it once and
+        opening its target beneath the root; never by the kernel.
+        """
+        try:
+            return os.open(name, _READ | _NOFOLLOW, dir_fd=folder_fd)
+        except OSError as exc:
+            if exc.errno not in _LINKED:
+                raise
+        parent, _, base = self._real(folder + name).rpartition("/")
+        fd = self._chain(parent)
+        try:
+            return os.open(base, _READ | _NOFOLLOW, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def _chain(self, rel: str) -> int:
+        """Open `rel` below the root one component at a time, each with O_NOFOLLOW."""
+        if ".." in rel.split("/"):  # never produced by the callers; refused all the same
+            raise LockfileError(f"{printable(rel)!r}: escapes the project root ('..')")
+        fd = os.open(".", _DIR | _NOFOLLOW, dir_fd=self.fd)
+        try:
+            for part in rel.split("/"):
+                if part:
+                    child = os.open(part, _DIR | _NOFOLLOW, dir_fd=fd)
+                    os.close(fd)
+                    fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _real(self, rel: str) -> str:
+        """`rel` with its links resolved, relative to the real root; LockfileError if it leads outside."""
+        real = os.path.realpath(os.path.join(self.real_root, rel.rstrip("/")))
+        if real == self.real_root:
+            return ""
+        if not _inside(self.real_root, real):
+            raise LockfileError(f"{printable(repr(rel.rstrip('/')))}: resolves outside the project root; copy it "
+                                "in or track it with DVC")
+        return os.path.relpath(real, self.real_root)
 
 
 def loads(raw: bytes, where: str, error: type[UserInputError] = UserInputError) -> Any:

@@ -262,3 +262,68 @@ def test_out_dir_lock_retries_when_its_file_was_deleted_under_it(tmp_path: Path,
     monkeypatch.setattr(os, "stat", stat)
     with resume.hold_out_dir(tmp_path / "out"):
         assert len(calls) == 2 and lock_path.is_file()
+
+
+def _swapped_in(path: Path, other: Path) -> None:
+    """`path` replaced by a copy of `other`, as a racing stranger would: a new file under the old name."""
+    staged = path.with_name("staged.tmp")
+    staged.write_bytes(other.read_bytes())
+    os.replace(staged, path)
+
+
+def test_a_checkpoint_file_is_hashed_through_the_descriptor_that_was_checked(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 29, item 10: the model file is swapped for another checkpoint's right after its check.
+
+    `read` still hashes the checked file (its digest is the manifest's: no error),
+    and `restore` then refuses the swapped-in file instead of loading it.
+    """
+    path = _write_one(tmp_path / "a", _trained_parts(), 4)
+    other_parts = _trained_parts()
+    other_parts.model.net[0].weight.data.add_(1)
+    other = _write_one(tmp_path / "b", other_parts, 4)
+    real = checkpoint.open_regular
+    swapped: list[str] = []
+
+    def check_then_swap(p: Path, *args: object, **kwargs: object) -> tuple[int, os.stat_result]:
+        out = real(p, *args, **kwargs)
+        if Path(p).name == checkpoint.MODEL_NAME and not swapped:
+            _swapped_in(Path(p), other / checkpoint.MODEL_NAME)
+            swapped.append(str(p))
+        return out
+
+    monkeypatch.setattr(checkpoint, "open_regular", check_then_swap)
+    ckpt = checkpoint.read(path)  # the checked file's digest: the manifest's
+    assert swapped
+    monkeypatch.setattr(checkpoint, "open_regular", real)
+    fresh = _trained_parts()
+    before = {k: v.clone() for k, v in fresh.model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: changed since its digest was checked"):
+        restore(ckpt, fresh, SampleOrder(10, 2, 0, True))
+    assert all(torch.equal(v, before[k]) for k, v in fresh.model.state_dict().items())  # nothing loaded
+
+
+def test_a_checkpoint_file_swapped_after_read_is_never_loaded(tmp_path: Path) -> None:
+    """Between `read` (digests checked) and `restore`, a file is replaced or rewritten in place: refused."""
+    path = _write_one(tmp_path / "a", _trained_parts(), 4)
+    other_parts = _trained_parts()
+    other_parts.model.net[0].weight.data.add_(1)
+    other = _write_one(tmp_path / "b", other_parts, 4)
+    ckpt = checkpoint.read(path)
+    # the optimizer file's bytes are the same in both (the same training): refused all the same, as another file
+    _swapped_in(path / checkpoint.OPTIMIZER_NAME, other / checkpoint.OPTIMIZER_NAME)
+    with pytest.raises(CheckpointError, match=r"optimizer\.safetensors: changed since its digest was checked"):
+        restore(ckpt, _trained_parts(), SampleOrder(10, 2, 0, True))
+    _swapped_in(path / checkpoint.MODEL_NAME, other / checkpoint.MODEL_NAME)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: changed since its digest was checked"):
+        restore(ckpt, _trained_parts(), SampleOrder(10, 2, 0, True))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: sha256"):
+        checkpoint.read(path)  # read and checked again, the new file's digest is not the manifest's
+
+    path = _write_one(tmp_path / "c", _trained_parts(), 4)
+    ckpt = checkpoint.read(path)
+    model = path / checkpoint.MODEL_NAME
+    with open(model, "r+b") as f:  # the same inode, rewritten in place with the same bytes: its ctime moves
+        f.write(model.read_bytes())
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: changed since its digest was checked"):
+        restore(ckpt, _trained_parts(), SampleOrder(10, 2, 0, True))

@@ -140,6 +140,15 @@ def test_repro_hash_never_imports_torch_or_datasets(proj: Path) -> None:
     assert r.returncode == 0, (r.returncode, r.stderr)
 
 
+def test_a_quick_command_imports_no_other_command_module(proj: Path) -> None:
+    """Start-up is most of a re-check: the CLI loads the named command's module only (not train's, verify's...)."""
+    code = ("import sys; from repro.cli import main; rc = main(['hash', '--quiet', 'data']); "
+            "print(sorted(m for m in sys.modules if m.startswith('repro.commands.'))); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=proj, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert (r.returncode, r.stdout.strip().splitlines()[-1]) == (0, "['repro.commands.hash']"), r.stderr
+
+
 @pytest.mark.parametrize("extra", [(), ("blake2b", "md5")])
 def test_streamed_json_is_byte_for_byte_canonical(proj: Path, extra: tuple[str, ...]) -> None:
     """`repro hash --json` streams the block; it must be canonical_json's bytes, not just equal JSON."""

@@ -169,7 +169,8 @@ def test_a_row_edited_behind_the_caches_back_is_a_miss(tree: Path, tmp_path: Pat
     with HashCache(db) as cache:
         _hash(tree, cache)
     with sqlite3.connect(db) as raw:
-        raw.execute("UPDATE files SET sha256 = ? WHERE path LIKE '%f7.csv'", (b"\0" * 32,))
+        (rec,) = raw.execute("SELECT rec FROM files WHERE path LIKE '%f7.csv'").fetchone()
+        raw.execute("UPDATE files SET rec = ? WHERE path LIKE '%f7.csv'", (rec[:48] + b"\0" * 32 + rec[80:],))
     with HashCache(db) as cache:
         assert _hash(tree, cache) == _truth(tree) and cache.hits == 19
 
@@ -321,3 +322,72 @@ def test_a_cached_row_gives_only_the_algorithms_asked_for(tree: Path, tmp_path: 
         assert cache.hits == 20
     assert {tuple(f.hashes) for f in got} == {("sha256", "md5")}
     assert all(f.hashes["md5"] == hashlib.md5((tree / f.path).read_bytes()).hexdigest() for f in got)
+
+
+# --- the warm check in bulk, and a database that is not repro's ------------------------------------------------------
+
+
+def test_a_range_whose_rows_line_up_is_checked_in_bulk(tree: Path, tmp_path: Path, not_racy: None,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 32: when a range's rows are exactly the files asked for, no Python step runs per row."""
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        _hash(tree, cache)
+
+    def per_row(*_: object) -> None:
+        raise AssertionError("checked row by row")
+
+    monkeypatch.setattr(HashCache, "_each", per_row)
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert _hash(tree, cache) == _truth(tree) and cache.hits == 20
+
+
+@pytest.mark.parametrize("change", ["removed", "added", "racy"])
+def test_a_range_that_does_not_line_up_is_checked_row_by_row(tree: Path, tmp_path: Path, not_racy: None,
+                                                             change: str) -> None:
+    """A removed file's stale row, a new file without one, a racy row: the rest of the range still hits."""
+    db = tmp_path / "c.sqlite"
+    with HashCache(db) as cache:
+        _hash(tree, cache)
+    if change == "removed":
+        (tree / "d1" / "f7.csv").unlink()
+    elif change == "added":
+        (tree / "d1" / "f99.csv").write_bytes(b"new")
+    else:
+        full = str(tree / "d1" / "f7.csv")
+        st = os.stat(full)
+        with HashCache(db) as cache:  # re-filed as hashed before its last change (RACY_NS is 0 here)
+            cache.store([(full, StatKey.of(st), {"sha256": LIE})], max(st.st_mtime_ns, st.st_ctime_ns) - 1)
+    with HashCache(db) as cache:
+        assert _hash(tree, cache) == _truth(tree)
+        assert cache.hits == (19 if change != "added" else 20)
+
+
+def test_the_watchdog_interrupts_a_statement_past_its_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hashcache, "STATEMENT_SECONDS", 0.2)
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        assert cache._db is not None
+        started = time.monotonic()
+        with pytest.raises(hashcache._Timeout):
+            cache._run(cache._db, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) "
+                                  "FROM c")
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("extra", ["CREATE TRIGGER t AFTER INSERT ON files BEGIN DELETE FROM meta; END",
+                                   "CREATE VIEW v AS SELECT 1", "CREATE TABLE other (x)",
+                                   "CREATE INDEX ix ON files (rec)"])
+def test_a_database_with_anything_repro_never_creates_is_discarded_before_use(tree: Path, tmp_path: Path,
+                                                                            not_racy: None, extra: str) -> None:
+    db = tmp_path / "c.sqlite"
+    with HashCache(db) as cache:
+        _hash(tree, cache)
+    with sqlite3.connect(db) as raw:
+        raw.execute(extra)
+    raw.close()
+    with HashCache(db) as cache:
+        assert any("not repro's schema" in n and "discarded" in n for n in cache.notes)
+        assert _hash(tree, cache) == _truth(tree) and cache.hits == 0
+    with sqlite3.connect(db) as raw:
+        assert sorted(raw.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"), key=repr) == \
+            hashcache._SCHEMA_ROWS
+    raw.close()

@@ -74,9 +74,13 @@ class Tensor:
 class WeightsFile:
     """An open safetensors file with its header checked; use as a context manager (it holds a descriptor)."""
 
-    def __init__(self, path: Path, follow_links: bool = True) -> None:
+    def __init__(self, path: Path, follow_links: bool = True, fd: int | None = None) -> None:
         self.path = Path(path)
-        self.fd, st = open_regular(self.path, "weights file", DataError, follow_links)
+        if fd is None:
+            self.fd, st = open_regular(self.path, "weights file", DataError, follow_links)
+        else:  # a descriptor the caller opened and checked: read that very file, never `path` again by name
+            self.fd = os.dup(fd)
+            st = os.fstat(self.fd)
         try:
             self.tensors = _header(self.fd, st.st_size, self, printable(str(self.path)))
         except BaseException:
@@ -93,10 +97,11 @@ class WeightsFile:
         return [t.record() for t in self.tensors.values()]
 
 
-def read_tensors(path: Path, follow_links: bool = True) -> WeightsFile:
+def read_tensors(path: Path, follow_links: bool = True, fd: int | None = None) -> WeightsFile:
     """Open a safetensors file (`with read_tensors(p) as w: w.tensors[...]`); a corrupt, non-regular or
-    oversized-header file is a DataError naming it."""
-    return WeightsFile(path, follow_links)
+    oversized-header file is a DataError naming it. With `fd` (already opened and checked, e.g. by
+    `safeio.open_regular`), the file behind it is read through a duplicate of it, and `path` only names it."""
+    return WeightsFile(path, follow_links, fd)
 
 
 def _header(fd: int, size: int, file: WeightsFile, shown: str) -> dict[str, Tensor]:

@@ -2,12 +2,16 @@
 
 `hash_tree` is what `hashing.hash_files` runs. It is built for a million files:
 
-- one `lstat` per file, one `realpath` per folder (`locate`);
-- the stat cache is asked in sorted path order, a range of rows at a time
-  (`hashcache.HashCache.matches`), never one query per file;
-- files that must be read go to a small thread pool in batches (hashlib releases
-  the GIL, so every core hashes), and the main thread files their digests in the
-  stat cache while the pool keeps reading;
+- one `lstat` per file, taken by the walk (`walk.locate_patterns`) or, for a
+  list of paths, folder by folder (`locate`); nothing stats a file again but the
+  one `fstat` of the descriptor it is read through (`hashing.read_beneath`);
+- the stat cache is asked in sorted path order, a range of rows at a time, and
+  compares a range's stat keys in bulk (`hashcache.HashCache.lookup`);
+- files that must be read go to a small thread pool in batches of one folder's
+  files (hashlib and the reads release the GIL, so every core hashes); each
+  batch opens its folder once beneath the root (`repro.safeio.Beneath`: no link
+  followed) and every file relative to it, into the thread's reused buffer, and
+  the main thread files their digests in the stat cache while the pool keeps reading;
 - the answer is columnar (`TreeDigests`): the paths as given, then 8 bytes of size,
   40 of stat key and 32 of sha256 per file, so a million files cost about 150 MB
   with their names, not a few hundred objects each.
@@ -15,29 +19,38 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from repro.errors import DataError
+from repro.safeio import Beneath
+from repro.source.filetree import os_reason
 from repro.source.hashing import (
     CHUNK,
     KEY_SIZE,
+    MAX_HASHED_BYTES,
+    STAT_KEY,
     FileDigest,
     Progress,
     StatCache,
     check_algorithms,
+    check_cap,
     default_workers,
     gc_paused,
-    read_stable,
+    read_beneath,
 )
 from repro.source.locate import locate
 from repro.source.walk import Located
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 BATCH_FILES, BATCH_BYTES = 64, 8 << 20  # one pool task: up to 64 small files or 8 MiB
 STORE_EVERY = 4096  # digests filed in the stat cache per transaction
@@ -127,14 +140,21 @@ def sorted_order(paths: Sequence[str]) -> Sequence[int]:
     return sorted(range(len(paths)), key=paths.__getitem__)
 
 
-def _batches(todo: Sequence[int], sizes: array) -> Iterator[Sequence[int]]:  # type: ignore[type-arg]
-    """Group file indices into pool tasks: big files alone, small ones together."""
-    begin, nbytes = 0, 0
+def _folder(rel: str) -> str:
+    return rel[: rel.rfind("/") + 1]
+
+
+def _batches(todo: Sequence[int], sizes: array, rels: Sequence[str]  # type: ignore[type-arg]
+             ) -> Iterator[Sequence[int]]:
+    """Group file indices into pool tasks: big files alone, small ones together, one folder per task."""
+    begin, nbytes, folder = 0, 0, None
     for pos, i in enumerate(todo):
-        if pos > begin and (pos - begin >= BATCH_FILES or nbytes + sizes[i] > BATCH_BYTES):
+        here = _folder(rels[i])
+        if pos > begin and (pos - begin >= BATCH_FILES or nbytes + sizes[i] > BATCH_BYTES or here != folder):
             yield todo[begin:pos]
             begin, nbytes = pos, 0
         nbytes += sizes[i]
+        folder = here
     if begin < len(todo):
         yield todo[begin:]
 
@@ -158,18 +178,26 @@ class _Run:
         self.out = TreeDigests(paths, self.sizes, bytearray(SHA * n), [""] * n if len(algos) > 1 else None)
         self.progress, self.on_file = progress, on_file
         self.stop = threading.Event()  # set on the first error or Ctrl-C: other threads stop mid-file
+        self.opener: Beneath  # opened by hash_tree, only when some file must be read
 
     def cached(self, cache: StatCache) -> bytearray:
         """Fill in what the stat cache knows; a 0/1 flag per file."""
         done = bytearray(len(self.rels))
         sha, extra, wanted = self.out.sha256, self.out.extra, set(self.algos)
-        for i, digest, more in cache.matches(self.base, self.rels, sorted_order(self.rels), self.keys, self.algos):
-            sha[i * SHA : (i + 1) * SHA] = digest
-            done[i] = 1
-            if extra is not None:  # only what was asked for, though the row may know more
-                extra[i] = ";".join(item for item in more.split(";") if item.partition("=")[0] in wanted)
+        for hit, digests, more in cache.lookup(self.base, self.rels, sorted_order(self.rels), self.keys, self.algos):
+            if isinstance(hit, range) and hit.step == 1:  # a whole range in order: two slice assignments
+                sha[hit.start * SHA : hit.stop * SHA] = digests
+                done[hit.start : hit.stop] = b"\1" * len(hit)
+            else:
+                for n, i in enumerate(hit):
+                    sha[i * SHA : (i + 1) * SHA] = digests[n * SHA : (n + 1) * SHA]
+                    done[i] = 1
+            if extra is not None and more is not None:  # only what was asked for, though the row may know more
+                for i, known in zip(hit, more, strict=True):
+                    extra[i] = ";".join(item for item in known.split(";") if item.partition("=")[0] in wanted)
             if self.on_file is not None:
-                self.on_file(self.out.file(i))
+                for i in hit:
+                    self.on_file(self.out.file(i))
         return done
 
     def _on_big(self, n: int) -> None:
@@ -179,35 +207,48 @@ class _Run:
             self.progress.advance(n, 0)
 
     def hash_batch(self, batch: Sequence[int]) -> Sequence[int]:
-        """Read and hash these files (in a worker thread); their digests land in the arrays."""
+        """Read and hash these files, all in one folder (in a worker thread); their digests land in the arrays."""
         big = len(batch) == 1 and self.sizes[batch[0]] >= CHUNK
-        sha, extra, progress = self.out.sha256, self.out.extra, self.progress
-        for i in batch:
-            if self.stop.is_set():
-                raise _Cancelled
-            rel = self.rels[i]
-            size, hashers, key = read_stable(f"{self.base}/{rel}", self.algos, self._on_big if big else None, rel)
-            sha[i * SHA : (i + 1) * SHA] = hashers[0].digest()
-            self.keys[i * KEY_SIZE : (i + 1) * KEY_SIZE] = key  # the stat that held while it was read
-            self.sizes[i] = size
-            if extra is not None:
-                # check_algorithms keeps the names after sha256 sorted
-                extra[i] = ";".join(f"{a}={h.hexdigest()}" for a, h in zip(self.algos[1:], hashers[1:], strict=True))
-            if progress is not None:
-                progress.advance(0 if big else size, 1)
-            if self.on_file is not None:
-                self.on_file(self.out.file(i))
+        sha, extra, progress, keys, rels, algos = self.out.sha256, self.out.extra, self.progress, self.keys, \
+            self.rels, self.algos
+        on_bytes = self._on_big if big else None
+        folder = _folder(rels[batch[0]])
+        skip = len(folder)
+        try:
+            folder_fd = self.opener.folder(folder)
+        except OSError as exc:
+            raise DataError(f"{rels[batch[0]]}: {os_reason(exc)}") from None
+        try:
+            for i in batch:
+                if self.stop.is_set():
+                    raise _Cancelled
+                at = i * KEY_SIZE
+                size, hashers, key = read_beneath(self.opener, folder_fd, folder, rels[i][skip:],
+                                                  keys[at : at + KEY_SIZE], algos, on_bytes)
+                sha[i * SHA : (i + 1) * SHA] = hashers[0].digest()
+                keys[at : at + KEY_SIZE] = key  # the stat that held while it was read
+                self.sizes[i] = size
+                if extra is not None:
+                    # check_algorithms keeps the names after sha256 sorted
+                    extra[i] = ";".join(f"{a}={h.hexdigest()}" for a, h in zip(algos[1:], hashers[1:], strict=True))
+                if progress is not None:
+                    progress.advance(0 if big else size, 1)
+                if self.on_file is not None:
+                    self.on_file(self.out.file(i))
+        finally:
+            os.close(folder_fd)
         return batch
 
     def rows(self, done: Sequence[int], started_ns: int) -> Iterator[tuple[str, bytes, int, bytes, str]]:
-        """Stat-cache rows for freshly hashed files."""
-        from repro.source.hashcache import margin
-
-        extra = self.out.extra
+        """Stat-cache rows for freshly hashed files (a million of them on a cold run: no call per field)."""
+        keys, sha, extra, base, rels, unpack = self.keys, self.out.sha256, self.out.extra, self.base, self.rels, \
+            STAT_KEY.unpack_from
         for i in done:
-            key = bytes(self.keys[i * KEY_SIZE : (i + 1) * KEY_SIZE])
-            yield (f"{self.base}/{self.rels[i]}", key, margin(key, started_ns),
-                   bytes(self.out.sha256[i * SHA : (i + 1) * SHA]), extra[i] if extra is not None else "")
+            at = i * KEY_SIZE
+            mtime_ns, ctime_ns = unpack(keys, at)[3:]
+            # margin_ns, as hashcache.margin computes it: how long before hashing began the file last changed
+            yield (f"{base}/{rels[i]}", bytes(keys[at : at + KEY_SIZE]), started_ns - max(mtime_ns, ctime_ns),
+                   bytes(sha[i * SHA : (i + 1) * SHA]), extra[i] if extra is not None else "")
 
 
 def hash_tree(
@@ -229,8 +270,11 @@ def hash_tree(
     with gc_paused():
         run = _Run(Path(root), rel_paths, check_algorithms(algorithms), progress, on_file)
         done = run.cached(cache) if cache is not None and not rehash else bytearray(len(run.rels))
-        todo = array("q", (i for i, d in enumerate(done) if not d))
+        todo = array("q", (i for i, d in enumerate(done) if not d)) if done.count(0) else array("q")
         del done
+    if len(todo) and max(run.sizes) > MAX_HASHED_BYTES:  # refused before a byte is read
+        big = max(todo, key=run.sizes.__getitem__)
+        check_cap(run.rels[big], run.sizes[big])
     if progress is not None:
         progress.start(sum(run.sizes[i] for i in todo), len(todo))
     pending: list[int] = []
@@ -241,13 +285,15 @@ def hash_tree(
             cache.put(run.rows(pending, started_ns))
             pending.clear()
 
-    batches = _batches(todo, run.sizes)
-    nthreads = workers or default_workers()
-    if len(todo) <= BATCH_FILES or nthreads == 1:
-        for b in batches:
-            finished(run.hash_batch(b))
-    else:
-        _pool(run, batches, nthreads, finished)
+    if len(todo):
+        with Beneath(run.base) as run.opener:
+            batches = _batches(todo, run.sizes, run.rels)
+            nthreads = workers or default_workers()
+            if len(todo) <= BATCH_FILES or nthreads == 1:
+                for b in batches:
+                    finished(run.hash_batch(b))
+            else:
+                _pool(run, batches, nthreads, finished)
     finished((), last=True)
     return run.out
 
@@ -255,6 +301,8 @@ def hash_tree(
 def _pool(run: _Run, batches: Iterator[Sequence[int]], nthreads: int,
           finished: Callable[[Sequence[int]], None]) -> None:
     """Hash the batches on `nthreads` threads, a bounded window of them queued at a time."""
+    from concurrent.futures import ThreadPoolExecutor  # only when files must be read: a re-check never needs it
+
     window: deque[Future[Sequence[int]]] = deque()
     with ThreadPoolExecutor(max_workers=nthreads) as pool:
         try:

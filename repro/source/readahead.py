@@ -2,7 +2,7 @@
 
 Copying a file out of the page cache costs about a fifth of what sha256 costs
 (BENCHMARKS.md, "Data hashing"). Read and hashed in one thread, the two add up;
-here `os.readv` fills the next buffer on another core while hashlib digests this
+here `os.preadv` fills the next buffer on another core while hashlib digests this
 one (both release the GIL), so one large file is hashed at about hashlib's
 one-buffer speed. Small files gain nothing from it: they are hashed many at a
 time by `repro.source.hashtree`'s pool instead.
@@ -21,7 +21,7 @@ BUFFERS = 3  # one being read, one being hashed, one spare: memory stays 3 chunk
 
 def hash_with_readahead(fd: int, limit: int, hashers: Sequence[Any], chunk: int,
                         on_bytes: Callable[[int], None] | None) -> int:
-    """Feed every byte of `fd` to `hashers`; the number of bytes read.
+    """Feed every byte of `fd`, from offset 0, to `hashers`; the number of bytes read.
 
     Stops early once more than `limit` bytes were read (the file grew while being
     read: the caller's stat check then reports it). An error in either thread is
@@ -67,7 +67,7 @@ def _read(fd: int, limit: int, free: SimpleQueue[bytearray],
     try:
         while not stop.is_set():
             buf = free.get()
-            n = os.readv(fd, [buf])
+            n = os.preadv(fd, [buf], total)
             full.put((buf, n))
             total += n
             if n == 0 or total > limit:

@@ -11,7 +11,12 @@ Built for a million files:
   sorted with a subfolder's name as "name/": walked depth-first in that order,
   the full paths come out in byte order, so no global sort of a million names;
 - `locate_patterns` also takes each file's `lstat` during the walk, relative to
-  the open folder, so hashing need not stat every file a second time.
+  the open folder, so hashing need not stat every file a second time: it reads
+  each file through one descriptor and checks it with that descriptor's `fstat`
+  (`hashing.read_beneath`);
+- each folder is opened beneath the root by its real path, one component at a
+  time with `O_NOFOLLOW` (`repro.safeio.Beneath`): a folder swapped for a link
+  after its path was checked is refused, never listed.
 """
 
 from __future__ import annotations
@@ -26,10 +31,9 @@ from itertools import pairwise
 from pathlib import Path, PurePosixPath
 
 from repro.errors import DataError, LockfileError
+from repro.safeio import Beneath
 from repro.source.filetree import SKIP_DIRS, checked_name, inside, os_reason, safe_relpath
-from repro.source.hashing import KEY_SIZE, pack_key
-
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+from repro.source.hashing import KEY_SIZE, STAT_KEY, pack_key
 
 
 @dataclass
@@ -70,21 +74,28 @@ def locate_patterns(root: Path, patterns: Iterable[str]) -> Located:
 
 def _expand(root: Path, patterns: Iterable[str], found: Located) -> Located:
     real_root = os.path.realpath(root)
-    for pattern in patterns:
-        safe_relpath(pattern, "pattern")
-        matches = sorted(glob.glob(pattern, root_dir=root, recursive=True))
-        if not matches:
-            raise DataError(f"{pattern}: no such file under {root.name or root}/ (expected a file, directory or glob)")
-        before = len(found.paths)
-        for m in matches:
-            rel = PurePosixPath(Path(m).as_posix()).as_posix()
-            kind, st = _kind(root, real_root, rel)
-            if kind == "dir":
-                _walk(str(root), real_root, "" if rel == "." else rel, found)
-            else:
-                found.add(checked_name(rel), st)
-        if len(found.paths) == before:
-            raise DataError(f"{pattern}: matches only empty directories (empty directories are not data)")
+    opener: Beneath | None = None  # opened at the first folder to walk
+    try:
+        for pattern in patterns:
+            safe_relpath(pattern, "pattern")
+            matches = sorted(glob.glob(pattern, root_dir=root, recursive=True))
+            if not matches:
+                raise DataError(f"{pattern}: no such file under {root.name or root}/ (expected a file, directory or "
+                                "glob)")
+            before = len(found.paths)
+            for m in matches:
+                rel = PurePosixPath(Path(m).as_posix()).as_posix()
+                kind, st = _kind(root, real_root, rel)
+                if kind == "dir":
+                    opener = opener or Beneath(str(root))
+                    _walk(opener, "" if rel == "." else rel, found)
+                else:
+                    found.add(checked_name(rel), st)
+            if len(found.paths) == before:
+                raise DataError(f"{pattern}: matches only empty directories (empty directories are not data)")
+    finally:
+        if opener is not None:
+            opener.close()
     return _sorted_unique(found)
 
 
@@ -130,11 +141,12 @@ class _Folder:
     """One folder of a walk: its names, sorted, still to visit, and a descriptor while it is visited.
 
     The descriptor is closed while a subfolder is walked and opened again after, so a
-    deep tree holds one open folder, not one per level.
+    deep tree holds one open folder, not one per level. `real` is the folder's real
+    path, checked to be inside the root; it is opened beneath the root by that path.
     """
 
-    def __init__(self, root: str, real_root: str, rel: str, real: str, ancestors: frozenset[str]) -> None:
-        self.root, self.real_root, self.rel, self.real, self.ancestors = root, real_root, rel, real, ancestors
+    def __init__(self, opener: Beneath, rel: str, real: str, ancestors: frozenset[str]) -> None:
+        self.opener, self.rel, self.real, self.ancestors = opener, rel, real, ancestors
         self.prefix = f"{rel}/" if rel else ""
         self.file_links: dict[str, os.stat_result] = {}  # links to files: name -> the target's stat
         self.folder_links: dict[str, str] = {}  # links to folders: name -> real path
@@ -146,8 +158,9 @@ class _Folder:
             raise
 
     def _open(self) -> int:
+        real_root = self.opener.real_root
         try:
-            return os.open(os.path.join(self.root, self.rel) if self.rel else self.root, _OPEN_DIR)
+            return self.opener.folder(os.path.relpath(self.real, real_root) if self.real != real_root else "")
         except OSError as exc:
             raise DataError(f"{self.rel or '.'}/: cannot list ({exc.strerror})") from None
 
@@ -168,12 +181,13 @@ class _Folder:
                         names.append(name + "/")
                 elif e.is_symlink():
                     rel = self.prefix + name
-                    kind, target = _kind(Path(self.root), self.real_root, rel)
+                    root = self.opener.real_root
+                    kind, target = _kind(Path(root), root, rel)
                     if kind == "file":
                         self.file_links[name] = target
                         names.append(name)
                     else:
-                        self.folder_links[name] = os.path.realpath(os.path.join(self.root, rel))
+                        self.folder_links[name] = os.path.realpath(os.path.join(root, rel))
                         names.append(name + "/")
                 else:
                     raise DataError(f"{self.prefix}{name}: not a regular file (a FIFO, socket or device); "
@@ -187,7 +201,7 @@ class _Folder:
         if self.fd < 0:
             self.fd = self._open()
         prefix, fd = self.prefix, self.fd
-        lstat, is_reg = os.lstat, stat.S_ISREG
+        lstat, is_reg, pack = os.lstat, stat.S_ISREG, STAT_KEY.pack
         paths, keys, sizes = found.paths, found.keys, found.sizes  # Located.add, inlined: a million calls
         for name in self.names:
             if name[-1] == "/":
@@ -196,7 +210,7 @@ class _Folder:
                 if real in self.ancestors:
                     raise DataError(f"{prefix}{name}: symlink loop (points at a directory that contains it)")
                 self.close()
-                return _Folder(self.root, self.real_root, prefix + name, real, self.ancestors | {real})
+                return _Folder(self.opener, prefix + name, real, self.ancestors | {real})
             if keys is None:
                 paths.append(prefix + name)
                 continue
@@ -207,7 +221,7 @@ class _Folder:
             if not is_reg(st.st_mode):  # replaced since it was listed
                 raise DataError(f"{prefix}{name}: not a regular file (a FIFO, socket or device); expected a file")
             paths.append(prefix + name)
-            keys += pack_key(st)
+            keys += pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)  # pack_key, inlined
             sizes.append(st.st_size)
         return None
 
@@ -217,10 +231,10 @@ class _Folder:
             self.fd = -1
 
 
-def _walk(root: str, real_root: str, top: str, found: Located) -> None:
-    """Add every regular file below `root/top`, in byte order; follow links to folders, refuse loops."""
-    top_real = os.path.realpath(os.path.join(root, top))
-    stack = [_Folder(root, real_root, top, top_real, frozenset({top_real}))]
+def _walk(opener: Beneath, top: str, found: Located) -> None:
+    """Add every regular file below `top`, in byte order; follow links to folders, refuse loops."""
+    top_real = os.path.realpath(os.path.join(opener.real_root, top))
+    stack = [_Folder(opener, top, top_real, frozenset({top_real}))]
     try:
         while stack:
             child = stack[-1].next_folder(found)

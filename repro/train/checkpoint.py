@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from repro.canonical import canonical_json, fsync_dir, sha256_bytes
 from repro.errors import CheckpointError, CheckpointTooOld, DataError, TrainingFailed, output_error
 from repro.filenames import MANIFEST_NAME, OPTIMIZER_NAME, PICKLED_SUFFIXES, STATE_NAME, WEIGHTS_NAME
 from repro.safeio import loads, open_regular, read_bytes
-from repro.source.hashing import digest_path
+from repro.source.hashing import digest_fd, pack_key
 
 VERSION = 2  # 2: state.json records the source identity of the run that wrote it (repro.lock.identity)
 MODEL_NAME = WEIGHTS_NAME
@@ -45,12 +45,18 @@ Writer = Callable[[Path], None]
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One verified checkpoint: its parsed state and the paths of its files."""
+    """One verified checkpoint: its parsed state, the paths of its files, and the stat each had when hashed.
+
+    `keys` holds `hashing.pack_key` of each tensor file's descriptor while its
+    digest was taken: `open_checked` hands out a file only while it still is that
+    one, unchanged, so what a resume loads is what `read` checked.
+    """
 
     path: Path
     step: int
     state: dict[str, Any]
     files: dict[str, Path]
+    keys: dict[str, bytes] = field(default_factory=dict)
 
 
 def dir_name(step: int) -> str:
@@ -119,10 +125,12 @@ def read(path: Path) -> Checkpoint:
     absent = [n for n in REQUIRED if n not in records]
     if absent:
         raise CheckpointError(f"{path.name}/{MANIFEST_NAME}: lists no {absent}")
+    keys: dict[str, bytes] = {}
     for name, rec in records.items():
         refuse_pickled(path / name)
         if name != STATE_NAME:
-            _check(path, name, rec, *_hash_file(path / name, False, f"{path.name}/{name}"))
+            size, digest, keys[name] = _hash_checked(path / name, f"{path.name}/{name}")
+            _check(path, name, rec, size, digest)
     # state.json is parsed from the very bytes that were checked
     raw = read_bytes(path / STATE_NAME, f"checkpoint {STATE_NAME}", error=CheckpointError)
     _check(path, STATE_NAME, records[STATE_NAME], len(raw), sha256_bytes(raw))
@@ -131,7 +139,30 @@ def read(path: Path) -> Checkpoint:
     named = parse_step(path.name)
     if manifest["step"] != state["step"] or named not in (None, state["step"]):
         raise CheckpointError(f"{path.name}: folder name, manifest and state.json disagree on the step")
-    return Checkpoint(path, state["step"], state, {name: path / name for name in records})
+    return Checkpoint(path, state["step"], state, {name: path / name for name in records}, keys)
+
+
+def open_checked(ckpt: Checkpoint, name: str) -> int:
+    """A descriptor on the checkpoint file `name`, if it is still the file `read` hashed, unchanged.
+
+    Opened as `read` opened it (no link, a regular file), and its stat must equal
+    the one that held while its digest was taken (device, inode, size, mtime,
+    ctime): a file swapped or rewritten since the check is a CheckpointError, never
+    loaded. Load it through this descriptor (`/proc/self/fd/N`), then call
+    `still_checked`; close it after.
+    """
+    where = f"{ckpt.path.name}/{name}"
+    fd, st = open_regular(ckpt.files[name], f"checkpoint file {where}", CheckpointError)
+    if pack_key(st) != ckpt.keys.get(name):
+        os.close(fd)
+        raise CheckpointError(f"{where}: changed since its digest was checked; not loaded")
+    return fd
+
+
+def still_checked(ckpt: Checkpoint, name: str, fd: int) -> None:
+    """CheckpointError if the file behind `fd` changed while it was loaded (see `open_checked`)."""
+    if pack_key(os.fstat(fd)) != ckpt.keys.get(name):
+        raise CheckpointError(f"{ckpt.path.name}/{name}: changed while it was loaded")
 
 
 _UINT32 = 1 << 32
@@ -233,21 +264,34 @@ def _check(path: Path, name: str, rec: dict[str, Any], size: int, digest: str) -
 
 
 def _hash_file(path: Path, sync: bool, where: str = "") -> tuple[int, str]:
-    """Size and sha256 of a file (repro's one streaming hasher); with `sync`, fsync it too."""
-    if not sync:  # reading a checkpoint back: a link, FIFO or device is refused, never followed
-        fd, _ = open_regular(path, f"checkpoint file {where}", CheckpointError)
-        os.close(fd)
+    """Size and sha256 of a checkpoint file being written (ours), then fsync'ed through the same descriptor."""
     try:
-        hashed = digest_path(path, shown=where or str(path))
-    except DataError as exc:  # a checkpoint being written is the run's failure; one being read is unusable
-        raise (TrainingFailed if sync else CheckpointError)(str(exc)) from None
-    if sync:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         try:
+            hashed = digest_fd(fd, shown=where or str(path))
             os.fsync(fd)  # Linux flushes the file's dirty pages through any descriptor
         finally:
             os.close(fd)
+    except (DataError, OSError) as exc:  # a checkpoint being written is the run's failure
+        raise TrainingFailed(f"{where or path}: {exc}" if isinstance(exc, OSError) else str(exc)) from None
     return hashed.size, hashed.digests["sha256"]
+
+
+def _hash_checked(path: Path, where: str) -> tuple[int, str, bytes]:
+    """Size, sha256 and packed stat key of a checkpoint file being read back: a stranger's, maybe.
+
+    A link, FIFO or device is refused, never followed (`open_regular`), and the
+    digest is taken through that very descriptor, so a file swapped in after the
+    check is never the one hashed.
+    """
+    fd, _ = open_regular(path, f"checkpoint file {where}", CheckpointError)
+    try:
+        hashed = digest_fd(fd, shown=where)
+    except DataError as exc:  # one being read is unusable
+        raise CheckpointError(str(exc)) from None
+    finally:
+        os.close(fd)
+    return hashed.size, hashed.digests["sha256"], pack_key(hashed.key)
 
 
 def newest_valid(root: Path) -> tuple[Checkpoint | None, list[str]]:

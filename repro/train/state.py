@@ -9,17 +9,19 @@ checkpoint never holds anything that runs code when read.
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 from torch import nn
 
 from repro.errors import CheckpointError
 from repro.filenames import OPTIMIZER_NAME
+from repro.train import checkpoint
 from repro.train.checkpoint import MODEL_NAME, VERSION, Checkpoint, Writer
 from repro.train.sampling import OrderDigest, SampleOrder
 from repro.train.weights import METADATA
@@ -69,8 +71,8 @@ def restore(ckpt: Checkpoint, parts: Parts, order: SampleOrder) -> tuple[OrderDi
     """Put the run back where `ckpt` was taken; the RNGs last, so nothing draws after them."""
     state, where = ckpt.state, ckpt.path.name
     try:
-        parts.model.load_state_dict(load_file(str(ckpt.files[MODEL_NAME])), strict=True)
-        tensors = load_file(str(ckpt.files[OPTIMIZER_NAME]))
+        parts.model.load_state_dict(_load_checked(ckpt, MODEL_NAME), strict=True)
+        tensors = _load_checked(ckpt, OPTIMIZER_NAME)
         parts.optimizer.load_state_dict(decode(state["optimizer"], tensors))
         for key, obj in (("scheduler", parts.scheduler), ("grad_scaler", parts.scaler)):
             if (obj is None) != (state[key] is None):
@@ -92,6 +94,24 @@ def restore(ckpt: Checkpoint, parts: Parts, order: SampleOrder) -> tuple[OrderDi
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{where}/state.json: field 'rng': cannot restore it ({first})") from None
     return digest, [float(v) for v in state["losses"]]
+
+
+def _load_checked(ckpt: Checkpoint, name: str) -> dict[str, torch.Tensor]:
+    """The tensors of checkpoint file `name`, loaded from the very file `checkpoint.read` hashed.
+
+    Never reopened by name: safetensors opens `/proc/self/fd/N`, which is the open
+    file behind the checked descriptor whatever the name now points at; without
+    /proc its bytes are read through the descriptor. Either way the file's stat must
+    be the one its digest was taken under, before and after.
+    """
+    fd = checkpoint.open_checked(ckpt, name)
+    try:
+        proc = f"/proc/self/fd/{fd}"
+        tensors = load_file(proc) if os.path.exists(proc) else load(b"".join(iter(lambda: os.read(fd, 1 << 20), b"")))
+        checkpoint.still_checked(ckpt, name, fd)
+    finally:
+        os.close(fd)
+    return tensors
 
 
 def rng_state() -> dict[str, Any]:

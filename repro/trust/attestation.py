@@ -30,8 +30,8 @@ from repro.canonical import atomic_write_bytes, canonical_json, compact_json
 from repro.environment.machine import cpu_model
 from repro.errors import UserInputError
 from repro.filenames import LOCK_NAME, RECORD_NAME, WEIGHTS_NAME
-from repro.safeio import loads, open_regular, printable, read_bytes
-from repro.source.hashing import sha256_file
+from repro.safeio import loads, printable, read_bytes
+from repro.source.hashing import sha256_checked
 
 RECORDS_DIR = "verifications"  # more records beside the lock: one per rebuilder
 MAX_RECORDS = 256
@@ -201,9 +201,7 @@ def weights_beside_match(lock_path: Path, weights_rel: str, locked_sha256: str) 
     path = Path(lock_path).parent / weights_rel
     if not os.path.lexists(path):
         return None
-    fd, _ = open_regular(path, "weights file")  # a link or FIFO beside a stranger's lock is refused
-    os.close(fd)
-    if sha256_file(path) != locked_sha256:
+    if sha256_checked(path, "weights file") != locked_sha256:  # a link or FIFO beside a stranger's lock: refused
         return f"{printable(weights_rel)} beside the lock no longer has the locked sha256"
     return None
 

@@ -22,8 +22,8 @@ from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.release_folder import ReleaseFolder
 from repro.lock.types import Lock
-from repro.safeio import open_regular, read_bytes, read_json
-from repro.source.hashing import sha256_file
+from repro.safeio import read_bytes, read_json
+from repro.source.hashing import sha256_checked
 from repro.trust.release import ReleaseTerms
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -127,9 +127,7 @@ def attest(release: ReleaseFolder, builder_id: str = LOCAL_BUILDER_ID) -> dict[s
     path = out_dir / weights["path"]
     if not path.is_file():
         raise UserInputError(f"{path}: missing; provenance is about these weights")
-    fd, _ = open_regular(path, "weights file")
-    os.close(fd)
-    actual = sha256_file(path)
+    actual = sha256_checked(path, "weights file")
     if actual != weights["hashes"]["sha256"]:
         raise MismatchError(f"{path.name}: sha256 is {actual}, {release.lock.name} has "
                             f"{weights['hashes']['sha256']}; these are not the weights the lock describes")

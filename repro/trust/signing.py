@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import Any
 
 from repro.errors import MismatchError, UserInputError
 from repro.filenames import CARD_NAME, LOCK_NAME, PLOT_NAME, PROVENANCE_NAME, REBUILD_NAME, SIGNATURE_NAME, WEIGHTS_NAME
-from repro.safeio import loads, open_regular, read_bytes
-from repro.source.hashing import sha256_file
+from repro.safeio import loads, read_bytes
+from repro.source.hashing import sha256_checked
 
 REQUIRED_FILES = (WEIGHTS_NAME, LOCK_NAME)
 OPTIONAL_FILES = (CARD_NAME, PLOT_NAME, REBUILD_NAME, PROVENANCE_NAME)
@@ -205,9 +204,7 @@ def _file_mismatch(folder: Path, signature: Path, raw: bytes) -> SignatureMismat
         if not path.is_file():
             problems.append((name, "signed but missing from the folder"))
             continue
-        fd, _ = open_regular(path, "release file")  # a link or FIFO in a stranger's folder is refused
-        os.close(fd)
-        actual = sha256_file(path)
+        actual = sha256_checked(path, "release file")  # a link or FIFO in a stranger's folder is refused
         if actual != digest:
             problems.append((name, f"modified after signing: sha256 is {actual[:12]}..., "
                                    f"the signature has {digest[:12]}..."))

@@ -21,10 +21,10 @@ from repro.lock.diff import PIN_KEYS, Difference, compare_tensor_records, compar
 from repro.lock.explain import explain_config_edit, reference_configs
 from repro.lock.types import Inputs, Lock, TensorRecord, Toolchain, Weights
 from repro.progress import byte_bar
-from repro.safeio import open_regular
+from repro.safeio import open_regular, printable
 from repro.source.config import require
 from repro.source.filetree import resolve_under
-from repro.source.hashing import hash_file
+from repro.source.hashing import digest_fd
 from repro.source.inputs import PACKAGE_DIR, compiler_block, hash_inputs
 
 
@@ -120,23 +120,39 @@ def pin_consistency(lock: Lock) -> list[Difference]:
     return diffs
 
 
-def check_weights_file(path: Path, recorded: Weights, follow_links: bool = True) -> list[Difference]:
+def check_weights_file(path: Path, recorded: Weights, follow_links: bool = True, fd: int | None = None
+                       ) -> list[Difference]:
     """Size and sha256 of a weights file, then tensor by tensor if those differ. No torch.
 
     The file must be a regular one (not a FIFO or device; not a link unless
     `follow_links`); when it differs, its tensors are hashed one chunk at a time.
+    Everything is read through one descriptor: `fd` if the caller opened and
+    checked it (the weights beside a lock, opened beneath the lock's folder), else
+    the one `open_regular` gives here. The path is never opened again by name, so
+    a file swapped in after the check is never the one hashed.
     """
+    own = fd is None
+    if fd is None:
+        fd, _ = open_regular(path, "weights file", DataError, follow_links)
+    try:
+        hashed = digest_fd(fd, shown=printable(str(path)))
+        size, sha = hashed.size, hashed.digests["sha256"]
+        if size == recorded["size"] and sha == recorded["hashes"]["sha256"]:
+            return []
+        return _weights_differ(path, recorded, size, sha, fd)
+    finally:
+        if own:
+            os.close(fd)
+
+
+def _weights_differ(path: Path, recorded: Weights, size: int, sha: str, fd: int) -> list[Difference]:
+    """The file's difference, then its tensors' (streamed through `fd`), compared with the lock's records."""
     from repro.lock.tensordiff import read_tensors
 
-    fd, st = open_regular(path, "weights file", DataError, follow_links)
-    os.close(fd)
-    size, sha = hash_file(path)
-    if size == recorded["size"] and sha == recorded["hashes"]["sha256"]:
-        return []
     whole = Difference("outputs", "weights", str(path), "changed", recorded["hashes"]["sha256"], sha,
                        f"size {recorded['size']} -> {size}" if size != recorded["size"] else "")
     try:  # streamed tensor by tensor through one descriptor: bounded memory whatever the file's size
-        with read_tensors(path, follow_links) as weights:
+        with read_tensors(path, fd=fd) as weights:
             records = weights.records()
     except ReproError as exc:
         return [dataclasses.replace(whole, detail=f"not readable as safetensors: {exc}")]

@@ -54,7 +54,8 @@ def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pat
         seconds = time.monotonic() - started
         rebuilt = lockfile.read(out / LOCK_NAME)
         add_rebuilt_differences(report, lock, rebuilt)
-        report.differences = count_elements(report.differences, lock, weights_path, out / LOCK_NAME)
+        report.differences = count_elements(report.differences, lock, weights_path, out / LOCK_NAME,
+                                            follow_links=opts.weights is not None)
         report.differences = name_first_step(report.differences, lock, opts.lock_path.parent, rebuilt, out)
         localized = None
         if opts.localize:
@@ -110,7 +111,7 @@ def _localize(lock: Lock, root: Path, opts: VerifyOptions, work: Path, diffs: li
 
 
 def count_elements(diffs: list[Difference], lock: Lock, original: Path | None,
-                   rebuilt_lock: Path) -> list[Difference]:
+                   rebuilt_lock: Path, follow_links: bool = True) -> list[Difference]:
     """Add "N of M elements differ, max abs diff X" to each differing tensor.
 
     Needs the original values: a weights file whose tensor matches the lock's digest.
@@ -122,7 +123,8 @@ def count_elements(diffs: list[Difference], lock: Lock, original: Path | None,
         return diffs
     records = {t["name"]: t for t in lock["outputs"]["weights"]["tensors"]}
     with contextlib.ExitStack() as files:  # both files open once; tensors compared a chunk at a time
-        theirs = files.enter_context(read_tensors(original)).tensors if original is not None else {}
+        # a link beside a stranger's lock is refused, as check_weights refused it (only --weights may be one)
+        theirs = files.enter_context(read_tensors(original, follow_links)).tensors if original is not None else {}
         ours = files.enter_context(read_tensors(rebuilt_lock.parent / lock["outputs"]["weights"]["path"])).tensors
         out = []
         for d in diffs:

@@ -127,11 +127,16 @@ def check_weights(report: VerifyReport, lock: Lock, opts: VerifyOptions) -> Path
     if weights_path is not None:
         # A file the user named may be a link; one found beside a stranger's lock may not, nor may any folder
         # on the way to it (out/sub -> /elsewhere): it is opened beneath the lock's folder, no link followed.
+        # Either way the file is hashed (and its tensors read) through the descriptor checked here.
         if opts.weights is None:
-            os.close(open_regular(lock["outputs"]["weights"]["path"], "weights file", DataError,
-                                  root=opts.lock_path.parent)[0])
-        report.differences += check_weights_file(weights_path, lock["outputs"]["weights"],
-                                                 follow_links=opts.weights is not None)
+            fd, _ = open_regular(lock["outputs"]["weights"]["path"], "weights file", DataError,
+                                 root=opts.lock_path.parent)
+        else:
+            fd, _ = open_regular(weights_path, "weights file", DataError, follow_links=True)
+        try:
+            report.differences += check_weights_file(weights_path, lock["outputs"]["weights"], fd=fd)
+        finally:
+            os.close(fd)
         report.checked["weights_file"] = str(weights_path)
     return weights_path
 
