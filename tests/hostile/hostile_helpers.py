@@ -15,10 +15,11 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,20 @@ SECRET = b"root:x:0:0:the sentinel outside the project root\n"
 LIMIT_S = 10.0  # no hostile input may make one command run longer (issue 29's acceptance)
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.invalid", "GIT_CONFIG_GLOBAL": "/dev/null"}
+
+
+@pytest.fixture(autouse=True)
+def no_hang() -> Iterator[None]:
+    """A stall is a failure: SIGALRM after 60 s raises in the test instead of waiting for ever.
+    Autouse in every module that imports it."""
+    def fail(*_: object) -> None:
+        raise TimeoutError("repro stalled on a hostile input")
+
+    old = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
 
 
 @dataclass

@@ -13,32 +13,17 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hostile_helpers import SECRET, Guard, edit, guard, lock_of, project, trained, write_lock  # noqa: F401
+from hostile_helpers import SECRET, Guard, edit, guard, lock_of, no_hang, project, trained, write_lock  # noqa: F401
 from signing_keys import make_keypair
 
 from repro.canonical import canonical_json
 from repro.errors import CheckpointError
 from repro.train import checkpoint
-
-
-@pytest.fixture(autouse=True)
-def _no_hang() -> Iterator[None]:
-    """A hang is a failure: SIGALRM after 60 s raises in the test instead of waiting forever."""
-    def fail(*_: object) -> None:
-        raise TimeoutError("repro hung on hostile input")
-
-    old = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def lock_path(project: Path) -> str:
