@@ -16,13 +16,13 @@ hashed file it names. The build child checks the imported object again
 from __future__ import annotations
 
 import ast
-import hashlib
 import inspect
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from repro.canonical import sha256_bytes
 from repro.errors import UserInputError
 from repro.safeio import MAX_SOURCE_BYTES, read_bytes
 
@@ -78,7 +78,7 @@ def reader(root: Path, hashed: Mapping[str, str]) -> Read:
             except UserInputError as exc:
                 cache[rel] = f"cannot be read ({exc})"
                 return cache[rel]
-            if hashlib.sha256(raw).hexdigest() != hashed[rel]:
+            if sha256_bytes(raw) != hashed[rel]:
                 cache[rel] = f"{rel} differs from the lock's digest of it"
                 return cache[rel]
             try:
