@@ -25,14 +25,14 @@ $(BIN)/python:
 # default; PYTHONDONTWRITEBYTECODE, set on this project's machines, would make every process compile
 # its imports again), so each module is compiled once, by the first process that imports it.
 # Build children write their cache either way (their environment is an allowlist), and stage
-# children never do (repro.build.stage). BENCHMARKS.md has the figures.
+# children never do (repro.builder.stage). BENCHMARKS.md has the figures.
 unexport PYTHONDONTWRITEBYTECODE
 
 $(BIN)/uv: | $(BIN)/python
 	$(BIN)/python -m pip install -q "$$(grep '^uv==' requirements/dev.txt)"
 
 UV_INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python --index-strategy unsafe-best-match \
-	$$(PYTHONPATH=. $(BIN)/python -c 'from repro.build.recreate import pip_index_options as o; print(*o())')
+	$$(PYTHONPATH=. $(BIN)/python -c 'from repro.verify.recreate import pip_index_options as o; print(*o())')
 
 $(VENV)/.ref-stamp: requirements/reference.txt pyproject.toml | $(BIN)/uv
 	$(UV_INSTALL) -r requirements/reference.txt

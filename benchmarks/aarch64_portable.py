@@ -16,7 +16,7 @@ Setup is idempotent and lives in the cache folder (about 3 GB of wheels, 5 GB un
    x86 one) and `MIDR_EL1` in sysfs (oneDNN's xbyak_aarch64 reads it).
 4. `env/bin/python`: a venv-style script that runs the sysroot's python under
    `qemu-aarch64 -cpu CPU`, so repro's build child is emulated too (the same mechanism as
-   `repro.build.emulate` for `repro check`'s x86 CPU models); `run-aarch64` hands it to `repro check`'s
+   `repro.check.emulate` for `repro check`'s x86 CPU models); `run-aarch64` hands it to `repro check`'s
    `train` as a command prefix that replaces the host interpreter.
 
 Then, per profile, the embedded digits example trains `--steps` steps on the host and on the
@@ -53,9 +53,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from repro.build.check import Project, Run, train  # noqa: E402
-from repro.build.localize import Localizer, first_step  # noqa: E402
-from repro.build.variations import BASELINE, Variation  # noqa: E402
+from repro.check.localize import Localizer, first_step  # noqa: E402
+from repro.check.runs import Project, Run, train  # noqa: E402
+from repro.check.variations import BASELINE, Variation  # noqa: E402
 from repro.source.config import compose, find_config  # noqa: E402
 
 # "default" loads repro's portable kernels, which are x86-64 (AVX2) code: on aarch64 it stops with

@@ -68,7 +68,7 @@ def _config(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
 
 def repro_loop(root: Path, name: str, steps: int) -> tuple[float, dict[str, Any], dict[str, Any]]:
     """repro's own loop via repro.train.loop.train; time between the first and last step's end."""
-    from repro.build.run import concrete_pins
+    from repro.builder.build import concrete_pins
     from repro.source.data import DataSpec, data_file_list
     from repro.train.loop import train
 

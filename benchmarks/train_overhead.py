@@ -97,7 +97,7 @@ def _config(steps: int) -> dict:
 
 def repro_loop(steps: int) -> tuple[float, dict]:
     """repro's own loop; time from the first step's end to the last step's end."""
-    from repro.build.run import concrete_pins
+    from repro.builder.build import concrete_pins
     from repro.train.loop import train
 
     cfg, pins = concrete_pins(_config(steps))

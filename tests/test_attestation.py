@@ -24,7 +24,7 @@ from repro.trust.attestation import (
     load_public_keys,
     record_verification,
 )
-from repro.trust.audit import audit_path
+from repro.trust.release_audit import audit_path
 
 WEIGHTS = b"not really safetensors, but bytes with a digest"
 

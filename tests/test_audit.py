@@ -10,8 +10,8 @@ from test_lockfile import sample_lock
 
 from repro.errors import ConfigError
 from repro.trust.attestation import RecordCheck
-from repro.trust.audit import DEBIAN_FREE, DEBIAN_NONFREE, DEBIAN_TOXIC, ReleaseFacts, audit, render_table
 from repro.trust.release import ReleaseTerms
+from repro.trust.release_audit import DEBIAN_FREE, DEBIAN_NONFREE, DEBIAN_TOXIC, ReleaseFacts, audit, render_table
 
 FREE = {"weights_license": "Apache-2.0", "code_license": "MIT", "data_license": "CC-BY-4.0",
         "data_location": "repo", "data_url": None, "data_description": "64 rows of toy data",
@@ -130,6 +130,7 @@ def test_trust_modules_do_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, repro.trust.signing, repro.trust.attestation, repro.trust.provenance, repro.trust.audit, "
-            "repro.trust.card, repro.cli; repro.cli.build_parser(); sys.exit('torch' in sys.modules)")
+    code = ("import sys, repro.trust.signing, repro.trust.attestation, repro.trust.provenance, "
+            "repro.trust.release_audit, repro.trust.model_card, repro.cli; repro.cli.build_parser(); "
+            "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

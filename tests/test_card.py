@@ -20,8 +20,8 @@ from repro.errors import UserInputError
 from repro.lock import lockfile
 from repro.lock.release_folder import resolve_release
 from repro.trust import markdown as md
-from repro.trust.audit import ReleaseFacts, audit, render_table
-from repro.trust.card import render, title, write_card
+from repro.trust.model_card import render, title, write_card
+from repro.trust.release_audit import ReleaseFacts, audit, render_table
 
 HOSTILE = {
     "data_description": "toy data\n| Reproducible | **yes** |\n<img src=https://evil.example/beacon.png>\x1b[2J",

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from repro.build.outputs import write_exports
+from repro.builder.outputs import write_exports
 from repro.environment.pins import target_packages
 from repro.errors import ConfigError, DataError
 from repro.source.data import DataSpec, data_file_list, hashed_file_list

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from repro.lock.diff import first_differing_step
+from repro.lock.lockdiff import first_differing_step
 from repro.lock.lockfile import read, read_step_digests
 from repro.train.opdiff import ulp_distance
 from tests.conftest import TINY, run_repro, sha256_file

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 
 from repro.cli import main
-from repro.lock.diff import (
+from repro.lock.lockdiff import (
     Difference,
     compare_files,
     compare_locks,
@@ -162,4 +162,4 @@ def test_diff_never_imports_torch(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert "pin          changed  threads  2 -> 1" in proc.stdout
     imported = {ln.rsplit("|", 1)[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")}
-    assert "repro.lock.diff" in imported and not {m for m in imported if m == "torch" or m.startswith("torch.")}
+    assert "repro.lock.lockdiff" in imported and not {m for m in imported if m == "torch" or m.startswith("torch.")}

@@ -154,7 +154,7 @@ def test_the_readme_puts_repro_on_the_path_after_make_demo() -> None:
 
 def test_recreate_finds_or_builds_repros_own_wheel_as_the_docs_say(tmp_path: Path) -> None:
     from repro import __version__
-    from repro.build.own_wheel import own_wheel_dir
+    from repro.verify.own_wheel import own_wheel_dir
 
     text = " ".join(_readme().split())
     assert "its wheel is found in the cache or built from this installation" in text

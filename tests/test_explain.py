@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from repro.canonical import compact_json, sha256_bytes
-from repro.lock.diff import Difference
 from repro.lock.explain import explain_config_edit, hints, reference_configs
+from repro.lock.lockdiff import Difference
 
 BUILT: dict[str, Any] = {"seed": 0, "trainer": {"lr": 0.01, "max_steps": 20, "batch_size": 64},
                          "model": {"hidden": 64}, "data": {"data_files": ["a.csv"]}}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from repro.lock.diff import Difference
-from repro.lock.lineage import Stage, explain_lineage, read_stages
+from repro.lock.lockdiff import Difference
+from repro.pipeline.dvc_lineage import Stage, explain_lineage, read_stages
 
 PIPELINE = """
 stages:

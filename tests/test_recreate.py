@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from conftest import run_repro
 
-from repro.build import recreate
 from repro.errors import EnvironmentMismatch
+from repro.verify import recreate
 
 TOOLCHAIN: dict[str, Any] = {
     "python": {"implementation": "CPython", "version": "3.11.7"},
@@ -76,7 +76,7 @@ def test_recreate_builds_repros_own_wheel_from_this_installation_then_reuses_it(
 
 def test_repros_own_wheel_is_made_only_for_the_version_installed_here(tmp_path: Path) -> None:
     from repro import __version__
-    from repro.build.own_wheel import own_wheel_dir
+    from repro.verify.own_wheel import own_wheel_dir
 
     assert own_wheel_dir("0.0.1", tmp_path) is None  # another repro: its wheel must come from --find-links
     folder = own_wheel_dir(__version__, tmp_path)

@@ -122,7 +122,7 @@ def _rank_process(proc: subprocess.Popen[str], rank: int) -> psutil.Process:
         assert proc.poll() is None, proc.communicate()[1]
         for child in psutil.Process(proc.pid).children(recursive=True):
             try:
-                if "repro.build" in child.cmdline() and child.environ().get("RANK") == str(rank):
+                if "repro.builder" in child.cmdline() and child.environ().get("RANK") == str(rank):
                     return child
             except psutil.Error:
                 continue

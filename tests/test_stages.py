@@ -18,7 +18,7 @@ from conftest import REPO, Result, run_repro, sha256_file
 from repro.canonical import canonical_json
 from repro.errors import ConfigError, DataError, LockfileError
 from repro.lock import stagerecord
-from repro.lock.chain import upstream_records
+from repro.pipeline.upstream import upstream_records
 from repro.source.stages import stage_specs
 
 BUILD = ("build: {profile: native, device: cpu, threads: 1, cpu_capability: default, precision: fp32,"

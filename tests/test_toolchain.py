@@ -39,10 +39,10 @@ def test_compiler_changes_need_a_version_bump() -> None:
 
 def test_card_audit_signing_and_cli_are_not_the_compiler() -> None:
     sources = toolchain.compiler_sources()
-    assert "repro/build/run.py" in sources and "repro/train/loop.py" in sources
+    assert "repro/builder/build.py" in sources and "repro/train/loop.py" in sources
     assert not any(p.startswith(("repro/trust/", "repro/commands/")) for p in sources)
     assert "repro/cli.py" not in sources and "repro/progress.py" not in sources
-    assert not toolchain.is_compiler_module("repro.trust.card")
+    assert not toolchain.is_compiler_module("repro.trust.model_card")
     assert toolchain.is_compiler_module("repro.models")
 
 
@@ -51,7 +51,7 @@ def test_the_fingerprint_holds_only_modules_a_lock_can_record() -> None:
     sources = toolchain.compiler_sources()
     assert not [p for p in sources if p.endswith("/__main__.py")]
     entry_points = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "repro").rglob("__main__.py"))
-    assert entry_points == ["repro/__main__.py", "repro/build/__main__.py"]
+    assert entry_points == ["repro/__main__.py", "repro/builder/__main__.py"]
     running_as_main = {"__main__": ModuleType("__main__")}
     running_as_main["__main__"].__file__ = str(REPO / "repro" / "build" / "__main__.py")
     assert toolchain.compiler_files(running_as_main) == []

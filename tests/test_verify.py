@@ -20,7 +20,7 @@ import pytest
 from conftest import DIGITS, REPO, TINY, bit_deciding_pin, run_repro, sha256_file
 
 from repro.environment.pins import Pins, pinned_variables
-from repro.lock.diff import PIN_KEYS
+from repro.lock.lockdiff import PIN_KEYS
 from repro.source.inputs import config_digest
 from repro.trust.attestation import RECORD_NAME, check_record
 
@@ -147,7 +147,7 @@ def test_inputs_only_never_imports_torch(trained: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK: inputs match the lock" in proc.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    assert "repro.build.verify" in imported
+    assert "repro.verify" in imported
     assert not {m for m in imported if m == "torch" or m.startswith("torch.")}
 
 
@@ -235,7 +235,7 @@ def test_repro_compiler_edited_is_toolchain_drift_not_a_source_change(trained: P
 
 def test_a_docstring_edit_outside_the_compiler_changes_nothing(trained: Path, tmp_path: Path) -> None:
     for args in (["--inputs-only"], ["--no-record"]):  # and a full rebuild, by the edited repro
-        code, report = _verify_with_repro(trained, tmp_path, "repro/trust/card.py", *args)
+        code, report = _verify_with_repro(trained, tmp_path, "repro/trust/model_card.py", *args)
         assert code == 0 and report["differences"] == [], report
         assert not [d for d in report["notes"] if d["section"] == "toolchain"], report["notes"]
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from repro.build.rebuild import rebuild_config
-from repro.build.verify.checks import machine_check, pin_consistency, toolchain_check
-from repro.build.verify.run import find_root
+from repro.builder.rebuild import rebuild_config
 from repro.errors import EnvironmentMismatch, LockfileError, UserInputError
 from repro.source.inputs import PACKAGE_DIR
+from repro.verify.checks import machine_check, pin_consistency, toolchain_check
+from repro.verify.verifier import find_root
 
 GOLDEN = Path(__file__).parent / "fixtures" / "lockfile" / "golden-v2.lock"
 BUILD_CFG = {"profile": "default", "device": "cpu", "threads": 2, "cpu_capability": "avx2", "precision": "fp32",
@@ -79,12 +79,12 @@ def test_rebuild_config_applies_the_build_sections_pins() -> None:
 
 
 def _installed(monkeypatch: pytest.MonkeyPatch, torch: str) -> None:
-    monkeypatch.setattr("repro.build.verify.checks.installed_versions",
+    monkeypatch.setattr("repro.verify.checks.installed_versions",
                         lambda names: {n: {"torch": torch, "numpy": "2.4.6"}.get(n) for n in names})
-    monkeypatch.setattr("repro.build.verify.checks.interpreter_facts", lambda: {k: lock()["toolchain"][k]
+    monkeypatch.setattr("repro.verify.checks.interpreter_facts", lambda: {k: lock()["toolchain"][k]
                                                                           for k in ("python", "platform")})
-    monkeypatch.setattr("repro.build.verify.checks.machine_cores", lambda: 2)
-    monkeypatch.setattr("repro.build.verify.checks.check_capability", lambda level: None)
+    monkeypatch.setattr("repro.verify.checks.machine_cores", lambda: 2)
+    monkeypatch.setattr("repro.verify.checks.check_capability", lambda level: None)
 
 
 def test_toolchain_drift_is_a_note_and_never_stops_a_rebuild(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,7 +99,7 @@ def test_toolchain_drift_is_a_note_and_never_stops_a_rebuild(monkeypatch: pytest
 
 def test_machine_check_capability_and_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     _installed(monkeypatch, "2.13.0+cpu")
-    monkeypatch.setattr("repro.build.verify.checks.machine_cores", lambda: 1)
+    monkeypatch.setattr("repro.verify.checks.machine_cores", lambda: 1)
     [note] = machine_check(lock(), rebuilding=True)
     assert (note.name, note.old, note.new) == ("threads", 2, 1) and "the pin of 2 is applied" in note.detail
 
@@ -107,7 +107,7 @@ def test_machine_check_capability_and_cores(monkeypatch: pytest.MonkeyPatch) -> 
 def test_machine_check_refuses_a_level_this_cpu_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
     arm = lock()
     arm["build"]["cpu_capability"] = "sve256"
-    monkeypatch.setattr("repro.build.verify.checks.machine_cores", lambda: 2)
+    monkeypatch.setattr("repro.verify.checks.machine_cores", lambda: 2)
     with pytest.raises(EnvironmentMismatch, match="sve256"):
         machine_check(arm, rebuilding=True)
     [note] = machine_check(arm, rebuilding=False)
@@ -115,8 +115,8 @@ def test_machine_check_refuses_a_level_this_cpu_lacks(monkeypatch: pytest.Monkey
 
 
 def test_an_unusable_signing_key_is_named_before_anything_is_read(tmp_path: Path) -> None:
-    from repro.build.verify.report import VerifyOptions
-    from repro.build.verify.run import verify
+    from repro.verify.report import VerifyOptions
+    from repro.verify.verifier import verify
 
     with pytest.raises(UserInputError, match="missing.pem"):
         verify(VerifyOptions(lock_path=tmp_path / "no.lock", signing_key=tmp_path / "missing.pem"))
@@ -125,8 +125,8 @@ def test_an_unusable_signing_key_is_named_before_anything_is_read(tmp_path: Path
 @pytest.mark.parametrize("path", ["/etc/passwd", "../outside/repro.lock"])
 def test_verify_recursive_never_follows_a_base_lock_out_of_the_project(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
-    from repro.build import chain
-    from repro.build.verify.report import VerifyOptions, VerifyReport
+    from repro.verify import recursive as chain
+    from repro.verify.report import VerifyOptions, VerifyReport
 
     base = {"path": "base", "files": [], "root_digest": "0" * 64, "status": "locked", "lock": {"path": path}}
     report = VerifyReport("repro.lock", str(tmp_path), "--root", "inputs-only", {}, base=base)

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Outcome:
     from repro.lock.release_folder import resolve_release
-    from repro.trust.audit import audit_path, render_table
+    from repro.trust.release_audit import audit_path, render_table
 
     report = audit_path(resolve_release(args.release).lock, [Path(r) for r in args.record] if args.record else None,
                         [Path(k) for k in args.trusted_key], args.threshold)

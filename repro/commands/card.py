@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Outcome:
     from repro.lock.release_folder import resolve_release
-    from repro.trust.card import write_card
+    from repro.trust.model_card import write_card
 
     report = write_card(resolve_release(args.release))
     verdicts = ", ".join(f"{v.framework}: {v.verdict}" for v in report.audit.verdicts())

@@ -51,8 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Outcome:
-    from repro.build.check_report import CHECK_NAME, CheckOptions, check, parse_axes, render, verdict
     from repro.canonical import atomic_write_json
+    from repro.check.check_report import CHECK_NAME, CheckOptions, check, parse_axes, render, verdict
     from repro.progress import phase_lines
     from repro.source.config import compose, find_config
 

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Outcome:
     from repro.lock import lockfile
-    from repro.lock.diff import compare_locks, render
+    from repro.lock.lockdiff import compare_locks, render
     from repro.lock.stagerecord import chain_line
 
     a, b = lockfile.read(Path(args.a)), lockfile.read(Path(args.b))

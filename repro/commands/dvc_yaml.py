@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Outcome:
-    from repro.lock.dvcyaml import DVC_YAML, check, render
+    from repro.pipeline.dvcyaml import DVC_YAML, check, render
     from repro.safeio import read_bytes
     from repro.source.config import find_config
     from repro.source.config_guard import MAX_YAML_BYTES, load_yaml
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> Outcome:
 
 def declared(source: ConfigSource, flags: tuple[str, ...], overrides: list[str]) -> dict[str, dict[str, Any]]:
     """The stages dvc.yaml should hold for this config, the stage commands taking `flags`."""
-    from repro.lock.dvcyaml import Invocation, expected
+    from repro.pipeline.dvcyaml import Invocation, expected
     from repro.source.composed import composed_files
     from repro.source.config import compose_with_raw
 

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Outcome:
-    from repro.build.stage import run_stage, stage_pins
+    from repro.builder.stage import run_stage, stage_pins
     from repro.environment.pins import resolve_pins
     from repro.errors import ConfigError
     from repro.source.config import compose, find_config, require

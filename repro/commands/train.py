@@ -81,7 +81,7 @@ def _inspect(args: argparse.Namespace, source: ConfigSource) -> Outcome:
 
 
 def _sweep(args: argparse.Namespace, source: ConfigSource) -> Outcome:
-    from repro.build.sweep import run_sweep
+    from repro.builder.sweep import run_sweep
 
     if args.resume_from or args.no_resume or args.restart:
         raise ConfigError("--multirun: each job resumes its own out_dir; --resume-from, --no-resume and "
@@ -107,7 +107,7 @@ def _job_result(job: dict[str, Any]) -> str:
 
 
 def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> Outcome:
-    from repro.build.run import run_build
+    from repro.builder.build import run_build
     from repro.source.composed import ConfigFiles
     from repro.source.config import compose, require
     from repro.train.resume import ResumeOptions

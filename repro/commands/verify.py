@@ -84,12 +84,12 @@ def run(args: argparse.Namespace) -> Outcome:
 
 
 def _verify(args: argparse.Namespace, say: PhaseReport) -> Outcome:
-    from repro.build.chain import chain_json, chain_ok, verify_chain
-    from repro.build.verify.render import mismatch_line, render
-    from repro.build.verify.report import VerifyOptions
-    from repro.build.verify.run import verify
     from repro.errors import UserInputError
     from repro.lock.release_folder import resolve_release
+    from repro.verify.recursive import chain_json, chain_ok, verify_chain
+    from repro.verify.render import mismatch_line, render
+    from repro.verify.report import VerifyOptions
+    from repro.verify.verifier import verify
 
     opts = VerifyOptions(
         lock_path=resolve_release(args.release).lock, root=Path(args.root) if args.root else None,
@@ -107,7 +107,7 @@ def _verify(args: argparse.Namespace, say: PhaseReport) -> Outcome:
         raise UserInputError("--recursive and --from-source: verify the base chain and the stage chain separately")
     if not args.recursive:
         if args.from_source:
-            from repro.build.fromsource import verify_from_source
+            from repro.verify.fromsource import verify_from_source
 
             report = verify_from_source(opts)
         else:

@@ -5,7 +5,7 @@ build, separately from its source; this is the same record for a model. It is
 read from the build process itself, after training, so it names what actually
 ran rather than a hand-picked list. The rule: *what the build process had
 imported when its lock was written*. The build process is always the child that
-`repro.build.child` starts (`python -m repro.build SPEC`): for `repro train`,
+`repro.builder.child` starts (`python -m repro.builder SPEC`): for `repro train`,
 for verify's rebuild, and for each rank of `torchrun` or `accelerate launch`,
 whose rank process starts its own child. A CLI, a launcher or config
 composition runs in another process, so what they import never reaches the
@@ -46,13 +46,12 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # `__main__` entry points run as `__main__`, never under their own names, so a build could not
 # record them anyway; the build child's parses argv, sets its signal handlers and pauses garbage
 # collection. The console script's `repro._entry` only takes the current folder off the path; the
-# gate's `repro.build.definitions` reads source to judge it, in verify alone.
-NOT_COMPILER = ("repro.__main__", "repro._entry", "repro.build.__main__", "repro.lifetime", "repro.cli",
-                "repro.commands", "repro.progress", "repro.trust", "repro.scaffold", "repro.build.verify",
-                "repro.build.rebuild", "repro.build.recreate", "repro.build.sandbox", "repro.build.check",
-                "repro.build.check_report", "repro.build.localize", "repro.build.variations", "repro.build.emulate",
-                "repro.build.gate", "repro.build.definitions", "repro.train.opdiff", "repro.lock.explain",
-                "repro.build.clone", "repro.build.own_wheel", "repro.source.schema", "repro.source.targets")
+# gate's `repro.builder.definitions` reads source to judge it, in verify alone.
+NOT_COMPILER = ("repro.__main__", "repro._entry", "repro.builder.__main__", "repro.lifetime", "repro.cli",
+                "repro.commands", "repro.progress", "repro.trust", "repro.scaffold", "repro.verify", "repro.check",
+                "repro.builder.rebuild", "repro.builder.sandbox", "repro.builder.cpu_match", "repro.builder.gate",
+                "repro.builder.definitions", "repro.builder.clone", "repro.train.opdiff", "repro.lock.explain",
+                "repro.source.schema", "repro.source.targets")
 # Files that can be compiler sources: Python modules, and the C++ of repro's portable kernels.
 SOURCE_SUFFIXES = (".py", ".cpp", ".h")
 # Modules that interpreter start-up imports through `.pth` hooks, not the build.

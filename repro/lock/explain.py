@@ -13,7 +13,7 @@ from typing import Any
 
 from repro.canonical import compact_json, sha256_bytes
 from repro.errors import ConfigError
-from repro.lock.diff import Difference, flatten
+from repro.lock.lockdiff import Difference, flatten
 from repro.lock.types import Lock
 from repro.source.config import EMBEDDED_CONFIG_DIR, ConfigSource, compose, hashed_view
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from repro.canonical import compact_json, sha256_bytes
 from repro.environment import toolchain
-from repro.lock.diff import Difference, compare_file_block, compare_toolchain, compare_values
+from repro.lock.lockdiff import Difference, compare_file_block, compare_toolchain, compare_values
 from repro.source.discover import imported_project_files
 from repro.source.inputs import code_block, code_include, compiler_block
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from repro.canonical import atomic_write_json, compact_json, sha256_bytes
 from repro.errors import LockfileError
-from repro.lock.diff import Difference, compare_files, compare_values
+from repro.lock.lockdiff import Difference, compare_files, compare_values
 from repro.safeio import printable, read_json
 from repro.source.config import interpolation_in
 from repro.source.filetree import safe_relpath

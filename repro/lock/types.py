@@ -98,7 +98,7 @@ class ResumeSource(TypedDict):
 
 
 class ResumeDifference(TypedDict):
-    kind: str  # a repro.lock.diff.Difference's kind: code, compiler, distribution, pin, ...
+    kind: str  # a repro.lock.lockdiff.Difference's kind: code, compiler, distribution, pin, ...
     name: str
     change: str
 

@@ -4,7 +4,7 @@ repro keeps its own argv (argparse), so it cannot use `@hydra.main`. This module
 builds the same `Hydra` object that `hydra.main` builds (one search path: Hydra's
 own configs, then the project's config folder, then search-path plugins) and asks
 it, so what is printed is what a Hydra app would print. The sweep
-(`repro.build.sweep`) runs on the same object. Functions return text; the
+(`repro.builder.sweep`) runs on the same object. Functions return text; the
 command prints it.
 """
 

@@ -13,7 +13,7 @@ object file:
         record: data/tokenize.stage.json        # optional: where the stage record goes
 
 `repro run NAME` calls `target(inputs=[Path...], outputs=[Path...], **params)`;
-see `repro.build.stage`. This module only reads declarations and orders them:
+see `repro.builder.stage`. This module only reads declarations and orders them:
 which stage makes which path, and which stages lie upstream of a set of files.
 """
 

@@ -1,6 +1,6 @@
 """Which rank this process is, and the process group it joins. No process spawning here.
 
-The launcher (`repro.build.child`, torchrun or `accelerate launch`) starts the
+The launcher (`repro.builder.child`, torchrun or `accelerate launch`) starts the
 ranks; these helpers only read what it set and wait for peers.
 """
 

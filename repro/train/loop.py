@@ -2,7 +2,7 @@
 
 Read `train` top to bottom: pins, seeds, data, model, then the steps, then the
 held-out evaluation. Everything that can change the bits comes in through `cfg`
-and `pins` and is recorded by the caller (`repro.build.run`).
+and `pins` and is recorded by the caller (`repro.builder.build`).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class RunFlags:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What one run produced; `repro.build.run` turns it into files and the lock."""
+    """What one run produced; `repro.builder.build` turns it into files and the lock."""
 
     state: dict[str, torch.Tensor]
     losses: list[float]
@@ -98,7 +98,7 @@ def train(cfg: dict[str, Any], pins: Pins, root: Path, data_files: list[str], on
                                                        "trainer.scheduler", optimizer)
 
     accelerator = _accelerator(pins)
-    if not gc.isenabled():  # a build child, whose imports are done (repro.build.__main__)
+    if not gc.isenabled():  # a build child, whose imports are done (repro.builder.__main__)
         gc.freeze()  # what start-up loaded stays: never scan it again
         gc.enable()
     try:

@@ -26,8 +26,8 @@ from repro.canonical import canonical_json, compact_json
 from repro.errors import Busy, CheckpointError, CheckpointTooOld, Interrupted
 from repro.filenames import CHECKPOINTS_DIR, OUT_DIR_LOCK, STATE_NAME
 from repro.lock import identity as source_identity
-from repro.lock.diff import Difference, compare_build, compare_files, compare_values, show
 from repro.lock.identity import Identity
+from repro.lock.lockdiff import Difference, compare_build, compare_files, compare_values, show
 from repro.source.config import CheckpointSpec
 from repro.train import checkpoint
 from repro.train.checkpoint import Checkpoint
@@ -333,7 +333,7 @@ def start(out_dir: Path, spec: CheckpointSpec, record: dict[str, Any], options: 
 def changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """What differs between a checkpoint's recorded inputs/build and this run's, one phrase each.
 
-    Found by `repro diff`'s own engine (`repro.lock.diff`), so a checkpoint and a
+    Found by `repro diff`'s own engine (`repro.lock.lockdiff`), so a checkpoint and a
     lock are compared by one rule; only the wording, about "the checkpoint", is here.
     """
     old_in, new_in = saved["inputs"], now["inputs"]

@@ -5,7 +5,7 @@ parameter, in `named_parameters()` order. Hashing only reads the tensors'
 memory; it draws no random number and changes no value, so the weights are the
 same with or without it. The list goes beside the weights (`step_digests.txt`)
 and its digest into the lock, so two runs' first differing step can be named
-exactly, not rounded to the logging interval (`repro.lock.diff.first_differing_step`).
+exactly, not rounded to the logging interval (`repro.lock.lockdiff.first_differing_step`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from repro.source.filetree import resolve_under
 
 if TYPE_CHECKING:
     from repro.lock.types import Lock
-    from repro.trust.audit import AuditReport, Verdict
+    from repro.trust.release_audit import AuditReport, Verdict
 
 DEBIAN_RANK = {"Free Model": 2, "ToxicCandy": 1, "Non-free": 0}
 REPRODUCIBLE_RANK = {"yes": 2, "self-reported": 1, "no": 0}

@@ -30,7 +30,7 @@ _LICENSE_KEYS = ("weights_license", "code_license", "data_license")
 class ReleaseTerms:
     """What a user of the release may do, and where its inputs come from."""
 
-    name: str | None = None  # the model's name on its card; else the project's package (repro.trust.card)
+    name: str | None = None  # the model's name on its card; else the project's package (repro.trust.model_card)
     weights_license: str | None = None
     code_license: str | None = None
     data_license: str | None = None

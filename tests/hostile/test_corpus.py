@@ -289,7 +289,7 @@ def host_socket() -> Iterator[tuple[Path, list[int]]]:
 
 def test_v06_hashed_project_code_cannot_escape_the_rebuild_sandbox(project: Path, guard: Guard, tmp_path: Path,
                                                                    host_socket: tuple[Path, list[int]]) -> None:
-    from repro.build.sandbox import sandbox_for
+    from repro.builder.sandbox import sandbox_for
 
     (tmp_path / "work").mkdir()
     box = sandbox_for(project, tmp_path / "work", 1)
@@ -359,7 +359,7 @@ def test_v12_an_anchored_dvc_yaml_is_refused_at_once(project: Path, guard: Guard
     monkeypatch.chdir(project)
     r = guard.run("dvc-yaml")
     assert r.code == 2 and "dvc.yaml" in r.err and "expands to over" in r.err, r.err
-    from repro.lock.lineage import read_stages
+    from repro.pipeline.dvc_lineage import read_stages
 
     assert read_stages(project) == []  # verify's lineage hints skip it the same way
 

@@ -66,7 +66,7 @@ def test_02_a_rebuild_lists_and_refuses_untrusted_targets(project: Path, guard: 
 
 def test_02_verify_defers_library_classes_to_the_child_and_never_imports_torch(project: Path) -> None:
     """The gate judges everything else in verify's own process, without importing torch."""
-    script = ("import json, pathlib, sys; from repro.build import gate; from repro.lock import lockfile; "
+    script = ("import json, pathlib, sys; from repro.builder import gate; from repro.lock import lockfile; "
               f"lock, _ = lockfile.load({lock_path(project)!r}); "
               f"reviewed = gate.check(lock, pathlib.Path({str(project)!r}), False, defer_libraries=True); "
               "print(json.dumps([[t.target, t.trusted, t.deferred] for t in reviewed], sort_keys=True)); "
@@ -319,7 +319,7 @@ def test_git_provenance_never_runs_the_repositorys_commands(tmp_path: Path) -> N
 def test_the_rebuild_sandbox_cuts_the_network_and_freezes_the_project(tmp_path: Path) -> None:
     import subprocess
 
-    from repro.build.sandbox import sandbox_for
+    from repro.builder.sandbox import sandbox_for
 
     root, work = tmp_path / "project", tmp_path / "work"
     root.mkdir()

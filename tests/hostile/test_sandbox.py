@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.build.sandbox import sandbox_for
+from repro.builder.sandbox import sandbox_for
 
 PROBE = r"""
 import json, os, socket, subprocess, sys

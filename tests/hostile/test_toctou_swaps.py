@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 from hostile_helpers import Guard, Outcome, guard, no_hang, project, trained  # noqa: F401
 
-from repro.build.verify import run as verify_run
 from repro.source import hashtree, walk
+from repro.verify import verifier as verify_run
 
 DATA = "repro/examples/digits/digits.csv"
 

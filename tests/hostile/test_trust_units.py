@@ -14,7 +14,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from repro.build.definitions import definition, reader
+from repro.builder.definitions import definition, reader
 from repro.errors import ConfigError, UserInputError
 from repro.lock.fastschema import first_error
 from repro.safeio import copy_beneath, hash_fd, open_beneath

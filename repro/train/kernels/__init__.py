@@ -29,7 +29,7 @@ from repro.errors import EnvironmentMismatch
 
 __compiler_sources__ = SOURCES  # the C++ this module loads: compiler sources (see the module docstring)
 
-# Set by the launching process (repro.build.child.LIBRARY_VARIABLE) to the library it built; a child
+# Set by the launching process (repro.builder.child.LIBRARY_VARIABLE) to the library it built; a child
 # started some other way builds (or finds) it itself.
 LIBRARY_VARIABLE = "REPRO_PORTABLE_LIBRARY"
 # Operators whose CPU kernels reach LAPACK, MKL's FFT, FBGEMM, oneDNN or MKL's GEMM from inside

@@ -1,0 +1,98 @@
+"""The stage process: import, hash what was imported, seed, then call. Started by `repro.builder.stage`.
+
+The code and toolchain digests are taken after the stage's module is imported
+and *before* its function is called, and written to disk at once: a file edited
+while the stage runs cannot reach the record, and the next run sees the edit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from repro import lifetime
+from repro.canonical import atomic_write_json
+from repro.environment import toolchain
+from repro.errors import ConfigError, Interrupted, ReproError, UserInputError
+from repro.source.discover import imported_project_files
+from repro.source.inputs import code_block, compiler_block
+
+
+def main(job_path: str) -> int:
+    """Run the job in `job_path`; a user-facing failure goes to its error file as one line.
+
+    A stop signal interrupts the stage at once (its outputs go to a staging folder,
+    which the parent removes) and is reported like a failure, with its exit code.
+    """
+    import json
+
+    lifetime.stop_on_signals()
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    root = Path(job["root"])
+    try:
+        fn = load_target(job["name"], job["target"], root, job.get("served"))
+        # What was imported is what will run: hash it now, before the call (see the module doc).
+        atomic_write_json(Path(job["prestart_path"]), {
+            "code": code_block(root, job["code"], imported_project_files(root)),
+            "toolchain": {**toolchain.record(), "repro": compiler_block(toolchain.compiler_files())}})
+        seed_everything(int(job["seed"]))
+        fn(inputs=[root / p for p in job["inputs"]], outputs=[Path(p) for p in job["outputs"]], **job["params"])
+    except ReproError as exc:
+        atomic_write_json(Path(job["error_path"]), {"exit_code": exc.exit_code, "message": str(exc)})
+        return exc.exit_code
+    except Interrupted as exc:
+        atomic_write_json(Path(job["error_path"]), {"exit_code": exc.exit_code, "message": str(exc),
+                                                    "signal": exc.signum, "detail": exc.detail})
+        return exc.exit_code
+    except Exception as exc:  # the stage's own bug: show it, and fail the run like a failed training
+        traceback.print_exc()
+        atomic_write_json(Path(job["error_path"]), {
+            "exit_code": 4, "message": f"failed: {type(exc).__name__}: {exc}"})
+        return 4
+    return 0
+
+
+def load_target(name: str, target: str, root: Path, served: dict[str, str] | None = None) -> Any:
+    """Import `module.function` through repro's project finder (never with the root on `sys.path`).
+
+    With `served` (a stage run again from its record: its hashed code, with digests)
+    only those files are imported, and the function must be defined in one of them:
+    its `__module__` and `__qualname__` lead back to it (the trust gate's rule).
+    """
+    from repro.source.project_import import install
+
+    install(root, served)
+    module_name, _, attr = target.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"config key stages.{name}._target_: cannot import {module_name} "
+                          f"from the project root ({exc})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"config key stages.{name}._target_: {module_name} has no function {attr}")
+    if served is not None:
+        from repro.builder.definitions import defined_where  # only here: `repro run` imports the same modules
+
+        where = defined_where(fn)
+        file = getattr(where[0], "__file__", None) if where else None
+        rel = Path(os.path.relpath(os.path.realpath(file), os.path.realpath(root))).as_posix() if file else None
+        if rel is None or rel not in served:
+            raise UserInputError(f"stage {name}: {target} resolves to {getattr(fn, '__module__', '?')}."
+                                 f"{getattr(fn, '__qualname__', '?')}, not a function defined in the stage's "
+                                 "hashed code; pass --trust-code to run it anyway")
+    return fn
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the generators a stage may use; only libraries it already imported (no torch import here)."""
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)

@@ -1,0 +1,1 @@
+"""`repro check`: build the same project under varied settings and name what moved the bits."""
