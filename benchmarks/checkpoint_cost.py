@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/checkpoint_cost.py            # about 2 minutes, ~4 GiB of RAM and /tmp
     .venv/bin/python benchmarks/checkpoint_cost.py --quick    # smaller model, fewer repeats
 
-1. Training: `repro train` (in-process `run_build`) on the digits example with a
+1. Training: `repro train` (in-process `make_spec` and `launch`) on the digits example with a
    wider MLP, with checkpoints every N steps against none. Times are whole
    builds (hashing, data, training, outputs), medians of alternating repeats.
 2. Writing one checkpoint of a generated 100M-parameter model with its Adam
@@ -42,7 +42,8 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
 
 def bench_training(tmp: Path, everies: list[int], repeats: int) -> None:
     """Whole-build time with checkpoints every N steps, against N=0 (none)."""
-    from repro.builder.build import run_build
+    from repro.builder.launch import launch
+    from repro.builder.spec import make_spec
     from repro.source.config import compose, find_config
 
     source = find_config(None, "train", None, tmp)  # tmp has no configs/: the embedded example
@@ -50,8 +51,9 @@ def bench_training(tmp: Path, everies: list[int], repeats: int) -> None:
     def build(every: int) -> float:
         cfg = compose(source, [*TRAIN_OVERRIDES, f"trainer.checkpoint_every={every}"])
         out = tmp / f"train-{every}"
-        report = run_build(cfg, source.root, out, quiet=True)
+        report = launch(make_spec(cfg, source.root, out))
         shutil.rmtree(out)
+        assert report is not None
         return report.seconds
 
     build(0)  # warm-up: imports, dataset cache

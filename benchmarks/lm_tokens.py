@@ -68,15 +68,13 @@ def _config(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
 
 def repro_loop(root: Path, name: str, steps: int) -> tuple[float, dict[str, Any], dict[str, Any]]:
     """repro's own loop via repro.train.loop.train; time between the first and last step's end."""
-    from repro.builder.build import concrete_pins
-    from repro.source.data import DataSpec, data_file_list
+    from repro.builder.spec import make_spec
     from repro.train.loop import train
 
-    cfg, pins = concrete_pins(_config(root, name, [f"trainer.max_steps={steps}"]))
-    files = data_file_list(root, DataSpec.from_config(cfg))
+    spec = make_spec(_config(root, name, [f"trainer.max_steps={steps}"]), root, root / "out")
     marks: list[float] = []
-    result = train(cfg, pins, root, files, on_step=lambda s, v: marks.append(time.perf_counter()))
-    return marks[-1] - marks[0], result.state, cfg
+    result = train(spec, on_step=lambda s, v: marks.append(time.perf_counter()))
+    return marks[-1] - marks[0], result.state, spec.resolved
 
 
 def plain_loop(root: Path, cfg: dict[str, Any], steps: int) -> tuple[float, dict[str, Any]]:

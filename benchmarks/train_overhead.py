@@ -97,13 +97,12 @@ def _config(steps: int) -> dict:
 
 def repro_loop(steps: int) -> tuple[float, dict]:
     """repro's own loop; time from the first step's end to the last step's end."""
-    from repro.builder.build import concrete_pins
+    from repro.builder.spec import make_spec
     from repro.train.loop import train
 
-    cfg, pins = concrete_pins(_config(steps))
+    spec = make_spec(_config(steps), REPO, REPO / "out")
     marks: list[float] = []
-    result = train(cfg, pins, REPO, ["repro/examples/digits/digits.csv"],
-                   on_step=lambda s, v: marks.append(time.perf_counter()))
+    result = train(spec, on_step=lambda s, v: marks.append(time.perf_counter()))
     return marks[-1] - marks[0], result.state
 
 

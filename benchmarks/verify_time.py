@@ -95,7 +95,7 @@ def main() -> None:
             train_s.append(timed(repro("train", "--quiet", f"out_dir={out}"), REPO))
             verify_s.append(timed(repro("verify", "--quiet", "--no-record", "--work-dir", str(work), "--root",
                                         str(REPO), str(out / "repro.lock")), REPO))
-            # run_build's own wall time (after imports), in the training and in verify's child
+            # the build's own wall time (after imports), in the training and in verify's child
             train_in.append(json.loads((out / "run.json").read_text())["wall_seconds"])
             rebuild_in.append(json.loads((work / "out" / "run.json").read_text())["wall_seconds"])
         lock_path = tmp / "run0" / "repro.lock"
@@ -117,9 +117,9 @@ def main() -> None:
     print(f"{'repro verify (hash + pinned rebuild + compare)':{w}} {v:8.2f} {v / t:7.2f}x  "
           f"[{min(verify_s):.2f} s, {min(verify_s) / min(train_s):.2f}x]")
     ti, ri = statistics.median(train_in), statistics.median(rebuild_in)
-    print(f"{'  run_build inside repro train':{w}} {ti:8.2f} {1.0:7.2f}")
-    print(f"{'  run_build inside the rebuild process':{w}} {ri:8.2f} {ri / ti:7.2f}x")
-    print(f"{'  verify minus the rebuild run_build':{w}} {v - ri:8.2f}   (train minus run_build: {t - ti:.2f})")
+    print(f"{'  build inside repro train':{w}} {ti:8.2f} {1.0:7.2f}")
+    print(f"{'  build inside the rebuild process':{w}} {ri:8.2f} {ri / ti:7.2f}x")
+    print(f"{'  verify minus the rebuild build':{w}} {v - ri:8.2f}   (train minus build: {t - ti:.2f})")
     print(f"{f'sha256sum, example ({n_files} files)':{w}} {ex_sum:8.3f} {1.0:7.2f}")
     print(f"{'repro verify --inputs-only, example':{w}} {ex_ours:8.3f} {ex_ours / ex_sum:7.2f}x")
     print(f"{f'sha256sum, {args.synthetic_mib} MiB in 64 files + code':{w}} {sy_sum:8.3f} {1.0:7.2f}")

@@ -45,6 +45,13 @@ def test_an_edit_no_reference_can_explain_returns_none() -> None:
     assert explain_config_edit(BUILT, "00" * 32, [("project", PROJECT)]) is None
 
 
+def test_a_group_replaced_by_a_scalar_is_explained_not_crashed_on() -> None:
+    """A hostile lock's `model: null` (found by tests/hostile/test_hostile_fuzz.py) is an edit like any other."""
+    edited = {**copy.deepcopy(BUILT), "model": None}
+    found = explain_config_edit(edited, SHA, [("project", PROJECT)])
+    assert found is not None and [(d.name, d.change) for d in found] == [("model.hidden", "removed")]
+
+
 def test_reference_configs_include_the_embedded_one(tmp_path: Any) -> None:
     labels = [label for label, _ in reference_configs(tmp_path)]
     assert labels == ["repro's embedded train.yaml"]

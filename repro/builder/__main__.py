@@ -20,9 +20,9 @@ if __name__ == "__main__":
     # objects, so it decides no bit.
     gc.disable()
     try:
-        from repro.builder.build import rebuild_main
+        from repro.builder.build import child_main
 
-        code = rebuild_main(sys.argv[1])
-    except Interrupted as exc:  # before the spec was read (rebuild_main reports the others itself)
+        code = child_main(sys.argv[1])
+    except Interrupted as exc:  # before the spec was read (child_main reports the others itself)
         code = exc.exit_code
     sys.exit(code)

@@ -9,10 +9,11 @@ repro train`, `accelerate launch`) starts one plain child of its own, with the
 launcher's variables passed on (they are in the allowlist). Either way the child
 runs `python -m repro.builder SPEC` (`repro.builder.build.rebuild_main`): whatever
 started repro, the build process is the same program, importing the same
-modules. A user-facing failure comes back through an error file as exit code +
-message, and `repro.errors.from_exit_code` turns it back into the same typed error.
+modules. The child answers through one result file beside its spec: its report
+(exit code 0), or a user-facing failure as exit code + message, which
+`repro.errors.from_exit_code` turns back into the same typed error.
 
-This module names no build function, so build.run can import it without a cycle.
+This module names no build function, so the build modules can import it without a cycle.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +37,26 @@ from repro.train import distributed
 
 # Where the build child finds repro's portable kernels (repro.train.kernels reads it).
 LIBRARY_VARIABLE = "REPRO_PORTABLE_LIBRARY"
-# `python -m repro.builder SPEC` runs repro/builder/__main__.py, which calls rebuild_main.
+# `python -m repro.builder SPEC` runs repro/builder/__main__.py, which calls build.child_main.
 CHILD_MODULE = "repro.builder"
-SPEC_NAME, ERROR_NAME, LOG_NAME = "child-spec.json", "child-error.json", "child-stderr.log"
+# The child's result (report or error) is RESULT_NAME beside its SPEC_NAME.
+SPEC_NAME, RESULT_NAME, LOG_NAME = "child-spec.json", "child-result.json", "child-stderr.log"
+
+
+@dataclass(frozen=True)
+class ChildOptions:
+    """How the launching process runs a build child; none of it reaches the bits.
+
+    `what` ("rebuild") starts error messages; `own_cache` and `python`: see
+    `child_environ`; `prefix` wraps the command (a sandbox, repro.builder.sandbox);
+    `env_extra` is added to the child's environment (the op recorder's REPRO_TRACE_* variables).
+    """
+
+    what: str = ""
+    own_cache: bool = False
+    python: str | None = None
+    prefix: tuple[str, ...] = ()
+    env_extra: tuple[tuple[str, str], ...] = ()
 _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)[^\n]*", re.S)
 
 
@@ -75,29 +94,26 @@ def child_command(pins: Pins, spec_path: Path, python: str | None = None) -> lis
             "--max-restarts=0", "--monitor-interval=0.2", "-m", CHILD_MODULE, str(spec_path)]
 
 
-def run_child(spec: dict[str, Any], pins: Pins, work_dir: Path, *, quiet: bool = True, what: str = "",
-              own_cache: bool = False, python: str | None = None, prefix: tuple[str, ...] = (),
-              env_extra: dict[str, str] | None = None) -> None:
-    """Run `rebuild_main(spec)` under `pins` in child processes; raise what they reported.
+def run_child(spec: object, pins: Pins, work_dir: Path, *, quiet: bool = True,
+              options: ChildOptions | None = None) -> object:
+    """Run the build child on `spec` (a BuildSpec's JSON) under `pins`; return the report it sent.
 
-    `spec` holds the resolved config, root, out_dir and resume options (see
-    rebuild_main). Progress goes to the terminal unless `quiet` or several ranks
-    run (torchrun's report is parsed from stderr), and repro's own messages
-    (`repro train: resuming from ...`) always do; `what` ("rebuild") starts error
-    messages; `own_cache` and `python`: see `child_environ`; `prefix` wraps the command
-    (a sandbox, repro.builder.sandbox); `env_extra` is added to the child's environment
-    (the op recorder's REPRO_TRACE_* variables). The child dies with
-    this process, so a killed `repro train` leaves no build running, and a stop
-    signal sent to this process is forwarded to it (`repro.lifetime.supervise`): it
-    stops at its next safe point, and `Interrupted` is raised here once it has.
+    Progress goes to the terminal unless `quiet` or several ranks run (torchrun's
+    report is parsed from stderr), and repro's own messages (`repro train: resuming
+    from ...`) always do. The child dies with this process, so a killed `repro train`
+    leaves no build running, and a stop signal sent to this process is forwarded to
+    it (`repro.lifetime.supervise`): it stops at its next safe point, and
+    `Interrupted` is raised here once it has. A failure the child reported is raised
+    as its typed error.
     """
-    spec_path, error_path, log = work_dir / SPEC_NAME, work_dir / ERROR_NAME, work_dir / LOG_NAME
-    error_path.unlink(missing_ok=True)
-    atomic_write_json(spec_path, {**spec, "quiet": quiet, "error_path": str(error_path)})
+    options = options or ChildOptions()
+    spec_path, result_path, log = work_dir / SPEC_NAME, work_dir / RESULT_NAME, work_dir / LOG_NAME
+    result_path.unlink(missing_ok=True)
+    atomic_write_json(spec_path, spec)
     shown = not quiet and pins.world_size == 1
-    env = {**child_environ(pins, work_dir, own_cache, python), **(env_extra or {})}
+    env = {**child_environ(pins, work_dir, options.own_cache, options.python), **dict(options.env_extra)}
     with open(log, "wb") as err:
-        done = supervise([*prefix, *child_command(pins, spec_path, python)], cwd=work_dir, env=env,
+        done = supervise([*options.prefix, *child_command(pins, spec_path, options.python)], cwd=work_dir, env=env,
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None if shown else err)
     stderr = log.read_text(errors="replace") if log.is_file() else ""
     for line in stderr.splitlines():
@@ -107,8 +123,9 @@ def run_child(spec: dict[str, Any], pins: Pins, work_dir: Path, *, quiet: bool =
         # torchrun's agent stops the other ranks with SIGTERM when one dies: their report of that
         # signal is not the user's; only one forwarded from here is.
         agent = pins.world_size > 1 and not distributed.under_launcher()
-        raise_interrupted(done, error_path, what, child_signals=not agent)
-        raise child_error(done.code, error_path, stderr, pins, what)
+        raise_interrupted(done, result_path, options.what, child_signals=not agent)
+        raise child_error(done.code, result_path, stderr, pins, options.what)
+    return read_result(result_path).get("report")
 
 
 # What the child prints for the user (resume decisions, warnings); relayed by run_child.
@@ -120,17 +137,32 @@ def child_message(message: str) -> None:
     print(MESSAGE_PREFIX + message, file=sys.stderr, flush=True)
 
 
-def write_error(spec: dict[str, Any], exc: ReproError | Interrupted) -> int:
-    """In the child: leave a user-facing failure for the parent to raise again; return its exit code.
+def write_error(path: Path, exc: ReproError | Interrupted) -> int:
+    """In a child: leave a user-facing failure in its result file for the parent to raise again;
+    return its exit code.
 
     An interruption also leaves its signal and where it stopped (`detail`), which
     the parent's own `Interrupted` repeats.
     """
-    report: dict[str, Any] = {"exit_code": exc.exit_code, "message": str(exc)}
+    result: dict[str, Any] = {"exit_code": exc.exit_code, "message": str(exc)}
     if isinstance(exc, Interrupted):
-        report.update(signal=exc.signum, detail=exc.detail)
-    atomic_write_json(Path(spec["error_path"]), report)
+        result.update(signal=exc.signum, detail=exc.detail)
+    atomic_write_json(path, result)
     return exc.exit_code
+
+
+def write_report(path: Path, report: object) -> None:
+    """In a build child: its report, for the parent (`run_child` returns it)."""
+    atomic_write_json(path, {"exit_code": 0, "report": report})
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """A child's result file: `{}` when it wrote none (it was killed) or wrote something unreadable."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return result if isinstance(result, dict) else {}
 
 
 def raise_interrupted(done: Finished, error_path: Path, what: str = "", child_signals: bool = True) -> None:
@@ -139,12 +171,7 @@ def raise_interrupted(done: Finished, error_path: Path, what: str = "", child_si
 
     Where the child stopped comes from its error file, when it wrote one.
     """
-    info: dict[str, Any] = {}
-    if error_path.is_file():
-        try:
-            info = json.loads(error_path.read_text(encoding="utf-8"))
-        except ValueError:
-            info = {}
+    info = read_result(error_path)
     signum = done.signum if done.signum is not None else info.get("signal") if child_signals else None
     if not isinstance(signum, int):
         return
@@ -158,8 +185,8 @@ def child_error(code: int, error_path: Path, stderr: str, pins: Pins, what: str)
     A report of a stop signal that is no interruption of ours (torchrun stopping the
     other ranks after one died) says nothing: what killed the first rank does.
     """
-    info = json.loads(error_path.read_text(encoding="utf-8")) if error_path.is_file() else {}
-    if info and "signal" not in info:
+    info = read_result(error_path)
+    if info.get("exit_code") and "signal" not in info:
         return from_exit_code(int(info["exit_code"]), (f"{what}: " if what else "") + str(info["message"]))
     what = what or "build"
     rank = None

@@ -1,39 +1,51 @@
 """verify's rebuild: train again in a fresh process under the lock's pins alone.
 
-The child (`repro.builder.child`) runs `repro.builder.build.rebuild_main`, the same
-`run_build` that `repro train` uses.
+The lock becomes a `BuildSpec` (`spec_from_lock`) and goes through the same
+`launch` as `repro train`; the child runs the same `build`.
 """
 
 from __future__ import annotations
 
-import copy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from repro.builder.child import run_child
+from repro.builder.child import ChildOptions
 from repro.builder.cpu_match import recorded_cpu
+from repro.builder.launch import launch
 from repro.builder.sandbox import Sandbox
+from repro.builder.spec import BuildSpec, Gate, make_spec, with_pins
 from repro.environment.pins import Pins
 from repro.lock.lockdiff import PIN_KEYS
 from repro.lock.types import Lock
+from repro.source.composed import ConfigFiles
 
 
 def rebuild_config(lock: Lock, world_size: int | None = None) -> tuple[dict[str, Any], Pins]:
-    """The lock's resolved config with its build section's pins applied on top
-    (and another world size, when the user asks for one)."""
+    """The lock's resolved config with its build section's pins written in (`with_pins`), and those pins
+    (another world size, when the user asks for one)."""
     build: dict[str, Any] = dict(lock["build"])  # read by pin name
     if world_size is not None:
         build["world_size"] = world_size
     pins = Pins(**{key: build[key] for key in PIN_KEYS})
-    resolved = copy.deepcopy(lock["inputs"]["config"]["resolved"])
-    resolved["build"].update({key: build[key] for key in PIN_KEYS if key != "seed"})
-    resolved["seed"] = build["seed"]
-    return resolved, pins
+    return with_pins(lock["inputs"]["config"]["resolved"], pins), pins
+
+
+def spec_from_lock(lock: Lock, root: Path, out_dir: Path, *, quiet: bool, world_size: int | None = None,
+                   gate: tuple[Gate, ...] = (), trust_code: bool = False) -> BuildSpec:
+    """The build a lock records, as a spec: its config and pins, its recorded code files as the config's
+    code (a rebuild composes nothing), and what the child must check before it trains."""
+    from repro.builder.gate import served_code
+
+    resolved, _ = rebuild_config(lock, world_size)
+    recorded = tuple(f["path"] for f in lock["inputs"]["code"]["files"])
+    spec = make_spec(resolved, root, out_dir, config=ConfigFiles(code=recorded), quiet=quiet)
+    return replace(spec, gate=gate, served=None if trust_code else served_code(lock), expect_cpu=recorded_cpu(lock))
 
 
 def run_rebuild(lock: Lock, root: Path, work_dir: Path, quiet: bool, world_size: int | None = None,
                 python: Path | None = None, sandbox: Sandbox | None = None,
-                env_extra: dict[str, str] | None = None, plan: list[tuple[str, str, str]] | None = None,
+                env_extra: dict[str, str] | None = None, plan: list[Gate] | None = None,
                 trust_code: bool = False) -> Path:
     """Train again in a fresh interpreter under the lock's pins alone; return the rebuilt out_dir.
 
@@ -45,16 +57,10 @@ def run_rebuild(lock: Lock, root: Path, work_dir: Path, quiet: bool, world_size:
     only the project files the lock hashes (as hashed; any with `trust_code`), and first judges
     the imported objects of `plan`, the trust gate's targets (gate.check_located).
     """
-    from repro.builder.gate import served_code
-
-    resolved, pins = rebuild_config(lock, world_size)
-    out_dir = work_dir / "out"
-    # The rebuild composes nothing: the recorded code files (config files among them) are its source.
-    recorded = [f["path"] for f in lock["inputs"]["code"]["files"]]
-    spec = {"resolved": resolved, "root": str(root), "out_dir": str(out_dir), "gate": plan or [],
-            "served": None if trust_code else served_code(lock), "expect_cpu": recorded_cpu(lock),
-            "config": {"files": [], "code": recorded}}
-    run_child(spec, pins, work_dir,
-              quiet=quiet, what="rebuild", own_cache=True, python=None if python is None else str(python),
-              prefix=sandbox.prefix if sandbox is not None else (), env_extra=env_extra)
-    return out_dir
+    spec = spec_from_lock(lock, root, work_dir / "out", quiet=quiet, world_size=world_size,
+                          gate=tuple(plan or ()), trust_code=trust_code)
+    options = ChildOptions(what="rebuild", own_cache=True, python=None if python is None else str(python),
+                           prefix=sandbox.prefix if sandbox is not None else (),
+                           env_extra=tuple(sorted((env_extra or {}).items())))
+    launch(spec, options, work_dir)
+    return spec.out_dir

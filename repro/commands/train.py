@@ -12,7 +12,6 @@ if the inputs, config or pins changed since, it refuses and names the change.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,18 +106,21 @@ def _job_result(job: dict[str, Any]) -> str:
 
 
 def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> Outcome:
-    from repro.builder.build import run_build
+    from repro.builder.launch import launch
+    from repro.builder.spec import make_spec
     from repro.source.composed import ConfigFiles
     from repro.source.config import compose, require
     from repro.train.resume import ResumeOptions
 
     resolved = compose(source, args.overrides)
     config = ConfigFiles.of(source, args.overrides)
+    # The root and out_dir are resolved here, once; the build reads them from the spec.
     out_dir = (cwd / require(resolved, "out_dir", str)).resolve()
     options = ResumeOptions(mode="fresh" if args.no_resume else "restart" if args.restart else "auto",
                             source=(cwd / args.resume_from).resolve() if args.resume_from else None)
-    report = run_build(resolved, source.root, out_dir, quiet=args.quiet, resume=options, notify=_note,
-                       rehash=args.rehash, config=config)
+    spec = make_spec(resolved, source.root.resolve(), out_dir, resume=options, config=config, rehash=args.rehash,
+                     quiet=args.quiet)
+    report = launch(spec)
     if report is None:  # a rank other than 0 under torchrun / accelerate launch: rank 0 reports
         return Outcome(None, "", silent=True)
     lines = [
@@ -142,6 +144,3 @@ def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> Outcome
     }
     return Outcome(result, "\n".join(lines) + "\n")
 
-
-def _note(message: str) -> None:
-    print(f"repro train: {message}", file=sys.stderr, flush=True)

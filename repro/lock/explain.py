@@ -22,10 +22,14 @@ _ABSENT = object()
 
 
 def _set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
+    """Put `value` at `a.b.c`, replacing whatever non-mapping stands on the way (a hostile lock's
+    `code: null` where the reference has a `code` group)."""
     node = cfg
     *parents, leaf = key.split(".")
     for part in parents:
-        node = node.setdefault(part, {})
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
     if value is _ABSENT:
         node.pop(leaf, None)
     else:

@@ -14,6 +14,7 @@ new folder, whatever the timestamps say.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,30 @@ class DataSpec:
                    check_algorithms(extra)[1:], tuple(sources))
 
 
+@dataclass(frozen=True)
+class DataFiles:
+    """The files one build reads, globbed once (`resolve_files`) and then only passed along.
+
+    `trained`: what `datasets` loads (data.data_files expanded); `hashed`: those plus
+    data.sources, sorted: the lock's `inputs.data.files`. Both come from one expansion
+    of each pattern, so the list the lock records is the list trained on.
+    """
+
+    trained: tuple[str, ...]
+    hashed: tuple[str, ...]
+
+
+def resolve_files(root: Path, spec: DataSpec) -> DataFiles:
+    """Expand data.data_files and data.sources under `root`, once each."""
+    trained = data_file_list(root, spec)
+    try:
+        extra = expand_patterns(root, spec.sources) if spec.sources else []
+    except (DataError, LockfileError) as exc:
+        raise DataError(f"data.sources: {exc}") from None
+    hashed = sorted(set(trained) | set(extra), key=lambda p: p.encode("utf-8"))
+    return DataFiles(tuple(trained), tuple(hashed))
+
+
 def data_file_list(root: Path, spec: DataSpec) -> list[str]:
     """The sorted relative paths the dataset is built from (what `datasets` loads)."""
     try:
@@ -89,14 +114,10 @@ def data_file_list(root: Path, spec: DataSpec) -> list[str]:
 
 def hashed_file_list(root: Path, spec: DataSpec) -> list[str]:
     """Every data file that goes into the lock: data_files plus sources, sorted."""
-    try:
-        extra = expand_patterns(root, spec.sources) if spec.sources else []
-    except (DataError, LockfileError) as exc:
-        raise DataError(f"data.sources: {exc}") from None
-    return sorted(set(data_file_list(root, spec)) | set(extra), key=lambda p: p.encode("utf-8"))
+    return list(resolve_files(root, spec).hashed)
 
 
-def load_splits(root: Path, spec: DataSpec, files: list[str],
+def load_splits(root: Path, spec: DataSpec, files: Sequence[str],
                 data_digest: str | None = None) -> tuple[Any, Any, str]:
     """Build the dataset from `files`, preprocess it, split it; return (train, test, fingerprint)."""
     os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -133,7 +154,7 @@ def load_splits(root: Path, spec: DataSpec, files: list[str],
     return parts["train"], parts["test"], fingerprint
 
 
-def content_cache_dir(root: Path, files: list[str], digest: str | None = None) -> Path:
+def content_cache_dir(root: Path, files: Sequence[str], digest: str | None = None) -> Path:
     """`datasets`' cache folder for these files, named by a digest of their content.
 
     `digest` is the build's data root digest (it covers these files, and maybe more);

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from repro.canonical import compact_json, sha256_bytes
 from repro.errors import ConfigError, DataError, LockfileError
 from repro.source.base_model import base_block, base_path
 from repro.source.config import hashed_view, require
-from repro.source.data import DataSpec, hashed_file_list
+from repro.source.data import DataFiles, DataSpec, resolve_files
 from repro.source.filetree import safe_relpath
 from repro.source.hashing import Progress, StatCache, hash_files, root_digest
 from repro.source.walk import expand_patterns
@@ -138,24 +139,23 @@ def compiler_block(rel_paths: list[str]) -> dict[str, Any]:
     return {"version": __version__, **files_block(PACKAGE_DIR.parent, rel_paths)}
 
 
-def hash_inputs(resolved: dict[str, Any], root: Path, *, imported: list[str] | tuple[str, ...] = (),
-                use_cache: bool = True, progress: Progress | None = None) -> dict[str, Any]:
+def hash_inputs(resolved: dict[str, Any], root: Path, spec: DataSpec, files: Sequence[str], *,
+                imported: list[str] | tuple[str, ...] = (), use_cache: bool = True,
+                progress: Progress | None = None) -> dict[str, Any]:
     """The lock's `inputs` block (minus the sample order): config, data and code.
 
     `repro train` and `repro verify` both call this, so what a build recorded and
-    what verify checks cannot drift apart. `imported` are project files the build
-    imported (train adds them after training; verify passes the recorded ones).
-    Every path pattern is checked for escaping the root before anything is read;
-    `use_cache=False` re-reads every data byte instead of trusting the stat cache.
+    what verify checks cannot drift apart. `files` are the data files, globbed once
+    by the caller (`data_files`): exactly the list the lock records. `imported` are
+    project files the build imported (train adds them after training; verify passes
+    the recorded ones). `use_cache=False` re-reads every data byte instead of
+    trusting the stat cache.
     """
-    spec = DataSpec.from_config(resolved)
-    include = code_include(resolved)
-    check_paths(resolved, spec)
     inputs = {
         "config": config_digest(resolved),
         # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
-        "data": data_block(root, spec, data_files(resolved, root, spec), use_cache=use_cache, progress=progress),
-        "code": code_block(root, include, imported),
+        "data": data_block(root, spec, list(files), use_cache=use_cache, progress=progress),
+        "code": code_block(root, code_include(resolved), imported),
     }
     base = base_path(resolved)
     if base is not None:  # a fine-tune: its base release is source too
@@ -163,10 +163,12 @@ def hash_inputs(resolved: dict[str, Any], root: Path, *, imported: list[str] | t
     return inputs
 
 
-def data_files(resolved: dict[str, Any], root: Path, spec: DataSpec) -> list[str]:
-    """`hashed_file_list`, with a missing file that a stage makes named with the command that makes it."""
+def data_files(resolved: dict[str, Any], root: Path, spec: DataSpec) -> DataFiles:
+    """The build's data files, globbed once (`resolve_files`) after every pattern is checked for
+    escaping the root; a missing file that a stage makes is named with the command that makes it."""
+    check_paths(resolved, spec)
     try:
-        return hashed_file_list(root, spec)
+        return resolve_files(root, spec)
     except DataError as exc:
         made = missing_outputs(resolved, root, [*spec.data_files, *spec.sources])
         if not made:

@@ -1,8 +1,9 @@
 """The training loop. There is exactly one; pipelines, examples and verify call it.
 
 Read `train` top to bottom: pins, seeds, data, model, then the steps, then the
-held-out evaluation. Everything that can change the bits comes in through `cfg`
-and `pins` and is recorded by the caller (`repro.builder.build`).
+held-out evaluation. Everything that can change the bits comes in through the
+build's typed `Recipe` (a `repro.builder.spec.BuildSpec`) and is recorded by the
+caller (`repro.builder.build`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -22,8 +23,9 @@ from repro import lifetime
 from repro.environment.pins import Pins
 from repro.errors import ConfigError, TrainingFailed
 from repro.source.base_model import with_base_path
+from repro.source.components import Components
 from repro.source.config import TrainerSpec, one_line
-from repro.source.data import DataSpec, load_splits
+from repro.source.data import DataFiles, DataSpec, load_splits
 from repro.tasks import Batch, Task, as_task
 from repro.train.determinism import (
     apply_torch_pins,
@@ -75,27 +77,41 @@ class TrainResult:
     exports: dict[str, bytes] = field(default_factory=dict)  # from its `export` hook
 
 
-def train(cfg: dict[str, Any], pins: Pins, root: Path, data_files: list[str], on_step: OnStep | None = None,
-          checkpoints: Session | None = None, data_digest: str | None = None) -> TrainResult:
-    """Train once from a resolved config under applied pins; return tensors and traces.
+class Recipe(Protocol):
+    """What `train` reads of a build: a `repro.builder.spec.BuildSpec` is one."""
+
+    @property
+    def pins(self) -> Pins: ...
+    @property
+    def trainer(self) -> TrainerSpec: ...
+    @property
+    def data(self) -> DataSpec: ...
+    @property
+    def components(self) -> Components: ...
+    @property
+    def files(self) -> DataFiles: ...
+    @property
+    def root(self) -> Path: ...
+
+
+def train(recipe: Recipe, on_step: OnStep | None = None, checkpoints: Session | None = None,
+          data_digest: str | None = None) -> TrainResult:
+    """Train once under applied pins; return tensors and traces.
 
     With `checkpoints`, resume from `checkpoints.resume` if set and save after steps.
     """
     from accelerate.state import AcceleratorState
 
+    pins, spec, nodes = recipe.pins, recipe.trainer, recipe.components
     torch_flags = apply_torch_pins(pins)
-    spec = TrainerSpec.from_config(cfg)
-    task = as_task(instantiate(cfg["task"], "task"))
-    train_t, test_t, fingerprint = _load_data(cfg, task, root, data_files, data_digest, spec)
+    task = as_task(instantiate(nodes.task, "task"))
+    train_t, test_t, fingerprint = _load_data(recipe, task, data_digest)
     # Seed after data loading so model init depends on the seed alone.
     seeds = seed_everything(pins.seed)
-    model = instantiate(with_base_path(cfg["model"], root), "model")  # a fine-tune loads its base
-    optimizer = called(instantiate(cfg["trainer"]["optimizer"], "trainer.optimizer"), "trainer.optimizer",
-                       model.parameters())
-    # Optional: a project's own trainer group may predate the key; absent means none.
-    sched_node = cfg["trainer"].get("scheduler")
-    scheduler = None if sched_node is None else called(instantiate(sched_node, "trainer.scheduler"),
-                                                       "trainer.scheduler", optimizer)
+    model = instantiate(with_base_path(nodes.model, recipe.root), "model")  # a fine-tune loads its base
+    optimizer = called(instantiate(nodes.optimizer, "trainer.optimizer"), "trainer.optimizer", model.parameters())
+    scheduler = None if nodes.scheduler is None else called(instantiate(nodes.scheduler, "trainer.scheduler"),
+                                                            "trainer.scheduler", optimizer)
 
     accelerator = _accelerator(pins)
     if not gc.isenabled():  # a build child, whose imports are done (repro.builder.__main__)
@@ -105,10 +121,12 @@ def train(cfg: dict[str, Any], pins: Pins, root: Path, data_files: list[str], on
         run = _Run.prepare(accelerator, pins, spec, task, model, optimizer, scheduler, train_t)
         losses, digest, trace = run.steps(checkpoints, on_step)
         net = accelerator.unwrap_model(run.model)
-        metrics, samples, exports = evaluate(task, net, test_t, root, accelerator.device)
+        metrics, samples, exports = evaluate(task, net, test_t, recipe.root, accelerator.device)
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         flags = RunFlags({**torch_flags, **_unportable(pins)}, seeds, run.distributed(), cuda_facts(), cpu_facts(pins))
     finally:
+        # accelerate keeps its state in class-level singletons; the next Accelerator in this process
+        # (tests, benchmarks) must start clean. A private call: tests/test_loop.py fails if it changes.
         AcceleratorState._reset_state(True)
     return TrainResult(state, losses, digest.hexdigest(), digest.count, metrics, flags, fingerprint,
                        step_digests=trace.digests, samples=samples, exports=exports)
@@ -123,14 +141,14 @@ def _unportable(pins: Pins) -> dict[str, list[str]]:
     return {"unportable": unportable_seen()}
 
 
-def _load_data(cfg: dict[str, Any], task: Task, root: Path, data_files: list[str], data_digest: str | None,
-               spec: TrainerSpec) -> tuple[Batch, Batch, str]:
+def _load_data(recipe: Recipe, task: Task, data_digest: str | None) -> tuple[Batch, Batch, str]:
     """The train and test splits as the task's tensors, and the datasets fingerprint."""
-    train_rows, test_rows, fingerprint = load_splits(root, DataSpec.from_config(cfg), data_files, data_digest)
+    train_rows, test_rows, fingerprint = load_splits(recipe.root, recipe.data, recipe.files.trained, data_digest)
     train_t, test_t = task.tensors(train_rows), task.tensors(test_rows)
     n_train = next(iter(train_t.values())).shape[0]
-    if spec.batch_size > n_train:
-        raise ConfigError(f"config key trainer.batch_size: {spec.batch_size} exceeds the {n_train} training rows")
+    if recipe.trainer.batch_size > n_train:
+        raise ConfigError(f"config key trainer.batch_size: {recipe.trainer.batch_size} exceeds the {n_train} "
+                          "training rows")
     return train_t, test_t, fingerprint
 
 

@@ -202,7 +202,8 @@ def _data(lock: Lock, report: AuditReport) -> list[str]:
     """The data card: what the data is, where it is, and every file's digest."""
     inputs, rel = lock["inputs"], report.release
     order = inputs["data"]["sample_order"]
-    batch = inputs["config"]["resolved"].get("trainer", {}).get("batch_size")
+    trainer = inputs["config"]["resolved"].get("trainer")  # a stranger's lock: any JSON at all
+    batch = trainer.get("batch_size") if isinstance(trainer, dict) else None
     steps = lock["outputs"]["loss_trajectory"]["steps"]
     # The count is of draws from the training split (steps x batch), not of the dataset's rows.
     draws = f"{order['count']} samples drawn" + (f" ({steps} steps of {batch})" if isinstance(batch, int) else "")

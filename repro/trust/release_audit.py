@@ -157,7 +157,9 @@ def components(lock: Lock, release: ReleaseTerms, facts: ReleaseFacts,
                weights: Rating, data: Rating, code: Rating) -> list[Component]:
     """The MOF's components, with the evidence repro has for each one in this release."""
     metrics = bool(lock["outputs"]["metrics"])
-    held_out = float(lock["inputs"]["config"]["resolved"].get("data", {}).get("test_fraction") or 0) > 0
+    group = lock["inputs"]["config"]["resolved"].get("data")  # a stranger's lock: any JSON at all
+    fraction = group.get("test_fraction") if isinstance(group, dict) else None
+    held_out = isinstance(fraction, int | float) and not isinstance(fraction, bool) and fraction > 0
     obtainable = release.data_obtainable
     doc = weights  # release documents (card, report, results) are published under the weights' licence
 

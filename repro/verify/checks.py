@@ -23,9 +23,10 @@ from repro.lock.types import Inputs, Lock, TensorRecord, Toolchain, Weights
 from repro.progress import byte_bar
 from repro.safeio import open_regular, printable
 from repro.source.config import require
+from repro.source.data import DataSpec
 from repro.source.filetree import resolve_under
 from repro.source.hashing import digest_fd
-from repro.source.inputs import PACKAGE_DIR, compiler_block, hash_inputs
+from repro.source.inputs import PACKAGE_DIR, compiler_block, data_files, hash_inputs
 
 
 def rehash_inputs(lock: Lock, root: Path, quiet: bool = True) -> tuple[Inputs, dict[str, Any]]:
@@ -47,7 +48,9 @@ def rehash_inputs(lock: Lock, root: Path, quiet: bool = True) -> tuple[Inputs, d
     recorded = [f["path"] for f in lock["inputs"]["code"]["files"]]
     present = [p for p in recorded if resolve_under(root, p, "code file").is_file()]
     with byte_bar(quiet, "hash data") as bar:
-        found = hash_inputs(resolved, root, imported=present, use_cache=False, progress=bar)
+        spec = DataSpec.from_config(resolved)
+        found = hash_inputs(resolved, root, spec, data_files(resolved, root, spec).hashed, imported=present,
+                            use_cache=False, progress=bar)
     if "stages" in lock["inputs"]:  # intermediates are inputs here; --from-source rebuilds them
         found["stages"] = lock["inputs"]["stages"]
     data = found["data"]["files"]
