@@ -54,7 +54,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from repro.check.localize import Localizer, first_step  # noqa: E402
-from repro.check.runs import Project, Run, train  # noqa: E402
+from repro.check.project import Project  # noqa: E402
+from repro.check.runs import Run, train  # noqa: E402
 from repro.check.variations import BASELINE, Variation  # noqa: E402
 from repro.source.config import compose, find_config  # noqa: E402
 

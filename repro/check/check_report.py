@@ -17,7 +17,8 @@ from typing import Any
 
 from repro import __version__
 from repro.check.localize import Localizer, explain, first_step, trace_folder
-from repro.check.runs import Project, Run, profile_of, train
+from repro.check.project import Project
+from repro.check.runs import Run, profile_of, train
 from repro.check.variations import AXES, BASELINE, Variation, promised, variations
 from repro.errors import ConfigError, TrainingFailed
 from repro.filenames import CHECK_NAME, LOCK_NAME
