@@ -43,7 +43,8 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
 def bench_training(tmp: Path, everies: list[int], repeats: int) -> None:
     """Whole-build time with checkpoints every N steps, against N=0 (none)."""
     from repro.builder.build import run_build
-    from repro.source.config import compose, find_config
+    from repro.source.compose import compose
+    from repro.source.config import find_config
 
     source = find_config(None, "train", None, tmp)  # tmp has no configs/: the embedded example
 

@@ -24,7 +24,8 @@ from repro.errors import ConfigError, TrainingFailed
 from repro.filenames import CHECK_NAME, LOCK_NAME
 from repro.lock.types import Lock
 from repro.progress import PhaseReport
-from repro.source.config import ConfigSource, compose
+from repro.source.compose import compose
+from repro.source.config import ConfigSource
 from repro.source.inputs import config_digest
 
 __all__ = ["CHECK_NAME", "CheckOptions", "CheckReport", "check", "parse_axes", "render", "verdict"]
