@@ -221,11 +221,12 @@ def report(package_dir: Path) -> tuple[int, str]:
     found = cycles(edges)
     name = package_dir.name
     if not found:
-        deferred = sum(e.where == "function-level" for e in edges)
-        typing = sum(e.where == "TYPE_CHECKING" for e in edges)
+        statements = {(e.path, e.line): e.where for e in edges}  # one per statement, however many names
+        deferred = sum(w == "function-level" for w in statements.values())
+        typing = sum(w == "TYPE_CHECKING" for w in statements.values())
         return 0, (
-            f"{name}: no import cycle among {len(known)} modules "
-            f"({len(edges)} imports, {deferred} function-level, {typing} under TYPE_CHECKING)"
+            f"{name}: no import cycle among {len(known)} modules ({len(statements)} import statements of "
+            f"{name} modules: {deferred} function-level, {typing} under TYPE_CHECKING)"
         )
     by_link: dict[tuple[str, str], list[Edge]] = {}
     for edge in dict.fromkeys(edges):  # one line per statement, however many names it imports
