@@ -87,10 +87,12 @@ test-durations: dev
 lint: dev lint-quick
 	$(BIN)/mypy
 
-## lint-quick: ruff and the import contract (seconds; mypy is the slow linter).
+## lint-quick: ruff, the import contract and no import cycle (seconds; mypy is the slow linter).
+## check_import_cycles reads every import statement with ast, function-level ones included.
 lint-quick: dev
-	$(BIN)/ruff check repro tests benchmarks pipelines
+	$(BIN)/ruff check repro tests benchmarks pipelines scripts/check_import_cycles.py
 	$(BIN)/lint-imports
+	$(BIN)/python scripts/check_import_cycles.py
 
 bench: venv
 	for b in train_overhead verify_time hash_speed checkpoint_cost portable_cost lm_tokens; do $(BIN)/python benchmarks/$$b.py || exit 1; done

@@ -54,9 +54,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from repro.check.localize import Localizer, first_step  # noqa: E402
-from repro.check.runs import Project, Run, train  # noqa: E402
+from repro.check.project import Project  # noqa: E402
+from repro.check.runs import Run, train  # noqa: E402
 from repro.check.variations import BASELINE, Variation  # noqa: E402
-from repro.source.config import compose, find_config  # noqa: E402
+from repro.source.compose import compose  # noqa: E402
+from repro.source.config import find_config  # noqa: E402
 
 # "default" loads repro's portable kernels, which are x86-64 (AVX2) code: on aarch64 it stops with
 # exit 3 saying so (docs/portable.md). "native-cap" is torch's own kernels at the ATen level every CPU

@@ -44,7 +44,8 @@ def bench_training(tmp: Path, everies: list[int], repeats: int) -> None:
     """Whole-build time with checkpoints every N steps, against N=0 (none)."""
     from repro.builder.launch import launch
     from repro.builder.spec import make_spec
-    from repro.source.config import compose, find_config
+    from repro.source.compose import compose
+    from repro.source.config import find_config
 
     source = find_config(None, "train", None, tmp)  # tmp has no configs/: the embedded example
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hash_speed import generate  # noqa: E402
 
-from repro.source import hashing, hashtree  # noqa: E402
+from repro.source import hashfile, hashtree  # noqa: E402
 from repro.source.hashtree import hash_tree  # noqa: E402
 from repro.source.walk import locate_patterns  # noqa: E402
 
@@ -67,14 +67,14 @@ def table(title: str, rows: list[tuple[str, Callable[[], object]]], reps: int) -
 def shipped(root: Path, located: object, workers: int | None = None, batch: int | None = None,
             chunk: int | None = None) -> Callable[[], object]:
     def run() -> object:
-        saved = hashtree.BATCH_FILES, hashing.CHUNK
-        hashtree.BATCH_FILES, hashing.CHUNK = batch or saved[0], chunk or saved[1]
-        hashing._local = threading.local()  # a fresh buffer of the size asked for
+        saved = hashtree.BATCH_FILES, hashfile.CHUNK
+        hashtree.BATCH_FILES, hashfile.CHUNK = batch or saved[0], chunk or saved[1]
+        hashfile._local = threading.local()  # a fresh buffer of the size asked for
         try:
             return hash_tree(root, located, workers)  # type: ignore[arg-type]
         finally:
-            hashtree.BATCH_FILES, hashing.CHUNK = saved
-            hashing._local = threading.local()
+            hashtree.BATCH_FILES, hashfile.CHUNK = saved
+            hashfile._local = threading.local()
     return run
 
 
@@ -131,9 +131,9 @@ def main() -> int:
     cores = len(os.sched_getaffinity(0))
     print(f"{len(located.paths):,} files; {cores} usable cores; load average before: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    dflt = hashing.default_workers()
+    dflt = hashtree.default_workers()
     table(f"1. hash_tree as shipped ({dflt} workers, {hashtree.BATCH_FILES} files a task, "
-          f"{hashing.CHUNK >> 10} KiB buffer) vs other knobs", [
+          f"{hashfile.CHUNK >> 10} KiB buffer) vs other knobs", [
               ("as shipped", shipped(data, located)),
               *[(f"{w} workers", shipped(data, located, workers=w)) for w in (1, 2, 4) if w != dflt],
               *[(f"{b} files a task", shipped(data, located, batch=b)) for b in (16, 256)],

@@ -61,7 +61,8 @@ def tokenize_stage(root: Path, config_name: str, repeats: int) -> tuple[float, f
 
 
 def _config(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
-    from repro.source.config import ConfigSource, compose
+    from repro.source.compose import compose
+    from repro.source.config import ConfigSource
 
     return compose(ConfigSource(root / "configs", name, root, embedded=False), overrides)
 

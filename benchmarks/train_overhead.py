@@ -89,7 +89,8 @@ def _repro_rows() -> dict:
 
 
 def _config(steps: int) -> dict:
-    from repro.source.config import compose, find_config
+    from repro.source.compose import compose
+    from repro.source.config import find_config
 
     source = find_config(None, "train", None, Path(tempfile.gettempdir()))
     return compose(source, [f"trainer.max_steps={steps}", "build.cpu_capability=avx2"])

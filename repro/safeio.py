@@ -327,7 +327,7 @@ class Beneath:
     once, checked to stay inside the root, and its target opened the same way
     (`links="inside"`); a link that appears after that check makes the open fail
     instead of being followed. Hash through the descriptor that was opened
-    (`repro.source.hashing.read_beneath`), never through a second open by name.
+    (`repro.source.hashfile.read_beneath`), never through a second open by name.
 
     Unlike `open_beneath` it neither re-opens the root nor walks the whole path
     for each file: a file is opened relative to its folder's open descriptor, one

@@ -15,8 +15,9 @@ from repro.errors import DataError, LockfileError
 from repro.safeio import Beneath
 from repro.source import hashcache
 from repro.source.hashcache import HashCache
-from repro.source.hashing import CHUNK, KEY_SIZE, MAX_HASHED_BYTES, digest_fd, pack_key
+from repro.source.hashfile import CHUNK, MAX_HASHED_BYTES, digest_fd
 from repro.source.hashtree import hash_tree
+from repro.source.statkey import KEY_SIZE, pack_key
 from repro.source.walk import locate_patterns
 
 

@@ -17,7 +17,8 @@ from repro.builder.child import child_environ
 from repro.builder.result import BuildReport
 from repro.builder.spec import BuildSpec, make_spec, with_pins
 from repro.environment.pins import BUILD_KEYS
-from repro.source.config import compose, find_config
+from repro.source.compose import compose
+from repro.source.config import find_config
 from repro.train.resume import ResumeOptions
 
 STEPS = ["trainer.max_steps=3", "trainer.log_every=1"]
@@ -76,7 +77,8 @@ import json, sys
 from pathlib import Path
 import repro.source.data as data
 import repro.source.walk as walk
-from repro.source.config import compose, find_config, ConfigSource
+from repro.source.compose import compose
+from repro.source.config import find_config
 from repro.train.resume import ResumeOptions
 
 calls = {"DataSpec.from_config": 0, "data glob": 0}

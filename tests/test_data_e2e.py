@@ -14,7 +14,7 @@ import pytest
 from conftest import DIGITS, EMBEDDED_CONFIGS, TINY, run_repro, sha256_file
 
 from repro.source.hashcache import HashCache, cache_path
-from repro.source.hashing import StatKey
+from repro.source.statkey import StatKey
 
 pytestmark = pytest.mark.slow
 CSV = "repro/examples/digits/digits.csv"

@@ -120,7 +120,7 @@ def test_checking_a_download_works_in_a_folder_holding_only_the_download(tmp_pat
 
     from repro.lock import lockfile
     from repro.lock.tensordiff import read_tensors
-    from repro.source.hashing import hash_file
+    from repro.source.hashfile import hash_file
 
     assert "repro verify --inputs-only --weights model.safetensors repro.lock   # check a download" in _readme()
     save_file({"w": np.arange(6, dtype=np.float32).reshape(2, 3)}, str(tmp_path / "model.safetensors"))

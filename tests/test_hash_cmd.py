@@ -18,8 +18,8 @@ from repro.cli import main
 from repro.source import hashcache
 from repro.source.data import DataSpec, data_file_list
 from repro.source.hashcache import HashCache
-from repro.source.hashing import StatKey
 from repro.source.inputs import data_block
+from repro.source.statkey import StatKey
 
 CONFIG = {"data": {"builder": "csv", "data_files": ["data"], "test_fraction": 0.0, "split_seed": 0}}
 
@@ -153,7 +153,7 @@ def test_a_quick_command_imports_no_other_command_module(proj: Path) -> None:
 def test_streamed_json_is_byte_for_byte_canonical(proj: Path, extra: tuple[str, ...]) -> None:
     """`repro hash --json` streams the block; it must be canonical_json's bytes, not just equal JSON."""
     from repro.canonical import canonical_json
-    from repro.source.hashing import check_algorithms
+    from repro.source.algorithms import check_algorithms
     from repro.source.hashtree import hash_tree
     from repro.source.inputs import files_block
     from repro.source.walk import expand_patterns

@@ -15,7 +15,8 @@ from conftest import REPO
 
 from repro.source import hashcache
 from repro.source.hashcache import HashCache
-from repro.source.hashing import StatKey, hash_files
+from repro.source.hashing import hash_files
+from repro.source.statkey import StatKey
 from repro.source.walk import expand_patterns
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from repro.errors import ConfigError, DataError, LockfileError
 from repro.source.filetree import resolve_under
-from repro.source.hashing import CHUNK, READAHEAD_MIN, FileDigest, hash_file, hash_files, root_digest
+from repro.source.hashfile import CHUNK, READAHEAD_MIN, FileDigest, hash_file
+from repro.source.hashing import hash_files, root_digest
 from repro.source.readahead import hash_with_readahead
 from repro.source.walk import expand_patterns
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import run_repro, sha256_file
 
-from repro.source.hashing import FileDigest, root_digest
+from repro.source.hashfile import FileDigest
+from repro.source.hashing import root_digest
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from repro.errors import DataError
 from repro.safeio import Beneath
-from repro.source.hashing import KEY_SIZE, hash_files, pack_key
+from repro.source.hashing import hash_files
 from repro.source.hashtree import hash_tree
+from repro.source.statkey import KEY_SIZE, pack_key
 from repro.source.walk import Located, _walk, expand_patterns, locate_patterns
 
 # Names whose byte order differs from a folder-by-folder order: '-' and '.' sort before '/', '0' after.

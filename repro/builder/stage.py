@@ -36,7 +36,7 @@ from repro.environment.pins import Pins
 from repro.errors import DataError, ReproError
 from repro.lifetime import supervise
 from repro.lock import stagerecord
-from repro.lock.lockdiff import Difference
+from repro.lock.lockdiff import Difference, compare_stage_records
 from repro.safeio import open_beneath
 from repro.source.filetree import SKIP_DIRS
 from repro.source.inputs import files_block
@@ -98,7 +98,7 @@ def run_stage(spec: StageSpec, pins: dict[str, Any], root: Path, *, use_cache: b
         stagerecord.write(root / spec.record, record)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    changes = [] if previous is None else stagerecord.compare(previous, record)
+    changes = [] if previous is None else compare_stage_records(previous, record)
     return StageReport(spec.name, root / spec.record, record, time.monotonic() - started, changes, previous is None)
 
 

@@ -30,7 +30,7 @@ from repro.errors import ConfigError, Interrupted
 from repro.filenames import LOCK_NAME
 from repro.lifetime import supervise
 from repro.source.config import ConfigSource
-from repro.source.hydra_app import hydra_app, hydra_errors
+from repro.source.hydra_main import hydra_app, hydra_errors
 from repro.source.inputs import PACKAGE_DIR
 
 SUMMARY_NAME = "sweep.json"

@@ -17,13 +17,15 @@ from typing import Any
 
 from repro import __version__
 from repro.check.localize import Localizer, explain, first_step, trace_folder
-from repro.check.runs import Project, Run, profile_of, train
+from repro.check.project import Project
+from repro.check.runs import Run, profile_of, train
 from repro.check.variations import AXES, BASELINE, Variation, promised, variations
 from repro.errors import ConfigError, TrainingFailed
 from repro.filenames import CHECK_NAME, LOCK_NAME
 from repro.lock.types import Lock
 from repro.progress import PhaseReport
-from repro.source.config import ConfigSource, compose
+from repro.source.compose import compose
+from repro.source.config import ConfigSource
 from repro.source.inputs import config_digest
 
 __all__ = ["CHECK_NAME", "CheckOptions", "CheckReport", "check", "parse_axes", "render", "verdict"]

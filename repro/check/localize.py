@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from repro.check.runs import Project, Run, train
+from repro.check.project import Project
+from repro.check.runs import Run, train
 from repro.check.variations import BASELINE, Variation
 from repro.lock.lockdiff import first_differing_step
 from repro.lock.types import Lock

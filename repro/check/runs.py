@@ -17,13 +17,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from repro.check.emulate import qemu_python
+from repro.check.project import Project
 from repro.check.variations import NOISY_ENV, Variation
 from repro.environment.pins import SHELL_KNOBS, resolve_pins
 from repro.errors import Interrupted
@@ -31,7 +31,7 @@ from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME, STEPS_NAME, WE
 from repro.lifetime import start, supervise
 from repro.lock import lockfile
 from repro.lock.types import Lock
-from repro.source.config import ConfigSource, require
+from repro.source.config import require
 from repro.source.data import DataSpec, hashed_file_list
 from repro.source.inputs import PACKAGE_DIR
 
@@ -49,27 +49,6 @@ class Run:
     weights_sha256: str | None = None
     lock: Lock | None = None
     digests: list[str] | None = None
-
-
-@dataclass
-class Project:
-    """What every run builds: the config source, the user's overrides and the step count."""
-
-    source: ConfigSource
-    overrides: list[str]
-    resolved: dict[str, Any]
-    steps: int
-    work: Path
-    python: str = sys.executable
-    needed: list[str] = field(default_factory=list)  # the files the baseline build read (data, code, records)
-    clone: list[str] | None = None  # what a clone holds (repro.builder.clone), read once
-    counter: list[int] = field(default_factory=lambda: [0])
-
-    def folder(self, name: str) -> Path:
-        self.counter[0] += 1
-        path = self.work / f"{self.counter[0]:02d}-{name}"
-        path.mkdir(parents=True)
-        return path
 
 
 def environment(variation: Variation, work: Path) -> dict[str, str]:
@@ -210,4 +189,4 @@ def profile_of(resolved: dict[str, Any]) -> str:
     return resolve_pins(require(resolved, "build", dict), require(resolved, "seed", int)).profile
 
 
-__all__ = ["STEPS_NAME", "Project", "Run", "profile_of", "train"]
+__all__ = ["STEPS_NAME", "Run", "profile_of", "train"]

@@ -13,12 +13,9 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from repro.check.emulate import QEMU_CPUS, qemu_missing
-
-if TYPE_CHECKING:
-    from repro.check.runs import Project
+from repro.check.project import Project
 
 AXES = ("again", "shell", "cores", "path", "hashseed", "resume", "profile", "world", "cpu")
 REPORT_ONLY = ("profile", "world")  # never promised: another optimizer, another reduction order

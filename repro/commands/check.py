@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> Outcome:
     from repro.canonical import atomic_write_json
     from repro.check.check_report import CHECK_NAME, CheckOptions, check, parse_axes, render, verdict
     from repro.progress import phase_lines
-    from repro.source.config import compose, find_config
+    from repro.source.compose import compose
+    from repro.source.config import find_config
 
     cwd = Path.cwd()
     source = find_config(args.config_dir, args.config_name, args.root, cwd)

@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> Outcome:
 def declared(source: ConfigSource, flags: tuple[str, ...], overrides: list[str]) -> dict[str, dict[str, Any]]:
     """The stages dvc.yaml should hold for this config, the stage commands taking `flags`."""
     from repro.pipeline.dvcyaml import Invocation, expected
+    from repro.source.compose import compose_with_raw
     from repro.source.composed import composed_files
-    from repro.source.config import compose_with_raw
 
     resolved, raw = compose_with_raw(source, overrides)
     return expected(resolved, Invocation(source, flags, raw, tuple(composed_files(source, overrides))))

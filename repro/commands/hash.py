@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 from repro.commands import Outcome
 from repro.errors import LockfileError
-from repro.source.hashing import EXTRA_ALGORITHMS
+from repro.source.algorithms import EXTRA_ALGORITHMS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,8 +49,8 @@ def relative_to_root(root: Path, cwd: Path, typed: str) -> str:
 
 def run(args: argparse.Namespace) -> Outcome:
     from repro.progress import byte_bar
+    from repro.source.algorithms import check_algorithms
     from repro.source.hashcache import open_cache
-    from repro.source.hashing import check_algorithms
     from repro.source.hashtree import hash_tree
     from repro.source.walk import locate_patterns
 

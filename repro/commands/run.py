@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> Outcome:
     from repro.builder.stage import run_stage, stage_pins
     from repro.environment.pins import resolve_pins
     from repro.errors import ConfigError
-    from repro.source.config import compose, find_config, require
+    from repro.source.compose import compose
+    from repro.source.config import find_config, require
     from repro.source.stages import stage_specs
 
     source = find_config(args.config_dir, args.config_name, args.root, Path.cwd())

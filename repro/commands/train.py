@@ -108,8 +108,9 @@ def _job_result(job: dict[str, Any]) -> str:
 def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> Outcome:
     from repro.builder.launch import launch
     from repro.builder.spec import make_spec
+    from repro.source.compose import compose
     from repro.source.composed import ConfigFiles
-    from repro.source.config import compose, require
+    from repro.source.config import require
     from repro.train.resume import ResumeOptions
 
     resolved = compose(source, args.overrides)

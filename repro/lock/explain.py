@@ -15,7 +15,8 @@ from repro.canonical import compact_json, sha256_bytes
 from repro.errors import ConfigError
 from repro.lock.lockdiff import Difference, flatten
 from repro.lock.types import Lock
-from repro.source.config import EMBEDDED_CONFIG_DIR, ConfigSource, compose, hashed_view
+from repro.source.compose import compose
+from repro.source.config import EMBEDDED_CONFIG_DIR, ConfigSource, hashed_view
 
 MAX_SUSPECTS = 12  # 2**12 candidate configs at most: milliseconds of hashing
 _ABSENT = object()

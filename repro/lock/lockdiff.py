@@ -1,4 +1,4 @@
-"""Compare two lockfiles, section by section, in one vocabulary. Never imports torch.
+"""Compare two lockfiles (and two stage records), section by section, in one vocabulary. Never imports torch.
 
 `repro diff` prints these differences; `repro verify` builds a lock-shaped view of
 what it finds (re-hashed inputs, a rebuilt lock) and compares it with the same
@@ -143,6 +143,46 @@ def compare_file_block(kind: str, a: FilesBlock, b: FilesBlock, section: str = "
     return diffs
 
 
+def compare_stage_records(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+    """How two records of one stage (repro.lock.stagerecord) differ: config, toolchain, inputs, code, then outputs.
+
+    Names are `STAGE: path` (or `STAGE: key`), so a chain of stages reads in one list.
+    """
+    name = a["stage"]
+    diffs = compare_values("inputs", "stage config", {"declared": a["declared"], "pins": a["pins"]},
+                           {"declared": b["declared"], "pins": b["pins"]}, name)
+    ta, tb = dict(a["toolchain"]), dict(b["toolchain"])
+    ra, rb = ta.pop("repro"), tb.pop("repro")
+    diffs += compare_values("toolchain", "stage tool", ta, tb, name)
+    if ra["version"] != rb["version"]:
+        diffs.append(Difference("toolchain", "stage tool", f"{name}.repro version", "changed", ra["version"],
+                                rb["version"]))
+    diffs += compare_files("stage tool", ra["files"], rb["files"], section="toolchain")
+    diffs += compare_files("stage input", a["inputs"]["files"], b["inputs"]["files"])
+    diffs += compare_files("stage code", a["code"]["files"], b["code"]["files"])
+    diffs += compare_files("stage output", a["outputs"]["files"], b["outputs"]["files"], section="outputs")
+    return [_named(d, name) for d in diffs]
+
+
+def _named(d: Difference, stage: str) -> Difference:
+    return d if d.name.startswith(f"{stage}.") or d.name.startswith(f"{stage}:") else replace(
+        d, name=f"{stage}: {d.name}")
+
+
+def compare_stage_chains(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[Difference]:
+    """Two locks' `inputs.stages`, stage by stage, in a's order."""
+    by_name = {r["stage"]: r for r in b}
+    diffs: list[Difference] = []
+    for rec in a:
+        other = by_name.pop(rec["stage"], None)
+        if other is None:
+            diffs.append(Difference("inputs", "stage", rec["stage"], "removed", rec["config_sha256"], None))
+        else:
+            diffs += compare_stage_records(rec, other)
+    diffs += [Difference("inputs", "stage", n, "added", None, r["config_sha256"]) for n, r in by_name.items()]
+    return diffs
+
+
 def compare_inputs(a: Inputs, b: Inputs) -> list[Difference]:
     """Config by key, data and project code files by path: the source."""
     diffs: list[Difference] = []
@@ -159,9 +199,7 @@ def compare_inputs(a: Inputs, b: Inputs) -> list[Difference]:
                                 "sample_order")
     diffs += compare_file_block("code", a["code"], b["code"])
     if "stages" in a or "stages" in b:  # the chain of stage records behind the data
-        from repro.lock.stagerecord import compare_chains
-
-        diffs += compare_chains(a.get("stages", []), b.get("stages", []))
+        diffs += compare_stage_chains(a.get("stages", []), b.get("stages", []))
     return diffs + compare_base(a.get("base"), b.get("base"))
 
 

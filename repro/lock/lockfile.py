@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from repro.canonical import atomic_write_json, sha256_bytes
 from repro.errors import LockfileError
+from repro.lock import stagerecord
 from repro.lock.types import Lock
 from repro.safeio import loads, printable, read_bytes
 from repro.source.config import interpolation_in
@@ -82,8 +83,6 @@ def validate(lock: Any, where: str) -> None:
     for section in (lock["inputs"]["data"], lock["inputs"]["code"], lock["toolchain"]["repro"]):
         for f in section["files"]:
             safe_relpath(f["path"], f"{where}: file path")
-    from repro.lock import stagerecord  # here, not at the top: stagerecord -> diff -> lockfile
-
     for i, record in enumerate(lock["inputs"].get("stages", [])):
         stagerecord.validate(record, f"{where}: inputs.stages.{i}")
     pre_file = lock["inputs"]["data"].get("preprocess", {}).get("file")

@@ -17,7 +17,6 @@ from typing import Any
 
 from repro.canonical import atomic_write_json, compact_json, sha256_bytes
 from repro.errors import LockfileError
-from repro.lock.lockdiff import Difference, compare_files, compare_values
 from repro.safeio import printable, read_json
 from repro.source.config import interpolation_in
 from repro.source.filetree import safe_relpath
@@ -92,48 +91,6 @@ def spec_of(record: dict[str, Any], record_path: str) -> StageSpec:
 
 def output_digests(record: dict[str, Any]) -> dict[str, str]:
     return {f["path"]: f["hashes"]["sha256"] for f in record["outputs"]["files"]}
-
-
-def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
-    """How two records of one stage differ: config, toolchain, inputs, code, then outputs.
-
-    Names are `STAGE: path` (or `STAGE: key`), so a chain of stages reads in one list.
-    """
-    name = a["stage"]
-    diffs = compare_values("inputs", "stage config", {"declared": a["declared"], "pins": a["pins"]},
-                           {"declared": b["declared"], "pins": b["pins"]}, name)
-    ta, tb = dict(a["toolchain"]), dict(b["toolchain"])
-    ra, rb = ta.pop("repro"), tb.pop("repro")
-    diffs += compare_values("toolchain", "stage tool", ta, tb, name)
-    if ra["version"] != rb["version"]:
-        diffs.append(Difference("toolchain", "stage tool", f"{name}.repro version", "changed", ra["version"],
-                                rb["version"]))
-    diffs += compare_files("stage tool", ra["files"], rb["files"], section="toolchain")
-    diffs += compare_files("stage input", a["inputs"]["files"], b["inputs"]["files"])
-    diffs += compare_files("stage code", a["code"]["files"], b["code"]["files"])
-    diffs += compare_files("stage output", a["outputs"]["files"], b["outputs"]["files"], section="outputs")
-    return [_named(d, name) for d in diffs]
-
-
-def _named(d: Difference, stage: str) -> Difference:
-    from dataclasses import replace
-
-    return d if d.name.startswith(f"{stage}.") or d.name.startswith(f"{stage}:") else replace(
-        d, name=f"{stage}: {d.name}")
-
-
-def compare_chains(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[Difference]:
-    """Two locks' `inputs.stages`, stage by stage, in a's order."""
-    by_name = {r["stage"]: r for r in b}
-    diffs: list[Difference] = []
-    for rec in a:
-        other = by_name.pop(rec["stage"], None)
-        if other is None:
-            diffs.append(Difference("inputs", "stage", rec["stage"], "removed", rec["config_sha256"], None))
-        else:
-            diffs += compare(rec, other)
-    diffs += [Difference("inputs", "stage", n, "added", None, r["config_sha256"]) for n, r in by_name.items()]
-    return diffs
 
 
 def chain_line(records: list[dict[str, Any]]) -> str:

@@ -35,11 +35,10 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.filenames import LOCK_NAME
-from repro.source.composed import ComposedFile, project_config_files
+from repro.source.composed import ComposedFile, project_config_files, sets_key
 from repro.source.config import ConfigSource, require
 from repro.source.data import DataSpec
 from repro.source.inputs import PACKAGE_DIR, code_include
-from repro.source.schema import sets_key
 from repro.source.stages import StageSpec, stage_specs
 from repro.source.walk import expand_patterns
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import ConfigError
+from repro.safeio import read_bytes
 from repro.source.config import ConfigSource, one_line
-from repro.source.hydra_app import hydra_app, hydra_errors
+from repro.source.hydra_main import hydra_app, hydra_errors
 
 _REPRO_PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -56,11 +57,9 @@ class ConfigFiles:
         return cls(tuple(files), tuple(project_config_files(files, source.root)))
 
     def where(self, root: Path) -> Callable[[str], str] | None:
-        """`key -> the file that sets it` (repro.source.schema.defined_in), or None when unknown."""
+        """`key -> the file that sets it` (`defined_in`), or None when unknown."""
         if not self.files:
             return None
-        from repro.source.schema import defined_in
-
         return lambda key: defined_in(key, list(self.files), root)
 
     def to_json(self) -> dict[str, Any]:
@@ -135,6 +134,34 @@ def group_options(source: ConfigSource, overrides: list[str]) -> dict[str, list[
         _, repo = hydra.config_loader._parse_overrides_and_create_caching_repo(source.config_name,
                                                                                  list(overrides))
         return dict(walk(repo, ""))
+
+
+def defined_in(key: str, composed: list[ComposedFile], root: Path) -> str:
+    """The last composed file that sets `key` (the one whose value won), or the command line."""
+    for f in reversed(composed):
+        if f.path is not None and sets_key(f, key):
+            return f.shown(root)
+    return f"the command line (+{key}=...)"
+
+
+def sets_key(f: ComposedFile, key: str) -> bool:
+    """Whether config file `f` (merged at its package) sets `key` (dotted), or a key beneath it."""
+    import yaml  # type: ignore[import-untyped]  # PyYAML ships no type stubs
+
+    if f.path is None:
+        return False
+    if f.package and not (key == f.package or key.startswith(f.package + ".")):
+        return False
+    rest = key[len(f.package) + 1:] if f.package else key
+    try:
+        node: Any = yaml.safe_load(read_bytes(f.path, "config file", 1 << 20, ConfigError))
+    except (ConfigError, yaml.YAMLError, RecursionError):
+        return False
+    for part in rest.split(".") if rest else []:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _file(source_path: str, config_path: str) -> Path | None:

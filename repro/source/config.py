@@ -1,7 +1,8 @@
-"""Compose the Hydra config once, then hand typed values down.
+"""Where a config comes from, and the typed values handed down from it. No torch.
 
-Hydra/OmegaConf stops here: the rest of repro sees a plain, fully resolved dict
-(what the lock records) and the small typed views built from it below.
+`repro.source.compose` composes the Hydra config once; the rest of repro sees a
+plain, fully resolved dict (what the lock records) and the small typed views
+built from it below, read through `require` and `optional`.
 """
 
 from __future__ import annotations
@@ -52,36 +53,6 @@ def find_config(config_dir: str | None, config_name: str, root: str | None, cwd:
         raise ConfigError(f"--config-name {config_name}: no configs/{config_name}.yaml here and none embedded")
     pkg_root = EMBEDDED_CONFIG_DIR.parent.parent
     return ConfigSource(EMBEDDED_CONFIG_DIR, config_name, (cwd / root).resolve() if root else pkg_root, True)
-
-
-def compose(source: ConfigSource, overrides: list[str]) -> dict[str, Any]:
-    """Compose with Hydra, resolve every interpolation and check the keys (repro.source.schema);
-    return a plain dict."""
-    return compose_with_raw(source, overrides)[0]
-
-
-def compose_with_raw(source: ConfigSource, overrides: list[str]) -> tuple[dict[str, Any], Any]:
-    """`compose`, plus the same config unresolved (what its interpolations read)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from repro.source import schema
-    from repro.source.composed import composed_files
-
-    guard(source)
-    try:
-        with initialize_config_dir(config_dir=str(source.config_dir), version_base="1.3", job_name="repro"):
-            cfg = hydra_compose(config_name=source.config_name, overrides=list(overrides))
-        raw = OmegaConf.to_container(cfg, resolve=False)
-        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except Exception as exc:  # Hydra raises many types; all mean "bad config"
-        raise ConfigError("config: " + composition_error(exc)) from None
-    if not isinstance(resolved, dict):
-        raise ConfigError(f"{source.config_name}.yaml: expected a mapping at the top level")
-    out = {str(k): v for k, v in resolved.items()}
-    schema.check(out, raw, lambda: composed_files(source, list(overrides)), source.root)
-    return out, raw
 
 
 def composition_error(exc: BaseException) -> str:

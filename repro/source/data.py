@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import ConfigError, DataError, LockfileError, is_write_failure, output_error
+from repro.source.algorithms import check_algorithms
 from repro.source.config import optional, require
-from repro.source.hashing import check_algorithms
 from repro.source.walk import expand_patterns
 
 LOCAL_BUILDERS = ("csv", "json", "parquet", "text", "imagefolder")

@@ -62,7 +62,7 @@ from pathlib import Path
 
 from repro.errors import DataError
 from repro.safeio import printable
-from repro.source.hashing import KEY_SIZE, StatKey, pack_key
+from repro.source.statkey import KEY_SIZE, StatKey, pack_key
 
 CACHE_DIR = ".repro"
 CACHE_NAME = "hashcache.sqlite"

@@ -1,46 +1,21 @@
 """Hydra's own app features for `repro train`: --cfg, --resolve, --info, config groups in --help.
 
-repro keeps its own argv (argparse), so it cannot use `@hydra.main`. This module
-builds the same `Hydra` object that `hydra.main` builds (one search path: Hydra's
-own configs, then the project's config folder, then search-path plugins) and asks
-it, so what is printed is what a Hydra app would print. The sweep
-(`repro.builder.sweep`) runs on the same object. Functions return text; the
-command prints it.
+repro keeps its own argv (argparse), so it cannot use `@hydra.main`. These
+functions ask the same `Hydra` object that `hydra.main` builds
+(`repro.source.hydra_main`), so what is printed is what a Hydra app would print.
+Functions return text; the command prints it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
-from typing import Any
 
-from repro.errors import ConfigError
-from repro.source.config import ConfigSource, composition_error, guard
+from repro.source.composed import group_options
+from repro.source.config import ConfigSource
+from repro.source.hydra_main import hydra_app, hydra_errors
 
 INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
-# Hydra's name for the task; `${hydra:job.name}` and the job log file use it.
-TASK_NAME = "repro"
-# Hydra 1.3's defaults (as `repro.source.config.compose` uses): no chdir into a job's folder.
-VERSION_BASE = "1.3"
-
-
-@contextlib.contextmanager
-def hydra_app(source: ConfigSource) -> Iterator[Any]:
-    """The `Hydra` object `hydra.main` would make for this config folder; cleared on exit."""
-    from hydra import version
-    from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import create_config_search_path
-    from hydra.core.global_hydra import GlobalHydra
-
-    guard(source)  # bounded YAML, no search path outside repro and the project (repro.source.config_guard)
-    version.setbase(VERSION_BASE)  # what `hydra.main(version_base=...)` does: jobs keep the cwd, ...
-    GlobalHydra.instance().clear()
-    try:
-        yield Hydra.create_main_hydra2(task_name=TASK_NAME,
-                                       config_search_path=create_config_search_path(str(source.config_dir)))
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def show_cfg(source: ConfigSource, overrides: list[str], cfg_type: str, package: str | None,
@@ -83,19 +58,4 @@ def help_text(source: ConfigSource, overrides: list[str]) -> str:
 
 def _groups_text(source: ConfigSource, overrides: list[str]) -> str:
     """`group: option, option` for every group on the whole search path: the project's and repro's."""
-    from repro.source.composed import group_options
-
     return "".join(f"{group}: {', '.join(options)}\n" for group, options in group_options(source, overrides).items())
-
-
-@contextlib.contextmanager
-def hydra_errors(on_exit: str = "Hydra stopped") -> Iterator[None]:
-    """Hydra's errors become one ConfigError line; `on_exit` says why Hydra called sys.exit."""
-    try:
-        yield
-    except SystemExit:
-        raise ConfigError(f"config: {on_exit}") from None
-    except ConfigError:
-        raise
-    except Exception as exc:  # Hydra raises many types; all mean "bad config or override"
-        raise ConfigError("config: " + composition_error(exc)) from None

@@ -20,7 +20,8 @@ from repro.source.base_model import base_block, base_path
 from repro.source.config import hashed_view, require
 from repro.source.data import DataFiles, DataSpec, resolve_files
 from repro.source.filetree import safe_relpath
-from repro.source.hashing import Progress, StatCache, hash_files, root_digest
+from repro.source.hashing import hash_files, root_digest
+from repro.source.hashtree import Progress, StatCache
 from repro.source.walk import expand_patterns
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent

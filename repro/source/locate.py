@@ -18,13 +18,13 @@ from collections.abc import Iterator, Sequence
 
 from repro.errors import DataError, LockfileError
 from repro.source.filetree import check_relpath, inside, os_reason
-from repro.source.hashing import KEY_SIZE, pack_key
+from repro.source.statkey import KEY_SIZE, pack_key
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 
 
 def locate(root: str, rel_paths: Sequence[str]) -> tuple[bytearray, array]:  # type: ignore[type-arg]
-    """Packed stat keys (`hashing.pack_key`, KEY_SIZE bytes a file) and sizes, in the order of `rel_paths`.
+    """Packed stat keys (`statkey.pack_key`, KEY_SIZE bytes a file) and sizes, in the order of `rel_paths`.
 
     Each path is checked (relative, no `..`), must stay inside `root` after links,
     and must be a regular file (a link to one is followed). The error names the

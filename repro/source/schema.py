@@ -28,13 +28,11 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from repro.environment.pins import BUILD_KEYS, Pins
 from repro.errors import ConfigError
-
-if TYPE_CHECKING:
-    from repro.source.composed import ComposedFile
+from repro.source.composed import ComposedFile, defined_in
 
 # Keys repro itself reads at the top level. `model` and `task` are `_target_` nodes.
 TOP_LEVEL = ("seed", "out_dir", "code", "data", "model", "task", "trainer", "build", "release", "stages")
@@ -134,33 +132,3 @@ def suggestion(key: str, valid: tuple[str, ...]) -> str:
     if close:
         return f"; did you mean {leaves[close[0]]}?"
     return f" (valid keys{' of ' + parent if parent else ''}: {', '.join(leaves)})"
-
-
-def defined_in(key: str, composed: list[ComposedFile], root: Path) -> str:
-    """The last composed file that sets `key` (the one whose value won), or the command line."""
-    for f in reversed(composed):
-        if f.path is not None and sets_key(f, key):
-            return f.shown(root)
-    return f"the command line (+{key}=...)"
-
-
-def sets_key(f: ComposedFile, key: str) -> bool:
-    """Whether config file `f` (merged at its package) sets `key` (dotted), or a key beneath it."""
-    import yaml  # type: ignore[import-untyped]  # PyYAML ships no type stubs
-
-    from repro.safeio import read_bytes
-
-    if f.path is None:
-        return False
-    if f.package and not (key == f.package or key.startswith(f.package + ".")):
-        return False
-    rest = key[len(f.package) + 1:] if f.package else key
-    try:
-        node: Any = yaml.safe_load(read_bytes(f.path, "config file", 1 << 20, ConfigError))
-    except (ConfigError, yaml.YAMLError, RecursionError):
-        return False
-    for part in rest.split(".") if rest else []:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True

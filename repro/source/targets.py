@@ -33,7 +33,7 @@ _REPRO = Path(__file__).resolve().parent.parent
 def check_nodes(cfg: dict[str, Any], root: Path, where: Any = None) -> None:
     """Check every `_target_` node the build will instantiate (and the nodes nested in them).
 
-    `where(key) -> str` names the file that sets a key (repro.source.schema.defined_in),
+    `where(key) -> str` names the file that sets a key (repro.source.composed.defined_in),
     when the composed files are known; else errors name the key alone.
     """
     for dotted in NODES:

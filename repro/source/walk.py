@@ -13,7 +13,7 @@ Built for a million files:
 - `locate_patterns` also takes each file's `lstat` during the walk, relative to
   the open folder, so hashing need not stat every file a second time: it reads
   each file through one descriptor and checks it with that descriptor's `fstat`
-  (`hashing.read_beneath`);
+  (`hashfile.read_beneath`);
 - each folder is opened beneath the root by its real path, one component at a
   time with `O_NOFOLLOW` (`repro.safeio.Beneath`): a folder swapped for a link
   after its path was checked is refused, never listed.
@@ -33,14 +33,14 @@ from pathlib import Path, PurePosixPath
 from repro.errors import DataError, LockfileError
 from repro.safeio import Beneath
 from repro.source.filetree import SKIP_DIRS, checked_name, inside, os_reason, safe_relpath
-from repro.source.hashing import KEY_SIZE, STAT_KEY, pack_key
+from repro.source.statkey import KEY_SIZE, STAT_KEY, pack_key
 
 
 @dataclass
 class Located:
     """Sorted, unique relative paths of regular files; with `stats`, each one's packed stat key and size.
 
-    `keys` holds `hashing.pack_key` of each file's stat (a link's target's),
+    `keys` holds `statkey.pack_key` of each file's stat (a link's target's),
     KEY_SIZE bytes a file in the order of `paths`: what the stat cache compares.
     """
 

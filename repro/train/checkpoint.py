@@ -29,7 +29,8 @@ from repro.canonical import canonical_json, fsync_dir, sha256_bytes
 from repro.errors import CheckpointError, CheckpointTooOld, DataError, TrainingFailed, output_error
 from repro.filenames import MANIFEST_NAME, OPTIMIZER_NAME, PICKLED_SUFFIXES, STATE_NAME, WEIGHTS_NAME
 from repro.safeio import loads, open_regular, read_bytes
-from repro.source.hashing import digest_fd, pack_key
+from repro.source.hashfile import digest_fd
+from repro.source.statkey import pack_key
 
 VERSION = 2  # 2: state.json records the source identity of the run that wrote it (repro.lock.identity)
 MODEL_NAME = WEIGHTS_NAME
@@ -47,7 +48,7 @@ Writer = Callable[[Path], None]
 class Checkpoint:
     """One verified checkpoint: its parsed state, the paths of its files, and the stat each had when hashed.
 
-    `keys` holds `hashing.pack_key` of each tensor file's descriptor while its
+    `keys` holds `statkey.pack_key` of each tensor file's descriptor while its
     digest was taken: `open_checked` hands out a file only while it still is that
     one, unchanged, so what a resume loads is what `read` checked.
     """

@@ -31,7 +31,7 @@ from repro.environment.machine import cpu_model
 from repro.errors import UserInputError
 from repro.filenames import LOCK_NAME, RECORD_NAME, WEIGHTS_NAME
 from repro.safeio import loads, printable, read_bytes
-from repro.source.hashing import sha256_checked
+from repro.source.hashfile import sha256_checked
 
 RECORDS_DIR = "verifications"  # more records beside the lock: one per rebuilder
 MAX_RECORDS = 256

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 from repro.errors import ReproError
 from repro.source.enclosing import enclosing_folders
 from repro.source.filetree import resolve_under
+from repro.trust.verdicts import AuditReport, Verdict
 
 if TYPE_CHECKING:
     from repro.lock.types import Lock
-    from repro.trust.release_audit import AuditReport, Verdict
 
 DEBIAN_RANK = {"Free Model": 2, "ToxicCandy": 1, "Non-free": 0}
 REPRODUCIBLE_RANK = {"yes": 2, "self-reported": 1, "no": 0}

@@ -24,7 +24,8 @@ from repro.lock.types import Inputs, Lock
 from repro.safeio import loads, read_bytes, read_json
 from repro.trust import markdown as md
 from repro.trust.licenses import hf_license
-from repro.trust.release_audit import AuditReport, audit_path, licence_text
+from repro.trust.release_audit import audit_path, licence_text
+from repro.trust.verdicts import AuditReport
 
 REBUILD_OUT = "rebuilt"
 

@@ -23,7 +23,7 @@ from repro.lock import lockfile
 from repro.lock.release_folder import ReleaseFolder
 from repro.lock.types import Lock
 from repro.safeio import read_bytes, read_json
-from repro.source.hashing import sha256_checked
+from repro.source.hashfile import sha256_checked
 from repro.trust.release import ReleaseTerms
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"

@@ -7,7 +7,7 @@ every verdict can be tested on a hand-made lock.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from repro.trust.attestation import RecordCheck, check_record, load_public_keys,
 from repro.trust.licenses import Rating, rate
 from repro.trust.lineage import follow_base
 from repro.trust.release import DATA_LOCATIONS, ReleaseTerms
+from repro.trust.verdicts import AuditReport, Component, Verdict
 
 REPRO_LICENSE = "Apache-2.0"  # repro's own source: part of every training program it runs
 # Licences of the core packages a lock's toolchain records, from their PyPI metadata; other
@@ -26,60 +27,10 @@ REPRO_LICENSE = "Apache-2.0"  # repro's own source: part of every training progr
 PACKAGE_LICENSES = {"python": "Python-2.0", "torch": "BSD-3-Clause", "accelerate": "Apache-2.0",
                     "numpy": "BSD-3-Clause", "datasets": "Apache-2.0", "safetensors": "Apache-2.0",
                     "hydra-core": "MIT"}
-VERSION = 1
 
 DEBIAN_FREE, DEBIAN_TOXIC, DEBIAN_NONFREE = "Free Model", "ToxicCandy", "Non-free"
 MAX_BASE_DEPTH = 16  # fine-tunes of fine-tunes: deeper is a loop or a hostile lock
 MOF_NAMES = {3: "Class III (Open Model)", 2: "Class II (Open Tooling)", 1: "Class I (Open Science)"}
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One framework's answer, and the reasons a person needs to act on it."""
-
-    framework: str
-    verdict: str
-    ok: bool
-    reasons: list[str]
-
-
-@dataclass(frozen=True)
-class Component:
-    """One MOF component: is it in the release, and under an open licence?"""
-
-    name: str
-    mof_class: int
-    required: bool
-    present: bool
-    license: str | None
-    open: bool
-    evidence: str
-
-
-@dataclass(frozen=True)
-class AuditReport:
-    lock: str
-    lock_sha256: str
-    release: ReleaseTerms
-    debian: Verdict
-    osaid: Verdict
-    mof: Verdict
-    reproducible: Verdict
-    components: list[Component] = field(default_factory=list)
-    base: dict[str, Any] | None = None  # a fine-tune's base release and its own audit (repro.trust.lineage)
-
-    def verdicts(self) -> list[Verdict]:
-        return [self.debian, self.osaid, self.mof, self.reproducible]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": VERSION, "lock": {"path": self.lock, "sha256": self.lock_sha256},
-            "release": self.release.to_json(),
-            "frameworks": {k: asdict(v) for k, v in (("debian_ml_policy", self.debian), ("osi_osaid_1_0", self.osaid),
-                                                     ("lfai_mof", self.mof), ("reproducible", self.reproducible))},
-            "components": [asdict(c) for c in self.components],
-            **({"base": self.base} if self.base is not None else {}),
-        }
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any
 from repro.errors import MismatchError, UserInputError
 from repro.filenames import CARD_NAME, LOCK_NAME, PLOT_NAME, PROVENANCE_NAME, REBUILD_NAME, SIGNATURE_NAME, WEIGHTS_NAME
 from repro.safeio import loads, read_bytes
-from repro.source.hashing import sha256_checked
+from repro.source.hashfile import sha256_checked
 
 REQUIRED_FILES = (WEIGHTS_NAME, LOCK_NAME)
 OPTIONAL_FILES = (CARD_NAME, PLOT_NAME, REBUILD_NAME, PROVENANCE_NAME)

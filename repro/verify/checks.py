@@ -25,7 +25,7 @@ from repro.safeio import open_regular, printable
 from repro.source.config import require
 from repro.source.data import DataSpec
 from repro.source.filetree import resolve_under
-from repro.source.hashing import digest_fd
+from repro.source.hashfile import digest_fd
 from repro.source.inputs import PACKAGE_DIR, compiler_block, data_files, hash_inputs
 
 

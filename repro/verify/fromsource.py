@@ -25,7 +25,7 @@ from repro.builder import gate
 from repro.builder.stage import run_stage
 from repro.errors import DataError, UserInputError
 from repro.lock import lockfile, stagerecord
-from repro.lock.lockdiff import Difference
+from repro.lock.lockdiff import Difference, compare_stage_records
 from repro.lock.types import Lock
 from repro.safeio import copy_beneath, open_beneath
 from repro.source.stages import default_record, stage_specs
@@ -137,7 +137,7 @@ def _rerun(record: dict[str, Any], record_path: str, src: Path, report: VerifyRe
     started = time.monotonic()
     rerun = run_stage(spec, record["pins"], src, use_cache=False, quiet=opts.quiet,
                       served=None if opts.trust_code else gate.stage_code(record), sandbox=opts.sandbox)
-    diffs = stagerecord.compare(record, rerun.record)
+    diffs = compare_stage_records(record, rerun.record)
     notes = [d for d in diffs if d.kind == "stage tool" or d.kind in NOTE_KINDS]
     diffs = [d for d in diffs if d not in notes]
     order = list(spec.outputs)  # "first" in the order the stage declares its outputs

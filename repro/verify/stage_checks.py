@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from repro.errors import ReproError
 from repro.lock import stagerecord
-from repro.lock.lockdiff import Difference, compare_files
+from repro.lock.lockdiff import Difference, compare_files, compare_stage_records
 from repro.lock.types import FileRecord, Lock
 from repro.source.filetree import resolve_under
 from repro.source.hashing import hash_files
@@ -102,7 +102,7 @@ def _record_on_disk(record: dict[str, Any], root: Path, rel: str | None) -> list
         return []  # a record the stage will rewrite; its outputs are what verify compares
     if current["config_sha256"] == record["config_sha256"]:
         return []
-    changed = [d for d in stagerecord.compare(record, current) if d.kind == "stage config"]
+    changed = [d for d in compare_stage_records(record, current) if d.kind == "stage config"]
     keys = ", ".join(d.name.partition(": ")[2] or d.name for d in changed[:3]) or "its declaration"
     return [Difference("inputs", "stage config", f"{name}: {rel}", "changed", record["config_sha256"],
                        current["config_sha256"], f"the stage was rerun with other settings ({keys}) than the "

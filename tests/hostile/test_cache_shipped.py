@@ -22,7 +22,7 @@ import pytest
 from hostile_helpers import Guard, Outcome, guard, no_hang, project, trained  # noqa: F401
 
 from repro.source import hashcache
-from repro.source.hashing import pack_key
+from repro.source.statkey import pack_key
 
 DATA = "repro/examples/digits/digits.csv"
 LIE = hashlib.sha256(b"the attacker's bytes").digest()
