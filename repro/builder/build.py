@@ -32,6 +32,7 @@ from repro.errors import ConfigError, ReproError, is_write_failure, output_error
 from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.identity import identify
+from repro.lock.types import Build, FilesBlock
 from repro.pipeline.upstream import upstream_records
 from repro.source.base_model import require_consistent, with_base_path
 from repro.source.composed import ConfigFiles
@@ -88,7 +89,7 @@ def concrete_pins(resolved: dict[str, Any]) -> tuple[dict[str, Any], Pins]:
     return resolved, pins
 
 
-def finish_code(resolved: dict[str, Any], root: Path, config_files: tuple[str, ...] = ()) -> dict[str, Any]:
+def finish_code(resolved: dict[str, Any], root: Path, config_files: tuple[str, ...] = ()) -> FilesBlock:
     """`inputs.code` after training: code.include's files, the project config files that were composed
     (`config_files`) and every project module the build imported."""
     present = [f for f in config_files if (root / f).is_file()]
@@ -197,9 +198,9 @@ def _build_rank(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, root
     # The same identity check as rank 0's, so every rank takes the same decision (rank 0 alone deletes).
     # Only rank 0 hashes the data, and it has compared them with the checkpoint's already.
     data = ckpt.state["identity"]["data"] if ckpt is not None else ""
-    inputs = {"config": config_digest(resolved), "data": {"root_digest": data}}
-    session = Session(out_dir / CHECKPOINTS_DIR, replace(spec, every=0), {}, resume=ckpt,
-                      identify=lambda: identify(resolved, inputs, pins.to_json(), root), mode=resume.mode,
+    config_sha256 = config_digest(resolved)["sha256"]
+    session = Session(out_dir / CHECKPOINTS_DIR, replace(spec, every=0), None, resume=ckpt,
+                      identify=lambda: identify(resolved, config_sha256, data, pins.to_json(), root), mode=resume.mode,
                       owner=False)
     session.pause_step = None
     train(resolved, pins, root, files, checkpoints=session)
@@ -242,7 +243,9 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
     files = data_file_list(root, DataSpec.from_config(resolved))
     packages = package_versions((*RECORDED_PACKAGES, *target_packages(resolved)))
     session = start_checkpoints(out_dir, spec, {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},
-                                resume, notify, identify=lambda: identify(resolved, inputs, pins.to_json(), root))
+                                resume, notify, identify=lambda: identify(resolved, inputs["config"]["sha256"],
+                                                                          inputs["data"]["root_digest"],
+                                                                          pins.to_json(), root))
     if pins.world_size > 1:
         distributed.barrier(pins)  # the other ranks now read the same resume point
 
@@ -255,7 +258,8 @@ def _build_locked(resolved: dict[str, Any], pins: Pins, spec: CheckpointSpec, ro
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
     inputs["code"] = finish_code(resolved, root, config_code)
-    build = {**pins.to_json(), "flags": result.flags.to_json(), "env": pinned_variables(pins),
+    # mypy's extra check: a ** item might hide a `resumes` of another type; pins.to_json() is PinRecord, without one.
+    build: Build = {**pins.to_json(), "flags": result.flags.to_json(), "env": pinned_variables(pins),  # type: ignore[typeddict-item]
              "cuda": result.flags.cuda, "cpu": result.flags.cpu}
     resumes = session.lock_resumes()
     if resumes is not None:  # some steps came from another source: the lock says so (docs/lockfile.md)

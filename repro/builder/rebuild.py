@@ -16,6 +16,7 @@ from repro.builder.sandbox import Sandbox
 from repro.environment.pins import Pins
 from repro.lock.lockdiff import PIN_KEYS
 from repro.lock.types import Lock
+from repro.source.config import require
 
 
 def rebuild_config(lock: Lock, world_size: int | None = None) -> tuple[dict[str, Any], Pins]:
@@ -26,7 +27,7 @@ def rebuild_config(lock: Lock, world_size: int | None = None) -> tuple[dict[str,
         build["world_size"] = world_size
     pins = Pins(**{key: build[key] for key in PIN_KEYS})
     resolved = copy.deepcopy(lock["inputs"]["config"]["resolved"])
-    resolved["build"].update({key: build[key] for key in PIN_KEYS if key != "seed"})
+    require(resolved, "build", dict).update({key: build[key] for key in PIN_KEYS if key != "seed"})
     resolved["seed"] = build["seed"]
     return resolved, pins
 

@@ -8,7 +8,7 @@ change, the lock's value and the value found.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -16,7 +16,6 @@ from repro.environment.pins import Pins
 from repro.lock.lockfile import logged_steps
 from repro.lock.types import (
     BaseBlock,
-    Build,
     FileRecord,
     FilesBlock,
     Inputs,
@@ -194,8 +193,8 @@ def compare_toolchain(a: Toolchain, b: Toolchain) -> list[Difference]:
     return diffs + compare_file_block("compiler", ra, rb, "toolchain")
 
 
-def compare_build(a: Build, b: Build) -> list[Difference]:
-    """Pins, the flags torch reported, the pinned environment, GPU facts."""
+def compare_build(a: Mapping[str, object], b: Mapping[str, object]) -> list[Difference]:
+    """Pins, the flags torch reported, the pinned environment, GPU facts (a lock's `Build`, a checkpoint's)."""
     diffs: list[Difference] = []
     for key in PIN_KEYS:
         if a.get(key, _MISSING) != b.get(key, _MISSING):

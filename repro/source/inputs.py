@@ -10,11 +10,11 @@ import hashlib
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from repro import __version__
 from repro.canonical import compact_json, sha256_bytes
 from repro.errors import ConfigError, DataError, LockfileError
+from repro.records import Compiler, ConfigBlock, DataBlock, FilesBlock, GitState, Inputs, JsonObject
 from repro.source.base_model import base_block, base_path
 from repro.source.config import hashed_view, require
 from repro.source.data import DataSpec, hashed_file_list
@@ -25,21 +25,21 @@ from repro.source.walk import expand_patterns
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
-def config_digest(resolved: dict[str, Any]) -> dict[str, Any]:
+def config_digest(resolved: JsonObject) -> ConfigBlock:
     """The hashed part of the config and the sha256 of its compact canonical JSON."""
     view = hashed_view(resolved)
     return {"resolved": view, "sha256": sha256_bytes(compact_json(view))}
 
 
 def files_block(root: Path, rel_paths: list[str], *, cache: StatCache | None = None, rehash: bool = False,
-                algorithms: tuple[str, ...] = ("sha256",), progress: Progress | None = None) -> dict[str, Any]:
+                algorithms: tuple[str, ...] = ("sha256",), progress: Progress | None = None) -> FilesBlock:
     """The lock's `{"files": [...], "root_digest": ...}` for these files (see hashing.hash_files)."""
     digests = hash_files(root, rel_paths, cache=cache, rehash=rehash, algorithms=algorithms, progress=progress)
     return {"files": [d.to_json() for d in digests], "root_digest": root_digest(digests)}
 
 
 def data_block(root: Path, spec: DataSpec, files: list[str], *, use_cache: bool = True,
-               progress: Progress | None = None) -> dict[str, Any]:
+               progress: Progress | None = None) -> DataBlock:
     """The lock's `inputs.data` (minus the sample order): every data file, and the preprocess code.
 
     `use_cache=False` reads every byte (`--rehash`, `repro verify`); the stat
@@ -48,8 +48,9 @@ def data_block(root: Path, spec: DataSpec, files: list[str], *, use_cache: bool 
     from repro.source.hashcache import open_cache
 
     with open_cache(root) as cache:
-        block = files_block(root, files, cache=cache, rehash=not use_cache, algorithms=spec.extra_hashes,
-                            progress=progress)
+        hashed = files_block(root, files, cache=cache, rehash=not use_cache, algorithms=spec.extra_hashes,
+                             progress=progress)
+    block: DataBlock = {"files": hashed["files"], "root_digest": hashed["root_digest"]}
     if spec.preprocess is not None:
         from repro.source.preprocess import record
 
@@ -57,7 +58,7 @@ def data_block(root: Path, spec: DataSpec, files: list[str], *, use_cache: bool 
     return block
 
 
-def git_state(root: Path, rel_paths: list[str]) -> dict[str, Any] | None:
+def git_state(root: Path, rel_paths: list[str]) -> GitState | None:
     """The commit checked out at `root` and whether the code files differ from it.
 
     Provenance for run.json, not the lock: a lock committed to git can never name
@@ -103,7 +104,7 @@ def _differs_from_head(root: Path, rel_paths: list[str]) -> bool:
     return False
 
 
-def code_include(resolved: dict[str, Any]) -> list[str]:
+def code_include(resolved: JsonObject) -> list[str]:
     """`code.include`: patterns of project files that no build imports (optional, default none)."""
     code = resolved.get("code")
     if code is None:
@@ -124,12 +125,12 @@ def code_files(root: Path, include: list[str], imported: list[str] | tuple[str, 
     return sorted(set(listed) | set(imported), key=lambda s: s.encode("utf-8"))
 
 
-def code_block(root: Path, include: list[str], imported: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def code_block(root: Path, include: list[str], imported: list[str] | tuple[str, ...] = ()) -> FilesBlock:
     """The lock's `inputs.code`: the listed project files and the ones the build imported."""
     return files_block(root, code_files(root, include, imported))
 
 
-def compiler_block(rel_paths: list[str]) -> dict[str, Any]:
+def compiler_block(rel_paths: list[str]) -> Compiler:
     """The toolchain's `repro` entry: its version and the compiler modules that ran, hashed.
 
     Paths are relative to the folder holding the installed `repro` package; the
@@ -138,8 +139,8 @@ def compiler_block(rel_paths: list[str]) -> dict[str, Any]:
     return {"version": __version__, **files_block(PACKAGE_DIR.parent, rel_paths)}
 
 
-def hash_inputs(resolved: dict[str, Any], root: Path, *, imported: list[str] | tuple[str, ...] = (),
-                use_cache: bool = True, progress: Progress | None = None) -> dict[str, Any]:
+def hash_inputs(resolved: JsonObject, root: Path, *, imported: list[str] | tuple[str, ...] = (),
+                use_cache: bool = True, progress: Progress | None = None) -> Inputs:
     """The lock's `inputs` block (minus the sample order): config, data and code.
 
     `repro train` and `repro verify` both call this, so what a build recorded and
@@ -151,7 +152,7 @@ def hash_inputs(resolved: dict[str, Any], root: Path, *, imported: list[str] | t
     spec = DataSpec.from_config(resolved)
     include = code_include(resolved)
     check_paths(resolved, spec)
-    inputs = {
+    inputs: Inputs = {
         "config": config_digest(resolved),
         # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
         "data": data_block(root, spec, data_files(resolved, root, spec), use_cache=use_cache, progress=progress),
@@ -163,7 +164,7 @@ def hash_inputs(resolved: dict[str, Any], root: Path, *, imported: list[str] | t
     return inputs
 
 
-def data_files(resolved: dict[str, Any], root: Path, spec: DataSpec) -> list[str]:
+def data_files(resolved: JsonObject, root: Path, spec: DataSpec) -> list[str]:
     """`hashed_file_list`, with a missing file that a stage makes named with the command that makes it."""
     try:
         return hashed_file_list(root, spec)
@@ -177,7 +178,7 @@ def data_files(resolved: dict[str, Any], root: Path, spec: DataSpec) -> list[str
                         "from the primary sources") from exc
 
 
-def missing_outputs(resolved: dict[str, Any], root: Path, patterns: list[str]) -> list[tuple[str, str]]:
+def missing_outputs(resolved: JsonObject, root: Path, patterns: list[str]) -> list[tuple[str, str]]:
     """(path, stage) for each declared stage output that these patterns cover and that is not under root."""
     from repro.source.stages import covers, stage_specs
 
@@ -189,7 +190,7 @@ def missing_outputs(resolved: dict[str, Any], root: Path, patterns: list[str]) -
             if any(covers(p, out) for p in patterns) and not (root / out).exists()]
 
 
-def check_paths(resolved: dict[str, Any], spec: DataSpec) -> None:
+def check_paths(resolved: JsonObject, spec: DataSpec) -> None:
     """Data patterns and the task's tokenizer path must stay under the root (checked before any read)."""
     for pattern in spec.data_files:
         safe_relpath(pattern, "config key data.data_files: pattern")

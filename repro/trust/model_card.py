@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from repro.errors import UserInputError
 from repro.filenames import CARD_NAME, CHECK_NAME, METRICS_NAME, PLOT_NAME, REBUILD_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.release_folder import ReleaseFolder
-from repro.lock.types import Inputs, Lock
+from repro.lock.types import Inputs, Lock, StageRecord
+from repro.records import dig
 from repro.safeio import loads, read_bytes, read_json
 from repro.trust import markdown as md
 from repro.trust.licenses import hf_license
@@ -202,7 +204,7 @@ def _data(lock: Lock, report: AuditReport) -> list[str]:
     """The data card: what the data is, where it is, and every file's digest."""
     inputs, rel = lock["inputs"], report.release
     order = inputs["data"]["sample_order"]
-    batch = inputs["config"]["resolved"].get("trainer", {}).get("batch_size")
+    batch = dig(inputs["config"]["resolved"], "trainer", "batch_size")
     steps = lock["outputs"]["loss_trajectory"]["steps"]
     # The count is of draws from the training split (steps x batch), not of the dataset's rows.
     draws = f"{order['count']} samples drawn" + (f" ({steps} steps of {batch})" if isinstance(batch, int) else "")
@@ -237,7 +239,7 @@ def _environment(lock: Lock) -> list[str]:
                   for k, v in sorted(toolchain["distributions"].items())]
 
 
-def _chain(records: list[dict[str, Any]]) -> list[str]:
+def _chain(records: Sequence[StageRecord]) -> list[str]:
     """The stages that made the training data, upstream first, from their records in the lock."""
     if not records:
         return []

@@ -14,6 +14,7 @@ from typing import Any
 from repro.filenames import CHECKPOINTS_DIR
 from repro.lock import lockfile
 from repro.lock.types import Lock
+from repro.records import dig
 from repro.safeio import printable
 from repro.trust.attestation import RecordCheck, check_record, load_public_keys, record_paths, weights_beside_match
 from repro.trust.licenses import Rating, rate
@@ -157,7 +158,8 @@ def components(lock: Lock, release: ReleaseTerms, facts: ReleaseFacts,
                weights: Rating, data: Rating, code: Rating) -> list[Component]:
     """The MOF's components, with the evidence repro has for each one in this release."""
     metrics = bool(lock["outputs"]["metrics"])
-    held_out = float(lock["inputs"]["config"]["resolved"].get("data", {}).get("test_fraction") or 0) > 0
+    fraction = dig(lock["inputs"]["config"]["resolved"], "data", "test_fraction")
+    held_out = not isinstance(fraction, (list, dict)) and float(fraction or 0) > 0
     obtainable = release.data_obtainable
     doc = weights  # release documents (card, report, results) are published under the weights' licence
 
@@ -201,7 +203,7 @@ def evidence(lock: Lock) -> dict[str, str]:
     where = f" ({_listed(model_files)})" if model_files else ""
     project = [f["path"] for f in lock["inputs"]["code"]["files"]]
     stages = lock["inputs"].get("stages", [])
-    pre = _target((resolved.get("data") or {}).get("preprocess"))
+    pre = _target(dig(resolved, "data", "preprocess"))
     prep = [f"stage {r['stage']} ({_listed([f['path'] for f in r['code']['files']])})" for r in stages]
     prep += [f"data.preprocess {pre} ({_listed(owned_files(lock, pre))})" if owned_files(lock, pre) else
              f"data.preprocess {pre}"] if pre else []

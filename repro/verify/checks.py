@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -54,7 +55,7 @@ def rehash_inputs(lock: Lock, root: Path, quiet: bool = True) -> tuple[Inputs, d
     checked = {"data_files": len(data), "data_bytes": sum(f["size"] for f in data),
                "code_files": len(found["code"]["files"]), "compiler_files": len(lock["toolchain"]["repro"]["files"]),
                "config_sha256": found["config"]["sha256"], "weights_file": None}
-    return cast(Inputs, found), checked
+    return found, checked
 
 
 def current_toolchain(recorded: Toolchain) -> Toolchain:
@@ -105,17 +106,19 @@ FLAG_PINS = {"threads": "threads", "cpu_capability": "cpu_capability",
 def pin_consistency(lock: Lock) -> list[Difference]:
     """The lock's build pins must be what its own config resolves to, and what torch reported."""
     resolved = lock["inputs"]["config"]["resolved"]
-    expected = resolve_pins(require(resolved, "build", dict), require(resolved, "seed", int)).to_json()
-    build: dict[str, Any] = dict(lock["build"])  # read by pin name
+    expected: Mapping[str, object] = resolve_pins(require(resolved, "build", dict),
+                                                  require(resolved, "seed", int)).to_json()
+    build: Mapping[str, object] = lock["build"]  # read by pin name
+    flags = lock["build"]["flags"]
     diffs = [
         Difference("build", "pin", key, "changed", expected[key], build[key],
                    f"the lock's build section says {build[key]!r} but its config resolves to {expected[key]!r}")
         for key in PIN_KEYS if build[key] != expected[key]
     ]
     for flag, pin in FLAG_PINS.items():
-        if flag in build["flags"] and build["flags"][flag] != build[pin]:
-            diffs.append(Difference("build", "pin", pin, "changed", build["flags"][flag], build[pin],
-                                    f"torch reported {flag}={build['flags'][flag]!r} at build time, "
+        if flag in flags and flags[flag] != build[pin]:
+            diffs.append(Difference("build", "pin", pin, "changed", flags[flag], build[pin],
+                                    f"torch reported {flag}={flags[flag]!r} at build time, "
                                     f"but the pin says {build[pin]!r}"))
     return diffs
 
