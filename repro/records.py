@@ -273,3 +273,12 @@ def dig(value: JsonValue, *keys: str) -> JsonValue:
             return None
         value = value.get(key)
     return value
+
+
+def git_record(run: JsonValue) -> GitState | None:
+    """run.json's `git`, if it is the record a build writes: run.json is read beside a release, never trusted."""
+    git = dig(run, "git")
+    if not isinstance(git, dict):
+        return None
+    commit, dirty = git.get("commit"), git.get("dirty")
+    return {"commit": commit, "dirty": dirty} if isinstance(commit, str) and isinstance(dirty, bool) else None

@@ -25,6 +25,7 @@ from repro.lock.types import (
     TensorRecord,
     Toolchain,
 )
+from repro.records import JsonObject
 from repro.safeio import printable
 
 # Build keys that are pins (they decide the bits), as opposed to recorded facts: Pins' fields.
@@ -55,7 +56,7 @@ class Difference:
     detail: str = ""
     stats: dict[str, Any] | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return asdict(self)
 
     def line(self) -> str:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from repro.errors import ConfigError
+from repro.records import JsonObject
 from repro.trust.licenses import check_expression
 
 # Where a third party can get the training data.
@@ -44,7 +45,7 @@ class ReleaseTerms:
     def data_obtainable(self) -> bool:
         return self.data_location in OBTAINABLE
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return asdict(self)
 
     @classmethod

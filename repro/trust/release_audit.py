@@ -14,7 +14,7 @@ from typing import Any
 from repro.filenames import CHECKPOINTS_DIR
 from repro.lock import lockfile
 from repro.lock.types import Lock
-from repro.records import dig
+from repro.records import JsonObject, dig
 from repro.safeio import printable
 from repro.trust.attestation import RecordCheck, check_record, load_public_keys, record_paths, weights_beside_match
 from repro.trust.licenses import Rating, rate
@@ -72,7 +72,7 @@ class AuditReport:
     def verdicts(self) -> list[Verdict]:
         return [self.debian, self.osaid, self.mof, self.reproducible]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "version": VERSION, "lock": {"path": self.lock, "sha256": self.lock_sha256},
             "release": self.release.to_json(),

@@ -27,9 +27,10 @@ from repro.source.config import require
 from repro.source.filetree import resolve_under
 from repro.source.hashing import digest_fd
 from repro.source.inputs import PACKAGE_DIR, compiler_block, hash_inputs
+from repro.verify.report import Checked
 
 
-def rehash_inputs(lock: Lock, root: Path, quiet: bool = True) -> tuple[Inputs, dict[str, Any]]:
+def rehash_inputs(lock: Lock, root: Path, quiet: bool = True) -> tuple[Inputs, Checked]:
     """Hash the source the lock names, today, under `root`: a lock-shaped `inputs`, and counts. Imports nothing.
 
     The same `hash_inputs` as `repro train`, with every data byte read (the fresh
@@ -52,7 +53,7 @@ def rehash_inputs(lock: Lock, root: Path, quiet: bool = True) -> tuple[Inputs, d
     if "stages" in lock["inputs"]:  # intermediates are inputs here; --from-source rebuilds them
         found["stages"] = lock["inputs"]["stages"]
     data = found["data"]["files"]
-    checked = {"data_files": len(data), "data_bytes": sum(f["size"] for f in data),
+    checked: Checked = {"data_files": len(data), "data_bytes": sum(f["size"] for f in data),
                "code_files": len(found["code"]["files"]), "compiler_files": len(lock["toolchain"]["repro"]["files"]),
                "config_sha256": found["config"]["sha256"], "weights_file": None}
     return found, checked
