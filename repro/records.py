@@ -11,9 +11,13 @@ Hydra config, a stage's params, a JSON Schema. Code that reads into it narrows
 with isinstance, so a config of the wrong shape is an error, never a guess.
 """
 
+from collections.abc import Mapping, Sequence
 from typing import NotRequired, TypeAlias, TypedDict
 
-JsonValue: TypeAlias = "None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]"
+# Nested arrays and objects are read-only views (Sequence, Mapping), so a list[str] or a dict[str, int]
+# is JSON as it stands; isinstance(value, list) or (value, dict) narrows them. JsonObject, the top
+# level, is a dict: the one level a writer fills in.
+JsonValue: TypeAlias = "None | bool | int | float | str | Sequence[JsonValue] | Mapping[str, JsonValue]"
 JsonObject: TypeAlias = "dict[str, JsonValue]"
 
 

@@ -148,7 +148,7 @@ def _metadata(run: JsonObject | None) -> dict[str, str]:
     if not run or not isinstance(finished_unix, int):
         return {}
     wall = run.get("wall_seconds") or 0
-    seconds = 0.0 if isinstance(wall, (list, dict)) else float(wall)
+    seconds = float(wall) if isinstance(wall, (int, float, str)) else 0.0
     finished = datetime.fromtimestamp(finished_unix, tz=timezone.utc)
     started = datetime.fromtimestamp(finished_unix - seconds, tz=timezone.utc)
     fmt = "%Y-%m-%dT%H:%M:%SZ"

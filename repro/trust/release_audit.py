@@ -159,7 +159,7 @@ def components(lock: Lock, release: ReleaseTerms, facts: ReleaseFacts,
     """The MOF's components, with the evidence repro has for each one in this release."""
     metrics = bool(lock["outputs"]["metrics"])
     fraction = dig(lock["inputs"]["config"]["resolved"], "data", "test_fraction")
-    held_out = not isinstance(fraction, (list, dict)) and float(fraction or 0) > 0
+    held_out = isinstance(fraction, (int, float, str)) and float(fraction or 0) > 0
     obtainable = release.data_obtainable
     doc = weights  # release documents (card, report, results) are published under the weights' licence
 

@@ -182,7 +182,7 @@ def write_record(report: VerifyReport, rebuild: Rebuild, opts: VerifyOptions,
     from repro.trust.attestation import default_record_path, record_verification
 
     path = default_record_path(opts.lock_path)
-    details = {"rebuild_seconds": rebuild["seconds"], "platform": platform.platform(),
+    details: JsonObject = {"rebuild_seconds": rebuild["seconds"], "platform": platform.platform(),
                "differences": [d.line() for d in report.differences[:50]],
                "notes": [d.line() for d in report.notes[:50]]}
     try:
