@@ -54,7 +54,7 @@ class Difference:
     old: Any = None
     new: Any = None
     detail: str = ""
-    stats: dict[str, Any] | None = None
+    stats: dict[str, float | None] | None = None  # counts and sizes: first_step, elements, max_abs_diff
 
     def to_json(self) -> JsonObject:
         return asdict(self)

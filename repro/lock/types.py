@@ -46,6 +46,7 @@ __all__ = [
     "TensorRecord", "Toolchain", "ToolchainFacts", "TorchFacts", "Weights",
 ]
 
+
 class CudaFacts(TypedDict):
     """The GPU a CUDA build ran on (repro.train.determinism.cuda_facts): the schema leaves it open."""
 

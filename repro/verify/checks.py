@@ -20,7 +20,7 @@ from repro.environment.toolchain import installed_versions, interpreter_facts
 from repro.errors import DataError, EnvironmentMismatch, LockfileError, ReproError
 from repro.lock.explain import explain_config_edit, reference_configs
 from repro.lock.lockdiff import PIN_KEYS, Difference, compare_tensor_records, compare_toolchain
-from repro.lock.types import Inputs, Lock, TensorRecord, Toolchain, Weights
+from repro.lock.types import Inputs, Lock, Toolchain, Weights
 from repro.progress import byte_bar
 from repro.safeio import open_regular, printable
 from repro.source.config import require
@@ -160,7 +160,7 @@ def _weights_differ(path: Path, recorded: Weights, size: int, sha: str, fd: int)
             records = weights.records()
     except ReproError as exc:
         return [dataclasses.replace(whole, detail=f"not readable as safetensors: {exc}")]
-    per_tensor = compare_tensor_records(recorded["tensors"], [cast(TensorRecord, r) for r in records])
+    per_tensor = compare_tensor_records(recorded["tensors"], records)
     if not per_tensor:
         whole = dataclasses.replace(whole, detail="every tensor matches the lock; only the file's header differs")
     return [whole, *per_tensor]
