@@ -1,8 +1,9 @@
 """The JSON records repro writes, as types: the lock's source and toolchain parts, stage records, run.json.
 
-They sit below every layer (.importlinter) because their writers do: the source
-hasher makes `Inputs`, the environment `ToolchainFacts`, a stage run a
-`StageRecord`. Each TypedDict mirrors an object of a schema, key by key, and a
+This module is the bottom layer (.importlinter) and imports nothing of repro,
+because the writers sit in every layer: the source hasher makes `Inputs`, the
+environment `ToolchainFacts`, a stage run a `StageRecord`, strict JSON reading
+(repro.safeio) a `JsonObject`. Each TypedDict mirrors an object of a schema, key by key, and a
 test holds the two together (tests/test_lockfile.py, tests/test_records.py).
 `repro.lock.types` adds the lock's own sections and names them all for readers.
 
