@@ -135,7 +135,7 @@ def check(opts: CheckOptions) -> CheckReport:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def read_files(lock: Lock, resolved: dict[str, Any]) -> list[str]:
+def read_files(lock: Lock, resolved: JsonObject) -> list[str]:
     """What the baseline build read from the project: its data and code files, and the records of the
     stages that made the data (a copy without them cannot build)."""
     from repro.source.stages import stage_specs

@@ -7,8 +7,8 @@ change its licence after it was built.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from repro.errors import ConfigError
 from repro.records import JsonObject
@@ -49,7 +49,7 @@ class ReleaseTerms:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, resolved: dict[str, Any]) -> ReleaseTerms:
+    def from_config(cls, resolved: Mapping[str, object]) -> ReleaseTerms:
         """Read and check `release.*`; a config without the group gets 'unknown' everywhere."""
         block = resolved.get("release")  # optional group: absent means nothing was declared
         if block is None:

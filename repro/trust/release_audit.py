@@ -67,7 +67,7 @@ class AuditReport:
     mof: Verdict
     reproducible: Verdict
     components: list[Component] = field(default_factory=list)
-    base: dict[str, Any] | None = None  # a fine-tune's base release and its own audit (repro.trust.lineage)
+    base: JsonObject | None = None  # a fine-tune's base release and its own audit (repro.trust.lineage)
 
     def verdicts(self) -> list[Verdict]:
         return [self.debian, self.osaid, self.mof, self.reproducible]
@@ -326,7 +326,7 @@ def render_table(report: AuditReport) -> str:
         lines.append(f"{v.framework:<18} {p(v.verdict):<24} {p(v.reasons[0])}")
         lines += [f"{'':<18} {'':<24} {p(r)}" for r in v.reasons[1:]]
     if report.base is not None:
-        lines.append(f"{'base model':<18} {p(report.base['path'])}  ({p(report.base['status'])}; "
+        lines.append(f"{'base model':<18} {p(str(report.base['path']))}  ({p(str(report.base['status']))}; "
                      "its verdicts cap this one's Debian and Reproducible)")
     lines += ["", f"{'MOF component':<32} {'class':<6} {'status':<9} {'licence':<16} evidence"]
     for x in report.components:
