@@ -19,7 +19,7 @@ import importlib
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import Any, NoReturn
+from typing import NoReturn, NotRequired, TypedDict
 
 from repro import __version__
 from repro.canonical import canonical_json
@@ -100,9 +100,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def envelope(command: str | None, result: Any, exit_code: int, error: str | None = None) -> dict[str, Any]:
+class Envelope(TypedDict):
     """The one shape of every command's --json output."""
-    out: dict[str, Any] = {"version": ENVELOPE_VERSION, "command": command, "result": result,
+
+    version: int
+    command: str | None
+    result: object  # the command's own JSON result (repro.commands.Outcome.result)
+    exit_code: int
+    error: NotRequired[str]  # on failure: one line
+
+
+def envelope(command: str | None, result: object, exit_code: int, error: str | None = None) -> Envelope:
+    """The one shape of every command's --json output."""
+    out: Envelope = {"version": ENVELOPE_VERSION, "command": command, "result": result,
                            "exit_code": exit_code}
     if exit_code != 0:
         out["error"] = error or EXIT_CODES.get(exit_code, f"exit code {exit_code}")

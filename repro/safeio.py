@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from repro.errors import LockfileError, UserInputError
+from repro.records import JsonObject, JsonValue
 
 # Caps, generous but finite (documented in docs/security.md, "Caps").
 MAX_JSON_BYTES = 64 << 20  # a lock, run.json, verification record, manifest or state.json
@@ -415,8 +416,8 @@ def loads(raw: bytes, where: str, error: type[UserInputError] = UserInputError) 
     if depth > MAX_JSON_DEPTH:
         raise error(f"{shown}: JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed")
 
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def pairs(items: list[tuple[str, JsonValue]]) -> JsonObject:
+        out: JsonObject = {}
         for key, value in items:
             if key in out:
                 raise _Refused(f"duplicate key {printable(repr(key))}")

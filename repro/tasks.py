@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from repro.canonical import canonical_json
 from repro.errors import ConfigError, DataError
+from repro.records import JsonObject
 from repro.safeio import loads, read_bytes
 from repro.source.filetree import resolve_under, safe_relpath
 
@@ -259,7 +260,7 @@ def _load_tokenizer(root: Path, rel: str) -> Any:
     return Tokenizer.from_str(_tokenizer_bytes(root, rel).decode("utf-8"))
 
 
-def _tokenizer_config(raw: bytes, model_cfg: dict[str, Any]) -> dict[str, Any]:
+def _tokenizer_config(raw: bytes, model_cfg: dict[str, Any]) -> JsonObject:
     """What `AutoTokenizer.from_pretrained` needs besides tokenizer.json: the class and special tokens."""
     added = loads(raw, "tokenizer file", DataError).get("added_tokens", [])
     by_id = {t["id"]: t["content"] for t in added}

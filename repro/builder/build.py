@@ -24,6 +24,7 @@ from repro.environment.pins import RECORDED_PACKAGES, Pins, package_versions, pi
 from repro.errors import ReproError, is_write_failure, output_error
 from repro.filenames import CHECKPOINTS_DIR
 from repro.lock.identity import identify
+from repro.lock.types import Build, FilesBlock
 from repro.pipeline.upstream import upstream_records
 from repro.safeio import read_json
 from repro.source.base_model import require_consistent, with_base_path
@@ -95,7 +96,7 @@ def build(spec: BuildSpec, notify: Notify) -> BuildReport | None:
         raise
 
 
-def finish_code(spec: BuildSpec) -> dict[str, object]:
+def finish_code(spec: BuildSpec) -> FilesBlock:
     """`inputs.code` after training: code.include's files, the project config files that were composed
     and every project module the build imported."""
     present = [f for f in spec.config.code if (spec.root / f).is_file()]
@@ -139,9 +140,9 @@ def _build_rank(spec: BuildSpec) -> None:
     # The same identity check as rank 0's, so every rank takes the same decision (rank 0 alone deletes).
     # Only rank 0 hashes the data, and it has compared them with the checkpoint's already.
     data = ckpt.state["identity"]["data"] if ckpt is not None else ""
-    inputs = {"config": config_digest(spec.resolved), "data": {"root_digest": data}}
-    session = Session(spec.out_dir / CHECKPOINTS_DIR, replace(spec.checkpoint, every=0), {}, resume=ckpt,
-                      identify=lambda: identify(spec.resolved, inputs, spec.pins.to_json(), spec.root),
+    config_sha256 = config_digest(spec.resolved)["sha256"]
+    session = Session(spec.out_dir / CHECKPOINTS_DIR, replace(spec.checkpoint, every=0), None, resume=ckpt,
+                      identify=lambda: identify(spec.resolved, config_sha256, data, spec.pins.to_json(), spec.root),
                       mode=spec.resume.mode, owner=False)
     session.pause_step = None
     train(spec, checkpoints=session)
@@ -170,7 +171,8 @@ def _build_locked(spec: BuildSpec, notify: Notify, started: float) -> BuildRepor
     session = start_checkpoints(spec.out_dir, spec.checkpoint,
                                 {"inputs": inputs, "build": {**pins.to_json(), "packages": packages}},
                                 spec.resume, notify,
-                                identify=lambda: identify(spec.resolved, inputs, pins.to_json(), root))
+                                identify=lambda: identify(spec.resolved, inputs["config"]["sha256"],
+                                                          inputs["data"]["root_digest"], pins.to_json(), root))
     if pins.world_size > 1:
         distributed.barrier(pins)  # the other ranks now read the same resume point
 
@@ -181,7 +183,8 @@ def _build_locked(spec: BuildSpec, notify: Notify, started: float) -> BuildRepor
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
     inputs["code"] = finish_code(spec)
-    build = {**pins.to_json(), "flags": result.flags.to_json(), "env": pinned_variables(pins),
+    # mypy's extra check: a ** item might hide a `resumes` of another type; pins.to_json() is PinRecord, without one.
+    build: Build = {**pins.to_json(), "flags": result.flags.to_json(), "env": pinned_variables(pins),  # type: ignore[typeddict-item]
              "cuda": result.flags.cuda, "cpu": result.flags.cpu}
     resumes = session.lock_resumes()
     if resumes is not None:  # some steps came from another source: the lock says so (docs/lockfile.md)

@@ -10,24 +10,24 @@ or trains. The message names what differs and the profile that would have avoide
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from repro.environment.machine import cpu_identity
 from repro.errors import EnvironmentMismatch
-from repro.lock.types import Lock
+from repro.lock.types import CpuFacts, JsonObject, Lock
 from repro.safeio import printable
 
 _FIX = ("The release was built with build=native, whose bits belong to its CPU's vendor and model; rebuild on "
         "that CPU, or have it published with build=default (the same bits on every x86-64 CPU with AVX2)")
 
 
-def recorded_cpu(lock: Lock) -> dict[str, Any] | None:
+def recorded_cpu(lock: Lock) -> CpuFacts | None:
     """The CPU a native CPU build recorded; None for any other lock."""
     build = lock["build"]
     if build.get("kernels") != "vendor" or build.get("device") != "cpu":
         return None
     cpu = build.get("cpu")
-    return None if cpu is None else dict(cpu)
+    return None if cpu is None else cpu.copy()
 
 
 def require_same_cpu(lock: Lock) -> None:
@@ -37,14 +37,14 @@ def require_same_cpu(lock: Lock) -> None:
         _compare(expected, cpu_identity(), ("vendor", "family", "model"))
 
 
-def require_same_cpu_here(expected: dict[str, Any], resolved: dict[str, Any]) -> None:
+def require_same_cpu_here(expected: Mapping[str, object], resolved: JsonObject) -> None:
     """In the rebuild child, under the pins: the same CPU and the same MKL code path, before any hashing."""
     from repro.train.determinism import mkl_code_path
 
     _compare(expected, {**cpu_identity(), "mkl": mkl_code_path()}, ("vendor", "family", "model", "mkl"))
 
 
-def _compare(expected: dict[str, Any], here: dict[str, Any], keys: tuple[str, ...]) -> None:
+def _compare(expected: Mapping[str, object], here: Mapping[str, object], keys: tuple[str, ...]) -> None:
     for key in keys:
         if expected.get(key) != here.get(key):
             what = "MKL code path" if key == "mkl" else f"CPU {key}"

@@ -22,10 +22,12 @@ from repro.environment.machine import cpu_model
 from repro.errors import ConfigError
 from repro.filenames import LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
 from repro.lock import identity, lockfile
+from repro.lock.types import Build, FileRecord, Inputs, LossTrajectory, Outputs, Toolchain
+from repro.records import BuildFacts, RunRecord
 
 
-def write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: dict[str, Any], every: int,
-                   started: float, run_facts: dict[str, Any]) -> tuple[dict[str, Any], bytes, float]:
+def write_outputs(out_dir: Path, result: Any, inputs: Inputs, build: Build, every: int,
+                   started: float, run_facts: BuildFacts) -> tuple[Outputs, bytes, float]:
     """Write weights, metrics, exports, run.json and the lock; return the lock's outputs block and bytes.
 
     Every file is staged first and all are renamed into place together, the lock
@@ -43,7 +45,7 @@ def write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: dic
         staged.add(out_dir / METRICS_NAME, ("\n".join(logged) + "\n").encode())
         steps_blob = step_digests_blob(result.step_digests)
         staged.add(out_dir / STEPS_NAME, steps_blob)
-        outputs: dict[str, Any] = {
+        outputs: Outputs = {
             "weights": {"path": WEIGHTS_NAME, "size": len(weights),
                         "hashes": {"sha256": hashlib.sha256(weights).hexdigest()},
                         "tensors": tensor_records(result.state)},
@@ -61,17 +63,18 @@ def write_outputs(out_dir: Path, result: Any, inputs: dict[str, Any], build: dic
         lock_bytes = canonical_json(lockfile.assemble(inputs, build, outputs, toolchain_record()))
         seconds = time.monotonic() - started
         # Machine-incidental facts live here, never in the lock.
-        staged.add(out_dir / RUN_NAME, canonical_json({
+        run: RunRecord = {
             "argv": sys.argv, "hostname": socket.gethostname(), "cpu_model": cpu_model(),
             "platform": platform.platform(), "cores": os.cpu_count(), "wall_seconds": round(seconds, 3),
             "finished_unix": int(time.time()), "datasets_fingerprint": result.dataset_fingerprint,
             "python_executable": sys.executable, **run_facts,
-        }))
+        }
+        staged.add(out_dir / RUN_NAME, canonical_json(run))
         staged.add(out_dir / LOCK_NAME, lock_bytes)
     return outputs, lock_bytes, seconds
 
 
-def toolchain_record() -> dict[str, Any]:
+def toolchain_record() -> Toolchain:
     """The lock's `toolchain`: what this process ran, read after training (see repro.environment.toolchain).
 
     The same record a checkpoint's source identity holds, read before the first step.
@@ -80,7 +83,7 @@ def toolchain_record() -> dict[str, Any]:
 
 
 
-def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
+def loss_trajectory(losses: list[float], every: int) -> LossTrajectory:
     """Every `every`-th loss in the lock, and a digest over all of them (float64 LE)."""
     blob = b"".join(struct.pack("<d", v) for v in losses)
     logged = [losses[s - 1] for s in lockfile.logged_steps(len(losses), every)]
@@ -88,12 +91,12 @@ def loss_trajectory(losses: list[float], every: int) -> dict[str, Any]:
 
 
 
-def write_exports(out_dir: Path, files: dict[str, bytes], staged: StagedFiles | None = None) -> list[dict[str, Any]]:
+def write_exports(out_dir: Path, files: dict[str, bytes], staged: StagedFiles | None = None) -> list[FileRecord]:
     """Write (or stage) a task's exported files beside the weights; return their lock records."""
     for name in files:  # all checked before anything is written
         if name in OWN_OUTPUTS or "/" in name or "\\" in name or name.startswith(".") or not name:
             raise ConfigError(f"task export {name!r}: expected a plain file name other than repro's own outputs")
-    records = []
+    records: list[FileRecord] = []
     for name in sorted(files):
         if staged is None:
             atomic_write_bytes(out_dir / name, files[name])

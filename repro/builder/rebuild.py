@@ -40,7 +40,9 @@ def spec_from_lock(lock: Lock, root: Path, out_dir: Path, *, quiet: bool, world_
     resolved, _ = rebuild_config(lock, world_size)
     recorded = tuple(f["path"] for f in lock["inputs"]["code"]["files"])
     spec = make_spec(resolved, root, out_dir, config=ConfigFiles(code=recorded), quiet=quiet)
-    return replace(spec, gate=gate, served=None if trust_code else served_code(lock), expect_cpu=recorded_cpu(lock))
+    cpu = recorded_cpu(lock)
+    return replace(spec, gate=gate, served=None if trust_code else served_code(lock),
+                   expect_cpu=None if cpu is None else {**cpu})
 
 
 def run_rebuild(lock: Lock, root: Path, work_dir: Path, quiet: bool, world_size: int | None = None,

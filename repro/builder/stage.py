@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from repro.builder.child import child_environ, child_error, raise_interrupted
 from repro.canonical import atomic_write_json, fsync_dir
@@ -37,6 +37,7 @@ from repro.errors import DataError, ReproError
 from repro.lifetime import supervise
 from repro.lock import stagerecord
 from repro.lock.lockdiff import Difference, compare_stage_records
+from repro.records import FilesBlock, StagePins, StageRecord, StageToolchain
 from repro.safeio import open_beneath
 from repro.source.filetree import SKIP_DIRS
 from repro.source.inputs import files_block
@@ -50,6 +51,16 @@ _CHILD = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]
 # Folders that are never a stage's business: tool caches and virtual environments.
 _NOT_WATCHED = frozenset({*SKIP_DIRS, "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv"})
 
+# (size, mtime_ns, inode) of every file under the root, by path: what a stage must not change.
+TreeState = dict[str, tuple[int, int, int]]
+
+
+class Prestart(TypedDict):
+    """What the stage child hashed after importing the stage's code and before calling it."""
+
+    code: FilesBlock
+    toolchain: StageToolchain
+
 
 @dataclass(frozen=True)
 class StageReport:
@@ -57,19 +68,19 @@ class StageReport:
 
     name: str
     record_path: Path
-    record: dict[str, Any]
+    record: StageRecord
     seconds: float
     changes: list[Difference]  # against the record that was there before (None there: first run)
     first_run: bool
 
 
-def stage_pins(pins: Pins) -> dict[str, Any]:
+def stage_pins(pins: Pins) -> StagePins:
     """The pins a stage runs under and records: threads, CPU level, seed, MKL reproducibility mode."""
     return {"threads": pins.threads, "cpu_capability": pins.cpu_capability, "seed": pins.seed,
             "mkl_cbwr": pins.mkl_cbwr}
 
 
-def run_stage(spec: StageSpec, pins: dict[str, Any], root: Path, *, use_cache: bool = True,
+def run_stage(spec: StageSpec, pins: StagePins, root: Path, *, use_cache: bool = True,
               quiet: bool = True, served: Mapping[str, str] | None = None, sandbox: bool = False) -> StageReport:
     """Run `spec` under `root` with these stage pins and write its outputs and record.
 
@@ -102,7 +113,7 @@ def run_stage(spec: StageSpec, pins: dict[str, Any], root: Path, *, use_cache: b
     return StageReport(spec.name, root / spec.record, record, time.monotonic() - started, changes, previous is None)
 
 
-def _hash_inputs(spec: StageSpec, root: Path, use_cache: bool) -> dict[str, Any]:
+def _hash_inputs(spec: StageSpec, root: Path, use_cache: bool) -> FilesBlock:
     from repro.source.hashcache import open_cache
 
     files = expand_patterns(root, spec.inputs) if spec.inputs else []
@@ -113,8 +124,8 @@ def _hash_inputs(spec: StageSpec, root: Path, use_cache: bool) -> dict[str, Any]
         return files_block(root, files, cache=cache, rehash=not use_cache)
 
 
-def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, quiet: bool,
-           served: Mapping[str, str] | None, sandbox: bool) -> dict[str, Any]:
+def _spawn(spec: StageSpec, pins: StagePins, root: Path, staging: Path, quiet: bool,
+           served: Mapping[str, str] | None, sandbox: bool) -> Prestart:
     """Run the stage in a fresh interpreter under the pins; return the digests it took before calling."""
     prestart, error = staging.parent / f"{staging.name}.prestart.json", staging.parent / f"{staging.name}.error.json"
     job = {"name": spec.name, "target": spec.target, "params": spec.params, "root": str(root),
@@ -142,14 +153,14 @@ def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, qui
         if done.code != 0:
             raise_interrupted(done, error, f"stage {spec.name}")
             raise child_error(done.code, error, "", as_pins(pins), f"stage {spec.name}")
-        loaded: dict[str, Any] = json.loads(prestart.read_text(encoding="utf-8"))
+        loaded: Prestart = json.loads(prestart.read_text(encoding="utf-8"))
         return loaded
     finally:
         for p in (job_path, prestart, error):
             p.unlink(missing_ok=True)
 
 
-def as_pins(pins: dict[str, Any]) -> Pins:
+def as_pins(pins: StagePins) -> Pins:
     """A stage's recorded pins as the build pins the child environment is made from (one CPU process).
 
     A stage is a plain function, not a training: it loads none of repro's portable kernels, so a stage
@@ -159,9 +170,9 @@ def as_pins(pins: dict[str, Any]) -> Pins:
                 mkl_cbwr=pins["mkl_cbwr"], kernels="vendor", unportable="record")
 
 
-def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
+def tree_state(root: Path) -> TreeState:
     """(size, mtime_ns, inode) of every file under root, skipping tool caches and virtual environments."""
-    state: dict[str, tuple[int, int, int]] = {}
+    state: TreeState = {}
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -182,7 +193,7 @@ def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
     return state
 
 
-def _check_writes(spec: StageSpec, root: Path, before: dict[str, Any], after: dict[str, Any],
+def _check_writes(spec: StageSpec, root: Path, before: TreeState, after: TreeState,
                   loaded_code: set[str]) -> None:
     """Nothing under the root may change except through the declared outputs (which go to staging)."""
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p) and p not in loaded_code)
@@ -192,7 +203,7 @@ def _check_writes(spec: StageSpec, root: Path, before: dict[str, Any], after: di
                         f"{list(spec.outputs)}; write only to the `outputs` paths it is given")
 
 
-def _collect(spec: StageSpec, staging: Path) -> dict[str, Any]:
+def _collect(spec: StageSpec, staging: Path) -> FilesBlock:
     """The staged outputs' digests; a missing or an undeclared file is an error naming it.
 
     Each output must be a regular file reached without a link (repro.safeio.open_beneath): a
@@ -219,7 +230,7 @@ def _move_into_place(staged: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-def _previous(path: Path) -> dict[str, Any] | None:
+def _previous(path: Path) -> StageRecord | None:
     """The record an earlier run left, if it is readable; a broken one is simply replaced."""
     try:
         return stagerecord.read(path) if path.is_file() else None

@@ -24,6 +24,7 @@ from repro.errors import ConfigError, TrainingFailed
 from repro.filenames import CHECK_NAME, LOCK_NAME
 from repro.lock.types import Lock
 from repro.progress import PhaseReport
+from repro.records import JsonObject
 from repro.source.compose import compose
 from repro.source.config import ConfigSource
 from repro.source.inputs import config_digest
@@ -60,7 +61,7 @@ class AxisResult:
     detail: str = ""
     weights_sha256: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {k: getattr(self, k) for k in ("axis", "variation", "what", "result", "promised", "seconds",
                                               "first_step", "first_op", "detail", "weights_sha256")}
 
@@ -78,7 +79,7 @@ class CheckReport:
     def exit_code(self) -> int:
         return 1 if any(r.promised and r.result in ("different", "failed") for r in self.rows) else 0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"version": REPORT_VERSION, "repro": __version__, "profile": self.profile, "steps": self.steps,
                 "config_sha256": self.config_sha256, "baseline": self.baseline, "seconds": round(self.seconds, 1),
                 "exit_code": self.exit_code, "axes": [r.to_json() for r in self.rows]}
@@ -136,7 +137,7 @@ def check(opts: CheckOptions) -> CheckReport:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def read_files(lock: Lock, resolved: dict[str, Any]) -> list[str]:
+def read_files(lock: Lock, resolved: JsonObject) -> list[str]:
     """What the baseline build read from the project: its data and code files, and the records of the
     stages that made the data (a copy without them cannot build)."""
     from repro.source.stages import stage_specs

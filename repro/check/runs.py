@@ -20,7 +20,6 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from repro.check.emulate import qemu_python
 from repro.check.project import Project
@@ -31,6 +30,7 @@ from repro.filenames import CHECKPOINTS_DIR, LOCK_NAME, RUN_NAME, STEPS_NAME, WE
 from repro.lifetime import start, supervise
 from repro.lock import lockfile
 from repro.lock.types import Lock
+from repro.records import JsonObject
 from repro.source.config import require
 from repro.source.data import DataSpec, hashed_file_list
 from repro.source.inputs import PACKAGE_DIR
@@ -185,7 +185,7 @@ def _collect(out_dir: Path, seconds: float, error: str | None) -> Run:
     return run
 
 
-def profile_of(resolved: dict[str, Any]) -> str:
+def profile_of(resolved: JsonObject) -> str:
     return resolve_pins(require(resolved, "build", dict), require(resolved, "seed", int)).profile
 
 

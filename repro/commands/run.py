@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from repro.commands import Outcome
+from repro.records import FilesBlock
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,6 +63,6 @@ def run(args: argparse.Namespace) -> Outcome:
     return Outcome(result, "\n".join(lines) + "\n")
 
 
-def _files(block: dict[str, Any]) -> str:
+def _files(block: FilesBlock) -> str:
     n = len(block["files"])
     return f"{n} file{'' if n == 1 else 's'}"

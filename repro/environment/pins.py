@@ -10,11 +10,12 @@ import os
 import platform
 from dataclasses import asdict, dataclass, fields
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
 
 from repro.environment.installed import distributions_by_module
 from repro.environment.machine import cpu_flags, machine_cores
 from repro.errors import ConfigError, EnvironmentMismatch
+from repro.records import PinRecord
 
 # What a build process inherits from the shell that started it: where things
 # are (paths, caches, the terminal), who runs it, and what a launcher (torchrun,
@@ -85,8 +86,8 @@ class Pins:
     kernels: str
     unportable: str
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_json(self) -> PinRecord:
+        return cast(PinRecord, asdict(self))  # PinRecord repeats these fields (tests/test_lockfile.py)
 
 
 # The `build` group's keys: every pin but the seed, which is the config's top-level `seed`.

@@ -35,6 +35,7 @@ from types import ModuleType
 from typing import Any
 
 from repro.environment.installed import distributions_by_module
+from repro.records import InterpreterFacts, KernelToolchain, ToolchainFacts, TorchFacts
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -148,7 +149,7 @@ def installed_versions(names: list[str]) -> dict[str, str | None]:
     return out
 
 
-def torch_facts(modules: Mapping[str, ModuleType | None] | None = None) -> dict[str, Any] | None:
+def torch_facts(modules: Mapping[str, ModuleType | None] | None = None) -> TorchFacts | None:
     """torch's build, read from the torch this process already loaded (None if it loaded none)."""
     modules = sys.modules if modules is None else modules
     torch: Any = modules.get("torch")
@@ -173,7 +174,7 @@ def torch_facts(modules: Mapping[str, ModuleType | None] | None = None) -> dict[
     }
 
 
-def interpreter_facts() -> dict[str, Any]:
+def interpreter_facts() -> InterpreterFacts:
     """Python implementation and version; the machine and its C library."""
     libc, libc_version = platform.libc_ver()
     return {
@@ -183,7 +184,7 @@ def interpreter_facts() -> dict[str, Any]:
     }
 
 
-def kernel_facts(modules: Mapping[str, ModuleType | None] | None = None) -> dict[str, Any] | None:
+def kernel_facts(modules: Mapping[str, ModuleType | None] | None = None) -> KernelToolchain | None:
     """The C++ compiler of repro's portable kernels, if this process loaded them (None otherwise)."""
     modules = sys.modules if modules is None else modules
     kernels: Any = modules.get("repro.train.kernels")
@@ -191,9 +192,13 @@ def kernel_facts(modules: Mapping[str, ModuleType | None] | None = None) -> dict
     return None if version is None else {"cxx": str(version)}
 
 
-def record(modules: Mapping[str, ModuleType | None] | None = None) -> dict[str, Any]:
+def record(modules: Mapping[str, ModuleType | None] | None = None) -> ToolchainFacts:
     """The lock's `toolchain` section, less `repro` (the caller hashes the compiler files). `kernels` is there
     only when the process loaded repro's portable kernels (a stage or a native build never does)."""
     kernels = kernel_facts(modules)
-    return {**interpreter_facts(), "distributions": imported_distributions(modules), "torch": torch_facts(modules),
-            **({} if kernels is None else {"kernels": kernels})}
+    interpreter = interpreter_facts()
+    facts: ToolchainFacts = {"python": interpreter["python"], "platform": interpreter["platform"],
+                             "distributions": imported_distributions(modules), "torch": torch_facts(modules)}
+    if kernels is not None:
+        facts["kernels"] = kernels
+    return facts

@@ -14,7 +14,7 @@ from typing import Any
 from repro.canonical import compact_json, sha256_bytes
 from repro.errors import ConfigError
 from repro.lock.lockdiff import Difference, flatten
-from repro.lock.types import Lock
+from repro.lock.types import JsonObject, Lock
 from repro.source.compose import compose
 from repro.source.config import EMBEDDED_CONFIG_DIR, ConfigSource, hashed_view
 
@@ -37,7 +37,7 @@ def _set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
         node[leaf] = copy.deepcopy(value)
 
 
-def reference_configs(root: Path) -> list[tuple[str, dict[str, Any]]]:
+def reference_configs(root: Path) -> list[tuple[str, JsonObject]]:
     """Configs the lock's config may have started from: repro's embedded one.
 
     Never the project's own `configs/`: verify only reads a stranger's release, and
@@ -54,8 +54,8 @@ def reference_configs(root: Path) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def explain_config_edit(resolved: dict[str, Any], recorded_sha256: str,
-                        references: list[tuple[str, dict[str, Any]]]) -> list[Difference] | None:
+def explain_config_edit(resolved: JsonObject, recorded_sha256: str,
+                        references: list[tuple[str, JsonObject]]) -> list[Difference] | None:
     """Find which keys of the lock's config were edited after the build, and their old values.
 
     The lock's config digest was computed from the config the weights were built

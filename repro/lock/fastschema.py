@@ -13,13 +13,16 @@ index, so the message is jsonschema's own, naming the same field.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jsonschema
 
+from repro.records import JsonValue
+
 LONG = 32  # lists shorter than this go to jsonschema whole
 Check = Callable[[Any], bool]
+Schema = Mapping[str, JsonValue]  # a JSON Schema object (arbitrary JSON: every keyword is narrowed before use)
 _KNOWN = frozenset({"type", "required", "properties", "additionalProperties", "items", "pattern", "minLength",
                     "not", "minimum", "maximum", "const", "enum", "$ref", "description", "title", "$comment"})
 _TYPES: dict[str, Check] = {
@@ -33,7 +36,7 @@ _TYPES: dict[str, Check] = {
 }
 
 
-def first_error(instance: Any, schema: dict[str, Any]) -> jsonschema.ValidationError | None:
+def first_error(instance: Any, schema: Schema) -> jsonschema.ValidationError | None:
     """jsonschema's first error (by path) for `instance`, long lists thinned first; None if valid."""
     index: dict[tuple[Any, ...], list[int]] = {}
     thin = _thinned(instance, schema, schema, (), index)
@@ -59,7 +62,7 @@ def _original(path: list[Any], index: dict[tuple[Any, ...], list[int]]) -> Itera
         yield part
 
 
-def _thinned(value: Any, schema: Any, root: dict[str, Any], at: tuple[Any, ...],
+def _thinned(value: Any, schema: Any, root: Schema, at: tuple[Any, ...],
              index: dict[tuple[Any, ...], list[int]]) -> Any:
     schema = _deref(schema, root)
     if not isinstance(schema, dict):
@@ -77,7 +80,7 @@ def _thinned(value: Any, schema: Any, root: dict[str, Any], at: tuple[Any, ...],
     return value
 
 
-def _deref(schema: Any, root: dict[str, Any]) -> Any:
+def _deref(schema: Any, root: Schema) -> Any:
     while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and len(schema) == 1:
         ref: str = schema["$ref"]
         if not ref.startswith("#/"):
@@ -89,7 +92,7 @@ def _deref(schema: Any, root: dict[str, Any]) -> Any:
     return schema
 
 
-def _compile(schema: Any, root: dict[str, Any]) -> Check | None:
+def _compile(schema: Any, root: Schema) -> Check | None:
     """A predicate true only for values `schema` accepts; None where a keyword is not understood."""
     schema = _deref(schema, root)
     if schema is True:
@@ -117,42 +120,57 @@ def _compile(schema: Any, root: dict[str, Any]) -> Check | None:
     return lambda v: all(c(v) for c in checks)
 
 
-def _strings(schema: dict[str, Any]) -> list[Check] | None:
+def _strings(schema: Schema) -> list[Check] | None:
     out: list[Check] = []
     if "pattern" in schema:
-        pattern = re.compile(schema["pattern"])
+        text = schema["pattern"]
+        if not isinstance(text, str):
+            return None
+        pattern = re.compile(text)
         out.append(lambda v: not isinstance(v, str) or pattern.search(v) is not None)
     if "minLength" in schema:
-        least = int(schema["minLength"])
+        length = schema["minLength"]
+        if not isinstance(length, (int, float, str)):
+            return None
+        least = int(length)
         out.append(lambda v: not isinstance(v, str) or len(v) >= least)
     if "not" in schema:
         inner = schema["not"]
-        if not isinstance(inner, dict) or set(inner) != {"pattern"}:
+        if not isinstance(inner, dict) or set(inner) != {"pattern"} or not isinstance(inner["pattern"], str):
             return None
         banned = re.compile(inner["pattern"])
         out.append(lambda v: isinstance(v, str) and banned.search(v) is None)  # non-strings: let jsonschema say
     return out
 
 
-def _numbers(schema: dict[str, Any]) -> list[Check] | None:
+def _numbers(schema: Schema) -> list[Check] | None:
     out: list[Check] = []
     number = _TYPES["number"]
+    low, high = schema.get("minimum"), schema.get("maximum")
     if "minimum" in schema:
-        low = schema["minimum"]
+        if not number(low):
+            return None
         out.append(lambda v: not number(v) or v >= low)
     if "maximum" in schema:
-        high = schema["maximum"]
+        if not number(high):
+            return None
         out.append(lambda v: not number(v) or v <= high)
     return out
 
 
-def _objects(schema: dict[str, Any], root: dict[str, Any]) -> list[Check] | None:
-    props = {k: _compile(s, root) for k, s in schema.get("properties", {}).items()}
+def _objects(schema: Schema, root: Schema) -> list[Check] | None:
+    declared = schema.get("properties", {})
+    if not isinstance(declared, Mapping):
+        return None
+    props = {k: _compile(s, root) for k, s in declared.items()}
     extra = schema.get("additionalProperties", True)
     other = None if extra is False else _compile(extra, root)
     if any(c is None for c in props.values()) or (extra is not False and other is None):
         return None
-    required = list(schema.get("required", []))
+    listed = schema.get("required", [])
+    if not isinstance(listed, list):
+        return None
+    required = list(listed)
 
     def check(v: Any) -> bool:
         if not isinstance(v, dict):
@@ -168,7 +186,7 @@ def _objects(schema: dict[str, Any], root: dict[str, Any]) -> list[Check] | None
     return [check]
 
 
-def _arrays(schema: dict[str, Any], root: dict[str, Any]) -> list[Check] | None:
+def _arrays(schema: Schema, root: Schema) -> list[Check] | None:
     if "items" not in schema:
         return []
     each = _compile(schema["items"], root)

@@ -16,32 +16,50 @@ is the same on every machine that builds the same source with the same toolchain
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from repro.canonical import compact_json, sha256_bytes
 from repro.environment import toolchain
 from repro.lock.lockdiff import Difference, compare_file_block, compare_toolchain, compare_values
+from repro.lock.types import FilesBlock, JsonObject, PinRecord, ResumeBoundary, ResumeSource, Toolchain
 from repro.source.discover import imported_project_files
 from repro.source.inputs import code_block, code_include, compiler_block
 
-Identity = dict[str, Any]
+
+class Identity(TypedDict):
+    """A build's source identity (checkpoint.schema.json's `identity`): digests, the code, pins and toolchain."""
+
+    config: str  # inputs.config.sha256
+    data: str  # inputs.data.root_digest
+    code: FilesBlock
+    pins: PinRecord
+    toolchain: Toolchain
 
 
-def toolchain_record() -> dict[str, Any]:
+class Boundary(TypedDict):
+    """A checkpoint's `resumes` entry: where a run resumed, and the identity of the run that got it there."""
+
+    step: int
+    checkpoint: str
+    identity: Identity
+
+
+def toolchain_record() -> Toolchain:
     """The lock's `toolchain`: what this process has imported so far (see repro.environment.toolchain)."""
     return {**toolchain.record(), "repro": compiler_block(toolchain.compiler_files())}
 
 
-def identify(resolved: dict[str, Any], inputs: dict[str, Any], pins: dict[str, Any], root: Path) -> Identity:
+def identify(resolved: JsonObject, config_sha256: str, data_root_digest: str, pins: PinRecord,
+             root: Path) -> Identity:
     """This build's source identity now: call it once the model is built, before the first step.
 
-    `inputs` is the lock's inputs block as hashed at start-up (config and data
-    digests); the code is hashed here, as `code.include` plus every project file
+    `config_sha256` and `data_root_digest` are the lock's inputs as hashed at
+    start-up; the code is hashed here, as `code.include` plus every project file
     imported so far; `pins` is `Pins.to_json()`.
     """
     return {
-        "config": inputs["config"]["sha256"],
-        "data": inputs["data"]["root_digest"],
+        "config": config_sha256,
+        "data": data_root_digest,
         "code": code_block(root, code_include(resolved), imported_project_files(root)),
         "pins": pins,
         "toolchain": toolchain_record(),
@@ -60,7 +78,7 @@ def changes(old: Identity, new: Identity) -> list[Difference]:
     return diffs + compare_toolchain(old["toolchain"], new["toolchain"])
 
 
-def summary(identity: Identity) -> dict[str, str]:
+def summary(identity: Identity) -> ResumeSource:
     """An identity as six digests: what the lock records at each resume boundary."""
     tools = {k: v for k, v in identity["toolchain"].items() if k != "repro"}
     return {
@@ -70,7 +88,7 @@ def summary(identity: Identity) -> dict[str, str]:
     }
 
 
-def boundaries(resumes: list[dict[str, Any]], final: Identity | None) -> list[dict[str, Any]] | None:
+def boundaries(resumes: list[Boundary], final: Identity | None) -> list[ResumeBoundary] | None:
     """The lock's `build.resumes`: every resume boundary, if the source before any of them was not `final`.
 
     Each boundary gives the step, the summary of the identity of the run that
@@ -81,7 +99,7 @@ def boundaries(resumes: list[dict[str, Any]], final: Identity | None) -> list[di
     """
     if final is None or not resumes:
         return None
-    out = []
+    out: list[ResumeBoundary] = []
     for boundary in resumes:
         diffs = changes(boundary["identity"], final)
         out.append({"step": boundary["step"], "source": summary(boundary["identity"]),

@@ -8,7 +8,7 @@ change, the lock's value and the value found.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -16,7 +16,6 @@ from repro.environment.pins import Pins
 from repro.lock.lockfile import logged_steps
 from repro.lock.types import (
     BaseBlock,
-    Build,
     FileRecord,
     FilesBlock,
     Inputs,
@@ -26,6 +25,7 @@ from repro.lock.types import (
     TensorRecord,
     Toolchain,
 )
+from repro.records import JsonObject, StageRecord
 from repro.safeio import printable
 
 # Build keys that are pins (they decide the bits), as opposed to recorded facts: Pins' fields.
@@ -54,9 +54,9 @@ class Difference:
     old: Any = None
     new: Any = None
     detail: str = ""
-    stats: dict[str, Any] | None = None
+    stats: dict[str, float | None] | None = None  # counts and sizes: first_step, elements, max_abs_diff
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return asdict(self)
 
     def line(self) -> str:
@@ -143,7 +143,7 @@ def compare_file_block(kind: str, a: FilesBlock, b: FilesBlock, section: str = "
     return diffs
 
 
-def compare_stage_records(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+def compare_stage_records(a: StageRecord, b: StageRecord) -> list[Difference]:
     """How two records of one stage (repro.lock.stagerecord) differ: config, toolchain, inputs, code, then outputs.
 
     Names are `STAGE: path` (or `STAGE: key`), so a chain of stages reads in one list.
@@ -151,8 +151,9 @@ def compare_stage_records(a: dict[str, Any], b: dict[str, Any]) -> list[Differen
     name = a["stage"]
     diffs = compare_values("inputs", "stage config", {"declared": a["declared"], "pins": a["pins"]},
                            {"declared": b["declared"], "pins": b["pins"]}, name)
-    ta, tb = dict(a["toolchain"]), dict(b["toolchain"])
-    ra, rb = ta.pop("repro"), tb.pop("repro")
+    ta = {k: v for k, v in a["toolchain"].items() if k != "repro"}
+    tb = {k: v for k, v in b["toolchain"].items() if k != "repro"}
+    ra, rb = a["toolchain"]["repro"], b["toolchain"]["repro"]
     diffs += compare_values("toolchain", "stage tool", ta, tb, name)
     if ra["version"] != rb["version"]:
         diffs.append(Difference("toolchain", "stage tool", f"{name}.repro version", "changed", ra["version"],
@@ -169,7 +170,7 @@ def _named(d: Difference, stage: str) -> Difference:
         d, name=f"{stage}: {d.name}")
 
 
-def compare_stage_chains(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[Difference]:
+def compare_stage_chains(a: Sequence[StageRecord], b: Sequence[StageRecord]) -> list[Difference]:
     """Two locks' `inputs.stages`, stage by stage, in a's order."""
     by_name = {r["stage"]: r for r in b}
     diffs: list[Difference] = []
@@ -232,8 +233,8 @@ def compare_toolchain(a: Toolchain, b: Toolchain) -> list[Difference]:
     return diffs + compare_file_block("compiler", ra, rb, "toolchain")
 
 
-def compare_build(a: Build, b: Build) -> list[Difference]:
-    """Pins, the flags torch reported, the pinned environment, GPU facts."""
+def compare_build(a: Mapping[str, object], b: Mapping[str, object]) -> list[Difference]:
+    """Pins, the flags torch reported, the pinned environment, GPU facts (a lock's `Build`, a checkpoint's)."""
     diffs: list[Difference] = []
     for key in PIN_KEYS:
         if a.get(key, _MISSING) != b.get(key, _MISSING):

@@ -15,7 +15,7 @@ from typing import Any, cast
 from repro.canonical import atomic_write_json, sha256_bytes
 from repro.errors import LockfileError
 from repro.lock import stagerecord
-from repro.lock.types import Lock
+from repro.lock.types import Build, Inputs, JsonObject, Lock, Outputs, Toolchain
 from repro.safeio import loads, printable, read_bytes
 from repro.source.config import interpolation_in
 from repro.source.filetree import safe_relpath
@@ -33,21 +33,20 @@ MAX_LOCK_ENTRIES = 250_000
 
 
 @lru_cache(maxsize=1)
-def schema() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+def schema() -> JsonObject:
+    loaded: JsonObject = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     return loaded
 
 
-def assemble(inputs: dict[str, Any], build: dict[str, Any], outputs: dict[str, Any],
-             toolchain: dict[str, Any]) -> dict[str, Any]:
-    """The lock as a dict; `validate` is applied so a writer bug cannot ship a bad lock.
+def assemble(inputs: Inputs, build: Build, outputs: Outputs, toolchain: Toolchain) -> Lock:
+    """The lock; `validate` is applied so a writer bug cannot ship a bad lock.
 
     `inputs` is the source (data, project code, config), `build` the pins,
     `toolchain` what compiled it (interpreter, libraries, repro's compiler).
     A `build` with `resumes` makes a version 3 lock.
     """
     version = RESUMED_VERSION if "resumes" in build else VERSION
-    lock = {"version": version, "inputs": inputs, "build": build, "toolchain": toolchain, "outputs": outputs}
+    lock: Lock = {"version": version, "inputs": inputs, "build": build, "toolchain": toolchain, "outputs": outputs}
     validate(lock, "repro.lock (being written)")
     return lock
 
@@ -57,7 +56,7 @@ def logged_steps(steps: int, every: int) -> list[int]:
     return [s for s in range(1, steps + 1) if s % every == 0 or s == steps]
 
 
-def write(path: Path, lock: dict[str, Any]) -> bytes:
+def write(path: Path, lock: Lock) -> bytes:
     return atomic_write_json(path, lock)
 
 

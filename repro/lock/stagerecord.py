@@ -11,12 +11,14 @@ to the primary sources: the files no stage produced.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from repro.canonical import atomic_write_json, compact_json, sha256_bytes
 from repro.errors import LockfileError
+from repro.records import FilesBlock, JsonObject, StageDeclaration, StagePins, StageRecord, StageToolchain
 from repro.safeio import printable, read_json
 from repro.source.config import interpolation_in
 from repro.source.filetree import safe_relpath
@@ -27,28 +29,28 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "stagerecord.schema.json"
 
 
 @lru_cache(maxsize=1)
-def schema() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+def schema() -> JsonObject:
+    loaded: JsonObject = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     return loaded
 
 
-def config_sha256(declared: dict[str, Any], pins: dict[str, Any]) -> str:
+def config_sha256(declared: StageDeclaration, pins: StagePins) -> str:
     """The digest of everything configured about a stage: its declaration and its pins."""
     return sha256_bytes(compact_json({"declared": declared, "pins": pins}))
 
 
-def assemble(spec: StageSpec, pins: dict[str, Any], inputs: dict[str, Any], code: dict[str, Any],
-             toolchain: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+def assemble(spec: StageSpec, pins: StagePins, inputs: FilesBlock, code: FilesBlock,
+             toolchain: StageToolchain, outputs: FilesBlock) -> StageRecord:
     """A record, validated so that a writer bug cannot ship a bad one."""
     declared = spec.declaration()
-    record = {"version": VERSION, "stage": spec.name, "declared": declared, "pins": pins,
+    record: StageRecord = {"version": VERSION, "stage": spec.name, "declared": declared, "pins": pins,
               "config_sha256": config_sha256(declared, pins), "inputs": inputs, "code": code,
               "toolchain": toolchain, "outputs": outputs}
     validate(record, f"stage record {spec.name} (being written)")
     return record
 
 
-def write(path: Path, record: dict[str, Any]) -> bytes:
+def write(path: Path, record: StageRecord) -> bytes:
     return atomic_write_json(path, record)
 
 
@@ -77,22 +79,22 @@ def validate(record: Any, where: str) -> None:
                             "(the record was edited after the stage ran)")
 
 
-def read(path: Path) -> dict[str, Any]:
+def read(path: Path) -> StageRecord:
     """Parse (strictly: a regular file, capped, no duplicate keys) and validate a record file."""
     record, _ = read_json(path, "stage record", LockfileError)
     validate(record, str(path))
-    return dict(record)
+    return cast(StageRecord, dict(record))  # validated against the schema that StageRecord mirrors
 
 
-def spec_of(record: dict[str, Any], record_path: str) -> StageSpec:
+def spec_of(record: StageRecord, record_path: str) -> StageSpec:
     """The stage a record describes, runnable again from the record alone."""
     return StageSpec.from_declaration(record["stage"], record["declared"], record_path)
 
 
-def output_digests(record: dict[str, Any]) -> dict[str, str]:
+def output_digests(record: StageRecord) -> dict[str, str]:
     return {f["path"]: f["hashes"]["sha256"] for f in record["outputs"]["files"]}
 
 
-def chain_line(records: list[dict[str, Any]]) -> str:
+def chain_line(records: Sequence[StageRecord]) -> str:
     """`prepare -> train`: the stages a lock was built through, upstream first."""
     return " -> ".join([*(r["stage"] for r in records), "train"])

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from repro.errors import DataError
+from repro.lock.types import TensorRecord
 from repro.safeio import loads, open_regular, printable
 
 MAX_HEADER_BYTES = 16 << 20  # a safetensors JSON header (~100 bytes a tensor; the library allows 100 MB)
@@ -62,7 +63,7 @@ class Tensor:
             offset += len(chunk)
             yield chunk
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> TensorRecord:
         """The lock's per-tensor record (name, dtype, shape, sha256 of the raw bytes)."""
         h = hashlib.sha256()
         for chunk in self.chunks():
@@ -93,7 +94,7 @@ class WeightsFile:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         os.close(self.fd)
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[TensorRecord]:
         return [t.record() for t in self.tensors.values()]
 
 
@@ -169,7 +170,7 @@ def _as_array(dtype: str, data: bytes) -> np.ndarray | None:
     return np.frombuffer(data, dtype=np.dtype(np_dtype).newbyteorder("<"))
 
 
-def element_diff(a: Tensor, b: Tensor) -> dict[str, Any]:
+def element_diff(a: Tensor, b: Tensor) -> dict[str, float | None]:
     """How many elements differ bit for bit, and the largest absolute difference, a chunk at a time.
 
     Bits, not values, decide "differ": -0.0 vs 0.0 and NaN payloads count.

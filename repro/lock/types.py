@@ -1,80 +1,59 @@
-"""The lockfile as types: what `lockfile.read` returns, key by key. No torch.
+"""The lockfile as types: what `lockfile.read` returns and `lockfile.assemble` takes, key by key. No torch.
 
 These TypedDicts mirror `lockfile.schema.json` (tests/test_lockfile.py checks
 every object's required and optional keys against it), so a reader that names a
-key the schema lacks is a type error, not a KeyError at run time. Objects the
-schema leaves open (a config, flags, metrics) stay `dict[str, Any]`.
+key the schema lacks is a type error, not a KeyError at run time. The source and
+toolchain parts are defined in `repro.records`, below every layer, because the
+source hasher and the environment write them; they are named here too, so a
+reader of locks imports from one place. Objects the schema leaves open are
+`JsonObject`, arbitrary JSON (a resolved config, flags), unless their values
+have one type (metrics are floats, env strings).
 """
 
-from typing import Any, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
+
+from repro.records import (
+    BaseBlock,
+    BaseLock,
+    Compiler,
+    ConfigBlock,
+    DataBlock,
+    FileRecord,
+    FilesBlock,
+    Hashes,
+    Inputs,
+    JsonObject,
+    JsonValue,
+    KernelToolchain,
+    PinRecord,
+    PlatformFacts,
+    Preprocess,
+    PreprocessPackage,
+    PythonFacts,
+    ResumeSource,
+    SampleOrder,
+    StageRecord,
+    Toolchain,
+    ToolchainFacts,
+    TorchFacts,
+)
+
+__all__ = [
+    "BaseBlock", "BaseLock", "Build", "Compiler", "ConfigBlock", "CpuFacts", "CudaFacts", "DataBlock", "FileRecord",
+    "FilesBlock", "Hashes", "Inputs", "JsonObject", "JsonValue", "KernelToolchain", "Lock",
+    "LossTrajectory", "Outputs", "PinRecord", "PlatformFacts", "Preprocess", "PreprocessPackage", "PythonFacts",
+    "ResumeBoundary", "ResumeDifference", "ResumeSource", "SampleOrder", "StageRecord", "StepDigests",
+    "TensorRecord", "Toolchain", "ToolchainFacts", "TorchFacts", "Weights",
+]
 
 
-class Hashes(TypedDict):
-    sha256: str  # other algorithms may join (data.extra_hashes)
+class CudaFacts(TypedDict):
+    """The GPU a CUDA build ran on (repro.train.determinism.cuda_facts): the schema leaves it open."""
 
-
-class FileRecord(TypedDict):
-    path: str
-    size: int
-    hashes: Hashes
-
-
-class FilesBlock(TypedDict):
-    files: list[FileRecord]
-    root_digest: str
-
-
-class ConfigBlock(TypedDict):
-    resolved: dict[str, Any]
-    sha256: str
-
-
-class PreprocessPackage(TypedDict):
-    name: str
-    version: str
-
-
-class Preprocess(TypedDict):
-    target: str
-    file: NotRequired[FileRecord]
-    package: NotRequired[PreprocessPackage]
-
-
-class SampleOrder(TypedDict):
-    sha256: str
-    count: int
-
-
-class DataBlock(FilesBlock):
-    preprocess: NotRequired[Preprocess]
-    # Required in a lock; absent from `hash_inputs`' view, which is made before training.
-    sample_order: NotRequired[SampleOrder]
-
-
-class BaseLock(TypedDict):
-    path: str
-    sha256: str
-    weights_path: str
-    weights_sha256: str
-    config_sha256: str
-    data_root_digest: str
-    version: int
-
-
-class BaseBlock(FilesBlock):
-    """A fine-tune's base release (repro.source.base_model)."""
-
-    path: str
-    status: str  # "locked" | "unverified base"
-    lock: BaseLock | None
-
-
-class Inputs(TypedDict):
-    config: ConfigBlock
-    data: DataBlock
-    code: FilesBlock
-    stages: NotRequired[list[dict[str, Any]]]  # records of the stages that made the data (repro.lock.stagerecord)
-    base: NotRequired[BaseBlock]  # a fine-tune's base release
+    gpu: str
+    compute_capability: str
+    cuda: str | None
+    cudnn: int | None
 
 
 class CpuFacts(TypedDict):
@@ -84,17 +63,6 @@ class CpuFacts(TypedDict):
     family: str
     model: str
     mkl: str | None
-
-
-class ResumeSource(TypedDict):
-    """The source identity of the run that trained up to a resume boundary, as digests (repro.lock.identity)."""
-
-    config: str
-    data: str
-    code: str
-    pins: str
-    toolchain: str
-    compiler: str
 
 
 class ResumeDifference(TypedDict):
@@ -109,67 +77,15 @@ class ResumeBoundary(TypedDict):
     differs: list[ResumeDifference]  # what in `source` differs from the lock's own source and toolchain
 
 
-class Build(TypedDict):
-    # The pins, as `repro.environment.pins.Pins.to_json` writes them. A TypedDict cannot
-    # extend a dataclass, so these lines repeat Pins' fields; tests/test_lockfile.py
-    # checks that the two agree (and both agree with the schema).
-    profile: str
-    device: str
-    threads: int
-    cpu_capability: str
-    precision: str
-    seed: int
-    world_size: int
-    deterministic: bool
-    mkldnn: bool
-    mkl_cbwr: str | None
-    kernels: str
-    unportable: str
-    flags: dict[str, Any]
+class Build(PinRecord):
+    """The pins, and what the build set and saw because of them."""
+
+    flags: JsonObject  # what the loop set in torch and found (repro.train.loop.RunFlags): open in the schema
     env: dict[str, str]
-    cuda: dict[str, Any] | None
+    cuda: CudaFacts | None
     cpu: CpuFacts | None  # a native build's CPU (build.kernels == "vendor" on the CPU); else None
     # A version 3 lock only: every resume boundary, when some step came from another source.
     resumes: NotRequired[list[ResumeBoundary]]
-
-
-class PythonFacts(TypedDict):
-    implementation: str
-    version: str
-
-
-class PlatformFacts(TypedDict):
-    system: str
-    machine: str
-    libc: str | None
-
-
-class TorchFacts(TypedDict):
-    version: str
-    build: str | None
-    commit: str | None
-    cuda: str | None
-    cudnn: str | None
-    mkl: str | None
-    onednn: str | None
-
-
-class Compiler(FilesBlock):
-    version: str
-
-
-class KernelToolchain(TypedDict):
-    cxx: str
-
-
-class Toolchain(TypedDict):
-    python: PythonFacts
-    platform: PlatformFacts
-    distributions: dict[str, str]
-    torch: TorchFacts | None
-    kernels: NotRequired[KernelToolchain]  # the C++ compiler of repro's portable kernels, when a build loaded them
-    repro: Compiler
-
 
 
 class TensorRecord(TypedDict):

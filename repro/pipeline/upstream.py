@@ -9,22 +9,23 @@ result, upstream first, is what a training lock embeds as `inputs.stages`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from repro.errors import DataError
 from repro.lock import stagerecord
+from repro.records import StageRecord
 from repro.source.stages import StageSpec, producer, stage_specs
 
 
-def upstream_records(resolved: dict[str, Any], root: Path, digests: dict[str, str]) -> list[dict[str, Any]]:
+def upstream_records(resolved: Mapping[str, object], root: Path, digests: dict[str, str]) -> list[StageRecord]:
     """Records of the stages that made these files (path -> sha256 as hashed now), transitively.
 
     An intermediate without a record, or whose digest is not the one its record
     names, is a DataError naming the file and the command that makes it.
     """
     specs = stage_specs(resolved)
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, StageRecord] = {}
     todo = dict(digests)
     while todo:
         path, sha = todo.popitem()
@@ -42,7 +43,7 @@ def upstream_records(resolved: dict[str, Any], root: Path, digests: dict[str, st
     return [found[name] for name in specs if name in found]
 
 
-def _record(spec: StageSpec, root: Path, path: str) -> dict[str, Any]:
+def _record(spec: StageSpec, root: Path, path: str) -> StageRecord:
     if not (root / spec.record).is_file():
         raise DataError(f"{path}: an output of stage {spec.name}, which has no record at {spec.record}; "
                         f"run `repro run {spec.name}`")

@@ -16,6 +16,7 @@ from typing import Any
 from repro.canonical import sha256_bytes
 from repro.errors import DataError
 from repro.filenames import CHECK_NAME, LOCK_NAME, PROVENANCE_NAME, RECORD_NAME, RUN_NAME
+from repro.records import BaseBlock, BaseLock, JsonObject
 from repro.safeio import read_json
 from repro.source.filetree import resolve_under, safe_relpath
 from repro.source.hashing import hash_files, root_digest
@@ -30,7 +31,7 @@ NOT_SOURCE = (LOCK_NAME, RUN_NAME, RECORD_NAME, CHECK_NAME, PROVENANCE_NAME)
 LOCKED, UNVERIFIED = "locked", "unverified base"
 
 
-def base_path(resolved: dict[str, Any]) -> str | None:
+def base_path(resolved: JsonObject) -> str | None:
     """The `model.base` release folder (relative to the root), or None for a model trained from scratch."""
     model = resolved.get("model")
     rel = model.get("base") if isinstance(model, dict) else None
@@ -54,7 +55,7 @@ def release_files(root: Path, rel: str) -> list[str]:
     return [f"{rel}/{n}" for n in names]
 
 
-def base_block(root: Path, rel: str) -> dict[str, Any]:
+def base_block(root: Path, rel: str) -> BaseBlock:
     """The lock's `inputs.base`: the release's files, its lock's digest and what that lock says.
 
     The base lock is read strictly (repro.safeio) but not trusted: only digests are
@@ -62,26 +63,28 @@ def base_block(root: Path, rel: str) -> dict[str, Any]:
     check that the weights are the ones that lock describes.
     """
     digests = hash_files(root, release_files(root, rel))
-    block: dict[str, Any] = {"path": rel, "files": [d.to_json() for d in digests], "root_digest": root_digest(digests)}
+    files = [d.to_json() for d in digests]
     lock_path = resolve_under(root, f"{rel}/{LOCK_NAME}", f"config key {BASE_KEY}")
     if not lock_path.exists():
-        return {**block, "status": UNVERIFIED, "lock": None}
+        return {"path": rel, "files": files, "root_digest": root_digest(digests), "status": UNVERIFIED, "lock": None}
     # Opened beneath the root: a link on the way may point only inside it (repro.safeio.open_beneath).
     lock, raw = read_json(f"{rel}/{LOCK_NAME}", "base lockfile", DataError, root=root, links="inside")
     lock_sha = sha256_bytes(raw)
     try:
-        summary: dict[str, Any] = {"weights_sha256": _hex(lock["outputs"]["weights"]["hashes"]["sha256"]),
-                   "weights_path": f"{rel}/{lock['outputs']['weights']['path']}",
-                   "config_sha256": _hex(lock["inputs"]["config"]["sha256"]),
-                   "data_root_digest": _hex(lock["inputs"]["data"]["root_digest"]), "version": int(lock["version"])}
+        summary: BaseLock = {
+            "path": f"{rel}/{LOCK_NAME}", "sha256": lock_sha,
+            "weights_sha256": _hex(lock["outputs"]["weights"]["hashes"]["sha256"]),
+            "weights_path": f"{rel}/{lock['outputs']['weights']['path']}",
+            "config_sha256": _hex(lock["inputs"]["config"]["sha256"]),
+            "data_root_digest": _hex(lock["inputs"]["data"]["root_digest"]), "version": int(lock["version"])}
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{lock_path.relative_to(root)}: not a repro lockfile (expected outputs.weights, "
                         "inputs.config and inputs.data digests)") from None
-    safe_relpath(str(summary["weights_path"]), f"{lock_path.relative_to(root)}: outputs.weights.path")
-    return {**block, "status": LOCKED, "lock": {"path": f"{rel}/{LOCK_NAME}", "sha256": lock_sha, **summary}}
+    safe_relpath(summary["weights_path"], f"{lock_path.relative_to(root)}: outputs.weights.path")
+    return {"path": rel, "files": files, "root_digest": root_digest(digests), "status": LOCKED, "lock": summary}
 
 
-def require_consistent(base: dict[str, Any]) -> None:
+def require_consistent(base: BaseBlock) -> None:
     """A build refuses a base whose weights differ from its own lock: it is not the model
     that lock describes, and recording both would make the lineage a lie. (Verify
     instead reports the changed file against the fine-tune's lock.)"""
@@ -100,7 +103,7 @@ def _hex(value: Any) -> str:
     return value
 
 
-def with_base_path(model_node: dict[str, Any], root: Path) -> dict[str, Any]:
+def with_base_path(model_node: JsonObject, root: Path) -> JsonObject:
     """The model's config node with `base` made absolute, for the builder to load from."""
     rel = model_node.get("base")
     if rel is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import ConfigError
+from repro.records import JsonObject
 from repro.safeio import read_bytes
 from repro.source.config import ConfigSource, one_line
 from repro.source.hydra_main import hydra_app, hydra_errors
@@ -62,7 +63,7 @@ class ConfigFiles:
             return None
         return lambda key: defined_in(key, list(self.files), root)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"files": [{"config_path": f.config_path, "package": f.package,
                            "path": None if f.path is None else str(f.path)} for f in self.files],
                 "code": list(self.code)}

@@ -15,10 +15,11 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from repro.environment.machine import machine_cores
 from repro.errors import DataError, UserInputError
+from repro.records import FileRecord, Hashes
 from repro.safeio import Beneath, open_regular, printable
 from repro.source.algorithms import new_hasher
 from repro.source.filetree import os_reason
@@ -48,8 +49,9 @@ class FileDigest:
     def hashes(self) -> dict[str, str]:
         return {"sha256": self.sha256, **dict(self.extra)}
 
-    def to_json(self) -> dict[str, object]:
-        return {"path": self.path, "size": self.size, "hashes": self.hashes}
+    def to_json(self) -> FileRecord:
+        # sha256 and the extra algorithms' keys: `Hashes` names only the one every record has.
+        return {"path": self.path, "size": self.size, "hashes": cast(Hashes, self.hashes)}
 
 
 class Hashed(NamedTuple):

@@ -11,11 +11,11 @@ import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from repro import __version__
 from repro.canonical import compact_json, sha256_bytes
 from repro.errors import ConfigError, DataError, LockfileError
+from repro.records import Compiler, ConfigBlock, DataBlock, FilesBlock, GitState, Inputs, JsonObject
 from repro.source.base_model import base_block, base_path
 from repro.source.config import hashed_view, require
 from repro.source.data import DataFiles, DataSpec, resolve_files
@@ -27,21 +27,21 @@ from repro.source.walk import expand_patterns
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
-def config_digest(resolved: dict[str, Any]) -> dict[str, Any]:
+def config_digest(resolved: JsonObject) -> ConfigBlock:
     """The hashed part of the config and the sha256 of its compact canonical JSON."""
     view = hashed_view(resolved)
     return {"resolved": view, "sha256": sha256_bytes(compact_json(view))}
 
 
 def files_block(root: Path, rel_paths: list[str], *, cache: StatCache | None = None, rehash: bool = False,
-                algorithms: tuple[str, ...] = ("sha256",), progress: Progress | None = None) -> dict[str, Any]:
+                algorithms: tuple[str, ...] = ("sha256",), progress: Progress | None = None) -> FilesBlock:
     """The lock's `{"files": [...], "root_digest": ...}` for these files (see hashing.hash_files)."""
     digests = hash_files(root, rel_paths, cache=cache, rehash=rehash, algorithms=algorithms, progress=progress)
     return {"files": [d.to_json() for d in digests], "root_digest": root_digest(digests)}
 
 
 def data_block(root: Path, spec: DataSpec, files: list[str], *, use_cache: bool = True,
-               progress: Progress | None = None) -> dict[str, Any]:
+               progress: Progress | None = None) -> DataBlock:
     """The lock's `inputs.data` (minus the sample order): every data file, and the preprocess code.
 
     `use_cache=False` reads every byte (`--rehash`, `repro verify`); the stat
@@ -50,8 +50,9 @@ def data_block(root: Path, spec: DataSpec, files: list[str], *, use_cache: bool 
     from repro.source.hashcache import open_cache
 
     with open_cache(root) as cache:
-        block = files_block(root, files, cache=cache, rehash=not use_cache, algorithms=spec.extra_hashes,
-                            progress=progress)
+        hashed = files_block(root, files, cache=cache, rehash=not use_cache, algorithms=spec.extra_hashes,
+                             progress=progress)
+    block: DataBlock = {"files": hashed["files"], "root_digest": hashed["root_digest"]}
     if spec.preprocess is not None:
         from repro.source.preprocess import record
 
@@ -59,7 +60,7 @@ def data_block(root: Path, spec: DataSpec, files: list[str], *, use_cache: bool 
     return block
 
 
-def git_state(root: Path, rel_paths: list[str]) -> dict[str, Any] | None:
+def git_state(root: Path, rel_paths: list[str]) -> GitState | None:
     """The commit checked out at `root` and whether the code files differ from it.
 
     Provenance for run.json, not the lock: a lock committed to git can never name
@@ -105,7 +106,7 @@ def _differs_from_head(root: Path, rel_paths: list[str]) -> bool:
     return False
 
 
-def code_include(resolved: dict[str, Any]) -> list[str]:
+def code_include(resolved: JsonObject) -> list[str]:
     """`code.include`: patterns of project files that no build imports (optional, default none)."""
     code = resolved.get("code")
     if code is None:
@@ -126,12 +127,12 @@ def code_files(root: Path, include: list[str], imported: list[str] | tuple[str, 
     return sorted(set(listed) | set(imported), key=lambda s: s.encode("utf-8"))
 
 
-def code_block(root: Path, include: list[str], imported: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def code_block(root: Path, include: list[str], imported: list[str] | tuple[str, ...] = ()) -> FilesBlock:
     """The lock's `inputs.code`: the listed project files and the ones the build imported."""
     return files_block(root, code_files(root, include, imported))
 
 
-def compiler_block(rel_paths: list[str]) -> dict[str, Any]:
+def compiler_block(rel_paths: list[str]) -> Compiler:
     """The toolchain's `repro` entry: its version and the compiler modules that ran, hashed.
 
     Paths are relative to the folder holding the installed `repro` package; the
@@ -140,9 +141,9 @@ def compiler_block(rel_paths: list[str]) -> dict[str, Any]:
     return {"version": __version__, **files_block(PACKAGE_DIR.parent, rel_paths)}
 
 
-def hash_inputs(resolved: dict[str, Any], root: Path, spec: DataSpec, files: Sequence[str], *,
+def hash_inputs(resolved: JsonObject, root: Path, spec: DataSpec, files: Sequence[str], *,
                 imported: list[str] | tuple[str, ...] = (), use_cache: bool = True,
-                progress: Progress | None = None) -> dict[str, Any]:
+                progress: Progress | None = None) -> Inputs:
     """The lock's `inputs` block (minus the sample order): config, data and code.
 
     `repro train` and `repro verify` both call this, so what a build recorded and
@@ -152,7 +153,7 @@ def hash_inputs(resolved: dict[str, Any], root: Path, spec: DataSpec, files: Seq
     the recorded ones). `use_cache=False` re-reads every data byte instead of
     trusting the stat cache.
     """
-    inputs = {
+    inputs: Inputs = {
         "config": config_digest(resolved),
         # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
         "data": data_block(root, spec, list(files), use_cache=use_cache, progress=progress),
@@ -164,7 +165,7 @@ def hash_inputs(resolved: dict[str, Any], root: Path, spec: DataSpec, files: Seq
     return inputs
 
 
-def data_files(resolved: dict[str, Any], root: Path, spec: DataSpec) -> DataFiles:
+def data_files(resolved: JsonObject, root: Path, spec: DataSpec) -> DataFiles:
     """The build's data files, globbed once (`resolve_files`) after every pattern is checked for
     escaping the root; a missing file that a stage makes is named with the command that makes it."""
     check_paths(resolved, spec)
@@ -180,7 +181,7 @@ def data_files(resolved: dict[str, Any], root: Path, spec: DataSpec) -> DataFile
                         "from the primary sources") from exc
 
 
-def missing_outputs(resolved: dict[str, Any], root: Path, patterns: list[str]) -> list[tuple[str, str]]:
+def missing_outputs(resolved: JsonObject, root: Path, patterns: list[str]) -> list[tuple[str, str]]:
     """(path, stage) for each declared stage output that these patterns cover and that is not under root."""
     from repro.source.stages import covers, stage_specs
 
@@ -192,7 +193,7 @@ def missing_outputs(resolved: dict[str, Any], root: Path, patterns: list[str]) -
             if any(covers(p, out) for p in patterns) and not (root / out).exists()]
 
 
-def check_paths(resolved: dict[str, Any], spec: DataSpec) -> None:
+def check_paths(resolved: JsonObject, spec: DataSpec) -> None:
     """Data patterns and the task's tokenizer path must stay under the root (checked before any read)."""
     for pattern in spec.data_files:
         safe_relpath(pattern, "config key data.data_files: pattern")

@@ -28,6 +28,7 @@ from typing import Any
 
 from repro.environment.installed import distributions_by_module
 from repro.errors import ConfigError, DataError
+from repro.records import JsonObject, Preprocess, PreprocessPackage
 from repro.safeio import printable
 
 
@@ -70,7 +71,7 @@ def local_file(target: str, root: Path) -> Path | None:
     return None
 
 
-def record(node: dict[str, Any], root: Path) -> dict[str, Any]:
+def record(node: JsonObject, root: Path) -> Preprocess:
     """What the lock stores for the step's code (its params are in the resolved config).
 
     A module under the project root is hashed as a file; any other is pinned by the
@@ -88,7 +89,7 @@ def record(node: dict[str, Any], root: Path) -> dict[str, Any]:
     return {"target": target, "package": _package(target)}
 
 
-def _package(target: str) -> dict[str, str]:
+def _package(target: str) -> PreprocessPackage:
     """The installed distribution providing `target`'s top-level package, with its version."""
     from importlib import metadata
 

@@ -20,11 +20,13 @@ which stage makes which path, and which stages lie upstream of a set of files.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from repro.errors import ConfigError
+from repro.records import JsonObject, StageDeclaration
 from repro.source.filetree import safe_relpath
 
 KEYS = ("_target_", "params", "inputs", "outputs", "code", "record")
@@ -37,7 +39,7 @@ class StageSpec:
 
     name: str
     target: str
-    params: dict[str, Any]
+    params: JsonObject
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     code: tuple[str, ...]
@@ -70,13 +72,13 @@ class StageSpec:
                    inputs=_paths(node.get("inputs"), f"{where}.inputs", globs=True),
                    outputs=outputs, code=_paths(node.get("code"), f"{where}.code", globs=True), record=str(record))
 
-    def declaration(self) -> dict[str, Any]:
+    def declaration(self) -> StageDeclaration:
         """What a stage record stores so that the stage can be run again from it alone."""
         return {"target": self.target, "params": self.params, "inputs": list(self.inputs),
                 "outputs": list(self.outputs), "code": list(self.code)}
 
     @classmethod
-    def from_declaration(cls, name: str, declared: dict[str, Any], record: str) -> StageSpec:
+    def from_declaration(cls, name: str, declared: StageDeclaration, record: str) -> StageSpec:
         return cls.from_config(name, {"_target_": declared["target"], "params": declared["params"],
                                       "inputs": declared["inputs"], "outputs": declared["outputs"],
                                       "code": declared["code"], "record": record})
@@ -113,7 +115,7 @@ def _paths(value: Any, where: str, globs: bool) -> tuple[str, ...]:
     return tuple(value)
 
 
-def stage_specs(resolved: dict[str, Any]) -> dict[str, StageSpec]:
+def stage_specs(resolved: Mapping[str, object]) -> dict[str, StageSpec]:
     """Every declared stage, in run order (a stage after those whose outputs it reads)."""
     section = resolved.get("stages") or {}
     if not isinstance(section, dict):

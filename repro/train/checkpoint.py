@@ -18,16 +18,18 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from repro.canonical import canonical_json, fsync_dir, sha256_bytes
 from repro.errors import CheckpointError, CheckpointTooOld, DataError, TrainingFailed, output_error
 from repro.filenames import MANIFEST_NAME, OPTIMIZER_NAME, PICKLED_SUFFIXES, STATE_NAME, WEIGHTS_NAME
+from repro.lock.identity import Boundary, Identity
+from repro.records import FileRecord, Inputs, JsonObject, JsonValue, PinRecord
 from repro.safeio import loads, open_regular, read_bytes
 from repro.source.hashfile import digest_fd
 from repro.source.statkey import pack_key
@@ -44,6 +46,77 @@ _STEP_DIR = re.compile(r"^step-(\d{8,})$")
 Writer = Callable[[Path], None]
 
 
+# state.json and MANIFEST.json as types. Each mirrors an object of checkpoint.schema.json
+# key by key (tests/test_checkpoint_schema.py), as repro.lock.types mirrors the lock's schema.
+class Manifest(TypedDict):
+    version: int
+    step: int
+    files: list[FileRecord]
+
+
+class OrderPosition(TypedDict):
+    """Where the sample order stands after the last step, and the digest of every sample drawn so far."""
+
+    epoch: int
+    offset: int
+    count: int
+    sha256: str
+
+
+class PythonRng(TypedDict):
+    version: int
+    state: list[int]  # the Mersenne Twister's 624 words, then its position
+    gauss_next: float | None
+
+
+class NumpyRng(TypedDict):
+    bit_generator: str
+    keys: list[int]
+    pos: int
+    has_gauss: int
+    cached_gaussian: float
+
+
+class RngState(TypedDict):
+    python: PythonRng
+    numpy: NumpyRng
+    torch: str  # the CPU generator's state bytes, as hex
+    cuda: list[str]  # each initialised device's, as hex
+
+
+class StepState(TypedDict):
+    """What `repro.train.state.capture` takes after a step: everything the next step depends on, but tensors."""
+
+    version: int
+    step: int
+    sample_order: OrderPosition
+    losses: list[float]
+    step_digests: list[str]
+    rng: RngState
+    # state_dicts in `repro.train.state.encode`'s tagged JSON (tensors are in the safetensors files)
+    optimizer: JsonValue
+    scheduler: JsonValue
+    grad_scaler: JsonValue
+
+
+class CheckpointBuild(PinRecord):
+    packages: Mapping[str, str | None]  # installed versions of the recorded distributions (None: not installed)
+
+
+class RunSource(TypedDict):
+    """The inputs and build a run started from: stored in every checkpoint, compared before a resume."""
+
+    inputs: Inputs
+    build: CheckpointBuild
+
+
+class CheckpointState(StepState, RunSource):
+    """state.json: a step's state, the source it came from, and the identity of the run that wrote it."""
+
+    resumes: list[Boundary]  # every earlier resume boundary of this run, oldest first
+    identity: Identity
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """One verified checkpoint: its parsed state, the paths of its files, and the stat each had when hashed.
@@ -55,7 +128,7 @@ class Checkpoint:
 
     path: Path
     step: int
-    state: dict[str, Any]
+    state: CheckpointState
     files: dict[str, Path]
     keys: dict[str, bytes] = field(default_factory=dict)
 
@@ -65,8 +138,8 @@ def dir_name(step: int) -> str:
 
 
 @lru_cache(maxsize=1)
-def schema() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+def schema() -> JsonObject:
+    loaded: JsonObject = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     return loaded
 
 
@@ -119,7 +192,8 @@ def read(path: Path) -> Checkpoint:
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a checkpoint folder (expected {MANIFEST_NAME} and safetensors files)")
     try:
-        manifest = _load_json(path / MANIFEST_NAME, f"{path.name}/{MANIFEST_NAME}", "#/$defs/manifest")
+        # validated against the schema that Manifest mirrors
+        manifest = cast(Manifest, _load_json(path / MANIFEST_NAME, f"{path.name}/{MANIFEST_NAME}", "#/$defs/manifest"))
     except CheckpointTooOld as exc:  # name the whole path: this one is refused, not skipped
         raise CheckpointTooOld(f"{path.parent}/{exc}") from None
     records = {rec["path"]: rec for rec in manifest["files"]}
@@ -135,7 +209,8 @@ def read(path: Path) -> Checkpoint:
     # state.json is parsed from the very bytes that were checked
     raw = read_bytes(path / STATE_NAME, f"checkpoint {STATE_NAME}", error=CheckpointError)
     _check(path, STATE_NAME, records[STATE_NAME], len(raw), sha256_bytes(raw))
-    state = _parse_json(raw, f"{path.name}/{STATE_NAME}", "#/$defs/state")
+    # validated against the schema that CheckpointState mirrors
+    state = cast(CheckpointState, _parse_json(raw, f"{path.name}/{STATE_NAME}", "#/$defs/state"))
     check_state(state, f"{path.name}/{STATE_NAME}")
     named = parse_step(path.name)
     if manifest["step"] != state["step"] or named not in (None, state["step"]):
@@ -172,7 +247,7 @@ _TAGS = {"$tensor": str, "$float": str, "$tuple": list, "$items": list}
 _HEX_LIMIT = 1 << 16  # hex characters of one generator's state (torch's CPU one is 10,112)
 
 
-def check_state(state: dict[str, Any], where: str) -> None:
+def check_state(state: CheckpointState, where: str) -> None:
     """Every field of a checkpoint's state.json, beyond its schema: what restoring it would need. No torch.
 
     `where` ("step-00000004/state.json") starts each CheckpointError (exit 2). A
@@ -256,7 +331,7 @@ def bytes_writer(data: bytes) -> Writer:
     return write
 
 
-def _check(path: Path, name: str, rec: dict[str, Any], size: int, digest: str) -> None:
+def _check(path: Path, name: str, rec: FileRecord, size: int, digest: str) -> None:
     if size != rec["size"]:
         raise CheckpointError(f"{path.name}/{name}: {size} bytes, the manifest records {rec['size']} (truncated?)")
     if digest != rec["hashes"]["sha256"]:
@@ -385,13 +460,13 @@ def _remove(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _load_json(path: Path, where: str, ref: str) -> dict[str, Any]:
+def _load_json(path: Path, where: str, ref: str) -> JsonObject:
     if not os.path.lexists(path):
         raise CheckpointError(f"{where}: missing (the write did not finish)")
     return _parse_json(read_bytes(path, where, error=CheckpointError), where, ref)
 
 
-def _parse_json(raw: bytes, where: str, ref: str) -> dict[str, Any]:
+def _parse_json(raw: bytes, where: str, ref: str) -> JsonObject:
     """Parse, check `version`, validate against the schema; one-line errors naming the field."""
     import jsonschema
 

@@ -12,7 +12,6 @@ import random
 import sys
 import tempfile
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ import torch
 from repro.environment.machine import cpu_identity
 from repro.environment.pins import Pins
 from repro.errors import EnvironmentMismatch
+from repro.lock.types import CpuFacts, CudaFacts
 
 
 def seed_everything(seed: int) -> dict[str, int]:
@@ -30,7 +30,7 @@ def seed_everything(seed: int) -> dict[str, int]:
     return {"python": seed, "numpy": seed % 2**32, "torch": seed}
 
 
-def apply_torch_pins(pins: Pins) -> dict[str, Any]:
+def apply_torch_pins(pins: Pins) -> dict[str, bool | int | str]:
     """Set threads, deterministic algorithms, oneDNN, cuDNN and TF32 from the pins.
 
     Raises EnvironmentMismatch if torch already dispatches at another CPU level
@@ -43,7 +43,7 @@ def apply_torch_pins(pins: Pins) -> dict[str, Any]:
             "ATEN_CPU_CAPABILITY must be set before torch is imported (run `repro train` in a fresh process)"
         )
     torch.set_num_threads(pins.threads)
-    kernels: dict[str, Any] = {"kernels": "vendor"}
+    kernels: dict[str, bool | str] = {"kernels": "vendor"}
     if pins.kernels == "portable":
         from repro.train import kernels as portable
 
@@ -55,11 +55,11 @@ def apply_torch_pins(pins: Pins) -> dict[str, Any]:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-    set_flags: dict[str, Any] = {
+    set_flags: dict[str, bool | int | str] = {
         "threads": torch.get_num_threads(),
         "cpu_capability": actual,
         "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "mkldnn": torch.backends.mkldnn.enabled,
+        "mkldnn": bool(torch.backends.mkldnn.enabled),  # a bool at run time; typed as the ContextProp
         "cudnn_deterministic": True,
         "cudnn_benchmark": False,
         "tf32": False,
@@ -77,13 +77,14 @@ def apply_torch_pins(pins: Pins) -> dict[str, Any]:
     return set_flags
 
 
-def cpu_facts(pins: Pins) -> dict[str, Any] | None:
+def cpu_facts(pins: Pins) -> CpuFacts | None:
     """What decides a native CPU build's bits besides its pins (the lock's build.cpu): the CPU's
     vendor, family and model, and the code path MKL chose for it. None for the portable kernels,
     whose bits no CPU fact decides, and on a GPU."""
     if pins.kernels != "vendor" or pins.device != "cpu":
         return None
-    return {**cpu_identity(), "mkl": mkl_code_path()}
+    cpu = cpu_identity()
+    return {"vendor": cpu["vendor"], "family": cpu["family"], "model": cpu["model"], "mkl": mkl_code_path()}
 
 
 @functools.cache
@@ -133,15 +134,16 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-def cuda_facts() -> dict[str, Any] | None:
+def cuda_facts() -> CudaFacts | None:
     """GPU model, capability and library versions, for the lock; None on CPU."""
     if not torch.cuda.is_available():
         return None
     idx = torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(idx)
-    return {
+    facts: CudaFacts = {
         "gpu": torch.cuda.get_device_name(idx),
         "compute_capability": f"{major}.{minor}",
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version(),  # type: ignore[no-untyped-call]
     }
+    return facts

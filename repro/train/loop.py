@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from repro import lifetime
 from repro.environment.pins import Pins
 from repro.errors import ConfigError, TrainingFailed
+from repro.lock.types import CpuFacts, CudaFacts
 from repro.source.base_model import with_base_path
 from repro.source.components import Components
 from repro.source.config import TrainerSpec, one_line
@@ -53,8 +54,8 @@ class RunFlags:
     torch: dict[str, Any]  # what apply_torch_pins set
     seeds: dict[str, int]
     distributed: dict[str, Any]
-    cuda: dict[str, Any] | None  # the lock's build.cuda (None on CPU)
-    cpu: dict[str, Any] | None = None  # the lock's build.cpu: a native CPU build's CPU (else None)
+    cuda: CudaFacts | None  # the lock's build.cuda (None on CPU)
+    cpu: CpuFacts | None = None  # the lock's build.cpu: a native CPU build's CPU (else None)
 
     def to_json(self) -> dict[str, Any]:
         """The lock's `build.flags`."""

@@ -19,22 +19,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from repro import lifetime
 from repro.canonical import canonical_json, compact_json
 from repro.errors import Busy, CheckpointError, CheckpointTooOld, Interrupted
 from repro.filenames import CHECKPOINTS_DIR, OUT_DIR_LOCK, STATE_NAME
 from repro.lock import identity as source_identity
-from repro.lock.identity import Identity
+from repro.lock.identity import Boundary, Identity
 from repro.lock.lockdiff import Difference, compare_build, compare_files, compare_values, show
+from repro.lock.types import ResumeBoundary
+from repro.records import CheckpointReport
 from repro.source.config import CheckpointSpec
 from repro.train import checkpoint
-from repro.train.checkpoint import Checkpoint
+from repro.train.checkpoint import Checkpoint, CheckpointState, RunSource, StepState
 
 Mode = Literal["auto", "restart", "fresh"]
 Notify = Callable[[str], None]
-Capture = Callable[[], tuple[dict[str, checkpoint.Writer], dict[str, Any]]]
+Capture = Callable[[], tuple[dict[str, checkpoint.Writer], StepState]]
 # With REPRO_PAUSE_AFTER_STEP=N a build pauses after step N and its checkpoint, if one
 # is due, until `pause_marker` is deleted: how `repro check --axes resume` (and the
 # resume tests) SIGKILL a real build at a known point. Documented in docs/checkpoints.md.
@@ -57,9 +59,9 @@ class Session:
 
     root: Path
     spec: CheckpointSpec
-    record: dict[str, Any]  # inputs and build this run started from, stored in every checkpoint
+    record: RunSource | None  # inputs and build this run started from, stored in every checkpoint (rank 0)
     resume: Checkpoint | None = None
-    resumes: list[dict[str, Any]] = field(default_factory=list)  # earlier boundaries, each with its identity
+    resumes: list[Boundary] = field(default_factory=list)  # earlier boundaries, each with its identity
     skipped: list[str] = field(default_factory=list)
     written: int = 0
     # This run's source identity (repro.lock.identity), taken by `begin`; `identify` takes it.
@@ -107,18 +109,20 @@ class Session:
     def _save(self, step: int, capture: Capture) -> None:
         if self.identity is None:
             raise ValueError("Session.begin must run before the first checkpoint: it takes the source identity")
-        writers, state = capture()
-        state.update(self.record, resumes=self.resumes, identity=self.identity)
+        if self.record is None:
+            raise ValueError("only the session of rank 0, made with the run's source record, writes checkpoints")
+        writers, step_state = capture()
+        state: CheckpointState = {**step_state, **self.record, "resumes": self.resumes, "identity": self.identity}
         writers[STATE_NAME] = checkpoint.bytes_writer(canonical_json(state))
         checkpoint.write(self.root, step, writers)
         checkpoint.prune(self.root, self.spec.keep)
         self.written += 1
 
-    def lock_resumes(self) -> list[dict[str, Any]] | None:
+    def lock_resumes(self) -> list[ResumeBoundary] | None:
         """The lock's `build.resumes`: only when some boundary's source was not this run's."""
         return source_identity.boundaries(self.resumes, self.identity)
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> CheckpointReport:
         """What run.json says about checkpoints and resumes (never the lock)."""
         return {
             "checkpoints": {"every": self.spec.every, "keep": self.spec.keep, "written": self.written},
@@ -273,7 +277,7 @@ def wait_released(out_dir: Path, timeout: float) -> bool:
     return True
 
 
-def start(out_dir: Path, spec: CheckpointSpec, record: dict[str, Any], options: ResumeOptions,
+def start(out_dir: Path, spec: CheckpointSpec, record: RunSource, options: ResumeOptions,
           notify: Notify, identify: Callable[[], Identity] | None = None) -> Session:
     """Pick what to resume from (or nothing) and clear what must not be resumed.
 
@@ -330,7 +334,7 @@ def start(out_dir: Path, spec: CheckpointSpec, record: dict[str, Any], options: 
     return session  # `Session.begin` checks it against this run's source identity, then says it resumes
 
 
-def changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+def changes(saved: RunSource, now: RunSource) -> list[str]:
     """What differs between a checkpoint's recorded inputs/build and this run's, one phrase each.
 
     Found by `repro diff`'s own engine (`repro.lock.lockdiff`), so a checkpoint and a

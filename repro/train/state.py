@@ -22,7 +22,7 @@ from torch import nn
 from repro.errors import CheckpointError
 from repro.filenames import OPTIMIZER_NAME
 from repro.train import checkpoint
-from repro.train.checkpoint import MODEL_NAME, VERSION, Checkpoint, Writer
+from repro.train.checkpoint import MODEL_NAME, VERSION, Checkpoint, RngState, StepState, Writer
 from repro.train.sampling import OrderDigest, SampleOrder
 from repro.train.weights import METADATA
 
@@ -40,14 +40,14 @@ class Parts:
 
 
 def capture(step: int, parts: Parts, order: SampleOrder, losses: list[float],
-            digest: OrderDigest, step_digests: list[str]) -> tuple[dict[str, Writer], dict[str, Any]]:
+            digest: OrderDigest, step_digests: list[str]) -> tuple[dict[str, Writer], StepState]:
     """Writers of the safetensors files and the JSON state of a checkpoint after `step` steps.
 
     The writers read the live tensors: call them before the next step.
     """
     tensors: dict[str, torch.Tensor] = {}
     epoch, offset = order.position(step)
-    state = {
+    state: StepState = {
         "version": VERSION,
         "step": step,
         "sample_order": {"epoch": epoch, "offset": offset, "count": digest.count, "sha256": digest.hexdigest()},
@@ -74,12 +74,13 @@ def restore(ckpt: Checkpoint, parts: Parts, order: SampleOrder) -> tuple[OrderDi
         parts.model.load_state_dict(_load_checked(ckpt, MODEL_NAME), strict=True)
         tensors = _load_checked(ckpt, OPTIMIZER_NAME)
         parts.optimizer.load_state_dict(decode(state["optimizer"], tensors))
-        for key, obj in (("scheduler", parts.scheduler), ("grad_scaler", parts.scaler)):
-            if (obj is None) != (state[key] is None):
-                raise CheckpointError(f"{where}: {key} state is {'absent' if state[key] is None else 'present'} "
+        for key, obj, saved in (("scheduler", parts.scheduler, state["scheduler"]),
+                                ("grad_scaler", parts.scaler, state["grad_scaler"])):
+            if (obj is None) != (saved is None):
+                raise CheckpointError(f"{where}: {key} state is {'absent' if saved is None else 'present'} "
                                       f"but this run {'has' if obj is not None else 'has no'} {key}")
             if obj is not None:
-                obj.load_state_dict(decode(state[key], tensors))
+                obj.load_state_dict(decode(saved, tensors))
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:  # shape/name mismatches, bad tags
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{where}: cannot restore it into this run: {first}") from None
@@ -114,7 +115,7 @@ def _load_checked(ckpt: Checkpoint, name: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state() -> RngState:
     """python, numpy (legacy global), torch CPU and every initialised CUDA device, as JSON."""
     version, internal, gauss_next = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
@@ -129,7 +130,7 @@ def rng_state() -> dict[str, Any]:
     }
 
 
-def set_rng_state(rng: dict[str, Any], where: str) -> None:
+def set_rng_state(rng: RngState, where: str) -> None:
     py = rng["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
     n = rng["numpy"]

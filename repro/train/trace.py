@@ -28,6 +28,7 @@ from torch.utils._pytree import tree_flatten
 
 from repro.canonical import atomic_write_json
 from repro.errors import CheckpointError
+from repro.records import JsonObject
 from repro.train.step_digests import StepDigests, tensor_bytes
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ class Op:
     sha256: str
     kept: bool
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return asdict(self)
 
 

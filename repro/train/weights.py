@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import save
 
 from repro.canonical import atomic_write_bytes
+from repro.lock.types import TensorRecord
 
 METADATA = {"format": "pt"}
 
@@ -41,7 +41,7 @@ def tensor_sha256(t: torch.Tensor) -> str:
     return hashlib.sha256(raw.tobytes()).hexdigest()
 
 
-def tensor_records(state: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+def tensor_records(state: dict[str, torch.Tensor]) -> list[TensorRecord]:
     """Per-tensor name, dtype, shape and sha256 of its raw bytes, sorted by name."""
     return [
         {"name": k, "dtype": str(state[k].dtype).removeprefix("torch."), "shape": list(state[k].shape),

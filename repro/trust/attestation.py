@@ -21,15 +21,17 @@ import hashlib
 import os
 import platform
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from repro import __version__
 from repro.canonical import atomic_write_bytes, canonical_json, compact_json
 from repro.environment.machine import cpu_model
 from repro.errors import UserInputError
 from repro.filenames import LOCK_NAME, RECORD_NAME, WEIGHTS_NAME
+from repro.records import JsonObject, JsonValue
 from repro.safeio import loads, printable, read_bytes
 from repro.source.hashfile import sha256_checked
 
@@ -45,6 +47,19 @@ MACHINE_KEY = "https://repro.invalid/vsa/machine/v1"  # extension fields are nam
 DETAILS_KEY = "https://repro.invalid/vsa/details/v1"
 
 
+class Signature(TypedDict):
+    keyid: str  # sha256 of the DER public key
+    sig: str  # base64
+
+
+class Envelope(TypedDict):
+    """A DSSE envelope: the statement's bytes, base64, and the signatures over their PAE."""
+
+    payloadType: str
+    payload: str
+    signatures: list[Signature]
+
+
 @dataclass(frozen=True)
 class RecordCheck:
     """One record judged against one lock: does it show a bit-identical rebuild, and who vouches?"""
@@ -54,7 +69,7 @@ class RecordCheck:
     path: Path
     signers: tuple[str, ...] = ()  # names of trusted keys whose signatures verify
     signatures: int = 0  # signatures in the envelope, verified or not
-    machine: dict[str, Any] = field(default_factory=dict)
+    machine: JsonObject = field(default_factory=dict)  # as the record says: read, never trusted
     time_verified: str = ""
 
     @property
@@ -78,7 +93,7 @@ def record_paths(lock_path: Path) -> list[Path]:
 
 
 def statement(lock_sha256: str, weights_name: str, weights_sha256: str, identical: bool,
-              machine: dict[str, Any], details: dict[str, Any]) -> dict[str, Any]:
+              machine: Mapping[str, str], details: JsonObject) -> JsonObject:
     """The in-toto Statement v1 with a SLSA VSA v1 predicate for one rebuild."""
     return {
         "_type": STATEMENT_TYPE,
@@ -99,7 +114,7 @@ def statement(lock_sha256: str, weights_name: str, weights_sha256: str, identica
     }
 
 
-def machine_facts(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def machine_facts(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Who rebuilt where: CPU model and toolchain (not hashed anywhere; shown by `repro audit`)."""
     from importlib import metadata
 
@@ -119,9 +134,9 @@ def pae(payload_type: str, body: bytes) -> bytes:
 
 
 def record_verification(out_path: Path, lock_bytes_sha256: str, weights_sha256: str, identical: bool,
-                        details: dict[str, Any], signing_key: Path | None = None,
-                        weights_name: str = WEIGHTS_NAME, machine: dict[str, Any] | None = None
-                        ) -> dict[str, Any]:
+                        details: JsonObject, signing_key: Path | None = None,
+                        weights_name: str = WEIGHTS_NAME, machine: Mapping[str, str] | None = None
+                        ) -> Envelope:
     """Write a VSA in a DSSE envelope atomically, signed when `signing_key` (a PEM private key) is given."""
     for name, value in (("lock_bytes_sha256", lock_bytes_sha256), ("weights_sha256", weights_sha256)):
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
@@ -129,7 +144,7 @@ def record_verification(out_path: Path, lock_bytes_sha256: str, weights_sha256: 
     body = compact_json(statement(lock_bytes_sha256, weights_name, weights_sha256, identical,
                                   machine if machine is not None else machine_facts(), details))
     signatures = [] if signing_key is None else [_sign(Path(signing_key), pae(PAYLOAD_TYPE, body))]
-    envelope = {"payloadType": PAYLOAD_TYPE, "payload": base64.b64encode(body).decode("ascii"),
+    envelope: Envelope = {"payloadType": PAYLOAD_TYPE, "payload": base64.b64encode(body).decode("ascii"),
                 "signatures": signatures}
     atomic_write_bytes(Path(out_path), canonical_json(envelope))
     return envelope
@@ -188,7 +203,8 @@ def check_record(record_path: Path, lock_sha256: str, locked_weights_sha256: str
     if result != "PASSED":
         return no("the rebuild was not bit-identical (verificationResult FAILED)")
     signers = _verified_signers(envelope, body, trusted or {})
-    machine = pred.get(MACHINE_KEY) if isinstance(pred.get(MACHINE_KEY), dict) else {}
+    noted = pred.get(MACHINE_KEY)
+    machine: JsonObject = dict(noted) if isinstance(noted, dict) else {}
     sigs = envelope["signatures"]
     how = ("signed by " + ", ".join(signers)) if signers else (
         "self-reported: unsigned" if not sigs else "self-reported: signed by no key you trust")
@@ -216,11 +232,15 @@ def _payload(envelope: Any) -> bytes:
         raise UserInputError("the DSSE payload is not base64") from None
 
 
-def _verified_signers(envelope: dict[str, Any], body: bytes, trusted: dict[str, tuple[str, Any]]) -> list[str]:
+def _verified_signers(envelope: Mapping[str, JsonValue], body: bytes,
+                      trusted: dict[str, tuple[str, Any]]) -> list[str]:
     """Names of trusted keys with a valid signature (each key counted once, whatever its keyid hint)."""
     message = pae(PAYLOAD_TYPE, body)
     found: list[str] = []
-    for sig in envelope["signatures"][:MAX_RECORDS]:
+    signatures = envelope["signatures"]
+    if not isinstance(signatures, list):  # _payload checked it is
+        return found
+    for sig in signatures[:MAX_RECORDS]:
         if not isinstance(sig, dict) or not isinstance(sig.get("sig"), str):
             continue
         try:
@@ -268,7 +288,7 @@ def signing_key(private_key: Path) -> Any:
     return key
 
 
-def _sign(private_key: Path, message: bytes) -> dict[str, str]:
+def _sign(private_key: Path, message: bytes) -> Signature:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 

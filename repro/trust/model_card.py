@@ -11,16 +11,18 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from repro.canonical import StagedFiles
 from repro.errors import UserInputError
 from repro.filenames import CARD_NAME, CHECK_NAME, METRICS_NAME, PLOT_NAME, REBUILD_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.release_folder import ReleaseFolder
-from repro.lock.types import Inputs, Lock
+from repro.lock.types import Inputs, Lock, StageRecord
+from repro.records import GitState, JsonObject, JsonValue, dig, git_record
 from repro.safeio import loads, read_bytes, read_json
 from repro.trust import markdown as md
 from repro.trust.licenses import hf_license
@@ -37,7 +39,7 @@ class CardReport:
     rebuild_config: Path
     audit: AuditReport
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"card": str(self.card), "plot": str(self.plot), "rebuild_config": str(self.rebuild_config),
                 "audit": self.audit.to_json()}
 
@@ -59,7 +61,26 @@ def write_card(release: ReleaseFolder) -> CardReport:
     return CardReport(out_dir / CARD_NAME, out_dir / PLOT_NAME, out_dir / REBUILD_NAME, report)
 
 
-def read_check(out_dir: Path) -> dict[str, Any] | None:
+class CheckRow(TypedDict):
+    """One variation of check.json's `axes`, as the card shows it: read from the folder, so any JSON."""
+
+    axis: JsonValue
+    variation: JsonValue
+    result: JsonValue
+    promised: JsonValue
+    first_step: JsonValue
+    detail: JsonValue
+
+
+class CheckSummary(TypedDict):
+    """check.json (repro.check.check_report), as far as the card reads it."""
+
+    steps: NotRequired[JsonValue]
+    profile: NotRequired[JsonValue]
+    axes: list[CheckRow]
+
+
+def read_check(out_dir: Path) -> CheckSummary | None:
     """The latest `repro check` report in the folder (check.json), if present and well formed."""
     try:
         report = json.loads((out_dir / CHECK_NAME).read_text(encoding="utf-8"))
@@ -69,10 +90,10 @@ def read_check(out_dir: Path) -> dict[str, Any] | None:
     keys = ("axis", "variation", "result", "promised", "first_step", "detail")
     if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in keys) for r in rows):
         return None
-    return dict(report)
+    return cast(CheckSummary, dict(report))  # every row has every key the card reads: checked above
 
 
-def check_section(report: dict[str, Any]) -> list[str]:
+def check_section(report: CheckSummary) -> list[str]:
     """The card's table of the latest `repro check`: one row per variation."""
     lines = ["## Reproducibility check (`repro check`)", "",
              f"Latest run: {md.text(report.get('steps'))} steps per build, profile "
@@ -86,14 +107,13 @@ def check_section(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def build_commit(out_dir: Path) -> dict[str, Any] | None:
+def build_commit(out_dir: Path) -> GitState | None:
     """The commit the build ran at, from run.json (the lock cannot hold it)."""
     path = out_dir / RUN_NAME
     if not os.path.lexists(path):
         return None
     run, _ = read_json(path, RUN_NAME)  # a link, FIFO or device is refused, never read
-    git = run.get("git") if isinstance(run, dict) else None
-    return git if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
+    return git_record(run)
 
 
 def loss_curve(out_dir: Path, lock: Lock) -> tuple[list[int], list[float]]:
@@ -150,7 +170,8 @@ def rebuild_yaml(lock: Lock) -> bytes:
 
 def front_matter(lock: Lock, report: AuditReport) -> str:
     license_id, license_name = hf_license(report.release.weights_license)
-    meta: dict[str, Any] = {"license": license_id, "tags": ["repro", "reproducible", "safetensors", "pytorch"]}
+    meta: dict[str, str | list[str]] = {"license": license_id,
+                                        "tags": ["repro", "reproducible", "safetensors", "pytorch"]}
     if license_name:
         meta["license_name"] = license_name
     metrics = sorted(k for k in lock["outputs"]["metrics"] if k != "loss")
@@ -159,8 +180,8 @@ def front_matter(lock: Lock, report: AuditReport) -> str:
     return "---\n" + _yaml(meta) + "---\n"
 
 
-def render(lock: Lock, report: AuditReport, git: dict[str, Any] | None = None,
-           check: dict[str, Any] | None = None) -> str:
+def render(lock: Lock, report: AuditReport, git: GitState | None = None,
+           check: CheckSummary | None = None) -> str:
     """The card's Markdown; `git` is run.json's commit record, when the build ran in a checkout;
     `check` the latest `repro check` report from the folder. Every value from the lock or the folder
     goes through `repro.trust.markdown`, so it reads as text and nothing else."""
@@ -203,8 +224,7 @@ def _data(lock: Lock, report: AuditReport) -> list[str]:
     """The data card: what the data is, where it is, and every file's digest."""
     inputs, rel = lock["inputs"], report.release
     order = inputs["data"]["sample_order"]
-    trainer = inputs["config"]["resolved"].get("trainer")  # a stranger's lock: any JSON at all
-    batch = trainer.get("batch_size") if isinstance(trainer, dict) else None
+    batch = dig(inputs["config"]["resolved"], "trainer", "batch_size")
     steps = lock["outputs"]["loss_trajectory"]["steps"]
     # The count is of draws from the training split (steps x batch), not of the dataset's rows.
     draws = f"{order['count']} samples drawn" + (f" ({steps} steps of {batch})" if isinstance(batch, int) else "")
@@ -223,7 +243,7 @@ def _data(lock: Lock, report: AuditReport) -> list[str]:
 def _environment(lock: Lock) -> list[str]:
     """The resolved config, then the pins and the toolchain."""
     inputs, toolchain = lock["inputs"], lock["toolchain"]
-    build: dict[str, Any] = dict(lock["build"])  # every pin, by name
+    build: Mapping[str, object] = lock["build"]  # every pin, by name
     python = f"{toolchain['python']['implementation']} {toolchain['python']['version']}"
     out = ["", "## Training config", "", f"Resolved config, sha256 {md.code(inputs['config']['sha256'])} "
            f"(also in `{REBUILD_NAME}`):", "", *md.fenced("\n".join(md.yaml_lines(inputs["config"]["resolved"])),
@@ -231,7 +251,7 @@ def _environment(lock: Lock) -> list[str]:
            "", "## Pins and environment", "", "| pin | value |", "|---|---|"]
     out += [f"| {md.text(k)} | {md.code(json.dumps(build[k]), cell=True)} |" for k in sorted(build)
             if k not in ("env", "flags")]
-    out += [f"| env {md.text(k)} | {md.code(v, cell=True)} |" for k, v in sorted(build.get("env", {}).items())]
+    out += [f"| env {md.text(k)} | {md.code(v, cell=True)} |" for k, v in sorted(lock["build"]["env"].items())]
     out += [f"| python | {md.code(python, cell=True)} |",
             f"| repro | {md.code(toolchain['repro']['version'], cell=True)} (compiler "
             f"{md.code(toolchain['repro']['root_digest'][:12] + '…', cell=True)}) |"]
@@ -239,7 +259,7 @@ def _environment(lock: Lock) -> list[str]:
                   for k, v in sorted(toolchain["distributions"].items())]
 
 
-def _chain(records: list[dict[str, Any]]) -> list[str]:
+def _chain(records: Sequence[StageRecord]) -> list[str]:
     """The stages that made the training data, upstream first, from their records in the lock."""
     if not records:
         return []
@@ -260,7 +280,7 @@ def _chain(records: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _commands(lock: Lock, weights_sha: str, lock_sha: str, git: dict[str, Any] | None) -> list[str]:
+def _commands(lock: Lock, weights_sha: str, lock_sha: str, git: GitState | None) -> list[str]:
     where = f"a checkout of commit {md.code(git['commit'])}" if git else "the project folder"
     # The shell block quotes only digests the schema held to hex; nothing else from the lock reaches it.
     return [
@@ -292,14 +312,14 @@ def _yaml(obj: Any) -> str:
     return text
 
 
-def title(resolved: dict[str, Any], inputs: Inputs, name: str | None = None) -> str:
+def title(resolved: JsonObject, inputs: Inputs, name: str | None = None) -> str:
     """`proj: TinyNet`: the project's name and the model's class.
 
     The project's name is `release.name` when set, else the top-level package of the
     model's `_target_` when it is the project's own code (the lock lists its files),
     else the folder of the first data file (unless that is just `data`).
     """
-    target = str((resolved.get("model") or {}).get("_target_") or "model")
+    target = str(dig(resolved, "model", "_target_") or "model")
     model = target.rsplit(".", 1)[-1]
     top = target.split(".", 1)[0]
     code = [f["path"] for f in inputs["code"]["files"]]

@@ -13,7 +13,7 @@ import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 from urllib.parse import quote
 
 from repro import __version__
@@ -21,7 +21,8 @@ from repro.errors import MismatchError, UserInputError
 from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
 from repro.lock.release_folder import ReleaseFolder
-from repro.lock.types import Lock
+from repro.lock.types import Build, JsonObject, Lock
+from repro.records import GitState, git_record
 from repro.safeio import read_bytes, read_json
 from repro.source.hashfile import sha256_checked
 from repro.trust.release import ReleaseTerms
@@ -36,8 +37,47 @@ _EXTRA_FILES = (LOCK_NAME, METRICS_NAME, RUN_NAME)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # what the schema accepts as a URI
 
 
-def statement(lock: Lock, run: dict[str, Any] | None, byproducts: list[dict[str, Any]],
-              builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
+# The statement as types (docs/provenance.schema.json): in-toto's ResourceDescriptor and SLSA's predicate.
+class Resource(TypedDict):
+    name: str
+    digest: NotRequired[dict[str, str]]
+    uri: NotRequired[str]
+    downloadLocation: NotRequired[str]
+    annotations: NotRequired[JsonObject]  # in-toto leaves them open: a role, a licence, run.json itself
+
+
+class Builder(TypedDict):
+    id: str
+    version: dict[str, str]
+
+
+class RunDetails(TypedDict):
+    builder: Builder
+    metadata: dict[str, str]  # startedOn, finishedOn
+    byproducts: list[Resource]
+
+
+class BuildDefinition(TypedDict):
+    buildType: str
+    externalParameters: JsonObject  # {"config": the resolved config}
+    internalParameters: Build
+    resolvedDependencies: list[Resource]
+
+
+class Predicate(TypedDict):
+    buildDefinition: BuildDefinition
+    runDetails: RunDetails
+
+
+class Statement(TypedDict):
+    _type: str
+    subject: list[Resource]
+    predicateType: str
+    predicate: Predicate
+
+
+def statement(lock: Lock, run: JsonObject | None, byproducts: list[Resource],
+              builder_id: str = LOCAL_BUILDER_ID) -> Statement:
     """The provenance statement for `lock`; pure, so it can be tested on any lock dict."""
     inputs, build = lock["inputs"], lock["build"]
     weights = lock["outputs"]["weights"]
@@ -49,8 +89,8 @@ def statement(lock: Lock, run: dict[str, Any] | None, byproducts: list[dict[str,
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
                 "externalParameters": {"config": inputs["config"]["resolved"]},
-                "internalParameters": dict(build),
-                "resolvedDependencies": _dependencies(lock, _git(run)),
+                "internalParameters": build.copy(),
+                "resolvedDependencies": _dependencies(lock, git_record(run)),
             },
             "runDetails": {
                 "builder": {"id": builder_id, "version": {"repro": __version__}},
@@ -61,7 +101,7 @@ def statement(lock: Lock, run: dict[str, Any] | None, byproducts: list[dict[str,
     }
 
 
-def _dependencies(lock: Lock, git: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _dependencies(lock: Lock, git: GitState | None) -> list[Resource]:
     """Data files, the data tree, code files, the code tree and commit, repro's compiler, the toolchain.
 
     Tree digests are repro root digests, which are exactly in-toto's `dirHash`
@@ -70,24 +110,22 @@ def _dependencies(lock: Lock, git: dict[str, Any] | None) -> list[dict[str, Any]
     inputs = lock["inputs"]
     release = ReleaseTerms.from_config(inputs["config"]["resolved"])
     data, code = inputs["data"], inputs["code"]
-    deps: list[dict[str, Any]] = [
+    deps: list[Resource] = [
         {"name": f["path"], "digest": {"sha256": f["hashes"]["sha256"]}, "annotations": {"role": "data"}}
         for f in data["files"]
     ]
-    data_tree: dict[str, Any] = {
-        "name": "data", "digest": {"dirHash": data["root_digest"]},
-        "annotations": {"role": "data-tree", "license": release.data_license, "location": release.data_location,
-                        "sample_order_sha256": data["sample_order"]["sha256"]},
-    }
+    data_notes: JsonObject = {"role": "data-tree", "license": release.data_license,
+                              "location": release.data_location, "sample_order_sha256": data["sample_order"]["sha256"]}
+    data_tree: Resource = {"name": "data", "digest": {"dirHash": data["root_digest"]}, "annotations": data_notes}
     if release.data_location in ("url", "dvc") and release.data_url:
-        data_tree["annotations"]["data_url"] = release.data_url
+        data_notes["data_url"] = release.data_url
         if _URI.match(release.data_url):
             data_tree["downloadLocation"] = release.data_url
     deps.append(data_tree)
     deps += [{"name": f["path"], "digest": {"sha256": f["hashes"]["sha256"]}, "annotations": {"role": "code"}}
              for f in code["files"]]
     code_digest: dict[str, str] = {"dirHash": code["root_digest"]}
-    code_notes: dict[str, Any] = {"role": "code-tree", "license": release.code_license}
+    code_notes: JsonObject = {"role": "code-tree", "license": release.code_license}
     if git:  # the commit is run.json's (a lock cannot name the commit that holds it)
         code_digest["gitCommit"] = git["commit"]
         code_notes["dirty"] = git["dirty"]
@@ -104,22 +142,20 @@ def _dependencies(lock: Lock, git: dict[str, Any] | None) -> list[dict[str, Any]
     return deps
 
 
-def _git(run: dict[str, Any] | None) -> dict[str, Any] | None:
-    git = (run or {}).get("git")  # run.json may predate the field, or the build ran outside git
-    return git if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
-
-
-def _metadata(run: dict[str, Any] | None) -> dict[str, Any]:
+def _metadata(run: JsonObject | None) -> dict[str, str]:
     """startedOn/finishedOn (RFC 3339, UTC) from run.json's finish time and duration."""
-    if not run or not isinstance(run.get("finished_unix"), int):
+    finished_unix = None if not run else run.get("finished_unix")
+    if not run or not isinstance(finished_unix, int):
         return {}
-    finished = datetime.fromtimestamp(run["finished_unix"], tz=timezone.utc)
-    started = datetime.fromtimestamp(run["finished_unix"] - float(run.get("wall_seconds") or 0), tz=timezone.utc)
+    wall = run.get("wall_seconds") or 0
+    seconds = float(wall) if isinstance(wall, (int, float, str)) else 0.0
+    finished = datetime.fromtimestamp(finished_unix, tz=timezone.utc)
+    started = datetime.fromtimestamp(finished_unix - seconds, tz=timezone.utc)
     fmt = "%Y-%m-%dT%H:%M:%SZ"
     return {"startedOn": started.strftime(fmt), "finishedOn": finished.strftime(fmt)}
 
 
-def attest(release: ReleaseFolder, builder_id: str = LOCAL_BUILDER_ID) -> dict[str, Any]:
+def attest(release: ReleaseFolder, builder_id: str = LOCAL_BUILDER_ID) -> Statement:
     """Build the statement for `release`, after checking the weights against its lock."""
     out_dir = release.folder
     lock = lockfile.read(release.lock)
@@ -132,18 +168,18 @@ def attest(release: ReleaseFolder, builder_id: str = LOCAL_BUILDER_ID) -> dict[s
         raise MismatchError(f"{path.name}: sha256 is {actual}, {release.lock.name} has "
                             f"{weights['hashes']['sha256']}; these are not the weights the lock describes")
     run = _read_run(out_dir / RUN_NAME)
-    byproducts = []
+    byproducts: list[Resource] = []
     for name in _EXTRA_FILES:
         if os.path.lexists(out_dir / name):
             raw = read_bytes(out_dir / name, name)
-            entry: dict[str, Any] = {"name": name, "digest": {"sha256": hashlib.sha256(raw).hexdigest()}}
+            entry: Resource = {"name": name, "digest": {"sha256": hashlib.sha256(raw).hexdigest()}}
             if name == RUN_NAME and run:
                 entry["annotations"] = run
             byproducts.append(entry)
     return statement(lock, run, byproducts, builder_id)
 
 
-def _read_run(path: Path) -> dict[str, Any] | None:
+def _read_run(path: Path) -> JsonObject | None:
     if not os.path.lexists(path):
         return None
     run, _ = read_json(path, RUN_NAME)

@@ -7,10 +7,11 @@ change its licence after it was built.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from repro.errors import ConfigError
+from repro.records import JsonObject
 from repro.trust.licenses import check_expression
 
 # Where a third party can get the training data.
@@ -44,11 +45,11 @@ class ReleaseTerms:
     def data_obtainable(self) -> bool:
         return self.data_location in OBTAINABLE
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, resolved: dict[str, Any]) -> ReleaseTerms:
+    def from_config(cls, resolved: Mapping[str, object]) -> ReleaseTerms:
         """Read and check `release.*`; a config without the group gets 'unknown' everywhere."""
         block = resolved.get("release")  # optional group: absent means nothing was declared
         if block is None:

@@ -14,6 +14,7 @@ from typing import Any
 from repro.filenames import CHECKPOINTS_DIR
 from repro.lock import lockfile
 from repro.lock.types import Lock
+from repro.records import dig
 from repro.safeio import printable
 from repro.trust.attestation import RecordCheck, check_record, load_public_keys, record_paths, weights_beside_match
 from repro.trust.licenses import Rating, rate
@@ -154,7 +155,7 @@ def evidence(lock: Lock) -> dict[str, str]:
     where = f" ({_listed(model_files)})" if model_files else ""
     project = [f["path"] for f in lock["inputs"]["code"]["files"]]
     stages = lock["inputs"].get("stages", [])
-    pre = _target((resolved.get("data") or {}).get("preprocess"))
+    pre = _target(dig(resolved, "data", "preprocess"))
     prep = [f"stage {r['stage']} ({_listed([f['path'] for f in r['code']['files']])})" for r in stages]
     prep += [f"data.preprocess {pre} ({_listed(owned_files(lock, pre))})" if owned_files(lock, pre) else
              f"data.preprocess {pre}"] if pre else []
@@ -277,7 +278,7 @@ def render_table(report: AuditReport) -> str:
         lines.append(f"{v.framework:<18} {p(v.verdict):<24} {p(v.reasons[0])}")
         lines += [f"{'':<18} {'':<24} {p(r)}" for r in v.reasons[1:]]
     if report.base is not None:
-        lines.append(f"{'base model':<18} {p(report.base['path'])}  ({p(report.base['status'])}; "
+        lines.append(f"{'base model':<18} {p(str(report.base['path']))}  ({p(str(report.base['status']))}; "
                      "its verdicts cap this one's Debian and Reproducible)")
     lines += ["", f"{'MOF component':<32} {'class':<6} {'status':<9} {'licence':<16} evidence"]
     for x in report.components:

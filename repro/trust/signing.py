@@ -22,6 +22,7 @@ from typing import Any
 
 from repro.errors import MismatchError, UserInputError
 from repro.filenames import CARD_NAME, LOCK_NAME, PLOT_NAME, PROVENANCE_NAME, REBUILD_NAME, SIGNATURE_NAME, WEIGHTS_NAME
+from repro.records import JsonObject
 from repro.safeio import loads, read_bytes
 from repro.source.hashfile import sha256_checked
 
@@ -50,7 +51,7 @@ class SignatureReport:
     files: dict[str, str]
     not_covered: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"folder": str(self.folder), "signature": str(self.signature), "method": self.method,
                 "files": dict(sorted(self.files.items())), "not_covered": list(self.not_covered)}
 

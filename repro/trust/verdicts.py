@@ -7,8 +7,8 @@ fine-tune's verdicts by its base's; `repro audit --json` writes `to_json`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
+from repro.records import JsonObject
 from repro.trust.release import ReleaseTerms
 
 VERSION = 1  # of the report's JSON
@@ -47,12 +47,12 @@ class AuditReport:
     mof: Verdict
     reproducible: Verdict
     components: list[Component] = field(default_factory=list)
-    base: dict[str, Any] | None = None  # a fine-tune's base release and its own audit (repro.trust.lineage)
+    base: JsonObject | None = None  # a fine-tune's base release and its own audit (repro.trust.lineage)
 
     def verdicts(self) -> list[Verdict]:
         return [self.debian, self.osaid, self.mof, self.reproducible]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "version": VERSION, "lock": {"path": self.lock, "sha256": self.lock_sha256},
             "release": self.release.to_json(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,7 +20,7 @@ from repro.environment.toolchain import installed_versions, interpreter_facts
 from repro.errors import DataError, EnvironmentMismatch, LockfileError, ReproError
 from repro.lock.explain import explain_config_edit, reference_configs
 from repro.lock.lockdiff import PIN_KEYS, Difference, compare_tensor_records, compare_toolchain
-from repro.lock.types import Inputs, Lock, TensorRecord, Toolchain, Weights
+from repro.lock.types import Inputs, Lock, Toolchain, Weights
 from repro.progress import byte_bar
 from repro.safeio import open_regular, printable
 from repro.source.config import require
@@ -27,9 +28,10 @@ from repro.source.data import DataSpec
 from repro.source.filetree import resolve_under
 from repro.source.hashfile import digest_fd
 from repro.source.inputs import PACKAGE_DIR, compiler_block, data_files, hash_inputs
+from repro.verify.report import Checked
 
 
-def rehash_inputs(lock: Lock, root: Path, quiet: bool = True) -> tuple[Inputs, dict[str, Any]]:
+def rehash_inputs(lock: Lock, root: Path, quiet: bool = True) -> tuple[Inputs, Checked]:
     """Hash the source the lock names, today, under `root`: a lock-shaped `inputs`, and counts. Imports nothing.
 
     The same `hash_inputs` as `repro train`, with every data byte read (the fresh
@@ -54,10 +56,10 @@ def rehash_inputs(lock: Lock, root: Path, quiet: bool = True) -> tuple[Inputs, d
     if "stages" in lock["inputs"]:  # intermediates are inputs here; --from-source rebuilds them
         found["stages"] = lock["inputs"]["stages"]
     data = found["data"]["files"]
-    checked = {"data_files": len(data), "data_bytes": sum(f["size"] for f in data),
+    checked: Checked = {"data_files": len(data), "data_bytes": sum(f["size"] for f in data),
                "code_files": len(found["code"]["files"]), "compiler_files": len(lock["toolchain"]["repro"]["files"]),
                "config_sha256": found["config"]["sha256"], "weights_file": None}
-    return cast(Inputs, found), checked
+    return found, checked
 
 
 def current_toolchain(recorded: Toolchain) -> Toolchain:
@@ -108,17 +110,19 @@ FLAG_PINS = {"threads": "threads", "cpu_capability": "cpu_capability",
 def pin_consistency(lock: Lock) -> list[Difference]:
     """The lock's build pins must be what its own config resolves to, and what torch reported."""
     resolved = lock["inputs"]["config"]["resolved"]
-    expected = resolve_pins(require(resolved, "build", dict), require(resolved, "seed", int)).to_json()
-    build: dict[str, Any] = dict(lock["build"])  # read by pin name
+    expected: Mapping[str, object] = resolve_pins(require(resolved, "build", dict),
+                                                  require(resolved, "seed", int)).to_json()
+    build: Mapping[str, object] = lock["build"]  # read by pin name
+    flags = lock["build"]["flags"]
     diffs = [
         Difference("build", "pin", key, "changed", expected[key], build[key],
                    f"the lock's build section says {build[key]!r} but its config resolves to {expected[key]!r}")
         for key in PIN_KEYS if build[key] != expected[key]
     ]
     for flag, pin in FLAG_PINS.items():
-        if flag in build["flags"] and build["flags"][flag] != build[pin]:
-            diffs.append(Difference("build", "pin", pin, "changed", build["flags"][flag], build[pin],
-                                    f"torch reported {flag}={build['flags'][flag]!r} at build time, "
+        if flag in flags and flags[flag] != build[pin]:
+            diffs.append(Difference("build", "pin", pin, "changed", flags[flag], build[pin],
+                                    f"torch reported {flag}={flags[flag]!r} at build time, "
                                     f"but the pin says {build[pin]!r}"))
     return diffs
 
@@ -159,7 +163,7 @@ def _weights_differ(path: Path, recorded: Weights, size: int, sha: str, fd: int)
             records = weights.records()
     except ReproError as exc:
         return [dataclasses.replace(whole, detail=f"not readable as safetensors: {exc}")]
-    per_tensor = compare_tensor_records(recorded["tensors"], [cast(TensorRecord, r) for r in records])
+    per_tensor = compare_tensor_records(recorded["tensors"], records)
     if not per_tensor:
         whole = dataclasses.replace(whole, detail="every tensor matches the lock; only the file's header differs")
     return [whole, *per_tensor]

@@ -19,14 +19,13 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from repro.builder import gate
 from repro.builder.stage import run_stage
 from repro.errors import DataError, UserInputError
 from repro.lock import lockfile, stagerecord
 from repro.lock.lockdiff import Difference, compare_stage_records
-from repro.lock.types import Lock
+from repro.lock.types import Lock, StageRecord
 from repro.safeio import copy_beneath, open_beneath
 from repro.source.stages import default_record, stage_specs
 from repro.verify.report import NOTE_KINDS, VerifyOptions, VerifyReport
@@ -130,7 +129,7 @@ def record_paths(lock: Lock) -> dict[str, str]:
             for r in lock["inputs"]["stages"]}
 
 
-def _rerun(record: dict[str, Any], record_path: str, src: Path, report: VerifyReport, opts: VerifyOptions) -> bool:
+def _rerun(record: StageRecord, record_path: str, src: Path, report: VerifyReport, opts: VerifyOptions) -> bool:
     """Run one stage from its record in `src`, importing only its hashed code (unless --trust-code), in the
     sandbox (unless --no-sandbox); add its differences to the report; True if identical."""
     spec = stagerecord.spec_of(record, record_path)

@@ -14,7 +14,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
 
 from repro.builder.rebuild import run_rebuild
 from repro.builder.sandbox import sandbox_for
@@ -24,11 +23,12 @@ from repro.filenames import LOCK_NAME
 from repro.lock import lockfile
 from repro.lock.lockdiff import Difference, compare_locks
 from repro.lock.types import Lock
-from repro.verify.report import NOTE_KINDS, VerifyOptions, VerifyReport
+from repro.records import JsonObject
+from repro.verify.report import NOTE_KINDS, Rebuild, VerifyOptions, VerifyReport
 
 
 def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_path: Path | None,
-                        report: VerifyReport, plan: list[tuple[str, str, str]]) -> dict[str, Any]:
+                        report: VerifyReport, plan: list[tuple[str, str, str]]) -> Rebuild:
     """Rebuild `lock` in a work folder under its pins, file the rebuilt lock's differences in `report`,
     and return the report's `rebuild` block. The work folder is kept only when `opts.work_dir` names it.
     `plan`: the trust gate's targets, which the rebuild child judges first as imported objects
@@ -40,11 +40,12 @@ def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pat
         raise UserInputError(f"--work-dir {opts.work_dir}: would overwrite the lock being verified")
     work.mkdir(parents=True, exist_ok=True)
     try:
-        python, env = None, {"mode": "current"}
+        python: Path | None = None
+        env: JsonObject = {"mode": "current"}
         if opts.toolchain == "recreate":
             from repro.verify.recreate import provision
 
-            made = provision(cast(dict[str, Any], lock["toolchain"]), list(opts.find_links), opts.quiet)
+            made = provision(lock["toolchain"], list(opts.find_links), opts.quiet)
             python, env = made.python, made.to_json()
         started = time.monotonic()
         box = sandbox_for(root, work, opts.world_size or lock["build"]["world_size"], opts.sandbox,
@@ -95,7 +96,7 @@ def add_rebuilt_differences(report: VerifyReport, lock: Lock, rebuilt: Lock) -> 
 
 
 def _localize(lock: Lock, root: Path, opts: VerifyOptions, work: Path, diffs: list[Difference],
-              replay_here: Callable[[Path, dict[str, str]], None]) -> dict[str, Any] | None:
+              replay_here: Callable[[Path, dict[str, str]], None]) -> JsonObject | None:
     """--localize: the first differing op, when an environment here reproduces the lock's steps."""
     from repro.check.localize import localize_lock
     from repro.lock.lockfile import read_step_digests

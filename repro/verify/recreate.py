@@ -32,11 +32,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from repro.canonical import atomic_write_json, compact_json
 from repro.environment.machine import user_cache
 from repro.errors import EnvironmentMismatch
+from repro.lock.types import Toolchain
+from repro.records import JsonObject
 from repro.source.hashing import hash_files, root_digest
 from repro.verify.own_wheel import own_wheel_dir
 
@@ -58,15 +59,16 @@ class Provisioned:
     cached: bool
     seconds: float
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"mode": "recreate", "python": str(self.python), "path": str(self.path), "installer": self.installer,
                 "cached": self.cached, "seconds": round(self.seconds, 3)}
 
 
-def toolchain_digest(toolchain: dict[str, Any]) -> str:
+def toolchain_digest(toolchain: Toolchain) -> str:
     """What identifies an installed toolchain: interpreter, distributions, torch build, repro's compiler."""
     key = {"python": toolchain["python"], "distributions": toolchain["distributions"],
-           "torch": (toolchain["torch"] or {}).get("version"), "repro": toolchain["repro"]["version"],
+           "torch": None if toolchain["torch"] is None else toolchain["torch"]["version"],
+           "repro": toolchain["repro"]["version"],
            "compiler": toolchain["repro"]["root_digest"]}
     return hashlib.sha256(compact_json(key)).hexdigest()
 
@@ -76,7 +78,7 @@ def cache_root() -> Path:
     return user_cache("toolchains", "REPRO_TOOLCHAIN_CACHE")
 
 
-def requirements(toolchain: dict[str, Any]) -> list[str]:
+def requirements(toolchain: Toolchain) -> list[str]:
     """`name==version` for every recorded distribution, torch with its build tag, and repro."""
     reqs = {name: f"{name}=={version}" for name, version in toolchain["distributions"].items()}
     if toolchain["torch"] is not None:
@@ -116,7 +118,7 @@ def _contains(options: list[str], pair: list[str]) -> bool:
     return any(options[i:i + 2] == pair for i in range(0, len(options), 2))
 
 
-def provision(toolchain: dict[str, Any], find_links: list[Path], quiet: bool = True) -> Provisioned:
+def provision(toolchain: Toolchain, find_links: list[Path], quiet: bool = True) -> Provisioned:
     """The recorded toolchain, installed (or found cached) and checked; raise EnvironmentMismatch if not possible."""
     started = time.monotonic()
     digest = toolchain_digest(toolchain)
@@ -171,7 +173,7 @@ _PROBE = ("import importlib.metadata as m, json, os, repro; "
           "print(json.dumps({'torch': m.version('torch'), 'repro': os.path.dirname(os.path.dirname(repro.__file__))}))")
 
 
-def check_installed(toolchain: dict[str, Any], python: Path) -> None:
+def check_installed(toolchain: Toolchain, python: Path) -> None:
     """The environment holds the recorded torch build and repro's recorded compiler (exit 3 if not)."""
     proc = subprocess.run([str(python), "-I", "-c", _PROBE], capture_output=True, text=True, check=False)
     if proc.returncode != 0:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from repro.errors import UserInputError
 from repro.lock.types import BaseLock
+from repro.records import JsonObject
 from repro.safeio import printable
 from repro.source.filetree import resolve_under
 from repro.verify.report import VerifyOptions, VerifyReport
@@ -97,5 +97,5 @@ def _trusted_record(lock_path: Path, base: BaseLock, keys: list[Path]) -> Link |
     return Link(str(lock_path), "signed record", False, "; ".join(dict.fromkeys(reasons)))
 
 
-def chain_json(links: list[Link]) -> list[dict[str, Any]]:
+def chain_json(links: list[Link]) -> list[JsonObject]:
     return [dataclasses.asdict(link) for link in links]

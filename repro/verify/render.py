@@ -6,9 +6,7 @@ the verdict line of a mismatch is also the envelope's `error`.
 
 from __future__ import annotations
 
-from typing import Any
-
-from repro.verify.report import VerifyReport
+from repro.verify.report import Rebuild, VerifyReport
 
 
 def _n(count: int, noun: str) -> str:
@@ -81,7 +79,7 @@ def _checked(report: VerifyReport) -> list[str]:
     return lines
 
 
-def _rebuild(rb: dict[str, Any]) -> list[str]:
+def _rebuild(rb: Rebuild) -> list[str]:
     """The rebuild: how long, where, its weights, the localized op, the recreated toolchain, the sandbox."""
     if not rb["performed"]:
         return [f"rebuild    {rb['reason']}"]

@@ -9,12 +9,13 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from repro import __version__
 from repro.lock.lockdiff import Difference
 from repro.lock.types import BaseBlock
 from repro.progress import PhaseReport
+from repro.records import JsonObject
 
 REPORT_VERSION = 2
 # Differences that describe where and with what a build ran, not what it is.
@@ -53,6 +54,75 @@ class VerifyOptions:
             self.progress(line, done, total)
 
 
+class Checked(TypedDict, total=False):
+    """What was checked before any rebuild (`repro verify --json`'s `checked`); each step adds its own keys."""
+
+    data_files: int
+    data_bytes: int
+    code_files: int
+    compiler_files: int
+    config_sha256: str
+    weights_file: str | None  # a weights file compared with the lock's digests
+    trusted_anyway: list[str]  # `_target_`s run outside the trusted set (--trust-code)
+    primary_sources: int  # --from-source: files copied because no stage made them
+
+
+class SandboxNote(TypedDict):
+    active: bool
+    description: str
+
+
+class Rebuild(TypedDict):
+    """The report's `rebuild`: what the rebuild did, or why there was none (`performed` false, `reason`)."""
+
+    performed: bool
+    reason: NotRequired[str]
+    seconds: NotRequired[float]
+    work_dir: NotRequired[str | None]  # kept only when --work-dir names it
+    weights_sha256: NotRequired[str]
+    toolchain: NotRequired[JsonObject]  # {"mode": "current"}, or the recreated environment (repro.verify.recreate)
+    sandbox: NotRequired[SandboxNote]
+    localized: NotRequired[JsonObject | None]  # --localize: the first differing op (repro.check.localize)
+
+
+class RecordNote(TypedDict):
+    """Where verification.json went (`record`)."""
+
+    path: str
+    written: bool
+    signed: NotRequired[bool]
+    error: NotRequired[str]
+
+
+class StageRun(TypedDict):
+    """--from-source: one stage rerun from its record."""
+
+    stage: str
+    seconds: float
+    identical: bool
+    first_differing_output: str | None
+
+
+class VerifyResult(TypedDict):
+    """`repro verify --json`'s `result` (docs/verify.md)."""
+
+    version: int
+    repro: str
+    result: str
+    exit_code: int
+    lockfile: str
+    root: str
+    root_source: str
+    mode: str
+    checked: Checked
+    differences: list[JsonObject]
+    notes: list[JsonObject]
+    hints: list[str]
+    rebuild: Rebuild | None
+    record: RecordNote | None
+    stages: list[StageRun]
+
+
 @dataclass
 class VerifyReport:
     """Everything verify found. `differences` decide the exit code; `notes` do not."""
@@ -61,14 +131,14 @@ class VerifyReport:
     root: str
     root_source: str
     mode: str
-    checked: dict[str, Any]
+    checked: Checked
     differences: list[Difference] = field(default_factory=list)
     notes: list[Difference] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
-    rebuild: dict[str, Any] | None = None
-    record: dict[str, Any] | None = None
+    rebuild: Rebuild | None = None
+    record: RecordNote | None = None
     base: BaseBlock | None = None  # the lock's inputs.base: where `--recursive` goes next
-    stages: list[dict[str, Any]] = field(default_factory=list)  # --from-source: each stage rerun
+    stages: list[StageRun] = field(default_factory=list)  # --from-source: each stage rerun
 
     @property
     def identical(self) -> bool:
@@ -92,7 +162,7 @@ class VerifyReport:
     def result(self) -> str:
         return "identical" if self.identical else "toolchain-mismatch" if self.toolchain_caused else "mismatch"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> VerifyResult:
         return {
             "version": REPORT_VERSION, "repro": __version__,
             "result": self.result, "exit_code": self.exit_code,
@@ -103,8 +173,8 @@ class VerifyReport:
         }
 
 
-def write_record(report: VerifyReport, rebuild: dict[str, Any], opts: VerifyOptions,
-                 lock_sha256: str) -> dict[str, Any]:
+def write_record(report: VerifyReport, rebuild: Rebuild, opts: VerifyOptions,
+                 lock_sha256: str) -> RecordNote:
     """Leave verification.json beside the lock: what `repro audit` grants "Reproducible" from.
 
     A lock folder we may not write to does not undo the verification; the report says so.
@@ -112,7 +182,7 @@ def write_record(report: VerifyReport, rebuild: dict[str, Any], opts: VerifyOpti
     from repro.trust.attestation import default_record_path, record_verification
 
     path = default_record_path(opts.lock_path)
-    details = {"rebuild_seconds": rebuild["seconds"], "platform": platform.platform(),
+    details: JsonObject = {"rebuild_seconds": rebuild["seconds"], "platform": platform.platform(),
                "differences": [d.line() for d in report.differences[:50]],
                "notes": [d.line() for d in report.notes[:50]]}
     try:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
 
 from repro.errors import ReproError
 from repro.lock import stagerecord
 from repro.lock.lockdiff import Difference, compare_files, compare_stage_records
-from repro.lock.types import FileRecord, Lock
+from repro.lock.types import FileRecord, Lock, StageRecord
 from repro.source.filetree import resolve_under
 from repro.source.hashing import hash_files
 from repro.source.stages import default_record
@@ -48,7 +48,7 @@ def check_stages(lock: Lock, root: Path) -> tuple[list[Difference], list[Differe
                                             ("stage input", record["inputs"]["files"], True),
                                             ("stage output", outputs, True)):
             found, gone = _rehash(root, files)
-            for d in compare_files(kind, [f for f in files if f["path"] not in gone], cast(list[FileRecord], found)):
+            for d in compare_files(kind, [f for f in files if f["path"] not in gone], found):
                 diffs.append(dataclasses.replace(d, name=f"{name}: {d.name}",
                                                  detail=f"changed since stage {name} made its outputs: "
                                                         f"`repro run {name}`"))
@@ -65,7 +65,7 @@ def check_stages(lock: Lock, root: Path) -> tuple[list[Difference], list[Differe
     return diffs, notes
 
 
-def _record_path(lock: Lock, record: dict[str, Any]) -> str | None:
+def _record_path(lock: Lock, record: StageRecord) -> str | None:
     """Where the stage's record lives: as the lock's own config declares it, else the default place."""
     from repro.errors import ConfigError
     from repro.source.stages import stage_specs
@@ -78,7 +78,7 @@ def _record_path(lock: Lock, record: dict[str, Any]) -> str | None:
     return spec.record if spec is not None else default_record(record["stage"], outputs[0]) if outputs else None
 
 
-def _rehash(root: Path, files: list[Any]) -> tuple[list[dict[str, Any]], set[str]]:
+def _rehash(root: Path, files: Sequence[FileRecord]) -> tuple[list[FileRecord], set[str]]:
     """Today's records of these files under root (every byte read), and the paths that are not there."""
     present: list[str] = []
     gone: set[str] = set()
@@ -91,7 +91,7 @@ def _rehash(root: Path, files: list[Any]) -> tuple[list[dict[str, Any]], set[str
     return found, gone
 
 
-def _record_on_disk(record: dict[str, Any], root: Path, rel: str | None) -> list[Difference]:
+def _record_on_disk(record: StageRecord, root: Path, rel: str | None) -> list[Difference]:
     """The stage's record file, if it declares the stage otherwise than the lock does (rerun with other params)."""
     name = str(record["stage"])
     if rel is None or not os.path.lexists(resolve_under(root, rel, "stage record")):

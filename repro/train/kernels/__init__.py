@@ -51,7 +51,7 @@ _library: torch.library.Library | None = None
 _recorder: _Recorder | None = None
 
 
-def enable(refuse: bool, cpu: bool = True) -> dict[str, Any]:
+def enable(refuse: bool, cpu: bool = True) -> dict[str, bool | str]:
     """Load the library and route every later CPU call through it; the facts for the lock's flags.
 
     Once per process: torch has one dispatch table. `refuse` is `build.unportable == "refuse"`; `cpu`
@@ -83,7 +83,7 @@ def enable(refuse: bool, cpu: bool = True) -> dict[str, Any]:
     return facts()
 
 
-def facts() -> dict[str, Any]:
+def facts() -> dict[str, bool | str]:
     """What the lock records: the same on every machine (the GEMM's vector width is not here: it decides
     no bit, and run.json has it)."""
     return {"kernels": "portable", "gemm": "fma chain, k ascending", "sdpa": "flash, fixed order",
