@@ -229,32 +229,35 @@ class _Run:
               on_step: OnStep | None) -> tuple[list[float], OrderDigest, StepTrace]:
         """Train from step 0 or the checkpoint's step to max_steps; return the losses, order digest and trace.
 
+        The step itself is `step`; everything kept about it (sample order, parameter
+        digests, checkpoints, progress) is an observer called before and after it.
         A stop signal (repro.lifetime) ends the steps after the one it came in, with a checkpoint.
         """
         # The model is built and its imports are known: the checkpoint must be of this very source.
         resume = checkpoints.begin() if checkpoints is not None else None
         start = resume.step if resume is not None else 0
         batches = _batches(self.train_t, self.order, self.spec, self.pins.seed, start)
-        digest, losses = OrderDigest(), list[float]()
+        record = _Record()
         if resume is not None:  # restores the RNGs last: nothing may draw before the next step
-            digest, losses = restore(resume, self.parts, self.order)
+            record.digest, record.losses = restore(resume, self.parts, self.order)
         trace = StepTrace.start(self.parts.model, self.fast.inner, resume)
+        observers: list[Observer] = [trace, record]  # the trace first: it records the step's ops, nothing else
+        if checkpoints is not None:
+            observers.append(_Saver(checkpoints, self.parts, self.order, record, trace))
+        if on_step is not None:
+            observers.append(_Progress(on_step))
         self.model.train()
         with lifetime.deferred():  # a stop signal waits for the end of its step
             for step, (rows, batch) in enumerate(batches, start):
-                trace.before_step(step + 1)
-                digest.update(rows)
-                value = self.step(step, batch, trace)
-                losses.append(value)
-                if checkpoints is not None:
-                    checkpoints.after_step(step + 1, partial(capture, step + 1, self.parts, self.order, losses,
-                                                             digest, trace.digests))
+                for observer in observers:
+                    observer.before_step(step + 1, rows)
+                value = self.step(step, batch)
+                for observer in observers:
+                    observer.after_step(step + 1, value)
                 lifetime.raise_if_stopped(f" after step {step + 1}")
-                if on_step is not None:
-                    on_step(step + 1, value)
-        return losses, digest, trace
+        return record.losses, record.digest, trace
 
-    def step(self, step: int, batch: Batch, trace: StepTrace) -> float:
+    def step(self, step: int, batch: Batch) -> float:
         """One optimizer step on this rank's slice of the global batch; the loss every rank agrees on."""
         if self.world > 1:
             per_rank = self.spec.batch_size // self.world
@@ -269,13 +272,64 @@ class _Run:
         if self.scheduler is not None:
             self.scheduler.step()
         self.fast.zero_grad(set_to_none=True)  # flush the gradients as soon as we can
-        trace.after_step(step + 1)
         # Every rank records the same number: the mean of all ranks' losses, in rank order.
         world_loss = loss if self.world == 1 else self.accelerator.gather(loss.detach().reshape(1)).mean()
         value = float(world_loss.item())
         if not math.isfinite(value):
             raise TrainingFailed(f"loss became {value} at step {step + 1}; lower trainer.lr or check the data")
         return value
+
+
+class Observer(Protocol):
+    """Bookkeeping around a step, kept out of the step: `before_step(n, rows)` and `after_step(n, loss)`."""
+
+    def before_step(self, step: int, rows: torch.Tensor) -> None: ...
+    def after_step(self, step: int, loss: float) -> None: ...
+
+
+@dataclass
+class _Record:
+    """The lock's sample order digest and loss trajectory."""
+
+    digest: OrderDigest = field(default_factory=OrderDigest)
+    losses: list[float] = field(default_factory=list)
+
+    def before_step(self, step: int, rows: torch.Tensor) -> None:
+        self.digest.update(rows)
+
+    def after_step(self, step: int, loss: float) -> None:
+        self.losses.append(loss)
+
+
+@dataclass
+class _Saver:
+    """Checkpoints when due, and the stop after a signal (`Session.after_step`)."""
+
+    session: Session
+    parts: Parts
+    order: SampleOrder
+    record: _Record
+    trace: StepTrace
+
+    def before_step(self, step: int, rows: torch.Tensor) -> None:
+        pass
+
+    def after_step(self, step: int, loss: float) -> None:
+        self.session.after_step(step, partial(capture, step, self.parts, self.order, self.record.losses,
+                                              self.record.digest, self.trace.digests))
+
+
+@dataclass
+class _Progress:
+    """The caller's progress callback (a bar on stderr)."""
+
+    on_step: OnStep
+
+    def before_step(self, step: int, rows: torch.Tensor) -> None:
+        pass
+
+    def after_step(self, step: int, loss: float) -> None:
+        self.on_step(step, loss)
 
 
 class _Rows(Dataset[Batch]):

@@ -41,7 +41,8 @@ TRACE_VERSION = 1
 
 
 class StepTrace:
-    """The loop's one hook: `before_step(n)` and `after_step(n)` around every step.
+    """A step observer (`repro.train.loop.Observer`): the parameter digests after every step, and the op
+    recorder around the first steps.
 
     With `REPRO_TRACE_STEP=k`, steps 1..k run under one `OpRecorder` (entered for
     each step, so nothing between steps is recorded), saved after step k: a
@@ -69,7 +70,7 @@ class StepTrace:
     def digests(self) -> list[str]:
         return self.steps.digests
 
-    def before_step(self, step: int) -> None:
+    def before_step(self, step: int, rows: torch.Tensor | None = None) -> None:
         if self.trace_step is None or step > self.trace_step:
             return
         if self.recorder is None:
@@ -77,7 +78,7 @@ class StepTrace:
         self.recorder.step = step
         self.recorder.__enter__()  # type: ignore[no-untyped-call]  # torch's mode is untyped
 
-    def after_step(self, step: int) -> None:
+    def after_step(self, step: int, loss: float | None = None) -> None:
         if self.recorder is not None:
             self.recorder.__exit__(None, None, None)  # type: ignore[no-untyped-call]
             if step == self.trace_step:
