@@ -74,7 +74,7 @@ def repro_loop(root: Path, name: str, steps: int) -> tuple[float, dict[str, Any]
 
     spec = make_spec(_config(root, name, [f"trainer.max_steps={steps}"]), root, root / "out")
     marks: list[float] = []
-    result = train(spec, on_step=lambda s, v: marks.append(time.perf_counter()))
+    result = train(spec.recipe, on_step=lambda s, v: marks.append(time.perf_counter()))
     return marks[-1] - marks[0], result.state, spec.resolved
 
 

@@ -103,7 +103,7 @@ def repro_loop(steps: int) -> tuple[float, dict]:
 
     spec = make_spec(_config(steps), REPO, REPO / "out")
     marks: list[float] = []
-    result = train(spec, on_step=lambda s, v: marks.append(time.perf_counter()))
+    result = train(spec.recipe, on_step=lambda s, v: marks.append(time.perf_counter()))
     return marks[-1] - marks[0], result.state
 
 

@@ -46,11 +46,11 @@ def test_pins_are_written_back_as_values(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("path, value, named", [
-    (("pins", "threads"), "2", "build spec.pins.threads"),
-    (("trainer", "shuffle"), 1, "build spec.trainer.shuffle"),
-    (("files", "trained"), "data.csv", "build spec.files.trained"),
+    (("recipe", "pins", "threads"), "2", "build spec.recipe.pins.threads"),
+    (("recipe", "trainer", "shuffle"), 1, "build spec.recipe.trainer.shuffle"),
+    (("recipe", "files", "trained"), "data.csv", "build spec.recipe.files.trained"),
     (("resume", "mode"), "sometimes", "build spec.resume.mode"),
-    (("root",), None, "build spec.root"),
+    (("recipe", "root"), None, "build spec.recipe.root"),
 ])
 def test_the_child_refuses_a_spec_of_the_wrong_shape(tmp_path: Path, path: tuple[str, ...], value: object,
                                                    named: str) -> None:
@@ -111,8 +111,8 @@ import repro.source.config, repro.verify.verifier
 repro.source.config.find_config = no_finder
 repro.verify.verifier.find_root = no_finder
 report = build(spec, lambda message: None)
-print(json.dumps({"calls": calls, "weights": report.weights_sha256, "hashed": list(spec.files.hashed),
-                  "trained": list(spec.files.trained)}))
+print(json.dumps({"calls": calls, "weights": report.weights_sha256, "hashed": list(spec.recipe.files.hashed),
+                  "trained": list(spec.recipe.files.trained)}))
 """
 
 

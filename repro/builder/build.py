@@ -81,7 +81,7 @@ def build(spec: BuildSpec, notify: Notify) -> BuildReport | None:
         require_same_cpu_here(spec.expect_cpu, spec.resolved)
     require_supported(spec.pins)
     # The model, task and optimizer nodes against their constructors, before anything is hashed or trained.
-    check_nodes({**spec.resolved, "model": with_base_path(spec.components.model, spec.root)}, spec.root,
+    check_nodes({**spec.resolved, "model": with_base_path(spec.recipe.components.model, spec.root)}, spec.root,
                 spec.config.where(spec.root))
     rank, _ = distributed.check_world(spec.pins)
     if rank != 0:
@@ -145,7 +145,7 @@ def _build_rank(spec: BuildSpec) -> None:
                       identify=lambda: identify(spec.resolved, config_sha256, data, spec.pins.to_json(), spec.root),
                       mode=spec.resume.mode, owner=False)
     session.pause_step = None
-    train(spec, checkpoints=session)
+    train(spec.recipe, checkpoints=session)
 
 
 def _build_locked(spec: BuildSpec, notify: Notify, started: float) -> BuildReport:
@@ -158,7 +158,7 @@ def _build_locked(spec: BuildSpec, notify: Notify, started: float) -> BuildRepor
 
     root, pins = spec.root, spec.pins
     with byte_bar(spec.quiet, "hash data") as bar:
-        inputs = hash_inputs(spec.resolved, root, spec.data, spec.files.hashed, use_cache=not spec.rehash,
+        inputs = hash_inputs(spec.resolved, root, spec.recipe.data, spec.recipe.files.hashed, use_cache=not spec.rehash,
                              progress=bar)
     if "base" in inputs:
         require_consistent(inputs["base"])  # before anything trains on it
@@ -177,9 +177,9 @@ def _build_locked(spec: BuildSpec, notify: Notify, started: float) -> BuildRepor
         distributed.barrier(pins)  # the other ranks now read the same resume point
 
     from repro.train.loop import train
-    with step_bar(spec.trainer.max_steps, spec.quiet) as on_step:
+    with step_bar(spec.recipe.trainer.max_steps, spec.quiet) as on_step:
         # The data were just hashed: their root digest names the datasets cache (no second read).
-        result = train(spec, on_step=on_step, checkpoints=session, data_digest=inputs["data"]["root_digest"])
+        result = train(spec.recipe, on_step=on_step, checkpoints=session, data_digest=inputs["data"]["root_digest"])
 
     inputs["data"]["sample_order"] = {"sha256": result.order_sha256, "count": result.order_count}
     inputs["code"] = finish_code(spec)
@@ -190,7 +190,7 @@ def _build_locked(spec: BuildSpec, notify: Notify, started: float) -> BuildRepor
     if resumes is not None:  # some steps came from another source: the lock says so (docs/lockfile.md)
         build["resumes"] = resumes
     with lifetime.deferred(finish=True):  # a stop signal now would only tear the outputs: finish them
-        outputs, lock_bytes, seconds = write_outputs(spec.out_dir, result, inputs, build, spec.trainer.log_every,
+        outputs, lock_bytes, seconds = write_outputs(spec.out_dir, result, inputs, build, spec.recipe.trainer.log_every,
                                                      started, {"git": git_state(root, [f["path"] for f in
                                                                                        inputs["code"]["files"]]),
                                                                **session.report()})

@@ -30,8 +30,9 @@ from repro.source.config import (
     require,
     require_keys,
 )
-from repro.source.data import DataFiles, DataSpec
+from repro.source.data import DataSpec
 from repro.source.inputs import data_files
+from repro.train.recipe import Recipe
 from repro.train.resume import ResumeOptions
 from repro.trust.release import ReleaseTerms
 
@@ -43,13 +44,8 @@ class BuildSpec:
     """Everything one build needs; made once, in the process that parsed the command line."""
 
     resolved: dict[str, Any]  # the config as hashed (arbitrary JSON), every pin written back as a value
-    pins: Pins
-    trainer: TrainerSpec
-    data: DataSpec
+    recipe: Recipe  # what the loop reads: pins, trainer, data spec and files (globbed once), components, root
     checkpoint: CheckpointSpec
-    components: Components
-    files: DataFiles  # globbed once: the lock's list is the trained list
-    root: Path  # absolute: the project root
     out_dir: Path  # absolute
     resume: ResumeOptions = ResumeOptions()
     config: ConfigFiles = ConfigFiles()  # composed config files (named by errors); their code record
@@ -60,6 +56,14 @@ class BuildSpec:
     served: dict[str, str] | None = None
     gate: tuple[Gate, ...] = ()
     expect_cpu: dict[str, Any] | None = None
+
+    @property
+    def pins(self) -> Pins:
+        return self.recipe.pins
+
+    @property
+    def root(self) -> Path:
+        return self.recipe.root
 
     def to_json(self) -> dict[str, Any]:
         """The spec file the build child reads (`from_json` is its inverse)."""
@@ -90,8 +94,9 @@ def make_spec(resolved: dict[str, Any], root: Path, out_dir: Path, *, resume: Re
         raise ConfigError(f"trainer.batch_size={trainer.batch_size} is not divisible by "
                           f"build.world_size={pins.world_size}: every rank takes an equal slice of the global batch")
     resolved = with_pins(resolved, pins)
-    return BuildSpec(resolved, pins, trainer, data, checkpoint, components, data_files(resolved, root, data),
-                     root, out_dir, resume or ResumeOptions(), config or ConfigFiles(), rehash, quiet)
+    recipe = Recipe(pins, trainer, data, components, data_files(resolved, root, data), root)
+    return BuildSpec(resolved, recipe, checkpoint, out_dir, resume or ResumeOptions(), config or ConfigFiles(),
+                     rehash, quiet)
 
 
 def with_pins(resolved: Mapping[str, Any], pins: Pins) -> dict[str, Any]:

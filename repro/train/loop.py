@@ -2,7 +2,7 @@
 
 Read `train` top to bottom: pins, seeds, data, model, then the steps, then the
 held-out evaluation. Everything that can change the bits comes in through the
-build's typed `Recipe` (a `repro.builder.spec.BuildSpec`) and is recorded by the
+build's typed `Recipe` (`repro.train.recipe`, held by a `BuildSpec`) and is recorded by the
 caller (`repro.builder.build`).
 """
 
@@ -24,9 +24,8 @@ from repro.environment.pins import Pins
 from repro.errors import ConfigError, TrainingFailed
 from repro.lock.types import CpuFacts, CudaFacts
 from repro.source.base_model import with_base_path
-from repro.source.components import Components
 from repro.source.config import TrainerSpec, one_line
-from repro.source.data import DataFiles, DataSpec, load_splits
+from repro.source.data import load_splits
 from repro.tasks import Batch, Task, as_task
 from repro.train.determinism import (
     apply_torch_pins,
@@ -36,6 +35,7 @@ from repro.train.determinism import (
     seed_worker,
     torch_generator,
 )
+from repro.train.recipe import Recipe
 from repro.train.sampling import OrderDigest, SampleOrder
 from repro.train.state import Parts, capture, restore
 from repro.train.trace import StepTrace
@@ -76,23 +76,6 @@ class TrainResult:
     step_digests: list[str] = field(default_factory=list)  # parameters after every step (repro.train.step_digests)
     samples: list[str] = field(default_factory=list)  # from the task's `samples` hook
     exports: dict[str, bytes] = field(default_factory=dict)  # from its `export` hook
-
-
-class Recipe(Protocol):
-    """What `train` reads of a build: a `repro.builder.spec.BuildSpec` is one."""
-
-    @property
-    def pins(self) -> Pins: ...
-    @property
-    def trainer(self) -> TrainerSpec: ...
-    @property
-    def data(self) -> DataSpec: ...
-    @property
-    def components(self) -> Components: ...
-    @property
-    def files(self) -> DataFiles: ...
-    @property
-    def root(self) -> Path: ...
 
 
 def train(recipe: Recipe, on_step: OnStep | None = None, checkpoints: Session | None = None,
