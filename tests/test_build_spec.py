@@ -131,3 +131,38 @@ def test_one_build_resolves_its_data_once_and_finds_no_root(tmp_path: Path) -> N
     lock = json.loads((tmp_path / "out" / "repro.lock").read_text())
     assert [f["path"] for f in lock["inputs"]["data"]["files"]] == result["hashed"] == result["trained"]
     assert not (tmp_path / "somewhere").exists() and os.listdir(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_verify_finds_the_root_before_the_spec_and_never_after(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify finds a lock's project root once, first; from the rebuild's spec on, no finder runs."""
+    import repro.builder.rebuild as rebuild
+    import repro.source.config
+    import repro.verify.verifier
+    from repro.verify.report import VerifyOptions
+
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "repro", "train", "--quiet", *STEPS, f"out_dir={out}"],
+                          cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    made: list[BuildSpec] = []
+    spec_from_lock = rebuild.spec_from_lock
+
+    def then_no_finder(*args: object, **kwargs: object) -> BuildSpec:
+        spec = spec_from_lock(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(spec)
+
+        def no_finder(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a root finder ran after the spec was made")
+        monkeypatch.setattr(repro.verify.verifier, "find_root", no_finder)
+        monkeypatch.setattr(repro.source.config, "find_config", no_finder)
+        return spec
+
+    monkeypatch.setattr(rebuild, "spec_from_lock", then_no_finder)
+    report = repro.verify.verifier.verify(VerifyOptions(lock_path=out / "repro.lock", work_dir=tmp_path / "work",
+                                                        record=False, sandbox=False))
+    lock = json.loads((out / "repro.lock").read_text())
+    assert report.identical and report.rebuild is not None and report.rebuild["performed"]
+    assert report.rebuild["weights_sha256"] == lock["outputs"]["weights"]["hashes"]["sha256"]
+    assert [s.out_dir for s in made] == [tmp_path / "work" / "out"] and made[0].root.is_absolute()
