@@ -1,7 +1,9 @@
 """verify's rebuild: train again in a fresh process under the lock's pins alone.
 
 The lock becomes a `BuildSpec` (`spec_from_lock`) and goes through the same
-`launch` as `repro train`; the child runs the same `build`.
+`launch` as `repro train` (`rebuild_options`: how its child runs); the child runs
+the same `build`, importing only the project files the lock hashes (as hashed; any
+with `trust_code`), after judging the trust gate's targets on the imported objects.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from typing import Any
 
 from repro.builder.child import ChildOptions
 from repro.builder.cpu_match import recorded_cpu
-from repro.builder.launch import launch
 from repro.builder.sandbox import Sandbox
 from repro.builder.spec import BuildSpec, Gate, make_spec, with_pins
 from repro.environment.pins import Pins
@@ -45,24 +46,8 @@ def spec_from_lock(lock: Lock, root: Path, out_dir: Path, *, quiet: bool, world_
                    expect_cpu=None if cpu is None else {**cpu})
 
 
-def run_rebuild(lock: Lock, root: Path, work_dir: Path, quiet: bool, world_size: int | None = None,
-                python: Path | None = None, sandbox: Sandbox | None = None,
-                env_extra: dict[str, str] | None = None, plan: list[Gate] | None = None,
-                trust_code: bool = False) -> Path:
-    """Train again in a fresh interpreter under the lock's pins alone; return the rebuilt out_dir.
-
-    The child (`repro.builder.child`) gets an environment made from the pins alone,
-    imports the same repro whose source was just hashed (or, with `python`, the
-    repro of a recreated toolchain), and a datasets cache of its own so no stale
-    cache can stand in for the data. With `sandbox`, the child runs inside it;
-    `env_extra` is added to its environment (verify --localize's op recorder). The child imports
-    only the project files the lock hashes (as hashed; any with `trust_code`), and first judges
-    the imported objects of `plan`, the trust gate's targets (gate.check_located).
-    """
-    spec = spec_from_lock(lock, root, work_dir / "out", quiet=quiet, world_size=world_size,
-                          gate=tuple(plan or ()), trust_code=trust_code)
-    options = ChildOptions(what="rebuild", own_cache=True, python=None if python is None else str(python),
-                           prefix=sandbox.prefix if sandbox is not None else (),
-                           env_extra=tuple(sorted((env_extra or {}).items())))
-    launch(spec, options, work_dir)
-    return spec.out_dir
+def rebuild_options(python: Path | None, sandbox: Sandbox) -> ChildOptions:
+    """How a rebuild's child runs: errors start with "rebuild", a datasets cache of its own (no stale cache
+    can stand in for the data), another toolchain's interpreter when one was recreated, inside the sandbox."""
+    return ChildOptions(what="rebuild", own_cache=True, python=None if python is None else str(python),
+                        prefix=sandbox.prefix)

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from repro.builder.rebuild import run_rebuild
+from repro.builder.launch import launch
+from repro.builder.rebuild import rebuild_options, spec_from_lock
 from repro.builder.sandbox import sandbox_for
 from repro.check.localize import name_first_step
 from repro.errors import UserInputError
@@ -50,8 +51,12 @@ def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pat
         started = time.monotonic()
         box = sandbox_for(root, work, opts.world_size or lock["build"]["world_size"], opts.sandbox,
                           None if python is None else str(python))
-        out = run_rebuild(lock, root, work, opts.quiet, world_size=opts.world_size, python=python, sandbox=box,
-                          plan=plan, trust_code=opts.trust_code)
+        # The lock as a build, made once: the rebuild and any replay of it (--localize) run this spec.
+        spec = spec_from_lock(lock, root, work / "out", quiet=opts.quiet, world_size=opts.world_size,
+                              gate=tuple(plan), trust_code=opts.trust_code)
+        options = rebuild_options(python, box)
+        launch(spec, options, work)
+        out = spec.out_dir
         seconds = time.monotonic() - started
         rebuilt = lockfile.read(out / LOCK_NAME)
         add_rebuilt_differences(report, lock, rebuilt)
@@ -62,8 +67,8 @@ def rebuild_and_compare(lock: Lock, root: Path, opts: VerifyOptions, weights_pat
         if opts.localize:
             def replay_here(folder: Path, env: dict[str, str]) -> None:  # this rebuild again, as it ran
                 folder.mkdir(parents=True, exist_ok=True)
-                run_rebuild(lock, root, folder, True, world_size=opts.world_size, python=python, sandbox=box,
-                            env_extra=env, plan=plan, trust_code=opts.trust_code)
+                launch(dataclasses.replace(spec, out_dir=folder / "out", quiet=True),
+                       dataclasses.replace(options, env_extra=tuple(sorted(env.items()))), folder)
 
             localized = _localize(lock, root, opts, work, report.differences, replay_here)
         return {"performed": True, "seconds": round(seconds, 3), "work_dir": str(work) if keep else None,
