@@ -34,6 +34,7 @@ from repro.builder.child import child_environ, child_error, raise_interrupted
 from repro.canonical import atomic_write_json, fsync_dir
 from repro.environment.pins import Pins
 from repro.errors import DataError, ReproError
+from repro.filenames import STAGING_DIR
 from repro.lifetime import supervise
 from repro.lock import stagerecord
 from repro.lock.lockdiff import Difference
@@ -43,7 +44,6 @@ from repro.source.inputs import files_block
 from repro.source.stages import StageSpec
 from repro.source.walk import expand_patterns
 
-STAGING = ".repro/staging"
 # `python -c` puts the current folder (the root) first on sys.path: taken off before anything is imported.
 _CHILD = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
           "from repro.builder.stage_child import main; sys.exit(main(sys.argv[1]))")
@@ -82,8 +82,8 @@ def run_stage(spec: StageSpec, pins: dict[str, Any], root: Path, *, use_cache: b
     root = root.resolve()
     refuse_shadowing(root)
     inputs = _hash_inputs(spec, root, use_cache)
-    (root / STAGING).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=root / STAGING))
+    (root / STAGING_DIR).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=root / STAGING_DIR))
     try:
         before = tree_state(root)
         prestart = _spawn(spec, pins, root, staging, quiet, served, sandbox)

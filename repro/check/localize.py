@@ -17,6 +17,7 @@ from typing import Any
 
 from repro.check.runs import Project, Run, train
 from repro.check.variations import BASELINE, Variation
+from repro.filenames import OPS_NAME
 from repro.lock.lockdiff import first_differing_step
 from repro.lock.types import Lock
 
@@ -39,9 +40,9 @@ def trace_step(project: Project, variation: Variation, step: int, attempt: int =
     """Replay `variation`'s build up to `step` under the op recorder; (trace folder, error)."""
     folder = trace_folder(project, variation, f"step{step}-{attempt}")
     run = train(project, variation, trace=(step, folder))
-    if run.error is not None and not (folder / "ops.json").is_file():
+    if run.error is not None and not (folder / OPS_NAME).is_file():
         return None, run.error
-    if not (folder / "ops.json").is_file():
+    if not (folder / OPS_NAME).is_file():
         return None, f"the replay recorded no ops for step {step}"
     return folder, None
 
@@ -92,7 +93,7 @@ class Localizer:
     def __init__(self, project: Project, baseline: Variation = BASELINE, recorded: Path | None = None) -> None:
         self.project, self.baseline = project, baseline
         self.cache: dict[int, tuple[Path | None, str | None]] = {}
-        self.recorded = recorded if recorded is not None and (recorded / "ops.json").is_file() else None
+        self.recorded = recorded if recorded is not None and (recorded / OPS_NAME).is_file() else None
 
     def op(self, variation: Variation, step: int, recorded: Path | None = None) -> dict[str, Any]:
         """The first op of `step` whose outputs differ between the baseline and `variation`;
@@ -105,7 +106,7 @@ class Localizer:
             return self.cache[step]
 
         def other(attempt: int) -> tuple[Path | None, str | None]:
-            if recorded is not None and (recorded / "ops.json").is_file():
+            if recorded is not None and (recorded / OPS_NAME).is_file():
                 attempt -= 1
                 if attempt == 0:
                     return recorded, None
@@ -191,7 +192,7 @@ def localize_lock(lock: Lock, root: Path, step: int, recorded: list[str], work: 
             replay_here(folder, {TRACE_STEP_ENV: str(step), TRACE_DIR_ENV: str(folder / "trace")})
         except ReproError as exc:
             return None, str(exc)
-        return (folder / "trace", None) if (folder / "trace" / "ops.json").is_file() else \
+        return (folder / "trace", None) if (folder / "trace" / OPS_NAME).is_file() else \
             (None, f"the replay recorded no ops for step {step}")
 
     tried = []
@@ -200,7 +201,7 @@ def localize_lock(lock: Lock, root: Path, step: int, recorded: list[str], work: 
         folder = work / f"trace-{len(tried)}"
         run = train(project, variation, trace=(step, folder))
         if run.digests is not None and run.digests[:step + 1] == recorded[:step + 1] and \
-                (folder / "ops.json").is_file():
+                (folder / OPS_NAME).is_file():
             return {"environment": variation.name, **first_op(_recorded(folder), here, step)}
     missing = "" if len(tried) > 1 else f"; {cpu_variations(project)[0].what.removeprefix('skipped: ')}"
     return {"error": f"no environment here reproduces the lock's parameters up to step {step} "

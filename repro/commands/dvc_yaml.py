@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from repro.commands import Outcome
+from repro.filenames import DVC_YAML_NAME
 
 if TYPE_CHECKING:
     from repro.source.config import ConfigSource
@@ -34,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Outcome:
-    from repro.pipeline.dvcyaml import DVC_YAML, check, render
+    from repro.pipeline.dvcyaml import check, render
     from repro.safeio import read_bytes
     from repro.source.config import find_config
     from repro.source.config_guard import MAX_YAML_BYTES, load_yaml
@@ -48,10 +49,10 @@ def run(args: argparse.Namespace) -> Outcome:
     if args.root:
         flags += ["--root", args.root]
     want = declared(source, tuple(flags), args.overrides)
-    path = source.root / DVC_YAML
+    path = source.root / DVC_YAML_NAME
     exists = os.path.lexists(path)
-    doc = (load_yaml(path, DVC_YAML) if exists else None) or {}  # bounded: size, aliases, a regular file
-    text = read_bytes(path, DVC_YAML, MAX_YAML_BYTES).decode("utf-8") if exists else ""
+    doc = (load_yaml(path, DVC_YAML_NAME) if exists else None) or {}  # bounded: size, aliases, a regular file
+    text = read_bytes(path, DVC_YAML_NAME, MAX_YAML_BYTES).decode("utf-8") if exists else ""
     if args.write:
         from repro.canonical import atomic_write_bytes
 

@@ -28,13 +28,13 @@ from torch.utils._pytree import tree_flatten
 
 from repro.canonical import atomic_write_json
 from repro.errors import CheckpointError
+from repro.filenames import OPS_NAME, VALUES_NAME
 from repro.train.step_digests import StepDigests, tensor_bytes
 
 if TYPE_CHECKING:
     from repro.train.checkpoint import Checkpoint
 
 TRACE_STEP_ENV, TRACE_DIR_ENV = "REPRO_TRACE_STEP", "REPRO_TRACE_DIR"
-OPS_NAME, VALUES_NAME = "ops.json", "values.safetensors"
 VALUES_CAP = 256 * 2**20  # bytes of op outputs kept for element counts; digests are always kept
 TRACE_VERSION = 1
 
