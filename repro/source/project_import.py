@@ -19,7 +19,6 @@ is refused before a build starts (`shadowing`, exit 2 naming it).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -29,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
+from repro.canonical import sha256_bytes
 from repro.errors import UserInputError
 from repro.safeio import MAX_SOURCE_BYTES, open_beneath, printable, read_fd
 
@@ -109,8 +109,9 @@ class _Loader(importlib.abc.Loader):
                 raw = read_fd(fd, st, self.rel, "project source file", MAX_SOURCE_BYTES, ProjectCodeError)
             finally:
                 os.close(fd)
-            if served is not None and hashlib.sha256(raw).hexdigest() != served[self.rel]:
-                raise ProjectCodeError(f"{printable(self.rel)}: its sha256 is {hashlib.sha256(raw).hexdigest()[:12]}…,"
+            digest = sha256_bytes(raw) if served is not None else ""
+            if served is not None and digest != served[self.rel]:
+                raise ProjectCodeError(f"{printable(self.rel)}: its sha256 is {digest[:12]}…,"
                                        f" the lock hashed {served[self.rel][:12]}…; the rebuild imports only the "
                                        "files the lock hashes, as hashed")
             self._source = raw

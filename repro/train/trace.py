@@ -14,7 +14,6 @@ own command line, shell and CPU: `REPRO_TRACE_STEP=k` and `REPRO_TRACE_DIR=DIR`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -26,7 +25,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from repro.canonical import atomic_write_json
+from repro.canonical import atomic_write_json, sha256_bytes
 from repro.errors import CheckpointError
 from repro.filenames import OPS_NAME, VALUES_NAME
 from repro.train.step_digests import StepDigests, tensor_bytes
@@ -184,7 +183,7 @@ class OpRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's
         self.position = self.position + 1 if self.ops and self.ops[-1].step == self.step else 0
         dtype = str(t.dtype).removeprefix("torch.")
         self.ops.append(Op(index, self.step, self.position, name, phase, module, list(t.shape), dtype,
-                           hashlib.sha256(data).hexdigest(), keep))
+                           sha256_bytes(data), keep))
 
     def save(self, folder: Path, step: int) -> None:
         from safetensors.torch import save_file

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import platform
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__
-from repro.canonical import atomic_write_bytes, canonical_json, compact_json
+from repro.canonical import atomic_write_bytes, canonical_json, compact_json, sha256_bytes
 from repro.environment.machine import cpu_model
 from repro.errors import UserInputError
 from repro.filenames import LOCK_NAME, RECORD_NAME, WEIGHTS_NAME
@@ -154,7 +153,7 @@ def keyid(public_key: Any) -> str:
     from cryptography.hazmat.primitives import serialization
 
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
+    return sha256_bytes(der)
 
 
 def check_record(record_path: Path, lock_sha256: str, locked_weights_sha256: str,

@@ -22,7 +22,6 @@ Anything that cannot be installed is exit 3, naming the package.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.canonical import atomic_write_json, compact_json
+from repro.canonical import atomic_write_json, compact_json, sha256_bytes
 from repro.environment.machine import user_cache
 from repro.errors import EnvironmentMismatch
 from repro.source.hashing import hash_files, root_digest
@@ -68,7 +67,7 @@ def toolchain_digest(toolchain: dict[str, Any]) -> str:
     key = {"python": toolchain["python"], "distributions": toolchain["distributions"],
            "torch": (toolchain["torch"] or {}).get("version"), "repro": toolchain["repro"]["version"],
            "compiler": toolchain["repro"]["root_digest"]}
-    return hashlib.sha256(compact_json(key)).hexdigest()
+    return sha256_bytes(compact_json(key))
 
 
 def cache_root() -> Path:
