@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from repro.builder.error_file import write_error as write_error  # the child's side of the protocol
 from repro.canonical import atomic_write_json
 from repro.environment.kernels import library
 from repro.environment.pins import Pins, pinned_environ
@@ -118,19 +119,6 @@ MESSAGE_PREFIX = "repro train: "
 def child_message(message: str) -> None:
     """In the child: one line for the user, shown whether or not its stderr is."""
     print(MESSAGE_PREFIX + message, file=sys.stderr, flush=True)
-
-
-def write_error(spec: dict[str, Any], exc: ReproError | Interrupted) -> int:
-    """In the child: leave a user-facing failure for the parent to raise again; return its exit code.
-
-    An interruption also leaves its signal and where it stopped (`detail`), which
-    the parent's own `Interrupted` repeats.
-    """
-    report: dict[str, Any] = {"exit_code": exc.exit_code, "message": str(exc)}
-    if isinstance(exc, Interrupted):
-        report.update(signal=exc.signum, detail=exc.detail)
-    atomic_write_json(Path(spec["error_path"]), report)
-    return exc.exit_code
 
 
 def raise_interrupted(done: Finished, error_path: Path, what: str = "", child_signals: bool = True) -> None:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import importlib
 import os
-import random
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
 from repro import lifetime
+from repro.builder.error_file import write_error
 from repro.canonical import atomic_write_json
 from repro.environment import toolchain
-from repro.errors import ConfigError, Interrupted, ReproError, UserInputError
+from repro.environment.seeding import seed_everything
+from repro.errors import ConfigError, Interrupted, ReproError, TrainingFailed, UserInputError
 from repro.source.discover import imported_project_files
 from repro.source.inputs import code_block, compiler_block
 
@@ -42,18 +42,11 @@ def main(job_path: str) -> int:
             "toolchain": {**toolchain.record(), "repro": compiler_block(toolchain.compiler_files())}})
         seed_everything(int(job["seed"]))
         fn(inputs=[root / p for p in job["inputs"]], outputs=[Path(p) for p in job["outputs"]], **job["params"])
-    except ReproError as exc:
-        atomic_write_json(Path(job["error_path"]), {"exit_code": exc.exit_code, "message": str(exc)})
-        return exc.exit_code
-    except Interrupted as exc:
-        atomic_write_json(Path(job["error_path"]), {"exit_code": exc.exit_code, "message": str(exc),
-                                                    "signal": exc.signum, "detail": exc.detail})
-        return exc.exit_code
+    except (ReproError, Interrupted) as exc:
+        return write_error(job, exc)
     except Exception as exc:  # the stage's own bug: show it, and fail the run like a failed training
         traceback.print_exc()
-        atomic_write_json(Path(job["error_path"]), {
-            "exit_code": 4, "message": f"failed: {type(exc).__name__}: {exc}"})
-        return 4
+        return write_error(job, TrainingFailed(f"failed: {type(exc).__name__}: {exc}"))
     return 0
 
 
@@ -87,12 +80,3 @@ def load_target(name: str, target: str, root: Path, served: dict[str, str] | Non
                                  f"{getattr(fn, '__qualname__', '?')}, not a function defined in the stage's "
                                  "hashed code; pass --trust-code to run it anyway")
     return fn
-
-
-def seed_everything(seed: int) -> None:
-    """Seed the generators a stage may use; only libraries it already imported (no torch import here)."""
-    random.seed(seed)
-    if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed(seed)
-    if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(seed)
