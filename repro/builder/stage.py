@@ -63,10 +63,18 @@ class StageReport:
     first_run: bool
 
 
+# A stage records these pins (its threads, CPU level, seed and MKL reproducibility mode); every other
+# pin is the same for every stage. A stage is a plain function, not a training: one CPU process that
+# loads none of repro's portable kernels, so one that computes with torch runs torch's own (vendor)
+# kernels under the recorded MKL mode. Together the two name every pin once (tests/test_single_source.py).
+STAGE_RECORDED = ("threads", "cpu_capability", "seed", "mkl_cbwr")
+STAGE_FIXED: dict[str, Any] = {"profile": "native", "device": "cpu", "precision": "fp32", "world_size": 1,
+                               "deterministic": True, "mkldnn": True, "kernels": "vendor", "unportable": "record"}
+
+
 def stage_pins(pins: Pins) -> dict[str, Any]:
-    """The pins a stage runs under and records: threads, CPU level, seed, MKL reproducibility mode."""
-    return {"threads": pins.threads, "cpu_capability": pins.cpu_capability, "seed": pins.seed,
-            "mkl_cbwr": pins.mkl_cbwr}
+    """The pins a stage runs under and records (`STAGE_RECORDED`)."""
+    return {key: getattr(pins, key) for key in STAGE_RECORDED}
 
 
 def run_stage(spec: StageSpec, pins: dict[str, Any], root: Path, *, use_cache: bool = True,
@@ -150,13 +158,8 @@ def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, qui
 
 
 def as_pins(pins: dict[str, Any]) -> Pins:
-    """A stage's recorded pins as the build pins the child environment is made from (one CPU process).
-
-    A stage is a plain function, not a training: it loads none of repro's portable kernels, so a stage
-    that computes with torch runs torch's own (vendor) kernels under the recorded MKL mode."""
-    return Pins(profile="native", device="cpu", threads=pins["threads"], cpu_capability=pins["cpu_capability"],
-                precision="fp32", seed=pins["seed"], world_size=1, deterministic=True, mkldnn=True,
-                mkl_cbwr=pins["mkl_cbwr"], kernels="vendor", unportable="record")
+    """A stage's recorded pins as the build pins the child environment is made from (`STAGE_FIXED` for the rest)."""
+    return Pins(**{**STAGE_FIXED, **{key: pins[key] for key in STAGE_RECORDED}})
 
 
 def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:

@@ -109,22 +109,30 @@ class ResumeBoundary(TypedDict):
     differs: list[ResumeDifference]  # what in `source` differs from the lock's own source and toolchain
 
 
-class Build(TypedDict):
-    # The pins, as `repro.environment.pins.Pins.to_json` writes them. A TypedDict cannot
-    # extend a dataclass, so these lines repeat Pins' fields; tests/test_lockfile.py
-    # checks that the two agree (and both agree with the schema).
-    profile: str
-    device: str
-    threads: int
+class PinsRecord(TypedDict):
+    """The pins, as `repro.environment.pins.Pins.to_json` writes them, in the lock's (sorted) key order.
+
+    The one list of pin names is Pins' fields (`repro.environment.pins.PIN_KEYS`). A type
+    checker reads a TypedDict's keys only as written, so they are written once more here;
+    tests/test_single_source.py and tests/test_lockfile.py check that the two agree, key by
+    key and type by type (and both with the schema).
+    """
+
     cpu_capability: str
-    precision: str
-    seed: int
-    world_size: int
     deterministic: bool
-    mkldnn: bool
-    mkl_cbwr: str | None
+    device: str
     kernels: str
+    mkl_cbwr: str | None
+    mkldnn: bool
+    precision: str
+    profile: str
+    seed: int
+    threads: int
     unportable: str
+    world_size: int
+
+
+class Build(PinsRecord):
     flags: dict[str, Any]
     env: dict[str, str]
     cuda: dict[str, Any] | None

@@ -30,7 +30,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from repro.environment.pins import BUILD_KEYS, Pins
+from repro.environment.pins import BUILD_KEYS
 from repro.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ _INTERPOLATION = re.compile(r"\$\{\s*([A-Za-z_][\w\-]*)")
 
 def build_keys() -> tuple[str, ...]:
     """The `build` group: one key per pin (the seed is the top-level `seed`)."""
-    return tuple(dict.fromkeys([*BUILD_KEYS, *(f.name for f in fields(Pins) if f.name != "seed")]))
+    return BUILD_KEYS
 
 
 def data_keys() -> tuple[str, ...]:
