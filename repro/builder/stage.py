@@ -44,9 +44,9 @@ from repro.source.inputs import files_block
 from repro.source.stages import StageSpec
 from repro.source.walk import expand_patterns
 
-# `python -c` puts the current folder (the root) first on sys.path: taken off before anything is imported.
-_CHILD = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
-          "from repro.builder.stage_child import main; sys.exit(main(sys.argv[1]))")
+# `python -P -c`: the current folder (the root) is never put on sys.path (`-P`, Python 3.11+), so nothing
+# at the root can stand in for repro or a library it imports.
+_CHILD = "import sys; from repro.builder.stage_child import main; sys.exit(main(sys.argv[1]))"
 # Folders that are never a stage's business: tool caches and virtual environments.
 _NOT_WATCHED = frozenset({*SKIP_DIRS, "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv"})
 
@@ -145,7 +145,7 @@ def _spawn(spec: StageSpec, pins: dict[str, Any], root: Path, staging: Path, qui
     # What the stage prints goes to stderr: stdout is the command's result (one JSON object with --json).
     try:
         # It dies with this process, and a stop signal here is forwarded to it (repro.lifetime).
-        done = supervise([*prefix, sys.executable, "-c", _CHILD, str(job_path)], cwd=root, env=env,
+        done = supervise([*prefix, sys.executable, "-P", "-c", _CHILD, str(job_path)], cwd=root, env=env,
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else sys.stderr)
         if done.code != 0:
             raise_interrupted(done, error, f"stage {spec.name}")

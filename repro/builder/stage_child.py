@@ -7,8 +7,6 @@ while the stage runs cannot reach the record, and the next run sees the edit.
 
 from __future__ import annotations
 
-import importlib
-import os
 import traceback
 from pathlib import Path
 from typing import Any
@@ -18,9 +16,10 @@ from repro.builder.error_file import write_error
 from repro.canonical import atomic_write_json
 from repro.environment import toolchain
 from repro.environment.seeding import seed_everything
-from repro.errors import ConfigError, Interrupted, ReproError, TrainingFailed, UserInputError
+from repro.errors import Interrupted, ReproError, TrainingFailed, UserInputError
 from repro.source.discover import imported_project_files
 from repro.source.inputs import code_block, compiler_block
+from repro.source.project_import import defined_in, import_target
 
 
 def main(job_path: str) -> int:
@@ -51,32 +50,15 @@ def main(job_path: str) -> int:
 
 
 def load_target(name: str, target: str, root: Path, served: dict[str, str] | None = None) -> Any:
-    """Import `module.function` through repro's project finder (never with the root on `sys.path`).
+    """Import `module.function` through repro's project finder (`repro.source.project_import.import_target`).
 
     With `served` (a stage run again from its record: its hashed code, with digests)
     only those files are imported, and the function must be defined in one of them:
-    its `__module__` and `__qualname__` lead back to it (the trust gate's rule).
+    its `__module__` and `__qualname__` lead back to it (the trust gate's rule, `defined_in`).
     """
-    from repro.source.project_import import install
-
-    install(root, served)
-    module_name, _, attr = target.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"config key stages.{name}._target_: cannot import {module_name} "
-                          f"from the project root ({exc})") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ConfigError(f"config key stages.{name}._target_: {module_name} has no function {attr}")
-    if served is not None:
-        from repro.builder.definitions import defined_where  # only here: `repro run` imports the same modules
-
-        where = defined_where(fn)
-        file = getattr(where[0], "__file__", None) if where else None
-        rel = Path(os.path.relpath(os.path.realpath(file), os.path.realpath(root))).as_posix() if file else None
-        if rel is None or rel not in served:
-            raise UserInputError(f"stage {name}: {target} resolves to {getattr(fn, '__module__', '?')}."
-                                 f"{getattr(fn, '__qualname__', '?')}, not a function defined in the stage's "
-                                 "hashed code; pass --trust-code to run it anyway")
+    fn = import_target(target, root, f"stages.{name}._target_", served)
+    if served is not None and defined_in(fn, root, served) is None:
+        raise UserInputError(f"stage {name}: {target} resolves to {getattr(fn, '__module__', '?')}."
+                             f"{getattr(fn, '__qualname__', '?')}, not a function defined in the stage's "
+                             "hashed code; pass --trust-code to run it anyway")
     return fn

@@ -39,6 +39,7 @@ from repro.source.composed import ComposedFile, project_config_files
 from repro.source.config import ConfigSource, require
 from repro.source.data import DataSpec
 from repro.source.inputs import PACKAGE_DIR, code_include
+from repro.source.project_import import project_file
 from repro.source.schema import sets_key
 from repro.source.stages import StageSpec, stage_specs
 from repro.source.walk import expand_patterns
@@ -91,9 +92,10 @@ def _params(inv: Invocation, keys: list[str]) -> list[Any]:
 
 
 def module_file(root: Path, target: str) -> list[str]:
-    """The file of `module.function`'s module under root, if it is there (found without importing it)."""
-    base = target.rpartition(".")[0].replace(".", "/")
-    return [p for p in (f"{base}.py", f"{base}/__init__.py") if (root / p).is_file()][:1]
+    """The file of `module.function`'s module under root, if it is there: found by path, never imported, and by
+    its real path (`repro.source.project_import.project_file`, as preprocess and stages find it)."""
+    rel = project_file(target, root)
+    return [] if rel is None else [rel]
 
 
 def code_of(root: Path, target: str) -> list[str]:
