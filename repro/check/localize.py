@@ -129,27 +129,28 @@ def explain(base: Run, other: Run) -> str:
 def name_first_step(diffs: list[Any], lock: Lock, lock_dir: Path, rebuilt: Lock,
                     rebuilt_dir: Path) -> list[Any]:
     """Give verify's "step parameters differ" the exact step, from the digests beside both locks."""
-    import dataclasses
-
     from repro.lock.lockfile import read_step_digests
 
     out = []
     for d in diffs:
         if d.kind == "step" and d.section == "outputs":
-            ours, theirs = read_step_digests(lock_dir, lock), read_step_digests(rebuilt_dir, rebuilt)
-            step = None if ours is None or theirs is None else first_differing_step(ours, theirs)
-            if step == 0:
-                d = dataclasses.replace(d, name="step 0", stats={"first_step": 0},
-                                        detail="the initial parameters already differ: model construction")
-            elif step is not None:
-                d = dataclasses.replace(d, name=f"step {step}", stats={"first_step": step},
-                                        detail=f"the parameters first differ after step {step} of "
-                                               f"{len(ours or []) - 1}; after step {step - 1} they agree")
-            elif ours is None:
-                d = dataclasses.replace(d, detail="the lock's step_digests.txt is not beside it (or does not "
-                                                  "match its digest): the exact step cannot be named")
+            d = _named_step(d, read_step_digests(lock_dir, lock), read_step_digests(rebuilt_dir, rebuilt))
         out.append(d)
     return out
+
+
+def _named_step(d: Any, ours: list[str] | None, theirs: list[str] | None) -> Any:
+    """The step difference `d`, named by the first step after which the parameter digests differ."""
+    import dataclasses
+
+    step = None if ours is None or theirs is None else first_differing_step(ours, theirs)
+    if step is None:
+        return d if ours is not None else dataclasses.replace(
+            d, detail="the lock's step_digests.txt is not beside it (or does not match its digest): the exact step "
+                      "cannot be named")
+    detail = "the initial parameters already differ: model construction" if step == 0 else \
+        f"the parameters first differ after step {step} of {len(ours or []) - 1}; after step {step - 1} they agree"
+    return dataclasses.replace(d, name=f"step {step}", stats={"first_step": step}, detail=detail)
 
 
 # Where the lock's own build may be reproduced here: this CPU in the clean shell `repro check`

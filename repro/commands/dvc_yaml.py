@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from repro.commands import Outcome
+from repro.commands import Outcome, add_config_arguments
 from repro.filenames import DVC_YAML_NAME
 
 if TYPE_CHECKING:
@@ -29,9 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml disagrees (the default)")
     g.add_argument("--write", action="store_true", help="rewrite dvc.yaml's stages from the declarations")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, key=value")
-    p.add_argument("--config-dir", help="folder holding the project's Hydra configs (default: ./configs)")
-    p.add_argument("--config-name", default="train", help="config file name without .yaml (default: train)")
-    p.add_argument("--root", help="project root (default: the config folder's parent, or .)")
+    add_config_arguments(p, "project root (default: the config folder's parent, or .)")
 
 
 def run(args: argparse.Namespace) -> Outcome:
