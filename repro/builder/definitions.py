@@ -10,7 +10,7 @@ source: the longest module prefix that is a hashed file, then one `class` or
 that name in the module (an assignment, an import, a `global`, a second `def`).
 A re-export (`from .net import TinyNet` in `p/__init__.py`) is followed into the
 hashed file it names. The build child checks the imported object again
-(`gate.check_located`, by `repro.source.project_import.defined_in`): its `__module__` and
+(`gate.check_located`, by `repro.source.project_import.defining_file`): its `__module__` and
 `__qualname__` must lead back to it.
 """
 

@@ -45,7 +45,7 @@ from repro.builder.definitions import definition, reader
 from repro.errors import ReproError, UserInputError
 from repro.lock.types import Lock
 from repro.safeio import printable
-from repro.source.project_import import defined_in, defined_where
+from repro.source.project_import import defined_where, defining_file
 
 REPRO_COMPONENTS = ("repro.tasks", "repro.models")
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -172,7 +172,7 @@ def check_located(plan: Plan, root: Path, served: Mapping[str, str] | None) -> N
 def _judge_object(obj: Any, target: str, kind: str, root: Path,
                   served: Mapping[str, str] | None) -> tuple[bool, str]:
     if kind == "project":
-        rel = defined_in(obj, root, served)  # the one rule: preprocess and stages judge by it too
+        rel = defining_file(obj, root, served)  # the one rule: preprocess and stages judge by it too
         if rel is None:
             home = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
             return False, f"resolves to {home}, not a class or function defined in a project file hashed in the lock"

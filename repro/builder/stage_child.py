@@ -19,7 +19,7 @@ from repro.environment.seeding import seed_everything
 from repro.errors import Interrupted, ReproError, TrainingFailed, UserInputError
 from repro.source.discover import imported_project_files
 from repro.source.inputs import code_block, compiler_block
-from repro.source.project_import import defined_in, import_target
+from repro.source.project_import import defining_file, import_target
 
 
 def main(job_path: str) -> int:
@@ -54,10 +54,10 @@ def load_target(name: str, target: str, root: Path, served: dict[str, str] | Non
 
     With `served` (a stage run again from its record: its hashed code, with digests)
     only those files are imported, and the function must be defined in one of them:
-    its `__module__` and `__qualname__` lead back to it (the trust gate's rule, `defined_in`).
+    its `__module__` and `__qualname__` lead back to it (the trust gate's rule, `defining_file`).
     """
     fn = import_target(target, root, f"stages.{name}._target_", served)
-    if served is not None and defined_in(fn, root, served) is None:
+    if served is not None and defining_file(fn, root, served) is None:
         raise UserInputError(f"stage {name}: {target} resolves to {getattr(fn, '__module__', '?')}."
                              f"{getattr(fn, '__qualname__', '?')}, not a function defined in the stage's "
                              "hashed code; pass --trust-code to run it anyway")

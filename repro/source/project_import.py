@@ -18,7 +18,7 @@ is refused before a build starts (`shadowing`, exit 2 naming it).
 
 A `module.function` target is imported one way (`import_target`: its project file
 found by path, the finder installed, the module's real file checked against it),
-and judged one way (`defined_in`: the project file it is *defined* in, by its
+and judged one way (`defining_file`: the project file it is *defined* in, by its
 `__module__` and `__qualname__`, the trust gate's rule); preprocess, stages,
 dvc.yaml and the gate all go through them.
 """
@@ -316,7 +316,7 @@ def defined_where(obj: Any) -> tuple[Any, str] | None:
     return (module, qualname) if found is obj else None
 
 
-def defined_in(obj: Any, root: Path, served: Mapping[str, str] | None = None) -> str | None:
+def defining_file(obj: Any, root: Path, served: Mapping[str, str] | None = None) -> str | None:
     """The project file `obj` is defined in (relative to the root), and one of `served` when given; else None.
 
     The trust gate's rule: a class or function whose `__module__` and `__qualname__`
