@@ -17,7 +17,7 @@ from typing import Any
 
 from repro.check.runs import Project, Run, train
 from repro.check.variations import BASELINE, Variation
-from repro.filenames import OPS_NAME
+from repro.filenames import OPS_NAME, REBUILD_NAME
 from repro.lock.lockdiff import first_differing_step
 from repro.lock.types import Lock
 
@@ -183,9 +183,9 @@ def localize_lock(lock: Lock, root: Path, step: int, recorded: list[str], work: 
     config_dir.mkdir(parents=True, exist_ok=True)
     # out_dir is no input (the lock does not hold it), but the config must have the key to override it.
     composable = {**resolved, "out_dir": "out"}
-    atomic_write_bytes(config_dir / "rebuild.yaml", yaml.safe_dump(composable, sort_keys=True).encode("utf-8"))
+    atomic_write_bytes(config_dir / REBUILD_NAME, yaml.safe_dump(composable, sort_keys=True).encode("utf-8"))
     steps = int(resolved["trainer"]["max_steps"])  # the lock's whole run: a schedule may depend on it
-    project = Project(ConfigSource(config_dir, "rebuild", root, False), [], resolved, steps, work)
+    project = Project(ConfigSource(config_dir, Path(REBUILD_NAME).stem, root, False), [], resolved, steps, work)
 
     def here(attempt: int) -> tuple[Path | None, str | None]:
         folder = work / f"here-{attempt}"

@@ -181,7 +181,7 @@ def check_record(record_path: Path, lock_sha256: str, locked_weights_sha256: str
     if not ok:
         return no("not an in-toto statement with a SLSA verification summary (VSA v1)")
     if subjects.get(LOCK_NAME) != lock_sha256:
-        return no(f"verifies another lock (sha256 {str(subjects.get('repro.lock'))[:12]}...)")
+        return no(f"verifies another lock (sha256 {str(subjects.get(LOCK_NAME))[:12]}...)")
     if locked_weights_sha256 not in subjects.values():
         return no(f"its rebuilt weights differ from the locked {locked_weights_sha256[:12]}...")
     if result != "PASSED":
