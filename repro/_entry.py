@@ -4,10 +4,12 @@
 PYTHONPATH entry does the same for the console script), so a `json.py` in a
 stranger's project, where a user runs `repro verify`, would run in place of the
 standard library's. It is taken off the path before repro imports anything.
+(A stage child is started with `python -P`, which never puts it there.)
 """
 
 import os
-import sys
+
+from repro.syspath import off_path  # imports only os and sys
 
 
 def main() -> int:
@@ -20,7 +22,8 @@ def main() -> int:
 
 def _no_current_folder() -> None:
     try:
-        here = os.path.realpath(os.getcwd())
+        here = os.getcwd()
     except OSError:  # the current folder was deleted: nothing to import from it
         return
-    sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) != here]
+    off_path(here)
+

@@ -31,7 +31,8 @@ def compact_json(obj: Any) -> bytes:
     return text.encode("utf-8")
 
 
-def sha256_bytes(data: bytes) -> str:
+def sha256_bytes(data: bytes | bytearray | memoryview) -> str:
+    """The hex sha256 of these bytes: the one way repro names a blob's digest."""
     return hashlib.sha256(data).hexdigest()
 
 

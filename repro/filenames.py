@@ -28,6 +28,16 @@ PROVENANCE_NAME = "provenance.intoto.json"  # the in-toto statement
 # Names a task's exported files may not take.
 OWN_OUTPUTS = (WEIGHTS_NAME, METRICS_NAME, RUN_NAME, STEPS_NAME, LOCK_NAME)
 
+# In a project: repro's own folder (the hash cache, a stage's staging folder), never hashed as data;
+# and the DVC pipeline that `repro dvc-yaml` checks and writes.
+REPRO_DIR = ".repro"
+STAGING_DIR = f"{REPRO_DIR}/staging"  # a stage's outputs until they are complete (repro.builder.stage)
+DVC_YAML_NAME = "dvc.yaml"
+
+# One step's operator trace (`repro check --localize`, repro.train.trace).
+OPS_NAME = "ops.json"
+VALUES_NAME = "values.safetensors"
+
 # Inside one checkpoint folder.
 MANIFEST_NAME = "MANIFEST.json"
 STATE_NAME = "state.json"

@@ -139,24 +139,27 @@ class Toolchain(StageToolchain):
 
 
 class PinRecord(TypedDict):
-    """The pins, as `repro.environment.pins.Pins.to_json` writes them (the lock's `build` extends them).
+    """The pins, as `repro.environment.pins.Pins.to_json` writes them, in the lock's (sorted) key order;
+    the lock's `build` extends them.
 
-    A TypedDict cannot extend a dataclass, so these lines repeat Pins' fields;
-    tests/test_lockfile.py checks that the two agree (and both agree with the schema).
+    The one list of pin names is Pins' fields (`repro.environment.pins.PIN_KEYS`). A type
+    checker reads a TypedDict's keys only as written, so they are written once more here;
+    tests/test_single_source.py and tests/test_lockfile.py check that the two agree, key by
+    key and type by type (and both with the schema).
     """
 
-    profile: str
-    device: str
-    threads: int
     cpu_capability: str
-    precision: str
-    seed: int
-    world_size: int
     deterministic: bool
-    mkldnn: bool
-    mkl_cbwr: str | None
+    device: str
     kernels: str
+    mkl_cbwr: str | None
+    mkldnn: bool
+    precision: str
+    profile: str
+    seed: int
+    threads: int
     unportable: str
+    world_size: int
 
 
 class StageDeclaration(TypedDict):

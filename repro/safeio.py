@@ -9,7 +9,7 @@ file a stranger named by a path relative to the project root: no component may b
 a symbolic link (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS where the kernel has
 it, else O_NOFOLLOW on every component), so nothing outside the root is ever
 opened, and whatever is read or hashed comes through that one descriptor
-(`read_fd`, `hash_fd`, `copy_beneath`): a file swapped after the check is never
+(`read_fd`, `copy_beneath`; hashing: `repro.source.hashing.digest_fd`): a file swapped after the check is never
 the one read; `Beneath` applies the same rule to a whole tree, opening each
 folder once. `loads` parses JSON strictly: no duplicate keys, no NaN or
 Infinity, no lone surrogate, a bounded depth and bounded integers, so nothing
@@ -121,7 +121,7 @@ def open_beneath(root: str | Path, rel: str, what: str, error: type[UserInputErr
     link is followed if its target stays inside the root: the path is resolved
     first, then its resolved form opened the same way, so a link swapped in
     afterwards fails instead of being followed. Read, hash or copy through the
-    returned fd (`read_fd`, `hash_fd`): reopening the path by name would undo all this.
+    returned fd (`read_fd`, `repro.source.hashing.digest_fd`): reopening the path by name would undo all this.
     """
     shown = printable(rel)
     parts = _parts(rel, what, error)
@@ -143,23 +143,6 @@ def open_beneath(root: str | Path, rel: str, what: str, error: type[UserInputErr
                         "project root, reached without links") from None
         raise _open_error(exc, rel, what, error, True) from None
     return _regular(fd, rel, what, error)
-
-
-def hash_fd(fd: int, limit: int | None = None) -> tuple[int, str]:
-    """(size, sha256) of an open file's bytes from offset 0, read through `fd`; stops after `limit` + 1 bytes."""
-    h, size, offset = hashlib.sha256(), 0, 0
-    buf = bytearray(1 << 20)
-    view = memoryview(buf)
-    while True:
-        n = os.preadv(fd, [buf], offset)
-        if n == 0:
-            break
-        h.update(view[:n])
-        size += n
-        offset += n
-        if limit is not None and size > limit:
-            break
-    return size, h.hexdigest()
 
 
 def copy_beneath(root: str | Path, rel: str, dest: Path, size: int, what: str,

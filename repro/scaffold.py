@@ -17,6 +17,7 @@ from pathlib import Path
 
 from repro.canonical import atomic_write_bytes
 from repro.errors import UserInputError
+from repro.filenames import DVC_YAML_NAME
 
 FEATURES, CLASSES, ROWS, SEED = 8, 3, 240, 20261201
 
@@ -52,7 +53,7 @@ def files(pkg: str) -> dict[str, str]:
         f"{pkg}/blocks.py": BLOCKS_PY,
         "data/train.csv": sample_data(),
         ".gitignore": GITIGNORE,
-        "dvc.yaml": DVC_YAML.format(pkg=pkg),
+        DVC_YAML_NAME: DVC_YAML.format(pkg=pkg),
         "README.md": README_MD.format(pkg=pkg),
     }
 

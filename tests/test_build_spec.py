@@ -137,8 +137,8 @@ def test_one_build_resolves_its_data_once_and_finds_no_root(tmp_path: Path) -> N
 def test_verify_finds_the_root_before_the_spec_and_never_after(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """verify finds a lock's project root once, first; from the rebuild's spec on, no finder runs."""
-    import repro.verify.rebuild_compare as rebuild
     import repro.source.config
+    import repro.verify.rebuild_compare as rebuild
     import repro.verify.verifier
     from repro.verify.report import VerifyOptions
 

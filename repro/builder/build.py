@@ -15,7 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from repro import lifetime
-from repro.builder.child import RESULT_NAME, child_message, write_error, write_report
+from repro.builder.child import RESULT_NAME, child_message
+from repro.builder.error_file import write_error, write_report
 from repro.builder.outputs import write_outputs
 from repro.builder.result import BuildReport
 from repro.builder.spec import BuildSpec

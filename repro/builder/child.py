@@ -18,15 +18,14 @@ This module names no build function, so the build modules can import it without 
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from repro.builder.error_file import read_result
 from repro.canonical import atomic_write_json
 from repro.environment.kernels import library
 from repro.environment.pins import Pins, pinned_environ
@@ -135,34 +134,6 @@ MESSAGE_PREFIX = "repro train: "
 def child_message(message: str) -> None:
     """In the child: one line for the user, shown whether or not its stderr is."""
     print(MESSAGE_PREFIX + message, file=sys.stderr, flush=True)
-
-
-def write_error(path: Path, exc: ReproError | Interrupted) -> int:
-    """In a child: leave a user-facing failure in its result file for the parent to raise again;
-    return its exit code.
-
-    An interruption also leaves its signal and where it stopped (`detail`), which
-    the parent's own `Interrupted` repeats.
-    """
-    result: dict[str, Any] = {"exit_code": exc.exit_code, "message": str(exc)}
-    if isinstance(exc, Interrupted):
-        result.update(signal=exc.signum, detail=exc.detail)
-    atomic_write_json(path, result)
-    return exc.exit_code
-
-
-def write_report(path: Path, report: object) -> None:
-    """In a build child: its report, for the parent (`run_child` returns it)."""
-    atomic_write_json(path, {"exit_code": 0, "report": report})
-
-
-def read_result(path: Path) -> dict[str, Any]:
-    """A child's result file: `{}` when it wrote none (it was killed) or wrote something unreadable."""
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return result if isinstance(result, dict) else {}
 
 
 def raise_interrupted(done: Finished, error_path: Path, what: str = "", child_signals: bool = True) -> None:

@@ -10,48 +10,23 @@ source: the longest module prefix that is a hashed file, then one `class` or
 that name in the module (an assignment, an import, a `global`, a second `def`).
 A re-export (`from .net import TinyNet` in `p/__init__.py`) is followed into the
 hashed file it names. The build child checks the imported object again
-(`gate.check_located`): its `__module__` and `__qualname__` must lead back to it.
+(`gate.check_located`, by `repro.source.project_import.defining_file`): its `__module__` and
+`__qualname__` must lead back to it.
 """
 
 from __future__ import annotations
 
 import ast
-import inspect
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from repro.canonical import sha256_bytes
 from repro.errors import UserInputError
 from repro.safeio import MAX_SOURCE_BYTES, read_bytes
+from repro.source.project_import import module_files
 
 MAX_HOPS = 8  # re-exports followed from one file into the next
 Read = Callable[[str], "ast.Module | str"]  # a hashed file's syntax tree, or why it cannot be judged
-
-
-def defined_where(obj: Any) -> tuple[Any, str] | None:
-    """(module, qualname) that `obj` says it was defined as, if they lead back to `obj` itself; else None.
-
-    Only classes and functions count, and only at module level or nested in classes
-    (no `<locals>`): `module.Outer.Inner` read attribute by attribute is `obj`.
-    """
-    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
-        return None
-    module_name, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
-    module = sys.modules.get(module_name) if isinstance(module_name, str) else None
-    if module is None or not isinstance(qualname, str) or "<" in qualname:
-        return None
-    found: Any = module
-    for part in qualname.split("."):
-        found = inspect.getattr_static(found, part, None)
-    return (module, qualname) if found is obj else None
-
-
-def module_files(module: str) -> tuple[str, str]:
-    """The two files a module may be: `a/b.py` or `a/b/__init__.py`."""
-    base = module.replace(".", "/")
-    return f"{base}.py", f"{base}/__init__.py"
 
 
 def definition(target: str, hashed: Mapping[str, str], read: Read) -> tuple[str | None, str]:

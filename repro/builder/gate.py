@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -42,10 +41,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from repro.builder.definitions import defined_where, definition, reader
+from repro.builder.definitions import definition, reader
 from repro.errors import ReproError, UserInputError
 from repro.lock.types import Lock
 from repro.safeio import printable
+from repro.source.project_import import defined_where, defining_file
 
 REPRO_COMPONENTS = ("repro.tasks", "repro.models")
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -171,14 +171,13 @@ def check_located(plan: Plan, root: Path, served: Mapping[str, str] | None) -> N
 
 def _judge_object(obj: Any, target: str, kind: str, root: Path,
                   served: Mapping[str, str] | None) -> tuple[bool, str]:
-    where = defined_where(obj)
     if kind == "project":
-        file = getattr(where[0], "__file__", None) if where else None
-        rel = _relative(file, root) if isinstance(file, str) else None
-        if where is None or rel is None or (served is not None and rel not in served):
+        rel = defining_file(obj, root, served)  # the one rule: preprocess and stages judge by it too
+        if rel is None:
             home = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
             return False, f"resolves to {home}, not a class or function defined in a project file hashed in the lock"
         return True, f"project code, defined in {rel}"
+    where = defined_where(obj)
     if kind == "repro":
         if where is not None and where[0].__name__ in REPRO_COMPONENTS and "." not in where[1] \
                 and where[1] in _defined_in(where[0].__name__):
@@ -199,13 +198,6 @@ def _cause(exc: BaseException) -> str:
         seen = seen.__cause__ or seen.__context__
     first = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {first}"[:300]
-
-
-def _relative(file: str, root: Path) -> str | None:
-    real, real_root = os.path.realpath(file), os.path.realpath(root)
-    if not real.startswith(real_root.rstrip(os.sep) + os.sep):
-        return None
-    return Path(os.path.relpath(real, real_root)).as_posix()
 
 
 def _refused(untrusted: list[Target]) -> UserInputError:

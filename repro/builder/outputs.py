@@ -6,7 +6,6 @@ staged first and all are renamed into place together, the lock last.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from repro.canonical import StagedFiles, atomic_write_bytes, canonical_json
+from repro.canonical import StagedFiles, atomic_write_bytes, canonical_json, sha256_bytes
 from repro.environment.machine import cpu_model
 from repro.errors import ConfigError
 from repro.filenames import LOCK_NAME, METRICS_NAME, OWN_OUTPUTS, RUN_NAME, STEPS_NAME, WEIGHTS_NAME
@@ -47,13 +46,13 @@ def write_outputs(out_dir: Path, result: Any, inputs: Inputs, build: Build, ever
         staged.add(out_dir / STEPS_NAME, steps_blob)
         outputs: Outputs = {
             "weights": {"path": WEIGHTS_NAME, "size": len(weights),
-                        "hashes": {"sha256": hashlib.sha256(weights).hexdigest()},
+                        "hashes": {"sha256": sha256_bytes(weights)},
                         "tensors": tensor_records(result.state)},
             "final_loss": result.losses[-1] if result.losses else None,
             "loss_trajectory": loss_trajectory(result.losses, every),
             "metrics": result.metrics,
             "step_digests": {"path": STEPS_NAME, "steps": len(result.step_digests) - 1, "algorithm": "xxh3_128",
-                             "sha256": hashlib.sha256(steps_blob).hexdigest()},
+                             "sha256": sha256_bytes(steps_blob)},
         }
         # Only tasks with the optional hooks add these, so other locks keep their bytes.
         if exported:
@@ -87,7 +86,7 @@ def loss_trajectory(losses: list[float], every: int) -> LossTrajectory:
     """Every `every`-th loss in the lock, and a digest over all of them (float64 LE)."""
     blob = b"".join(struct.pack("<d", v) for v in losses)
     logged = [losses[s - 1] for s in lockfile.logged_steps(len(losses), every)]
-    return {"every": every, "steps": len(losses), "losses": logged, "sha256": hashlib.sha256(blob).hexdigest()}
+    return {"every": every, "steps": len(losses), "losses": logged, "sha256": sha256_bytes(blob)}
 
 
 
@@ -102,6 +101,6 @@ def write_exports(out_dir: Path, files: dict[str, bytes], staged: StagedFiles | 
             atomic_write_bytes(out_dir / name, files[name])
         else:
             staged.add(out_dir / name, files[name])
-        digest = hashlib.sha256(files[name]).hexdigest()
+        digest = sha256_bytes(files[name])
         records.append({"path": name, "size": len(files[name]), "hashes": {"sha256": digest}})
     return records

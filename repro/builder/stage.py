@@ -28,12 +28,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict, cast
 
 from repro.builder.child import child_environ, child_error, raise_interrupted
 from repro.canonical import atomic_write_json, fsync_dir
 from repro.environment.pins import Pins
 from repro.errors import DataError, ReproError
+from repro.filenames import STAGING_DIR
 from repro.lifetime import supervise
 from repro.lock import stagerecord
 from repro.lock.lockdiff import Difference, compare_stage_records
@@ -44,10 +45,9 @@ from repro.source.inputs import files_block
 from repro.source.stages import StageSpec
 from repro.source.walk import expand_patterns
 
-STAGING = ".repro/staging"
-# `python -c` puts the current folder (the root) first on sys.path: taken off before anything is imported.
-_CHILD = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
-          "from repro.builder.stage_child import main; sys.exit(main(sys.argv[1]))")
+# `python -P -c`: the current folder (the root) is never put on sys.path (`-P`, Python 3.11+), so nothing
+# at the root can stand in for repro or a library it imports.
+_CHILD = "import sys; from repro.builder.stage_child import main; sys.exit(main(sys.argv[1]))"
 # Folders that are never a stage's business: tool caches and virtual environments.
 _NOT_WATCHED = frozenset({*SKIP_DIRS, "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv"})
 
@@ -74,10 +74,18 @@ class StageReport:
     first_run: bool
 
 
+# A stage records these pins (its threads, CPU level, seed and MKL reproducibility mode); every other
+# pin is the same for every stage. A stage is a plain function, not a training: one CPU process that
+# loads none of repro's portable kernels, so one that computes with torch runs torch's own (vendor)
+# kernels under the recorded MKL mode. Together the two name every pin once (tests/test_single_source.py).
+STAGE_RECORDED = ("threads", "cpu_capability", "seed", "mkl_cbwr")
+STAGE_FIXED: dict[str, Any] = {"profile": "native", "device": "cpu", "precision": "fp32", "world_size": 1,
+                               "deterministic": True, "mkldnn": True, "kernels": "vendor", "unportable": "record"}
+
+
 def stage_pins(pins: Pins) -> StagePins:
-    """The pins a stage runs under and records: threads, CPU level, seed, MKL reproducibility mode."""
-    return {"threads": pins.threads, "cpu_capability": pins.cpu_capability, "seed": pins.seed,
-            "mkl_cbwr": pins.mkl_cbwr}
+    """The pins a stage runs under and records (`STAGE_RECORDED`)."""
+    return cast(StagePins, {key: getattr(pins, key) for key in STAGE_RECORDED})
 
 
 def run_stage(spec: StageSpec, pins: StagePins, root: Path, *, use_cache: bool = True,
@@ -93,8 +101,8 @@ def run_stage(spec: StageSpec, pins: StagePins, root: Path, *, use_cache: bool =
     root = root.resolve()
     refuse_shadowing(root)
     inputs = _hash_inputs(spec, root, use_cache)
-    (root / STAGING).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=root / STAGING))
+    (root / STAGING_DIR).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=root / STAGING_DIR))
     try:
         before = tree_state(root)
         prestart = _spawn(spec, pins, root, staging, quiet, served, sandbox)
@@ -148,7 +156,7 @@ def _spawn(spec: StageSpec, pins: StagePins, root: Path, staging: Path, quiet: b
     # What the stage prints goes to stderr: stdout is the command's result (one JSON object with --json).
     try:
         # It dies with this process, and a stop signal here is forwarded to it (repro.lifetime).
-        done = supervise([*prefix, sys.executable, "-c", _CHILD, str(job_path)], cwd=root, env=env,
+        done = supervise([*prefix, sys.executable, "-P", "-c", _CHILD, str(job_path)], cwd=root, env=env,
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else sys.stderr)
         if done.code != 0:
             raise_interrupted(done, error, f"stage {spec.name}")
@@ -161,13 +169,8 @@ def _spawn(spec: StageSpec, pins: StagePins, root: Path, staging: Path, quiet: b
 
 
 def as_pins(pins: StagePins) -> Pins:
-    """A stage's recorded pins as the build pins the child environment is made from (one CPU process).
-
-    A stage is a plain function, not a training: it loads none of repro's portable kernels, so a stage
-    that computes with torch runs torch's own (vendor) kernels under the recorded MKL mode."""
-    return Pins(profile="native", device="cpu", threads=pins["threads"], cpu_capability=pins["cpu_capability"],
-                precision="fp32", seed=pins["seed"], world_size=1, deterministic=True, mkldnn=True,
-                mkl_cbwr=pins["mkl_cbwr"], kernels="vendor", unportable="record")
+    """A stage's recorded pins as the build pins the child environment is made from (`STAGE_FIXED` for the rest)."""
+    return Pins(**{**STAGE_FIXED, **{key: value for key, value in pins.items() if key in STAGE_RECORDED}})
 
 
 def tree_state(root: Path) -> TreeState:

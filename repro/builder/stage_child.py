@@ -7,20 +7,19 @@ while the stage runs cannot reach the record, and the next run sees the edit.
 
 from __future__ import annotations
 
-import importlib
-import os
-import random
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
 from repro import lifetime
+from repro.builder.error_file import write_error
 from repro.canonical import atomic_write_json
 from repro.environment import toolchain
-from repro.errors import ConfigError, Interrupted, ReproError, UserInputError
+from repro.environment.seeding import seed_everything
+from repro.errors import Interrupted, ReproError, TrainingFailed, UserInputError
 from repro.source.discover import imported_project_files
 from repro.source.inputs import code_block, compiler_block
+from repro.source.project_import import defining_file, import_target
 
 
 def main(job_path: str) -> int:
@@ -42,57 +41,24 @@ def main(job_path: str) -> int:
             "toolchain": {**toolchain.record(), "repro": compiler_block(toolchain.compiler_files())}})
         seed_everything(int(job["seed"]))
         fn(inputs=[root / p for p in job["inputs"]], outputs=[Path(p) for p in job["outputs"]], **job["params"])
-    except ReproError as exc:
-        atomic_write_json(Path(job["error_path"]), {"exit_code": exc.exit_code, "message": str(exc)})
-        return exc.exit_code
-    except Interrupted as exc:
-        atomic_write_json(Path(job["error_path"]), {"exit_code": exc.exit_code, "message": str(exc),
-                                                    "signal": exc.signum, "detail": exc.detail})
-        return exc.exit_code
+    except (ReproError, Interrupted) as exc:
+        return write_error(Path(job["error_path"]), exc)
     except Exception as exc:  # the stage's own bug: show it, and fail the run like a failed training
         traceback.print_exc()
-        atomic_write_json(Path(job["error_path"]), {
-            "exit_code": 4, "message": f"failed: {type(exc).__name__}: {exc}"})
-        return 4
+        return write_error(Path(job["error_path"]), TrainingFailed(f"failed: {type(exc).__name__}: {exc}"))
     return 0
 
 
 def load_target(name: str, target: str, root: Path, served: dict[str, str] | None = None) -> Any:
-    """Import `module.function` through repro's project finder (never with the root on `sys.path`).
+    """Import `module.function` through repro's project finder (`repro.source.project_import.import_target`).
 
     With `served` (a stage run again from its record: its hashed code, with digests)
     only those files are imported, and the function must be defined in one of them:
-    its `__module__` and `__qualname__` lead back to it (the trust gate's rule).
+    its `__module__` and `__qualname__` lead back to it (the trust gate's rule, `defining_file`).
     """
-    from repro.source.project_import import install
-
-    install(root, served)
-    module_name, _, attr = target.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"config key stages.{name}._target_: cannot import {module_name} "
-                          f"from the project root ({exc})") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ConfigError(f"config key stages.{name}._target_: {module_name} has no function {attr}")
-    if served is not None:
-        from repro.builder.definitions import defined_where  # only here: `repro run` imports the same modules
-
-        where = defined_where(fn)
-        file = getattr(where[0], "__file__", None) if where else None
-        rel = Path(os.path.relpath(os.path.realpath(file), os.path.realpath(root))).as_posix() if file else None
-        if rel is None or rel not in served:
-            raise UserInputError(f"stage {name}: {target} resolves to {getattr(fn, '__module__', '?')}."
-                                 f"{getattr(fn, '__qualname__', '?')}, not a function defined in the stage's "
-                                 "hashed code; pass --trust-code to run it anyway")
+    fn = import_target(target, root, f"stages.{name}._target_", served)
+    if served is not None and defining_file(fn, root, served) is None:
+        raise UserInputError(f"stage {name}: {target} resolves to {getattr(fn, '__module__', '?')}."
+                             f"{getattr(fn, '__qualname__', '?')}, not a function defined in the stage's "
+                             "hashed code; pass --trust-code to run it anyway")
     return fn
-
-
-def seed_everything(seed: int) -> None:
-    """Seed the generators a stage may use; only libraries it already imported (no torch import here)."""
-    random.seed(seed)
-    if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed(seed)
-    if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(seed)

@@ -16,8 +16,6 @@ lists each job's overrides, status, lock digest and metrics, as canonical JSON.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -29,6 +27,7 @@ from repro.canonical import atomic_write_json
 from repro.errors import ConfigError, Interrupted
 from repro.filenames import LOCK_NAME
 from repro.lifetime import supervise
+from repro.lock import lockfile
 from repro.source.config import ConfigSource
 from repro.source.hydra_main import hydra_app, hydra_errors
 from repro.source.inputs import PACKAGE_DIR
@@ -112,9 +111,9 @@ def run_job(source: ConfigSource, overrides: list[str], out_dir: Path, quiet: bo
     record: dict[str, Any] = {"overrides": overrides, "out_dir": out_dir, "exit_code": proc.code}
     if proc.code != 0:
         return {**record, "status": "failed", "error": _error_line(proc.stderr, proc.code)}
-    raw = (out_dir / LOCK_NAME).read_bytes()
-    outputs = json.loads(raw)["outputs"]
-    return {**record, "status": "ok", "lock_sha256": hashlib.sha256(raw).hexdigest(),
+    lock, lock_sha256 = lockfile.load(out_dir / LOCK_NAME)  # the one lock reader: bounded, strict, validated
+    outputs = lock["outputs"]
+    return {**record, "status": "ok", "lock_sha256": lock_sha256,
             "weights_sha256": outputs["weights"]["hashes"]["sha256"], "final_loss": outputs["final_loss"],
             "metrics": outputs["metrics"]}
 

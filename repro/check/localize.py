@@ -18,6 +18,7 @@ from typing import Any
 from repro.check.project import Project
 from repro.check.runs import Run, train
 from repro.check.variations import BASELINE, Variation
+from repro.filenames import OPS_NAME, REBUILD_NAME
 from repro.lock.lockdiff import first_differing_step
 from repro.lock.types import Lock
 
@@ -40,9 +41,9 @@ def trace_step(project: Project, variation: Variation, step: int, attempt: int =
     """Replay `variation`'s build up to `step` under the op recorder; (trace folder, error)."""
     folder = trace_folder(project, variation, f"step{step}-{attempt}")
     run = train(project, variation, trace=(step, folder))
-    if run.error is not None and not (folder / "ops.json").is_file():
+    if run.error is not None and not (folder / OPS_NAME).is_file():
         return None, run.error
-    if not (folder / "ops.json").is_file():
+    if not (folder / OPS_NAME).is_file():
         return None, f"the replay recorded no ops for step {step}"
     return folder, None
 
@@ -93,7 +94,7 @@ class Localizer:
     def __init__(self, project: Project, baseline: Variation = BASELINE, recorded: Path | None = None) -> None:
         self.project, self.baseline = project, baseline
         self.cache: dict[int, tuple[Path | None, str | None]] = {}
-        self.recorded = recorded if recorded is not None and (recorded / "ops.json").is_file() else None
+        self.recorded = recorded if recorded is not None and (recorded / OPS_NAME).is_file() else None
 
     def op(self, variation: Variation, step: int, recorded: Path | None = None) -> dict[str, Any]:
         """The first op of `step` whose outputs differ between the baseline and `variation`;
@@ -106,7 +107,7 @@ class Localizer:
             return self.cache[step]
 
         def other(attempt: int) -> tuple[Path | None, str | None]:
-            if recorded is not None and (recorded / "ops.json").is_file():
+            if recorded is not None and (recorded / OPS_NAME).is_file():
                 attempt -= 1
                 if attempt == 0:
                     return recorded, None
@@ -129,27 +130,28 @@ def explain(base: Run, other: Run) -> str:
 def name_first_step(diffs: list[Any], lock: Lock, lock_dir: Path, rebuilt: Lock,
                     rebuilt_dir: Path) -> list[Any]:
     """Give verify's "step parameters differ" the exact step, from the digests beside both locks."""
-    import dataclasses
-
     from repro.lock.lockfile import read_step_digests
 
     out = []
     for d in diffs:
         if d.kind == "step" and d.section == "outputs":
-            ours, theirs = read_step_digests(lock_dir, lock), read_step_digests(rebuilt_dir, rebuilt)
-            step = None if ours is None or theirs is None else first_differing_step(ours, theirs)
-            if step == 0:
-                d = dataclasses.replace(d, name="step 0", stats={"first_step": 0},
-                                        detail="the initial parameters already differ: model construction")
-            elif step is not None:
-                d = dataclasses.replace(d, name=f"step {step}", stats={"first_step": step},
-                                        detail=f"the parameters first differ after step {step} of "
-                                               f"{len(ours or []) - 1}; after step {step - 1} they agree")
-            elif ours is None:
-                d = dataclasses.replace(d, detail="the lock's step_digests.txt is not beside it (or does not "
-                                                  "match its digest): the exact step cannot be named")
+            d = _named_step(d, read_step_digests(lock_dir, lock), read_step_digests(rebuilt_dir, rebuilt))
         out.append(d)
     return out
+
+
+def _named_step(d: Any, ours: list[str] | None, theirs: list[str] | None) -> Any:
+    """The step difference `d`, named by the first step after which the parameter digests differ."""
+    import dataclasses
+
+    step = None if ours is None or theirs is None else first_differing_step(ours, theirs)
+    if step is None:
+        return d if ours is not None else dataclasses.replace(
+            d, detail="the lock's step_digests.txt is not beside it (or does not match its digest): the exact step "
+                      "cannot be named")
+    detail = "the initial parameters already differ: model construction" if step == 0 else \
+        f"the parameters first differ after step {step} of {len(ours or []) - 1}; after step {step - 1} they agree"
+    return dataclasses.replace(d, name=f"step {step}", stats={"first_step": step}, detail=detail)
 
 
 # Where the lock's own build may be reproduced here: this CPU in the clean shell `repro check`
@@ -182,9 +184,9 @@ def localize_lock(lock: Lock, root: Path, step: int, recorded: list[str], work: 
     config_dir.mkdir(parents=True, exist_ok=True)
     # out_dir is no input (the lock does not hold it), but the config must have the key to override it.
     composable = {**resolved, "out_dir": "out"}
-    atomic_write_bytes(config_dir / "rebuild.yaml", yaml.safe_dump(composable, sort_keys=True).encode("utf-8"))
+    atomic_write_bytes(config_dir / REBUILD_NAME, yaml.safe_dump(composable, sort_keys=True).encode("utf-8"))
     steps = int(resolved["trainer"]["max_steps"])  # the lock's whole run: a schedule may depend on it
-    project = Project(ConfigSource(config_dir, "rebuild", root, False), [], resolved, steps, work)
+    project = Project(ConfigSource(config_dir, Path(REBUILD_NAME).stem, root, False), [], resolved, steps, work)
 
     def here(attempt: int) -> tuple[Path | None, str | None]:
         folder = work / f"here-{attempt}"
@@ -192,7 +194,7 @@ def localize_lock(lock: Lock, root: Path, step: int, recorded: list[str], work: 
             replay_here(folder, {TRACE_STEP_ENV: str(step), TRACE_DIR_ENV: str(folder / "trace")})
         except ReproError as exc:
             return None, str(exc)
-        return (folder / "trace", None) if (folder / "trace" / "ops.json").is_file() else \
+        return (folder / "trace", None) if (folder / "trace" / OPS_NAME).is_file() else \
             (None, f"the replay recorded no ops for step {step}")
 
     tried = []
@@ -201,7 +203,7 @@ def localize_lock(lock: Lock, root: Path, step: int, recorded: list[str], work: 
         folder = work / f"trace-{len(tried)}"
         run = train(project, variation, trace=(step, folder))
         if run.digests is not None and run.digests[:step + 1] == recorded[:step + 1] and \
-                (folder / "ops.json").is_file():
+                (folder / OPS_NAME).is_file():
             return {"environment": variation.name, **first_op(_recorded(folder), here, step)}
     missing = "" if len(tried) > 1 else f"; {cpu_variations(project)[0].what.removeprefix('skipped: ')}"
     return {"error": f"no environment here reproduces the lock's parameters up to step {step} "

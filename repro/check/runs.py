@@ -12,7 +12,6 @@ step whose parameters differ, and the first operation of that step.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -21,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from repro.canonical import sha256_bytes
 from repro.check.emulate import qemu_python
 from repro.check.project import Project
 from repro.check.variations import NOISY_ENV, Variation
@@ -179,7 +179,7 @@ def _collect(out_dir: Path, seconds: float, error: str | None) -> Run:
     if error is not None:
         return run
     raw = (out_dir / WEIGHTS_NAME).read_bytes()
-    run.weights_sha256 = hashlib.sha256(raw).hexdigest()
+    run.weights_sha256 = sha256_bytes(raw)
     run.lock = lockfile.read(out_dir / LOCK_NAME)
     run.digests = lockfile.read_step_digests(out_dir, run.lock)
     return run

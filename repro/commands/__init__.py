@@ -44,3 +44,10 @@ class Outcome:
 def add_release_argument(p: argparse.ArgumentParser) -> None:
     """The positional that verify, audit, sign, verify-signature, attest and card share."""
     p.add_argument("release", metavar="PATH", help=RELEASE_HELP)
+
+
+def add_config_arguments(p: argparse.ArgumentParser, root_help: str) -> None:
+    """The flags that find a project's Hydra config: train, check, run and dvc-yaml share them."""
+    p.add_argument("--config-dir", help="folder holding the project's Hydra configs (default: ./configs)")
+    p.add_argument("--config-name", default="train", help="config file name without .yaml (default: train)")
+    p.add_argument("--root", help=root_help)

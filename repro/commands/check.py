@@ -32,7 +32,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from repro.commands import Outcome
+from repro.commands import Outcome, add_config_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,9 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train N steps per build (default 20; emulated CPUs run ~30x slower)")
     p.add_argument("--no-localize", action="store_true",
                    help="do not record the builds' ops or name the first differing op")
-    p.add_argument("--config-dir", help="folder holding the project's Hydra configs (default: ./configs)")
-    p.add_argument("--config-name", default="train", help="config file name without .yaml (default: train)")
-    p.add_argument("--root", help="project root that data and code paths are relative to")
+    add_config_arguments(p, "project root that data and code paths are relative to")
     p.add_argument("--work-dir", metavar="DIR", help="build here and keep every run (default: a temporary folder)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 

@@ -17,7 +17,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from repro.commands import Outcome
+from repro.commands import Outcome, add_config_arguments
+from repro.filenames import DVC_YAML_NAME
 
 if TYPE_CHECKING:
     from repro.source.config import ConfigSource
@@ -28,13 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml disagrees (the default)")
     g.add_argument("--write", action="store_true", help="rewrite dvc.yaml's stages from the declarations")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, key=value")
-    p.add_argument("--config-dir", help="folder holding the project's Hydra configs (default: ./configs)")
-    p.add_argument("--config-name", default="train", help="config file name without .yaml (default: train)")
-    p.add_argument("--root", help="project root (default: the config folder's parent, or .)")
+    add_config_arguments(p, "project root (default: the config folder's parent, or .)")
 
 
 def run(args: argparse.Namespace) -> Outcome:
-    from repro.pipeline.dvcyaml import DVC_YAML, check, render
+    from repro.pipeline.dvcyaml import check, render
     from repro.safeio import read_bytes
     from repro.source.config import find_config
     from repro.source.config_guard import MAX_YAML_BYTES, load_yaml
@@ -48,10 +47,10 @@ def run(args: argparse.Namespace) -> Outcome:
     if args.root:
         flags += ["--root", args.root]
     want = declared(source, tuple(flags), args.overrides)
-    path = source.root / DVC_YAML
+    path = source.root / DVC_YAML_NAME
     exists = os.path.lexists(path)
-    doc = (load_yaml(path, DVC_YAML) if exists else None) or {}  # bounded: size, aliases, a regular file
-    text = read_bytes(path, DVC_YAML, MAX_YAML_BYTES).decode("utf-8") if exists else ""
+    doc = (load_yaml(path, DVC_YAML_NAME) if exists else None) or {}  # bounded: size, aliases, a regular file
+    text = read_bytes(path, DVC_YAML_NAME, MAX_YAML_BYTES).decode("utf-8") if exists else ""
     if args.write:
         from repro.canonical import atomic_write_bytes
 

@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from repro.commands import Outcome
+from repro.commands import Outcome, add_config_arguments
 from repro.records import FilesBlock
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="the stage to run (a key under `stages:` in the config)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, key=value (the same ones `repro train` takes)")
-    p.add_argument("--config-dir", help="folder holding the project's Hydra configs (default: ./configs)")
-    p.add_argument("--config-name", default="train", help="config file name without .yaml (default: train)")
-    p.add_argument("--root", help="project root that input and output paths are relative to")
+    add_config_arguments(p, "project root that input and output paths are relative to")
     p.add_argument("--rehash", action="store_true", help="re-read every input byte instead of trusting the stat cache")
     p.add_argument("--quiet", action="store_true", help="hide the stage's own output")
 

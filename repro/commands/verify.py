@@ -30,6 +30,22 @@ if TYPE_CHECKING:
     from repro.progress import PhaseReport
 
 
+# verify's switches, each off unless given (a table: one line each, the same action).
+_SWITCHES = (
+    ("--allow-env-drift", "rebuild even if another torch build is installed than the lock's"),
+    ("--rebuild-anyway", "rebuild even when the inputs already differ, to see how the outputs differ"),
+    ("--no-record", "do not write verification.json beside the lock after a rebuild"),
+    ("--localize", "on a mismatch, replay the first differing step where this machine can reproduce the lock's "
+                   "(an emulated CPU under qemu-user) and name the first differing operation"),
+    ("--trust-code", "run `_target_`s the lock names outside the trusted set (project code hashed in the lock, "
+                     "repro's own, torch.nn/torch.optim/transformers classes); see docs/security.md"),
+    ("--no-sandbox", "rebuild without cutting the network and making the project read-only (unshare)"),
+    ("--allow-oversubscribe", "rebuild even if the pins ask for more than 4 threads per core of this machine"),
+    ("--recursive", "a fine-tune: go on to verify its base release's lock (inputs.base), and that one's base"),
+    ("--quiet", "no progress display"),
+)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_release_argument(p)
     g = p.add_mutually_exclusive_group()
@@ -43,37 +59,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", metavar="DIR",
                    help="project root the lock's paths are relative to (default: the git repository holding "
                         "the lockfile)")
-    p.add_argument("--allow-env-drift", action="store_true",
-                   help="rebuild even if another torch build is installed than the lock's")
-    p.add_argument("--rebuild-anyway", action="store_true",
-                   help="rebuild even when the inputs already differ, to see how the outputs differ")
-    p.add_argument("--no-record", action="store_true",
-                   help="do not write verification.json beside the lock after a rebuild")
     p.add_argument("--signing-key", metavar="KEY", help="sign verification.json with this private key (model-signing)")
     p.add_argument("--world-size", type=int, metavar="N",
                    help="rebuild with N processes instead of the lock's (not expected to be bit-identical)")
-    p.add_argument("--localize", action="store_true",
-                   help="on a mismatch, replay the first differing step where this machine can reproduce the "
-                        "lock's (an emulated CPU under qemu-user) and name the first differing operation")
-    p.add_argument("--trust-code", action="store_true",
-                   help="run `_target_`s the lock names outside the trusted set (project code hashed in the lock, "
-                        "repro's own, torch.nn/torch.optim/transformers classes); see docs/security.md")
-    p.add_argument("--no-sandbox", action="store_true",
-                   help="rebuild without cutting the network and making the project read-only (unshare)")
-    p.add_argument("--allow-oversubscribe", action="store_true",
-                   help="rebuild even if the pins ask for more than 4 threads per core of this machine")
     p.add_argument("--toolchain", choices=("current", "recreate"), default="current",
                    help="rebuild with this environment's toolchain (current, the default), or in a fresh one that "
                         "holds exactly the lock's (recreate; cached by its digest in the user's cache folder)")
     p.add_argument("--find-links", metavar="DIR", action="append", default=[],
                    help="with --toolchain recreate: also install wheels from DIR (repeatable), e.g. an unreleased "
                         "repro")
-    p.add_argument("--recursive", action="store_true",
-                   help="a fine-tune: go on to verify its base release's lock (inputs.base), and that one's base")
     p.add_argument("--trust-verification", action="append", default=[], metavar="KEY",
                    help="with --recursive: accept a base whose verification.json is signed by this public key "
                         "instead of rebuilding it (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
+    for flag, text in _SWITCHES:
+        p.add_argument(flag, action="store_true", help=text)
 
 
 def run(args: argparse.Namespace) -> Outcome:

@@ -10,7 +10,7 @@ import os
 import platform
 from dataclasses import asdict, dataclass, fields
 from importlib import metadata
-from typing import Any, cast
+from typing import Any, cast, get_args, get_type_hints
 
 from repro.environment.installed import distributions_by_module
 from repro.environment.machine import cpu_flags, machine_cores
@@ -90,8 +90,23 @@ class Pins:
         return cast(PinRecord, asdict(self))  # PinRecord repeats these fields (tests/test_lockfile.py)
 
 
+# The pin names: Pins' fields, the one list (a lock's pins, `repro diff`'s, verify's). Everything that
+# names the pins derives from it; tests/test_single_source.py checks the lists that cannot.
+PIN_KEYS = tuple(f.name for f in fields(Pins))
 # The `build` group's keys: every pin but the seed, which is the config's top-level `seed`.
-BUILD_KEYS = tuple(f.name for f in fields(Pins) if f.name != "seed")
+BUILD_KEYS = tuple(k for k in PIN_KEYS if k != "seed")
+# What a `build` key may be in a config besides its pin's type: `threads: auto` (this machine's cores).
+CONFIG_SPELLINGS: dict[str, type] = {"threads": str}
+
+
+def build_value_types() -> dict[str, type | tuple[type, ...]]:
+    """The type each `build` key's config value must have: its pin's type, or a spelling `resolve_pins` resolves."""
+    hints = get_type_hints(Pins)
+    out: dict[str, type | tuple[type, ...]] = {}
+    for key in BUILD_KEYS:
+        kinds = (*(get_args(hints[key]) or (hints[key],)), *filter(None, [CONFIG_SPELLINGS.get(key)]))
+        out[key] = kinds[0] if len(kinds) == 1 else kinds
+    return out
 
 
 def native_capability(flags: set[str] | None = None) -> str:

@@ -9,10 +9,11 @@ change, the lock's value and the value found.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from repro.environment.pins import Pins
+# The build keys that are pins (they decide the bits), as opposed to recorded facts; re-exported.
+from repro.environment.pins import PIN_KEYS as PIN_KEYS
 from repro.lock.lockfile import logged_steps
 from repro.lock.types import (
     BaseBlock,
@@ -28,8 +29,6 @@ from repro.lock.types import (
 from repro.records import JsonObject, StageRecord
 from repro.safeio import printable
 
-# Build keys that are pins (they decide the bits), as opposed to recorded facts: Pins' fields.
-PIN_KEYS = tuple(f.name for f in fields(Pins))
 _MISSING = object()
 
 

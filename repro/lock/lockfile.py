@@ -121,7 +121,6 @@ def _short(message: str) -> str:
 
 def read_step_digests(out_dir: Path, lock: Lock) -> list[str] | None:
     """The per-step parameter digests beside a lock, if present and matching its record."""
-    import hashlib
 
     record = lock["outputs"].get("step_digests")
     if record is None:
@@ -131,7 +130,7 @@ def read_step_digests(out_dir: Path, lock: Lock) -> list[str] | None:
         raw = path.read_bytes()
     except OSError:
         return None
-    if hashlib.sha256(raw).hexdigest() != record["sha256"]:
+    if sha256_bytes(raw) != record["sha256"]:
         return None
     lines = raw.decode("ascii", errors="replace").split("\n")[:-1]
     return lines if len(lines) == record["steps"] + 1 else None

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import UserInputError
+from repro.filenames import DVC_YAML_NAME
 from repro.lock.lockdiff import Difference
 from repro.source.config_guard import load_yaml
-
-PIPELINE = "dvc.yaml"
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class Stage:
 def read_stages(root: Path) -> list[Stage]:
     """The plainly written stages of `root/dvc.yaml`; none if it is absent or unreadable."""
     try:  # bounded (repro.source.config_guard): a FIFO, a /dev/zero link or an alias bomb is skipped
-        doc = load_yaml(root / PIPELINE, PIPELINE)
+        doc = load_yaml(root / DVC_YAML_NAME, DVC_YAML_NAME)
     except UserInputError:
         return []
     stages = doc.get("stages") if isinstance(doc, dict) else None

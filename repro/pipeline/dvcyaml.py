@@ -34,16 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import ReproError
-from repro.filenames import LOCK_NAME
+from repro.filenames import DVC_YAML_NAME, LOCK_NAME, METRICS_NAME, WEIGHTS_NAME
 from repro.source.composed import ComposedFile, project_config_files, sets_key
 from repro.source.config import ConfigSource, require
 from repro.source.data import DataSpec
 from repro.source.inputs import PACKAGE_DIR, code_include
+from repro.source.project_import import project_file
 from repro.source.stages import StageSpec, stage_specs
 from repro.source.walk import expand_patterns
 
 TRAIN = "train"
-DVC_YAML = "dvc.yaml"
 _GLOB = set("*?[")
 _REFERENCE = re.compile(r"\$\{\s*([A-Za-z_][\w.\-]*)\s*\}")
 
@@ -91,9 +91,10 @@ def _params(inv: Invocation, keys: list[str]) -> list[Any]:
 
 
 def module_file(root: Path, target: str) -> list[str]:
-    """The file of `module.function`'s module under root, if it is there (found without importing it)."""
-    base = target.rpartition(".")[0].replace(".", "/")
-    return [p for p in (f"{base}.py", f"{base}/__init__.py") if (root / p).is_file()][:1]
+    """The file of `module.function`'s module under root, if it is there: found by path, never imported, and by
+    its real path (`repro.source.project_import.project_file`, as preprocess and stages find it)."""
+    rel = project_file(target, root)
+    return [] if rel is None else [rel]
 
 
 def code_of(root: Path, target: str) -> list[str]:
@@ -200,7 +201,7 @@ def _train(resolved: dict[str, Any], inv: Invocation, specs: dict[str, StageSpec
     params = _params(inv, sorted(k for k in resolved if k != "out_dir"))
     if params:
         entry["params"] = params
-    entry["outs"] = [f"{out_dir}/model.safetensors", f"{out_dir}/metrics.jsonl",
+    entry["outs"] = [f"{out_dir}/{WEIGHTS_NAME}", f"{out_dir}/{METRICS_NAME}",
                      {f"{out_dir}/{LOCK_NAME}": {"cache": False}}]
     return entry
 
@@ -243,15 +244,15 @@ def check(actual: dict[str, Any], want: dict[str, dict[str, Any]]) -> list[str]:
     for name, entry in want.items():
         have = actual.get(name)
         if not isinstance(have, dict):
-            problems.append(f"{DVC_YAML}: stage {name} is missing (declared under stages.{name})"
-                            if name != TRAIN else f"{DVC_YAML}: stage {TRAIN} is missing")
+            problems.append(f"{DVC_YAML_NAME}: stage {name} is missing (declared under stages.{name})"
+                            if name != TRAIN else f"{DVC_YAML_NAME}: stage {TRAIN} is missing")
             continue
         if have.get("cmd") != entry["cmd"]:
-            problems.append(f"{DVC_YAML}: stages.{name}.cmd is {have.get('cmd')!r}, expected {entry['cmd']!r}")
+            problems.append(f"{DVC_YAML_NAME}: stages.{name}.cmd is {have.get('cmd')!r}, expected {entry['cmd']!r}")
         for kind in ("deps", "outs"):
             problems += _field(name, kind, _keyed(have.get(kind)), _keyed(entry.get(kind)), entry)
         if _norm_params(have.get("params")) != _norm_params(entry.get("params")):
-            problems.append(f"{DVC_YAML}: stages.{name}.params is {have.get('params')!r}, "
+            problems.append(f"{DVC_YAML_NAME}: stages.{name}.params is {have.get('params')!r}, "
                             f"expected {entry.get('params')!r}")
     return problems
 
@@ -263,14 +264,14 @@ def _field(name: str, kind: str, have: dict[str, Any], want: dict[str, Any], ent
     for path, options in want.items():
         if path in have:
             if have[path] != options:
-                problems.append(f"{DVC_YAML}: stages.{name}.{kind} {path} has options {have[path]!r}, "
+                problems.append(f"{DVC_YAML_NAME}: stages.{name}.{kind} {path} has options {have[path]!r}, "
                                 f"expected {options!r}")
         elif not any(_covers(h, path) for h in have):
-            problems.append(f"{DVC_YAML}: stages.{name}.{kind} lacks {path}")
+            problems.append(f"{DVC_YAML_NAME}: stages.{name}.{kind} lacks {path}")
     for path in have:
         if path not in want and not any(_covers(path, w) for w in want) and \
                 not (kind == "outs" and _export(name, path, entry)):
-            problems.append(f"{DVC_YAML}: stages.{name}.{kind} has {path}, which the declaration does not name")
+            problems.append(f"{DVC_YAML_NAME}: stages.{name}.{kind} has {path}, which the declaration does not name")
     return problems
 
 

@@ -8,11 +8,11 @@ built from it below, read through `require` and `optional`.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.environment.pins import Pins
+from repro.environment.pins import BUILD_KEYS, build_value_types
 from repro.errors import ConfigError
 
 EMBEDDED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -146,7 +146,7 @@ def one_line(exc: BaseException) -> str:
 # out_dir is locked; their values' types are checked by the typed views below.
 REQUIRED_GROUPS = ("data", "model", "task", "trainer", "build")
 REQUIRED_KEYS = ("seed", "model._target_", "task._target_", "trainer.optimizer._target_",
-                 *(f"build.{f.name}" for f in fields(Pins) if f.name != "seed"))
+                 *(f"build.{key}" for key in BUILD_KEYS))
 
 
 def require_keys(cfg: dict[str, Any]) -> None:
@@ -184,9 +184,7 @@ VALUE_TYPES: dict[str, type | tuple[type, ...]] = {
     "trainer.max_steps": int, "trainer.batch_size": int, "trainer.log_every": int, "trainer.num_workers": int,
     "trainer.shuffle": bool, "trainer.lr": float, "trainer.optimizer.lr": float,
     "trainer.checkpoint_every": int, "trainer.keep_checkpoints": int,
-    "build.profile": str, "build.device": str, "build.threads": (int, str), "build.cpu_capability": str,
-    "build.precision": str, "build.world_size": int, "build.deterministic": bool, "build.mkldnn": bool,
-    "build.mkl_cbwr": (str, type(None)), "build.kernels": str, "build.unportable": str,
+    **{f"build.{key}": kind for key, kind in build_value_types().items()},  # the pins' own types
 }
 
 

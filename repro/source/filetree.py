@@ -12,9 +12,10 @@ import os
 from pathlib import Path, PurePosixPath
 
 from repro.errors import DataError, LockfileError
+from repro.filenames import REPRO_DIR
 
 # Tool metadata, never data: git internals, DVC's cache, and repro's own cache.
-SKIP_DIRS = frozenset({".git", ".dvc", ".repro"})
+SKIP_DIRS = frozenset({".git", ".dvc", REPRO_DIR})
 
 
 def safe_relpath(rel: str, what: str = "path") -> PurePosixPath:

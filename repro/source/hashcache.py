@@ -61,10 +61,11 @@ from operator import itemgetter
 from pathlib import Path
 
 from repro.errors import DataError
+from repro.filenames import REPRO_DIR
 from repro.safeio import printable
 from repro.source.statkey import KEY_SIZE, StatKey, pack_key
 
-CACHE_DIR = ".repro"
+CACHE_DIR = REPRO_DIR
 CACHE_NAME = "hashcache.sqlite"
 SCHEMA = 4  # 4: one checked record per row, schema verified; 3: CRC-32 row check; 2: packed stat key; 1: hex text
 RACY_NS = 2_000_000_000  # 2 s: covers coarse kernel clocks and 2 s FAT timestamps

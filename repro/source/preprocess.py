@@ -17,12 +17,9 @@ in `inputs.code`, like every project module the build process imports.
 
 from __future__ import annotations
 
-import importlib
 import os
 import platform
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,45 +27,9 @@ from repro.environment.installed import distributions_by_module
 from repro.errors import ConfigError, DataError
 from repro.records import JsonObject, Preprocess, PreprocessPackage
 from repro.safeio import printable
+from repro.source.project_import import import_target, project_file
 
-
-def _split(target: str) -> tuple[str, str]:
-    module, _, attr = target.rpartition(".")
-    if not module or not attr:
-        raise ConfigError(f"config key data.preprocess._target_: {target!r} is not a module.function path")
-    return module, attr
-
-
-@contextmanager
-def _importable_from(root: Path, local: bool) -> Iterator[None]:
-    """Import a project file through repro's finder (`repro.source.project_import`), never from `sys.path`.
-
-    A build child has it installed already (serving only the lock's files in a rebuild).
-    """
-    from repro.source.project_import import install, installed_for
-
-    if local and installed_for(root) is None:
-        install(root)
-    yield
-
-
-def local_file(target: str, root: Path) -> Path | None:
-    """The project file defining `target`'s module, found by path alone: nothing is imported.
-
-    `a.b.fn` is `<root>/a/b.py` or `<root>/a/b/__init__.py`, if that is a regular
-    file whose real path stays under the root; else None (an installed module).
-    Asking the import system instead would run `a/__init__.py` to find `a.b`.
-    """
-    module, _ = _split(target)
-    parts = module.split(".")
-    if not all(p.isidentifier() for p in parts):
-        raise ConfigError(f"config key data.preprocess._target_ {printable(repr(target))}: not a module.function path")
-    real_root = os.path.realpath(root)
-    for candidate in (Path(root, *parts[:-1], parts[-1] + ".py"), Path(root, *parts, "__init__.py")):
-        real = os.path.realpath(candidate)
-        if os.path.isfile(candidate) and real.startswith(real_root.rstrip(os.sep) + os.sep):
-            return Path(real)
-    return None
+KEY = "data.preprocess._target_"
 
 
 def record(node: JsonObject, root: Path) -> Preprocess:
@@ -81,11 +42,9 @@ def record(node: JsonObject, root: Path) -> Preprocess:
     from repro.source.hashing import hash_files
 
     target = str(node["_target_"])
-    origin = local_file(target, root)
-    if origin is not None:
-        real_root = os.path.realpath(root)
-        rel = Path(os.path.relpath(origin, real_root)).as_posix()
-        return {"target": target, "file": hash_files(Path(real_root), [rel])[0].to_json()}
+    rel = project_file(target, root)
+    if rel is not None:
+        return {"target": target, "file": hash_files(Path(os.path.realpath(root)), [rel])[0].to_json()}
     return {"target": target, "package": _package(target)}
 
 
@@ -109,16 +68,7 @@ def apply(dataset: Any, node: dict[str, Any], root: Path) -> Any:
     import datasets
 
     target = str(node["_target_"])
-    module_name, attr = _split(target)
-    expected = local_file(target, root)
-    with _importable_from(root, expected is not None):
-        module = importlib.import_module(module_name)
-    if expected is not None and os.path.realpath(getattr(module, "__file__", "") or "") != str(expected):
-        raise ConfigError(f"config key data.preprocess._target_ {target!r}: imported {module.__file__}, "
-                          f"but the lock hashed {expected}")
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ConfigError(f"config key data.preprocess._target_ {target!r}: {module_name} has no function {attr!r}")
+    fn = import_target(target, root, KEY)  # a project file through repro's finder, checked by its real path
     params = {k: v for k, v in node.items() if k != "_target_"}
     try:
         out = fn(dataset, **params)

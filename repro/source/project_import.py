@@ -15,22 +15,32 @@ on `sys.meta_path`, answers for the project's own top-level names only:
 
 A root-level module that would shadow a standard-library or installed module
 is refused before a build starts (`shadowing`, exit 2 naming it).
+
+A `module.function` target is imported one way (`import_target`: its project file
+found by path, the finder installed, the module's real file checked against it),
+and judged one way (`defining_file`: the project file it is *defined* in, by its
+`__module__` and `__qualname__`, the trust gate's rule); preprocess, stages,
+dvc.yaml and the gate all go through them.
 """
 
 from __future__ import annotations
 
-import hashlib
+import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import inspect
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from repro.errors import UserInputError
+from repro.canonical import sha256_bytes
+from repro.errors import ConfigError, UserInputError
 from repro.safeio import MAX_SOURCE_BYTES, open_beneath, printable, read_fd
+from repro.syspath import off_path
 
 _PACKAGE_PARENT = Path(__file__).resolve().parent.parent.parent  # the folder holding the repro package
 
@@ -109,8 +119,9 @@ class _Loader(importlib.abc.Loader):
                 raw = read_fd(fd, st, self.rel, "project source file", MAX_SOURCE_BYTES, ProjectCodeError)
             finally:
                 os.close(fd)
-            if served is not None and hashlib.sha256(raw).hexdigest() != served[self.rel]:
-                raise ProjectCodeError(f"{printable(self.rel)}: its sha256 is {hashlib.sha256(raw).hexdigest()[:12]}…,"
+            digest = sha256_bytes(raw) if served is not None else ""
+            if served is not None and digest != served[self.rel]:
+                raise ProjectCodeError(f"{printable(self.rel)}: its sha256 is {digest[:12]}…,"
                                        f" the lock hashed {served[self.rel][:12]}…; the rebuild imports only the "
                                        "files the lock hashes, as hashed")
             self._source = raw
@@ -147,12 +158,22 @@ def install(root: Path, served: Mapping[str, str] | None = None) -> ProjectFinde
     """
     for old in [f for f in sys.meta_path if isinstance(f, ProjectFinder)]:
         sys.meta_path.remove(old)
-    real = os.path.realpath(root)
-    if real != str(_PACKAGE_PARENT):
-        sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != real]
+    if os.path.realpath(root) != str(_PACKAGE_PARENT):
+        off_path(root)
     finder = ProjectFinder(root, served)
     sys.meta_path.insert(0, finder)
     importlib.invalidate_caches()
+    return finder
+
+
+def importable(root: Path, served: Mapping[str, str] | None = None) -> ProjectFinder:
+    """The one way a project's code becomes importable: the finder for `root`, installed unless it is already.
+
+    With `served` (a rebuild's hashed files) it is installed anew, serving only those.
+    """
+    finder = installed_for(root)
+    if finder is None or served is not None:
+        finder = install(root, served)
     return finder
 
 
@@ -211,3 +232,98 @@ def _installed_elsewhere(name: str, root: Path) -> bool:
     if not spec.origin and spec.submodule_search_locations is not None:
         return False  # only a namespace portion elsewhere: a regular module here is found first
     return any(p and not os.path.realpath(p).startswith(real_root) for p in places)
+
+
+def module_files(module: str) -> tuple[str, str]:
+    """The two files a module may be: `a/b.py` or `a/b/__init__.py`."""
+    base = module.replace(".", "/")
+    return f"{base}.py", f"{base}/__init__.py"
+
+
+def relative_real(file: str | Path, root: Path) -> str | None:
+    """`file`'s real path relative to the root's real path (POSIX), or None where it resolves outside the root."""
+    real, real_root = os.path.realpath(file), os.path.realpath(root)
+    if not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        return None
+    return Path(os.path.relpath(real, real_root)).as_posix()
+
+
+def split_target(target: str, key: str) -> tuple[str, str]:
+    """(module, attribute) of a `module.function` target; ConfigError naming config key `key` otherwise."""
+    module, _, attr = target.rpartition(".")
+    if not module or not attr or not all(p.isidentifier() for p in target.split(".")):
+        raise ConfigError(f"config key {key}: {printable(repr(target))} is not a module.function path")
+    return module, attr
+
+
+def project_file(target: str, root: Path) -> str | None:
+    """The project file of `module.function`'s module, found by path alone: nothing is imported.
+
+    The first of `module_files` that is a regular file whose real path stays under the
+    root, as that real path relative to the root's; None for a module that is not the
+    project's (an installed one), or a target that is no `module.function` path. Asking
+    the import system instead would run `a/__init__.py` to find `a.b`.
+    """
+    module = target.rpartition(".")[0]
+    if not module or not all(p.isidentifier() for p in target.split(".")):
+        return None
+    for rel in module_files(module):
+        candidate = Path(root, rel)
+        if candidate.is_file() and (inside := relative_real(candidate, root)) is not None:
+            return inside
+    return None
+
+
+def import_target(target: str, root: Path, key: str, served: Mapping[str, str] | None = None) -> Any:
+    """Import `module.function` from the project (through the finder) or an installed package; return the callable.
+
+    A module that is a project file by path (`project_file`) must be that very file once
+    imported, by its real path; a missing module or function is a ConfigError naming `key`.
+    `served`: a rebuild's hashed files, the only project files it may import.
+    """
+    module_name, attr = split_target(target, key)
+    expected = project_file(target, root)
+    importable(root, served)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"config key {key}: cannot import {module_name} from the project root ({exc})") from None
+    file = getattr(module, "__file__", None)
+    if expected is not None and (not isinstance(file, str) or relative_real(file, root) != expected):
+        raise ConfigError(f"config key {key} {printable(repr(target))}: imported {printable(str(file))}, but the "
+                          f"project file is {printable(expected)}")
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"config key {key} {printable(repr(target))}: {module_name} has no function {attr!r}")
+    return fn
+
+
+def defined_where(obj: Any) -> tuple[Any, str] | None:
+    """(module, qualname) that `obj` says it was defined as, if they lead back to `obj` itself; else None.
+
+    Only classes and functions count, and only at module level or nested in classes
+    (no `<locals>`): `module.Outer.Inner` read attribute by attribute is `obj`.
+    """
+    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+        return None
+    module_name, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    module = sys.modules.get(module_name) if isinstance(module_name, str) else None
+    if module is None or not isinstance(qualname, str) or "<" in qualname:
+        return None
+    found: Any = module
+    for part in qualname.split("."):
+        found = inspect.getattr_static(found, part, None)
+    return (module, qualname) if found is obj else None
+
+
+def defining_file(obj: Any, root: Path, served: Mapping[str, str] | None = None) -> str | None:
+    """The project file `obj` is defined in (relative to the root), and one of `served` when given; else None.
+
+    The trust gate's rule: a class or function whose `__module__` and `__qualname__`
+    lead back to it (`defined_where`), in a module whose file's real path is under the
+    root. A name that merely reaches a library object through a project module is not.
+    """
+    where = defined_where(obj)
+    file = getattr(where[0], "__file__", None) if where else None
+    rel = relative_real(file, root) if isinstance(file, str) else None
+    return rel if rel is not None and (served is None or rel in served) else None

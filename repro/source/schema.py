@@ -30,7 +30,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from repro.environment.pins import BUILD_KEYS, Pins
+from repro.environment.pins import BUILD_KEYS
 from repro.errors import ConfigError
 from repro.source.composed import ComposedFile, defined_in
 
@@ -47,7 +47,7 @@ _INTERPOLATION = re.compile(r"\$\{\s*([A-Za-z_][\w\-]*)")
 
 def build_keys() -> tuple[str, ...]:
     """The `build` group: one key per pin (the seed is the top-level `seed`)."""
-    return tuple(dict.fromkeys([*BUILD_KEYS, *(f.name for f in fields(Pins) if f.name != "seed")]))
+    return BUILD_KEYS
 
 
 def data_keys() -> tuple[str, ...]:

@@ -12,7 +12,6 @@ be built anyway), so this runs in the build process, after the trust gate.
 from __future__ import annotations
 
 import inspect
-import sys
 import types
 import typing
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from repro.errors import ConfigError
 from repro.source.config import one_line
+from repro.source.project_import import defining_file
 from repro.source.schema import suggestion
 
 # Hydra's own keys in a `_target_` node, never passed to the callable.
@@ -55,7 +55,7 @@ def check_node(node: dict[str, Any], key: str, root: Path, where: Any = None) ->
         if isinstance(value, dict) and "_target_" in value:
             check_node(value, f"{key}.{name}", root, where)
     target = locate(node["_target_"], key)
-    own = _defined_in(target, (root, _REPRO))
+    own = any(defining_file(target, folder) is not None for folder in (root, _REPRO))  # the project's or repro's
     try:
         sig = inspect.signature(target)
     except (TypeError, ValueError):  # a builtin without a signature: nothing to check against
@@ -82,16 +82,6 @@ def check_node(node: dict[str, Any], key: str, root: Path, where: Any = None) ->
         missing = [n for n, p in named.items() if p.default is p.empty and n not in node]
         if missing:
             raise ConfigError(f"config key {key}.{missing[0]}: missing; {label} needs it")
-
-
-def _defined_in(target: Any, folders: tuple[Path, ...]) -> bool:
-    """Whether `target` is defined in a file under one of these folders."""
-    module = sys.modules.get(getattr(target, "__module__", "") or "")
-    file = getattr(module, "__file__", None)
-    if not file:
-        return False
-    real = Path(file).resolve()
-    return any(f.resolve() in real.parents for f in folders)
 
 
 def locate(target: Any, key: str) -> Any:

@@ -1,7 +1,8 @@
 """Apply the pins inside torch. Every function returns what it set, for the lock.
 
 `repro.environment.pins` decides the values without importing torch; this module is the only
-place that turns them into torch flags, so there is one switchboard to audit.
+place that turns them into torch flags, so there is one switchboard to audit. It re-exports the
+one seeding function (`repro.environment.seeding`): with numpy and torch imported here, it seeds all three.
 """
 
 from __future__ import annotations
@@ -18,16 +19,9 @@ import torch
 
 from repro.environment.machine import cpu_identity
 from repro.environment.pins import Pins
+from repro.environment.seeding import seed_everything as seed_everything
 from repro.errors import EnvironmentMismatch
 from repro.lock.types import CpuFacts, CudaFacts
-
-
-def seed_everything(seed: int) -> dict[str, int]:
-    """Seed python, numpy and torch (all devices) from one integer."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-    return {"python": seed, "numpy": seed % 2**32, "torch": seed}
 
 
 def apply_torch_pins(pins: Pins) -> dict[str, bool | int | str]:

@@ -14,7 +14,6 @@ own command line, shell and CPU: `REPRO_TRACE_STEP=k` and `REPRO_TRACE_DIR=DIR`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -26,8 +25,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from repro.canonical import atomic_write_json
+from repro.canonical import atomic_write_json, sha256_bytes
 from repro.errors import CheckpointError
+from repro.filenames import OPS_NAME, VALUES_NAME
 from repro.records import JsonObject
 from repro.train.step_digests import StepDigests, tensor_bytes
 
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from repro.train.checkpoint import Checkpoint
 
 TRACE_STEP_ENV, TRACE_DIR_ENV = "REPRO_TRACE_STEP", "REPRO_TRACE_DIR"
-OPS_NAME, VALUES_NAME = "ops.json", "values.safetensors"
 VALUES_CAP = 256 * 2**20  # bytes of op outputs kept for element counts; digests are always kept
 TRACE_VERSION = 1
 
@@ -186,7 +185,7 @@ class OpRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's
         self.position = self.position + 1 if self.ops and self.ops[-1].step == self.step else 0
         dtype = str(t.dtype).removeprefix("torch.")
         self.ops.append(Op(index, self.step, self.position, name, phase, module, list(t.shape), dtype,
-                           hashlib.sha256(data).hexdigest(), keep))
+                           sha256_bytes(data), keep))
 
     def save(self, folder: Path, step: int) -> None:
         from safetensors.torch import save_file

@@ -7,13 +7,12 @@ expects) and keep everything else in the lockfile.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from safetensors.torch import save
 
-from repro.canonical import atomic_write_bytes
+from repro.canonical import atomic_write_bytes, sha256_bytes
 from repro.lock.types import TensorRecord
 
 METADATA = {"format": "pt"}
@@ -38,7 +37,7 @@ def save_weights(state: dict[str, torch.Tensor], path: Path) -> bytes:
 
 def tensor_sha256(t: torch.Tensor) -> str:
     raw = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-    return hashlib.sha256(raw.tobytes()).hexdigest()
+    return sha256_bytes(raw.tobytes())
 
 
 def tensor_records(state: dict[str, torch.Tensor]) -> list[TensorRecord]:

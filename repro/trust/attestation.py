@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import platform
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from repro import __version__
-from repro.canonical import atomic_write_bytes, canonical_json, compact_json
+from repro.canonical import atomic_write_bytes, canonical_json, compact_json, sha256_bytes
 from repro.environment.machine import cpu_model
 from repro.errors import UserInputError
 from repro.filenames import LOCK_NAME, RECORD_NAME, WEIGHTS_NAME
@@ -169,7 +168,7 @@ def keyid(public_key: Any) -> str:
     from cryptography.hazmat.primitives import serialization
 
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
+    return sha256_bytes(der)
 
 
 def check_record(record_path: Path, lock_sha256: str, locked_weights_sha256: str,
@@ -197,7 +196,7 @@ def check_record(record_path: Path, lock_sha256: str, locked_weights_sha256: str
     if not ok:
         return no("not an in-toto statement with a SLSA verification summary (VSA v1)")
     if subjects.get(LOCK_NAME) != lock_sha256:
-        return no(f"verifies another lock (sha256 {str(subjects.get('repro.lock'))[:12]}...)")
+        return no(f"verifies another lock (sha256 {str(subjects.get(LOCK_NAME))[:12]}...)")
     if locked_weights_sha256 not in subjects.values():
         return no(f"its rebuilt weights differ from the locked {locked_weights_sha256[:12]}...")
     if result != "PASSED":

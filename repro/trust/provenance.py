@@ -8,7 +8,6 @@ the build and when. docs/provenance.md describes the build type.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from datetime import datetime, timezone
@@ -17,6 +16,7 @@ from typing import NotRequired, TypedDict
 from urllib.parse import quote
 
 from repro import __version__
+from repro.canonical import sha256_bytes
 from repro.errors import MismatchError, UserInputError
 from repro.filenames import LOCK_NAME, METRICS_NAME, RUN_NAME
 from repro.lock import lockfile
@@ -172,7 +172,7 @@ def attest(release: ReleaseFolder, builder_id: str = LOCAL_BUILDER_ID) -> Statem
     for name in _EXTRA_FILES:
         if os.path.lexists(out_dir / name):
             raw = read_bytes(out_dir / name, name)
-            entry: Resource = {"name": name, "digest": {"sha256": hashlib.sha256(raw).hexdigest()}}
+            entry: Resource = {"name": name, "digest": {"sha256": sha256_bytes(raw)}}
             if name == RUN_NAME and run:
                 entry["annotations"] = run
             byproducts.append(entry)

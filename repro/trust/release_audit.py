@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.filenames import CHECKPOINTS_DIR
+from repro.filenames import CARD_NAME, CHECKPOINTS_DIR
 from repro.lock import lockfile
 from repro.lock.types import Lock
 from repro.records import dig
@@ -123,7 +123,7 @@ def components(lock: Lock, release: ReleaseTerms, facts: ReleaseFacts,
         c("Model architecture", 3, True, code, ev["architecture"]),
         c("Model parameters (Final)", 3, True, weights, "model.safetensors, sha256 in the lock"),
         c("Evaluation results", 3, metrics, doc, "outputs.metrics in the lock" if metrics else "no held-out metrics"),
-        c("Model card", 3, facts.card, doc, "README.md" if facts.card else "no README.md (run `repro card`)"),
+        c("Model card", 3, facts.card, doc, CARD_NAME if facts.card else f"no {CARD_NAME} (run `repro card`)"),
         c("Data card", 3, facts.card and bool(release.data_description), doc,
           "the card's data section" if release.data_description else "release.data_description is empty"),
         c("Technical report", 3, bool(release.technical_report), doc,
@@ -259,7 +259,7 @@ def audit_path(lock_path: Path, records: list[Path] | None = None, trusted_keys:
     if stale:
         checks = [RecordCheck(False, stale, c.path) for c in checks]
     facts = ReleaseFacts(
-        card=assume_card or (folder / "README.md").is_file(),
+        card=assume_card or (folder / CARD_NAME).is_file(),
         checkpoints=ckpt.is_dir() and not ckpt.is_symlink() and any(ckpt.glob("step-*/*.safetensors")),
         records=tuple(checks), trusted_keys=len(keys), threshold=threshold,
     )

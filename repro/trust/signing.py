@@ -137,7 +137,7 @@ def verify_signature(folder: Path, signature: Path | None = None, public_key: Pa
     # handed a private copy of those bytes: it reads a bundle whole, and a 2 GB sparse model.sig took 4.2 GB.
     raw = read_bytes(signature, "signature bundle", MAX_SIGNATURE_BYTES, follow_links=True)
     with tempfile.TemporaryDirectory(prefix="repro-signature-") as tmp:
-        checked = Path(tmp) / "model.sig"
+        checked = Path(tmp) / SIGNATURE_NAME
         checked.write_bytes(raw)
         try:
             config.verify(folder, checked)

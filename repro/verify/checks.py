@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, cast
 
 from repro.environment.machine import machine_cores
-from repro.environment.pins import check_capability, native_capability, resolve_pins
+from repro.environment.pins import PIN_KEYS, check_capability, native_capability, resolve_pins
 from repro.environment.toolchain import installed_versions, interpreter_facts
 from repro.errors import DataError, EnvironmentMismatch, LockfileError, ReproError
 from repro.lock.explain import explain_config_edit, reference_configs
-from repro.lock.lockdiff import PIN_KEYS, Difference, compare_tensor_records, compare_toolchain
+from repro.lock.lockdiff import Difference, compare_tensor_records, compare_toolchain
 from repro.lock.types import Inputs, Lock, Toolchain, Weights
 from repro.progress import byte_bar
 from repro.safeio import open_regular, printable

@@ -22,7 +22,6 @@ Anything that cannot be installed is exit 3, naming the package.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -33,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.canonical import atomic_write_json, compact_json
+from repro.canonical import atomic_write_json, compact_json, sha256_bytes
 from repro.environment.machine import user_cache
 from repro.errors import EnvironmentMismatch
 from repro.lock.types import Toolchain
@@ -70,7 +69,7 @@ def toolchain_digest(toolchain: Toolchain) -> str:
            "torch": None if toolchain["torch"] is None else toolchain["torch"]["version"],
            "repro": toolchain["repro"]["version"],
            "compiler": toolchain["repro"]["root_digest"]}
-    return hashlib.sha256(compact_json(key)).hexdigest()
+    return sha256_bytes(compact_json(key))
 
 
 def cache_root() -> Path:

@@ -17,9 +17,10 @@ import pytest
 from repro.builder.definitions import definition, reader
 from repro.errors import ConfigError, UserInputError
 from repro.lock.fastschema import first_error
-from repro.safeio import copy_beneath, hash_fd, open_beneath
+from repro.safeio import copy_beneath, open_beneath
 from repro.source import project_import
 from repro.source.config_guard import MAX_YAML_NODES, guard_config_dir, load_yaml
+from repro.source.hashfile import digest_fd
 
 
 # ---- safeio.open_beneath ---------------------------------------------------------------------
@@ -59,7 +60,9 @@ def test_open_beneath_reads_through_its_descriptor(tree: Path, openat2: bool,
     for rel, links in (("a/f.txt", "refuse"), ("in-link/f.txt", "inside")):
         fd, st = open_beneath(tree, rel, "thing", links=links)  # type: ignore[arg-type]
         try:
-            assert st.st_size == 7 and hash_fd(fd) == (7, hashlib.sha256(b"inside\n").hexdigest())
+            hashed = digest_fd(fd)
+            assert st.st_size == hashed.size == 7
+            assert hashed.digests == {"sha256": hashlib.sha256(b"inside\n").hexdigest()}
         finally:
             os.close(fd)
     with pytest.raises(UserInputError, match="symbolic link"):

@@ -150,13 +150,6 @@ Tensor r_mm(const Tensor& self, const Tensor& mat2) {
   return out;
 }
 
-Tensor& r_mm_out(const Tensor& self, const Tensor& mat2, Tensor& out) {
-  if (!ours("aten::mm.out", {&self, &mat2, &out})) return at::cpu::mm_out(out, self, mat2);
-  Tensor result = r_mm(self, mat2);
-  at::native::resize_output(out, result.sizes());
-  return out.copy_(result);
-}
-
 Tensor r_addmm(const Tensor& self, const Tensor& mat1, const Tensor& mat2, const Scalar& beta, const Scalar& alpha) {
   if (!ours("aten::addmm", {&self, &mat1, &mat2}) || mat1.dim() != 2 || mat2.dim() != 2)
     return at::cpu::addmm(self, mat1, mat2, beta, alpha);
@@ -166,20 +159,6 @@ Tensor r_addmm(const Tensor& self, const Tensor& mat1, const Tensor& mat2, const
   Tensor out = at::empty({mat1.size(0), mat2.size(1)}, mat1.options());
   addmm_into(out, self, mat1, mat2, beta, alpha);
   return out;
-}
-
-Tensor& r_addmm_out(const Tensor& self, const Tensor& mat1, const Tensor& mat2, const Scalar& beta, const Scalar& alpha,
-                  Tensor& out) {
-  if (!ours("aten::addmm.out", {&self, &mat1, &mat2, &out}))
-    return at::cpu::addmm_out(out, self, mat1, mat2, beta, alpha);
-  Tensor result = r_addmm(self, mat1, mat2, beta, alpha);
-  at::native::resize_output(out, result.sizes());
-  return out.copy_(result);
-}
-
-Tensor& r_addmm_(Tensor& self, const Tensor& mat1, const Tensor& mat2, const Scalar& beta, const Scalar& alpha) {
-  if (!ours("aten::addmm_", {&self, &mat1, &mat2})) return at::cpu::addmm_(self, mat1, mat2, beta, alpha);
-  return self.copy_(r_addmm(self, mat1, mat2, beta, alpha));
 }
 
 // out[B, M, N] = beta * self + alpha * (b1 @ b2), batch by batch. Many small products run one per
@@ -219,31 +198,10 @@ Tensor r_baddbmm(const Tensor& self, const Tensor& b1, const Tensor& b2, const S
   return out;
 }
 
-Tensor& r_baddbmm_out(const Tensor& self, const Tensor& b1, const Tensor& b2, const Scalar& beta, const Scalar& alpha,
-                    Tensor& out) {
-  if (!ours("aten::baddbmm.out", {&self, &b1, &b2, &out}))
-    return at::cpu::baddbmm_out(out, self, b1, b2, beta, alpha);
-  Tensor result = r_baddbmm(self, b1, b2, beta, alpha);
-  at::native::resize_output(out, result.sizes());
-  return out.copy_(result);
-}
-
-Tensor& r_baddbmm_(Tensor& self, const Tensor& b1, const Tensor& b2, const Scalar& beta, const Scalar& alpha) {
-  if (!ours("aten::baddbmm_", {&self, &b1, &b2})) return at::cpu::baddbmm_(self, b1, b2, beta, alpha);
-  return self.copy_(r_baddbmm(self, b1, b2, beta, alpha));
-}
-
 Tensor r_bmm(const Tensor& self, const Tensor& mat2) {
   if (!ours("aten::bmm", {&self, &mat2}) || self.dim() != 3 || mat2.dim() != 3)
     return at::cpu::bmm(self, mat2);
   return r_baddbmm(at::empty({0}, self.options()), self, mat2, 0, 1);
-}
-
-Tensor& r_bmm_out(const Tensor& self, const Tensor& mat2, Tensor& out) {
-  if (!ours("aten::bmm.out", {&self, &mat2, &out})) return at::cpu::bmm_out(out, self, mat2);
-  Tensor result = r_bmm(self, mat2);
-  at::native::resize_output(out, result.sizes());
-  return out.copy_(result);
 }
 
 // addmv (and mv, which torch builds from it): the GEMM with N = 1, so the same chain per element.
@@ -257,19 +215,36 @@ Tensor r_addmv(const Tensor& self, const Tensor& mat, const Tensor& vec, const S
   return out.squeeze(1);
 }
 
-Tensor& r_addmv_out(const Tensor& self, const Tensor& mat, const Tensor& vec, const Scalar& beta, const Scalar& alpha,
-                  Tensor& out) {
-  if (!ours("aten::addmv.out", {&self, &mat, &vec, &out}))
-    return at::cpu::addmv_out(out, self, mat, vec, beta, alpha);
-  Tensor result = r_addmv(self, mat, vec, beta, alpha);
+// The out= and in-place forms of the products above: ours computed as a new tensor, then copied into
+// `out` (resized first, as torch's own out= kernels do) or into self, so every form has the functional
+// form's bits; torch's CPU kernel wherever `ours` declines the call. One pair of macros writes them all.
+Tensor& into(Tensor& out, const Tensor& result) {
   at::native::resize_output(out, result.sizes());
   return out.copy_(result);
 }
 
-Tensor& r_addmv_(Tensor& self, const Tensor& mat, const Tensor& vec, const Scalar& beta, const Scalar& alpha) {
-  if (!ours("aten::addmv_", {&self, &mat, &vec})) return at::cpu::addmv_(self, mat, vec, beta, alpha);
-  return self.copy_(r_addmv(self, mat, vec, beta, alpha));
-}
+#define REPRO_PRODUCT_OUT(op)                                                                          \
+  Tensor& r_##op##_out(const Tensor& self, const Tensor& mat2, Tensor& out) {                         \
+    if (!ours("aten::" #op ".out", {&self, &mat2, &out})) return at::cpu::op##_out(out, self, mat2);  \
+    return into(out, r_##op(self, mat2));                                                              \
+  }
+#define REPRO_ADD_PRODUCT_FORMS(op)                                                                    \
+  Tensor& r_##op##_out(const Tensor& self, const Tensor& a, const Tensor& b, const Scalar& beta,       \
+                       const Scalar& alpha, Tensor& out) {                                             \
+    if (!ours("aten::" #op ".out", {&self, &a, &b, &out}))                                             \
+      return at::cpu::op##_out(out, self, a, b, beta, alpha);                                          \
+    return into(out, r_##op(self, a, b, beta, alpha));                                                 \
+  }                                                                                                    \
+  Tensor& r_##op##_(Tensor& self, const Tensor& a, const Tensor& b, const Scalar& beta,                \
+                     const Scalar& alpha) {                                                            \
+    if (!ours("aten::" #op "_", {&self, &a, &b})) return at::cpu::op##_(self, a, b, beta, alpha);      \
+    return self.copy_(r_##op(self, a, b, beta, alpha));                                                \
+  }
+REPRO_PRODUCT_OUT(mm)
+REPRO_PRODUCT_OUT(bmm)
+REPRO_ADD_PRODUCT_FORMS(addmm)
+REPRO_ADD_PRODUCT_FORMS(baddbmm)
+REPRO_ADD_PRODUCT_FORMS(addmv)
 
 // One chain over k from 0: fma(a[k], b[k], acc). std::fma compiles to the FMA instruction (-mfma).
 // For real tensors vdot is dot.
