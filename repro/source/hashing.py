@@ -14,24 +14,16 @@ once (threads, the stat cache in `repro.source.hashcache`, compact results), and
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Unpack
 
 from repro.source.hashfile import FileDigest
-from repro.source.hashtree import Progress, StatCache, hash_tree
+from repro.source.hashtree import HashOptions, hash_tree
 
 
-def hash_files(
-    root: Path,
-    rel_paths: Sequence[str],
-    workers: int | None = None,
-    *,
-    algorithms: Sequence[str] = ("sha256",),
-    cache: StatCache | None = None,
-    rehash: bool = False,
-    progress: Progress | None = None,
-    on_file: Callable[[FileDigest], None] | None = None,
-) -> list[FileDigest]:
+def hash_files(root: Path, rel_paths: Sequence[str], workers: int | None = None,
+                **options: Unpack[HashOptions]) -> list[FileDigest]:
     """Hash many files under `root`; results are in the order of `rel_paths`.
 
     With `cache`, files whose stat is unchanged since they were last hashed are
@@ -42,8 +34,7 @@ def hash_files(
     For a million files, `repro.source.hashtree.hash_tree` keeps the same answer in
     a compact form.
     """
-    return list(hash_tree(root, rel_paths, workers, algorithms=algorithms, cache=cache, rehash=rehash,
-                          progress=progress, on_file=on_file))
+    return list(hash_tree(root, rel_paths, workers, **options))
 
 
 def root_digest(files: Iterable[FileDigest]) -> str:

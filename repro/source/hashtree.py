@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypedDict
 
 from repro.environment.machine import machine_cores
 from repro.errors import DataError
@@ -279,6 +279,16 @@ class _Run:
             # margin_ns, as hashcache.margin computes it: how long before hashing began the file last changed
             yield (f"{base}/{rels[i]}", bytes(keys[at : at + KEY_SIZE]), started_ns - max(mtime_ns, ctime_ns),
                    bytes(sha[i * SHA : (i + 1) * SHA]), extra[i] if extra is not None else "")
+
+
+class HashOptions(TypedDict, total=False):
+    """How `hash_tree` reads (see `hashing.hash_files`): what a caller may pass on by keyword."""
+
+    algorithms: Sequence[str]
+    cache: StatCache | None
+    rehash: bool
+    progress: Progress | None
+    on_file: Callable[[FileDigest], None] | None
 
 
 def hash_tree(
