@@ -25,12 +25,13 @@ from repro.environment.pins import RECORDED_PACKAGES, Pins, package_versions, pi
 from repro.errors import ReproError, is_write_failure, output_error
 from repro.filenames import CHECKPOINTS_DIR
 from repro.lock.identity import identify
+from repro.lock.inputs_record import hash_inputs
 from repro.lock.types import Build, FilesBlock
 from repro.pipeline.upstream import upstream_records
 from repro.safeio import read_json
 from repro.source.base_model import require_consistent, with_base_path
 from repro.source.discover import imported_project_files
-from repro.source.inputs import code_block, code_include, config_digest, git_state, hash_inputs
+from repro.source.inputs import code_block, code_include, config_digest, git_state
 from repro.source.targets import check_nodes
 from repro.train import checkpoint, distributed
 from repro.train.resume import Notify, Session, hold_out_dir

@@ -94,13 +94,18 @@ def validate(lock: Any, where: str) -> None:
                             "values only")
 
 
-def load(path: Path) -> tuple[Lock, str]:
+def load(path: Path, root: Path | None = None) -> tuple[Lock, str]:
     """Read a lockfile once: the validated lock and the sha256 of the very bytes parsed.
 
     A link is followed (the user named this file), but only to a regular file under
-    the size cap; the JSON is strict (repro.safeio). Every failure is one LockfileError line.
+    the size cap; the JSON is strict (repro.safeio). With `root`, `path` is relative
+    to it and opened beneath it, a link on the way pointing only inside (a fine-tune's
+    base lock, named by its config). Every failure is one LockfileError line.
     """
-    raw = read_bytes(path, "lockfile", error=LockfileError, follow_links=True)
+    if root is None:
+        raw = read_bytes(path, "lockfile", error=LockfileError, follow_links=True)
+    else:
+        raw = read_bytes(path, "lockfile", error=LockfileError, root=root, links="inside")
     entries = raw.count(b'"path"') + raw.count(b'"dtype"')  # each file names a path, each tensor a dtype
     if entries > MAX_LOCK_ENTRIES:
         raise LockfileError(f"{printable(str(path))}: lists about {entries} files and tensors, over the cap of "

@@ -11,13 +11,10 @@ lineage is a claim nobody can check (docs/lockfile.md, "Base model").
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from repro.canonical import sha256_bytes
 from repro.errors import DataError
 from repro.filenames import CHECK_NAME, LOCK_NAME, PROVENANCE_NAME, RECORD_NAME, RUN_NAME
 from repro.records import BaseBlock, BaseLock, JsonObject
-from repro.safeio import read_json
 from repro.source.filetree import resolve_under, safe_relpath
 from repro.source.hashing import hash_files, root_digest
 
@@ -55,33 +52,12 @@ def release_files(root: Path, rel: str) -> list[str]:
     return [f"{rel}/{n}" for n in names]
 
 
-def base_block(root: Path, rel: str) -> BaseBlock:
-    """The lock's `inputs.base`: the release's files, its lock's digest and what that lock says.
-
-    The base lock is read strictly (repro.safeio) but not trusted: only digests are
-    taken from it, each checked for shape. `require_consistent` is the build's
-    check that the weights are the ones that lock describes.
-    """
+def base_block(root: Path, rel: str, lock: BaseLock | None) -> BaseBlock:
+    """The lock's `inputs.base`: the release's files, and `lock`, what its own lock says
+    (`repro.lock.inputs_record.base_lock`), or None when it has none (an unverified base)."""
     digests = hash_files(root, release_files(root, rel))
-    files = [d.to_json() for d in digests]
-    lock_path = resolve_under(root, f"{rel}/{LOCK_NAME}", f"config key {BASE_KEY}")
-    if not lock_path.exists():
-        return {"path": rel, "files": files, "root_digest": root_digest(digests), "status": UNVERIFIED, "lock": None}
-    # Opened beneath the root: a link on the way may point only inside it (repro.safeio.open_beneath).
-    lock, raw = read_json(f"{rel}/{LOCK_NAME}", "base lockfile", DataError, root=root, links="inside")
-    lock_sha = sha256_bytes(raw)
-    try:
-        summary: BaseLock = {
-            "path": f"{rel}/{LOCK_NAME}", "sha256": lock_sha,
-            "weights_sha256": _hex(lock["outputs"]["weights"]["hashes"]["sha256"]),
-            "weights_path": f"{rel}/{lock['outputs']['weights']['path']}",
-            "config_sha256": _hex(lock["inputs"]["config"]["sha256"]),
-            "data_root_digest": _hex(lock["inputs"]["data"]["root_digest"]), "version": int(lock["version"])}
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"{lock_path.relative_to(root)}: not a repro lockfile (expected outputs.weights, "
-                        "inputs.config and inputs.data digests)") from None
-    safe_relpath(summary["weights_path"], f"{lock_path.relative_to(root)}: outputs.weights.path")
-    return {"path": rel, "files": files, "root_digest": root_digest(digests), "status": LOCKED, "lock": summary}
+    return {"path": rel, "files": [d.to_json() for d in digests], "root_digest": root_digest(digests),
+            "status": UNVERIFIED if lock is None else LOCKED, "lock": lock}
 
 
 def require_consistent(base: BaseBlock) -> None:
@@ -95,12 +71,6 @@ def require_consistent(base: BaseBlock) -> None:
     if got != lock["weights_sha256"]:
         raise DataError(f"{lock['weights_path']}: sha256 {str(got)[:12]}…, but the base's own {LOCK_NAME} says "
                         f"{lock['weights_sha256'][:12]}…; the base release is not the model its lock describes")
-
-
-def _hex(value: Any) -> str:
-    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
-        raise ValueError(value)
-    return value
 
 
 def with_base_path(model_node: JsonObject, root: Path) -> JsonObject:

@@ -9,14 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
 from repro import __version__
 from repro.canonical import compact_json, sha256_bytes
 from repro.errors import ConfigError, DataError, LockfileError
-from repro.records import Compiler, ConfigBlock, DataBlock, FilesBlock, GitState, Inputs, JsonObject
-from repro.source.base_model import base_block, base_path
+from repro.records import Compiler, ConfigBlock, DataBlock, FilesBlock, GitState, JsonObject
 from repro.source.config import hashed_view, require
 from repro.source.data import DataFiles, DataSpec, resolve_files
 from repro.source.filetree import safe_relpath
@@ -139,30 +137,6 @@ def compiler_block(rel_paths: list[str]) -> Compiler:
     list comes from `repro.environment.toolchain.compiler_files`.
     """
     return {"version": __version__, **files_block(PACKAGE_DIR.parent, rel_paths)}
-
-
-def hash_inputs(resolved: JsonObject, root: Path, spec: DataSpec, files: Sequence[str], *,
-                imported: list[str] | tuple[str, ...] = (), use_cache: bool = True,
-                progress: Progress | None = None) -> Inputs:
-    """The lock's `inputs` block (minus the sample order): config, data and code.
-
-    `repro train` and `repro verify` both call this, so what a build recorded and
-    what verify checks cannot drift apart. `files` are the data files, globbed once
-    by the caller (`data_files`): exactly the list the lock records. `imported` are
-    project files the build imported (train adds them after training; verify passes
-    the recorded ones). `use_cache=False` re-reads every data byte instead of
-    trusting the stat cache.
-    """
-    inputs: Inputs = {
-        "config": config_digest(resolved),
-        # Hashed: the files datasets loads plus data.sources (a corpus, a tokenizer).
-        "data": data_block(root, spec, list(files), use_cache=use_cache, progress=progress),
-        "code": code_block(root, code_include(resolved), imported),
-    }
-    base = base_path(resolved)
-    if base is not None:  # a fine-tune: its base release is source too
-        inputs["base"] = base_block(root, base)
-    return inputs
 
 
 def data_files(resolved: JsonObject, root: Path, spec: DataSpec) -> DataFiles:

@@ -19,6 +19,7 @@ from repro.environment.pins import PIN_KEYS, check_capability, native_capability
 from repro.environment.toolchain import installed_versions, interpreter_facts
 from repro.errors import DataError, EnvironmentMismatch, LockfileError, ReproError
 from repro.lock.explain import explain_config_edit, reference_configs
+from repro.lock.inputs_record import hash_inputs
 from repro.lock.lockdiff import Difference, compare_tensor_records, compare_toolchain
 from repro.lock.types import Inputs, Lock, Toolchain, Weights
 from repro.progress import byte_bar
@@ -27,7 +28,7 @@ from repro.source.config import require
 from repro.source.data import DataSpec
 from repro.source.filetree import resolve_under
 from repro.source.hashfile import digest_fd
-from repro.source.inputs import PACKAGE_DIR, compiler_block, data_files, hash_inputs
+from repro.source.inputs import PACKAGE_DIR, compiler_block, data_files
 from repro.verify.report import Checked
 
 
