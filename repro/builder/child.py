@@ -7,11 +7,12 @@ torchrun's ranks, whose agent stops every rank as soon as one dies, so a crash
 cannot hang the others. A rank that an outside launcher started (`torchrun -m
 repro train`, `accelerate launch`) starts one plain child of its own, with the
 launcher's variables passed on (they are in the allowlist). Either way the child
-runs `python -m repro.builder SPEC` (`repro.builder.build.rebuild_main`): whatever
+runs `python -m repro.builder SPEC` (`repro.builder.build.child_main`): whatever
 started repro, the build process is the same program, importing the same
-modules. The child answers through one result file beside its spec: its report
-(exit code 0), or a user-facing failure as exit code + message, which
-`repro.errors.from_exit_code` turns back into the same typed error.
+modules. The child answers through one result file beside its spec
+(`repro.builder.error_file`): its report (exit code 0), or a user-facing failure
+as exit code + message, which `repro.errors.from_exit_code` turns back into the
+same typed error.
 
 This module names no build function, so the build modules can import it without a cycle.
 """
