@@ -32,6 +32,7 @@ from repro.safeio import read_json
 from repro.source.base_model import require_consistent, with_base_path
 from repro.source.discover import imported_project_files
 from repro.source.inputs import code_block, code_include, config_digest, git_state
+from repro.source.project_import import importable
 from repro.source.targets import check_nodes
 from repro.train import checkpoint, distributed
 from repro.train.resume import Notify, Session, hold_out_dir
@@ -72,7 +73,9 @@ def build(spec: BuildSpec, notify: Notify) -> BuildReport | None:
     same bytes. Other ranks train too but never write to `out_dir`.
     """
     started = time.monotonic()
-    project_importable(spec.root, spec.served)
+    # The project's own `_target_`s import through repro's finder, never from `sys.path`; a rebuild's
+    # finder serves only the files its lock hashes.
+    importable(spec.root, spec.served)
     if spec.gate:  # verify's trust gate, finished on the imported objects before anything runs
         from repro.builder.gate import check_located
 
@@ -103,20 +106,6 @@ def finish_code(spec: BuildSpec) -> FilesBlock:
     and every project module the build imported."""
     present = [f for f in spec.config.code if (spec.root / f).is_file()]
     return code_block(spec.root, code_include(spec.resolved), [*imported_project_files(spec.root), *present])
-
-
-def project_importable(root: Path, served: dict[str, str] | None = None) -> None:
-    """Make the project's own modules importable through repro's finder (`repro.source.project_import`).
-
-    The project's own `_target_`s (mylib.net.TinyNet) then import with no
-    PYTHONPATH and no install, and the root never goes on `sys.path`; the files
-    they load are discovered and hashed. `served`: a rebuild's files, the only ones
-    it may import (a finder installed for this root already is kept).
-    """
-    from repro.source.project_import import install, installed_for
-
-    if served is not None or installed_for(root) is None:
-        install(root, served)
 
 
 def require_supported(pins: Pins) -> None:

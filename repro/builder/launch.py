@@ -25,10 +25,6 @@ def launch(spec: BuildSpec, options: ChildOptions | None = None, work_dir: Path 
     `work_dir` holds the child's spec, result and log (a temporary folder unless given).
     """
     started, options = time.monotonic(), options or ChildOptions()
-    if spec.served is None:
-        from repro.source.project_import import refuse_shadowing
-
-        refuse_shadowing(spec.root)  # a root-level json.py would never be imported: say so, before anything runs
     # Under an outside launcher this process is one rank: refuse a wrong count before starting anything.
     rank = distributed.check_world(spec.pins)[0] if distributed.under_launcher() else 0
     if work_dir is not None:

@@ -81,13 +81,11 @@ def toolchain_record() -> Toolchain:
     return identity.toolchain_record()
 
 
-
 def loss_trajectory(losses: list[float], every: int) -> LossTrajectory:
     """Every `every`-th loss in the lock, and a digest over all of them (float64 LE)."""
     blob = b"".join(struct.pack("<d", v) for v in losses)
     logged = [losses[s - 1] for s in lockfile.logged_steps(len(losses), every)]
     return {"every": every, "steps": len(losses), "losses": logged, "sha256": sha256_bytes(blob)}
-
 
 
 def write_exports(out_dir: Path, files: dict[str, bytes], staged: StagedFiles | None = None) -> list[FileRecord]:

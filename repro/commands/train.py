@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from repro.commands import Outcome
+from repro.commands import Outcome, add_config_arguments
 from repro.errors import ConfigError
 from repro.source.hydra_app import INFO_CHOICES
 
@@ -36,9 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--package", "-p", help="with --cfg: print only this node of the config")
     p.add_argument("--info", "-i", nargs="?", const="all", choices=list(INFO_CHOICES),
                    help="print Hydra's information (search path, defaults, config groups) and exit")
-    p.add_argument("--config-dir", help="folder holding the project's Hydra configs (default: ./configs)")
-    p.add_argument("--config-name", default="train", help="config file name without .yaml (default: train)")
-    p.add_argument("--root", help="project root that data and code paths are relative to")
+    add_config_arguments(p, "project root that data and code paths are relative to")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--rehash", action="store_true",
                    help="re-read every data byte instead of trusting the stat cache in .repro/")
@@ -111,6 +109,7 @@ def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> Outcome
     from repro.source.compose import compose
     from repro.source.composed import ConfigFiles
     from repro.source.config import require
+    from repro.source.project_import import refuse_shadowing
     from repro.train.resume import ResumeOptions
 
     resolved = compose(source, args.overrides)
@@ -121,6 +120,7 @@ def _train(args: argparse.Namespace, source: ConfigSource, cwd: Path) -> Outcome
                             source=(cwd / args.resume_from).resolve() if args.resume_from else None)
     spec = make_spec(resolved, source.root.resolve(), out_dir, resume=options, config=config, rehash=args.rehash,
                      quiet=args.quiet)
+    refuse_shadowing(spec.root)  # a root-level json.py would never be imported: say so, before anything runs
     report = launch(spec)
     if report is None:  # a rank other than 0 under torchrun / accelerate launch: rank 0 reports
         return Outcome(None, "", silent=True)

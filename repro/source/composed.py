@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import ConfigError
-from repro.records import JsonObject
 from repro.safeio import read_bytes
 from repro.source.config import ConfigSource, one_line
 from repro.source.hydra_main import hydra_app, hydra_errors
@@ -47,7 +46,7 @@ class ComposedFile:
 @dataclass(frozen=True)
 class ConfigFiles:
     """What a build is told about its config files: those composed (to name the file an error is in)
-    and the project's ones hashed with its code (`inputs.code`). Crosses to the build child as JSON."""
+    and the project's ones hashed with its code (`inputs.code`). Crosses to the build child in its BuildSpec."""
 
     files: tuple[ComposedFile, ...] = ()
     code: tuple[str, ...] = ()
@@ -62,19 +61,6 @@ class ConfigFiles:
         if not self.files:
             return None
         return lambda key: defined_in(key, list(self.files), root)
-
-    def to_json(self) -> JsonObject:
-        return {"files": [{"config_path": f.config_path, "package": f.package,
-                           "path": None if f.path is None else str(f.path)} for f in self.files],
-                "code": list(self.code)}
-
-    @classmethod
-    def from_json(cls, data: Any) -> ConfigFiles:
-        if not isinstance(data, dict):
-            return cls()
-        files = tuple(ComposedFile(str(f["config_path"]), str(f["package"]),
-                                   None if f["path"] is None else Path(f["path"])) for f in data.get("files", []))
-        return cls(files, tuple(str(c) for c in data.get("code", [])))
 
 
 def composed_files(source: ConfigSource, overrides: list[str]) -> list[ComposedFile]:

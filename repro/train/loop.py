@@ -373,12 +373,10 @@ def called(partial_: Any, key: str, arg: Any) -> Any:
 
 
 def instantiate(node: dict[str, Any], key: str) -> Any:
-    """Build an object from a `_target_` config node, naming the key on failure."""
+    """Build an object from a `_target_` config node (checked as one by `Components`), naming the key on failure."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate as hydra_instantiate
 
-    if not isinstance(node, dict) or "_target_" not in node:
-        raise ConfigError(f"config key {key}: expected a mapping with _target_")
     try:
         return hydra_instantiate(node)
     except InstantiationException as exc:
